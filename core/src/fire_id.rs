@@ -1,0 +1,54 @@
+//! The idempotency key of a fire: `"{job_id}@{scheduled_instant_utc}"`, the
+//! scheduled instant in RFC 3339 UTC with milliseconds
+//! (`nightly-backup@2026-03-08T07:00:00.000Z`). Deterministic, so a re-fire of
+//! the same occurrence (after a failover) carries the same id.
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FireId(String);
+
+impl FireId {
+    pub fn new(job_id: &str, scheduled: DateTime<Utc>) -> Self {
+        Self(format!(
+            "{job_id}@{}",
+            scheduled.to_rfc3339_opts(SecondsFormat::Millis, true)
+        ))
+    }
+
+    /// A manual `trigger` is not a scheduled occurrence: its id names the
+    /// trigger instant with a `trigger:` marker so it never collides with one.
+    pub fn for_trigger(job_id: &str, at: DateTime<Utc>) -> Self {
+        Self(format!(
+            "{job_id}@trigger:{}",
+            at.to_rfc3339_opts(SecondsFormat::Millis, true)
+        ))
+    }
+
+    /// Splits into `(job_id, instant)`; `None` for trigger ids and garbage.
+    pub fn parse(s: &str) -> Option<(&str, DateTime<Utc>)> {
+        let (job, at) = s.rsplit_once('@')?;
+        let at = DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc);
+        Some((job, at))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for FireId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<FireId> for String {
+    fn from(id: FireId) -> Self {
+        id.0
+    }
+}

@@ -1,0 +1,163 @@
+//! `JobSpec`: a job definition as users write it (TOML or JSON; DESIGN.md §6),
+//! and its validation. The field names are a user-facing contract: renaming a
+//! Rust field must never rename a file key (serde names are explicit where they
+//! differ).
+
+mod executor;
+mod file;
+mod validate;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::duration::HumanDuration;
+
+pub use executor::{Executor, HttpExecutor, PublishExecutor, ShellExecutor};
+pub use file::{parse_job_file, FileFormat};
+
+/// One job definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// `[a-z0-9._-]{1,128}`; the registry key and the first half of every fire id.
+    pub id: String,
+    /// Cron expression, `@every <duration>` or `@at <RFC 3339>`.
+    pub schedule: String,
+    /// IANA zone the cron expression is read in.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Worker pool whose queues receive this job's fires.
+    #[serde(default = "default_pool")]
+    pub pool: String,
+    /// Longest a single attempt may run before the worker kills it.
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+    #[serde(default)]
+    pub overlap: Overlap,
+    /// Any JSON value, handed to the executor.
+    #[serde(default)]
+    pub payload: serde_json::Value,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub executor: Executor,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    #[serde(default)]
+    pub misfire: MisfirePolicy,
+    /// Random delay in `[0, jitter)`, deterministic per fire id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<HumanDuration>,
+    /// No occurrence before this instant; also the `@every` anchor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<DateTime<Utc>>,
+    /// No occurrence at or after this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_at: Option<DateTime<Utc>>,
+    /// A paused job fires nothing until resumed.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// What to do when a fire is due while the previous run of the job still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overlap {
+    /// Run concurrently (Kubernetes CronJob's default `Allow`).
+    #[default]
+    Allow,
+    /// Skip the new fire while a run is in progress; counted.
+    Forbid,
+    /// Cancel the running attempt and start the new one.
+    Replace,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in total, the first included (1 = never retry).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Delay before attempt n+1 is `backoff[min(n-1, len-1)]`; each distinct
+    /// delay is one retry tier queue.
+    #[serde(default = "default_backoff")]
+    pub backoff: Vec<HumanDuration>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_max_attempts(),
+            backoff: default_backoff(),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay after failed attempt `attempt` (1-based).
+    pub fn delay_after(&self, attempt: u32) -> Option<HumanDuration> {
+        let idx = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
+        self.backoff
+            .get(idx)
+            .or_else(|| self.backoff.last())
+            .copied()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Misfire {
+    /// One fire for the latest missed occurrence, if within `grace`.
+    #[default]
+    FireOnce,
+    /// Missed occurrences are counted and logged, not fired.
+    Skip,
+    /// Every missed occurrence, oldest first, at most `max_catch_up`.
+    CatchUp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MisfirePolicy {
+    #[serde(default)]
+    pub policy: Misfire,
+    #[serde(default = "default_grace")]
+    pub grace: HumanDuration,
+    #[serde(default = "default_max_catch_up")]
+    pub max_catch_up: u32,
+}
+
+impl Default for MisfirePolicy {
+    fn default() -> Self {
+        Self {
+            policy: Misfire::default(),
+            grace: default_grace(),
+            max_catch_up: default_max_catch_up(),
+        }
+    }
+}
+
+pub const DEFAULT_POOL: &str = "default";
+
+fn default_timezone() -> String {
+    "UTC".to_string()
+}
+fn default_pool() -> String {
+    DEFAULT_POOL.to_string()
+}
+fn default_timeout() -> HumanDuration {
+    HumanDuration::from_secs(3600)
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_backoff() -> Vec<HumanDuration> {
+    vec![HumanDuration::from_secs(10), HumanDuration::from_secs(60)]
+}
+fn default_grace() -> HumanDuration {
+    HumanDuration::from_secs(600)
+}
+fn default_max_catch_up() -> u32 {
+    100
+}

@@ -1,0 +1,150 @@
+//! Executors: what a worker does with a fire. The JSON/TOML form is tagged by
+//! `type`; the binary form (fire events) is tagged by variant index, because
+//! bincode cannot read internally tagged enums.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Executor {
+    /// Succeeds at once (tests, benchmarks).
+    Noop,
+    Shell(ShellExecutor),
+    Http(HttpExecutor),
+    Publish(PublishExecutor),
+    /// A Rust handler registered by name in an embedded worker.
+    Handler {
+        name: String,
+    },
+}
+
+impl Executor {
+    /// The `type` tag, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Executor::Noop => "noop",
+            Executor::Shell(_) => "shell",
+            Executor::Http(_) => "http",
+            Executor::Publish(_) => "publish",
+            Executor::Handler { .. } => "handler",
+        }
+    }
+}
+
+/// Runs a program with an argv (no shell interpolation). Refused by workers
+/// unless the program is allow-listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShellExecutor {
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpExecutor {
+    #[serde(default = "default_method")]
+    pub method: String,
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Statuses that count as success; empty means any 2xx.
+    #[serde(default)]
+    pub expect: Vec<u16>,
+}
+
+/// Hands the payload to your own consumers (any language) with confirms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishExecutor {
+    pub exchange: String,
+    pub routing_key: String,
+}
+
+fn default_method() -> String {
+    "GET".to_string()
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+enum Tagged {
+    Noop {},
+    Shell(ShellExecutor),
+    Http(HttpExecutor),
+    Publish(PublishExecutor),
+    Handler { name: String },
+}
+
+#[derive(Serialize, Deserialize)]
+enum Indexed {
+    Noop,
+    Shell(ShellExecutor),
+    Http(HttpExecutor),
+    Publish(PublishExecutor),
+    Handler(String),
+}
+
+impl From<Executor> for Tagged {
+    fn from(e: Executor) -> Self {
+        match e {
+            Executor::Noop => Tagged::Noop {},
+            Executor::Shell(s) => Tagged::Shell(s),
+            Executor::Http(h) => Tagged::Http(h),
+            Executor::Publish(p) => Tagged::Publish(p),
+            Executor::Handler { name } => Tagged::Handler { name },
+        }
+    }
+}
+
+impl From<Executor> for Indexed {
+    fn from(e: Executor) -> Self {
+        match e {
+            Executor::Noop => Indexed::Noop,
+            Executor::Shell(s) => Indexed::Shell(s),
+            Executor::Http(h) => Indexed::Http(h),
+            Executor::Publish(p) => Indexed::Publish(p),
+            Executor::Handler { name } => Indexed::Handler(name),
+        }
+    }
+}
+
+impl Serialize for Executor {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // One clone per serialization keeps the two mirrors simple; executors
+        // are small and this is not on the timer's hot path (fire events are
+        // encoded once per fire).
+        if s.is_human_readable() {
+            Tagged::from(self.clone()).serialize(s)
+        } else {
+            Indexed::from(self.clone()).serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Executor {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(if d.is_human_readable() {
+            match Tagged::deserialize(d)? {
+                Tagged::Noop {} => Executor::Noop,
+                Tagged::Shell(s) => Executor::Shell(s),
+                Tagged::Http(h) => Executor::Http(h),
+                Tagged::Publish(p) => Executor::Publish(p),
+                Tagged::Handler { name } => Executor::Handler { name },
+            }
+        } else {
+            match Indexed::deserialize(d)? {
+                Indexed::Noop => Executor::Noop,
+                Indexed::Shell(s) => Executor::Shell(s),
+                Indexed::Http(h) => Executor::Http(h),
+                Indexed::Publish(p) => Executor::Publish(p),
+                Indexed::Handler(name) => Executor::Handler { name },
+            }
+        })
+    }
+}

@@ -1,0 +1,279 @@
+//! Validation of a `JobSpec`: every rule names the field and says what it
+//! expected, e.g. `retry.max_attempts: must be 1..=100, got 0`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::{Executor, JobSpec};
+use crate::{
+    error::{ScheduleError, ValidationError},
+    schedule::{parse_zone, Schedule},
+};
+
+/// Longest id: fits a routing-key segment with room for the pool and kind.
+pub(crate) const MAX_ID_LEN: usize = 128;
+const MAX_POOL_LEN: usize = 64;
+const MAX_ATTEMPTS: u32 = 100;
+const MAX_BACKOFF_STEPS: usize = 16;
+const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
+const MAX_JITTER: Duration = Duration::from_secs(3600);
+const MAX_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
+const MAX_CATCH_UP: u32 = 10_000;
+const MAX_LABELS: usize = 64;
+/// Pool names that other queues already use (`sundial.dead.control`).
+const RESERVED_POOLS: &[&str] = &["control"];
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> ValidationError {
+    ValidationError::new(field, message)
+}
+
+/// `[a-z0-9._-]{1,max}`.
+fn check_name(
+    field: &str,
+    value: &str,
+    max: usize,
+    allow_dot: bool,
+) -> Result<(), ValidationError> {
+    let ok_char = |c: char| {
+        c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || c == '_'
+            || c == '-'
+            || (allow_dot && c == '.')
+    };
+    let chars = if allow_dot {
+        "[a-z0-9._-]"
+    } else {
+        "[a-z0-9_-]"
+    };
+    if value.is_empty() || value.len() > max || !value.chars().all(ok_char) {
+        return Err(err(
+            field,
+            format!("must match {chars}{{1,{max}}}, got \"{value}\""),
+        ));
+    }
+    Ok(())
+}
+
+fn check_range(
+    field: &str,
+    d: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<(), ValidationError> {
+    if d < min || d > max {
+        return Err(err(
+            field,
+            format!(
+                "must be between {} and {}, got {}",
+                humantime::format_duration(min),
+                humantime::format_duration(max),
+                humantime::format_duration(d)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl JobSpec {
+    /// Checks every rule and returns the parsed schedule. `created_at` anchors
+    /// `@every` when there is no `start_at`; `now` is when the definition is
+    /// submitted (an expression that never fires after `now` is refused).
+    pub fn validate(
+        &self,
+        created_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Schedule, ValidationError> {
+        check_name("id", &self.id, MAX_ID_LEN, true)?;
+        check_name("pool", &self.pool, MAX_POOL_LEN, false)?;
+        if RESERVED_POOLS.contains(&self.pool.as_str()) {
+            return Err(err("pool", format!("\"{}\" is reserved", self.pool)));
+        }
+        let tz = parse_zone(&self.timezone).map_err(|e| err("timezone", e.to_string()))?;
+        check_range(
+            "timeout",
+            self.timeout.get(),
+            Duration::from_secs(1),
+            MAX_TIMEOUT,
+        )?;
+        self.validate_retry()?;
+        let m = &self.misfire;
+        check_range("misfire.grace", m.grace.get(), Duration::ZERO, MAX_GRACE)?;
+        if !(1..=MAX_CATCH_UP).contains(&m.max_catch_up) {
+            return Err(err(
+                "misfire.max_catch_up",
+                format!("must be 1..={MAX_CATCH_UP}, got {}", m.max_catch_up),
+            ));
+        }
+        if let Some(j) = self.jitter {
+            check_range("jitter", j.get(), Duration::ZERO, MAX_JITTER)?;
+        }
+        if let (Some(s), Some(e)) = (self.start_at, self.end_at) {
+            if e <= s {
+                return Err(err("end_at", "must be after start_at"));
+            }
+        }
+        self.validate_labels()?;
+        validate_executor(&self.executor)?;
+
+        let anchor = self.start_at.unwrap_or(created_at);
+        let schedule = Schedule::parse(&self.schedule, tz, anchor).map_err(schedule_err)?;
+        // The first instant that may fire: not before start_at, not before now.
+        let from = self.start_at.map_or(now, |s| s.max(now));
+        let first = schedule
+            .next_after(from - chrono::Duration::milliseconds(1))
+            .filter(|o| self.end_at.is_none_or(|e| o.at < e));
+        if first.is_none() {
+            return Err(schedule_err(ScheduleError::NeverFires {
+                expr: self.schedule.clone(),
+                after: from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            }));
+        }
+        Ok(schedule)
+    }
+
+    fn validate_retry(&self) -> Result<(), ValidationError> {
+        let r = &self.retry;
+        if !(1..=MAX_ATTEMPTS).contains(&r.max_attempts) {
+            return Err(err(
+                "retry.max_attempts",
+                format!("must be 1..={MAX_ATTEMPTS}, got {}", r.max_attempts),
+            ));
+        }
+        if r.max_attempts > 1 && r.backoff.is_empty() {
+            return Err(err(
+                "retry.backoff",
+                "must list at least one delay when max_attempts > 1",
+            ));
+        }
+        if r.backoff.len() > MAX_BACKOFF_STEPS {
+            return Err(err(
+                "retry.backoff",
+                format!(
+                    "must list at most {MAX_BACKOFF_STEPS} delays, got {}",
+                    r.backoff.len()
+                ),
+            ));
+        }
+        for (i, d) in r.backoff.iter().enumerate() {
+            check_range(
+                &format!("retry.backoff[{i}]"),
+                d.get(),
+                Duration::from_secs(1),
+                MAX_BACKOFF,
+            )?;
+            if d.get().subsec_nanos() != 0 {
+                return Err(err(
+                    format!("retry.backoff[{i}]"),
+                    "must be a whole number of seconds",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_labels(&self) -> Result<(), ValidationError> {
+        if self.labels.len() > MAX_LABELS {
+            return Err(err(
+                "labels",
+                format!("at most {MAX_LABELS} labels, got {}", self.labels.len()),
+            ));
+        }
+        for (k, v) in &self.labels {
+            check_name(&format!("labels.{k}"), k, 63, true)?;
+            if v.len() > 256 {
+                return Err(err(
+                    format!("labels.{k}"),
+                    "value must be at most 256 bytes",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn schedule_err(e: ScheduleError) -> ValidationError {
+    match e {
+        ScheduleError::UnknownZone(_) => err("timezone", e.to_string()),
+        _ => err("schedule", e.to_string()),
+    }
+}
+
+fn validate_executor(e: &Executor) -> Result<(), ValidationError> {
+    match e {
+        Executor::Noop => Ok(()),
+        Executor::Shell(s) => {
+            let Some(program) = s.command.first() else {
+                return Err(err(
+                    "executor.command",
+                    "must name a program: [\"/path/to/program\", args...]",
+                ));
+            };
+            if !program.starts_with('/') {
+                return Err(err(
+                    "executor.command",
+                    format!("program must be an absolute path (workers allow-list paths), got \"{program}\""),
+                ));
+            }
+            if let Some(cwd) = &s.cwd {
+                if !cwd.starts_with('/') {
+                    return Err(err("executor.cwd", "must be an absolute path"));
+                }
+            }
+            Ok(())
+        }
+        Executor::Http(h) => {
+            const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+            if !METHODS.contains(&h.method.as_str()) {
+                return Err(err(
+                    "executor.method",
+                    format!(
+                        "must be one of {}, got \"{}\"",
+                        METHODS.join(", "),
+                        h.method
+                    ),
+                ));
+            }
+            let rest = h
+                .url
+                .strip_prefix("https://")
+                .or_else(|| h.url.strip_prefix("http://"));
+            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+                return Err(err(
+                    "executor.url",
+                    format!(
+                        "must be an http:// or https:// URL with a host, got \"{}\"",
+                        h.url
+                    ),
+                ));
+            }
+            if let Some(bad) = h.expect.iter().find(|s| !(100..=599).contains(*s)) {
+                return Err(err(
+                    "executor.expect",
+                    format!("statuses must be 100-599, got {bad}"),
+                ));
+            }
+            Ok(())
+        }
+        Executor::Publish(p) => {
+            if p.exchange.len() > 255 || p.routing_key.len() > 255 {
+                return Err(err(
+                    "executor.routing_key",
+                    "exchange and routing_key must be at most 255 bytes",
+                ));
+            }
+            if p.exchange.starts_with("amq.") {
+                return Err(err("executor.exchange", "must not be an amq.* exchange"));
+            }
+            Ok(())
+        }
+        Executor::Handler { name } => {
+            if name.is_empty() || name.len() > 128 {
+                return Err(err("executor.name", "must be 1-128 bytes"));
+            }
+            Ok(())
+        }
+    }
+}

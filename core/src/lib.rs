@@ -1,0 +1,34 @@
+//! `sundial-core`: Sundial's domain, with no actors and no sockets.
+//!
+//! Everything here is pure: time comes in as an argument, bytes come in as
+//! slices. The actors crate and the binary wire these pieces to RabbitMQ.
+//!
+//! # Layout
+//!
+//! | module       | responsibility |
+//! |--------------|----------------|
+//! | [`schedule`] | parse cron / `@every` / `@at` expressions; `next_after` with Debian cron's DST rule |
+//! | [`duration`] | the human duration type (`"90s"`, `"10m"`) used in job files and settings |
+//! | [`job`]      | `JobSpec`, the user-facing job file format (TOML/JSON), and its validation |
+//! | [`fire_id`]  | `FireId = "{job_id}@{scheduled_instant_utc}"`, the idempotency key |
+//! | [`protocol`] | every message on the wire: control commands/replies, registry records, fire events, run events, watermarks |
+//! | [`codec`]    | the one place bytes become messages and back (JSON and pinned bincode), with size limits |
+//! | [`topology`] | exchange/queue names, routing keys and queue arguments under a prefix |
+//! | [`settings`] | raw settings (serde) and their validated form |
+//! | [`error`]    | the crate's error types |
+
+pub mod codec;
+pub mod duration;
+pub mod error;
+pub mod fire_id;
+pub mod job;
+pub mod protocol;
+pub mod schedule;
+pub mod settings;
+pub mod topology;
+
+pub use duration::HumanDuration;
+pub use error::{CodecError, ScheduleError, ValidationError};
+pub use fire_id::FireId;
+pub use job::JobSpec;
+pub use schedule::{Occurrence, OccurrenceNote, Schedule};

@@ -1,0 +1,238 @@
+//! Control commands (clients → `sundial.control`) and their replies (→ the
+//! command's `reply_to`, same `correlation_id`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{field_in_message, Format, JsonError, Message, MIB};
+use crate::{error::ValidationError, job::JobSpec};
+
+/// A control command. JSON: `{"command": "<name>", ...fields}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Command {
+    /// Create or replace; an identical spec is a no-op that still replies ok.
+    Upsert {
+        job: JobSpec,
+    },
+    /// Many upserts; each job gets its own result in the reply.
+    UpsertMany {
+        jobs: Vec<JobSpec>,
+    },
+    Delete {
+        id: String,
+    },
+    Pause {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
+    /// Fire now, outside the schedule, with its own fire id.
+    Trigger {
+        id: String,
+    },
+    Get {
+        id: String,
+    },
+    /// All jobs whose labels include every given pair.
+    List {
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
+    },
+}
+
+impl Command {
+    /// Names accepted in the `command` field.
+    pub const NAMES: &'static [&'static str] = &[
+        "upsert",
+        "upsert-many",
+        "delete",
+        "pause",
+        "resume",
+        "trigger",
+        "get",
+        "list",
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Upsert { .. } => "upsert",
+            Command::UpsertMany { .. } => "upsert-many",
+            Command::Delete { .. } => "delete",
+            Command::Pause { .. } => "pause",
+            Command::Resume { .. } => "resume",
+            Command::Trigger { .. } => "trigger",
+            Command::Get { .. } => "get",
+            Command::List { .. } => "list",
+        }
+    }
+}
+
+impl Message for Command {
+    const KIND: &'static str = "sundial.command";
+    const PRIMARY: Format = Format::Json;
+    const FORMATS: &'static [Format] = &[Format::Json];
+    const MAX_SIZE: usize = MIB;
+    const TAG: Option<&'static str> = Some("command");
+
+    /// Reads the `command` tag first, then the named command's fields, so
+    /// every error names its field (`command`, `id`, `job.retry.max_attempts`).
+    fn from_json(value: serde_json::Value) -> Result<Self, JsonError> {
+        let serde_json::Value::Object(mut obj) = value else {
+            return Err(JsonError::new("body", "must be a JSON object"));
+        };
+        let name = match obj.remove("command") {
+            Some(serde_json::Value::String(s)) => s,
+            Some(_) => return Err(JsonError::new("command", "must be a string")),
+            None => {
+                return Err(JsonError::new(
+                    "command",
+                    format!("missing; expected one of {}", Self::NAMES.join(", ")),
+                ))
+            }
+        };
+        let rest = serde_json::Value::Object(obj);
+        Ok(match name.as_str() {
+            "upsert" => Command::Upsert {
+                job: decode_field::<UpsertBody>(rest)?.job,
+            },
+            "upsert-many" => Command::UpsertMany {
+                jobs: decode_field::<UpsertManyBody>(rest)?.jobs,
+            },
+            "delete" => Command::Delete { id: id(rest)? },
+            "pause" => Command::Pause { id: id(rest)? },
+            "resume" => Command::Resume { id: id(rest)? },
+            "trigger" => Command::Trigger { id: id(rest)? },
+            "get" => Command::Get { id: id(rest)? },
+            "list" => Command::List {
+                labels: decode_field::<ListBody>(rest)?.labels,
+            },
+            other => {
+                return Err(JsonError::new(
+                    "command",
+                    format!(
+                        "unknown command \"{other}\"; expected one of {}",
+                        Self::NAMES.join(", ")
+                    ),
+                ))
+            }
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpsertBody {
+    job: JobSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpsertManyBody {
+    jobs: Vec<JobSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdBody {
+    id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListBody {
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+fn id(rest: serde_json::Value) -> Result<String, JsonError> {
+    decode_field::<IdBody>(rest).map(|b| b.id)
+}
+
+/// Root-level serde errors (unknown/missing field) name the field in their
+/// message only; lift it into the path.
+fn decode_field<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, JsonError> {
+    JsonError::decode(v, "").map_err(|mut e| {
+        if e.path == "." {
+            if let Some(f) = field_in_message(&e.detail) {
+                e.path = f;
+            }
+        }
+        e
+    })
+}
+
+/// The error part of a failed reply: which input field, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyError {
+    pub field: String,
+    pub message: String,
+}
+
+impl From<ValidationError> for ReplyError {
+    fn from(e: ValidationError) -> Self {
+        Self {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
+/// A reply: `{"ok": true, "result": ...}` or `{"ok": false, "error": {...}}`.
+/// `upsert-many` replies carry one [`ItemResult`] per job in `results`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reply {
+    pub ok: bool,
+    /// The command this answers (absent when the command could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ReplyError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<Vec<ItemResult>>,
+}
+
+/// One job's outcome inside an `upsert-many` reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemResult {
+    pub id: String,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ReplyError>,
+}
+
+impl Reply {
+    pub fn ok(command: &str, result: Option<serde_json::Value>) -> Self {
+        Self {
+            ok: true,
+            command: Some(command.to_string()),
+            result,
+            error: None,
+            results: None,
+        }
+    }
+
+    pub fn error(command: Option<&str>, error: impl Into<ReplyError>) -> Self {
+        Self {
+            ok: false,
+            command: command.map(str::to_string),
+            result: None,
+            error: Some(error.into()),
+            results: None,
+        }
+    }
+}
+
+impl Message for Reply {
+    const KIND: &'static str = "sundial.reply";
+    const PRIMARY: Format = Format::Json;
+    const FORMATS: &'static [Format] = &[Format::Json];
+    const MAX_SIZE: usize = 64 * MIB;
+}

@@ -1,0 +1,109 @@
+//! Fire events (timer → `sundial.fire` → worker) and shard watermarks. These
+//! are the hot path, so their primary format is bincode; they also read and
+//! write JSON for tools and non-Rust consumers.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Format, Message, MIB};
+use crate::{
+    duration::HumanDuration,
+    job::{Executor, Overlap, RetryPolicy},
+};
+
+/// One occurrence of a job, with the job snapshot a worker needs to run it
+/// without asking anyone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FireEvent {
+    /// `{job_id}@{scheduled_instant_utc}`; also the AMQP `message_id`.
+    pub fire_id: String,
+    pub job_id: String,
+    pub pool: String,
+    pub shard: u32,
+    /// Owner epoch of the shard when fired; bumps on every handover.
+    pub epoch: u64,
+    /// The occurrence's instant (before jitter).
+    pub scheduled_at: DateTime<Utc>,
+    /// When the timer handed it to the broker.
+    pub fired_at: DateTime<Utc>,
+    /// 1 for the first attempt; retries republish with `attempt + 1`.
+    pub attempt: u32,
+    /// True for a manual `trigger`, outside the schedule.
+    pub manual: bool,
+    pub executor: Executor,
+    #[serde(with = "json_value")]
+    pub payload: serde_json::Value,
+    pub timeout: HumanDuration,
+    pub retry: RetryPolicy,
+    pub overlap: Overlap,
+    /// First failed attempt's time, carried across retries for the dead letter.
+    pub first_failure: Option<DateTime<Utc>>,
+    /// HMAC over the event when fire signing is on (operations issue).
+    pub signature: Option<String>,
+}
+
+impl Message for FireEvent {
+    const KIND: &'static str = "sundial.fire";
+    const PRIMARY: Format = Format::Bincode;
+    const FORMATS: &'static [Format] = &[Format::Bincode, Format::Json];
+    /// Payloads are capped by the 1 MiB control body, plus the envelope.
+    const MAX_SIZE: usize = 2 * MIB;
+
+    fn natural_id(&self) -> Option<String> {
+        Some(self.fire_id.clone())
+    }
+}
+
+/// "Shard `shard` fired and had confirmed everything due ≤ `up_to`", written
+/// by the owner at `epoch` to `sundial.watermark.{shard}` (last value wins).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Watermark {
+    pub shard: u32,
+    pub epoch: u64,
+    pub up_to: DateTime<Utc>,
+    pub owner: String,
+}
+
+impl Message for Watermark {
+    const KIND: &'static str = "sundial.watermark";
+    const PRIMARY: Format = Format::Bincode;
+    const FORMATS: &'static [Format] = &[Format::Bincode, Format::Json];
+    const MAX_SIZE: usize = 4096;
+
+    fn natural_id(&self) -> Option<String> {
+        Some(format!(
+            "watermark:{}:{}:{}",
+            self.shard,
+            self.epoch,
+            self.up_to.timestamp_millis()
+        ))
+    }
+}
+
+/// A JSON value inside a message: nested as-is in JSON, carried as its JSON
+/// text in binary formats (bincode cannot decode self-describing values).
+mod json_value {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &serde_json::Value, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            v.serialize(s)
+        } else {
+            let text = serde_json::to_string(v).map_err(serde::ser::Error::custom)?;
+            s.serialize_str(&text)
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<serde_json::Value, D::Error> {
+        if d.is_human_readable() {
+            serde_json::Value::deserialize(d)
+        } else {
+            let text = String::deserialize(d)?;
+            serde_json::from_str(&text).map_err(D::Error::custom)
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Every message Sundial puts on the wire. Names here (kinds, headers, content
+//! types) are contracts documented in `docs/protocol.md`; renaming a Rust type
+//! never changes them.
+//!
+//! | kind (AMQP `type`)  | Rust type                 | primary format | also |
+//! |---------------------|---------------------------|----------------|------|
+//! | `sundial.command`   | [`control::Command`]      | JSON           |      |
+//! | `sundial.reply`     | [`control::Reply`]        | JSON           |      |
+//! | `sundial.registry`  | [`registry::RegistryRecord`] | JSON        |      |
+//! | `sundial.fire`      | [`fire::FireEvent`]       | bincode        | JSON |
+//! | `sundial.watermark` | [`fire::Watermark`]       | bincode        | JSON |
+//! | `sundial.run`       | [`run::RunEvent`]         | JSON           |      |
+
+pub mod control;
+pub mod fire;
+pub mod registry;
+pub mod run;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+/// The protocol version this build speaks, sent in [`VERSION_HEADER`].
+pub const VERSION: i64 = 1;
+/// AMQP header carrying the protocol version (an integer).
+pub const VERSION_HEADER: &str = "x-sundial-version";
+
+pub const CONTENT_TYPE_JSON: &str = "application/json";
+/// bincode 2.0.1, `config::standard()` (little endian, varint), serde mode.
+pub const CONTENT_TYPE_BINCODE: &str = "application/x-bincode";
+
+/// Headers on dead letters (DESIGN.md §4).
+pub mod headers {
+    pub const ERROR: &str = "x-sundial-error";
+    pub const ATTEMPTS: &str = "x-sundial-attempts";
+    pub const FIRST_FAILURE: &str = "x-sundial-first-failure";
+    pub const LAST_FAILURE: &str = "x-sundial-last-failure";
+    pub const WORKER: &str = "x-sundial-worker";
+}
+
+/// A body encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Bincode,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => CONTENT_TYPE_JSON,
+            Format::Bincode => CONTENT_TYPE_BINCODE,
+        }
+    }
+
+    pub fn from_content_type(ct: &str) -> Option<Self> {
+        // Tolerate parameters such as `application/json; charset=utf-8`.
+        let base = ct.split(';').next().unwrap_or("").trim();
+        if base.eq_ignore_ascii_case(CONTENT_TYPE_JSON) {
+            Some(Format::Json)
+        } else if base.eq_ignore_ascii_case(CONTENT_TYPE_BINCODE) {
+            Some(Format::Bincode)
+        } else {
+            None
+        }
+    }
+}
+
+/// A message type: its kind, formats and size limit.
+pub trait Message: Serialize + DeserializeOwned {
+    /// AMQP `type` property.
+    const KIND: &'static str;
+    /// The format it is published in.
+    const PRIMARY: Format;
+    /// Formats it can be decoded from (the primary one first).
+    const FORMATS: &'static [Format];
+    /// Largest body accepted when decoding (and produced when encoding).
+    const MAX_SIZE: usize;
+    /// The JSON key that names the variant, for internally tagged enums
+    /// (`command`, `op`); errors about the variant name this field.
+    const TAG: Option<&'static str> = None;
+
+    /// The AMQP `message_id` for this message when it has a natural one (a
+    /// fire's fire_id); otherwise the codec generates one.
+    fn natural_id(&self) -> Option<String> {
+        None
+    }
+
+    /// Builds the message from a parsed JSON value; an error names the path
+    /// of the offending field. The default goes through serde with path
+    /// tracking; internally tagged enums override it, because serde loses the
+    /// path inside them.
+    fn from_json(value: serde_json::Value) -> Result<Self, JsonError> {
+        serde_path_to_error::deserialize(value).map_err(|e| JsonError {
+            path: e.path().to_string(),
+            detail: e.inner().to_string(),
+        })
+    }
+}
+
+/// serde names the field only in the message of `unknown field `x`` and
+/// `missing field `x`` errors.
+pub(crate) fn field_in_message(detail: &str) -> Option<String> {
+    ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|p| detail.strip_prefix(p))
+        .and_then(|rest| rest.split('`').next())
+        .map(str::to_string)
+}
+
+/// A JSON schema error: `path` is dotted (`job.retry.max_attempts`), `.` for
+/// the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonError {
+    pub path: String,
+    pub detail: String,
+}
+
+impl JsonError {
+    pub fn new(path: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Decodes `value` as `T`, prefixing error paths with `prefix`.
+    pub fn decode<T: DeserializeOwned>(value: serde_json::Value, prefix: &str) -> Result<T, Self> {
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let inner = e.path().to_string();
+            let path = match (prefix.is_empty(), inner.as_str()) {
+                (true, _) => inner,
+                (false, ".") => prefix.to_string(),
+                (false, p) => format!("{prefix}.{p}"),
+            };
+            JsonError::new(path, e.inner().to_string())
+        })
+    }
+}
+
+/// One MiB: the control body limit (DESIGN.md, issue "scheduler").
+pub const MIB: usize = 1024 * 1024;

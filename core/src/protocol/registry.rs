@@ -1,0 +1,54 @@
+//! Registry records: the `sundial.registry` stream is the durable source of
+//! truth for job definitions. Replaying it from the first offset rebuilds the
+//! current view; snapshots pack many definitions per message so that replay
+//! of 1M jobs stays fast.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Format, Message, MIB};
+use crate::job::JobSpec;
+
+/// A stored definition: the spec plus when it was first accepted (the
+/// `@every` anchor when the spec has no `start_at`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredJob {
+    pub job: JobSpec,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum RegistryRecord {
+    Upsert {
+        job: JobSpec,
+        created_at: DateTime<Utc>,
+    },
+    Delete {
+        id: String,
+    },
+    Pause {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
+    /// Part `part` of `parts` of a snapshot; a snapshot is complete when all
+    /// its parts were read, and then replaces everything before it.
+    Snapshot {
+        snapshot_id: String,
+        part: u32,
+        parts: u32,
+        jobs: Vec<StoredJob>,
+    },
+}
+
+impl Message for RegistryRecord {
+    const KIND: &'static str = "sundial.registry";
+    const PRIMARY: Format = Format::Json;
+    const FORMATS: &'static [Format] = &[Format::Json];
+    /// Snapshot parts hold ~1,000 definitions.
+    const MAX_SIZE: usize = 16 * MIB;
+    const TAG: Option<&'static str> = Some("op");
+}

@@ -1,0 +1,64 @@
+//! Run events on `sundial.events` (routing key `{pool}.{job_id}.{kind}`): the
+//! lifecycle of each attempt, consumed by the scheduler's RunTracker, the
+//! ledger and your dashboards.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Format, Message};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunKind {
+    /// The timer published the fire (confirmed by the broker).
+    Fired,
+    Started,
+    Succeeded,
+    Failed,
+    Retrying,
+    Dead,
+    /// Dropped as a duplicate fire id, or skipped by the overlap policy.
+    Skipped,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Fired => "fired",
+            RunKind::Started => "started",
+            RunKind::Succeeded => "succeeded",
+            RunKind::Failed => "failed",
+            RunKind::Retrying => "retrying",
+            RunKind::Dead => "dead",
+            RunKind::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunEvent {
+    pub kind: RunKind,
+    pub fire_id: String,
+    pub job_id: String,
+    pub pool: String,
+    pub attempt: u32,
+    /// Worker (or scheduler node) id that emitted the event.
+    pub worker: String,
+    pub at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Failure reason, or the skip reason (`duplicate`, `overlap-forbid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Last bytes of the run's output (shell executor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+impl Message for RunEvent {
+    const KIND: &'static str = "sundial.run";
+    const PRIMARY: Format = Format::Json;
+    const FORMATS: &'static [Format] = &[Format::Json];
+    const MAX_SIZE: usize = 64 * 1024;
+}

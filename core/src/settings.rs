@@ -1,0 +1,385 @@
+//! Settings in two steps (ripgrep's LowArgs → HiArgs): [`RawSettings`] is what
+//! serde reads from defaults, `sundial.toml`, `SUNDIAL__SECTION__KEY`
+//! environment variables and flags (merged by the binary with the `config`
+//! crate); [`Settings`] is the validated form, built once by `TryFrom`. A bad
+//! value fails at start with its key name.
+
+use std::{net::SocketAddr, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    duration::HumanDuration, error::ValidationError, job::DEFAULT_POOL, topology::Topology,
+};
+
+const MASK: &str = "****";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSettings {
+    pub broker: RawBroker,
+    pub topology: RawTopology,
+    pub worker: RawWorker,
+    pub control: RawControl,
+    pub http: RawHttp,
+    pub log: RawLog,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawBroker {
+    /// `amqp://` or `amqps://` URL; the vhost is its path (`%2f` for `/`).
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawTopology {
+    pub prefix: String,
+    pub shards: u32,
+    pub pools: Vec<String>,
+    pub retry_tiers: Vec<String>,
+    pub delivery_limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawWorker {
+    pub pool: String,
+    pub concurrency: u32,
+    pub shutdown_deadline: String,
+    pub shell: RawShell,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawShell {
+    /// Absolute paths of programs the shell executor may run.
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawControl {
+    /// HMAC-SHA256 key for signed commands; never logged.
+    pub hmac_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawHttp {
+    pub enabled: bool,
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLog {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter (`info`, `sundial=debug,lapin=warn`).
+    pub level: String,
+}
+
+impl Default for RawSettings {
+    fn default() -> Self {
+        Self {
+            broker: RawBroker::default(),
+            topology: RawTopology::default(),
+            worker: RawWorker::default(),
+            control: RawControl::default(),
+            http: RawHttp::default(),
+            log: RawLog::default(),
+        }
+    }
+}
+
+impl Default for RawBroker {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+        }
+    }
+}
+
+impl Default for RawTopology {
+    fn default() -> Self {
+        Self {
+            prefix: "sundial".into(),
+            shards: 64,
+            pools: vec![DEFAULT_POOL.into()],
+            retry_tiers: vec!["10s".into(), "1m".into(), "10m".into(), "1h".into()],
+            delivery_limit: 10,
+        }
+    }
+}
+
+impl Default for RawWorker {
+    fn default() -> Self {
+        Self {
+            pool: DEFAULT_POOL.into(),
+            concurrency: 16,
+            shutdown_deadline: "30s".into(),
+            shell: RawShell::default(),
+        }
+    }
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:9797".into(),
+        }
+    }
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+impl RawSettings {
+    /// A copy safe to print: passwords in URLs and keys replaced by `****`.
+    pub fn masked(&self) -> Self {
+        let mut s = self.clone();
+        s.broker.url = mask_url_password(&s.broker.url);
+        if s.control.hmac_key.is_some() {
+            s.control.hmac_key = Some(MASK.into());
+        }
+        s
+    }
+}
+
+/// `amqp://user:secret@host` → `amqp://user:****@host`.
+pub fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:{MASK}@{host}"),
+        None => url.to_string(),
+    }
+}
+
+/// Validated settings. Each actor takes its own sub-struct by value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub broker: BrokerSettings,
+    pub topology: Topology,
+    pub worker: WorkerSettings,
+    pub control: ControlSettings,
+    pub http: HttpSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerSettings {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSettings {
+    pub pool: String,
+    /// Prefetch per consumer and in-flight runs: one number bounds both.
+    pub concurrency: u16,
+    pub shutdown_deadline: Duration,
+    pub shell_allow: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct ControlSettings {
+    pub hmac_key: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ControlSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlSettings")
+            .field("hmac_key", &self.hmac_key.as_ref().map(|_| MASK))
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+fn err(field: &str, message: impl Into<String>) -> ValidationError {
+    ValidationError::new(field, message)
+}
+
+fn check_name(field: &str, v: &str, max: usize) -> Result<(), ValidationError> {
+    let ok = !v.is_empty()
+        && v.len() <= max
+        && v.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            field,
+            format!("must match [a-z0-9_-]{{1,{max}}}, got \"{v}\""),
+        ))
+    }
+}
+
+impl TryFrom<RawSettings> for Settings {
+    type Error = ValidationError;
+
+    fn try_from(raw: RawSettings) -> Result<Self, Self::Error> {
+        let url = raw.broker.url.trim().to_string();
+        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+            return Err(err(
+                "broker.url",
+                format!(
+                    "must start with amqp:// or amqps://, got \"{}\"",
+                    mask_url_password(&url)
+                ),
+            ));
+        }
+
+        let t = raw.topology;
+        let prefix_ok = !t.prefix.is_empty()
+            && t.prefix.len() <= 64
+            && t.prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+        if !prefix_ok {
+            return Err(err(
+                "topology.prefix",
+                format!("must match [A-Za-z0-9._-]{{1,64}}, got \"{}\"", t.prefix),
+            ));
+        }
+        if !(1..=4096).contains(&t.shards) {
+            return Err(err(
+                "topology.shards",
+                format!("must be 1..=4096, got {}", t.shards),
+            ));
+        }
+        if t.pools.is_empty() {
+            return Err(err("topology.pools", "must name at least one pool"));
+        }
+        for p in &t.pools {
+            check_name("topology.pools", p, 64)?;
+            if p == crate::topology::CONTROL_DEAD_KEY {
+                return Err(err("topology.pools", "\"control\" is reserved"));
+            }
+        }
+        let mut retry_tiers = Vec::with_capacity(t.retry_tiers.len());
+        for s in &t.retry_tiers {
+            let d: HumanDuration = s
+                .parse()
+                .map_err(|e: String| err("topology.retry_tiers", e))?;
+            if d.get() < Duration::from_secs(1) || d.get().subsec_nanos() != 0 {
+                return Err(err(
+                    "topology.retry_tiers",
+                    format!("each tier must be a whole number of seconds ≥ 1s, got \"{s}\""),
+                ));
+            }
+            if !retry_tiers.contains(&d) {
+                retry_tiers.push(d);
+            }
+        }
+        if !(1..=1000).contains(&t.delivery_limit) {
+            return Err(err(
+                "topology.delivery_limit",
+                format!("must be 1..=1000, got {}", t.delivery_limit),
+            ));
+        }
+
+        let w = raw.worker;
+        check_name("worker.pool", &w.pool, 64)?;
+        let concurrency = u16::try_from(w.concurrency)
+            .ok()
+            .filter(|c| (1..=10_000).contains(c))
+            .ok_or_else(|| {
+                err(
+                    "worker.concurrency",
+                    format!("must be 1..=10000, got {}", w.concurrency),
+                )
+            })?;
+        let shutdown_deadline = w
+            .shutdown_deadline
+            .parse::<HumanDuration>()
+            .map_err(|e| err("worker.shutdown_deadline", e))?
+            .get();
+        if let Some(bad) = w.shell.allow.iter().find(|p| !p.starts_with('/')) {
+            return Err(err(
+                "worker.shell.allow",
+                format!("entries must be absolute paths, got \"{bad}\""),
+            ));
+        }
+
+        let hmac_key = match raw.control.hmac_key {
+            Some(k) if k.len() < 16 => {
+                return Err(err("control.hmac_key", "must be at least 16 bytes"));
+            }
+            k => k.map(String::into_bytes),
+        };
+
+        let listen = raw.http.listen.parse::<SocketAddr>().map_err(|e| {
+            err(
+                "http.listen",
+                format!("must be host:port such as 127.0.0.1:9797 ({e})"),
+            )
+        })?;
+
+        let format = match raw.log.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(err(
+                    "log.format",
+                    format!("must be text or json, got \"{other}\""),
+                ))
+            }
+        };
+
+        Ok(Settings {
+            broker: BrokerSettings { url },
+            topology: Topology {
+                prefix: t.prefix,
+                shards: t.shards,
+                pools: t.pools,
+                retry_tiers,
+                delivery_limit: t.delivery_limit,
+            },
+            worker: WorkerSettings {
+                pool: w.pool,
+                concurrency,
+                shutdown_deadline,
+                shell_allow: w.shell.allow,
+            },
+            control: ControlSettings { hmac_key },
+            http: HttpSettings {
+                enabled: raw.http.enabled,
+                listen,
+            },
+            log: LogSettings {
+                format,
+                level: raw.log.level,
+            },
+        })
+    }
+}

@@ -1,0 +1,303 @@
+//! Names and arguments of every exchange, queue and binding (DESIGN.md §3),
+//! under a configurable prefix. Pure data: `sundial-actors` declares it.
+//!
+//! These names are the wire contract with clients in other languages; they
+//! are documented in `docs/protocol.md`.
+
+use std::collections::BTreeMap;
+
+use crate::duration::HumanDuration;
+
+/// Routing key of the control DLQ on the dead-letter exchange; `control` is a
+/// reserved pool name for this reason.
+pub const CONTROL_DEAD_KEY: &str = "control";
+/// Header on retry publishes that selects the retry tier queue.
+pub const RETRY_TIER_HEADER: &str = "x-sundial-retry-tier";
+
+/// A queue or binding argument value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArgValue {
+    Str(String),
+    Int(i64),
+}
+
+pub type Args = BTreeMap<String, ArgValue>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeKind {
+    Direct,
+    Fanout,
+    Topic,
+    Headers,
+}
+
+impl ExchangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Fanout => "fanout",
+            ExchangeKind::Topic => "topic",
+            ExchangeKind::Headers => "headers",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeDecl {
+    pub name: String,
+    pub kind: ExchangeKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDecl {
+    pub name: String,
+    pub args: Args,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingDecl {
+    pub queue: String,
+    pub exchange: String,
+    pub routing_key: String,
+    pub args: Args,
+}
+
+/// Everything `topology apply` declares, in dependency order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Declarations {
+    pub exchanges: Vec<ExchangeDecl>,
+    pub queues: Vec<QueueDecl>,
+    pub bindings: Vec<BindingDecl>,
+}
+
+/// The topology of one Sundial installation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// Prefix of every name (`sundial`); lets several installations share a vhost.
+    pub prefix: String,
+    /// Number of timer shards and work queues per pool. Changing it moves jobs
+    /// between shards, so it is fixed per installation.
+    pub shards: u32,
+    /// Pools whose work and dead-letter queues are declared.
+    pub pools: Vec<String>,
+    /// Retry delays with a tier queue each.
+    pub retry_tiers: Vec<HumanDuration>,
+    /// `x-delivery-limit` of work and control queues: the last guard against a
+    /// redelivery loop (quorum queues have no default limit in 3.10).
+    pub delivery_limit: u32,
+}
+
+impl Topology {
+    pub fn control_exchange(&self) -> String {
+        format!("{}.control", self.prefix)
+    }
+    pub fn control_queue(&self) -> String {
+        format!("{}.control", self.prefix)
+    }
+    pub fn registry_stream(&self) -> String {
+        format!("{}.registry", self.prefix)
+    }
+    pub fn fire_exchange(&self) -> String {
+        format!("{}.fire", self.prefix)
+    }
+    pub fn work_queue(&self, pool: &str, shard: u32) -> String {
+        format!("{}.work.{pool}.{shard}", self.prefix)
+    }
+    /// Routing key of a fire on the fire exchange.
+    pub fn work_routing_key(pool: &str, shard: u32) -> String {
+        format!("{pool}.{shard}")
+    }
+    pub fn retry_exchange(&self) -> String {
+        format!("{}.retry", self.prefix)
+    }
+    pub fn retry_queue(&self, tier: HumanDuration) -> String {
+        format!("{}.retry.{}", self.prefix, tier_name(tier))
+    }
+    pub fn dead_exchange(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+    pub fn dead_queue(&self, pool: &str) -> String {
+        format!("{}.dead.{pool}", self.prefix)
+    }
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+    /// Routing key of a run event: `{pool}.{job_id}.{kind}`.
+    pub fn event_routing_key(pool: &str, job_id: &str, kind: &str) -> String {
+        format!("{pool}.{job_id}.{kind}")
+    }
+    pub fn lease_queue(&self, shard: u32) -> String {
+        format!("{}.lease.{shard}", self.prefix)
+    }
+    pub fn watermark_queue(&self, shard: u32) -> String {
+        format!("{}.watermark.{shard}", self.prefix)
+    }
+    /// Fanout exchange for scheduler heartbeats.
+    pub fn nodes_exchange(&self) -> String {
+        format!("{}.nodes", self.prefix)
+    }
+
+    /// `shard = fnv1a64(job_id) mod shards`. FNV-1a is fixed here forever:
+    /// changing it would move every job to another shard.
+    pub fn shard_of(&self, job_id: &str) -> u32 {
+        shard_of(job_id, self.shards)
+    }
+
+    /// Every exchange, queue and binding, in the order to declare them.
+    pub fn declarations(&self) -> Declarations {
+        let mut d = Declarations::default();
+        let ex = |name: String, kind| ExchangeDecl { name, kind };
+        d.exchanges = vec![
+            ex(self.control_exchange(), ExchangeKind::Fanout),
+            ex(self.fire_exchange(), ExchangeKind::Direct),
+            ex(self.retry_exchange(), ExchangeKind::Headers),
+            ex(self.dead_exchange(), ExchangeKind::Direct),
+            ex(self.events_exchange(), ExchangeKind::Topic),
+            ex(self.nodes_exchange(), ExchangeKind::Fanout),
+        ];
+
+        let bind = |queue: &str, exchange: String, key: String| BindingDecl {
+            queue: queue.to_string(),
+            exchange,
+            routing_key: key,
+            args: Args::new(),
+        };
+
+        let control = self.control_queue();
+        d.queues.push(QueueDecl {
+            name: control.clone(),
+            args: self.dead_lettering_quorum(CONTROL_DEAD_KEY),
+        });
+        d.bindings
+            .push(bind(&control, self.control_exchange(), String::new()));
+
+        let registry = self.registry_stream();
+        d.queues.push(QueueDecl {
+            name: registry,
+            args: Args::from([("x-queue-type".into(), ArgValue::Str("stream".into()))]),
+        });
+
+        let dead_control = self.dead_queue(CONTROL_DEAD_KEY);
+        d.queues.push(QueueDecl {
+            name: dead_control.clone(),
+            args: quorum(),
+        });
+        d.bindings.push(bind(
+            &dead_control,
+            self.dead_exchange(),
+            CONTROL_DEAD_KEY.into(),
+        ));
+
+        for pool in &self.pools {
+            let dead = self.dead_queue(pool);
+            d.queues.push(QueueDecl {
+                name: dead.clone(),
+                args: quorum(),
+            });
+            d.bindings
+                .push(bind(&dead, self.dead_exchange(), pool.clone()));
+            for shard in 0..self.shards {
+                let q = self.work_queue(pool, shard);
+                d.queues.push(QueueDecl {
+                    name: q.clone(),
+                    args: self.dead_lettering_quorum(pool),
+                });
+                d.bindings.push(bind(
+                    &q,
+                    self.fire_exchange(),
+                    Self::work_routing_key(pool, shard),
+                ));
+            }
+        }
+
+        for &tier in &self.retry_tiers {
+            let q = self.retry_queue(tier);
+            // Expired messages go back to the fire exchange with their original
+            // routing key `{pool}.{shard}`. A fixed TTL per queue, because a
+            // per-message TTL only expires at the head of the queue.
+            let mut args = quorum();
+            args.insert(
+                "x-message-ttl".into(),
+                ArgValue::Int(i64::try_from(tier.as_millis_u64()).unwrap_or(i64::MAX)),
+            );
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                ArgValue::Str(self.fire_exchange()),
+            );
+            args.insert(
+                "x-dead-letter-strategy".into(),
+                ArgValue::Str("at-least-once".into()),
+            );
+            args.insert("x-overflow".into(), ArgValue::Str("reject-publish".into()));
+            d.queues.push(QueueDecl {
+                name: q.clone(),
+                args,
+            });
+            d.bindings.push(BindingDecl {
+                queue: q,
+                exchange: self.retry_exchange(),
+                routing_key: String::new(),
+                args: Args::from([
+                    ("x-match".into(), ArgValue::Str("all".into())),
+                    (RETRY_TIER_HEADER.into(), ArgValue::Str(tier_name(tier))),
+                ]),
+            });
+        }
+
+        for shard in 0..self.shards {
+            d.queues.push(QueueDecl {
+                name: self.watermark_queue(shard),
+                args: Args::from([
+                    ("x-queue-type".into(), ArgValue::Str("classic".into())),
+                    ("x-max-length".into(), ArgValue::Int(1)),
+                ]),
+            });
+        }
+        d
+    }
+
+    /// A quorum queue that dead-letters at-least-once to the dead exchange
+    /// with `dead_key`, and stops redelivering after `delivery_limit`.
+    fn dead_lettering_quorum(&self, dead_key: &str) -> Args {
+        let mut a = quorum();
+        a.insert(
+            "x-delivery-limit".into(),
+            ArgValue::Int(i64::from(self.delivery_limit)),
+        );
+        a.insert(
+            "x-dead-letter-exchange".into(),
+            ArgValue::Str(self.dead_exchange()),
+        );
+        a.insert(
+            "x-dead-letter-routing-key".into(),
+            ArgValue::Str(dead_key.to_string()),
+        );
+        // At-least-once dead-lettering requires reject-publish overflow.
+        a.insert(
+            "x-dead-letter-strategy".into(),
+            ArgValue::Str("at-least-once".into()),
+        );
+        a.insert("x-overflow".into(), ArgValue::Str("reject-publish".into()));
+        a
+    }
+}
+
+fn quorum() -> Args {
+    Args::from([("x-queue-type".into(), ArgValue::Str("quorum".into()))])
+}
+
+/// The name of a retry tier in queue names and the tier header: humantime
+/// without spaces (`10s`, `1m`, `1h30m`).
+pub fn tier_name(tier: HumanDuration) -> String {
+    tier.to_string().replace(' ', "")
+}
+
+/// FNV-1a 64 of the id's UTF-8 bytes, modulo `shards` (which must be > 0).
+pub fn shard_of(job_id: &str, shards: u32) -> u32 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let h = job_id
+        .bytes()
+        .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
+    u32::try_from(h % u64::from(shards.max(1))).unwrap_or(0)
+}

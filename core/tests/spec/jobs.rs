@@ -1,0 +1,207 @@
+//! Job files, validation messages and fire ids.
+
+use sundial_core::{
+    job::{parse_job_file, Executor, FileFormat, Misfire, Overlap},
+    FireId, JobSpec,
+};
+
+use super::util::utc;
+
+const TOML_FILE: &str = r#"
+[[jobs]]
+id = "nightly-backup"
+schedule = "0 3 * * *"
+timezone = "Asia/Shanghai"
+pool = "default"
+timeout = "30m"
+overlap = "forbid"
+payload = { full = true }
+labels = { team = "ops" }
+[jobs.executor]
+type = "shell"
+command = ["/usr/local/bin/backup.sh", "--full"]
+[jobs.retry]
+max_attempts = 5
+backoff = ["10s", "1m", "10m"]
+[jobs.misfire]
+policy = "fire-once"
+grace = "10m"
+max_catch_up = 100
+"#;
+
+fn now() -> chrono::DateTime<chrono::Utc> {
+    utc("2026-06-01T00:00:00Z")
+}
+
+#[test]
+fn design_toml_example_parses_and_validates() {
+    let jobs = parse_job_file(TOML_FILE, FileFormat::Toml).expect("parses");
+    assert_eq!(jobs.len(), 1);
+    let j = &jobs[0];
+    assert_eq!(j.id, "nightly-backup");
+    assert_eq!(j.overlap, Overlap::Forbid);
+    assert_eq!(j.misfire.policy, Misfire::FireOnce);
+    assert_eq!(j.retry.max_attempts, 5);
+    assert_eq!(j.payload, serde_json::json!({"full": true}));
+    assert!(
+        matches!(&j.executor, Executor::Shell(s) if s.command[0] == "/usr/local/bin/backup.sh")
+    );
+    j.validate(now(), now()).expect("valid");
+}
+
+#[test]
+fn json_single_and_many_and_round_trip() {
+    let one = r#"{"id":"a","schedule":"@every 90s","executor":{"type":"noop"}}"#;
+    let jobs = parse_job_file(one, FileFormat::Json).expect("one job");
+    assert_eq!(jobs[0].pool, "default");
+    assert_eq!(jobs[0].timezone, "UTC");
+    let many = format!(r#"{{"jobs":[{one},{one}]}}"#);
+    assert_eq!(
+        parse_job_file(&many, FileFormat::Json).expect("many").len(),
+        2
+    );
+    let text = serde_json::to_string(&jobs[0]).expect("serializes");
+    let back: JobSpec = serde_json::from_str(&text).expect("reads back");
+    assert_eq!(back, jobs[0]);
+}
+
+fn file_error(json: &str) -> (String, String) {
+    let e = parse_job_file(json, FileFormat::Json).expect_err("must fail");
+    (e.field, e.message)
+}
+
+#[test]
+fn unknown_fields_are_rejected_with_their_path() {
+    let (field, msg) = file_error(
+        r#"{"id":"a","schedule":"* * * * *","executor":{"type":"noop"},"colour":"red"}"#,
+    );
+    assert_eq!(field, "colour");
+    assert!(msg.contains("unknown field"), "{msg}");
+    let (field, _) = file_error(
+        r#"{"id":"a","schedule":"* * * * *","executor":{"type":"noop"},"retry":{"max_attempt":3}}"#,
+    );
+    assert_eq!(field, "retry.max_attempt");
+    let (field, msg) = file_error(
+        r#"{"id":"a","schedule":"* * * * *","executor":{"type":"shell","command":["/bin/true"],"shell":true}}"#,
+    );
+    assert_eq!(field, "executor");
+    assert!(msg.contains("shell"), "{msg}");
+    let (field, _) = file_error(
+        r#"{"jobs":[{"id":"a","schedule":"* * * * *","executor":{"type":"noop"},"timeout":"soon"}]}"#,
+    );
+    assert_eq!(field, "jobs[0].timeout");
+}
+
+fn invalid(patch: serde_json::Value) -> (String, String) {
+    let mut base = serde_json::json!({"id":"a","schedule":"* * * * *","executor":{"type":"noop"}});
+    if let (Some(b), Some(p)) = (base.as_object_mut(), patch.as_object()) {
+        for (k, v) in p {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    let job: JobSpec = serde_json::from_value(base).expect("shape is fine");
+    let e = job.validate(now(), now()).expect_err("must be invalid");
+    (e.field, e.message)
+}
+
+#[test]
+fn validation_names_field_and_rule() {
+    use serde_json::json;
+    assert_eq!(
+        invalid(json!({"retry": {"max_attempts": 0}})),
+        (
+            "retry.max_attempts".to_string(),
+            "must be 1..=100, got 0".to_string()
+        )
+    );
+    assert_eq!(invalid(json!({"id": "Bad Id"})).0, "id");
+    assert_eq!(invalid(json!({"pool": "a.b"})).0, "pool");
+    assert_eq!(invalid(json!({"pool": "control"})).0, "pool");
+    assert_eq!(invalid(json!({"timezone": "Mars/Olympus"})).0, "timezone");
+    assert_eq!(
+        invalid(json!({"schedule": "61 * * * *"})),
+        (
+            "schedule".to_string(),
+            "invalid schedule \"61 * * * *\": minute must be 0-59".to_string()
+        )
+    );
+    assert_eq!(invalid(json!({"schedule": "0 0 30 2 *"})).0, "schedule");
+    assert_eq!(
+        invalid(json!({"schedule": "@at 2020-01-01T00:00:00Z"})).0,
+        "schedule"
+    );
+    assert_eq!(invalid(json!({"timeout": "0s"})).0, "timeout");
+    assert_eq!(
+        invalid(json!({"retry": {"max_attempts": 3, "backoff": []}})).0,
+        "retry.backoff"
+    );
+    assert_eq!(
+        invalid(json!({"retry": {"backoff": ["500ms"]}})).0,
+        "retry.backoff[0]"
+    );
+    assert_eq!(
+        invalid(json!({"misfire": {"max_catch_up": 0}})).0,
+        "misfire.max_catch_up"
+    );
+    assert_eq!(invalid(json!({"jitter": "2h"})).0, "jitter");
+    assert_eq!(
+        invalid(json!({"start_at": "2026-07-01T00:00:00Z", "end_at": "2026-06-01T00:00:00Z"})).0,
+        "end_at"
+    );
+    assert_eq!(
+        invalid(json!({"end_at": "2026-05-01T00:00:00Z"})).0,
+        "schedule"
+    );
+    assert_eq!(
+        invalid(json!({"executor": {"type": "shell", "command": []}})).0,
+        "executor.command"
+    );
+    assert_eq!(
+        invalid(json!({"executor": {"type": "shell", "command": ["backup.sh"]}})).0,
+        "executor.command"
+    );
+    assert_eq!(
+        invalid(json!({"executor": {"type": "http", "url": "ftp://x"}})).0,
+        "executor.url"
+    );
+    assert_eq!(
+        invalid(json!({"executor": {"type": "http", "url": "http://x", "expect": [99]}})).0,
+        "executor.expect"
+    );
+    assert_eq!(
+        invalid(json!({"executor": {"type": "handler", "name": ""}})).0,
+        "executor.name"
+    );
+    assert_eq!(invalid(json!({"labels": {"Team": "x"}})).0, "labels.Team");
+}
+
+#[test]
+fn fire_id_format() {
+    let id = FireId::new("nightly-backup", utc("2026-03-08T07:00:00Z"));
+    assert_eq!(id.as_str(), "nightly-backup@2026-03-08T07:00:00.000Z");
+    assert_eq!(
+        FireId::parse(id.as_str()),
+        Some(("nightly-backup", utc("2026-03-08T07:00:00Z")))
+    );
+    assert_eq!(FireId::parse("garbage"), None);
+    assert!(FireId::for_trigger("a", utc("2026-03-08T07:00:00Z"))
+        .as_str()
+        .starts_with("a@trigger:"));
+}
+
+#[test]
+fn retry_delay_uses_last_step_after_the_list() {
+    let j: JobSpec = serde_json::from_str(r#"{"id":"a","schedule":"* * * * *","executor":{"type":"noop"},"retry":{"max_attempts":5,"backoff":["10s","1m"]}}"#).expect("parses");
+    let d: Vec<_> = (1..=4)
+        .map(|a| j.retry.delay_after(a).map(|d| d.to_string()))
+        .collect();
+    assert_eq!(
+        d,
+        [
+            Some("10s".into()),
+            Some("1m".into()),
+            Some("1m".into()),
+            Some("1m".into())
+        ]
+    );
+}

@@ -1,0 +1,20 @@
+//! Specification tests of `sundial-core`, one binary.
+//!
+//! | module       | what it pins down |
+//! |--------------|-------------------|
+//! | `dst`        | hand-written DST tables: New York, Berlin, Lord Howe, Shanghai |
+//! | `posix`      | POSIX/Vixie cron semantics (weekday numbering, DOM OR DOW, aliases, L W #) |
+//! | `schedules`  | `@every`, `@at`, parse errors, never-fires validation |
+//! | `properties` | proptest: `next_after` strictly increasing and after its argument |
+//! | `jobs`       | job files (TOML/JSON), validation messages, fire ids |
+//! | `codec`      | round trips of every message, and each kind of bad input |
+//! | `settings`   | settings validation and masking |
+
+mod codec;
+mod dst;
+mod jobs;
+mod posix;
+mod properties;
+mod schedules;
+mod settings;
+mod util;

@@ -1,0 +1,81 @@
+//! Property tests: for random valid expressions, zones and instants,
+//! `next_after(t) > t` and the sequence strictly increases.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use proptest::prelude::*;
+use sundial_core::Schedule;
+
+const ZONES: &[&str] = &[
+    "UTC",
+    "America/New_York",
+    "Europe/Berlin",
+    "Australia/Lord_Howe",
+    "Asia/Shanghai",
+    "America/Santiago",
+    "Pacific/Chatham",
+    "Asia/Tehran",
+];
+
+fn field(max: u32, min: u32) -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("*".to_string()),
+        (1..=max.min(30)).prop_map(|s| format!("*/{s}")),
+        (min..=max).prop_map(|v| v.to_string()),
+        (min..=max, min..=max).prop_map(|(a, b)| format!("{},{}", a.min(b), a.max(b))),
+        (min..=max, min..=max, 1u32..5).prop_map(|(a, b, s)| format!(
+            "{}-{}/{s}",
+            a.min(b),
+            a.max(b)
+        )),
+    ]
+}
+
+fn expr() -> impl Strategy<Value = String> {
+    (
+        prop::option::of(field(59, 0)),
+        field(59, 0),
+        field(23, 0),
+        prop_oneof![Just("*".to_string()), field(28, 1)],
+        prop_oneof![Just("*".to_string()), field(12, 1)],
+        prop_oneof![Just("*".to_string()), field(7, 0)],
+    )
+        .prop_map(|(s, m, h, dom, mon, dow)| match s {
+            Some(s) => format!("{s} {m} {h} {dom} {mon} {dow}"),
+            None => format!("{m} {h} {dom} {mon} {dow}"),
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn next_after_is_strictly_increasing(
+        e in expr(),
+        zone in prop::sample::select(ZONES),
+        start in 1_700_000_000i64..1_900_000_000i64,
+    ) {
+        let tz: Tz = zone.parse().expect("zone");
+        let t0: DateTime<Utc> = DateTime::from_timestamp(start, 0).expect("instant");
+        let s = Schedule::parse(&e, tz, t0).expect("generated expressions are valid");
+        let mut t = t0;
+        for _ in 0..20 {
+            let Some(o) = s.next_after(t) else { break };
+            prop_assert!(o.at > t, "{e} in {zone}: {} is not after {t}", o.at);
+            t = o.at;
+        }
+    }
+
+    #[test]
+    fn every_is_strictly_increasing(secs in 1u64..100_000, start in 1_700_000_000i64..1_900_000_000i64) {
+        let t0: DateTime<Utc> = DateTime::from_timestamp(start, 0).expect("instant");
+        let s = Schedule::parse(&format!("@every {secs}s"), Tz::UTC, t0).expect("valid");
+        let mut t = t0;
+        for _ in 0..5 {
+            let o = s.next_after(t).expect("every never ends");
+            prop_assert!(o.at > t);
+            prop_assert_eq!((o.at - t0).num_seconds() % i64::try_from(secs).expect("small"), 0);
+            t = o.at;
+        }
+    }
+}

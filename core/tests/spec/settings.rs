@@ -1,0 +1,60 @@
+//! Settings validation: a bad value fails with its key name; secrets masked.
+
+use sundial_core::settings::{mask_url_password, RawSettings, Settings};
+
+#[test]
+fn defaults_are_valid() {
+    let s = Settings::try_from(RawSettings::default()).expect("defaults validate");
+    assert_eq!(s.topology.prefix, "sundial");
+    assert_eq!(s.topology.shards, 64);
+    assert_eq!(s.broker.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+    assert_eq!(s.http.listen.to_string(), "127.0.0.1:9797");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let check = |f: &dyn Fn(&mut RawSettings), key: &str| {
+        let mut raw = RawSettings::default();
+        f(&mut raw);
+        let e = Settings::try_from(raw).expect_err("must be invalid");
+        assert_eq!(e.field, key, "{e}");
+    };
+    check(&|r| r.broker.url = "http://x".into(), "broker.url");
+    check(&|r| r.topology.shards = 0, "topology.shards");
+    check(&|r| r.topology.prefix = "a b".into(), "topology.prefix");
+    check(
+        &|r| r.topology.pools = vec!["control".into()],
+        "topology.pools",
+    );
+    check(
+        &|r| r.topology.retry_tiers = vec!["fast".into()],
+        "topology.retry_tiers",
+    );
+    check(&|r| r.worker.concurrency = 0, "worker.concurrency");
+    check(
+        &|r| r.worker.shell.allow = vec!["backup.sh".into()],
+        "worker.shell.allow",
+    );
+    check(&|r| r.http.listen = "nowhere".into(), "http.listen");
+    check(&|r| r.log.format = "xml".into(), "log.format");
+    check(
+        &|r| r.control.hmac_key = Some("short".into()),
+        "control.hmac_key",
+    );
+}
+
+#[test]
+fn secrets_are_masked() {
+    assert_eq!(
+        mask_url_password("amqp://u:p%40ss@h:5672/v"),
+        "amqp://u:****@h:5672/v"
+    );
+    assert_eq!(mask_url_password("amqp://h:5672"), "amqp://h:5672");
+    let mut raw = RawSettings::default();
+    raw.control.hmac_key = Some("0123456789abcdef0123".into());
+    let m = raw.masked();
+    assert_eq!(m.control.hmac_key.as_deref(), Some("****"));
+    assert_eq!(m.broker.url, "amqp://guest:****@127.0.0.1:5672/%2f");
+    let s = Settings::try_from(raw).expect("valid");
+    assert!(!format!("{:?}", s.control).contains("0123"));
+}

@@ -1,1 +1,17 @@
-//! x
+//! The `sundial` binary's library: command-line definitions, settings
+//! loading and the commands, wired to `sundial-core` and `sundial-actors`.
+//! `main.rs` only parses, loads, sets up tracing and dispatches.
+//!
+//! # Layout
+//!
+//! | module       | responsibility |
+//! |--------------|----------------|
+//! | [`cli`]      | clap definitions of every subcommand and global flag |
+//! | [`load`]     | defaults < `sundial.toml` < `SUNDIAL__SECTION__KEY` < flags, via the `config` crate |
+//! | [`commands`] | `schedule next`, `topology apply`, `config show` |
+//! | [`logging`]  | tracing subscriber (text or JSON, to stderr) |
+
+pub mod cli;
+pub mod commands;
+pub mod load;
+pub mod logging;

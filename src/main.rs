@@ -1,1 +1,46 @@
-fn main() {}
+//! `sundial`: parse the command line, load settings, set up tracing, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use sundial::{
+    cli::{Cli, Command, ConfigCmd, ScheduleCmd, TopologyCmd},
+    commands::{self, CommandError},
+    load, logging,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line on stderr, naming what is wrong.
+            eprintln!("{e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), CommandError> {
+    let mut stdout = std::io::stdout().lock();
+    if let Command::Schedule(ScheduleCmd::Next(args)) = &cli.command {
+        // A pure computation: needs no settings and no broker.
+        return commands::schedule_next::run(args, chrono::Utc::now(), &mut stdout);
+    }
+    let (raw, settings) =
+        load::load(&cli.global).map_err(|e| CommandError::Usage(e.to_string()))?;
+    logging::init(&settings.log);
+    match cli.command {
+        Command::Schedule(_) => Ok(()),
+        Command::Config(ConfigCmd::Show) => commands::config_show::run(&raw, &mut stdout),
+        Command::Topology(TopologyCmd::Apply) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| {
+                    CommandError::Failed(format!("cannot start the tokio runtime: {e}"))
+                })?;
+            rt.block_on(commands::topology_apply::run(&settings, &mut stdout))
+        }
+    }
+}

@@ -1,1 +1,13 @@
+//! Integration tests of the `sundial` binary and its adapters against the real
+//! RabbitMQ on 127.0.0.1:5672. Each test that touches the broker gets its own
+//! vhost (created and deleted through `rabbitmqctl` by `util::Vhost`).
+//!
+//! | module     | behaviour |
+//! |------------|-----------|
+//! | `cli`      | `schedule next` output and exit codes, `config show` layering and masking |
+//! | `topology` | `topology apply` is idempotent; a conflicting queue is named with its argument |
+//! | `util`     | vhosts, the binary under test, bounded waits |
 
+mod cli;
+mod topology;
+mod util;

@@ -1,0 +1,95 @@
+//! Connecting to RabbitMQ, and mapping `codec::Meta` to AMQP properties.
+
+use lapin::{
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+    BasicProperties, Connection, ConnectionProperties,
+};
+use sundial_core::{codec::Meta, protocol::VERSION_HEADER, settings::mask_url_password};
+
+use crate::error::Error;
+
+/// AMQP delivery mode 2: the broker writes the message to disk.
+const PERSISTENT: u8 = 2;
+
+/// Opens a connection named `name` (shown in the management UI and in
+/// `rabbitmqctl list_connections`, which makes fault tests and operators'
+/// lives easier).
+pub async fn connect(url: &str, name: &str) -> Result<Connection, Error> {
+    let props = ConnectionProperties::default().with_connection_name(name.into());
+    Connection::connect(url, props)
+        .await
+        .map_err(|source| Error::Connect {
+            url: mask_url_password(url),
+            source,
+        })
+}
+
+/// Persistent properties carrying `meta`.
+pub fn properties(meta: &Meta) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    if let Some(v) = meta.version {
+        headers.insert(VERSION_HEADER.into(), AMQPValue::LongLongInt(v));
+    }
+    let mut p = BasicProperties::default()
+        .with_delivery_mode(PERSISTENT)
+        .with_headers(headers);
+    if let Some(k) = &meta.kind {
+        p = p.with_type(ShortString::from(k.as_str()));
+    }
+    if let Some(ct) = &meta.content_type {
+        p = p.with_content_type(ShortString::from(ct.as_str()));
+    }
+    if let Some(id) = &meta.message_id {
+        p = p.with_message_id(ShortString::from(id.as_str()));
+    }
+    if let Some(ts) = meta.timestamp {
+        p = p.with_timestamp(ts);
+    }
+    p
+}
+
+/// Reads `meta` from received properties. The version header is accepted as
+/// any AMQP integer type, or a decimal string, because clients in other
+/// languages encode integers differently.
+pub fn meta_of(props: &BasicProperties) -> Meta {
+    let version = props
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(VERSION_HEADER).and_then(integer));
+    Meta {
+        kind: props.kind().as_ref().map(|s| s.to_string()),
+        content_type: props.content_type().as_ref().map(|s| s.to_string()),
+        message_id: props.message_id().as_ref().map(|s| s.to_string()),
+        timestamp: *props.timestamp(),
+        version,
+    }
+}
+
+fn integer(v: &AMQPValue) -> Option<i64> {
+    match v {
+        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok()?.trim().parse().ok(),
+        AMQPValue::ShortString(s) => s.as_str().trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A `FieldTable` from topology arguments.
+pub fn field_table(args: &sundial_core::topology::Args) -> FieldTable {
+    use sundial_core::topology::ArgValue;
+    let mut t = FieldTable::default();
+    for (k, v) in args {
+        let value = match v {
+            ArgValue::Str(s) => AMQPValue::LongString(LongString::from(s.as_str())),
+            ArgValue::Int(n) => AMQPValue::LongLongInt(*n),
+        };
+        t.insert(ShortString::from(k.as_str()), value);
+    }
+    t
+}

@@ -1,0 +1,121 @@
+//! Declares Sundial's topology. Declaring is idempotent in AMQP: the same
+//! declaration twice changes nothing. A pre-existing exchange or queue with
+//! other arguments makes the broker close the channel with 406
+//! PRECONDITION_FAILED and a message naming the argument; we turn that into
+//! [`Error::Conflict`] naming the queue.
+
+use lapin::{
+    options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
+    types::FieldTable,
+    Connection, ExchangeKind,
+};
+use sundial_core::topology::{Declarations, ExchangeKind as Kind};
+use tracing::{debug, info};
+
+use crate::{broker::field_table, error::Error};
+
+/// What `apply` declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub exchanges: usize,
+    pub queues: usize,
+    pub bindings: usize,
+}
+
+fn broker_err(operation: String) -> impl FnOnce(lapin::Error) -> Error {
+    move |source| Error::Broker { operation, source }
+}
+
+/// The broker's text for a 406, if that is what `e` is.
+fn precondition_failed(e: &lapin::Error) -> Option<String> {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 406 => {
+            Some(amqp.get_message().to_string())
+        }
+        _ => None,
+    }
+}
+
+fn lapin_kind(k: Kind) -> ExchangeKind {
+    match k {
+        Kind::Direct => ExchangeKind::Direct,
+        Kind::Fanout => ExchangeKind::Fanout,
+        Kind::Topic => ExchangeKind::Topic,
+        Kind::Headers => ExchangeKind::Headers,
+    }
+}
+
+/// Declares every exchange, queue and binding in `d` on one channel.
+pub async fn apply(conn: &Connection, d: &Declarations) -> Result<Applied, Error> {
+    let ch = conn
+        .create_channel()
+        .await
+        .map_err(broker_err("channel.open".into()))?;
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    for e in &d.exchanges {
+        ch.exchange_declare(
+            e.name.as_str().into(),
+            lapin_kind(e.kind),
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|source| match precondition_failed(&source) {
+            Some(detail) => Error::Conflict {
+                what: "exchange",
+                name: e.name.clone(),
+                detail,
+            },
+            None => broker_err(format!("exchange.declare {}", e.name))(source),
+        })?;
+        debug!(exchange = %e.name, kind = e.kind.as_str(), "declared exchange");
+    }
+    let queue_opts = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    for q in &d.queues {
+        ch.queue_declare(q.name.as_str().into(), queue_opts, field_table(&q.args))
+            .await
+            .map_err(|source| match precondition_failed(&source) {
+                Some(detail) => Error::Conflict {
+                    what: "queue",
+                    name: q.name.clone(),
+                    detail,
+                },
+                None => broker_err(format!("queue.declare {}", q.name))(source),
+            })?;
+        debug!(queue = %q.name, "declared queue");
+    }
+    for b in &d.bindings {
+        ch.queue_bind(
+            b.queue.as_str().into(),
+            b.exchange.as_str().into(),
+            b.routing_key.as_str().into(),
+            QueueBindOptions::default(),
+            field_table(&b.args),
+        )
+        .await
+        .map_err(broker_err(format!(
+            "queue.bind {} to {}",
+            b.queue, b.exchange
+        )))?;
+    }
+    // Closing politely; a failure here changes nothing that was declared.
+    let _ = ch.close(200, "topology applied".into()).await;
+    let applied = Applied {
+        exchanges: d.exchanges.len(),
+        queues: d.queues.len(),
+        bindings: d.bindings.len(),
+    };
+    info!(
+        exchanges = applied.exchanges,
+        queues = applied.queues,
+        bindings = applied.bindings,
+        "topology applied"
+    );
+    Ok(applied)
+}

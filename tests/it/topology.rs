@@ -1,0 +1,166 @@
+//! `topology apply` against the real broker.
+
+use lapin::{options::QueueDeclareOptions, types::FieldTable};
+use sundial_core::settings::{RawSettings, Settings};
+
+use crate::util::{bounded, stderr, stdout, sundial, Vhost};
+
+fn settings(vhost: &Vhost) -> Settings {
+    let mut raw = RawSettings::default();
+    raw.broker.url = vhost.url();
+    raw.topology.shards = 4;
+    raw.topology.pools = vec!["default".into(), "reports".into()];
+    Settings::try_from(raw).expect("valid settings")
+}
+
+fn snapshot(v: &Vhost) -> (Vec<String>, Vec<String>, Vec<String>) {
+    (
+        v.list("list_queues", &["name", "type", "durable", "arguments"]),
+        v.list("list_exchanges", &["name", "type", "durable"]),
+        v.list(
+            "list_bindings",
+            &[
+                "source_name",
+                "destination_name",
+                "routing_key",
+                "arguments",
+            ],
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_twice_is_idempotent() {
+    let v = Vhost::new("topo");
+    let s = settings(&v);
+    let decl = s.topology.declarations();
+    let conn = bounded(
+        "connect",
+        sundial_actors::broker::connect(&s.broker.url, "it-topology"),
+    )
+    .await
+    .expect("connects");
+    let first = bounded("apply", sundial_actors::topology::apply(&conn, &decl))
+        .await
+        .expect("first apply");
+    let before = snapshot(&v);
+    let second = bounded("apply again", sundial_actors::topology::apply(&conn, &decl))
+        .await
+        .expect("second apply");
+    assert_eq!(first, second);
+    assert_eq!(snapshot(&v), before, "a second apply changes nothing");
+
+    // What was declared is what DESIGN.md §3 says.
+    let (queues, exchanges, _) = before;
+    assert_eq!(queues.len(), decl.queues.len());
+    let line = |name: &str| {
+        queues
+            .iter()
+            .find(|l| l.starts_with(&format!("{name}\t")))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let work = line("sundial.work.reports.3");
+    assert!(
+        work.contains("quorum")
+            && work.contains("x-delivery-limit")
+            && work.contains("at-least-once")
+            && work.contains("reject-publish"),
+        "{work}"
+    );
+    assert!(line("sundial.registry").contains("stream"));
+    assert!(line("sundial.retry.10s").contains("x-message-ttl"));
+    assert!(line("sundial.watermark.0").contains("x-max-length"));
+    assert!(
+        exchanges
+            .iter()
+            .any(|l| l.starts_with("sundial.events\ttopic")),
+        "{exchanges:?}"
+    );
+    let _ = conn.close(200, "done".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conflicting_queue_is_reported_with_its_name_and_argument() {
+    let v = Vhost::new("conflict");
+    let s = settings(&v);
+    let conn = bounded(
+        "connect",
+        sundial_actors::broker::connect(&s.broker.url, "it-conflict"),
+    )
+    .await
+    .expect("connects");
+    let ch = conn.create_channel().await.expect("channel");
+    // Someone created the control queue as a classic queue before Sundial.
+    bounded(
+        "declare classic queue",
+        ch.queue_declare(
+            "sundial.control".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .expect("declares");
+    let err = bounded(
+        "apply",
+        sundial_actors::topology::apply(&conn, &s.topology.declarations()),
+    )
+    .await
+    .expect_err("must conflict");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, sundial_actors::Error::Conflict { what: "queue", .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("\"sundial.control\"") && msg.contains("inequivalent arg 'x-"),
+        "{msg}"
+    );
+    let _ = conn.close(200, "done".into()).await;
+
+    // The CLI says the same on stderr and exits 1.
+    let o = sundial()
+        .args(["topology", "apply", "--broker", &v.url()])
+        .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("sundial.control") && stderr(&o).contains("inequivalent arg 'x-"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn cli_topology_apply_twice_succeeds() {
+    let v = Vhost::new("cli");
+    for _ in 0..2 {
+        let o = sundial()
+            .args([
+                "topology",
+                "apply",
+                "--broker",
+                &v.url(),
+                "--prefix",
+                "acme",
+            ])
+            .env("SUNDIAL__TOPOLOGY__SHARDS", "2")
+            .output()
+            .expect("runs");
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stdout(&o).starts_with("topology \"acme\" applied:"),
+            "{}",
+            stdout(&o)
+        );
+    }
+    assert!(v
+        .list("list_queues", &["name"])
+        .iter()
+        .any(|q| q == "acme.work.default.1"));
+}

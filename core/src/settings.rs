@@ -14,7 +14,7 @@ use crate::{
 
 const MASK: &str = "****";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawSettings {
     pub broker: RawBroker,
@@ -79,19 +79,6 @@ pub struct RawLog {
     pub format: String,
     /// A tracing filter (`info`, `sundial=debug,lapin=warn`).
     pub level: String,
-}
-
-impl Default for RawSettings {
-    fn default() -> Self {
-        Self {
-            broker: RawBroker::default(),
-            topology: RawTopology::default(),
-            worker: RawWorker::default(),
-            control: RawControl::default(),
-            http: RawHttp::default(),
-            log: RawLog::default(),
-        }
-    }
 }
 
 impl Default for RawBroker {

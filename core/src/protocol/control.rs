@@ -14,7 +14,7 @@ use crate::{error::ValidationError, job::JobSpec};
 pub enum Command {
     /// Create or replace; an identical spec is a no-op that still replies ok.
     Upsert {
-        job: JobSpec,
+        job: Box<JobSpec>,
     },
     /// Many upserts; each job gets its own result in the reply.
     UpsertMany {
@@ -96,7 +96,7 @@ impl Message for Command {
         let rest = serde_json::Value::Object(obj);
         Ok(match name.as_str() {
             "upsert" => Command::Upsert {
-                job: decode_field::<UpsertBody>(rest)?.job,
+                job: Box::new(decode_field::<UpsertBody>(rest)?.job),
             },
             "upsert-many" => Command::UpsertMany {
                 jobs: decode_field::<UpsertManyBody>(rest)?.jobs,

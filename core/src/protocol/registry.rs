@@ -22,7 +22,7 @@ pub struct StoredJob {
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum RegistryRecord {
     Upsert {
-        job: JobSpec,
+        job: Box<JobSpec>,
         created_at: DateTime<Utc>,
     },
     Delete {

@@ -97,7 +97,7 @@ fn round_trip<M: Message + PartialEq + std::fmt::Debug>(msg: &M) {
 #[test]
 fn every_message_round_trips_in_each_format() {
     for cmd in [
-        Command::Upsert { job: job() },
+        Command::Upsert { job: Box::new(job()) },
         Command::UpsertMany {
             jobs: vec![job(), job()],
         },
@@ -133,7 +133,7 @@ fn every_message_round_trips_in_each_format() {
     });
     for rec in [
         RegistryRecord::Upsert {
-            job: job(),
+            job: Box::new(job()),
             created_at: utc("2026-01-01T00:00:00Z"),
         },
         RegistryRecord::Delete { id: "a".into() },

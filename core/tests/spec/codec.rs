@@ -97,7 +97,9 @@ fn round_trip<M: Message + PartialEq + std::fmt::Debug>(msg: &M) {
 #[test]
 fn every_message_round_trips_in_each_format() {
     for cmd in [
-        Command::Upsert { job: Box::new(job()) },
+        Command::Upsert {
+            job: Box::new(job()),
+        },
         Command::UpsertMany {
             jobs: vec![job(), job()],
         },

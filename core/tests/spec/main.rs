@@ -5,6 +5,7 @@
 //! | `dst`        | hand-written DST tables: New York, Berlin, Lord Howe, Shanghai |
 //! | `posix`      | POSIX/Vixie cron semantics (weekday numbering, DOM OR DOW, aliases, L W #) |
 //! | `schedules`  | `@every`, `@at`, parse errors, never-fires validation |
+//! | `model`      | an independent minute-walk model of the DST rule, compared on random expressions |
 //! | `properties` | proptest: `next_after` strictly increasing and after its argument |
 //! | `jobs`       | job files (TOML/JSON), validation messages, fire ids |
 //! | `codec`      | round trips of every message, and each kind of bad input |
@@ -13,6 +14,7 @@
 mod codec;
 mod dst;
 mod jobs;
+mod model;
 mod posix;
 mod properties;
 mod schedules;

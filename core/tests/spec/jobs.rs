@@ -205,3 +205,12 @@ fn retry_delay_uses_last_step_after_the_list() {
         ]
     );
 }
+
+#[test]
+fn shard_hash_matches_the_documented_examples() {
+    use sundial_core::topology::shard_of;
+    // docs/protocol.md §2: clients in other languages compute the same.
+    assert_eq!(shard_of("nightly-backup", 64), 31);
+    assert_eq!(shard_of("reports.daily", 64), 23);
+    assert_eq!(shard_of("a", 64), 12);
+}

@@ -2,6 +2,7 @@
 //!
 //! | module       | what it pins down |
 //! |--------------|-------------------|
+//! | `docs`       | the JSON examples in docs/protocol.md decode
 //! | `dst`        | hand-written DST tables: New York, Berlin, Lord Howe, Shanghai |
 //! | `posix`      | POSIX/Vixie cron semantics (weekday numbering, DOM OR DOW, aliases, L W #) |
 //! | `schedules`  | `@every`, `@at`, parse errors, never-fires validation |
@@ -12,6 +13,7 @@
 //! | `settings`   | settings validation and masking |
 
 mod codec;
+mod docs;
 mod dst;
 mod jobs;
 mod model;

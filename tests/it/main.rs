@@ -6,8 +6,10 @@
 //! |------------|-----------|
 //! | `cli`      | `schedule next` output and exit codes, `config show` layering and masking |
 //! | `topology` | `topology apply` is idempotent; a conflicting queue is named with its argument |
+//! | `wire`     | message metadata and bodies survive a trip through RabbitMQ
 //! | `util`     | vhosts, the binary under test, bounded waits |
 
 mod cli;
 mod topology;
 mod util;
+mod wire;

@@ -79,3 +79,64 @@ proptest! {
         }
     }
 }
+
+/// Tokens that are valid somewhere, combined anywhere.
+const TOKENS: &[&str] = &[
+    "*",
+    "*/7",
+    "L",
+    "LW",
+    "15W",
+    "31W",
+    "5L",
+    "FRI#5",
+    "MON#1",
+    "0",
+    "59",
+    "1-5",
+    "5-1",
+    "1,2",
+    "JAN",
+    "dec",
+    "?",
+    "L-3",
+    "0/5",
+    "*/59",
+    "31",
+    "29",
+    "2",
+    "7",
+    "1-31/40",
+    "+MON",
+    "SUN-SAT",
+    "2030",
+    "1970-2100",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// Whatever a user types, parsing and evaluating never panic: a control
+    /// actor must answer with an error, not die.
+    #[test]
+    fn arbitrary_expressions_never_panic(
+        fields in prop_oneof![
+            prop::collection::vec("[0-9*/,LW#?A-Za-z+-]{1,6}", 1..9),
+            prop::collection::vec(prop::sample::select(TOKENS).prop_map(str::to_string), 5..8),
+        ],
+        start in 0i64..4_000_000_000i64,
+    ) {
+        let e = fields.join(" ");
+        let t0: DateTime<Utc> = DateTime::from_timestamp(start, 0).expect("instant");
+        for zone in [Tz::UTC, Tz::America__New_York, Tz::Australia__Lord_Howe] {
+            if let Ok(s) = Schedule::parse(&e, zone, t0) {
+                let mut t = t0;
+                for _ in 0..3 {
+                    let Some(o) = s.next_after(t) else { break };
+                    prop_assert!(o.at > t);
+                    t = o.at;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Messages keep their metadata through the real broker: `codec::Meta` →
+//! AMQP properties → RabbitMQ → properties → `Meta`, and decode to the same
+//! message.
+
+use lapin::{
+    options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable, LongString},
+    BasicProperties,
+};
+use sundial_actors::broker::{meta_of, properties};
+use sundial_core::{
+    codec::{decode, encode},
+    protocol::{control::Command, fire::Watermark},
+};
+
+use crate::util::{bounded, Vhost};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn meta_and_body_survive_the_broker() {
+    let v = Vhost::new("wire");
+    let conn = bounded(
+        "connect",
+        sundial_actors::broker::connect(&v.url(), "it-wire"),
+    )
+    .await
+    .expect("connects");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    ch.queue_declare(
+        "wire".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("queue");
+
+    let wm = Watermark {
+        shard: 5,
+        epoch: 2,
+        up_to: chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("ts"),
+        owner: "n1".into(),
+    };
+    let enc = encode(&wm).expect("encodes");
+    let confirm = bounded(
+        "publish",
+        ch.basic_publish(
+            "".into(),
+            "wire".into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            &enc.body,
+            properties(&enc.meta),
+        ),
+    )
+    .await
+    .expect("publishes");
+    assert!(bounded("confirm", confirm).await.expect("confirm").is_ack());
+
+    let got = bounded(
+        "get",
+        ch.basic_get("wire".into(), BasicGetOptions { no_ack: true }),
+    )
+    .await
+    .expect("get")
+    .expect("a message");
+    let meta = meta_of(&got.delivery.properties);
+    assert_eq!(meta, enc.meta);
+    assert_eq!(
+        got.delivery.properties.delivery_mode(),
+        &Some(2),
+        "persistent"
+    );
+    assert_eq!(
+        decode::<Watermark>(&meta, &got.delivery.data).expect("decodes"),
+        wm
+    );
+    let _ = conn.close(200, "done".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn version_header_in_other_client_encodings_is_understood() {
+    let v = Vhost::new("wire-poly");
+    let conn = bounded(
+        "connect",
+        sundial_actors::broker::connect(&v.url(), "it-wire-poly"),
+    )
+    .await
+    .expect("connects");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    ch.queue_declare(
+        "poly".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("queue");
+    // pika sends small ints as signed 32/64-bit, some clients send strings.
+    for value in [
+        AMQPValue::LongInt(1),
+        AMQPValue::ShortShortInt(1),
+        AMQPValue::LongString(LongString::from("1")),
+    ] {
+        let mut headers = FieldTable::default();
+        headers.insert("x-sundial-version".into(), value);
+        let props = BasicProperties::default().with_headers(headers);
+        let confirm = bounded(
+            "publish",
+            ch.basic_publish(
+                "".into(),
+                "poly".into(),
+                BasicPublishOptions::default(),
+                br#"{"command":"get","id":"a"}"#,
+                props,
+            ),
+        )
+        .await
+        .expect("publishes");
+        // Once confirmed, the message is in the queue: one get must find it.
+        assert!(bounded("confirm", confirm).await.expect("confirm").is_ack());
+        let got = bounded(
+            "get",
+            ch.basic_get("poly".into(), BasicGetOptions { no_ack: true }),
+        )
+        .await
+        .expect("get")
+        .expect("the confirmed message");
+        let meta = meta_of(&got.delivery.properties);
+        assert_eq!(meta.version, Some(1));
+        assert_eq!(
+            decode::<Command>(&meta, &got.delivery.data).expect("decodes"),
+            Command::Get { id: "a".into() }
+        );
+    }
+    let _ = conn.close(200, "done".into()).await;
+}

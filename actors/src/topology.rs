@@ -36,6 +36,18 @@ fn precondition_failed(e: &lapin::Error) -> Option<String> {
     }
 }
 
+/// A failed `{what}.declare` of `name`: a conflict when the broker says 406.
+fn declare_err<'a>(what: &'static str, name: &'a str) -> impl FnOnce(lapin::Error) -> Error + 'a {
+    move |source| match precondition_failed(&source) {
+        Some(detail) => Error::Conflict {
+            what,
+            name: name.to_string(),
+            detail,
+        },
+        None => broker_err(format!("{what}.declare {name}"))(source),
+    }
+}
+
 fn lapin_kind(k: Kind) -> ExchangeKind {
     match k {
         Kind::Direct => ExchangeKind::Direct,
@@ -63,14 +75,7 @@ pub async fn apply(conn: &Connection, d: &Declarations) -> Result<Applied, Error
             FieldTable::default(),
         )
         .await
-        .map_err(|source| match precondition_failed(&source) {
-            Some(detail) => Error::Conflict {
-                what: "exchange",
-                name: e.name.clone(),
-                detail,
-            },
-            None => broker_err(format!("exchange.declare {}", e.name))(source),
-        })?;
+        .map_err(declare_err("exchange", &e.name))?;
         debug!(exchange = %e.name, kind = e.kind.as_str(), "declared exchange");
     }
     let queue_opts = QueueDeclareOptions {
@@ -80,14 +85,7 @@ pub async fn apply(conn: &Connection, d: &Declarations) -> Result<Applied, Error
     for q in &d.queues {
         ch.queue_declare(q.name.as_str().into(), queue_opts, field_table(&q.args))
             .await
-            .map_err(|source| match precondition_failed(&source) {
-                Some(detail) => Error::Conflict {
-                    what: "queue",
-                    name: q.name.clone(),
-                    detail,
-                },
-                None => broker_err(format!("queue.declare {}", q.name))(source),
-            })?;
+            .map_err(declare_err("queue", &q.name))?;
         debug!(queue = %q.name, "declared queue");
     }
     for b in &d.bindings {

@@ -15,9 +15,11 @@ use sundial_core::{
 
 use crate::util::{bounded, Vhost};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn meta_and_body_survive_the_broker() {
-    let v = Vhost::new("wire");
+/// A connection to `v` and a channel in confirm mode with queue `queue`.
+async fn confirming_channel_with_queue(
+    v: &Vhost,
+    queue: &str,
+) -> (lapin::Connection, lapin::Channel) {
     let conn = bounded(
         "connect",
         sundial_actors::broker::connect(&v.url(), "it-wire"),
@@ -29,12 +31,19 @@ async fn meta_and_body_survive_the_broker() {
         .await
         .expect("confirms");
     ch.queue_declare(
-        "wire".into(),
+        queue.into(),
         QueueDeclareOptions::default(),
         FieldTable::default(),
     )
     .await
     .expect("queue");
+    (conn, ch)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn meta_and_body_survive_the_broker() {
+    let v = Vhost::new("wire");
+    let (conn, ch) = confirming_channel_with_queue(&v, "wire").await;
 
     let wm = Watermark {
         shard: 5,
@@ -84,23 +93,7 @@ async fn meta_and_body_survive_the_broker() {
 #[tokio::test(flavor = "multi_thread")]
 async fn version_header_in_other_client_encodings_is_understood() {
     let v = Vhost::new("wire-poly");
-    let conn = bounded(
-        "connect",
-        sundial_actors::broker::connect(&v.url(), "it-wire-poly"),
-    )
-    .await
-    .expect("connects");
-    let ch = conn.create_channel().await.expect("channel");
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
-    ch.queue_declare(
-        "poly".into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("queue");
+    let (conn, ch) = confirming_channel_with_queue(&v, "poly").await;
     // pika sends small ints as signed 32/64-bit, some clients send strings.
     for value in [
         AMQPValue::LongInt(1),

@@ -151,17 +151,7 @@ const TRANSITIONS: &[(&str, &str)] = &[
 ];
 
 fn field(max: u32, min: u32) -> impl Strategy<Value = String> {
-    prop_oneof![
-        Just("*".to_string()),
-        (1..=max.min(12)).prop_map(|s| format!("*/{s}")),
-        (min..=max).prop_map(|v| v.to_string()),
-        (min..=max, min..=max).prop_map(|(a, b)| format!("{},{}", a.min(b), a.max(b))),
-        (min..=max, min..=max, 1u32..4).prop_map(|(a, b, s)| format!(
-            "{}-{}/{s}",
-            a.min(b),
-            a.max(b)
-        )),
-    ]
+    super::util::cron_field(min, max, 12)
 }
 
 /// Expressions dense enough to fire around 01:00–04:00 local often.

@@ -1,5 +1,6 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
+use proptest::prelude::*;
 use sundial_core::Schedule;
 
 pub(crate) fn utc(s: &str) -> DateTime<Utc> {
@@ -41,4 +42,20 @@ pub(crate) fn between(expr: &str, zone: &str, from: &str, to: &str) -> Vec<Strin
                 .to_rfc3339_opts(SecondsFormat::Secs, false)
         })
         .collect()
+}
+
+/// A random cron field over `min..=max`: `*`, `*/s` (s ≤ `max_step`), a value,
+/// a two-value list, or a range with a step.
+pub(crate) fn cron_field(min: u32, max: u32, max_step: u32) -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("*".to_string()),
+        (1..=max.min(max_step)).prop_map(|s| format!("*/{s}")),
+        (min..=max).prop_map(|v| v.to_string()),
+        (min..=max, min..=max).prop_map(|(a, b)| format!("{},{}", a.min(b), a.max(b))),
+        (min..=max, min..=max, 1u32..5).prop_map(|(a, b, s)| format!(
+            "{}-{}/{s}",
+            a.min(b),
+            a.max(b)
+        )),
+    ]
 }

@@ -50,10 +50,10 @@ pub struct JobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<HumanDuration>,
     /// No occurrence before this instant; also the `@every` anchor.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "instant")]
     pub start_at: Option<DateTime<Utc>>,
     /// No occurrence at or after this instant.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "instant")]
     pub end_at: Option<DateTime<Utc>>,
     /// A paused job fires nothing until resumed.
     #[serde(default)]
@@ -160,4 +160,44 @@ fn default_grace() -> HumanDuration {
 }
 fn default_max_catch_up() -> u32 {
     100
+}
+
+/// Optional instants written as RFC 3339 strings, or as TOML's native
+/// offset date-times (`start_at = 2026-12-01T03:00:00Z`, unquoted).
+mod instant {
+    use chrono::{DateTime, Utc};
+    use serde::{de::Error as _, Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Toml(toml::value::Datetime),
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        v: &Option<DateTime<Utc>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        v.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+        let Some(raw) = Option::<Raw>::deserialize(d)? else {
+            return Ok(None);
+        };
+        let text = match raw {
+            Raw::Text(s) => s,
+            Raw::Toml(dt) => dt.to_string(),
+        };
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| Some(t.with_timezone(&Utc)))
+            .map_err(|e| {
+                D::Error::custom(format!(
+                    "expected an RFC 3339 instant with an offset, such as 2026-12-01T03:00:00Z, got \"{text}\" ({e})"
+                ))
+            })
+    }
 }

@@ -214,3 +214,25 @@ fn shard_hash_matches_the_documented_examples() {
     assert_eq!(shard_of("reports.daily", 64), 23);
     assert_eq!(shard_of("a", 64), 12);
 }
+
+#[test]
+fn toml_datetimes_may_be_quoted_or_native() {
+    for start in [
+        "\"2026-12-01T03:00:00Z\"",
+        "2026-12-01T03:00:00Z",
+        "2026-12-01T04:00:00+01:00",
+    ] {
+        let text = format!("id = \"a\"\nschedule = \"@every 90s\"\nstart_at = {start}\n[executor]\ntype = \"noop\"\n");
+        let jobs =
+            parse_job_file(&text, FileFormat::Toml).unwrap_or_else(|e| panic!("{start}: {e}"));
+        assert_eq!(
+            jobs[0].start_at,
+            Some(utc("2026-12-01T03:00:00Z")),
+            "{start}"
+        );
+    }
+    let text = "id = \"a\"\nschedule = \"@every 90s\"\nstart_at = 2026-12-01\n[executor]\ntype = \"noop\"\n";
+    let e = parse_job_file(text, FileFormat::Toml)
+        .expect_err("a date without time and offset is not an instant");
+    assert_eq!(e.field, "start_at");
+}

@@ -42,6 +42,79 @@ pub enum Command {
     /// Inspect settings.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Run the scheduler: fire every job's occurrences onto RabbitMQ.
+    Scheduler(SchedulerArgs),
+    /// Manage jobs through the control queue (a scheduler must be running).
+    #[command(subcommand)]
+    Job(JobCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    /// This node's name in logs and watermarks (default: hostname-pid).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+}
+
+/// Options of every `job` subcommand.
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// How long to wait for the scheduler's reply.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub timeout: humantime::Duration,
+    /// Print the reply as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCmd {
+    /// Create or update the jobs of a TOML or JSON file.
+    Apply {
+        /// The job file (`.json` is JSON, anything else TOML).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List jobs, optionally only those with every given label.
+    List {
+        /// A label filter `key=value`; repeat for several.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show one job.
+    Get {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a job.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Pause a job: it fires nothing until resumed.
+    Pause {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Resume a paused job; its misfire policy decides about the pause.
+    Resume {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Fire a job now, outside its schedule.
+    Trigger {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

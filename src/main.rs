@@ -34,13 +34,16 @@ fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Schedule(_) => Ok(()),
         Command::Config(ConfigCmd::Show) => commands::config_show::run(&raw, &mut stdout),
         Command::Topology(TopologyCmd::Apply) => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| {
-                    CommandError::Failed(format!("cannot start the tokio runtime: {e}"))
-                })?;
-            rt.block_on(commands::topology_apply::run(&settings, &mut stdout))
+            runtime()?.block_on(commands::topology_apply::run(&settings, &mut stdout))
         }
+        Command::Job(cmd) => runtime()?.block_on(commands::job::run(&settings, &cmd, &mut stdout)),
+        Command::Scheduler(args) => commands::scheduler::run(&settings, args.node),
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CommandError::Failed(format!("cannot start the tokio runtime: {e}")))
 }

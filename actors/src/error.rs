@@ -20,6 +20,15 @@ pub enum Error {
         name: String,
         detail: String,
     },
+    /// A message could not be encoded (a bug: our own messages always encode).
+    #[error("cannot encode: {0}")]
+    Codec(String),
+    /// The registry could not be read or written.
+    #[error("registry: {0}")]
+    Registry(String),
+    /// The broker connection was lost.
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
     /// Any other broker error during an operation.
     #[error("{operation} failed: {source}")]
     Broker {

@@ -9,6 +9,9 @@
 //! | module       | responsibility |
 //! |--------------|----------------|
 //! | [`broker`]   | connecting with lapin; `codec::Meta` ⇄ AMQP properties and headers |
+//! | [`publish`]  | mandatory, persistent publishes with an awaited confirm each |
+//! | [`scheduler`] | the scheduler: registry, control, timer shards |
+//! | [`client`]   | a control-protocol client (what the CLI's `job` commands use) |
 //! | [`topology`] | declaring `sundial_core::topology::Declarations`, idempotently, with clear conflict errors |
 //! | [`error`]    | this crate's error type |
 //!
@@ -43,7 +46,10 @@
 //! ```
 
 pub mod broker;
+pub mod client;
 pub mod error;
+pub mod publish;
+pub mod scheduler;
 pub mod topology;
 
 pub use error::Error;

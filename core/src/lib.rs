@@ -11,18 +11,24 @@
 //! | [`duration`] | the human duration type (`"90s"`, `"10m"`) used in job files and settings |
 //! | [`job`]      | `JobSpec`, the user-facing job file format (TOML/JSON), and its validation |
 //! | [`fire_id`]  | `FireId = "{job_id}@{scheduled_instant_utc}"`, the idempotency key |
+//! | [`registry`] | the current job definitions, rebuilt from registry records |
+//! | [`misfire`]  | what to fire for occurrences missed while nobody was firing; jitter |
 //! | [`protocol`] | every message on the wire: control commands/replies, registry records, fire events, run events, watermarks |
+//! | [`control`]  | what a control command does to the registry, decided without I/O |
 //! | [`codec`]    | the one place bytes become messages and back (JSON and pinned bincode), with size limits |
 //! | [`topology`] | exchange/queue names, routing keys and queue arguments under a prefix |
 //! | [`settings`] | raw settings (serde) and their validated form |
 //! | [`error`]    | the crate's error types |
 
 pub mod codec;
+pub mod control;
 pub mod duration;
 pub mod error;
 pub mod fire_id;
 pub mod job;
+pub mod misfire;
 pub mod protocol;
+pub mod registry;
 pub mod schedule;
 pub mod settings;
 pub mod topology;

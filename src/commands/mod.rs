@@ -2,7 +2,9 @@
 //! error to an exit code (2 for bad input, 1 for everything else).
 
 pub mod config_show;
+pub mod job;
 pub mod schedule_next;
+pub mod scheduler;
 pub mod topology_apply;
 
 /// A failed command, with the exit code it deserves.

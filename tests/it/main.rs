@@ -5,11 +5,13 @@
 //! | module     | behaviour |
 //! |------------|-----------|
 //! | `cli`      | `schedule next` output and exit codes, `config show` layering and masking |
+//! | `scheduler` | a scheduler process: fires, control protocol, bad input, misfires, job CLI |
 //! | `topology` | `topology apply` is idempotent; a conflicting queue is named with its argument |
 //! | `wire`     | message metadata and bodies survive a trip through RabbitMQ
 //! | `util`     | vhosts, the binary under test, bounded waits |
 
 mod cli;
+mod scheduler;
 mod topology;
 mod util;
 mod wire;

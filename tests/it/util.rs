@@ -93,3 +93,85 @@ pub(crate) async fn bounded<T>(what: &str, fut: impl std::future::Future<Output 
         .await
         .unwrap_or_else(|_| panic!("{what} did not finish within {BROKER_TIMEOUT:?}"))
 }
+
+/// Shards used by scheduler tests (few, so startup is quick).
+pub(crate) const TEST_SHARDS: u32 = 4;
+
+/// A `sundial scheduler` process on a vhost; SIGTERM and wait on drop.
+pub(crate) struct SchedulerProcess {
+    child: Option<std::process::Child>,
+    pub(crate) log: std::path::PathBuf,
+}
+
+impl SchedulerProcess {
+    /// Declares the topology (as deployments do before the first start),
+    /// then starts the scheduler.
+    pub(crate) fn start(v: &Vhost, node: &str) -> Self {
+        let applied = sundial()
+            .args(["topology", "apply", "--broker", &v.url()])
+            .env("SUNDIAL__TOPOLOGY__SHARDS", TEST_SHARDS.to_string())
+            .output()
+            .expect("topology apply runs");
+        assert!(
+            applied.status.success(),
+            "topology apply: {}",
+            stderr(&applied)
+        );
+        let log = std::env::temp_dir().join(format!("{}-{node}.log", v.name));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|e| panic!("log file {}: {e}", log.display()));
+        let err = file.try_clone().expect("log file handle");
+        let child = sundial()
+            .args(["scheduler", "--node", node, "--broker", &v.url()])
+            .env("SUNDIAL__TOPOLOGY__SHARDS", TEST_SHARDS.to_string())
+            .env("RUST_LOG", "info")
+            .stdout(file)
+            .stderr(err)
+            .spawn()
+            .expect("scheduler starts");
+        Self {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit.
+    pub(crate) fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Ok(status)) => assert!(
+                status.success(),
+                "scheduler exited with {status}; log {}",
+                self.log.display()
+            ),
+            Ok(Err(e)) => panic!("waiting for the scheduler: {e}"),
+            Err(_) => {
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                panic!(
+                    "scheduler did not stop within 20s after SIGTERM; log {}",
+                    self.log.display()
+                );
+            }
+        }
+    }
+}
+
+impl Drop for SchedulerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

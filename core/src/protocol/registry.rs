@@ -42,6 +42,11 @@ pub enum RegistryRecord {
         parts: u32,
         jobs: Vec<StoredJob>,
     },
+    /// A marker a scheduler appends before replaying, to know when it has
+    /// read everything written before it started. Changes nothing.
+    Sync {
+        id: String,
+    },
 }
 
 impl Message for RegistryRecord {

@@ -1,0 +1,118 @@
+//! A control-protocol client: publishes a command to `sundial.control` and
+//! waits (bounded) for the reply on RabbitMQ's direct reply-to pseudo-queue.
+//! It speaks exactly docs/protocol.md §3, like a client in any language.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::{
+    options::{BasicConsumeOptions, BasicPublishOptions},
+    types::{FieldTable, ShortString},
+    Connection,
+};
+use sundial_core::{
+    codec::{decode, encode},
+    protocol::control::{Command, Reply},
+    topology::Topology,
+};
+
+use crate::{
+    broker::{meta_of, properties},
+    error::Error,
+};
+
+/// RabbitMQ's direct reply-to: no queue to declare or clean up.
+const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// Why a command got no usable reply.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Broker(#[from] Error),
+    #[error("no reply within {0:?}: is a scheduler running?")]
+    Timeout(Duration),
+    #[error("cannot deliver the command ({0}); has `sundial topology apply` run on this vhost and prefix?")]
+    NoControlQueue(String),
+    #[error("unreadable reply: {0}")]
+    BadReply(String),
+}
+
+/// Sends `cmd` and waits up to `timeout` for its reply.
+pub async fn call(
+    conn: &Connection,
+    topo: &Topology,
+    cmd: &Command,
+    timeout: Duration,
+) -> Result<Reply, ClientError> {
+    let broker = |operation: &'static str| {
+        move |source| Error::Broker {
+            operation: operation.to_string(),
+            source,
+        }
+    };
+    let ch = conn
+        .create_channel()
+        .await
+        .map_err(broker("channel.open"))?;
+    ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .map_err(broker("confirm.select"))?;
+    let mut replies = ch
+        .basic_consume(
+            DIRECT_REPLY_TO.into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(broker("basic.consume reply-to"))?;
+    let enc = encode(cmd).map_err(|e| ClientError::BadReply(e.to_string()))?;
+    let correlation = enc.meta.message_id.clone().unwrap_or_default();
+    let props = properties(&enc.meta)
+        .with_reply_to(ShortString::from(DIRECT_REPLY_TO))
+        .with_correlation_id(ShortString::from(correlation.as_str()));
+    // Confirmed and mandatory: a missing control exchange or queue is
+    // reported at once instead of as a timeout.
+    let confirm = ch
+        .basic_publish(
+            topo.control_exchange().as_str().into(),
+            "".into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            &enc.body,
+            props,
+        )
+        .await
+        .map_err(broker("basic.publish command"))?
+        .await
+        .map_err(|e| ClientError::NoControlQueue(e.to_string()))?;
+    if !matches!(confirm, lapin::Confirmation::Ack(None)) {
+        return Err(ClientError::NoControlQueue(format!(
+            "the command was not routed to a queue: {confirm:?}"
+        )));
+    }
+    let wait = async {
+        while let Some(d) = replies.next().await {
+            let d = d.map_err(broker("reply delivery"))?;
+            if d.properties.correlation_id().as_ref().map(|c| c.as_str())
+                != Some(correlation.as_str())
+            {
+                continue;
+            }
+            let meta = meta_of(&d.properties);
+            return decode::<Reply>(&meta, &d.data)
+                .map_err(|e| ClientError::BadReply(e.to_string()));
+        }
+        Err(ClientError::BadReply("reply consumer ended".into()))
+    };
+    let result = tokio::time::timeout(timeout, wait)
+        .await
+        .map_err(|_| ClientError::Timeout(timeout))?;
+    let _ = ch.close(200, "done".into()).await;
+    result
+}

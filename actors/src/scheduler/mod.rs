@@ -1,0 +1,173 @@
+//! The scheduler: replays the registry, starts one `TimerShard` per shard
+//! (all of them, on one node; leases come with the failover issue), a
+//! `Registry` actor, and the control consumer.
+//!
+//! ```text
+//! run (reconnects with backoff: the root of a rest-for-one restart)
+//!  └─ run_once: connection
+//!      ├─ topology apply (idempotent)
+//!      ├─ replay sundial.registry → RegistryView
+//!      ├─ TimerShard × S   (watermark read; misfires over (watermark, now])
+//!      ├─ Registry         (commands → stream append → view → shards)
+//!      └─ control consumer (sundial.control → Registry → reply / dead letter)
+//! ```
+
+mod control;
+mod registry;
+mod startup;
+mod timer;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use actix::prelude::*;
+use chrono::Utc;
+use lapin::options::ConfirmSelectOptions;
+use sundial_core::{registry::JobEntry, topology::Topology};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use self::{registry::Registry, timer::TimerShard};
+use crate::error::Error;
+
+/// What a scheduler needs to run.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub broker_url: String,
+    pub topology: Topology,
+    /// This node's name (logs, watermarks, consumer tags).
+    pub node: String,
+}
+
+/// First and longest delay between reconnect attempts.
+const RECONNECT_MIN: Duration = Duration::from_millis(500);
+const RECONNECT_MAX: Duration = Duration::from_secs(15);
+
+/// Runs until `shutdown` is cancelled. Losing the broker restarts everything
+/// that uses the connection, after a backoff; the registry and watermarks
+/// are read again, so nothing accepted or fired is forgotten.
+///
+/// Must run inside an actix `System` on a multi-thread tokio runtime.
+pub async fn run(cfg: SchedulerConfig, shutdown: CancellationToken) -> Result<(), Error> {
+    let mut delay = RECONNECT_MIN;
+    loop {
+        match run_once(&cfg, &shutdown).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                error!(error = %e, retry_in_ms = delay.as_millis() as u64, "scheduler lost the broker; restarting");
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(RECONNECT_MAX);
+            }
+        }
+    }
+}
+
+async fn run_once(cfg: &SchedulerConfig, shutdown: &CancellationToken) -> Result<(), Error> {
+    let topo = Arc::new(cfg.topology.clone());
+    let conn =
+        crate::broker::connect(&cfg.broker_url, &format!("sundial scheduler {}", cfg.node)).await?;
+    let lost = CancellationToken::new();
+    {
+        let lost = lost.clone();
+        let mut events = conn.events_listener();
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            while let Some(ev) = events.next().await {
+                if let lapin::Event::Error(e) = ev {
+                    warn!(error = %e, "broker connection error");
+                    lost.cancel();
+                    break;
+                }
+            }
+        });
+    }
+    crate::topology::apply(&conn, &topo.declarations()).await?;
+    let view = startup::replay_registry(&conn, &topo, &cfg.node).await?;
+
+    let now = Utc::now();
+    let mut by_shard: HashMap<u32, Vec<Arc<JobEntry>>> = HashMap::new();
+    for j in view.iter() {
+        by_shard
+            .entry(topo.shard_of(&j.spec.id))
+            .or_default()
+            .push(Arc::new(j.clone()));
+    }
+    let mut shards = Vec::with_capacity(topo.shards as usize);
+    for shard in 0..topo.shards {
+        let wm = startup::read_watermark(&conn, &topo, shard).await?;
+        let floor = startup::misfire_floor(wm.as_ref(), now);
+        let epoch = wm.as_ref().map_or(1, |w| w.epoch + 1);
+        let ch = conn
+            .create_channel()
+            .await
+            .map_err(|source| Error::Broker {
+                operation: "channel.open".into(),
+                source,
+            })?;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|source| Error::Broker {
+                operation: "confirm.select".into(),
+                source,
+            })?;
+        let addr = TimerShard::new(shard, cfg.node.clone(), epoch, topo.clone(), ch, floor).start();
+        addr.do_send(timer::Load(by_shard.remove(&shard).unwrap_or_default()));
+        shards.push(addr);
+    }
+    let reg_ch = conn
+        .create_channel()
+        .await
+        .map_err(|source| Error::Broker {
+            operation: "channel.open".into(),
+            source,
+        })?;
+    reg_ch
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|source| Error::Broker {
+            operation: "confirm.select".into(),
+            source,
+        })?;
+    let jobs = view.len();
+    let registry = Registry::new(view, reg_ch, topo.clone(), shards.clone()).start();
+    info!(node = %cfg.node, shards = topo.shards, jobs, "scheduler running");
+
+    // The control consumer stops on shutdown or on connection loss.
+    let stop_control = CancellationToken::new();
+    let result = {
+        let control = control::run(
+            &conn,
+            &topo,
+            &cfg.node,
+            registry.clone(),
+            stop_control.clone(),
+        );
+        tokio::pin!(control);
+        tokio::select! {
+            r = &mut control => r,
+            () = shutdown.cancelled() => { stop_control.cancel(); control.await }
+            () = lost.cancelled() => Err(Error::ConnectionLost("connection closed".into())),
+        }
+    };
+
+    // Final watermarks (best effort when the connection is gone), then stop.
+    for s in &shards {
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.send(timer::Flush)).await;
+    }
+    registry.do_send(StopRegistry);
+    let _ = conn.close(200, "scheduler stopping".into()).await;
+    result
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StopRegistry;
+
+impl Handler<StopRegistry> for Registry {
+    type Result = ();
+    fn handle(&mut self, _: StopRegistry, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

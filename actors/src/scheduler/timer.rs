@@ -1,0 +1,420 @@
+//! `TimerShard`: one actor per owned timer shard. It keeps `(send_at, job_id)`
+//! ordered (mini-redis's expiry loop), sleeps until the head or an earlier
+//! arrival, publishes each fire with `mandatory` and an awaited confirm, and
+//! advances the shard watermark only past confirmed fires.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use lapin::Channel;
+use sundial_core::{
+    codec::encode,
+    misfire::{self, MisfirePlan},
+    protocol::fire::{FireEvent, Watermark},
+    registry::JobEntry,
+    topology::Topology,
+    FireId,
+};
+use tracing::{debug, info, warn};
+
+use crate::publish::publish_confirmed;
+
+/// How often the watermark is written while it moves (DESIGN.md §4).
+const WATERMARK_INTERVAL: Duration = Duration::from_millis(250);
+/// First retry delay of a nacked or returned fire; doubles up to the max.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+pub(crate) struct TimerShard {
+    shard: u32,
+    node: String,
+    /// Owner epoch, carried by every fire and watermark.
+    epoch: u64,
+    topo: Arc<Topology>,
+    /// A channel in confirm mode, used only by this shard.
+    channel: Channel,
+    jobs: HashMap<String, Arc<JobEntry>>,
+    /// Armed fires, earliest first: `(send_at, job_id)`.
+    timer: BTreeSet<(DateTime<Utc>, String)>,
+    /// `job_id → (send_at, scheduled_at)` of its armed fire.
+    armed: HashMap<String, (DateTime<Utc>, DateTime<Utc>)>,
+    /// Armed fires whose send time is later than their scheduled time
+    /// (jitter), by scheduled time: they hold the watermark back.
+    jittered: BTreeMap<DateTime<Utc>, usize>,
+    /// Published, unconfirmed fires by scheduled time.
+    in_flight: BTreeMap<DateTime<Utc>, usize>,
+    /// Every fire with `send_at ≤ cursor` has been handed to the broker.
+    cursor: DateTime<Utc>,
+    /// Last watermark confirmed written.
+    written: Option<DateTime<Utc>>,
+    /// When each paused job was paused (in this process), for resume.
+    paused_at: HashMap<String, DateTime<Utc>>,
+    wake: Option<SpawnHandle>,
+}
+
+impl TimerShard {
+    pub(crate) fn new(
+        shard: u32,
+        node: String,
+        epoch: u64,
+        topo: Arc<Topology>,
+        channel: Channel,
+        floor: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            shard,
+            node,
+            epoch,
+            topo,
+            channel,
+            jobs: HashMap::new(),
+            timer: BTreeSet::new(),
+            armed: HashMap::new(),
+            jittered: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            cursor: floor,
+            written: None,
+            paused_at: HashMap::new(),
+            wake: None,
+        }
+    }
+
+    fn disarm(&mut self, id: &str) {
+        if let Some((send_at, scheduled)) = self.armed.remove(id) {
+            self.timer.remove(&(send_at, id.to_string()));
+            if send_at != scheduled {
+                dec(&mut self.jittered, scheduled);
+            }
+        }
+    }
+
+    /// Arms `job`'s first occurrence after `after` (computed from the
+    /// schedule, never by adding intervals).
+    fn arm_after(&mut self, job: &JobEntry, after: DateTime<Utc>) {
+        self.disarm(&job.spec.id);
+        if job.paused {
+            return;
+        }
+        let Some(scheduled) = job.next_after(after) else {
+            debug!(job_id = %job.spec.id, shard = self.shard, "no further occurrence; job done");
+            return;
+        };
+        let jitter = job
+            .spec
+            .jitter
+            .map(|j| misfire::jitter(FireId::new(&job.spec.id, scheduled).as_str(), j.get()))
+            .unwrap_or_default();
+        let send_at = scheduled + chrono::Duration::from_std(jitter).unwrap_or_default();
+        if send_at != scheduled {
+            *self.jittered.entry(scheduled).or_default() += 1;
+        }
+        self.armed.insert(job.spec.id.clone(), (send_at, scheduled));
+        self.timer.insert((send_at, job.spec.id.clone()));
+    }
+
+    /// Sleeps until the head of the timer (re-armed on every change; cheap).
+    fn rearm_wake(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.wake.take() {
+            ctx.cancel_future(h);
+        }
+        if let Some((at, _)) = self.timer.first() {
+            let delay = (*at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            self.wake = Some(ctx.run_later(delay, |act, ctx| {
+                act.wake = None;
+                act.fire_due(ctx);
+            }));
+        }
+    }
+
+    fn fire_due(&mut self, ctx: &mut Context<Self>) {
+        let now = Utc::now();
+        while let Some((send_at, id)) = self.timer.first().cloned() {
+            if send_at > now {
+                break;
+            }
+            let Some(job) = self.jobs.get(&id).cloned() else {
+                self.disarm(&id);
+                continue;
+            };
+            let scheduled = self.armed.get(&id).map_or(send_at, |(_, s)| *s);
+            self.disarm(&id);
+            self.publish(&job, scheduled, false, ctx);
+            self.arm_after(&job, scheduled);
+        }
+        self.cursor = self.cursor.max(now);
+        self.rearm_wake(ctx);
+    }
+
+    fn publish(
+        &mut self,
+        job: &JobEntry,
+        scheduled: DateTime<Utc>,
+        manual: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        let now = Utc::now();
+        let fire_id = if manual {
+            FireId::for_trigger(&job.spec.id, now)
+        } else {
+            FireId::new(&job.spec.id, scheduled)
+        };
+        let ev = FireEvent {
+            fire_id: fire_id.to_string(),
+            job_id: job.spec.id.clone(),
+            pool: job.spec.pool.clone(),
+            shard: self.shard,
+            epoch: self.epoch,
+            scheduled_at: scheduled,
+            fired_at: now,
+            attempt: 1,
+            manual,
+            executor: job.spec.executor.clone(),
+            payload: job.spec.payload.clone(),
+            timeout: job.spec.timeout,
+            retry: job.spec.retry.clone(),
+            overlap: job.spec.overlap,
+            first_failure: None,
+            signature: None,
+        };
+        let key = if manual { now } else { scheduled };
+        *self.in_flight.entry(key).or_default() += 1;
+        match encode(&ev) {
+            Ok(enc) => self.send(Arc::new(enc), ev.fire_id, ev.job_id, key, 0, ctx),
+            Err(e) => {
+                // Our own event always encodes unless the payload exceeds the
+                // limit, which validation prevents; never drop silently.
+                warn!(job_id = %job.spec.id, shard = self.shard, fire_id = %fire_id, error = %e, "fire event cannot be encoded; not fired");
+                dec(&mut self.in_flight, key);
+            }
+        }
+    }
+
+    fn send(
+        &mut self,
+        enc: Arc<sundial_core::codec::Encoded>,
+        fire_id: String,
+        job_id: String,
+        key: DateTime<Utc>,
+        retries: u32,
+        ctx: &mut Context<Self>,
+    ) {
+        let ch = self.channel.clone();
+        let exchange = self.topo.fire_exchange();
+        let pool_key = {
+            // The routing key is `{pool}.{shard}`; the pool is in the event.
+            let pool = self
+                .jobs
+                .get(&job_id)
+                .map(|j| j.spec.pool.clone())
+                .unwrap_or_default();
+            Topology::work_routing_key(&pool, self.shard)
+        };
+        let body = enc.clone();
+        let fut = async move { publish_confirmed(&ch, &exchange, &pool_key, &body, |p| p).await };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(()) => {
+                debug!(job_id = %job_id, shard = act.shard, fire_id = %fire_id, "fire confirmed");
+                dec(&mut act.in_flight, key);
+            }
+            Err(e) => {
+                let delay = RETRY_MIN.saturating_mul(2u32.saturating_pow(retries.min(16))).min(RETRY_MAX);
+                warn!(job_id = %job_id, shard = act.shard, fire_id = %fire_id, attempt = retries + 1, error = %e, retry_in_ms = delay.as_millis() as u64, "fire not confirmed; retrying");
+                ctx.run_later(delay, move |act, ctx| act.send(enc, fire_id, job_id, key, retries + 1, ctx));
+            }
+        }));
+    }
+
+    /// Everything due at or before this instant is confirmed.
+    fn watermark(&self) -> DateTime<Utc> {
+        let eps = chrono::Duration::milliseconds(1);
+        let mut w = self.cursor;
+        if let Some((t, _)) = self.in_flight.first_key_value() {
+            w = w.min(*t - eps);
+        }
+        if let Some((t, _)) = self.jittered.first_key_value() {
+            w = w.min(*t - eps);
+        }
+        w
+    }
+
+    fn write_watermark(&mut self, ctx: &mut Context<Self>) {
+        let up_to = self.watermark();
+        if self.written.is_some_and(|w| w >= up_to) {
+            return;
+        }
+        let wm = Watermark {
+            shard: self.shard,
+            epoch: self.epoch,
+            up_to,
+            owner: self.node.clone(),
+        };
+        let Ok(enc) = encode(&wm) else { return };
+        let ch = self.channel.clone();
+        let queue = self.topo.watermark_queue(self.shard);
+        let fut = async move { publish_confirmed(&ch, "", &queue, &enc, |p| p).await };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, _| match res {
+            Ok(()) => act.written = Some(act.written.map_or(up_to, |w| w.max(up_to))),
+            Err(e) => warn!(shard = act.shard, error = %e, "watermark not written; will retry"),
+        }));
+    }
+
+    fn apply_misfires(
+        &mut self,
+        job: &Arc<JobEntry>,
+        from: DateTime<Utc>,
+        now: DateTime<Utc>,
+        ctx: &mut Context<Self>,
+    ) {
+        let MisfirePlan {
+            fire,
+            skipped,
+            skipped_unlisted,
+        } = misfire::plan(job, from, now);
+        for at in &skipped {
+            info!(job_id = %job.spec.id, shard = self.shard, fire_id = %FireId::new(&job.spec.id, *at), policy = ?job.spec.misfire.policy, "missed occurrence skipped");
+        }
+        if skipped_unlisted > 0 {
+            info!(job_id = %job.spec.id, shard = self.shard, count = skipped_unlisted, "older missed occurrences skipped");
+        }
+        for at in fire {
+            info!(job_id = %job.spec.id, shard = self.shard, fire_id = %FireId::new(&job.spec.id, at), "firing missed occurrence");
+            self.publish(job, at, false, ctx);
+        }
+    }
+}
+
+fn dec(map: &mut BTreeMap<DateTime<Utc>, usize>, key: DateTime<Utc>) {
+    if let Some(n) = map.get_mut(&key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(&key);
+        }
+    }
+}
+
+impl Actor for TimerShard {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(WATERMARK_INTERVAL, |act, ctx| act.write_watermark(ctx));
+    }
+}
+
+/// Load the shard's jobs at start, applying misfire policies to
+/// `(floor, now]` (`floor` = the shard's watermark).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Load(pub(crate) Vec<Arc<JobEntry>>);
+
+impl Handler<Load> for TimerShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Load, ctx: &mut Context<Self>) {
+        let now = Utc::now();
+        let floor = self.cursor;
+        for job in msg.0 {
+            self.jobs.insert(job.spec.id.clone(), job.clone());
+            if job.paused {
+                continue;
+            }
+            if floor < now {
+                self.apply_misfires(&job, floor, now, ctx);
+            }
+            self.arm_after(&job, now.max(floor));
+        }
+        self.cursor = now.max(floor);
+        self.rearm_wake(ctx);
+    }
+}
+
+/// A registry change for a job of this shard.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) enum JobChange {
+    Upserted(Arc<JobEntry>),
+    Deleted(String),
+    Paused(String),
+    Resumed(Arc<JobEntry>),
+    Trigger(Arc<JobEntry>),
+}
+
+impl Handler<JobChange> for TimerShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: JobChange, ctx: &mut Context<Self>) {
+        let now = Utc::now();
+        match msg {
+            JobChange::Upserted(job) => {
+                self.jobs.insert(job.spec.id.clone(), job.clone());
+                if job.paused {
+                    self.paused_at.entry(job.spec.id.clone()).or_insert(now);
+                }
+                self.arm_after(&job, now);
+            }
+            JobChange::Deleted(id) => {
+                self.disarm(&id);
+                self.jobs.remove(&id);
+                self.paused_at.remove(&id);
+            }
+            JobChange::Paused(id) => {
+                self.disarm(&id);
+                if let Some(j) = self.jobs.get(&id) {
+                    let mut j = (**j).clone();
+                    j.paused = true;
+                    self.jobs.insert(id.clone(), Arc::new(j));
+                }
+                self.paused_at.insert(id, now);
+            }
+            JobChange::Resumed(job) => {
+                let id = job.spec.id.clone();
+                self.jobs.insert(id.clone(), job.clone());
+                // The misfire policy decides about the paused interval.
+                let from = self.paused_at.remove(&id).unwrap_or(self.cursor);
+                self.apply_misfires(&job, from, now, ctx);
+                self.arm_after(&job, now);
+            }
+            JobChange::Trigger(job) => self.publish(&job, now, true, ctx),
+        }
+        self.rearm_wake(ctx);
+    }
+}
+
+/// Write the final watermark and stop (graceful shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Flush;
+
+impl Handler<Flush> for TimerShard {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(h) = self.wake.take() {
+            ctx.cancel_future(h);
+        }
+        let wm = Watermark {
+            shard: self.shard,
+            epoch: self.epoch,
+            up_to: self.watermark(),
+            owner: self.node.clone(),
+        };
+        let ch = self.channel.clone();
+        let queue = self.topo.watermark_queue(self.shard);
+        let shard = self.shard;
+        Box::pin(
+            async move {
+                if let Ok(enc) = encode(&wm) {
+                    if let Err(e) = publish_confirmed(&ch, "", &queue, &enc, |p| p).await {
+                        warn!(shard, error = %e, "final watermark not written");
+                    }
+                }
+            }
+            .into_actor(self)
+            .map(|(), _, ctx| ctx.stop()),
+        )
+    }
+}

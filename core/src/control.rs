@@ -1,0 +1,204 @@
+//! What a control command does, decided without I/O: the scheduler's Control
+//! actor calls [`decide`], appends the records (awaiting the confirm), applies
+//! them to its view and sends the reply.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Value};
+
+use crate::{
+    error::ValidationError,
+    protocol::{
+        control::{Command, ItemResult, Reply, ReplyError},
+        registry::RegistryRecord,
+    },
+    registry::{JobEntry, RegistryView},
+};
+
+/// The outcome of a command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Answer; nothing to store.
+    Reply(Reply),
+    /// Append `records` to the registry, apply them, then answer.
+    Append {
+        records: Vec<RegistryRecord>,
+        reply: Reply,
+    },
+    /// Fire job `id` now, outside its schedule, then answer.
+    Trigger { id: String, reply: Reply },
+}
+
+fn not_found(command: &str, id: &str) -> Decision {
+    Decision::Reply(Reply::error(
+        Some(command),
+        ReplyError {
+            field: "id".into(),
+            message: format!("no job \"{id}\""),
+        },
+    ))
+}
+
+fn prefixed(prefix: &str, e: ValidationError) -> ReplyError {
+    ReplyError {
+        field: format!("{prefix}.{}", e.field),
+        message: e.message,
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A job as `get` and `list` show it.
+pub fn describe(j: &JobEntry, now: DateTime<Utc>) -> Value {
+    json!({
+        "id": j.spec.id,
+        "schedule": j.spec.schedule,
+        "timezone": j.spec.timezone,
+        "pool": j.spec.pool,
+        "paused": j.paused,
+        "created_at": rfc3339(j.created_at),
+        "next": if j.paused { None } else { j.next_after(now).map(rfc3339) },
+        "labels": j.spec.labels,
+    })
+}
+
+/// Validates `job` against the view: `Ok(None)` when it is identical to the
+/// stored definition (a no-op), `Ok(Some(record))` to store.
+fn upsert_record(
+    job: &crate::JobSpec,
+    view: &RegistryView,
+    now: DateTime<Utc>,
+) -> Result<Option<RegistryRecord>, ValidationError> {
+    let existing = view.get(&job.id);
+    let created_at = existing.map_or(now, |e| e.created_at);
+    job.validate(created_at, now)?;
+    if existing.is_some_and(|e| &e.spec == job) {
+        return Ok(None);
+    }
+    Ok(Some(RegistryRecord::Upsert {
+        job: Box::new(job.clone()),
+        created_at,
+    }))
+}
+
+/// Decides what `cmd` does given the current view at `now`.
+pub fn decide(cmd: &Command, view: &RegistryView, now: DateTime<Utc>) -> Decision {
+    let name = cmd.name();
+    match cmd {
+        Command::Upsert { job } => match upsert_record(job, view, now) {
+            Err(e) => Decision::Reply(Reply::error(Some(name), prefixed("job", e))),
+            Ok(None) => Decision::Reply(Reply::ok(
+                name,
+                Some(json!({"id": job.id, "changed": false})),
+            )),
+            Ok(Some(record)) => Decision::Append {
+                records: vec![record],
+                reply: Reply::ok(name, Some(json!({"id": job.id, "changed": true}))),
+            },
+        },
+        Command::UpsertMany { jobs } => {
+            let mut records = Vec::new();
+            let mut results = Vec::with_capacity(jobs.len());
+            let mut seen = HashSet::new();
+            for (i, job) in jobs.iter().enumerate() {
+                let outcome = if !seen.insert(job.id.as_str()) {
+                    Err(ReplyError {
+                        field: format!("jobs[{i}].id"),
+                        message: format!("duplicate id \"{}\" in this batch", job.id),
+                    })
+                } else {
+                    upsert_record(job, view, now).map_err(|e| prefixed(&format!("jobs[{i}]"), e))
+                };
+                results.push(match outcome {
+                    Ok(rec) => {
+                        records.extend(rec);
+                        ItemResult {
+                            id: job.id.clone(),
+                            ok: true,
+                            error: None,
+                        }
+                    }
+                    Err(e) => ItemResult {
+                        id: job.id.clone(),
+                        ok: false,
+                        error: Some(e),
+                    },
+                });
+            }
+            let rejected = results.iter().filter(|r| !r.ok).count();
+            let mut reply = if rejected == 0 {
+                Reply::ok(
+                    name,
+                    Some(json!({"accepted": jobs.len(), "changed": records.len()})),
+                )
+            } else {
+                Reply::error(
+                    Some(name),
+                    ReplyError {
+                        field: "jobs".into(),
+                        message: format!(
+                            "{rejected} of {} jobs rejected; the others were applied",
+                            jobs.len()
+                        ),
+                    },
+                )
+            };
+            reply.results = Some(results);
+            if records.is_empty() {
+                Decision::Reply(reply)
+            } else {
+                Decision::Append { records, reply }
+            }
+        }
+        Command::Delete { id } => match view.get(id) {
+            None => not_found(name, id),
+            Some(_) => Decision::Append {
+                records: vec![RegistryRecord::Delete { id: id.clone() }],
+                reply: Reply::ok(name, Some(json!({"id": id}))),
+            },
+        },
+        Command::Pause { id } | Command::Resume { id } => {
+            let pause = matches!(cmd, Command::Pause { .. });
+            match view.get(id) {
+                None => not_found(name, id),
+                Some(j) if j.paused == pause => {
+                    Decision::Reply(Reply::ok(name, Some(json!({"id": id, "changed": false}))))
+                }
+                Some(_) => Decision::Append {
+                    records: vec![if pause {
+                        RegistryRecord::Pause { id: id.clone() }
+                    } else {
+                        RegistryRecord::Resume { id: id.clone() }
+                    }],
+                    reply: Reply::ok(name, Some(json!({"id": id, "changed": true}))),
+                },
+            }
+        }
+        Command::Trigger { id } => match view.get(id) {
+            None => not_found(name, id),
+            Some(_) => Decision::Trigger {
+                id: id.clone(),
+                reply: Reply::ok(name, Some(json!({"id": id}))),
+            },
+        },
+        Command::Get { id } => match view.get(id) {
+            None => not_found(name, id),
+            Some(j) => {
+                let mut v = describe(j, now);
+                v["job"] = serde_json::to_value(&j.spec).unwrap_or(Value::Null);
+                Decision::Reply(Reply::ok(name, Some(v)))
+            }
+        },
+        Command::List { labels } => {
+            let jobs: Vec<Value> = view
+                .list(labels)
+                .into_iter()
+                .map(|j| describe(j, now))
+                .collect();
+            Decision::Reply(Reply::ok(name, Some(json!({ "jobs": jobs }))))
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The registry view: the current job definitions, rebuilt by replaying the
+//! `sundial.registry` stream and kept current by applying each accepted
+//! record. Pure: the scheduler's actors own one and feed it records.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+
+use crate::{
+    job::JobSpec,
+    protocol::registry::{RegistryRecord, StoredJob},
+    schedule::{parse_zone, Schedule},
+};
+
+/// One live job: its definition, parsed schedule and pause state.
+#[derive(Debug, Clone)]
+pub struct JobEntry {
+    pub spec: JobSpec,
+    /// First acceptance; the `@every` anchor without `start_at`.
+    pub created_at: DateTime<Utc>,
+    pub schedule: Schedule,
+    /// `spec.paused`, then toggled by pause/resume records.
+    pub paused: bool,
+}
+
+impl JobEntry {
+    /// Builds an entry from a stored definition. Stored definitions were
+    /// validated on the way in; this only fails if the zone database lost a
+    /// zone between versions.
+    pub fn new(spec: JobSpec, created_at: DateTime<Utc>) -> Result<Self, String> {
+        let tz = parse_zone(&spec.timezone).map_err(|e| e.to_string())?;
+        let anchor = spec.start_at.unwrap_or(created_at);
+        let schedule = Schedule::parse(&spec.schedule, tz, anchor).map_err(|e| e.to_string())?;
+        Ok(Self {
+            paused: spec.paused,
+            spec,
+            created_at,
+            schedule,
+        })
+    }
+
+    /// The first occurrence strictly after `t` that lies within
+    /// `[start_at, end_at)`.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let from = match self.spec.start_at {
+            Some(s) if s > t => s - chrono::Duration::milliseconds(1),
+            _ => t,
+        };
+        let at = self.schedule.next_after(from.max(t))?.at;
+        self.spec.end_at.is_none_or(|e| at < e).then_some(at)
+    }
+}
+
+/// What applying a record did, so the caller can tell the timer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A job was created or its definition changed.
+    Upserted(String),
+    Deleted(String),
+    Paused(String),
+    Resumed(String),
+    /// A complete snapshot replaced the view.
+    Reloaded,
+    /// Nothing changed (unknown id, identical state, partial snapshot).
+    None,
+}
+
+/// The current definitions, by id.
+#[derive(Debug, Default)]
+pub struct RegistryView {
+    jobs: HashMap<String, JobEntry>,
+    /// Parts of a snapshot being read, by snapshot id.
+    pending_snapshot: Option<(String, u32, Vec<StoredJob>)>,
+}
+
+impl RegistryView {
+    pub fn get(&self, id: &str) -> Option<&JobEntry> {
+        self.jobs.get(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &JobEntry> {
+        self.jobs.values()
+    }
+
+    /// Jobs whose labels include every pair of `labels`, sorted by id.
+    pub fn list(&self, labels: &BTreeMap<String, String>) -> Vec<&JobEntry> {
+        let mut v: Vec<_> = self
+            .jobs
+            .values()
+            .filter(|j| {
+                labels
+                    .iter()
+                    .all(|(k, val)| j.spec.labels.get(k) == Some(val))
+            })
+            .collect();
+        v.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
+        v
+    }
+
+    /// Applies one record. Records that cannot be applied (a definition whose
+    /// zone vanished) are reported as `Err` with the reason and skipped.
+    pub fn apply(&mut self, record: &RegistryRecord) -> Result<Change, String> {
+        Ok(match record {
+            RegistryRecord::Upsert { job, created_at } => {
+                let entry = JobEntry::new((**job).clone(), *created_at)
+                    .map_err(|e| format!("job {}: {e}", job.id))?;
+                self.jobs.insert(job.id.clone(), entry);
+                Change::Upserted(job.id.clone())
+            }
+            RegistryRecord::Delete { id } => match self.jobs.remove(id) {
+                Some(_) => Change::Deleted(id.clone()),
+                None => Change::None,
+            },
+            RegistryRecord::Pause { id } => self.set_paused(id, true),
+            RegistryRecord::Resume { id } => self.set_paused(id, false),
+            RegistryRecord::Snapshot {
+                snapshot_id,
+                part,
+                parts,
+                jobs,
+            } => self.snapshot_part(snapshot_id, *part, *parts, jobs)?,
+            RegistryRecord::Sync { .. } => Change::None,
+        })
+    }
+
+    fn set_paused(&mut self, id: &str, paused: bool) -> Change {
+        match self.jobs.get_mut(id) {
+            Some(j) if j.paused != paused => {
+                j.paused = paused;
+                if paused {
+                    Change::Paused(id.to_string())
+                } else {
+                    Change::Resumed(id.to_string())
+                }
+            }
+            _ => Change::None,
+        }
+    }
+
+    fn snapshot_part(
+        &mut self,
+        sid: &str,
+        part: u32,
+        parts: u32,
+        jobs: &[StoredJob],
+    ) -> Result<Change, String> {
+        let mut acc = match self.pending_snapshot.take() {
+            Some((id, next, acc)) if id == sid && next == part => acc,
+            _ if part == 0 => Vec::new(),
+            // A part out of order (a writer died mid-snapshot): ignore it.
+            _ => return Ok(Change::None),
+        };
+        acc.extend_from_slice(jobs);
+        if part + 1 < parts {
+            self.pending_snapshot = Some((sid.to_string(), part + 1, acc));
+            return Ok(Change::None);
+        }
+        let mut fresh = HashMap::with_capacity(acc.len());
+        for s in acc {
+            let entry = JobEntry::new(s.job, s.created_at)?;
+            fresh.insert(entry.spec.id.clone(), entry);
+        }
+        self.jobs = fresh;
+        Ok(Change::Reloaded)
+    }
+}

@@ -1,0 +1,59 @@
+//! `sundial scheduler`: runs the scheduler until SIGTERM or Ctrl-C.
+
+use sundial_actors::scheduler::{self, SchedulerConfig};
+use sundial_core::settings::Settings;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::CommandError;
+
+/// A node name that is unique enough without configuration: host and pid.
+pub fn default_node_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Runs the scheduler on an actix system over a multi-thread tokio runtime
+/// (on actix's default current-thread runtime lapin's I/O is starved).
+pub fn run(settings: &Settings, node: Option<String>) -> Result<(), CommandError> {
+    let cfg = SchedulerConfig {
+        broker_url: settings.broker.url.clone(),
+        topology: settings.topology.clone(),
+        node: node.unwrap_or_else(default_node_name),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CommandError::Failed(format!("cannot start the tokio runtime: {e}")))?;
+    let system = actix::System::with_tokio_rt(move || rt);
+    system
+        .block_on(async move {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            scheduler::run(cfg, shutdown).await
+        })
+        .map_err(|e| CommandError::Failed(e.to_string()))
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+async fn cancel_on_signal(token: CancellationToken) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    info!("shutdown requested");
+    token.cancel();
+}

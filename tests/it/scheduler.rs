@@ -1,0 +1,529 @@
+//! The scheduler as users run it: a `sundial scheduler` process, jobs
+//! defined through the control queue (raw AMQP or the CLI), fires observed on
+//! the work queues.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use lapin::{
+    options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable},
+    BasicProperties, Channel, Connection, Consumer,
+};
+use sundial_actors::broker::meta_of;
+use sundial_core::{
+    codec::decode,
+    protocol::{control::Reply, fire::FireEvent},
+    topology::shard_of,
+};
+
+use crate::util::{bounded, stderr, sundial, SchedulerProcess, Vhost, TEST_SHARDS};
+
+async fn connect(v: &Vhost) -> Connection {
+    bounded(
+        "connect",
+        sundial_actors::broker::connect(&v.url(), "it-scheduler"),
+    )
+    .await
+    .expect("connects")
+}
+
+/// A raw control client, as any AMQP client would be: an exclusive reply
+/// queue, JSON bodies, the version header.
+struct RawClient {
+    ch: Channel,
+    reply_queue: String,
+    replies: Consumer,
+    n: u32,
+}
+
+impl RawClient {
+    async fn new(conn: &Connection) -> Self {
+        let ch = conn.create_channel().await.expect("channel");
+        let q = ch
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("reply queue");
+        let reply_queue = q.name().to_string();
+        let replies = ch
+            .basic_consume(
+                reply_queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume replies");
+        Self {
+            ch,
+            reply_queue,
+            replies,
+            n: 0,
+        }
+    }
+
+    /// Publishes `body` with `props` (plus reply_to and correlation_id) and
+    /// returns the reply.
+    async fn call(&mut self, body: &[u8], props: BasicProperties) -> Reply {
+        self.n += 1;
+        let corr = format!("c{}", self.n);
+        let props = props
+            .with_reply_to(self.reply_queue.as_str().into())
+            .with_correlation_id(corr.as_str().into());
+        self.ch
+            .basic_publish(
+                "sundial.control".into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
+            .await
+            .expect("publish command");
+        bounded("reply", async {
+            loop {
+                let d = self
+                    .replies
+                    .next()
+                    .await
+                    .expect("reply stream open")
+                    .expect("reply delivery");
+                if d.properties.correlation_id().as_ref().map(|c| c.as_str()) == Some(corr.as_str())
+                {
+                    return decode::<Reply>(&meta_of(&d.properties), &d.data)
+                        .expect("reply decodes");
+                }
+            }
+        })
+        .await
+    }
+}
+
+fn v1() -> BasicProperties {
+    let mut h = FieldTable::default();
+    h.insert("x-sundial-version".into(), AMQPValue::LongInt(1));
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_headers(h)
+}
+
+/// Every fire of the default pool, read from all its work queues (one
+/// consumer per queue, so no fire is taken by a competing tap).
+struct FireTap {
+    fires: futures_util::stream::SelectAll<Consumer>,
+}
+
+impl FireTap {
+    async fn new(conn: &Connection) -> Self {
+        let ch = conn.create_channel().await.expect("channel");
+        let mut consumers = Vec::new();
+        for shard in 0..TEST_SHARDS {
+            let q = format!("sundial.work.default.{shard}");
+            consumers.push(
+                ch.basic_consume(
+                    q.as_str().into(),
+                    "".into(),
+                    BasicConsumeOptions {
+                        no_ack: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("consume work queue"),
+            );
+        }
+        Self {
+            fires: futures_util::stream::select_all(consumers),
+        }
+    }
+
+    /// The next fire of any job, with the instant it arrived.
+    async fn next_any(&mut self) -> (FireEvent, DateTime<Utc>) {
+        bounded("a fire", async {
+            let d = self
+                .fires
+                .next()
+                .await
+                .expect("work stream open")
+                .expect("delivery");
+            let ev =
+                decode::<FireEvent>(&meta_of(&d.properties), &d.data).expect("fire event decodes");
+            assert_eq!(
+                d.properties.message_id().as_ref().map(|m| m.to_string()),
+                Some(ev.fire_id.clone()),
+                "message_id is the fire id"
+            );
+            assert_eq!(
+                ev.shard,
+                shard_of(&ev.job_id, TEST_SHARDS),
+                "routed to its shard"
+            );
+            (ev, Utc::now())
+        })
+        .await
+    }
+
+    /// The next fire of `job`.
+    async fn next(&mut self, job: &str) -> (FireEvent, DateTime<Utc>) {
+        loop {
+            let f = self.next_any().await;
+            if f.0.job_id == job {
+                return f;
+            }
+        }
+    }
+}
+
+async fn upsert(client: &mut RawClient, job: serde_json::Value) {
+    let body = serde_json::json!({"command": "upsert", "job": job});
+    let reply = client.call(body.to_string().as_bytes(), v1()).await;
+    assert!(reply.ok, "upsert refused: {reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_second_job_fires_consecutive_occurrences_in_order() {
+    let v = Vhost::new("sched-tick");
+    let _s = SchedulerProcess::start(&v, "tick");
+    let conn = connect(&v).await;
+    let mut client = RawClient::new(&conn).await;
+    upsert(
+        &mut client,
+        serde_json::json!({"id": "tick", "schedule": "* * * * * *", "executor": {"type": "noop"}}),
+    )
+    .await;
+    let mut tap = FireTap::new(&conn).await;
+    let (first, _) = tap.next("tick").await;
+    let mut expected = first.scheduled_at;
+    for _ in 0..5 {
+        expected += chrono::Duration::seconds(1);
+        let (ev, arrived) = tap.next("tick").await;
+        assert_eq!(
+            ev.fire_id,
+            format!(
+                "tick@{}",
+                expected.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            )
+        );
+        assert_eq!(ev.scheduled_at, expected);
+        let late = arrived - ev.scheduled_at;
+        assert!(
+            late >= chrono::Duration::zero() && late < chrono::Duration::seconds(1),
+            "{} arrived {late} after its time",
+            ev.fire_id
+        );
+        assert_eq!(
+            (ev.attempt, ev.pool.as_str(), ev.shard),
+            (1, "default", shard_of("tick", TEST_SHARDS))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn raw_json_from_the_protocol_doc_creates_a_job() {
+    let v = Vhost::new("sched-raw");
+    let _s = SchedulerProcess::start(&v, "raw");
+    let conn = connect(&v).await;
+    let mut client = RawClient::new(&conn).await;
+    // docs/protocol.md §3, first example, byte for byte.
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/protocol.md"))
+        .expect("protocol.md");
+    let line = doc
+        .lines()
+        .find(|l| l.starts_with("{\"command\": \"upsert\""))
+        .expect("upsert example");
+    let reply = client.call(line.as_bytes(), v1()).await;
+    assert!(reply.ok, "{reply:?}");
+    let reply = client
+        .call(br#"{"command": "get", "id": "nightly-backup"}"#, v1())
+        .await;
+    assert!(reply.ok, "{reply:?}");
+    let result = reply.result.expect("get has a result");
+    assert_eq!(result["timezone"], "Asia/Shanghai");
+    assert!(
+        result["next"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("T19:00:00.000Z")),
+        "03:00 Shanghai is 19:00Z: {result}"
+    );
+    // The same job again is a no-op that still answers ok.
+    let again = client.call(line.as_bytes(), v1()).await;
+    assert_eq!(again.result.expect("result")["changed"], false);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_control_input_is_answered_naming_the_problem_and_dead_lettered() {
+    let v = Vhost::new("sched-bad");
+    let _s = SchedulerProcess::start(&v, "bad");
+    let conn = connect(&v).await;
+    let mut client = RawClient::new(&conn).await;
+    let job = |patch: &str| {
+        format!(
+            r#"{{"command":"upsert","job":{{"id":"a","schedule":"* * * * *","executor":{{"type":"noop"}}{patch}}}}}"#
+        )
+    };
+    let mut wrong_version = FieldTable::default();
+    wrong_version.insert("x-sundial-version".into(), AMQPValue::LongInt(99));
+    let cases: Vec<(&str, Vec<u8>, BasicProperties, &str)> = vec![
+        ("not json", b"hello".to_vec(), v1(), "body"),
+        (
+            "truncated json",
+            br#"{"command":"get","#.to_vec(),
+            v1(),
+            "body",
+        ),
+        (
+            "unknown command",
+            br#"{"command":"explode","id":"a"}"#.to_vec(),
+            v1(),
+            "command",
+        ),
+        (
+            "missing command",
+            br#"{"id":"a"}"#.to_vec(),
+            v1(),
+            "command",
+        ),
+        (
+            "unknown field",
+            br#"{"command":"get","id":"a","force":true}"#.to_vec(),
+            v1(),
+            "force",
+        ),
+        (
+            "missing id",
+            br#"{"command":"delete"}"#.to_vec(),
+            v1(),
+            "id",
+        ),
+        (
+            "bad schedule",
+            job("").replace("* * * * *", "61 * * * *").into_bytes(),
+            v1(),
+            "job.schedule",
+        ),
+        (
+            "bad zone",
+            job(r#","timezone":"Mars/Olympus""#).into_bytes(),
+            v1(),
+            "job.timezone",
+        ),
+        (
+            "bad attempts",
+            job(r#","retry":{"max_attempts":0}"#).into_bytes(),
+            v1(),
+            "job.retry.max_attempts",
+        ),
+        (
+            "never fires",
+            job("").replace("* * * * *", "0 0 30 2 *").into_bytes(),
+            v1(),
+            "job.schedule",
+        ),
+        (
+            "unknown job field",
+            job(r#","colour":"red""#).into_bytes(),
+            v1(),
+            "job.colour",
+        ),
+        ("oversized", vec![b' '; 1024 * 1024 + 1], v1(), "body"),
+        (
+            "wrong version",
+            br#"{"command":"list"}"#.to_vec(),
+            BasicProperties::default().with_headers(wrong_version),
+            "x-sundial-version",
+        ),
+        (
+            "missing version",
+            br#"{"command":"list"}"#.to_vec(),
+            BasicProperties::default(),
+            "x-sundial-version",
+        ),
+        (
+            "wrong type",
+            br#"{"command":"list"}"#.to_vec(),
+            v1().with_type("sundial.fire".into()),
+            "type",
+        ),
+        (
+            "wrong content type",
+            br#"{"command":"list"}"#.to_vec(),
+            v1().with_content_type("text/plain".into()),
+            "content_type",
+        ),
+        (
+            "unknown job",
+            br#"{"command":"pause","id":"ghost"}"#.to_vec(),
+            v1(),
+            "id",
+        ),
+    ];
+    for (what, body, props, field) in &cases {
+        let reply = client.call(body, props.clone()).await;
+        assert!(!reply.ok, "{what}: accepted");
+        let err = reply.error.unwrap_or_else(|| panic!("{what}: no error"));
+        assert_eq!(&err.field, field, "{what}: {}", err.message);
+        assert!(!err.message.is_empty(), "{what}");
+    }
+    // Every refused command is in the control DLQ with its reason.
+    let ch = conn.create_channel().await.expect("channel");
+    let mut dead = 0;
+    while let Some(m) = bounded(
+        "dlq get",
+        ch.basic_get(
+            "sundial.dead.control".into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        ),
+    )
+    .await
+    .expect("get")
+    {
+        let reason = m
+            .delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-sundial-error").cloned());
+        assert!(
+            matches!(reason, Some(AMQPValue::LongString(ref s)) if !s.as_bytes().is_empty()),
+            "dead letter without reason"
+        );
+        dead += 1;
+    }
+    assert_eq!(dead, cases.len(), "one dead letter per refused command");
+    // And the scheduler still works.
+    upsert(
+        &mut client,
+        serde_json::json!({"id": "after", "schedule": "@every 1h", "executor": {"type": "noop"}}),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_applies_each_misfire_policy_and_fires_nothing_twice() {
+    let v = Vhost::new("sched-misfire");
+    let mut s = SchedulerProcess::start(&v, "m1");
+    let conn = connect(&v).await;
+    let mut client = RawClient::new(&conn).await;
+    for (id, policy) in [
+        ("once", "fire-once"),
+        ("catch", "catch-up"),
+        ("skip", "skip"),
+    ] {
+        upsert(&mut client, serde_json::json!({"id": id, "schedule": "* * * * * *", "executor": {"type": "noop"}, "misfire": {"policy": policy, "grace": "1m"}})).await;
+    }
+    let ids = ["once", "catch", "skip"];
+    let mut tap = FireTap::new(&conn).await;
+    let mut fires: Vec<Vec<DateTime<Utc>>> = vec![Vec::new(); 3];
+    let index = |job: &str| ids.iter().position(|i| *i == job).expect("known job");
+    while fires.iter().any(|f| f.len() < 2) {
+        let (ev, _) = tap.next_any().await;
+        fires[index(&ev.job_id)].push(ev.scheduled_at);
+    }
+    s.stop();
+    let stopped_at = Utc::now();
+    tokio::time::sleep(Duration::from_secs(5)).await; // the downtime itself, not a synchronisation
+    let _s2 = SchedulerProcess::start(&v, "m2");
+    // Read until each job has fired 3 regular occurrences after the restart.
+    let restart_regular = stopped_at + chrono::Duration::seconds(5);
+    while fires
+        .iter()
+        .any(|f| f.iter().filter(|t| **t > restart_regular).count() < 3)
+    {
+        let (ev, _) = tap.next_any().await;
+        fires[index(&ev.job_id)].push(ev.scheduled_at);
+    }
+    let one_sec = chrono::Duration::seconds(1);
+    for (i, f) in fires.iter().enumerate() {
+        let mut sorted = f.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(
+            sorted.len(),
+            f.len(),
+            "job {i}: an occurrence fired twice: {f:?}"
+        );
+    }
+    let gaps = |f: &[DateTime<Utc>]| f.windows(2).filter(|w| w[1] - w[0] > one_sec).count();
+    let (once, catch, skip) = (&fires[0], &fires[1], &fires[2]);
+    assert_eq!(
+        gaps(catch),
+        0,
+        "catch-up fires every missed occurrence: {catch:?}"
+    );
+    assert_eq!(gaps(skip), 1, "skip leaves the downtime out: {skip:?}");
+    // fire-once: exactly one occurrence from the downtime, the latest missed.
+    let last_before = *skip
+        .iter()
+        .filter(|t| **t <= stopped_at)
+        .max()
+        .expect("fires before the stop");
+    let first_regular = *skip
+        .iter()
+        .filter(|t| **t > stopped_at)
+        .min()
+        .expect("fires after the restart");
+    let in_gap: Vec<_> = once
+        .iter()
+        .filter(|t| **t > last_before && **t < first_regular)
+        .collect();
+    assert_eq!(
+        in_gap.len(),
+        1,
+        "fire-once fires one missed occurrence: {once:?} (gap {last_before}..{first_regular})"
+    );
+    assert_eq!(*in_gap[0], first_regular - one_sec, "the latest missed one");
+}
+
+#[test]
+fn job_apply_twice_changes_nothing_and_cli_errors_exit_nonzero() {
+    let v = Vhost::new("sched-cli");
+    let _s = SchedulerProcess::start(&v, "cli");
+    let dir = std::env::temp_dir().join(format!("{}-jobs", v.name));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("jobs.toml");
+    std::fs::write(&file, "[[jobs]]\nid = \"a\"\nschedule = \"@daily\"\n[jobs.executor]\ntype = \"noop\"\n[[jobs]]\nid = \"b\"\nschedule = \"0 9 * * 1-5\"\ntimezone = \"Europe/Berlin\"\n[jobs.executor]\ntype = \"noop\"\n").expect("write");
+    let run = |args: &[&str]| {
+        sundial()
+            .args(args)
+            .args(["--broker", &v.url(), "--timeout", "30s"])
+            .env("SUNDIAL__TOPOLOGY__SHARDS", TEST_SHARDS.to_string())
+            .output()
+            .expect("runs")
+    };
+    let f = file.to_string_lossy().to_string();
+    let first = run(&["job", "apply", "-f", &f, "--json"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let r: serde_json::Value = serde_json::from_slice(&first.stdout).expect("json");
+    assert_eq!(r["result"]["changed"], 2);
+    let second = run(&["job", "apply", "-f", &f, "--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&second.stdout).expect("json");
+    assert_eq!(r["result"]["changed"], 0, "second apply changes nothing");
+    let list = run(&["job", "list"]);
+    let out = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        out.lines().count() == 3 && out.contains("Europe/Berlin"),
+        "{out}"
+    );
+    let missing = run(&["job", "delete", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("no job \"nope\""),
+        "{}",
+        stderr(&missing)
+    );
+    let del = run(&["job", "delete", "a"]);
+    assert!(del.status.success(), "{}", stderr(&del));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,140 @@
+//! Fault test in its own test binary: it stops and starts the RabbitMQ app,
+//! so it must never overlap other tests (`cargo test` runs test binaries one
+//! after another). It always leaves the broker running.
+//!
+//! A scheduler keeps firing an every-second `catch-up` job while the broker
+//! app restarts; afterwards every occurrence from the first fire seen to the
+//! last one is present (duplicates around the outage are allowed: at least
+//! once), and the registry survived (the job still exists and fires).
+
+#[path = "it/util.rs"]
+#[allow(dead_code)]
+mod util;
+
+use std::{collections::BTreeSet, process::Command, time::Duration};
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use lapin::{options::BasicConsumeOptions, types::FieldTable};
+use sundial_actors::broker::meta_of;
+use sundial_core::{codec::decode, protocol::fire::FireEvent};
+use util::{bounded, stderr, sundial, SchedulerProcess, Vhost, TEST_SHARDS};
+
+/// Starts the app again however the test ends.
+struct AppGuard;
+
+impl Drop for AppGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").arg("start_app").status();
+        let _ = Command::new("rabbitmqctl")
+            .args(["await_startup", "--timeout", "120"])
+            .status();
+    }
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let st = Command::new("rabbitmqctl")
+        .args(args)
+        .status()
+        .expect("rabbitmqctl runs");
+    assert!(st.success(), "rabbitmqctl {args:?} failed");
+}
+
+/// Reads fires of `job` from every work queue until `until` returns true.
+async fn collect(
+    v: &Vhost,
+    job: &str,
+    seen: &mut BTreeSet<DateTime<Utc>>,
+    until: impl Fn(&BTreeSet<DateTime<Utc>>) -> bool,
+) {
+    let conn = bounded(
+        "connect",
+        sundial_actors::broker::connect(&v.url(), "it-restart"),
+    )
+    .await
+    .expect("connects");
+    let ch = conn.create_channel().await.expect("channel");
+    let mut consumers = Vec::new();
+    for shard in 0..TEST_SHARDS {
+        let q = format!("sundial.work.default.{shard}");
+        consumers.push(
+            ch.basic_consume(
+                q.as_str().into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume"),
+        );
+    }
+    let mut fires = futures_util::stream::select_all(consumers);
+    while !until(seen) {
+        let d = bounded("a fire", fires.next())
+            .await
+            .expect("stream open")
+            .expect("delivery");
+        let ev = decode::<FireEvent>(&meta_of(&d.properties), &d.data).expect("decodes");
+        if ev.job_id == job {
+            seen.insert(ev.scheduled_at);
+        }
+    }
+    let _ = conn.close(200, "done".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn firing_resumes_after_broker_app_restart_without_losing_occurrences() {
+    let v = Vhost::new("restart");
+    let _s = SchedulerProcess::start(&v, "r1");
+    let dir = std::env::temp_dir().join(format!("{}-jobs", v.name));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("pulse.json");
+    std::fs::write(&file, r#"{"id":"pulse","schedule":"* * * * * *","executor":{"type":"noop"},"misfire":{"policy":"catch-up","max_catch_up":1000}}"#).expect("write");
+    let applied = sundial()
+        .args([
+            "job",
+            "apply",
+            "-f",
+            &file.to_string_lossy(),
+            "--broker",
+            &v.url(),
+            "--timeout",
+            "30s",
+        ])
+        .env("SUNDIAL__TOPOLOGY__SHARDS", TEST_SHARDS.to_string())
+        .output()
+        .expect("runs");
+    assert!(applied.status.success(), "{}", stderr(&applied));
+
+    let mut seen = BTreeSet::new();
+    collect(&v, "pulse", &mut seen, |s| s.len() >= 3).await;
+
+    {
+        let _guard = AppGuard;
+        rabbitmqctl(&["stop_app"]);
+        // The outage itself (not a synchronisation): 3 s of occurrences fall due.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    } // start_app + await_startup
+    let back = Utc::now();
+    collect(&v, "pulse", &mut seen, |s| {
+        s.last()
+            .is_some_and(|t| *t > back + chrono::Duration::seconds(3))
+    })
+    .await;
+
+    let first = *seen.first().expect("fires");
+    let last = *seen.last().expect("fires");
+    let expected = (last - first).num_seconds() + 1;
+    let missing: Vec<_> = (0..expected)
+        .map(|k| first + chrono::Duration::seconds(k))
+        .filter(|t| !seen.contains(t))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "occurrences lost across the broker restart: {missing:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

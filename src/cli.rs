@@ -74,6 +74,21 @@ pub enum JobCmd {
         /// The job file (`.json` is JSON, anything else TOML).
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: std::path::PathBuf,
+        /// Also delete every job that is not in the file.
+        #[arg(long)]
+        prune: bool,
+        /// Show what would change (create, update, unchanged, delete); change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a job's next occurrences, in its time zone.
+    Next {
+        id: String,
+        /// How many occurrences.
+        #[arg(short = 'n', default_value_t = 5, value_name = "N")]
+        count: usize,
         #[command(flatten)]
         client: ClientArgs,
     },

@@ -2,50 +2,52 @@
 //! the scheduler's reply (bounded by `--timeout`) and exits non-zero with the
 //! error on failure.
 
-use std::{collections::BTreeMap, io::Write};
+use std::{collections::BTreeMap, io::Write, time::Duration};
 
+use chrono::{DateTime, SecondsFormat, Utc};
+use lapin::Connection;
 use serde_json::Value;
 use sundial_core::{
     job::{parse_job_file, FileFormat},
     protocol::control::{Command, Reply},
+    registry::JobEntry,
     settings::Settings,
+    JobSpec,
 };
 
 use super::CommandError;
-use crate::cli::{ClientArgs, JobCmd};
+use crate::cli::JobCmd;
 
-fn client_and_command(cmd: &JobCmd) -> Result<(&ClientArgs, Command), CommandError> {
-    Ok(match cmd {
-        JobCmd::Apply { file, client } => {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| CommandError::Usage(format!("cannot read {}: {e}", file.display())))?;
-            let mut jobs = parse_job_file(&text, FileFormat::from_path(file))
-                .map_err(|e| CommandError::Usage(format!("{}: {e}", file.display())))?;
-            let command = if jobs.len() == 1 {
-                Command::Upsert {
-                    job: Box::new(jobs.remove(0)),
-                }
-            } else {
-                Command::UpsertMany { jobs }
-            };
-            (client, command)
+fn failed(e: impl ToString) -> CommandError {
+    CommandError::Failed(e.to_string())
+}
+
+fn io(e: std::io::Error) -> CommandError {
+    CommandError::Failed(format!("cannot write output: {e}"))
+}
+
+/// One connection, many calls.
+struct Client<'a> {
+    conn: Connection,
+    settings: &'a Settings,
+    timeout: Duration,
+}
+
+impl Client<'_> {
+    async fn call(&self, cmd: &Command) -> Result<Reply, CommandError> {
+        sundial_actors::client::call(&self.conn, &self.settings.topology, cmd, self.timeout)
+            .await
+            .map_err(failed)
+    }
+
+    /// Calls and turns an error reply into a failure naming the field.
+    async fn call_ok(&self, cmd: &Command) -> Result<Reply, CommandError> {
+        let reply = self.call(cmd).await?;
+        match &reply.error {
+            Some(e) if !reply.ok => Err(failed(format!("{}: {}", e.field, e.message))),
+            _ => Ok(reply),
         }
-        JobCmd::List { labels, client } => {
-            let mut map = BTreeMap::new();
-            for l in labels {
-                let (k, v) = l.split_once('=').ok_or_else(|| {
-                    CommandError::Usage(format!("--label must be key=value, got \"{l}\""))
-                })?;
-                map.insert(k.to_string(), v.to_string());
-            }
-            (client, Command::List { labels: map })
-        }
-        JobCmd::Get { id, client } => (client, Command::Get { id: id.clone() }),
-        JobCmd::Delete { id, client } => (client, Command::Delete { id: id.clone() }),
-        JobCmd::Pause { id, client } => (client, Command::Pause { id: id.clone() }),
-        JobCmd::Resume { id, client } => (client, Command::Resume { id: id.clone() }),
-        JobCmd::Trigger { id, client } => (client, Command::Trigger { id: id.clone() }),
-    })
+    }
 }
 
 pub async fn run(
@@ -53,22 +55,205 @@ pub async fn run(
     cmd: &JobCmd,
     out: &mut impl Write,
 ) -> Result<(), CommandError> {
-    let (client, command) = client_and_command(cmd)?;
-    let failed = |e: String| CommandError::Failed(e);
+    let client_args = match cmd {
+        JobCmd::Apply { client, .. }
+        | JobCmd::Next { client, .. }
+        | JobCmd::List { client, .. }
+        | JobCmd::Get { client, .. }
+        | JobCmd::Delete { client, .. }
+        | JobCmd::Pause { client, .. }
+        | JobCmd::Resume { client, .. }
+        | JobCmd::Trigger { client, .. } => client,
+    };
+    // Read the file before connecting: a bad file is a usage error (exit 2).
+    let file_jobs = match cmd {
+        JobCmd::Apply { file, .. } => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| CommandError::Usage(format!("cannot read {}: {e}", file.display())))?;
+            Some(
+                parse_job_file(&text, FileFormat::from_path(file))
+                    .map_err(|e| CommandError::Usage(format!("{}: {e}", file.display())))?,
+            )
+        }
+        _ => None,
+    };
     let conn = sundial_actors::broker::connect(&settings.broker.url, "sundial job")
         .await
-        .map_err(|e| failed(e.to_string()))?;
-    let reply =
-        sundial_actors::client::call(&conn, &settings.topology, &command, client.timeout.into())
-            .await;
-    let _ = conn.close(200, "done".into()).await;
-    let reply = reply.map_err(|e| failed(e.to_string()))?;
-    print_reply(&reply, client.json, out)
-        .map_err(|e| failed(format!("cannot write output: {e}")))?;
-    match &reply.error {
-        Some(e) if !reply.ok => Err(failed(format!("{}: {}", e.field, e.message))),
-        _ => Ok(()),
+        .map_err(failed)?;
+    let client = Client {
+        conn,
+        settings,
+        timeout: client_args.timeout.into(),
+    };
+    let json = client_args.json;
+    let result = match (cmd, file_jobs) {
+        (JobCmd::Apply { prune, dry_run, .. }, Some(jobs)) => {
+            apply(&client, jobs, *prune, *dry_run, json, out).await
+        }
+        (JobCmd::Next { id, count, .. }, _) => next(&client, id, *count, out).await,
+        (other, _) => {
+            let command = simple_command(other)?;
+            let reply = client.call(&command).await?;
+            print_reply(&reply, json, out).map_err(io)?;
+            match &reply.error {
+                Some(e) if !reply.ok => Err(failed(format!("{}: {}", e.field, e.message))),
+                _ => Ok(()),
+            }
+        }
+    };
+    let _ = client.conn.close(200, "done".into()).await;
+    result
+}
+
+fn simple_command(cmd: &JobCmd) -> Result<Command, CommandError> {
+    Ok(match cmd {
+        JobCmd::List { labels, .. } => {
+            let mut map = BTreeMap::new();
+            for l in labels {
+                let (k, v) = l.split_once('=').ok_or_else(|| {
+                    CommandError::Usage(format!("--label must be key=value, got \"{l}\""))
+                })?;
+                map.insert(k.to_string(), v.to_string());
+            }
+            Command::List { labels: map }
+        }
+        JobCmd::Get { id, .. } => Command::Get { id: id.clone() },
+        JobCmd::Delete { id, .. } => Command::Delete { id: id.clone() },
+        JobCmd::Pause { id, .. } => Command::Pause { id: id.clone() },
+        JobCmd::Resume { id, .. } => Command::Resume { id: id.clone() },
+        JobCmd::Trigger { id, .. } => Command::Trigger { id: id.clone() },
+        JobCmd::Apply { .. } | JobCmd::Next { .. } => {
+            return Err(CommandError::Failed("not a single command".into()))
+        }
+    })
+}
+
+/// Ids of every job the scheduler has.
+async fn existing_ids(client: &Client<'_>) -> Result<Vec<String>, CommandError> {
+    let reply = client
+        .call_ok(&Command::List {
+            labels: BTreeMap::new(),
+        })
+        .await?;
+    Ok(reply
+        .result
+        .as_ref()
+        .and_then(|r| r.get("jobs"))
+        .and_then(Value::as_array)
+        .map(|jobs| {
+            jobs.iter()
+                .filter_map(|j| j.get("id").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Declarative apply: upsert every job of the file; with `prune`, delete
+/// the jobs the file does not mention; with `dry_run`, only report.
+async fn apply(
+    client: &Client<'_>,
+    jobs: Vec<JobSpec>,
+    prune: bool,
+    dry_run: bool,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), CommandError> {
+    let to_delete: Vec<String> = if prune {
+        existing_ids(client)
+            .await?
+            .into_iter()
+            .filter(|id| !jobs.iter().any(|j| &j.id == id))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if dry_run {
+        let mut plan = Vec::new();
+        for job in &jobs {
+            let reply = client.call(&Command::Get { id: job.id.clone() }).await?;
+            let stored = reply.result.as_ref().and_then(|r| r.get("job"));
+            let action = match stored {
+                None => "create",
+                Some(s) if serde_json::to_value(job).ok().as_ref() == Some(s) => "unchanged",
+                Some(_) => "update",
+            };
+            plan.push((job.id.clone(), action));
+        }
+        plan.extend(to_delete.iter().map(|id| (id.clone(), "delete")));
+        if json {
+            let v: Vec<Value> = plan
+                .iter()
+                .map(|(id, a)| serde_json::json!({"id": id, "action": a}))
+                .collect();
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&v).unwrap_or_default()
+            )
+            .map_err(io)?;
+        } else {
+            for (id, action) in &plan {
+                writeln!(out, "{id:<40} {action}").map_err(io)?;
+            }
+        }
+        return Ok(());
     }
+    let command = if jobs.len() == 1 {
+        Command::Upsert {
+            job: Box::new(
+                jobs.into_iter()
+                    .next()
+                    .ok_or_else(|| failed("empty file"))?,
+            ),
+        }
+    } else {
+        Command::UpsertMany { jobs }
+    };
+    let reply = client.call(&command).await?;
+    print_reply(&reply, json, out).map_err(io)?;
+    if let Some(e) = reply.error.as_ref().filter(|_| !reply.ok) {
+        return Err(failed(format!("{}: {}", e.field, e.message)));
+    }
+    for id in to_delete {
+        client.call_ok(&Command::Delete { id: id.clone() }).await?;
+        if !json {
+            writeln!(out, "{id:<40} deleted (not in the file)").map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+/// The job's next `count` occurrences from now, in its zone.
+async fn next(
+    client: &Client<'_>,
+    id: &str,
+    count: usize,
+    out: &mut impl Write,
+) -> Result<(), CommandError> {
+    let reply = client.call_ok(&Command::Get { id: id.to_string() }).await?;
+    let result = reply.result.unwrap_or_default();
+    let spec: JobSpec =
+        serde_json::from_value(result.get("job").cloned().unwrap_or_default()).map_err(failed)?;
+    let created_at = result
+        .get("created_at")
+        .and_then(Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
+    let entry = JobEntry::new(spec, created_at).map_err(failed)?;
+    let tz = entry.schedule.timezone();
+    let mut t = Utc::now();
+    for _ in 0..count {
+        let Some(at) = entry.next_after(t) else { break };
+        writeln!(
+            out,
+            "{}",
+            at.with_timezone(&tz)
+                .to_rfc3339_opts(SecondsFormat::Secs, false)
+        )
+        .map_err(io)?;
+        t = at;
+    }
+    Ok(())
 }
 
 fn print_reply(reply: &Reply, json: bool, out: &mut impl Write) -> std::io::Result<()> {
@@ -110,23 +295,18 @@ fn print_reply(reply: &Reply, json: bool, out: &mut impl Write) -> std::io::Resu
         }
         return Ok(());
     }
-    let changed = result.get("changed").and_then(Value::as_bool);
-    match (reply.command.as_deref(), changed) {
+    let id = result.get("id").and_then(Value::as_str).unwrap_or("");
+    match (
+        reply.command.as_deref(),
+        result.get("changed").and_then(Value::as_bool),
+    ) {
         (Some("get"), _) => writeln!(
             out,
             "{}",
             serde_json::to_string_pretty(result).unwrap_or_default()
         ),
-        (Some(c), Some(false)) => writeln!(
-            out,
-            "{c}: {} unchanged",
-            result.get("id").and_then(Value::as_str).unwrap_or("")
-        ),
-        (Some(c), _) => writeln!(
-            out,
-            "{c}: {} ok",
-            result.get("id").and_then(Value::as_str).unwrap_or("")
-        ),
+        (Some(c), Some(false)) => writeln!(out, "{c}: {id} unchanged"),
+        (Some(c), _) => writeln!(out, "{c}: {id} ok"),
         (None, _) => writeln!(out, "ok"),
     }
 }

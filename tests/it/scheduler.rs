@@ -523,7 +523,104 @@ fn job_apply_twice_changes_nothing_and_cli_errors_exit_nonzero() {
         "{}",
         stderr(&missing)
     );
+    let next = run(&["job", "next", "b", "-n", "2"]);
+    let lines: Vec<String> = String::from_utf8_lossy(&next.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l.contains("T09:00:00+0")),
+        "09:00 Berlin with its offset: {lines:?}"
+    );
+
+    // Declarative: a file with only `a` (changed) and --prune deletes `b`.
+    std::fs::write(
+        &file,
+        "[[jobs]]\nid = \"a\"\nschedule = \"@hourly\"\n[jobs.executor]\ntype = \"noop\"\n",
+    )
+    .expect("write");
+    let dry = run(&["job", "apply", "-f", &f, "--prune", "--dry-run"]);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    let plan = String::from_utf8_lossy(&dry.stdout).to_string();
+    assert!(
+        plan.contains("a") && plan.contains("update") && plan.contains("delete"),
+        "{plan}"
+    );
+    let still = run(&["job", "list"]);
+    assert_eq!(
+        String::from_utf8_lossy(&still.stdout).lines().count(),
+        3,
+        "dry run changed nothing"
+    );
+    let pruned = run(&["job", "apply", "-f", &f, "--prune"]);
+    assert!(pruned.status.success(), "{}", stderr(&pruned));
+    let after = String::from_utf8_lossy(&run(&["job", "list"]).stdout).to_string();
+    assert!(
+        after.lines().count() == 2 && after.contains("@hourly") && !after.contains("Europe/Berlin"),
+        "{after}"
+    );
     let del = run(&["job", "delete", "a"]);
     assert!(del.status.success(), "{}", stderr(&del));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pause_resume_trigger_and_jitter() {
+    let v = Vhost::new("sched-controls");
+    let _s = SchedulerProcess::start(&v, "ctl");
+    let conn = connect(&v).await;
+    let mut client = RawClient::new(&conn).await;
+    let mut tap = FireTap::new(&conn).await;
+    upsert(&mut client, serde_json::json!({"id": "p", "schedule": "* * * * * *", "executor": {"type": "noop"}, "misfire": {"policy": "skip"}})).await;
+    upsert(&mut client, serde_json::json!({"id": "j", "schedule": "* * * * * *", "jitter": "700ms", "executor": {"type": "noop"}})).await;
+
+    // Jitter: deterministic per fire id, never before the scheduled time.
+    for _ in 0..3 {
+        let (ev, _) = tap.next("j").await;
+        let expected = sundial_core::misfire::jitter(&ev.fire_id, Duration::from_millis(700));
+        let delay = (ev.fired_at - ev.scheduled_at)
+            .to_std()
+            .expect("fired after scheduled");
+        assert!(
+            delay >= expected,
+            "{}: fired {delay:?} after, jitter {expected:?}",
+            ev.fire_id
+        );
+    }
+
+    tap.next("p").await;
+    let pause = client.call(br#"{"command":"pause","id":"p"}"#, v1()).await;
+    assert!(pause.ok, "{pause:?}");
+    let paused_at = Utc::now();
+    // Paused for 2.5 s (the interval under test, not a synchronisation).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let resume = client.call(br#"{"command":"resume","id":"p"}"#, v1()).await;
+    assert!(resume.ok, "{resume:?}");
+    let resumed_at = Utc::now();
+    let trigger = client
+        .call(br#"{"command":"trigger","id":"p"}"#, v1())
+        .await;
+    assert!(trigger.ok, "{trigger:?}");
+
+    let mut manual = None;
+    let mut regular_after_resume = 0;
+    while manual.is_none() || regular_after_resume < 2 {
+        let (ev, _) = tap.next("p").await;
+        if ev.manual {
+            assert!(ev.fire_id.starts_with("p@trigger:"), "{}", ev.fire_id);
+            manual = Some(ev);
+            continue;
+        }
+        let t = ev.scheduled_at;
+        assert!(
+            t <= paused_at + chrono::Duration::seconds(1)
+                || t >= resumed_at - chrono::Duration::seconds(1),
+            "fired while paused: {} (paused {paused_at}, resumed {resumed_at})",
+            ev.fire_id
+        );
+        if t > resumed_at {
+            regular_after_resume += 1;
+        }
+    }
 }

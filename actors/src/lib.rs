@@ -9,6 +9,7 @@
 //! | module       | responsibility |
 //! |--------------|----------------|
 //! | [`broker`]   | connecting with lapin; `codec::Meta` ⇄ AMQP properties and headers |
+//! | [`metrics`]  | metric names (recorded through the `metrics` facade) |
 //! | [`publish`]  | mandatory, persistent publishes with an awaited confirm each |
 //! | [`scheduler`] | the scheduler: registry, control, timer shards |
 //! | [`client`]   | a control-protocol client (what the CLI's `job` commands use) |
@@ -48,6 +49,7 @@
 pub mod broker;
 pub mod client;
 pub mod error;
+pub mod metrics;
 pub mod publish;
 pub mod scheduler;
 pub mod topology;

@@ -117,6 +117,17 @@ pub enum Misfire {
     CatchUp,
 }
 
+impl Misfire {
+    /// The name used in job files and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Misfire::FireOnce => "fire-once",
+            Misfire::Skip => "skip",
+            Misfire::CatchUp => "catch-up",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MisfirePolicy {

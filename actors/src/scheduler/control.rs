@@ -104,6 +104,8 @@ async fn handle(
         ),
     };
     let command = reply.command.clone().unwrap_or_else(|| "?".into());
+    let outcome = if reply.ok { "ok" } else { "error" };
+    metrics::counter!(crate::metrics::CONTROL_COMMANDS_TOTAL, "command" => command.clone(), "outcome" => outcome).increment(1);
     if let Some(err) = &reply.error {
         if !reply.ok {
             dead_letter(ch, topo, d, &format!("{}: {}", err.field, err.message)).await?;

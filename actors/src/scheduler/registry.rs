@@ -131,6 +131,7 @@ impl Handler<Execute> for Registry {
                                 for r in &records {
                                     act.apply(r);
                                 }
+                                metrics::gauge!(crate::metrics::REGISTRY_JOBS).set(act.view.len() as f64);
                                 info!(command = name, records = records.len(), jobs = act.view.len(), "registry updated");
                                 reply
                             }

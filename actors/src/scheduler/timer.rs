@@ -22,7 +22,7 @@ use sundial_core::{
 };
 use tracing::{debug, info, warn};
 
-use crate::publish::publish_confirmed;
+use crate::{metrics as m, publish::publish_confirmed};
 
 /// How often the watermark is written while it moves (DESIGN.md §4).
 const WATERMARK_INTERVAL: Duration = Duration::from_millis(250);
@@ -143,6 +143,8 @@ impl TimerShard {
             };
             let scheduled = self.armed.get(&id).map_or(send_at, |(_, s)| *s);
             self.disarm(&id);
+            let precision = (now - send_at).to_std().unwrap_or_default();
+            metrics::histogram!(m::FIRE_PRECISION_SECONDS).record(precision.as_secs_f64());
             self.publish(&job, scheduled, false, ctx);
             self.arm_after(&job, scheduled);
         }
@@ -184,7 +186,17 @@ impl TimerShard {
         let key = if manual { now } else { scheduled };
         *self.in_flight.entry(key).or_default() += 1;
         match encode(&ev) {
-            Ok(enc) => self.send(Arc::new(enc), ev.fire_id, ev.job_id, key, 0, ctx),
+            Ok(enc) => {
+                let out = Outgoing {
+                    routing_key: Topology::work_routing_key(&ev.pool, self.shard),
+                    pool: ev.pool,
+                    enc,
+                    fire_id: ev.fire_id,
+                    job_id: ev.job_id,
+                    key,
+                };
+                self.send(Arc::new(out), 0, ctx);
+            }
             Err(e) => {
                 // Our own event always encodes unless the payload exceeds the
                 // limit, which validation prevents; never drop silently.
@@ -194,37 +206,28 @@ impl TimerShard {
         }
     }
 
-    fn send(
-        &mut self,
-        enc: Arc<sundial_core::codec::Encoded>,
-        fire_id: String,
-        job_id: String,
-        key: DateTime<Utc>,
-        retries: u32,
-        ctx: &mut Context<Self>,
-    ) {
+    fn send(&mut self, out: Arc<Outgoing>, retries: u32, ctx: &mut Context<Self>) {
         let ch = self.channel.clone();
         let exchange = self.topo.fire_exchange();
-        let pool_key = {
-            // The routing key is `{pool}.{shard}`; the pool is in the event.
-            let pool = self
-                .jobs
-                .get(&job_id)
-                .map(|j| j.spec.pool.clone())
-                .unwrap_or_default();
-            Topology::work_routing_key(&pool, self.shard)
+        let msg = out.clone();
+        let fut = async move {
+            publish_confirmed(&ch, &exchange, &msg.routing_key, &msg.enc, |p| p).await
         };
-        let body = enc.clone();
-        let fut = async move { publish_confirmed(&ch, &exchange, &pool_key, &body, |p| p).await };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
             Ok(()) => {
-                debug!(job_id = %job_id, shard = act.shard, fire_id = %fire_id, "fire confirmed");
-                dec(&mut act.in_flight, key);
+                debug!(job_id = %out.job_id, shard = act.shard, fire_id = %out.fire_id, "fire confirmed");
+                dec(&mut act.in_flight, out.key);
+                metrics::counter!(m::FIRES_TOTAL, "pool" => out.pool.clone()).increment(1);
+                let lateness = (Utc::now() - out.key).to_std().unwrap_or_default();
+                metrics::histogram!(m::FIRE_LATENESS_SECONDS).record(lateness.as_secs_f64());
             }
             Err(e) => {
-                let delay = RETRY_MIN.saturating_mul(2u32.saturating_pow(retries.min(16))).min(RETRY_MAX);
-                warn!(job_id = %job_id, shard = act.shard, fire_id = %fire_id, attempt = retries + 1, error = %e, retry_in_ms = delay.as_millis() as u64, "fire not confirmed; retrying");
-                ctx.run_later(delay, move |act, ctx| act.send(enc, fire_id, job_id, key, retries + 1, ctx));
+                let delay = RETRY_MIN
+                    .saturating_mul(2u32.saturating_pow(retries.min(16)))
+                    .min(RETRY_MAX);
+                metrics::counter!(m::FIRE_RETRIES_TOTAL).increment(1);
+                warn!(job_id = %out.job_id, shard = act.shard, fire_id = %out.fire_id, attempt = retries + 1, error = %e, retry_in_ms = delay.as_millis() as u64, "fire not confirmed; retrying");
+                ctx.run_later(delay, move |act, ctx| act.send(out, retries + 1, ctx));
             }
         }));
     }
@@ -276,7 +279,7 @@ impl TimerShard {
             skipped_unlisted,
         } = misfire::plan(job, from, now);
         for at in &skipped {
-            info!(job_id = %job.spec.id, shard = self.shard, fire_id = %FireId::new(&job.spec.id, *at), policy = ?job.spec.misfire.policy, "missed occurrence skipped");
+            info!(job_id = %job.spec.id, shard = self.shard, fire_id = %FireId::new(&job.spec.id, *at), policy = job.spec.misfire.policy.as_str(), "missed occurrence skipped");
         }
         if skipped_unlisted > 0 {
             info!(job_id = %job.spec.id, shard = self.shard, count = skipped_unlisted, "older missed occurrences skipped");
@@ -286,6 +289,18 @@ impl TimerShard {
             self.publish(job, at, false, ctx);
         }
     }
+}
+
+/// A fire on its way to the broker, kept until confirmed (retries resend
+/// the same bytes, so a re-fire is identical).
+struct Outgoing {
+    enc: sundial_core::codec::Encoded,
+    routing_key: String,
+    pool: String,
+    fire_id: String,
+    job_id: String,
+    /// Its key in `in_flight`.
+    key: DateTime<Utc>,
 }
 
 fn dec(map: &mut BTreeMap<DateTime<Utc>, usize>, key: DateTime<Utc>) {

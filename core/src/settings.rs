@@ -21,8 +21,28 @@ pub struct RawSettings {
     pub topology: RawTopology,
     pub worker: RawWorker,
     pub control: RawControl,
+    pub registry: RawRegistry,
     pub http: RawHttp,
     pub log: RawLog,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRegistry {
+    /// Write a snapshot when the records since the last one exceed this.
+    pub snapshot_after_bytes: u64,
+    /// Registry stream retention (`x-max-age`); snapshots are written at
+    /// least every quarter of it, so a live definition is never lost.
+    pub max_age: String,
+}
+
+impl Default for RawRegistry {
+    fn default() -> Self {
+        Self {
+            snapshot_after_bytes: 8 * 1024 * 1024,
+            max_age: "7days".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,8 +183,16 @@ pub struct Settings {
     pub topology: Topology,
     pub worker: WorkerSettings,
     pub control: ControlSettings,
+    pub registry: RegistrySettings,
     pub http: HttpSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistrySettings {
+    pub snapshot_after_bytes: u64,
+    /// Also the topology's `registry_max_age`.
+    pub max_age: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -288,6 +316,24 @@ impl TryFrom<RawSettings> for Settings {
                 retry_tiers.push(d);
             }
         }
+        let max_age = raw
+            .registry
+            .max_age
+            .parse::<HumanDuration>()
+            .map_err(|e| err("registry.max_age", e))?
+            .get();
+        if max_age < Duration::from_secs(3600) {
+            return Err(err("registry.max_age", "must be at least 1h"));
+        }
+        if raw.registry.snapshot_after_bytes < 1024 {
+            return Err(err(
+                "registry.snapshot_after_bytes",
+                format!(
+                    "must be at least 1024, got {}",
+                    raw.registry.snapshot_after_bytes
+                ),
+            ));
+        }
         if !(1..=1000).contains(&t.delivery_limit) {
             return Err(err(
                 "topology.delivery_limit",
@@ -351,6 +397,7 @@ impl TryFrom<RawSettings> for Settings {
                 pools: t.pools,
                 retry_tiers,
                 delivery_limit: t.delivery_limit,
+                registry_max_age: max_age,
             },
             worker: WorkerSettings {
                 pool: w.pool,
@@ -359,6 +406,10 @@ impl TryFrom<RawSettings> for Settings {
                 shell_allow: w.shell.allow,
             },
             control: ControlSettings { hmac_key },
+            registry: RegistrySettings {
+                snapshot_after_bytes: raw.registry.snapshot_after_bytes,
+                max_age,
+            },
             http: HttpSettings {
                 enabled: raw.http.enabled,
                 listen,

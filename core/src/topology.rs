@@ -11,6 +11,8 @@ use crate::duration::HumanDuration;
 /// Routing key of the control DLQ on the dead-letter exchange; `control` is a
 /// reserved pool name for this reason.
 pub const CONTROL_DEAD_KEY: &str = "control";
+/// Registry stream segment size (retention deletes whole segments).
+pub const REGISTRY_SEGMENT_BYTES: i64 = 8 * 1024 * 1024;
 /// Header on retry publishes that selects the retry tier queue.
 pub const RETRY_TIER_HEADER: &str = "x-sundial-retry-tier";
 
@@ -85,6 +87,10 @@ pub struct Topology {
     /// `x-delivery-limit` of work and control queues: the last guard against a
     /// redelivery loop (quorum queues have no default limit in 3.10).
     pub delivery_limit: u32,
+    /// Age after which registry stream segments may be deleted. Safe because
+    /// the scheduler writes a complete snapshot at least every quarter of it
+    /// (docs/semantics.md §5).
+    pub registry_max_age: std::time::Duration,
 }
 
 impl Topology {
@@ -96,6 +102,10 @@ impl Topology {
     }
     pub fn registry_stream(&self) -> String {
         format!("{}.registry", self.prefix)
+    }
+    /// Last-value queue naming the newest complete registry snapshot.
+    pub fn registry_index_queue(&self) -> String {
+        format!("{}.registry.index", self.prefix)
     }
     pub fn fire_exchange(&self) -> String {
         format!("{}.fire", self.prefix)
@@ -174,7 +184,26 @@ impl Topology {
         let registry = self.registry_stream();
         d.queues.push(QueueDecl {
             name: registry,
-            args: Args::from([("x-queue-type".into(), ArgValue::Str("stream".into()))]),
+            args: Args::from([
+                ("x-queue-type".into(), ArgValue::Str("stream".into())),
+                // Retention acts on whole segments: keep them small enough
+                // that old records actually go.
+                (
+                    "x-stream-max-segment-size-bytes".into(),
+                    ArgValue::Int(REGISTRY_SEGMENT_BYTES),
+                ),
+                (
+                    "x-max-age".into(),
+                    ArgValue::Str(format!("{}s", self.registry_max_age.as_secs().max(1))),
+                ),
+            ]),
+        });
+        d.queues.push(QueueDecl {
+            name: self.registry_index_queue(),
+            args: Args::from([
+                ("x-queue-type".into(), ArgValue::Str("classic".into())),
+                ("x-max-length".into(), ArgValue::Int(1)),
+            ]),
         });
 
         let dead_control = self.dead_queue(CONTROL_DEAD_KEY);

@@ -25,6 +25,7 @@ pub fn run(settings: &Settings, node: Option<String>) -> Result<(), CommandError
         broker_url: settings.broker.url.clone(),
         topology: settings.topology.clone(),
         node: node.unwrap_or_else(default_node_name),
+        registry: settings.registry,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

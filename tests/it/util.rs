@@ -107,6 +107,11 @@ impl SchedulerProcess {
     /// Declares the topology (as deployments do before the first start),
     /// then starts the scheduler.
     pub(crate) fn start(v: &Vhost, node: &str) -> Self {
+        Self::start_with_env(v, node, &[])
+    }
+
+    /// As `start`, with extra environment (settings) for the scheduler.
+    pub(crate) fn start_with_env(v: &Vhost, node: &str, env: &[(&str, &str)]) -> Self {
         let applied = sundial()
             .args(["topology", "apply", "--broker", &v.url()])
             .env("SUNDIAL__TOPOLOGY__SHARDS", TEST_SHARDS.to_string())
@@ -128,6 +133,7 @@ impl SchedulerProcess {
             .args(["scheduler", "--node", node, "--broker", &v.url()])
             .env("SUNDIAL__TOPOLOGY__SHARDS", TEST_SHARDS.to_string())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(file)
             .stderr(err)
             .spawn()

@@ -36,6 +36,8 @@ pub struct SchedulerConfig {
     pub topology: Topology,
     /// This node's name (logs, watermarks, consumer tags).
     pub node: String,
+    /// Snapshot threshold and retention of the registry stream.
+    pub registry: sundial_core::settings::RegistrySettings,
 }
 
 /// First and longest delay between reconnect attempts.
@@ -84,11 +86,11 @@ async fn run_once(cfg: &SchedulerConfig, shutdown: &CancellationToken) -> Result
         });
     }
     crate::topology::apply(&conn, &topo.declarations()).await?;
-    let view = startup::replay_registry(&conn, &topo, &cfg.node).await?;
+    let replayed = startup::replay_registry(&conn, &topo, &cfg.node).await?;
 
     let now = Utc::now();
     let mut by_shard: HashMap<u32, Vec<Arc<JobEntry>>> = HashMap::new();
-    for j in view.iter() {
+    for j in replayed.view.iter() {
         by_shard
             .entry(topo.shard_of(&j.spec.id))
             .or_default()
@@ -130,8 +132,16 @@ async fn run_once(cfg: &SchedulerConfig, shutdown: &CancellationToken) -> Result
             operation: "confirm.select".into(),
             source,
         })?;
-    let jobs = view.len();
-    let registry = Registry::new(view, reg_ch, topo.clone(), shards.clone()).start();
+    let jobs = replayed.view.len();
+    let registry = Registry::new(
+        replayed,
+        reg_ch,
+        topo.clone(),
+        shards.clone(),
+        cfg.registry,
+        cfg.node.clone(),
+    )
+    .start();
     info!(node = %cfg.node, shards = topo.shards, jobs, "scheduler running");
 
     // The control consumer stops on shutdown or on connection loss.

@@ -14,8 +14,11 @@ use lapin::{
 };
 use sundial_core::{
     codec::{decode, encode},
-    protocol::{fire::Watermark, registry::RegistryRecord},
-    registry::RegistryView,
+    protocol::{
+        fire::Watermark,
+        registry::{RegistryIndex, RegistryRecord},
+    },
+    registry::{Change, RegistryView},
     topology::Topology,
 };
 use tracing::{info, warn};
@@ -35,14 +38,24 @@ fn broker(operation: &str) -> impl FnOnce(lapin::Error) -> Error + '_ {
     }
 }
 
-/// Replays `sundial.registry` into a fresh view. Appends a `sync` marker
-/// first and reads until it, so everything accepted before this start is in
-/// the view.
+/// What replay learned besides the view.
+pub(crate) struct Replayed {
+    pub(crate) view: RegistryView,
+    /// Bytes of records after the newest complete snapshot.
+    pub(crate) bytes_since_snapshot: u64,
+    /// When the newest complete snapshot was written, if any.
+    pub(crate) last_snapshot: Option<DateTime<Utc>>,
+}
+
+/// Replays `sundial.registry` into a fresh view: from the chunk of the newest
+/// snapshot named in the index queue (a minute early, to be safe), or from
+/// the first offset. Appends a `sync` marker first and reads until it, so
+/// everything accepted before this start is in the view.
 pub(crate) async fn replay_registry(
     conn: &Connection,
     topo: &Topology,
     node: &str,
-) -> Result<RegistryView, Error> {
+) -> Result<Replayed, Error> {
     let ch = conn
         .create_channel()
         .await
@@ -64,11 +77,17 @@ pub(crate) async fn replay_registry(
     ch.basic_qos(REPLAY_PREFETCH, BasicQosOptions::default())
         .await
         .map_err(broker("basic.qos"))?;
+    let index = read_last_value::<RegistryIndex>(conn, &topo.registry_index_queue()).await?;
     let mut args = FieldTable::default();
-    args.insert(
-        ShortString::from("x-stream-offset"),
-        AMQPValue::LongString("first".into()),
-    );
+    let offset = match &index {
+        // Stream chunks are found by timestamp to the second; start a
+        // minute early: records before the snapshot are superseded by it.
+        Some(ix) => {
+            AMQPValue::Timestamp(u64::try_from(ix.written_at.timestamp() - 60).unwrap_or(0))
+        }
+        None => AMQPValue::LongString("first".into()),
+    };
+    args.insert(ShortString::from("x-stream-offset"), offset);
     let mut consumer = ch
         .basic_consume(
             stream.as_str().into(),
@@ -81,6 +100,8 @@ pub(crate) async fn replay_registry(
 
     let mut view = RegistryView::default();
     let mut read = 0u64;
+    let mut bytes_since_snapshot = 0u64;
+    let mut last_snapshot = None;
     let started = std::time::Instant::now();
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery.map_err(broker("registry delivery"))?;
@@ -89,8 +110,14 @@ pub(crate) async fn replay_registry(
         let done = match decode::<RegistryRecord>(&meta, &delivery.data) {
             Ok(RegistryRecord::Sync { id }) => id == marker,
             Ok(record) => {
-                if let Err(e) = view.apply(&record) {
-                    warn!(error = %e, "registry record skipped");
+                bytes_since_snapshot += delivery.data.len() as u64;
+                match view.apply(&record) {
+                    Ok(Change::Reloaded) => {
+                        bytes_since_snapshot = 0;
+                        last_snapshot = Some(delivery_time(&delivery).unwrap_or_else(Utc::now));
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "registry record skipped"),
                 }
                 false
             }
@@ -117,10 +144,58 @@ pub(crate) async fn replay_registry(
     info!(
         records = read,
         jobs = view.len(),
+        from_snapshot = index.as_ref().map(|i| i.snapshot_id.as_str()),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "registry replayed"
     );
-    Ok(view)
+    Ok(Replayed {
+        view,
+        bytes_since_snapshot,
+        last_snapshot: last_snapshot.or(index.map(|i| i.written_at)),
+    })
+}
+
+fn delivery_time(d: &lapin::message::Delivery) -> Option<DateTime<Utc>> {
+    let secs = i64::try_from((*d.properties.timestamp())?).ok()?;
+    DateTime::from_timestamp(secs, 0)
+}
+
+/// Reads the message of a last-value queue (max-length 1), leaving it there.
+pub(crate) async fn read_last_value<M: sundial_core::protocol::Message>(
+    conn: &Connection,
+    queue: &str,
+) -> Result<Option<M>, Error> {
+    let ch = conn
+        .create_channel()
+        .await
+        .map_err(broker("channel.open"))?;
+    let got = ch
+        .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+        .await
+        .map_err(broker("basic.get last value"))?;
+    let value = match got {
+        None => None,
+        Some(msg) => {
+            let decoded = decode::<M>(&meta_of(&msg.delivery.properties), &msg.delivery.data);
+            msg.delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                })
+                .await
+                .map_err(broker("basic.nack last value"))?;
+            match decoded {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    warn!(queue, error = %e, "undecodable last value ignored");
+                    None
+                }
+            }
+        }
+    };
+    let _ = ch.close(200, "read".into()).await;
+    Ok(value)
 }
 
 /// Reads the last watermark of `shard`, leaving it in its queue.
@@ -129,39 +204,7 @@ pub(crate) async fn read_watermark(
     topo: &Topology,
     shard: u32,
 ) -> Result<Option<Watermark>, Error> {
-    let ch = conn
-        .create_channel()
-        .await
-        .map_err(broker("channel.open"))?;
-    let q = topo.watermark_queue(shard);
-    let got = ch
-        .basic_get(q.as_str().into(), BasicGetOptions { no_ack: false })
-        .await
-        .map_err(broker("basic.get watermark"))?;
-    let wm = match got {
-        None => None,
-        Some(msg) => {
-            let meta = meta_of(&msg.delivery.properties);
-            let wm = decode::<Watermark>(&meta, &msg.delivery.data);
-            msg.delivery
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                })
-                .await
-                .map_err(broker("basic.nack watermark"))?;
-            match wm {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    warn!(shard, error = %e, "undecodable watermark ignored");
-                    None
-                }
-            }
-        }
-    };
-    let _ = ch.close(200, "read".into()).await;
-    Ok(wm)
+    read_last_value(conn, &topo.watermark_queue(shard)).await
 }
 
 /// The instant misfires are counted from for a shard: its watermark, or, for

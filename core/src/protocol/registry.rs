@@ -57,3 +57,22 @@ impl Message for RegistryRecord {
     const MAX_SIZE: usize = 16 * MIB;
     const TAG: Option<&'static str> = Some("op");
 }
+
+/// The newest complete snapshot (last value of `sundial.registry.index`):
+/// replay starts at the stream chunk of `written_at` instead of the first
+/// offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryIndex {
+    pub snapshot_id: String,
+    /// When its first part was appended (before it, to the second).
+    pub written_at: DateTime<Utc>,
+    pub jobs: u64,
+}
+
+impl Message for RegistryIndex {
+    const KIND: &'static str = "sundial.registry.index";
+    const PRIMARY: Format = Format::Json;
+    const FORMATS: &'static [Format] = &[Format::Json];
+    const MAX_SIZE: usize = 4096;
+}

@@ -236,3 +236,64 @@ fn toml_datetimes_may_be_quoted_or_native() {
         .expect_err("a date without time and offset is not an instant");
     assert_eq!(e.field, "start_at");
 }
+
+#[test]
+fn registry_view_applies_records_and_complete_snapshots_only() {
+    use sundial_core::{
+        protocol::registry::{RegistryRecord, StoredJob},
+        registry::{Change, RegistryView},
+    };
+    let job = |id: &str| -> JobSpec {
+        serde_json::from_value(
+            serde_json::json!({"id": id, "schedule": "@daily", "executor": {"type": "noop"}}),
+        )
+        .expect("job")
+    };
+    let t = utc("2026-06-01T00:00:00Z");
+    let mut view = RegistryView::default();
+    for id in ["a", "b", "c"] {
+        assert_eq!(
+            view.apply(&RegistryRecord::Upsert {
+                job: Box::new(job(id)),
+                created_at: t
+            }),
+            Ok(Change::Upserted(id.into()))
+        );
+    }
+    assert_eq!(
+        view.apply(&RegistryRecord::Pause { id: "a".into() }),
+        Ok(Change::Paused("a".into()))
+    );
+    assert_eq!(
+        view.apply(&RegistryRecord::Pause { id: "a".into() }),
+        Ok(Change::None),
+        "already paused"
+    );
+    assert_eq!(
+        view.apply(&RegistryRecord::Delete { id: "b".into() }),
+        Ok(Change::Deleted("b".into()))
+    );
+    assert_eq!(
+        view.apply(&RegistryRecord::Delete { id: "zz".into() }),
+        Ok(Change::None)
+    );
+    let stored = |id: &str| StoredJob {
+        job: job(id),
+        created_at: t,
+    };
+    let part = |sid: &str, part, parts, ids: &[&str]| RegistryRecord::Snapshot {
+        snapshot_id: sid.into(),
+        part,
+        parts,
+        jobs: ids.iter().map(|i| stored(i)).collect(),
+    };
+    // A snapshot whose first part is missing (retention cut it) is ignored.
+    assert_eq!(view.apply(&part("old", 1, 2, &["x"])), Ok(Change::None));
+    assert_eq!(view.len(), 2);
+    // A complete snapshot replaces the view.
+    assert_eq!(view.apply(&part("s1", 0, 2, &["p"])), Ok(Change::None));
+    assert_eq!(view.apply(&part("s1", 1, 2, &["q"])), Ok(Change::Reloaded));
+    let mut ids: Vec<_> = view.iter().map(|j| j.spec.id.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, ["p", "q"]);
+}

@@ -14,11 +14,7 @@ mod util;
 use std::{collections::BTreeSet, process::Command, time::Duration};
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
-use lapin::{options::BasicConsumeOptions, types::FieldTable};
-use sundial_actors::broker::meta_of;
-use sundial_core::{codec::decode, protocol::fire::FireEvent};
-use util::{bounded, stderr, sundial, SchedulerProcess, Vhost, TEST_SHARDS};
+use util::{bounded, stderr, sundial, FireTap, SchedulerProcess, Vhost, TEST_SHARDS};
 
 /// Starts the app again however the test ends.
 struct AppGuard;
@@ -53,34 +49,9 @@ async fn collect(
     )
     .await
     .expect("connects");
-    let ch = conn.create_channel().await.expect("channel");
-    let mut consumers = Vec::new();
-    for shard in 0..TEST_SHARDS {
-        let q = format!("sundial.work.default.{shard}");
-        consumers.push(
-            ch.basic_consume(
-                q.as_str().into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume"),
-        );
-    }
-    let mut fires = futures_util::stream::select_all(consumers);
+    let mut tap = FireTap::new(&conn).await;
     while !until(seen) {
-        let d = bounded("a fire", fires.next())
-            .await
-            .expect("stream open")
-            .expect("delivery");
-        let ev = decode::<FireEvent>(&meta_of(&d.properties), &d.data).expect("decodes");
-        if ev.job_id == job {
-            seen.insert(ev.scheduled_at);
-        }
+        seen.insert(tap.next(job).await.0.scheduled_at);
     }
     let _ = conn.close(200, "done".into()).await;
 }

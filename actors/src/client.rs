@@ -50,13 +50,7 @@ pub async fn call(
             source,
         }
     };
-    let ch = conn
-        .create_channel()
-        .await
-        .map_err(broker("channel.open"))?;
-    ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
-        .await
-        .map_err(broker("confirm.select"))?;
+    let ch = crate::broker::confirming_channel(conn).await?;
     let mut replies = ch
         .basic_consume(
             DIRECT_REPLY_TO.into(),
@@ -91,10 +85,22 @@ pub async fn call(
         .map_err(broker("basic.publish command"))?
         .await
         .map_err(|e| ClientError::NoControlQueue(e.to_string()))?;
-    if !matches!(confirm, lapin::Confirmation::Ack(None)) {
-        return Err(ClientError::NoControlQueue(format!(
-            "the command was not routed to a queue: {confirm:?}"
-        )));
+    match confirm {
+        lapin::Confirmation::Ack(None) => {}
+        lapin::Confirmation::Ack(Some(ret)) => {
+            return Err(ClientError::NoControlQueue(format!(
+                "returned by the broker: {} {}",
+                ret.reply_code, ret.reply_text
+            )))
+        }
+        other => {
+            let what = if other.is_nack() {
+                "nacked by the broker"
+            } else {
+                "not confirmed"
+            };
+            return Err(ClientError::NoControlQueue(what.into()));
+        }
     }
     let wait = async {
         while let Some(d) = replies.next().await {

@@ -2,7 +2,7 @@
 //! its confirm is awaited individually (lapin's `wait_for_confirms()` would
 //! hide a nack). A returned message is a topology error, not a success.
 
-use lapin::{options::BasicPublishOptions, BasicProperties, Channel, Confirmation};
+use lapin::{options::BasicPublishOptions, Channel, Confirmation, PublisherConfirm};
 use sundial_core::codec::Encoded;
 
 use crate::{broker::properties, error::Error};
@@ -24,35 +24,40 @@ pub enum PublishError {
     Broker(#[from] Error),
 }
 
-/// Publishes and awaits the broker's confirm. The channel must be in
-/// confirm mode.
-pub async fn publish_confirmed(
+fn broker_err(exchange: &str, routing_key: &str) -> impl FnOnce(lapin::Error) -> PublishError {
+    let operation = format!("basic.publish to {exchange}/{routing_key}");
+    move |source| PublishError::Broker(Error::Broker { operation, source })
+}
+
+/// Hands one message to the connection: mandatory, persistent, with
+/// Sundial's properties. Returns the confirm to await.
+async fn send(
     ch: &Channel,
     exchange: &str,
     routing_key: &str,
     enc: &Encoded,
-    extra: impl FnOnce(BasicProperties) -> BasicProperties,
+) -> Result<PublisherConfirm, PublishError> {
+    ch.basic_publish(
+        exchange.into(),
+        routing_key.into(),
+        BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        },
+        &enc.body,
+        properties(&enc.meta),
+    )
+    .await
+    .map_err(broker_err(exchange, routing_key))
+}
+
+/// Awaits one confirm; anything but a plain ack is an error.
+async fn confirmed(
+    confirm: PublisherConfirm,
+    exchange: &str,
+    routing_key: &str,
 ) -> Result<(), PublishError> {
-    let broker = |source| Error::Broker {
-        operation: format!("basic.publish to {exchange}/{routing_key}"),
-        source,
-    };
-    let confirm = ch
-        .basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            &enc.body,
-            extra(properties(&enc.meta)),
-        )
-        .await
-        .map_err(broker)?
-        .await
-        .map_err(broker)?;
-    match confirm {
+    match confirm.await.map_err(broker_err(exchange, routing_key))? {
         Confirmation::Ack(None) => Ok(()),
         Confirmation::NotRequested => Err(PublishError::NotConfirmed),
         Confirmation::Ack(Some(_)) => Err(PublishError::Returned {
@@ -63,6 +68,21 @@ pub async fn publish_confirmed(
     }
 }
 
+/// Publishes and awaits the broker's confirm. The channel must be in
+/// confirm mode. `on_sent` runs once the message is handed to the
+/// connection (before the confirm), for timing.
+pub async fn publish_confirmed(
+    ch: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    enc: &Encoded,
+    on_sent: impl FnOnce(),
+) -> Result<(), PublishError> {
+    let confirm = send(ch, exchange, routing_key, enc).await?;
+    on_sent();
+    confirmed(confirm, exchange, routing_key).await
+}
+
 /// Publishes every message, then awaits every confirm (pipelined, in
 /// order). Fails on the first message that was not confirmed.
 pub async fn publish_all_confirmed(
@@ -71,39 +91,12 @@ pub async fn publish_all_confirmed(
     routing_key: &str,
     messages: &[Encoded],
 ) -> Result<(), PublishError> {
-    let broker = |source| Error::Broker {
-        operation: format!("basic.publish to {exchange}/{routing_key}"),
-        source,
-    };
     let mut confirms = Vec::with_capacity(messages.len());
     for enc in messages {
-        let c = ch
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                &enc.body,
-                properties(&enc.meta),
-            )
-            .await
-            .map_err(broker)?;
-        confirms.push(c);
+        confirms.push(send(ch, exchange, routing_key, enc).await?);
     }
     for c in confirms {
-        match c.await.map_err(broker)? {
-            Confirmation::Ack(None) => {}
-            Confirmation::NotRequested => return Err(PublishError::NotConfirmed),
-            Confirmation::Ack(Some(_)) => {
-                return Err(PublishError::Returned {
-                    exchange: exchange.to_string(),
-                    routing_key: routing_key.to_string(),
-                })
-            }
-            Confirmation::Nack(_) => return Err(PublishError::Nacked),
-        }
+        confirmed(c, exchange, routing_key).await?;
     }
     Ok(())
 }

@@ -12,13 +12,9 @@ use lapin::{
     BasicProperties, Channel, Connection, Consumer,
 };
 use sundial_actors::broker::meta_of;
-use sundial_core::{
-    codec::decode,
-    protocol::{control::Reply, fire::FireEvent},
-    topology::shard_of,
-};
+use sundial_core::{codec::decode, protocol::control::Reply, topology::shard_of};
 
-use crate::util::{bounded, stderr, sundial, SchedulerProcess, Vhost, TEST_SHARDS};
+use crate::util::{bounded, stderr, sundial, FireTap, SchedulerProcess, Vhost, TEST_SHARDS};
 
 async fn connect(v: &Vhost) -> Connection {
     bounded(
@@ -116,74 +112,6 @@ fn v1() -> BasicProperties {
     BasicProperties::default()
         .with_content_type("application/json".into())
         .with_headers(h)
-}
-
-/// Every fire of the default pool, read from all its work queues (one
-/// consumer per queue, so no fire is taken by a competing tap).
-struct FireTap {
-    fires: futures_util::stream::SelectAll<Consumer>,
-}
-
-impl FireTap {
-    async fn new(conn: &Connection) -> Self {
-        let ch = conn.create_channel().await.expect("channel");
-        let mut consumers = Vec::new();
-        for shard in 0..TEST_SHARDS {
-            let q = format!("sundial.work.default.{shard}");
-            consumers.push(
-                ch.basic_consume(
-                    q.as_str().into(),
-                    "".into(),
-                    BasicConsumeOptions {
-                        no_ack: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .expect("consume work queue"),
-            );
-        }
-        Self {
-            fires: futures_util::stream::select_all(consumers),
-        }
-    }
-
-    /// The next fire of any job, with the instant it arrived.
-    async fn next_any(&mut self) -> (FireEvent, DateTime<Utc>) {
-        bounded("a fire", async {
-            let d = self
-                .fires
-                .next()
-                .await
-                .expect("work stream open")
-                .expect("delivery");
-            let ev =
-                decode::<FireEvent>(&meta_of(&d.properties), &d.data).expect("fire event decodes");
-            assert_eq!(
-                d.properties.message_id().as_ref().map(|m| m.to_string()),
-                Some(ev.fire_id.clone()),
-                "message_id is the fire id"
-            );
-            assert_eq!(
-                ev.shard,
-                shard_of(&ev.job_id, TEST_SHARDS),
-                "routed to its shard"
-            );
-            (ev, Utc::now())
-        })
-        .await
-    }
-
-    /// The next fire of `job`.
-    async fn next(&mut self, job: &str) -> (FireEvent, DateTime<Utc>) {
-        loop {
-            let f = self.next_any().await;
-            if f.0.job_id == job {
-                return f;
-            }
-        }
-    }
 }
 
 async fn upsert(client: &mut RawClient, job: serde_json::Value) {

@@ -1,5 +1,11 @@
 //! Test helpers: a private vhost per test, the binary under test, timeouts.
 
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use lapin::{options::BasicConsumeOptions, types::FieldTable};
+use sundial_actors::broker::meta_of;
+use sundial_core::{codec::decode, protocol::fire::FireEvent, topology::shard_of};
+
 use std::{
     process::{Command, Output},
     sync::atomic::{AtomicU32, Ordering},
@@ -178,6 +184,74 @@ impl Drop for SchedulerProcess {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// Every fire of the default pool, read from all its work queues (one
+/// consumer per queue, so no fire is taken by a competing tap).
+pub(crate) struct FireTap {
+    fires: futures_util::stream::SelectAll<lapin::Consumer>,
+}
+
+impl FireTap {
+    pub(crate) async fn new(conn: &lapin::Connection) -> Self {
+        let ch = conn.create_channel().await.expect("channel");
+        let mut consumers = Vec::new();
+        for shard in 0..TEST_SHARDS {
+            let q = format!("sundial.work.default.{shard}");
+            consumers.push(
+                ch.basic_consume(
+                    q.as_str().into(),
+                    "".into(),
+                    BasicConsumeOptions {
+                        no_ack: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("consume work queue"),
+            );
+        }
+        Self {
+            fires: futures_util::stream::select_all(consumers),
+        }
+    }
+
+    /// The next fire of any job, with the instant it arrived.
+    pub(crate) async fn next_any(&mut self) -> (FireEvent, DateTime<Utc>) {
+        bounded("a fire", async {
+            let d = self
+                .fires
+                .next()
+                .await
+                .expect("work stream open")
+                .expect("delivery");
+            let ev =
+                decode::<FireEvent>(&meta_of(&d.properties), &d.data).expect("fire event decodes");
+            assert_eq!(
+                d.properties.message_id().as_ref().map(|m| m.to_string()),
+                Some(ev.fire_id.clone()),
+                "message_id is the fire id"
+            );
+            assert_eq!(
+                ev.shard,
+                shard_of(&ev.job_id, TEST_SHARDS),
+                "routed to its shard"
+            );
+            (ev, Utc::now())
+        })
+        .await
+    }
+
+    /// The next fire of `job`.
+    pub(crate) async fn next(&mut self, job: &str) -> (FireEvent, DateTime<Utc>) {
+        loop {
+            let f = self.next_any().await;
+            if f.0.job_id == job {
+                return f;
+            }
         }
     }
 }

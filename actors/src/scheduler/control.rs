@@ -7,10 +7,7 @@ use actix::Addr;
 use futures_util::StreamExt;
 use lapin::{
     message::Delivery,
-    options::{
-        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-        ConfirmSelectOptions,
-    },
+    options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions},
     types::{AMQPValue, FieldTable, LongString, ShortString},
     BasicProperties, Channel, Connection,
 };
@@ -46,13 +43,7 @@ pub(crate) async fn run(
     registry: Addr<Registry>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let ch = conn
-        .create_channel()
-        .await
-        .map_err(broker("channel.open"))?;
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(broker("confirm.select"))?;
+    let ch = crate::broker::confirming_channel(conn).await?;
     ch.basic_qos(CONTROL_PREFETCH, BasicQosOptions::default())
         .await
         .map_err(broker("basic.qos"))?;

@@ -21,7 +21,6 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use actix::prelude::*;
 use chrono::Utc;
-use lapin::options::ConfirmSelectOptions;
 use sundial_core::{registry::JobEntry, topology::Topology};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -96,42 +95,25 @@ async fn run_once(cfg: &SchedulerConfig, shutdown: &CancellationToken) -> Result
             .or_default()
             .push(Arc::new(j.clone()));
     }
+    // Shards are spread over a few threads (actix arbiters) so that one
+    // second's burst of fires is encoded and published on every core.
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 4);
+    let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
     let mut shards = Vec::with_capacity(topo.shards as usize);
     for shard in 0..topo.shards {
         let wm = startup::read_watermark(&conn, &topo, shard).await?;
         let floor = startup::misfire_floor(wm.as_ref(), now);
         let epoch = wm.as_ref().map_or(1, |w| w.epoch + 1);
-        let ch = conn
-            .create_channel()
-            .await
-            .map_err(|source| Error::Broker {
-                operation: "channel.open".into(),
-                source,
-            })?;
-        ch.confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|source| Error::Broker {
-                operation: "confirm.select".into(),
-                source,
-            })?;
-        let addr = TimerShard::new(shard, cfg.node.clone(), epoch, topo.clone(), ch, floor).start();
+        let ch = crate::broker::confirming_channel(&conn).await?;
+        let actor = TimerShard::new(shard, cfg.node.clone(), epoch, topo.clone(), ch, floor);
+        let arbiter = &arbiters[shard as usize % threads];
+        let addr = TimerShard::start_in_arbiter(&arbiter.handle(), move |_| actor);
         addr.do_send(timer::Load(by_shard.remove(&shard).unwrap_or_default()));
         shards.push(addr);
     }
-    let reg_ch = conn
-        .create_channel()
-        .await
-        .map_err(|source| Error::Broker {
-            operation: "channel.open".into(),
-            source,
-        })?;
-    reg_ch
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(|source| Error::Broker {
-            operation: "confirm.select".into(),
-            source,
-        })?;
+    let reg_ch = crate::broker::confirming_channel(&conn).await?;
     let jobs = replayed.view.len();
     let registry = Registry::new(
         replayed,
@@ -167,6 +149,9 @@ async fn run_once(cfg: &SchedulerConfig, shutdown: &CancellationToken) -> Result
         let _ = tokio::time::timeout(Duration::from_secs(5), s.send(timer::Flush)).await;
     }
     registry.do_send(StopRegistry);
+    for a in &arbiters {
+        a.stop();
+    }
     let _ = conn.close(200, "scheduler stopping".into()).await;
     result
 }

@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use lapin::{
     options::{
         BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions,
-        BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
+        BasicNackOptions, BasicQosOptions,
     },
     types::{AMQPValue, FieldTable, ShortString},
     Connection,
@@ -56,13 +56,7 @@ pub(crate) async fn replay_registry(
     topo: &Topology,
     node: &str,
 ) -> Result<Replayed, Error> {
-    let ch = conn
-        .create_channel()
-        .await
-        .map_err(broker("channel.open"))?;
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(broker("confirm.select"))?;
+    let ch = crate::broker::confirming_channel(conn).await?;
     let marker = format!(
         "{node}-{}",
         Utc::now().timestamp_nanos_opt().unwrap_or_default()
@@ -70,7 +64,7 @@ pub(crate) async fn replay_registry(
     let enc = encode(&RegistryRecord::Sync { id: marker.clone() })
         .map_err(|e| Error::Codec(e.to_string()))?;
     let stream = topo.registry_stream();
-    publish_confirmed(&ch, "", &stream, &enc, |p| p)
+    publish_confirmed(&ch, "", &stream, &enc, || {})
         .await
         .map_err(|e| Error::Registry(format!("cannot append the sync marker: {e}")))?;
 

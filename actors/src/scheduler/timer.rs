@@ -143,20 +143,22 @@ impl TimerShard {
             };
             let scheduled = self.armed.get(&id).map_or(send_at, |(_, s)| *s);
             self.disarm(&id);
-            let precision = (now - send_at).to_std().unwrap_or_default();
-            metrics::histogram!(m::FIRE_PRECISION_SECONDS).record(precision.as_secs_f64());
-            self.publish(&job, scheduled, false, ctx);
+            self.publish(&job, scheduled, false, Some(send_at), ctx);
             self.arm_after(&job, scheduled);
         }
         self.cursor = self.cursor.max(now);
         self.rearm_wake(ctx);
     }
 
+    /// Publishes one fire. `due` is the planned send time of a fire popped
+    /// from the timer (precision is measured against it); `None` for manual
+    /// triggers and misfire catch-ups, which have no planned send time.
     fn publish(
         &mut self,
         job: &JobEntry,
         scheduled: DateTime<Utc>,
         manual: bool,
+        due: Option<DateTime<Utc>>,
         ctx: &mut Context<Self>,
     ) {
         let now = Utc::now();
@@ -194,6 +196,7 @@ impl TimerShard {
                     fire_id: ev.fire_id,
                     job_id: ev.job_id,
                     key,
+                    due,
                 };
                 self.send(Arc::new(out), 0, ctx);
             }
@@ -210,8 +213,15 @@ impl TimerShard {
         let ch = self.channel.clone();
         let exchange = self.topo.fire_exchange();
         let msg = out.clone();
+        let first = retries == 0;
         let fut = async move {
-            publish_confirmed(&ch, &exchange, &msg.routing_key, &msg.enc, |p| p).await
+            let on_sent = || {
+                if let (true, Some(due)) = (first, msg.due) {
+                    let precision = (Utc::now() - due).to_std().unwrap_or_default();
+                    metrics::histogram!(m::FIRE_PRECISION_SECONDS).record(precision.as_secs_f64());
+                }
+            };
+            publish_confirmed(&ch, &exchange, &msg.routing_key, &msg.enc, on_sent).await
         };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
             Ok(()) => {
@@ -259,7 +269,7 @@ impl TimerShard {
         let Ok(enc) = encode(&wm) else { return };
         let ch = self.channel.clone();
         let queue = self.topo.watermark_queue(self.shard);
-        let fut = async move { publish_confirmed(&ch, "", &queue, &enc, |p| p).await };
+        let fut = async move { publish_confirmed(&ch, "", &queue, &enc, || {}).await };
         ctx.spawn(fut.into_actor(self).map(move |res, act, _| match res {
             Ok(()) => act.written = Some(act.written.map_or(up_to, |w| w.max(up_to))),
             Err(e) => warn!(shard = act.shard, error = %e, "watermark not written; will retry"),
@@ -286,7 +296,7 @@ impl TimerShard {
         }
         for at in fire {
             info!(job_id = %job.spec.id, shard = self.shard, fire_id = %FireId::new(&job.spec.id, at), "firing missed occurrence");
-            self.publish(job, at, false, ctx);
+            self.publish(job, at, false, None, ctx);
         }
     }
 }
@@ -301,6 +311,8 @@ struct Outgoing {
     job_id: String,
     /// Its key in `in_flight`.
     key: DateTime<Utc>,
+    /// Planned send time, for the precision metric (scheduled fires only).
+    due: Option<DateTime<Utc>>,
 }
 
 fn dec(map: &mut BTreeMap<DateTime<Utc>, usize>, key: DateTime<Utc>) {
@@ -393,7 +405,7 @@ impl Handler<JobChange> for TimerShard {
                 self.apply_misfires(&job, from, now, ctx);
                 self.arm_after(&job, now);
             }
-            JobChange::Trigger(job) => self.publish(&job, now, true, ctx),
+            JobChange::Trigger(job) => self.publish(&job, now, true, None, ctx),
         }
         self.rearm_wake(ctx);
     }
@@ -423,7 +435,7 @@ impl Handler<Flush> for TimerShard {
         Box::pin(
             async move {
                 if let Ok(enc) = encode(&wm) {
-                    if let Err(e) = publish_confirmed(&ch, "", &queue, &enc, |p| p).await {
+                    if let Err(e) = publish_confirmed(&ch, "", &queue, &enc, || {}).await {
                         warn!(shard, error = %e, "final watermark not written");
                     }
                 }

@@ -1,8 +1,11 @@
 //! `sundial-actors`: the actix actors and the AMQP adapters they use.
 //!
-//! This crate is where Sundial meets RabbitMQ. Today it holds the adapters
-//! (connection, message properties, topology declaration); the actors of the
-//! tree below arrive with the scheduler, worker and supervision issues.
+//! This crate is where Sundial meets RabbitMQ: the adapters (connection,
+//! message properties, confirmed publishing, topology declaration, the
+//! control client) and the scheduler's actors (`Registry`, `TimerShard`, the
+//! control consumer). Workers and the general supervisor arrive with their
+//! issues; until then `scheduler::run` restarts everything that uses the
+//! connection when it is lost (the root of the rest-for-one policy below).
 //!
 //! # Layout
 //!

@@ -147,6 +147,27 @@ fn settings(v: &Vhost, shards: u32) -> Settings {
     Settings::try_from(raw).expect("bench settings are valid")
 }
 
+/// One raw publish, `mandatory`, to the default exchange.
+async fn raw_publish(
+    ch: &lapin::Channel,
+    queue: &str,
+    body: &[u8],
+    props: &BasicProperties,
+) -> lapin::PublisherConfirm {
+    ch.basic_publish(
+        "".into(),
+        queue.into(),
+        BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        },
+        body,
+        props.clone(),
+    )
+    .await
+    .expect("publish")
+}
+
 /// Raw lapin: (ceiling msgs/s with `window` confirms in flight, confirm
 /// latency p50/p99 paced at `rate`/s).
 async fn raw_baseline(
@@ -185,19 +206,7 @@ async fn raw_baseline(
     let mut pending = std::collections::VecDeque::new();
     for i in 0..n {
         let q = format!("raw.{}", i as u32 % queues);
-        let c = ch
-            .basic_publish(
-                "".into(),
-                q.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                &body,
-                props.clone(),
-            )
-            .await
-            .expect("publish");
+        let c = raw_publish(&ch, &q, &body, &props).await;
         pending.push_back(c);
         if pending.len() >= window {
             let c = pending.pop_front().expect("non-empty");
@@ -219,19 +228,7 @@ async fn raw_baseline(
         let q = format!("raw.{}", i % queues);
         i += 1;
         let sent = Instant::now();
-        let c = ch
-            .basic_publish(
-                "".into(),
-                q.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                &body,
-                props.clone(),
-            )
-            .await
-            .expect("publish");
+        let c = raw_publish(&ch, &q, &body, &props).await;
         let lat = lat.clone();
         tasks.push(tokio::spawn(async move {
             if c.await.map(|c| c.is_ack()).unwrap_or(false) {

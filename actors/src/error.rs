@@ -26,6 +26,9 @@ pub enum Error {
     /// The registry could not be read or written.
     #[error("registry: {0}")]
     Registry(String),
+    /// A refused command could not be dead-lettered (so it is not acked).
+    #[error("dead letter not stored: {0}")]
+    DeadLetter(String),
     /// The broker connection was lost.
     #[error("connection lost: {0}")]
     ConnectionLost(String),

@@ -2,7 +2,9 @@
 //! its confirm is awaited individually (lapin's `wait_for_confirms()` would
 //! hide a nack). A returned message is a topology error, not a success.
 
-use lapin::{options::BasicPublishOptions, Channel, Confirmation, PublisherConfirm};
+use lapin::{
+    options::BasicPublishOptions, BasicProperties, Channel, Confirmation, PublisherConfirm,
+};
 use sundial_core::codec::Encoded;
 
 use crate::{broker::properties, error::Error};
@@ -29,13 +31,25 @@ fn broker_err(exchange: &str, routing_key: &str) -> impl FnOnce(lapin::Error) ->
     move |source| PublishError::Broker(Error::Broker { operation, source })
 }
 
-/// Hands one message to the connection: mandatory, persistent, with
-/// Sundial's properties. Returns the confirm to await.
+/// Hands one message with Sundial's properties to the connection. Returns
+/// the confirm to await.
 async fn send(
     ch: &Channel,
     exchange: &str,
     routing_key: &str,
     enc: &Encoded,
+) -> Result<PublisherConfirm, PublishError> {
+    send_raw(ch, exchange, routing_key, &enc.body, properties(&enc.meta)).await
+}
+
+/// Hands one message to the connection, `mandatory`, with the given
+/// properties (a dead letter keeps the original ones).
+async fn send_raw(
+    ch: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    props: BasicProperties,
 ) -> Result<PublisherConfirm, PublishError> {
     ch.basic_publish(
         exchange.into(),
@@ -44,8 +58,8 @@ async fn send(
             mandatory: true,
             ..BasicPublishOptions::default()
         },
-        &enc.body,
-        properties(&enc.meta),
+        body,
+        props,
     )
     .await
     .map_err(broker_err(exchange, routing_key))
@@ -80,6 +94,18 @@ pub async fn publish_confirmed(
 ) -> Result<(), PublishError> {
     let confirm = send(ch, exchange, routing_key, enc).await?;
     on_sent();
+    confirmed(confirm, exchange, routing_key).await
+}
+
+/// Publishes a raw body with explicit properties and awaits its confirm.
+pub async fn publish_raw_confirmed(
+    ch: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> Result<(), PublishError> {
+    let confirm = send_raw(ch, exchange, routing_key, body, props).await?;
     confirmed(confirm, exchange, routing_key).await
 }
 

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::registry::{Execute, Registry};
-use crate::{broker::meta_of, error::Error, publish::PublishError};
+use crate::{broker::meta_of, error::Error, publish::publish_raw_confirmed};
 
 /// Commands read ahead of the one being executed.
 const CONTROL_PREFETCH: u16 = 16;
@@ -140,29 +140,10 @@ async fn dead_letter(
         AMQPValue::LongLongInt(1),
     );
     let props = d.properties.clone().with_headers(h).with_delivery_mode(2);
-    let exchange = topo.dead_exchange();
-    let confirm = ch
-        .basic_publish(
-            exchange.as_str().into(),
-            CONTROL_DEAD_KEY.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            &d.data,
-            props,
-        )
+    // Not confirmed: fail, so the delivery is not acked and comes back.
+    publish_raw_confirmed(ch, &topo.dead_exchange(), CONTROL_DEAD_KEY, &d.data, props)
         .await
-        .map_err(broker("basic.publish dead letter"))?
-        .await
-        .map_err(broker("dead letter confirm"))?;
-    if !matches!(confirm, lapin::Confirmation::Ack(None)) {
-        // Not stored: fail so the delivery is not acked and comes back.
-        return Err(Error::Registry(format!(
-            "dead letter not confirmed: {}",
-            PublishError::Nacked
-        )));
-    }
+        .map_err(|e| Error::DeadLetter(e.to_string()))?;
     warn!(reason, "control command dead-lettered");
     Ok(())
 }

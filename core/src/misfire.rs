@@ -32,9 +32,36 @@ impl MisfirePlan {
     }
 }
 
-/// Applies the job's misfire policy to its occurrences in `(from, now]`.
+/// Most occurrences re-fired for one job after the scheduler could not
+/// deliver them while it was running (a broker outage): an every-second job
+/// and a 27-hour outage. Older ones are skipped and counted.
+pub const MAX_UNDELIVERED: u32 = 100_000;
+
+/// Applies the job's misfire policy to its occurrences in `(from, now]`:
+/// occurrences that fell due while no scheduler was running.
 pub fn plan(job: &JobEntry, from: DateTime<Utc>, now: DateTime<Utc>) -> MisfirePlan {
-    let mut missed = Vec::new();
+    plan_with(job, &job.spec.misfire, from, now)
+}
+
+/// Every occurrence in `(from, now]` (at most [`MAX_UNDELIVERED`]): those that
+/// fell due while this scheduler was running but could not publish them. The
+/// misfire policy is for downtime, not for a broker that was briefly away.
+pub fn undelivered(job: &JobEntry, from: DateTime<Utc>, now: DateTime<Utc>) -> MisfirePlan {
+    let all = MisfirePolicy {
+        policy: Misfire::CatchUp,
+        grace: job.spec.misfire.grace,
+        max_catch_up: MAX_UNDELIVERED,
+    };
+    plan_with(job, &all, from, now)
+}
+
+fn plan_with(
+    job: &JobEntry,
+    policy: &MisfirePolicy,
+    from: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> MisfirePlan {
+    let mut missed = std::collections::VecDeque::new();
     let mut unlisted = 0u64;
     let mut t = from;
     while let Some(at) = job.next_after(t) {
@@ -42,13 +69,13 @@ pub fn plan(job: &JobEntry, from: DateTime<Utc>, now: DateTime<Utc>) -> MisfireP
             break;
         }
         if missed.len() == MAX_ENUMERATED {
-            missed.remove(0);
+            missed.pop_front();
             unlisted += 1;
         }
-        missed.push(at);
+        missed.push_back(at);
         t = at;
     }
-    apply_policy(&job.spec.misfire, missed, unlisted, now)
+    apply_policy(policy, missed.into(), unlisted, now)
 }
 
 fn apply_policy(

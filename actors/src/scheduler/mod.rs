@@ -49,9 +49,10 @@ const RECONNECT_MAX: Duration = Duration::from_secs(15);
 ///
 /// Must run inside an actix `System` on a multi-thread tokio runtime.
 pub async fn run(cfg: SchedulerConfig, shutdown: CancellationToken) -> Result<(), Error> {
+    let alive_since = Utc::now();
     let mut delay = RECONNECT_MIN;
     loop {
-        match run_once(&cfg, &shutdown).await {
+        match run_once(&cfg, &shutdown, alive_since).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 error!(error = %e, retry_in_ms = delay.as_millis() as u64, "scheduler lost the broker; restarting");
@@ -65,7 +66,11 @@ pub async fn run(cfg: SchedulerConfig, shutdown: CancellationToken) -> Result<()
     }
 }
 
-async fn run_once(cfg: &SchedulerConfig, shutdown: &CancellationToken) -> Result<(), Error> {
+async fn run_once(
+    cfg: &SchedulerConfig,
+    shutdown: &CancellationToken,
+    alive_since: chrono::DateTime<Utc>,
+) -> Result<(), Error> {
     let topo = Arc::new(cfg.topology.clone());
     let conn =
         crate::broker::connect(&cfg.broker_url, &format!("sundial scheduler {}", cfg.node)).await?;
@@ -110,7 +115,10 @@ async fn run_once(cfg: &SchedulerConfig, shutdown: &CancellationToken) -> Result
         let actor = TimerShard::new(shard, cfg.node.clone(), epoch, topo.clone(), ch, floor);
         let arbiter = &arbiters[shard as usize % threads];
         let addr = TimerShard::start_in_arbiter(&arbiter.handle(), move |_| actor);
-        addr.do_send(timer::Load(by_shard.remove(&shard).unwrap_or_default()));
+        addr.do_send(timer::Load {
+            jobs: by_shard.remove(&shard).unwrap_or_default(),
+            alive_since,
+        });
         shards.push(addr);
     }
     let reg_ch = crate::broker::confirming_channel(&conn).await?;

@@ -276,23 +276,27 @@ impl TimerShard {
         }));
     }
 
-    fn apply_misfires(
+    /// Fires what `plan` says and logs/counts what it skips; `why` labels
+    /// the skip counter (the job's policy, or `undelivered`).
+    fn fire_missed(
         &mut self,
         job: &Arc<JobEntry>,
-        from: DateTime<Utc>,
-        now: DateTime<Utc>,
+        plan: MisfirePlan,
+        why: &'static str,
         ctx: &mut Context<Self>,
     ) {
         let MisfirePlan {
             fire,
             skipped,
             skipped_unlisted,
-        } = misfire::plan(job, from, now);
+        } = plan;
+        metrics::counter!(m::MISFIRES_TOTAL, "policy" => why)
+            .increment(skipped.len() as u64 + skipped_unlisted);
         for at in &skipped {
-            info!(job_id = %job.spec.id, shard = self.shard, fire_id = %FireId::new(&job.spec.id, *at), policy = job.spec.misfire.policy.as_str(), "missed occurrence skipped");
+            info!(job_id = %job.spec.id, shard = self.shard, fire_id = %FireId::new(&job.spec.id, *at), policy = why, "missed occurrence skipped");
         }
         if skipped_unlisted > 0 {
-            info!(job_id = %job.spec.id, shard = self.shard, count = skipped_unlisted, "older missed occurrences skipped");
+            info!(job_id = %job.spec.id, shard = self.shard, count = skipped_unlisted, policy = why, "older missed occurrences skipped");
         }
         for at in fire {
             info!(job_id = %job.spec.id, shard = self.shard, fire_id = %FireId::new(&job.spec.id, at), "firing missed occurrence");
@@ -336,7 +340,12 @@ impl Actor for TimerShard {
 /// `(floor, now]` (`floor` = the shard's watermark).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Load(pub(crate) Vec<Arc<JobEntry>>);
+pub(crate) struct Load {
+    pub(crate) jobs: Vec<Arc<JobEntry>>,
+    /// When this scheduler process started: occurrences due after it were
+    /// missed only because the broker was away, and are all fired.
+    pub(crate) alive_since: DateTime<Utc>,
+}
 
 impl Handler<Load> for TimerShard {
     type Result = ();
@@ -344,13 +353,25 @@ impl Handler<Load> for TimerShard {
     fn handle(&mut self, msg: Load, ctx: &mut Context<Self>) {
         let now = Utc::now();
         let floor = self.cursor;
-        for job in msg.0 {
+        // Downtime (no scheduler running) follows each job's misfire policy;
+        // time this process was alive but disconnected loses nothing.
+        let down_until = msg.alive_since.clamp(floor, now);
+        for job in msg.jobs {
             self.jobs.insert(job.spec.id.clone(), job.clone());
             if job.paused {
                 continue;
             }
-            if floor < now {
-                self.apply_misfires(&job, floor, now, ctx);
+            if floor < down_until {
+                let plan = misfire::plan(&job, floor, down_until);
+                self.fire_missed(&job, plan, job.spec.misfire.policy.as_str(), ctx);
+            }
+            if down_until < now {
+                self.fire_missed(
+                    &job,
+                    misfire::undelivered(&job, down_until, now),
+                    "undelivered",
+                    ctx,
+                );
             }
             self.arm_after(&job, now.max(floor));
         }
@@ -402,7 +423,8 @@ impl Handler<JobChange> for TimerShard {
                 self.jobs.insert(id.clone(), job.clone());
                 // The misfire policy decides about the paused interval.
                 let from = self.paused_at.remove(&id).unwrap_or(self.cursor);
-                self.apply_misfires(&job, from, now, ctx);
+                let plan = misfire::plan(&job, from, now);
+                self.fire_missed(&job, plan, job.spec.misfire.policy.as_str(), ctx);
                 self.arm_after(&job, now);
             }
             JobChange::Trigger(job) => self.publish(&job, now, true, None, ctx),

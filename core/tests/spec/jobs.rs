@@ -297,3 +297,62 @@ fn registry_view_applies_records_and_complete_snapshots_only() {
     ids.sort();
     assert_eq!(ids, ["p", "q"]);
 }
+
+#[test]
+fn misfire_policies_plan_missed_occurrences() {
+    use sundial_core::{misfire, registry::JobEntry};
+    let entry = |policy: &str, grace: &str, max: u32| {
+        let spec: JobSpec = serde_json::from_value(serde_json::json!({
+            "id": "m", "schedule": "* * * * *", "executor": {"type": "noop"},
+            "misfire": {"policy": policy, "grace": grace, "max_catch_up": max}
+        }))
+        .expect("job");
+        JobEntry::new(spec, utc("2026-01-01T00:00:00Z")).expect("entry")
+    };
+    let (from, now) = (utc("2026-06-01T10:00:00Z"), utc("2026-06-01T10:05:30Z"));
+    let minutes = |v: &[chrono::DateTime<chrono::Utc>]| {
+        v.iter()
+            .map(|t| t.format("%M").to_string())
+            .collect::<Vec<_>>()
+    };
+
+    let once = misfire::plan(&entry("fire-once", "10m", 100), from, now);
+    assert_eq!(minutes(&once.fire), ["05"], "the latest missed one");
+    assert_eq!(minutes(&once.skipped), ["01", "02", "03", "04"]);
+    let stale = misfire::plan(&entry("fire-once", "10s", 100), from, now);
+    assert!(stale.fire.is_empty(), "latest is 30 s old, grace 10 s");
+    assert_eq!(stale.skipped_count(), 5);
+
+    let skip = misfire::plan(&entry("skip", "10m", 100), from, now);
+    assert!(skip.fire.is_empty());
+    assert_eq!(skip.skipped_count(), 5);
+
+    let catch = misfire::plan(&entry("catch-up", "10m", 3), from, now);
+    assert_eq!(
+        minutes(&catch.fire),
+        ["03", "04", "05"],
+        "oldest first, at most max_catch_up"
+    );
+    assert_eq!(minutes(&catch.skipped), ["01", "02"]);
+
+    let undelivered = misfire::undelivered(&entry("skip", "10m", 1), from, now);
+    assert_eq!(
+        minutes(&undelivered.fire),
+        ["01", "02", "03", "04", "05"],
+        "a broker outage loses nothing"
+    );
+
+    // Jitter is deterministic per fire id and below its bound.
+    let j = misfire::jitter(
+        "m@2026-06-01T10:01:00.000Z",
+        std::time::Duration::from_secs(30),
+    );
+    assert_eq!(
+        j,
+        misfire::jitter(
+            "m@2026-06-01T10:01:00.000Z",
+            std::time::Duration::from_secs(30)
+        )
+    );
+    assert!(j < std::time::Duration::from_secs(30));
+}

@@ -71,7 +71,7 @@ fn default_method() -> String {
     "GET".to_string()
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 enum Tagged {
     Noop {},
@@ -81,7 +81,7 @@ enum Tagged {
     Handler { name: String },
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 enum Indexed {
     Noop,
     Shell(ShellExecutor),
@@ -90,39 +90,49 @@ enum Indexed {
     Handler(String),
 }
 
-impl From<Executor> for Tagged {
-    fn from(e: Executor) -> Self {
-        match e {
-            Executor::Noop => Tagged::Noop {},
-            Executor::Shell(s) => Tagged::Shell(s),
-            Executor::Http(h) => Tagged::Http(h),
-            Executor::Publish(p) => Tagged::Publish(p),
-            Executor::Handler { name } => Tagged::Handler { name },
-        }
-    }
+/// Borrowing mirrors for serialization: the same names and shapes as
+/// `Tagged` and `Indexed`, without cloning the executor (fire events are
+/// encoded once per fire, on the timer's hot path).
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+enum TaggedRef<'a> {
+    Noop {},
+    Shell(&'a ShellExecutor),
+    Http(&'a HttpExecutor),
+    Publish(&'a PublishExecutor),
+    Handler { name: &'a str },
 }
 
-impl From<Executor> for Indexed {
-    fn from(e: Executor) -> Self {
-        match e {
-            Executor::Noop => Indexed::Noop,
-            Executor::Shell(s) => Indexed::Shell(s),
-            Executor::Http(h) => Indexed::Http(h),
-            Executor::Publish(p) => Indexed::Publish(p),
-            Executor::Handler { name } => Indexed::Handler(name),
-        }
-    }
+#[derive(Serialize)]
+#[serde(rename = "Indexed")]
+enum IndexedRef<'a> {
+    Noop,
+    Shell(&'a ShellExecutor),
+    Http(&'a HttpExecutor),
+    Publish(&'a PublishExecutor),
+    Handler(&'a str),
 }
 
 impl Serialize for Executor {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // One clone per serialization keeps the two mirrors simple; executors
-        // are small and this is not on the timer's hot path (fire events are
-        // encoded once per fire).
         if s.is_human_readable() {
-            Tagged::from(self.clone()).serialize(s)
+            match self {
+                Executor::Noop => TaggedRef::Noop {},
+                Executor::Shell(x) => TaggedRef::Shell(x),
+                Executor::Http(x) => TaggedRef::Http(x),
+                Executor::Publish(x) => TaggedRef::Publish(x),
+                Executor::Handler { name } => TaggedRef::Handler { name },
+            }
+            .serialize(s)
         } else {
-            Indexed::from(self.clone()).serialize(s)
+            match self {
+                Executor::Noop => IndexedRef::Noop,
+                Executor::Shell(x) => IndexedRef::Shell(x),
+                Executor::Http(x) => IndexedRef::Http(x),
+                Executor::Publish(x) => IndexedRef::Publish(x),
+                Executor::Handler { name } => IndexedRef::Handler(name),
+            }
+            .serialize(s)
         }
     }
 }

@@ -26,17 +26,13 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, Error> {
 
 /// A new channel in publisher-confirm mode.
 pub async fn confirming_channel(conn: &Connection) -> Result<lapin::Channel, Error> {
-    let broker = |operation: &str| {
-        let operation = operation.to_string();
-        move |source| Error::Broker { operation, source }
-    };
     let ch = conn
         .create_channel()
         .await
-        .map_err(broker("channel.open"))?;
+        .map_err(Error::broker("channel.open"))?;
     ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
         .await
-        .map_err(broker("confirm.select"))?;
+        .map_err(Error::broker("confirm.select"))?;
     Ok(ch)
 }
 

@@ -44,12 +44,6 @@ pub async fn call(
     cmd: &Command,
     timeout: Duration,
 ) -> Result<Reply, ClientError> {
-    let broker = |operation: &'static str| {
-        move |source| Error::Broker {
-            operation: operation.to_string(),
-            source,
-        }
-    };
     let ch = crate::broker::confirming_channel(conn).await?;
     let mut replies = ch
         .basic_consume(
@@ -62,7 +56,7 @@ pub async fn call(
             FieldTable::default(),
         )
         .await
-        .map_err(broker("basic.consume reply-to"))?;
+        .map_err(Error::broker("basic.consume reply-to"))?;
     let enc = encode(cmd).map_err(|e| ClientError::BadReply(e.to_string()))?;
     let correlation = enc.meta.message_id.clone().unwrap_or_default();
     let props = properties(&enc.meta)
@@ -82,7 +76,7 @@ pub async fn call(
             props,
         )
         .await
-        .map_err(broker("basic.publish command"))?
+        .map_err(Error::broker("basic.publish command"))?
         .await
         .map_err(|e| ClientError::NoControlQueue(e.to_string()))?;
     match confirm {
@@ -104,7 +98,7 @@ pub async fn call(
     }
     let wait = async {
         while let Some(d) = replies.next().await {
-            let d = d.map_err(broker("reply delivery"))?;
+            let d = d.map_err(Error::broker("reply delivery"))?;
             if d.properties.correlation_id().as_ref().map(|c| c.as_str())
                 != Some(correlation.as_str())
             {

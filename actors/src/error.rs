@@ -40,3 +40,12 @@ pub enum Error {
         source: lapin::Error,
     },
 }
+
+impl Error {
+    /// Maps a lapin error from `operation` (`"basic.qos"`, `"queue.declare x"`)
+    /// to [`Error::Broker`]; for `map_err`.
+    pub fn broker(operation: impl Into<String>) -> impl FnOnce(lapin::Error) -> Error {
+        let operation = operation.into();
+        move |source| Error::Broker { operation, source }
+    }
+}

@@ -28,7 +28,7 @@ pub enum PublishError {
 
 fn broker_err(exchange: &str, routing_key: &str) -> impl FnOnce(lapin::Error) -> PublishError {
     let operation = format!("basic.publish to {exchange}/{routing_key}");
-    move |source| PublishError::Broker(Error::Broker { operation, source })
+    move |source| PublishError::Broker(Error::broker(operation)(source))
 }
 
 /// Hands one message with Sundial's properties to the connection. Returns

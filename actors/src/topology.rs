@@ -22,10 +22,6 @@ pub struct Applied {
     pub bindings: usize,
 }
 
-fn broker_err(operation: String) -> impl FnOnce(lapin::Error) -> Error {
-    move |source| Error::Broker { operation, source }
-}
-
 /// The broker's text for a 406, if that is what `e` is.
 fn precondition_failed(e: &lapin::Error) -> Option<String> {
     match e.kind() {
@@ -44,7 +40,7 @@ fn declare_err<'a>(what: &'static str, name: &'a str) -> impl FnOnce(lapin::Erro
             name: name.to_string(),
             detail,
         },
-        None => broker_err(format!("{what}.declare {name}"))(source),
+        None => Error::broker(format!("{what}.declare {name}"))(source),
     }
 }
 
@@ -62,7 +58,7 @@ pub async fn apply(conn: &Connection, d: &Declarations) -> Result<Applied, Error
     let ch = conn
         .create_channel()
         .await
-        .map_err(broker_err("channel.open".into()))?;
+        .map_err(Error::broker("channel.open"))?;
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
@@ -97,7 +93,7 @@ pub async fn apply(conn: &Connection, d: &Declarations) -> Result<Applied, Error
             field_table(&b.args),
         )
         .await
-        .map_err(broker_err(format!(
+        .map_err(Error::broker(format!(
             "queue.bind {} to {}",
             b.queue, b.exchange
         )))?;

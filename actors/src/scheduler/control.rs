@@ -28,13 +28,6 @@ use crate::{broker::meta_of, error::Error, publish::publish_raw_confirmed};
 /// Commands read ahead of the one being executed.
 const CONTROL_PREFETCH: u16 = 16;
 
-fn broker(operation: &'static str) -> impl FnOnce(lapin::Error) -> Error {
-    move |source| Error::Broker {
-        operation: operation.to_string(),
-        source,
-    }
-}
-
 /// Consumes until `shutdown` is cancelled (`Ok`) or the channel fails (`Err`).
 pub(crate) async fn run(
     conn: &Connection,
@@ -46,7 +39,7 @@ pub(crate) async fn run(
     let ch = crate::broker::confirming_channel(conn).await?;
     ch.basic_qos(CONTROL_PREFETCH, BasicQosOptions::default())
         .await
-        .map_err(broker("basic.qos"))?;
+        .map_err(Error::broker("basic.qos"))?;
     let mut consumer = ch
         .basic_consume(
             topo.control_queue().as_str().into(),
@@ -55,7 +48,7 @@ pub(crate) async fn run(
             FieldTable::default(),
         )
         .await
-        .map_err(broker("basic.consume control"))?;
+        .map_err(Error::broker("basic.consume control"))?;
     loop {
         let delivery = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -64,13 +57,13 @@ pub(crate) async fn run(
         let Some(delivery) = delivery else {
             return Err(Error::ConnectionLost("control consumer ended".into()));
         };
-        let delivery = delivery.map_err(broker("control delivery"))?;
+        let delivery = delivery.map_err(Error::broker("control delivery"))?;
         handle(&ch, topo, &registry, &delivery).await?;
         delivery
             .acker
             .ack(BasicAckOptions::default())
             .await
-            .map_err(broker("basic.ack control"))?;
+            .map_err(Error::broker("basic.ack control"))?;
     }
 }
 

@@ -31,13 +31,6 @@ const REPLAY_PREFETCH: u16 = 2_000;
 /// Acks go in batches (one `multiple` ack per this many records).
 const ACK_BATCH: u64 = 500;
 
-fn broker(operation: &str) -> impl FnOnce(lapin::Error) -> Error + '_ {
-    move |source| Error::Broker {
-        operation: operation.to_string(),
-        source,
-    }
-}
-
 /// What replay learned besides the view.
 pub(crate) struct Replayed {
     pub(crate) view: RegistryView,
@@ -70,7 +63,7 @@ pub(crate) async fn replay_registry(
 
     ch.basic_qos(REPLAY_PREFETCH, BasicQosOptions::default())
         .await
-        .map_err(broker("basic.qos"))?;
+        .map_err(Error::broker("basic.qos"))?;
     let index = read_last_value::<RegistryIndex>(conn, &topo.registry_index_queue()).await?;
     let mut args = FieldTable::default();
     let offset = match &index {
@@ -90,7 +83,7 @@ pub(crate) async fn replay_registry(
             args,
         )
         .await
-        .map_err(broker("basic.consume registry"))?;
+        .map_err(Error::broker("basic.consume registry"))?;
 
     let mut view = RegistryView::default();
     let mut read = 0u64;
@@ -98,7 +91,7 @@ pub(crate) async fn replay_registry(
     let mut last_snapshot = None;
     let started = std::time::Instant::now();
     while let Some(delivery) = consumer.next().await {
-        let delivery = delivery.map_err(broker("registry delivery"))?;
+        let delivery = delivery.map_err(Error::broker("registry delivery"))?;
         read += 1;
         let meta = meta_of(&delivery.properties);
         let done = match decode::<RegistryRecord>(&meta, &delivery.data) {
@@ -125,7 +118,7 @@ pub(crate) async fn replay_registry(
                 .acker
                 .ack(BasicAckOptions { multiple: true })
                 .await
-                .map_err(broker("basic.ack registry"))?;
+                .map_err(Error::broker("basic.ack registry"))?;
         }
         if done {
             break;
@@ -162,11 +155,11 @@ pub(crate) async fn read_last_value<M: sundial_core::protocol::Message>(
     let ch = conn
         .create_channel()
         .await
-        .map_err(broker("channel.open"))?;
+        .map_err(Error::broker("channel.open"))?;
     let got = ch
         .basic_get(queue.into(), BasicGetOptions { no_ack: false })
         .await
-        .map_err(broker("basic.get last value"))?;
+        .map_err(Error::broker("basic.get last value"))?;
     let value = match got {
         None => None,
         Some(msg) => {
@@ -178,7 +171,7 @@ pub(crate) async fn read_last_value<M: sundial_core::protocol::Message>(
                     multiple: false,
                 })
                 .await
-                .map_err(broker("basic.nack last value"))?;
+                .map_err(Error::broker("basic.nack last value"))?;
             match decoded {
                 Ok(v) => Some(v),
                 Err(e) => {

@@ -47,6 +47,79 @@ pub enum Command {
     /// Manage jobs through the control queue (a scheduler must be running).
     #[command(subcommand)]
     Job(JobCmd),
+    /// Run a worker: consume a pool's fires and run the jobs.
+    Worker(WorkerArgs),
+    /// Inspect, replay and purge dead letters.
+    #[command(subcommand)]
+    Dlq(DlqCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The pool to consume (worker.pool).
+    #[arg(long, value_name = "NAME")]
+    pub pool: Option<String>,
+    /// Runs at once, and the prefetch per shard queue (worker.concurrency).
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<u32>,
+    /// This worker's id in events and dead letters (default: hostname-pid).
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+}
+
+/// Options of every `dlq` subcommand.
+#[derive(Debug, Args, Clone)]
+pub struct DlqArgs {
+    /// The pool whose dead-letter queue to read (default: worker.pool).
+    #[arg(long, value_name = "NAME")]
+    pub pool: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCmd {
+    /// List dead letters: fire id, job, attempts, last error, age.
+    List {
+        /// Only this job's dead letters.
+        #[arg(long, value_name = "ID")]
+        job: Option<String>,
+        #[command(flatten)]
+        dlq: DlqArgs,
+    },
+    /// Show one dead letter: headers and payload.
+    Show {
+        fire_id: String,
+        #[command(flatten)]
+        dlq: DlqArgs,
+    },
+    /// Send dead letters back to their work queue with attempts reset.
+    Replay {
+        /// Every dead letter of this job.
+        #[arg(long, value_name = "ID", conflicts_with = "fire_ids")]
+        job: Option<String>,
+        /// These fire ids.
+        #[arg(value_name = "FIRE_ID", required_unless_present = "job")]
+        fire_ids: Vec<String>,
+        #[command(flatten)]
+        dlq: DlqArgs,
+    },
+    /// Delete dead letters (all, or one job's).
+    Purge {
+        #[arg(long, value_name = "ID")]
+        job: Option<String>,
+        /// Confirm the deletion.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        dlq: DlqArgs,
+    },
+    /// Print new dead letters as they arrive, with their reasons.
+    Watch {
+        #[command(flatten)]
+        dlq: DlqArgs,
+    },
 }
 
 #[derive(Debug, Args)]

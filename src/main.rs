@@ -38,6 +38,8 @@ fn run(cli: Cli) -> Result<(), CommandError> {
         }
         Command::Job(cmd) => runtime()?.block_on(commands::job::run(&settings, &cmd, &mut stdout)),
         Command::Scheduler(args) => commands::scheduler::run(&settings, args.node),
+        Command::Worker(args) => commands::worker::run(settings, &args),
+        Command::Dlq(cmd) => runtime()?.block_on(commands::dlq::run(&settings, &cmd, &mut stdout)),
     }
 }
 

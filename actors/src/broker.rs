@@ -24,6 +24,25 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, Error> {
         })
 }
 
+/// A token cancelled when the connection reports an error (closed by the
+/// broker, socket lost): everything using it should stop and reconnect.
+pub fn on_connection_error(conn: &Connection) -> tokio_util::sync::CancellationToken {
+    let lost = tokio_util::sync::CancellationToken::new();
+    let token = lost.clone();
+    let mut events = conn.events_listener();
+    tokio::spawn(async move {
+        use futures_util::StreamExt;
+        while let Some(ev) = events.next().await {
+            if let lapin::Event::Error(e) = ev {
+                tracing::warn!(error = %e, "broker connection error");
+                token.cancel();
+                break;
+            }
+        }
+    });
+    lost
+}
+
 /// A new channel in publisher-confirm mode.
 pub async fn confirming_channel(conn: &Connection) -> Result<lapin::Channel, Error> {
     let ch = conn

@@ -32,6 +32,9 @@ pub enum Error {
     /// The broker connection was lost.
     #[error("connection lost: {0}")]
     ConnectionLost(String),
+    /// The HTTP client could not be built.
+    #[error("http client: {0}")]
+    Http(String),
     /// Any other broker error during an operation.
     #[error("{operation} failed: {source}")]
     Broker {

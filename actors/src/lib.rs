@@ -15,6 +15,8 @@
 //! | [`metrics`]  | metric names (recorded through the `metrics` facade) |
 //! | [`publish`]  | mandatory, persistent publishes with an awaited confirm each |
 //! | [`scheduler`] | the scheduler: registry, control, timer shards |
+//! | [`worker`]   | the worker: shard consumers, executors, retries, dead letters; the handler API |
+//! | [`dlq`]      | dead-letter queues: list without consuming, replay, purge, watch, depth |
 //! | [`client`]   | a control-protocol client (what the CLI's `job` commands use) |
 //! | [`topology`] | declaring `sundial_core::topology::Declarations`, idempotently, with clear conflict errors |
 //! | [`error`]    | this crate's error type |
@@ -51,10 +53,12 @@
 
 pub mod broker;
 pub mod client;
+pub mod dlq;
 pub mod error;
 pub mod metrics;
 pub mod publish;
 pub mod scheduler;
 pub mod topology;
+pub mod worker;
 
 pub use error::Error;

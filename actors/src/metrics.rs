@@ -17,3 +17,14 @@ pub const MISFIRES_TOTAL: &str = "sundial_misfires_total";
 pub const REGISTRY_JOBS: &str = "sundial_registry_jobs";
 /// Control commands, by command and outcome (`ok`, `error`).
 pub const CONTROL_COMMANDS_TOTAL: &str = "sundial_control_commands_total";
+/// Attempts finished, by pool and outcome (`succeeded`, `retrying`, `dead`,
+/// `undecodable`).
+pub const RUNS_TOTAL: &str = "sundial_runs_total";
+/// How long attempts ran, seconds.
+pub const RUN_DURATION_SECONDS: &str = "sundial_run_duration_seconds";
+/// Scheduled time → attempt start, seconds (fire-to-start latency).
+pub const RUN_START_LATENESS_SECONDS: &str = "sundial_run_start_lateness_seconds";
+/// Fire ids a worker saw again within its window and dropped.
+pub const DUPLICATE_FIRES_TOTAL: &str = "sundial_duplicate_fires_total";
+/// Messages in each pool's dead-letter queue (DlqWatcher).
+pub const DEAD_LETTERS: &str = "sundial_dead_letters";

@@ -97,6 +97,29 @@ pub async fn publish_confirmed(
     confirmed(confirm, exchange, routing_key).await
 }
 
+/// Publishes an event that may have no listener (not `mandatory`) and
+/// returns its confirm, so a caller can pipeline it with other work and
+/// await it before acking what caused it.
+pub async fn publish_event(
+    ch: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    enc: &Encoded,
+) -> Result<impl std::future::Future<Output = Result<(), PublishError>>, PublishError> {
+    let confirm = ch
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            &enc.body,
+            properties(&enc.meta),
+        )
+        .await
+        .map_err(broker_err(exchange, routing_key))?;
+    let (exchange, routing_key) = (exchange.to_string(), routing_key.to_string());
+    Ok(async move { confirmed(confirm, &exchange, &routing_key).await })
+}
+
 /// Publishes a raw body with explicit properties and awaits its confirm.
 pub async fn publish_raw_confirmed(
     ch: &Channel,

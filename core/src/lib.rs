@@ -15,11 +15,13 @@
 //! | [`misfire`]  | what to fire for occurrences missed while nobody was firing; jitter |
 //! | [`protocol`] | every message on the wire: control commands/replies, registry records, fire events, run events, watermarks |
 //! | [`control`]  | what a control command does to the registry, decided without I/O |
+//! | [`attempt`]  | after an attempt: retry tier or dead letter; recent fire ids; output tail |
 //! | [`codec`]    | the one place bytes become messages and back (JSON and pinned bincode), with size limits |
 //! | [`topology`] | exchange/queue names, routing keys and queue arguments under a prefix |
 //! | [`settings`] | raw settings (serde) and their validated form |
 //! | [`error`]    | the crate's error types |
 
+pub mod attempt;
 pub mod codec;
 pub mod control;
 pub mod duration;

@@ -68,6 +68,10 @@ pub struct RawWorker {
     pub pool: String,
     pub concurrency: u32,
     pub shutdown_deadline: String,
+    /// The broker's `consumer_timeout` (RabbitMQ default 30 minutes): a job
+    /// whose timeout is longer gets a warning, since the broker would
+    /// redeliver its run.
+    pub consumer_timeout: String,
     pub shell: RawShell,
 }
 
@@ -127,6 +131,7 @@ impl Default for RawWorker {
             pool: DEFAULT_POOL.into(),
             concurrency: 16,
             shutdown_deadline: "30s".into(),
+            consumer_timeout: "30m".into(),
             shell: RawShell::default(),
         }
     }
@@ -206,6 +211,7 @@ pub struct WorkerSettings {
     /// Prefetch per consumer and in-flight runs: one number bounds both.
     pub concurrency: u16,
     pub shutdown_deadline: Duration,
+    pub consumer_timeout: Duration,
     pub shell_allow: Vec<String>,
 }
 
@@ -357,6 +363,11 @@ impl TryFrom<RawSettings> for Settings {
             .parse::<HumanDuration>()
             .map_err(|e| err("worker.shutdown_deadline", e))?
             .get();
+        let consumer_timeout = w
+            .consumer_timeout
+            .parse::<HumanDuration>()
+            .map_err(|e| err("worker.consumer_timeout", e))?
+            .get();
         if let Some(bad) = w.shell.allow.iter().find(|p| !p.starts_with('/')) {
             return Err(err(
                 "worker.shell.allow",
@@ -403,6 +414,7 @@ impl TryFrom<RawSettings> for Settings {
                 pool: w.pool,
                 concurrency,
                 shutdown_deadline,
+                consumer_timeout,
                 shell_allow: w.shell.allow,
             },
             control: ControlSettings { hmac_key },

@@ -14,7 +14,9 @@ pub const CONTROL_DEAD_KEY: &str = "control";
 /// Registry stream segment size (retention deletes whole segments).
 pub const REGISTRY_SEGMENT_BYTES: i64 = 8 * 1024 * 1024;
 /// Header on retry publishes that selects the retry tier queue.
-pub const RETRY_TIER_HEADER: &str = "x-sundial-retry-tier";
+/// Not `x-` prefixed: RabbitMQ's headers exchange ignores `x-` headers when
+/// matching, so such a binding would match every message (every tier).
+pub const RETRY_TIER_HEADER: &str = "sundial-retry-tier";
 
 /// A queue or binding argument value.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,10 +2,12 @@
 //! error to an exit code (2 for bad input, 1 for everything else).
 
 pub mod config_show;
+pub mod dlq;
 pub mod job;
 pub mod schedule_next;
 pub mod scheduler;
 pub mod topology_apply;
+pub mod worker;
 
 /// A failed command, with the exit code it deserves.
 #[derive(Debug, thiserror::Error)]

@@ -42,7 +42,7 @@ pub fn run(settings: &Settings, node: Option<String>) -> Result<(), CommandError
 }
 
 /// Cancels `token` on SIGTERM or SIGINT.
-async fn cancel_on_signal(token: CancellationToken) {
+pub(crate) async fn cancel_on_signal(token: CancellationToken) {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

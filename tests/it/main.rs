@@ -8,6 +8,7 @@
 //! | `scheduler` | a scheduler process: fires, control protocol, bad input, misfires, job CLI |
 //! | `topology` | `topology apply` is idempotent; a conflicting queue is named with its argument |
 //! | `wire`     | message metadata and bodies survive a trip through RabbitMQ
+//! | `worker`   | workers: retries with backoff, dead letters and `dlq` commands, poison input, duplicates, timeouts, several processes, SIGKILL, SIGTERM |
 //! | `util`     | vhosts, the binary under test, bounded waits |
 
 mod cli;
@@ -15,3 +16,4 @@ mod scheduler;
 mod topology;
 mod util;
 mod wire;
+mod worker;

@@ -103,32 +103,73 @@ pub(crate) async fn bounded<T>(what: &str, fut: impl std::future::Future<Output 
 /// Shards used by scheduler tests (few, so startup is quick).
 pub(crate) const TEST_SHARDS: u32 = 4;
 
-/// A `sundial scheduler` process on a vhost; SIGTERM and wait on drop.
-pub(crate) struct SchedulerProcess {
+/// Declares the topology as deployments do before the first start (with
+/// the test shard count and short retry tiers).
+pub(crate) fn topology_apply(v: &Vhost) {
+    let applied = sundial()
+        .args(["topology", "apply", "--broker", &v.url()])
+        .envs(TEST_ENV.iter().copied())
+        .output()
+        .expect("topology apply runs");
+    assert!(
+        applied.status.success(),
+        "topology apply: {}",
+        stderr(&applied)
+    );
+}
+
+/// Settings every test process gets: few shards (quick start), retry tiers
+/// of 1 s and 2 s (quick retries), and programs the shell executor may run.
+pub(crate) const TEST_ENV: &[(&str, &str)] = &[
+    ("SUNDIAL__TOPOLOGY__SHARDS", "4"),
+    ("SUNDIAL__TOPOLOGY__RETRY_TIERS", "1s,2s"),
+];
+
+/// The topology the test processes use, for in-process actors.
+pub(crate) fn test_topology() -> sundial_core::topology::Topology {
+    sundial_core::topology::Topology {
+        prefix: "sundial".into(),
+        shards: TEST_SHARDS,
+        pools: vec!["default".into()],
+        retry_tiers: vec![
+            sundial_core::HumanDuration::from_secs(1),
+            sundial_core::HumanDuration::from_secs(2),
+        ],
+        delivery_limit: 10,
+        registry_max_age: Duration::from_secs(7 * 86_400),
+    }
+}
+
+/// A long-running `sundial` process on a vhost (scheduler, worker); its
+/// output goes to a log file; killed on drop.
+pub(crate) struct Daemon {
     child: Option<std::process::Child>,
+    what: String,
     pub(crate) log: std::path::PathBuf,
 }
 
-impl SchedulerProcess {
-    /// Declares the topology (as deployments do before the first start),
-    /// then starts the scheduler.
+/// The scheduler is one kind of daemon.
+pub(crate) type SchedulerProcess = Daemon;
+
+impl Daemon {
+    /// Declares the topology, then starts the scheduler.
     pub(crate) fn start(v: &Vhost, node: &str) -> Self {
         Self::start_with_env(v, node, &[])
     }
 
     /// As `start`, with extra environment (settings) for the scheduler.
     pub(crate) fn start_with_env(v: &Vhost, node: &str, env: &[(&str, &str)]) -> Self {
-        let applied = sundial()
-            .args(["topology", "apply", "--broker", &v.url()])
-            .env("SUNDIAL__TOPOLOGY__SHARDS", TEST_SHARDS.to_string())
-            .output()
-            .expect("topology apply runs");
-        assert!(
-            applied.status.success(),
-            "topology apply: {}",
-            stderr(&applied)
-        );
-        let log = std::env::temp_dir().join(format!("{}-{node}.log", v.name));
+        topology_apply(v);
+        Self::spawn(v, &["scheduler", "--node", node], node, env)
+    }
+
+    /// A `sundial worker --id id` on the default pool.
+    pub(crate) fn worker(v: &Vhost, id: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn(v, &["worker", "--id", id], id, env)
+    }
+
+    pub(crate) fn spawn(v: &Vhost, args: &[&str], name: &str, env: &[(&str, &str)]) -> Self {
+        let log = std::env::temp_dir().join(format!("{}-{name}.log", v.name));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -136,17 +177,27 @@ impl SchedulerProcess {
             .unwrap_or_else(|e| panic!("log file {}: {e}", log.display()));
         let err = file.try_clone().expect("log file handle");
         let child = sundial()
-            .args(["scheduler", "--node", node, "--broker", &v.url()])
-            .env("SUNDIAL__TOPOLOGY__SHARDS", TEST_SHARDS.to_string())
+            .args(args)
+            .args(["--broker", &v.url()])
+            .envs(TEST_ENV.iter().copied())
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .stdout(file)
             .stderr(err)
             .spawn()
-            .expect("scheduler starts");
+            .unwrap_or_else(|e| panic!("sundial {args:?} starts: {e}"));
         Self {
             child: Some(child),
+            what: format!("sundial {}", args.join(" ")),
             log,
+        }
+    }
+
+    /// SIGKILL: no cleanup, as a crash or the OOM killer would.
+    pub(crate) fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
@@ -164,14 +215,16 @@ impl SchedulerProcess {
         match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(Ok(status)) => assert!(
                 status.success(),
-                "scheduler exited with {status}; log {}",
+                "{} exited with {status}; log {}",
+                self.what,
                 self.log.display()
             ),
-            Ok(Err(e)) => panic!("waiting for the scheduler: {e}"),
+            Ok(Err(e)) => panic!("waiting for {}: {e}", self.what),
             Err(_) => {
                 let _ = Command::new("kill").args(["-KILL", &pid]).status();
                 panic!(
-                    "scheduler did not stop within 20s after SIGTERM; log {}",
+                    "{} did not stop within 20s after SIGTERM; log {}",
+                    self.what,
                     self.log.display()
                 );
             }
@@ -179,12 +232,9 @@ impl SchedulerProcess {
     }
 }
 
-impl Drop for SchedulerProcess {
+impl Drop for Daemon {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.kill9();
     }
 }
 

@@ -23,7 +23,7 @@ use actix::prelude::*;
 use chrono::Utc;
 use sundial_core::{registry::JobEntry, topology::Topology};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use self::{registry::Registry, timer::TimerShard};
 use crate::error::Error;
@@ -74,21 +74,7 @@ async fn run_once(
     let topo = Arc::new(cfg.topology.clone());
     let conn =
         crate::broker::connect(&cfg.broker_url, &format!("sundial scheduler {}", cfg.node)).await?;
-    let lost = CancellationToken::new();
-    {
-        let lost = lost.clone();
-        let mut events = conn.events_listener();
-        tokio::spawn(async move {
-            use futures_util::StreamExt;
-            while let Some(ev) = events.next().await {
-                if let lapin::Event::Error(e) = ev {
-                    warn!(error = %e, "broker connection error");
-                    lost.cancel();
-                    break;
-                }
-            }
-        });
-    }
+    let lost = crate::broker::on_connection_error(&conn);
     crate::topology::apply(&conn, &topo.declarations()).await?;
     let replayed = startup::replay_registry(&conn, &topo, &cfg.node).await?;
 

@@ -34,6 +34,11 @@ pub mod headers {
     pub const FIRST_FAILURE: &str = "x-sundial-first-failure";
     pub const LAST_FAILURE: &str = "x-sundial-last-failure";
     pub const WORKER: &str = "x-sundial-worker";
+    /// The pool whose worker dead-lettered it (replay routes by it).
+    pub const POOL: &str = "x-sundial-pool";
+    /// Set by `dlq replay` (the replay's time) and carried by its retries:
+    /// a replayed fire is not a duplicate of its first run.
+    pub const REPLAY: &str = "x-sundial-replay";
 }
 
 /// A body encoding.

@@ -2,6 +2,7 @@
 //!
 //! | module       | what it pins down |
 //! |--------------|-------------------|
+//! | `attempt`    | retry tiers and dead letters after a failure; duplicate window; output tail |
 //! | `docs`       | the JSON examples in docs/protocol.md decode
 //! | `dst`        | hand-written DST tables: New York, Berlin, Lord Howe, Shanghai |
 //! | `posix`      | POSIX/Vixie cron semantics (weekday numbering, DOM OR DOW, aliases, L W #) |
@@ -12,6 +13,7 @@
 //! | `codec`      | round trips of every message, and each kind of bad input |
 //! | `settings`   | settings validation and masking |
 
+mod attempt;
 mod codec;
 mod docs;
 mod dst;

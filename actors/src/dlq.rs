@@ -1,0 +1,326 @@
+//! Dead-letter queues as operators use them: read without consuming, replay
+//! to the work queue with attempts reset, purge, tail new arrivals, and a
+//! depth watcher for metrics and alerts.
+//!
+//! Reading uses `basic.get` without ack on a private channel; closing the
+//! channel returns every message it did not ack to the queue. Replay and
+//! purge ack only the selected messages (a replay only after the broker
+//! confirmed the republished fire), so a crash in between loses nothing.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use lapin::{
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicGetOptions, QueueBindOptions,
+        QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable},
+    BasicProperties, Channel, Connection,
+};
+use sundial_core::{
+    codec::{decode, encode},
+    protocol::{fire::FireEvent, headers},
+    topology::Topology,
+};
+
+use crate::{broker::meta_of, error::Error, publish::publish_raw_confirmed};
+
+/// Most messages one command reads from a dead-letter queue.
+pub const READ_LIMIT: usize = 100_000;
+
+/// One dead letter as an operator sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetter {
+    /// The AMQP `message_id` (the fire id for fire events).
+    pub fire_id: Option<String>,
+    pub job_id: Option<String>,
+    pub attempts: Option<i64>,
+    /// `x-sundial-error`, or the broker's dead-letter reason
+    /// (`delivery_limit`, `rejected`, `expired`) for messages the broker
+    /// dead-lettered itself.
+    pub error: String,
+    /// When it was dead-lettered (last failure), if known.
+    pub dead_at: Option<DateTime<Utc>>,
+    /// Every header, as text.
+    pub headers: BTreeMap<String, String>,
+    /// The fire event, when the body decodes.
+    pub fire: Option<FireEvent>,
+    /// Why the body does not decode, when it does not.
+    pub undecodable: Option<String>,
+}
+
+impl DeadLetter {
+    fn read(props: &BasicProperties, body: &[u8]) -> Self {
+        let headers: BTreeMap<String, String> = props
+            .headers()
+            .as_ref()
+            .map(|h| {
+                h.inner()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), text(v)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (fire, undecodable) = match decode::<FireEvent>(&meta_of(props), body) {
+            Ok(f) => (Some(f), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let error = headers
+            .get(headers::ERROR)
+            .cloned()
+            .or_else(|| {
+                headers
+                    .get("x-first-death-reason")
+                    .map(|r| format!("dead-lettered by the broker: {r}"))
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let dead_at = headers
+            .get(headers::LAST_FAILURE)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        Self {
+            fire_id: props.message_id().as_ref().map(|m| m.to_string()),
+            job_id: fire.as_ref().map(|f| f.job_id.clone()),
+            attempts: headers
+                .get(headers::ATTEMPTS)
+                .and_then(|a| a.parse().ok())
+                .or_else(|| fire.as_ref().map(|f| i64::from(f.attempt))),
+            error,
+            dead_at,
+            headers,
+            fire,
+            undecodable,
+        }
+    }
+}
+
+/// What to do with the selected dead letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Republish as attempt 1 to `sundial.fire` (its work queue), then ack.
+    Replay,
+    /// Ack: the message is gone.
+    Purge,
+}
+
+/// The outcome of a replay or purge.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Settled {
+    /// Fire ids replayed or purged.
+    pub done: Vec<String>,
+    /// Selected but left in the queue, with the reason (undecodable bodies
+    /// cannot be replayed).
+    pub skipped: Vec<(String, String)>,
+}
+
+/// One pool's dead-letter queue.
+pub struct Dlq<'a> {
+    conn: &'a Connection,
+    topo: &'a Topology,
+    pool: String,
+}
+
+impl<'a> Dlq<'a> {
+    pub fn new(conn: &'a Connection, topo: &'a Topology, pool: &str) -> Self {
+        Self {
+            conn,
+            topo,
+            pool: pool.to_string(),
+        }
+    }
+
+    fn queue(&self) -> String {
+        self.topo.dead_queue(&self.pool)
+    }
+
+    /// Every dead letter (up to [`READ_LIMIT`]), left in the queue.
+    pub async fn list(&self) -> Result<Vec<DeadLetter>, Error> {
+        let ch = self
+            .conn
+            .create_channel()
+            .await
+            .map_err(Error::broker("channel.open"))?;
+        let mut out = Vec::new();
+        while out.len() < READ_LIMIT {
+            let Some(m) = self.get(&ch).await? else { break };
+            out.push(DeadLetter::read(&m.delivery.properties, &m.delivery.data));
+        }
+        // Unacked: closing the channel puts them all back.
+        let _ = ch.close(200, "dlq list done".into()).await;
+        Ok(out)
+    }
+
+    /// Applies `action` to every dead letter `select` accepts; the others
+    /// stay in the queue.
+    pub async fn settle(
+        &self,
+        action: Action,
+        select: impl Fn(&DeadLetter) -> bool,
+    ) -> Result<Settled, Error> {
+        let ch = crate::broker::confirming_channel(self.conn).await?;
+        let mut settled = Settled::default();
+        let mut read = 0;
+        while read < READ_LIMIT {
+            let Some(m) = self.get(&ch).await? else { break };
+            read += 1;
+            let dl = DeadLetter::read(&m.delivery.properties, &m.delivery.data);
+            if !select(&dl) {
+                continue;
+            }
+            let id = dl
+                .fire_id
+                .clone()
+                .unwrap_or_else(|| "(no message id)".into());
+            if action == Action::Replay {
+                let Some(mut fire) = dl.fire else {
+                    let why = dl.undecodable.unwrap_or_default();
+                    settled
+                        .skipped
+                        .push((id, format!("not a fire event: {why}")));
+                    continue;
+                };
+                fire.attempt = 1;
+                fire.first_failure = None;
+                let enc = encode(&fire).map_err(|e| Error::Codec(e.to_string()))?;
+                let props = crate::broker::properties(&enc.meta);
+                let mut h = props.headers().clone().unwrap_or_default();
+                h.insert(
+                    headers::REPLAY.into(),
+                    AMQPValue::LongString(Utc::now().to_rfc3339().as_str().into()),
+                );
+                publish_raw_confirmed(
+                    &ch,
+                    &self.topo.fire_exchange(),
+                    &Topology::work_routing_key(&fire.pool, fire.shard),
+                    &enc.body,
+                    props.with_headers(h),
+                )
+                .await
+                .map_err(|e| Error::DeadLetter(format!("replay of {id}: {e}")))?;
+            }
+            m.delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .map_err(Error::broker("basic.ack"))?;
+            settled.done.push(id);
+        }
+        let _ = ch.close(200, "dlq done".into()).await;
+        Ok(settled)
+    }
+
+    async fn get(&self, ch: &Channel) -> Result<Option<lapin::message::BasicGetMessage>, Error> {
+        ch.basic_get(
+            self.queue().as_str().into(),
+            BasicGetOptions { no_ack: false },
+        )
+        .await
+        .map_err(Error::broker(format!("basic.get {}", self.queue())))
+    }
+
+    /// Calls `each` with every new dead letter of the pool until `stop`
+    /// (a private queue bound to the dead-letter exchange sees copies; the
+    /// dead-letter queue itself is not consumed).
+    pub async fn watch(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+        mut each: impl FnMut(DeadLetter),
+    ) -> Result<(), Error> {
+        let ch = self
+            .conn
+            .create_channel()
+            .await
+            .map_err(Error::broker("channel.open"))?;
+        let q = ch
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(Error::broker("queue.declare (watch)"))?;
+        ch.queue_bind(
+            q.name().clone(),
+            self.topo.dead_exchange().as_str().into(),
+            self.pool.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(Error::broker("queue.bind (watch)"))?;
+        let mut consumer = ch
+            .basic_consume(
+                q.name().clone(),
+                "dlq-watch".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(Error::broker("basic.consume (watch)"))?;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                d = consumer.next() => match d {
+                    Some(Ok(d)) => each(DeadLetter::read(&d.properties, &d.data)),
+                    Some(Err(e)) => return Err(Error::broker("dlq watch delivery")(e)),
+                    None => return Err(Error::ConnectionLost("dlq watch ended".into())),
+                },
+            }
+        }
+    }
+
+    /// The number of messages in the dead-letter queue.
+    pub async fn depth(&self) -> Result<u32, Error> {
+        let ch = self
+            .conn
+            .create_channel()
+            .await
+            .map_err(Error::broker("channel.open"))?;
+        let q = ch
+            .queue_declare(
+                self.queue().as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(Error::broker(format!(
+                "queue.declare passive {}",
+                self.queue()
+            )))?;
+        let _ = ch.close(200, "depth read".into()).await;
+        Ok(q.message_count())
+    }
+}
+
+/// A header value as text.
+fn text(v: &AMQPValue) -> String {
+    match v {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.to_string(),
+        AMQPValue::Boolean(b) => b.to_string(),
+        AMQPValue::ShortShortInt(n) => n.to_string(),
+        AMQPValue::ShortShortUInt(n) => n.to_string(),
+        AMQPValue::ShortInt(n) => n.to_string(),
+        AMQPValue::ShortUInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        AMQPValue::LongUInt(n) => n.to_string(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        AMQPValue::Timestamp(t) => {
+            DateTime::<Utc>::from_timestamp(i64::try_from(*t).unwrap_or(0), 0)
+                .map_or_else(|| t.to_string(), |d| d.to_rfc3339())
+        }
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,352 @@
+//! One delivery, one outcome: decode the fire, drop a duplicate, run the
+//! executor under the job's timeout, then exactly one of ack (success),
+//! republish to a retry tier and ack, or dead-letter and ack. The broker's
+//! confirm of the retry or dead letter is awaited before the ack, so a
+//! crash in between redelivers the fire instead of losing it.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use lapin::{
+    message::Delivery,
+    options::BasicAckOptions,
+    types::{AMQPValue, LongString, ShortString},
+    BasicProperties, Channel,
+};
+use sundial_core::{
+    attempt::{after_failure, AfterFailure, Failure, RecentFires},
+    codec::{decode, encode},
+    protocol::{
+        fire::FireEvent,
+        headers,
+        run::{RunEvent, RunKind},
+    },
+    topology::{tier_name, Topology, RETRY_TIER_HEADER},
+    HumanDuration,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use super::executor::Executors;
+use crate::{
+    broker::{meta_of, properties},
+    error::Error,
+    metrics as m,
+    publish::{publish_event, publish_raw_confirmed, PublishError},
+};
+
+/// What every attempt of one connection's life shares.
+pub(crate) struct Shared {
+    pub(crate) topo: Arc<Topology>,
+    pub(crate) pool: String,
+    pub(crate) worker: String,
+    /// Confirming channel for run events, retries and dead letters.
+    pub(crate) out: Channel,
+    pub(crate) executors: Executors,
+    pub(crate) recent: Mutex<RecentFires>,
+    /// Jobs already warned about (timeout longer than the broker's
+    /// `consumer_timeout`): one warning per job and process.
+    pub(crate) warned: Mutex<HashSet<String>>,
+    pub(crate) consumer_timeout: Duration,
+    /// Cancelled past the shutdown deadline or when the connection is lost:
+    /// running attempts stop and are left unacked, so the broker redelivers.
+    pub(crate) abandon: CancellationToken,
+}
+
+/// Handles one delivery. An `Err` means the broker link failed (the
+/// delivery stays unacked and will be redelivered).
+pub(crate) async fn handle(shared: &Shared, d: Delivery) -> Result<(), Error> {
+    let meta = meta_of(&d.properties);
+    let fire = match decode::<FireEvent>(&meta, &d.data) {
+        Ok(f) => f,
+        Err(e) => {
+            let reason = format!("undecodable fire event: {e}");
+            warn!(pool = %shared.pool, %reason, "dead-lettering a message the worker cannot read");
+            let now = Utc::now();
+            dead_letter(shared, &d.data, &d.properties, &reason, 1, now, now).await?;
+            metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "undecodable").increment(1);
+            return ack(&d).await;
+        }
+    };
+    let span = tracing::info_span!("attempt", job_id = %fire.job_id, fire_id = %fire.fire_id, shard = fire.shard, attempt = fire.attempt);
+    run_fire(shared, &d, fire).instrument(span).await
+}
+
+async fn run_fire(shared: &Shared, d: &Delivery, fire: FireEvent) -> Result<(), Error> {
+    let replay = replay_marker(&d.properties);
+    let key = RecentFires::key(&fire.fire_id, fire.attempt, replay.as_deref());
+    let fresh = shared
+        .recent
+        .lock()
+        .map(|mut r| r.insert(&key, Instant::now()))
+        .unwrap_or(true);
+    if !fresh {
+        info!("duplicate fire dropped");
+        metrics::counter!(m::DUPLICATE_FIRES_TOTAL, "pool" => shared.pool.clone()).increment(1);
+        let ev = event(shared, &fire, RunKind::Skipped, Some("duplicate".into()));
+        emit(shared, &ev).await?.await.map_err(publish_failed)?;
+        return ack(d).await;
+    }
+    let result = attempt(shared, d, &fire).await;
+    if !matches!(result, Ok(true)) {
+        // Abandoned or failed before its outcome: the broker will deliver it
+        // again, and that delivery is not a duplicate.
+        if let Ok(mut r) = shared.recent.lock() {
+            r.forget(&key);
+        }
+    }
+    result.map(|_| ())
+}
+
+/// Runs the attempt and settles it; `Ok(false)` when it was abandoned.
+async fn attempt(shared: &Shared, d: &Delivery, fire: &FireEvent) -> Result<bool, Error> {
+    let started_at = Utc::now();
+    let lateness = (started_at - fire.scheduled_at).num_milliseconds().max(0) as f64 / 1000.0;
+    metrics::histogram!(m::RUN_START_LATENESS_SECONDS, "pool" => shared.pool.clone())
+        .record(lateness);
+    warn_long_timeout(shared, fire);
+    let started = emit(shared, &event(shared, fire, RunKind::Started, None)).await?;
+
+    let cancel = shared.abandon.child_token();
+    let timeout = fire.timeout.get();
+    let clock = Instant::now();
+    let exec = shared.executors.run(fire, &cancel);
+    tokio::pin!(exec);
+    let (mut executed, timed_out) = tokio::select! {
+        r = &mut exec => (r, false),
+        () = tokio::time::sleep(timeout) => {
+            cancel.cancel();
+            (exec.await, true)
+        }
+    };
+    let took = clock.elapsed();
+    if shared.abandon.is_cancelled() && !timed_out {
+        info!("attempt abandoned (shutdown deadline or connection lost); the broker redelivers it");
+        return Ok(false);
+    }
+    if timed_out {
+        executed.result = Err(Failure::retry(format!(
+            "timed out after {}",
+            HumanDuration(timeout)
+        )));
+    }
+    started.await.map_err(publish_failed)?;
+    let duration_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+    metrics::histogram!(m::RUN_DURATION_SECONDS, "pool" => shared.pool.clone())
+        .record(took.as_secs_f64());
+
+    let failure = match executed.result {
+        Ok(()) => {
+            let mut ev = event(shared, fire, RunKind::Succeeded, None);
+            ev.duration_ms = Some(duration_ms);
+            ev.output = executed.output;
+            emit(shared, &ev).await?.await.map_err(publish_failed)?;
+            metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "succeeded").increment(1);
+            debug!(duration_ms, "attempt succeeded");
+            ack(d).await?;
+            return Ok(true);
+        }
+        Err(f) => f,
+    };
+
+    let mut failed = event(shared, fire, RunKind::Failed, Some(failure.reason().into()));
+    failed.duration_ms = Some(duration_ms);
+    failed.output = executed.output;
+    let failed_confirm = emit(shared, &failed).await?;
+    let now = Utc::now();
+    let first_failure = fire.first_failure.unwrap_or(now);
+    let tiers = &shared.topo.retry_tiers;
+    let mut outcome = after_failure(fire, &failure, tiers);
+    if let AfterFailure::Retry { tier, attempt } = outcome {
+        match retry(shared, fire, &d.properties, tier, attempt, first_failure).await {
+            Ok(()) => {
+                warn!(reason = failure.reason(), tier = %tier, next_attempt = attempt, "attempt failed; retrying");
+                let ev = event(
+                    shared,
+                    fire,
+                    RunKind::Retrying,
+                    Some(failure.reason().into()),
+                );
+                emit(shared, &ev).await?.await.map_err(publish_failed)?;
+                metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "retrying").increment(1);
+            }
+            Err(PublishError::Returned { .. }) => {
+                warn!(tier = %tier, "retry tier queue missing; dead-lettering instead");
+                outcome = AfterFailure::Dead;
+            }
+            Err(e) => return Err(publish_failed(e)),
+        }
+    }
+    if outcome == AfterFailure::Dead {
+        let reason = failure.reason().to_string();
+        dead_letter(
+            shared,
+            &d.data,
+            &d.properties,
+            &reason,
+            fire.attempt,
+            first_failure,
+            now,
+        )
+        .await?;
+        warn!(%reason, "attempt failed; dead-lettered");
+        let ev = event(shared, fire, RunKind::Dead, Some(reason));
+        emit(shared, &ev).await?.await.map_err(publish_failed)?;
+        metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "dead")
+            .increment(1);
+    }
+    failed_confirm.await.map_err(publish_failed)?;
+    ack(d).await?;
+    Ok(true)
+}
+
+/// Republishes the fire as attempt `attempt` to the tier's queue; when its
+/// TTL expires the broker dead-letters it back to `sundial.fire` with its
+/// routing key `{pool}.{shard}`.
+async fn retry(
+    shared: &Shared,
+    fire: &FireEvent,
+    received: &BasicProperties,
+    tier: HumanDuration,
+    attempt: u32,
+    first_failure: DateTime<Utc>,
+) -> Result<(), PublishError> {
+    let mut next = fire.clone();
+    next.attempt = attempt;
+    next.first_failure = Some(first_failure);
+    let enc = encode(&next).map_err(|e| PublishError::Broker(Error::Codec(e.to_string())))?;
+    let mut props = properties(&enc.meta);
+    let mut h = props.headers().clone().unwrap_or_default();
+    h.insert(
+        ShortString::from(RETRY_TIER_HEADER),
+        AMQPValue::LongString(LongString::from(tier_name(tier).as_str())),
+    );
+    if let Some(r) = replay_marker(received) {
+        h.insert(
+            ShortString::from(headers::REPLAY),
+            AMQPValue::LongString(LongString::from(r.as_str())),
+        );
+    }
+    props = props.with_headers(h);
+    publish_raw_confirmed(
+        &shared.out,
+        &shared.topo.retry_exchange(),
+        &Topology::work_routing_key(&fire.pool, fire.shard),
+        &enc.body,
+        props,
+    )
+    .await
+}
+
+/// Publishes the delivery's body, with its properties plus the reason
+/// headers, to `sundial.dead` → `sundial.dead.{pool}`, and awaits the confirm.
+async fn dead_letter(
+    shared: &Shared,
+    body: &[u8],
+    props: &BasicProperties,
+    reason: &str,
+    attempts: u32,
+    first_failure: DateTime<Utc>,
+    last_failure: DateTime<Utc>,
+) -> Result<(), Error> {
+    let mut h = props.headers().clone().unwrap_or_default();
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+    h.insert(ShortString::from(headers::ERROR), text(reason));
+    h.insert(
+        ShortString::from(headers::ATTEMPTS),
+        AMQPValue::LongLongInt(i64::from(attempts)),
+    );
+    h.insert(
+        ShortString::from(headers::FIRST_FAILURE),
+        text(&first_failure.to_rfc3339()),
+    );
+    h.insert(
+        ShortString::from(headers::LAST_FAILURE),
+        text(&last_failure.to_rfc3339()),
+    );
+    h.insert(ShortString::from(headers::WORKER), text(&shared.worker));
+    h.insert(ShortString::from(headers::POOL), text(&shared.pool));
+    let props = props.clone().with_headers(h).with_delivery_mode(2);
+    publish_raw_confirmed(
+        &shared.out,
+        &shared.topo.dead_exchange(),
+        &shared.pool,
+        body,
+        props,
+    )
+    .await
+    .map_err(|e| Error::DeadLetter(e.to_string()))
+}
+
+/// The `x-sundial-replay` header of a delivery, if it is a replay.
+fn replay_marker(props: &BasicProperties) -> Option<String> {
+    match props.headers().as_ref()?.inner().get(headers::REPLAY)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+fn event(shared: &Shared, fire: &FireEvent, kind: RunKind, reason: Option<String>) -> RunEvent {
+    RunEvent {
+        kind,
+        fire_id: fire.fire_id.clone(),
+        job_id: fire.job_id.clone(),
+        pool: fire.pool.clone(),
+        attempt: fire.attempt,
+        worker: shared.worker.clone(),
+        at: Utc::now(),
+        duration_ms: None,
+        reason,
+        output: None,
+    }
+}
+
+/// Publishes a run event; returns its confirm to await before the ack.
+async fn emit(
+    shared: &Shared,
+    ev: &RunEvent,
+) -> Result<impl std::future::Future<Output = Result<(), PublishError>>, Error> {
+    let enc = encode(ev).map_err(|e| Error::Codec(e.to_string()))?;
+    let key = Topology::event_routing_key(&ev.pool, &ev.job_id, ev.kind.as_str());
+    publish_event(&shared.out, &shared.topo.events_exchange(), &key, &enc)
+        .await
+        .map_err(publish_failed)
+}
+
+fn publish_failed(e: PublishError) -> Error {
+    match e {
+        PublishError::Broker(e) => e,
+        other => Error::ConnectionLost(other.to_string()),
+    }
+}
+
+async fn ack(d: &Delivery) -> Result<(), Error> {
+    d.acker
+        .ack(BasicAckOptions::default())
+        .await
+        .map_err(Error::broker("basic.ack"))
+        .map(|_| ())
+}
+
+fn warn_long_timeout(shared: &Shared, fire: &FireEvent) {
+    if fire.timeout.get() <= shared.consumer_timeout {
+        return;
+    }
+    let first = shared
+        .warned
+        .lock()
+        .map(|mut w| w.insert(fire.job_id.clone()))
+        .unwrap_or(false);
+    if first {
+        warn!(
+            timeout = %fire.timeout,
+            consumer_timeout = %HumanDuration(shared.consumer_timeout),
+            "job timeout exceeds the broker's consumer_timeout: RabbitMQ will close the channel and redeliver a run that lasts longer; raise consumer_timeout in rabbitmq.conf (deploy/rabbitmq/rabbitmq.conf)"
+        );
+    }
+}

@@ -1,0 +1,83 @@
+//! The `http` executor: one request, success when the status is expected
+//! (any 2xx unless the job lists statuses). reqwest over rustls (ring, the
+//! same crypto provider as the AMQP connection).
+
+use std::time::Duration;
+
+use sundial_core::{
+    attempt::{Failure, OutputTail},
+    job::HttpExecutor,
+};
+
+use super::Executed;
+
+/// How much of a response body goes into the run event.
+const BODY_TAIL: usize = 1024;
+
+#[derive(Clone)]
+pub(crate) struct Client(reqwest::Client);
+
+impl Client {
+    pub(crate) fn new() -> Result<Self, crate::Error> {
+        // reqwest is built without a bundled provider; use ring, as lapin does.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder()
+            .user_agent(concat!("sundial/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map(Client)
+            .map_err(|e| crate::Error::Http(e.to_string()))
+    }
+
+    pub(super) async fn run(&self, spec: &HttpExecutor, timeout: Duration) -> Executed {
+        let method = match reqwest::Method::from_bytes(spec.method.to_ascii_uppercase().as_bytes())
+        {
+            Ok(m) => m,
+            Err(_) => {
+                return Executed::failed(Failure::abort(format!(
+                    "executor.method: invalid HTTP method \"{}\"",
+                    spec.method
+                )))
+            }
+        };
+        let mut req = self.0.request(method, &spec.url).timeout(timeout);
+        for (k, v) in &spec.headers {
+            req = req.header(k, v);
+        }
+        if let Some(body) = &spec.body {
+            req = req.body(body.clone());
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let why = if e.is_builder() {
+                    return Executed::failed(Failure::abort(format!("executor.url: {e}")));
+                } else if e.is_timeout() {
+                    format!("{} timed out", spec.url)
+                } else {
+                    format!("{}: {e}", spec.url)
+                };
+                return Executed::failed(Failure::retry(why));
+            }
+        };
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let mut tail = OutputTail::new(BODY_TAIL);
+        tail.push(text.as_bytes());
+        let output = (!tail.is_empty()).then(|| tail.text());
+        let ok = if spec.expect.is_empty() {
+            status.is_success()
+        } else {
+            spec.expect.contains(&status.as_u16())
+        };
+        let result = if ok {
+            Ok(())
+        } else {
+            Err(Failure::retry(format!(
+                "{} {} answered {status}",
+                spec.method.to_ascii_uppercase(),
+                spec.url
+            )))
+        };
+        Executed { result, output }
+    }
+}

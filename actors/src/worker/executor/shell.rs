@@ -1,0 +1,124 @@
+//! The `shell` executor: runs an allow-listed program with an argv (never
+//! through a shell), in its own process group so that a timeout or a
+//! cancellation kills everything it started.
+
+use std::{process::Stdio, sync::Arc, time::Duration};
+
+use sundial_core::{
+    attempt::{Failure, OutputTail, OUTPUT_TAIL_BYTES},
+    job::ShellExecutor,
+};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_util::sync::CancellationToken;
+
+use super::Executed;
+
+/// The reason prefix of a refused program (dead-lettered, never retried).
+pub(crate) const NOT_ALLOWED: &str = "executor-not-allowed";
+/// After the program exits, how long its output pipes may stay open (a
+/// grandchild left running holds them) before the tail is taken as is.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(1);
+
+pub(super) async fn run(
+    spec: &ShellExecutor,
+    allow: &[String],
+    cancel: &CancellationToken,
+) -> Executed {
+    let Some(program) = spec.command.first() else {
+        return Executed::failed(Failure::abort("executor.command is empty"));
+    };
+    if !allow.iter().any(|a| a == program) {
+        return Executed::failed(Failure::abort(format!(
+            "{NOT_ALLOWED}: {program} is not in this worker's worker.shell.allow"
+        )));
+    }
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(&spec.command[1..])
+        .envs(&spec.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // A new process group led by the child: killing the group reaches
+        // every process it spawned.
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Executed::failed(Failure::retry(format!("cannot start {program}: {e}")));
+        }
+    };
+    let group = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .and_then(rustix::process::Pid::from_raw);
+
+    let tail = Arc::new(std::sync::Mutex::new(OutputTail::new(OUTPUT_TAIL_BYTES)));
+    let mut readers = tokio::task::JoinSet::new();
+    if let Some(out) = child.stdout.take() {
+        readers.spawn(drain(out, tail.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.spawn(drain(err, tail.clone()));
+    }
+
+    let status = tokio::select! {
+        s = child.wait() => s,
+        () = cancel.cancelled() => {
+            kill_group(group);
+            let _ = child.wait().await;
+            // The caller knows why it cancelled (timeout, shutdown, replace).
+            return Executed {
+                result: Err(Failure::retry("cancelled")),
+                output: take(&tail),
+            };
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, async {
+        while readers.join_next().await.is_some() {}
+    })
+    .await;
+    let output = take(&tail);
+    let result = match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => {
+            let last = output
+                .as_deref()
+                .and_then(|o| o.lines().rev().find(|l| !l.trim().is_empty()))
+                .map(|l| format!(": {}", l.trim()))
+                .unwrap_or_default();
+            Err(Failure::retry(format!("{program} exited with {s}{last}")))
+        }
+        Err(e) => Err(Failure::retry(format!("waiting for {program}: {e}"))),
+    };
+    Executed { result, output }
+}
+
+fn kill_group(group: Option<rustix::process::Pid>) {
+    // Pid 1 would mean "every process we may signal": never.
+    if let Some(pid) = group.filter(|p| p.as_raw_nonzero().get() > 1) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
+
+async fn drain(mut r: impl AsyncRead + Unpin, tail: Arc<std::sync::Mutex<OutputTail>>) {
+    let mut buf = [0u8; 4096];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if let Ok(mut t) = tail.lock() {
+                    t.push(&buf[..n]);
+                }
+            }
+        }
+    }
+}
+
+fn take(tail: &std::sync::Mutex<OutputTail>) -> Option<String> {
+    let t = tail.lock().ok()?;
+    (!t.is_empty()).then(|| t.text())
+}

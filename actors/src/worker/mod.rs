@@ -1,0 +1,282 @@
+//! The worker: consumes every shard queue `sundial.work.{pool}.{shard}` of
+//! its pool and turns each fire into one attempt with exactly one outcome.
+//!
+//! ```text
+//! Worker::run (reconnects with backoff: the root of a rest-for-one restart)
+//!  └─ run_once: connection "sundial worker {id}"
+//!      ├─ topology apply (idempotent)
+//!      ├─ in:  one channel, basic.qos(concurrency) per consumer, S consumers
+//!      ├─ out: one confirming channel (run events, retries, dead letters)
+//!      └─ loop: permit (Semaphore = concurrency) → delivery → task:
+//!               decode → duplicate? → started → executor under timeout →
+//!               ack | retry tier + ack | dead letter + ack
+//! ```
+//!
+//! Several worker processes on one pool need no coordination: each consumes
+//! every shard queue and RabbitMQ spreads the deliveries (round-robin per
+//! queue, bounded by the prefetch).
+
+mod attempt;
+mod executor;
+mod handler;
+
+use std::{
+    collections::HashSet,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures_util::{stream::select_all, StreamExt};
+use lapin::{
+    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
+    types::FieldTable,
+};
+use sundial_core::{attempt::RecentFires, settings::Settings, topology::Topology};
+use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{error, info, warn};
+
+pub use self::handler::{Handlers, JobError, RunContext};
+use self::{attempt::Shared, executor::Executors};
+use crate::error::Error;
+
+/// What a worker needs to run.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub broker_url: String,
+    pub topology: Topology,
+    pub pool: String,
+    /// Runs at once, and the prefetch of each shard consumer: one number.
+    pub concurrency: u16,
+    /// After SIGTERM, how long running attempts may finish before they are
+    /// cancelled and left to the broker to redeliver.
+    pub shutdown_deadline: Duration,
+    /// Programs the `shell` executor may run (absolute paths).
+    pub shell_allow: Vec<String>,
+    /// This worker's id in run events, dead-letter headers and logs.
+    pub id: String,
+    /// The broker's `consumer_timeout`; a job whose timeout is longer gets a
+    /// warning, because the broker would redeliver its run.
+    pub consumer_timeout: Duration,
+}
+
+impl WorkerConfig {
+    pub fn from_settings(s: &Settings, id: String) -> Self {
+        Self {
+            broker_url: s.broker.url.clone(),
+            topology: s.topology.clone(),
+            pool: s.worker.pool.clone(),
+            concurrency: s.worker.concurrency,
+            shutdown_deadline: s.worker.shutdown_deadline,
+            shell_allow: s.worker.shell_allow.clone(),
+            id,
+            consumer_timeout: s.worker.consumer_timeout,
+        }
+    }
+}
+
+/// First and longest delay between reconnect attempts.
+const RECONNECT_MIN: Duration = Duration::from_millis(500);
+const RECONNECT_MAX: Duration = Duration::from_secs(15);
+/// A fire id (with attempt) seen again within this window is a duplicate.
+/// Failover duplicates arrive within a watermark interval; ten minutes also
+/// covers a slow handover.
+const DEDUP_WINDOW: Duration = Duration::from_secs(600);
+/// Most fire ids remembered (~100 bytes each).
+const DEDUP_CAPACITY: usize = 200_000;
+/// After the deadline, how long cancelled attempts get to stop their
+/// processes before the channel closes.
+const ABANDON_GRACE: Duration = Duration::from_secs(5);
+
+/// A worker with its handlers; `run` it until shutdown.
+pub struct Worker {
+    cfg: WorkerConfig,
+    handlers: Handlers,
+}
+
+/// Registers handlers, then [`WorkerBuilder::build`].
+pub struct WorkerBuilder {
+    cfg: WorkerConfig,
+    handlers: Handlers,
+}
+
+impl WorkerBuilder {
+    /// Registers `f` for fires whose executor is `{ type = "handler", name }`.
+    pub fn handler<F, Fut>(mut self, name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(RunContext, serde_json::Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), JobError>> + Send + 'static,
+    {
+        self.handlers.insert(name, f);
+        self
+    }
+
+    pub fn build(self) -> Worker {
+        Worker {
+            cfg: self.cfg,
+            handlers: self.handlers,
+        }
+    }
+}
+
+impl Worker {
+    pub fn builder(cfg: WorkerConfig) -> WorkerBuilder {
+        WorkerBuilder {
+            cfg,
+            handlers: Handlers::default(),
+        }
+    }
+
+    /// Consumes until `shutdown` is cancelled, then drains (see
+    /// [`WorkerConfig::shutdown_deadline`]). Losing the broker restarts the
+    /// consumers after a backoff; unacked fires are redelivered by the broker.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let recent = Arc::new(Mutex::new(RecentFires::new(DEDUP_WINDOW, DEDUP_CAPACITY)));
+        let mut delay = RECONNECT_MIN;
+        loop {
+            match self.run_once(&shutdown, recent.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    error!(error = %e, pool = %self.cfg.pool, retry_in_ms = delay.as_millis() as u64, "worker lost the broker; restarting");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(RECONNECT_MAX);
+                }
+            }
+        }
+    }
+
+    async fn run_once(
+        &self,
+        shutdown: &CancellationToken,
+        recent: Arc<Mutex<RecentFires>>,
+    ) -> Result<(), Error> {
+        let cfg = &self.cfg;
+        let topo = Arc::new(cfg.topology.clone());
+        let conn = Arc::new(
+            crate::broker::connect(&cfg.broker_url, &format!("sundial worker {}", cfg.id)).await?,
+        );
+        let lost = crate::broker::on_connection_error(&conn);
+        crate::topology::apply(&conn, &topo.declarations()).await?;
+
+        let input = conn
+            .create_channel()
+            .await
+            .map_err(Error::broker("channel.open"))?;
+        // Per consumer (global=false): global QoS on a quorum queue closes
+        // the connection in RabbitMQ 3.10.
+        input
+            .basic_qos(cfg.concurrency, BasicQosOptions { global: false })
+            .await
+            .map_err(Error::broker("basic.qos"))?;
+        let out = crate::broker::confirming_channel(&conn).await?;
+        let abandon = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            topo: topo.clone(),
+            pool: cfg.pool.clone(),
+            worker: cfg.id.clone(),
+            out,
+            executors: Executors::new(
+                cfg.shell_allow.clone(),
+                self.handlers.clone(),
+                conn.clone(),
+            )?,
+            recent: Mutex::new(RecentFires::new(DEDUP_WINDOW, DEDUP_CAPACITY)),
+            warned: Mutex::new(HashSet::new()),
+            consumer_timeout: cfg.consumer_timeout,
+            abandon: abandon.clone(),
+        });
+        // Keep duplicates detected across reconnects: swap the process-wide
+        // set in and out of this connection's state.
+        if let (Ok(mut mine), Ok(mut all)) = (shared.recent.lock(), recent.lock()) {
+            std::mem::swap(&mut *mine, &mut *all);
+        }
+
+        let mut consumers = Vec::with_capacity(topo.shards as usize);
+        let mut tags = Vec::with_capacity(topo.shards as usize);
+        for shard in 0..topo.shards {
+            let tag = format!("{}.{shard}", cfg.id);
+            let c = input
+                .basic_consume(
+                    topo.work_queue(&cfg.pool, shard).as_str().into(),
+                    tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(Error::broker(format!(
+                    "basic.consume {}",
+                    topo.work_queue(&cfg.pool, shard)
+                )))?;
+            consumers.push(c);
+            tags.push(tag);
+        }
+        let mut deliveries = select_all(consumers);
+        let permits = Arc::new(Semaphore::new(usize::from(cfg.concurrency)));
+        let tasks = TaskTracker::new();
+        info!(worker = %cfg.id, pool = %cfg.pool, shards = topo.shards, concurrency = cfg.concurrency, "worker consuming");
+
+        let result: Result<(), Error> = loop {
+            let permit = tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                () = lost.cancelled() => break Err(Error::ConnectionLost("connection closed".into())),
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break Ok(()),
+                },
+            };
+            let delivery = tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                () = lost.cancelled() => break Err(Error::ConnectionLost("connection closed".into())),
+                d = deliveries.next() => d,
+            };
+            let delivery = match delivery {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => break Err(Error::broker("work delivery")(e)),
+                None => break Err(Error::ConnectionLost("work consumers ended".into())),
+            };
+            let shared = shared.clone();
+            tasks.spawn(async move {
+                if let Err(e) = attempt::handle(&shared, delivery).await {
+                    warn!(error = %e, "attempt not settled; the broker will redeliver it");
+                }
+                drop(permit);
+            });
+        };
+
+        // Stop taking new fires; let running attempts finish until the
+        // deadline (graceful shutdown) or abandon them at once (link lost).
+        for tag in &tags {
+            let _ = input
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await;
+        }
+        tasks.close();
+        let deadline = if result.is_ok() {
+            cfg.shutdown_deadline
+        } else {
+            Duration::ZERO
+        };
+        if tokio::time::timeout(deadline, tasks.wait()).await.is_err() || result.is_err() {
+            if result.is_ok() {
+                warn!(running = tasks.len(), "shutdown deadline passed; cancelling running attempts (the broker redelivers them)");
+            }
+            abandon.cancel();
+            let _ = tokio::time::timeout(ABANDON_GRACE, tasks.wait()).await;
+        }
+        if let (Ok(mut mine), Ok(mut all)) = (shared.recent.lock(), recent.lock()) {
+            std::mem::swap(&mut *mine, &mut *all);
+        }
+        // Closing the channel returns every unacked delivery to its queue.
+        let _ = input.close(200, "worker stopping".into()).await;
+        let _ = shared.out.close(200, "worker stopping".into()).await;
+        let _ = conn.close(200, "worker stopping".into()).await;
+        if result.is_ok() {
+            info!(worker = %cfg.id, "worker stopped");
+        }
+        result
+    }
+}

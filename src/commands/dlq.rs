@@ -1,0 +1,236 @@
+//! `sundial dlq …`: dead letters of a pool — list, show, replay, purge,
+//! watch. Reads never consume: what is not replayed or purged stays.
+
+use std::io::Write;
+
+use chrono::{SecondsFormat, Utc};
+use sundial_actors::dlq::{Action, DeadLetter, Dlq};
+use sundial_core::settings::Settings;
+use tokio_util::sync::CancellationToken;
+
+use super::CommandError;
+use crate::cli::{DlqArgs, DlqCmd};
+
+fn failed(e: impl ToString) -> CommandError {
+    CommandError::Failed(e.to_string())
+}
+
+fn io(e: std::io::Error) -> CommandError {
+    CommandError::Failed(format!("cannot write output: {e}"))
+}
+
+pub async fn run(
+    settings: &Settings,
+    cmd: &DlqCmd,
+    out: &mut impl Write,
+) -> Result<(), CommandError> {
+    let args = match cmd {
+        DlqCmd::List { dlq, .. }
+        | DlqCmd::Show { dlq, .. }
+        | DlqCmd::Replay { dlq, .. }
+        | DlqCmd::Purge { dlq, .. }
+        | DlqCmd::Watch { dlq } => dlq,
+    };
+    let pool = args
+        .pool
+        .clone()
+        .unwrap_or_else(|| settings.worker.pool.clone());
+    let conn = sundial_actors::broker::connect(&settings.broker.url, "sundial dlq")
+        .await
+        .map_err(failed)?;
+    let dlq = Dlq::new(&conn, &settings.topology, &pool);
+    let result = run_on(&dlq, cmd, args, out).await;
+    let _ = conn.close(200, "done".into()).await;
+    result
+}
+
+async fn run_on(
+    dlq: &Dlq<'_>,
+    cmd: &DlqCmd,
+    args: &DlqArgs,
+    out: &mut impl Write,
+) -> Result<(), CommandError> {
+    match cmd {
+        DlqCmd::List { job, .. } => {
+            let mut all = dlq.list().await.map_err(failed)?;
+            all.retain(|d| job.is_none() || d.job_id == *job);
+            if args.json {
+                return json(&all, out);
+            }
+            writeln!(
+                out,
+                "{:<48} {:<24} {:>8} {:>8}  LAST ERROR",
+                "FIRE ID", "JOB", "ATTEMPTS", "AGE"
+            )
+            .map_err(io)?;
+            for d in &all {
+                writeln!(
+                    out,
+                    "{:<48} {:<24} {:>8} {:>8}  {}",
+                    d.fire_id.as_deref().unwrap_or("-"),
+                    d.job_id.as_deref().unwrap_or("-"),
+                    d.attempts.map_or_else(|| "-".into(), |a| a.to_string()),
+                    age(d),
+                    one_line(&d.error)
+                )
+                .map_err(io)?;
+            }
+            Ok(())
+        }
+        DlqCmd::Show { fire_id, .. } => {
+            let all = dlq.list().await.map_err(failed)?;
+            let Some(d) = all
+                .into_iter()
+                .find(|d| d.fire_id.as_deref() == Some(fire_id))
+            else {
+                return Err(failed(format!(
+                    "no dead letter with fire id \"{fire_id}\" in this pool"
+                )));
+            };
+            if args.json {
+                return json(&d, out);
+            }
+            writeln!(out, "fire id:  {fire_id}").map_err(io)?;
+            writeln!(out, "error:    {}", d.error).map_err(io)?;
+            writeln!(out, "headers:").map_err(io)?;
+            for (k, v) in &d.headers {
+                writeln!(out, "  {k}: {v}").map_err(io)?;
+            }
+            match (&d.fire, &d.undecodable) {
+                (Some(f), _) => {
+                    let text = serde_json::to_string_pretty(f).map_err(failed)?;
+                    writeln!(out, "fire event:\n{text}").map_err(io)?;
+                }
+                (None, Some(why)) => writeln!(out, "body: undecodable ({why})").map_err(io)?,
+                (None, None) => {}
+            }
+            Ok(())
+        }
+        DlqCmd::Replay { job, fire_ids, .. } => {
+            let settled = dlq
+                .settle(Action::Replay, |d| selected(d, job.as_deref(), fire_ids))
+                .await
+                .map_err(failed)?;
+            report("replayed", &settled, args.json, out)?;
+            missing(fire_ids, &settled.done)
+        }
+        DlqCmd::Purge { job, yes, .. } => {
+            if !yes {
+                return Err(CommandError::Usage(
+                    "purge deletes dead letters for good: add --yes to confirm".into(),
+                ));
+            }
+            let settled = dlq
+                .settle(Action::Purge, |d| selected(d, job.as_deref(), &[]))
+                .await
+                .map_err(failed)?;
+            report("purged", &settled, args.json, out)
+        }
+        DlqCmd::Watch { .. } => {
+            let stop = CancellationToken::new();
+            tokio::spawn(super::scheduler::cancel_on_signal(stop.clone()));
+            let json_out = args.json;
+            let mut write_err = None;
+            dlq.watch(stop.clone(), |d| {
+                let line = if json_out {
+                    serde_json::to_string(&d).unwrap_or_default()
+                } else {
+                    format!(
+                        "{} {} job={} attempts={} error={}",
+                        Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+                        d.fire_id.as_deref().unwrap_or("-"),
+                        d.job_id.as_deref().unwrap_or("-"),
+                        d.attempts.map_or_else(|| "-".into(), |a| a.to_string()),
+                        one_line(&d.error)
+                    )
+                };
+                if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+                    write_err = Some(e);
+                    stop.cancel();
+                }
+            })
+            .await
+            .map_err(failed)?;
+            write_err.map_or(Ok(()), |e| Err(io(e)))
+        }
+    }
+}
+
+fn selected(d: &DeadLetter, job: Option<&str>, fire_ids: &[String]) -> bool {
+    let by_job = job.is_none_or(|j| d.job_id.as_deref() == Some(j));
+    let by_id = fire_ids.is_empty()
+        || d.fire_id
+            .as_ref()
+            .is_some_and(|id| fire_ids.iter().any(|f| f == id));
+    by_job && by_id
+}
+
+fn report(
+    verb: &str,
+    settled: &sundial_actors::dlq::Settled,
+    as_json: bool,
+    out: &mut impl Write,
+) -> Result<(), CommandError> {
+    if as_json {
+        return json(settled, out);
+    }
+    for id in &settled.done {
+        writeln!(out, "{verb} {id}").map_err(io)?;
+    }
+    for (id, why) in &settled.skipped {
+        writeln!(out, "skipped {id}: {why}").map_err(io)?;
+    }
+    writeln!(
+        out,
+        "{} {verb}, {} skipped",
+        settled.done.len(),
+        settled.skipped.len()
+    )
+    .map_err(io)
+}
+
+/// Named fire ids that were not found fail the command.
+fn missing(wanted: &[String], done: &[String]) -> Result<(), CommandError> {
+    let absent: Vec<&str> = wanted
+        .iter()
+        .filter(|w| !done.contains(w))
+        .map(String::as_str)
+        .collect();
+    if absent.is_empty() {
+        Ok(())
+    } else {
+        Err(failed(format!(
+            "not replayed (not found in the dead-letter queue, or skipped): {}",
+            absent.join(", ")
+        )))
+    }
+}
+
+fn json(v: &impl serde::Serialize, out: &mut impl Write) -> Result<(), CommandError> {
+    let text = serde_json::to_string_pretty(v).map_err(failed)?;
+    writeln!(out, "{text}").map_err(io)
+}
+
+fn age(d: &DeadLetter) -> String {
+    d.dead_at.map_or_else(
+        || "-".into(),
+        |t| {
+            let secs = (Utc::now() - t).num_seconds().max(0);
+            match secs {
+                s if s < 120 => format!("{s}s"),
+                s if s < 7200 => format!("{}m", s / 60),
+                s if s < 172_800 => format!("{}h", s / 3600),
+                s => format!("{}d", s / 86_400),
+            }
+        },
+    )
+}
+
+fn one_line(s: &str) -> String {
+    let first = s.lines().next().unwrap_or("");
+    if first.chars().count() > 100 {
+        format!("{}…", first.chars().take(100).collect::<String>())
+    } else {
+        first.to_string()
+    }
+}

@@ -1,0 +1,650 @@
+//! Workers as users run them: fire events published straight to
+//! `sundial.fire` (as a scheduler would), outcomes observed on
+//! `sundial.events` and in the dead-letter queue. Handler jobs run in an
+//! in-process worker (the embedding API); process-level behaviour (several
+//! workers, SIGKILL) runs `sundial worker` processes.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use chrono::Utc;
+use futures_util::StreamExt;
+use lapin::{
+    options::{BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions},
+    types::FieldTable,
+    BasicProperties, Channel, Connection, Consumer,
+};
+use sundial_actors::{
+    dlq::Dlq,
+    publish::publish_all_confirmed,
+    worker::{JobError, Worker, WorkerBuilder, WorkerConfig},
+};
+use sundial_core::{
+    codec::{decode, encode, Encoded},
+    job::{Executor, Overlap, RetryPolicy, ShellExecutor},
+    protocol::{
+        fire::FireEvent,
+        headers,
+        run::{RunEvent, RunKind},
+    },
+    topology::{shard_of, Topology},
+    HumanDuration,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::util::{
+    bounded, stderr, stdout, sundial, test_topology, topology_apply, Daemon, Vhost, TEST_SHARDS,
+};
+
+async fn connect(v: &Vhost) -> Connection {
+    bounded(
+        "connect",
+        sundial_actors::broker::connect(&v.url(), "it-worker"),
+    )
+    .await
+    .expect("connects")
+}
+
+/// A fire event as the scheduler would publish it.
+fn fire(job: &str, executor: Executor, max_attempts: u32, backoff: &[u64]) -> FireEvent {
+    let now = Utc::now();
+    FireEvent {
+        fire_id: format!(
+            "{job}@{}",
+            now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ),
+        job_id: job.into(),
+        pool: "default".into(),
+        shard: shard_of(job, TEST_SHARDS),
+        epoch: 1,
+        scheduled_at: now,
+        fired_at: now,
+        attempt: 1,
+        manual: false,
+        executor,
+        payload: serde_json::json!({ "job": job }),
+        timeout: HumanDuration::from_secs(30),
+        retry: RetryPolicy {
+            max_attempts,
+            backoff: backoff
+                .iter()
+                .map(|s| HumanDuration::from_secs(*s))
+                .collect(),
+        },
+        overlap: Overlap::Allow,
+        first_failure: None,
+        signature: None,
+    }
+}
+
+async fn publish(ch: &Channel, fires: &[FireEvent]) {
+    let mut by_key: BTreeMap<String, Vec<Encoded>> = BTreeMap::new();
+    for f in fires {
+        by_key
+            .entry(Topology::work_routing_key(&f.pool, f.shard))
+            .or_default()
+            .push(encode(f).expect("fire encodes"));
+    }
+    for (key, msgs) in by_key {
+        bounded(
+            "publish fires",
+            publish_all_confirmed(ch, "sundial.fire", &key, &msgs),
+        )
+        .await
+        .expect("fires confirmed");
+    }
+}
+
+/// Every run event of the vhost, from a private queue bound with `#`.
+struct EventTap {
+    events: Consumer,
+}
+
+impl EventTap {
+    async fn new(conn: &Connection) -> Self {
+        let ch = conn.create_channel().await.expect("channel");
+        let q = ch
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("event queue");
+        ch.queue_bind(
+            q.name().clone(),
+            "sundial.events".into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind events");
+        let events = ch
+            .basic_consume(
+                q.name().clone(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume events");
+        Self { events }
+    }
+
+    async fn next(&mut self) -> RunEvent {
+        let d = bounded("a run event", self.events.next())
+            .await
+            .expect("event stream open")
+            .expect("delivery");
+        decode::<RunEvent>(&sundial_actors::broker::meta_of(&d.properties), &d.data)
+            .expect("run event decodes")
+    }
+
+    /// Events of `fire_id` until (and including) the first of kind `last`.
+    async fn until(&mut self, fire_id: &str, last: RunKind) -> Vec<RunEvent> {
+        let mut seen = Vec::new();
+        loop {
+            let ev = self.next().await;
+            if ev.fire_id != fire_id {
+                continue;
+            }
+            let done = ev.kind == last;
+            seen.push(ev);
+            if done {
+                return seen;
+            }
+        }
+    }
+}
+
+/// A vhost with the topology, a connection, an event tap and a confirming
+/// channel to publish fires on.
+struct Setup {
+    v: Vhost,
+    conn: Connection,
+    tap: EventTap,
+    ch: Channel,
+}
+
+async fn setup(tag: &str) -> Setup {
+    let v = Vhost::new(tag);
+    topology_apply(&v);
+    let conn = connect(&v).await;
+    let tap = EventTap::new(&conn).await;
+    let ch = sundial_actors::broker::confirming_channel(&conn)
+        .await
+        .expect("channel");
+    Setup { v, conn, tap, ch }
+}
+
+fn shell(argv: &[&str]) -> Executor {
+    Executor::Shell(ShellExecutor {
+        command: argv.iter().map(|s| s.to_string()).collect(),
+        env: BTreeMap::new(),
+        cwd: None,
+    })
+}
+
+fn kinds(evs: &[RunEvent], kind: RunKind) -> Vec<&RunEvent> {
+    evs.iter().filter(|e| e.kind == kind).collect()
+}
+
+/// An in-process worker with `handlers`, stopped on drop.
+struct InProcess {
+    stop: CancellationToken,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl InProcess {
+    fn start(
+        v: &Vhost,
+        shell_allow: &[&str],
+        build: impl FnOnce(WorkerBuilder) -> WorkerBuilder,
+    ) -> Self {
+        let cfg = WorkerConfig {
+            broker_url: v.url(),
+            topology: test_topology(),
+            pool: "default".into(),
+            concurrency: 8,
+            shutdown_deadline: Duration::from_secs(5),
+            shell_allow: shell_allow.iter().map(|s| s.to_string()).collect(),
+            id: "in-process".into(),
+            consumer_timeout: Duration::from_secs(1800),
+        };
+        let worker = build(Worker::builder(cfg)).build();
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let done = tokio::spawn(async move {
+            worker.run(token).await.expect("worker runs");
+        });
+        Self {
+            stop,
+            done: Some(done),
+        }
+    }
+
+    async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(d) = self.done.take() {
+            bounded("worker stop", d).await.expect("worker task");
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_failing_twice_succeeds_on_third_attempt_after_backoff() {
+    let Setup {
+        v,
+        conn,
+        mut tap,
+        ch,
+    } = setup("w-flaky").await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let seen = calls.clone();
+    let w = InProcess::start(&v, &[], move |w| {
+        w.handler("flaky", move |ctx, _payload| {
+            let seen = seen.clone();
+            async move {
+                seen.fetch_add(1, Ordering::SeqCst);
+                if ctx.attempt < 3 {
+                    Err(JobError::retry(format!("flaky attempt {}", ctx.attempt)))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+    });
+    let f = fire(
+        "flaky",
+        Executor::Handler {
+            name: "flaky".into(),
+        },
+        5,
+        &[1, 2],
+    );
+    publish(&ch, std::slice::from_ref(&f)).await;
+
+    let evs = tap.until(&f.fire_id, RunKind::Succeeded).await;
+    let started: Vec<u32> = kinds(&evs, RunKind::Started)
+        .iter()
+        .map(|e| e.attempt)
+        .collect();
+    assert_eq!(started, vec![1, 2, 3], "three attempts in order: {evs:?}");
+    let retrying = kinds(&evs, RunKind::Retrying);
+    assert_eq!(retrying.len(), 2, "two retries: {evs:?}");
+    assert!(
+        kinds(&evs, RunKind::Skipped).is_empty(),
+        "no duplicate deliveries: {evs:?}"
+    );
+    assert_eq!(kinds(&evs, RunKind::Succeeded).len(), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    // Backoff respected: attempt n+1 starts at least the tier delay after
+    // attempt n failed (1 s, then 2 s).
+    let start_of = |a: u32| {
+        kinds(&evs, RunKind::Started)
+            .into_iter()
+            .find(|e| e.attempt == a)
+            .map(|e| e.at)
+            .expect("started")
+    };
+    let gap1 = start_of(2) - retrying[0].at;
+    let gap2 = start_of(3) - retrying[1].at;
+    assert!(
+        gap1 >= chrono::Duration::milliseconds(950),
+        "first backoff {gap1}"
+    );
+    assert!(
+        gap2 >= chrono::Duration::milliseconds(1950),
+        "second backoff {gap2}"
+    );
+
+    let depth = Dlq::new(&conn, &test_topology(), "default")
+        .depth()
+        .await
+        .expect("dlq depth");
+    assert_eq!(depth, 0, "nothing dead-lettered");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_job_is_dead_lettered_with_headers_and_replays() {
+    let Setup {
+        v,
+        conn,
+        mut tap,
+        ch,
+    } = setup("w-dead").await;
+    let w = InProcess::start(&v, &[], |w| {
+        w.handler("broken", |_ctx, _payload| async {
+            Err(JobError::retry("upstream says no"))
+        })
+    });
+    let f = fire(
+        "broken",
+        Executor::Handler {
+            name: "broken".into(),
+        },
+        3,
+        &[1],
+    );
+    publish(&ch, std::slice::from_ref(&f)).await;
+
+    let evs = tap.until(&f.fire_id, RunKind::Dead).await;
+    let started: Vec<u32> = kinds(&evs, RunKind::Started)
+        .iter()
+        .map(|e| e.attempt)
+        .collect();
+    assert_eq!(started, vec![1, 2, 3], "exactly three attempts: {evs:?}");
+    assert!(
+        kinds(&evs, RunKind::Skipped).is_empty(),
+        "no duplicate deliveries: {evs:?}"
+    );
+    let dead = kinds(&evs, RunKind::Dead);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason.as_deref(), Some("upstream says no"));
+
+    let topo = test_topology();
+    let dlq = Dlq::new(&conn, &topo, "default");
+    let letters = dlq.list().await.expect("list");
+    assert_eq!(letters.len(), 1, "one dead letter: {letters:?}");
+    let d = &letters[0];
+    assert_eq!(d.fire_id.as_deref(), Some(f.fire_id.as_str()));
+    assert_eq!(d.error, "upstream says no");
+    assert_eq!(d.attempts, Some(3));
+    for h in [
+        headers::ERROR,
+        headers::ATTEMPTS,
+        headers::FIRST_FAILURE,
+        headers::LAST_FAILURE,
+        headers::WORKER,
+    ] {
+        assert!(d.headers.contains_key(h), "header {h} in {:?}", d.headers);
+    }
+    assert_eq!(d.headers[headers::WORKER], "in-process");
+    assert!(d.headers[headers::FIRST_FAILURE] < d.headers[headers::LAST_FAILURE]);
+
+    // The CLI lists it and replays it: attempted again from attempt 1.
+    let out = sundial()
+        .args(["dlq", "list", "--broker", &v.url()])
+        .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
+        .output()
+        .expect("dlq list runs");
+    assert!(out.status.success(), "dlq list: {}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&f.fire_id) && stdout(&out).contains("upstream says no"),
+        "{}",
+        stdout(&out)
+    );
+    let out = sundial()
+        .args(["dlq", "replay", &f.fire_id, "--broker", &v.url()])
+        .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
+        .output()
+        .expect("dlq replay runs");
+    assert!(out.status.success(), "dlq replay: {}", stderr(&out));
+    let again = tap.until(&f.fire_id, RunKind::Started).await;
+    assert_eq!(again.last().map(|e| e.attempt), Some(1), "attempts reset");
+    let dead_again = tap.until(&f.fire_id, RunKind::Dead).await;
+    assert_eq!(
+        kinds(&dead_again, RunKind::Started).len(),
+        2,
+        "attempts 2 and 3 after the replay: {dead_again:?}"
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_refused_shell_and_garbage_are_dead_lettered_and_worker_goes_on() {
+    let Setup {
+        v,
+        conn,
+        mut tap,
+        ch,
+    } = setup("w-poison").await;
+    let w = InProcess::start(&v, &[], |w| {
+        w.handler("strict", |_ctx, _payload| async {
+            Err(JobError::Abort("payload is not a report".into()))
+        })
+    });
+    let abort = fire(
+        "strict",
+        Executor::Handler {
+            name: "strict".into(),
+        },
+        5,
+        &[1],
+    );
+    let shell = fire("shelly", shell(&["/bin/echo", "hi"]), 5, &[1]);
+    publish(&ch, &[abort.clone(), shell.clone()]).await;
+    // Garbage: no type, no version, not bincode.
+    ch.basic_publish(
+        "sundial.fire".into(),
+        "default.0".into(),
+        BasicPublishOptions::default(),
+        b"definitely not a fire event",
+        BasicProperties::default().with_message_id("garbage-1".into()),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("confirm");
+
+    let a = tap.until(&abort.fire_id, RunKind::Dead).await;
+    assert_eq!(kinds(&a, RunKind::Started).len(), 1, "abort: no retry");
+    let s = tap.until(&shell.fire_id, RunKind::Dead).await;
+    assert!(
+        s.last()
+            .and_then(|e| e.reason.as_deref())
+            .is_some_and(|r| r.starts_with("executor-not-allowed")),
+        "{s:?}"
+    );
+
+    // Still consuming: a good fire succeeds.
+    let ok = fire("fine", Executor::Noop, 1, &[]);
+    publish(&ch, std::slice::from_ref(&ok)).await;
+    tap.until(&ok.fire_id, RunKind::Succeeded).await;
+
+    let letters = Dlq::new(&conn, &test_topology(), "default")
+        .list()
+        .await
+        .expect("list");
+    let reasons: HashMap<String, String> = letters
+        .iter()
+        .map(|d| (d.fire_id.clone().unwrap_or_default(), d.error.clone()))
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert_eq!(reasons[&abort.fire_id], "payload is not a report");
+    assert!(reasons[&shell.fire_id].contains("/bin/echo is not in"));
+    assert!(
+        reasons["garbage-1"].starts_with("undecodable fire event"),
+        "{reasons:?}"
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_fire_is_dropped_and_reported() {
+    let Setup {
+        v,
+        conn: _conn,
+        mut tap,
+        ch,
+    } = setup("w-dup").await;
+    let w = InProcess::start(&v, &[], |w| w);
+    let f = fire("twice", Executor::Noop, 1, &[]);
+    publish(&ch, std::slice::from_ref(&f)).await;
+    tap.until(&f.fire_id, RunKind::Succeeded).await;
+    publish(&ch, std::slice::from_ref(&f)).await;
+    let evs = tap.until(&f.fire_id, RunKind::Skipped).await;
+    assert_eq!(
+        evs.last().and_then(|e| e.reason.as_deref()),
+        Some("duplicate")
+    );
+    assert!(
+        kinds(&evs, RunKind::Started).is_empty(),
+        "not run again: {evs:?}"
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_kills_the_whole_process_group() {
+    let Setup {
+        v,
+        conn: _conn,
+        mut tap,
+        ch,
+    } = setup("w-timeout").await;
+    let w = InProcess::start(&v, &["/bin/sh"], |w| w);
+    let pidfile = std::env::temp_dir().join(format!("{}-grandchild.pid", v.name));
+    let _ = std::fs::remove_file(&pidfile);
+    let mut f = fire(
+        "hang",
+        shell(&[
+            "/bin/sh",
+            "-c",
+            &format!("sleep 300 & echo $! > {}; wait", pidfile.display()),
+        ]),
+        1,
+        &[],
+    );
+    f.timeout = HumanDuration::from_secs(1);
+    publish(&ch, std::slice::from_ref(&f)).await;
+    let evs = tap.until(&f.fire_id, RunKind::Dead).await;
+    assert_eq!(
+        evs.last().and_then(|e| e.reason.as_deref()),
+        Some("timed out after 1s"),
+        "{evs:?}"
+    );
+    let pid = std::fs::read_to_string(&pidfile).expect("the job wrote its child's pid");
+    let pid = pid.trim();
+    // Gone, or a zombie waiting for an init that does not reap.
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+    let alive = state
+        .as_deref()
+        .and_then(|s| s.rsplit(')').next())
+        .map(|rest| rest.trim_start().starts_with(|c| c != 'Z' && c != 'X'))
+        .unwrap_or(false);
+    assert!(!alive, "grandchild {pid} still running: {state:?}");
+    let _ = std::fs::remove_file(&pidfile);
+    w.stop().await;
+}
+
+/// Waits until every work queue of the default pool has `n` consumers.
+async fn wait_for_consumers(v: &Vhost, n: usize) {
+    bounded("workers consuming", async {
+        loop {
+            let rows = v.list("list_queues", &["name", "consumers"]);
+            let ready = rows
+                .iter()
+                .filter(|r| r.starts_with("sundial.work.default."))
+                .filter(|r| r.split_whitespace().nth(1) == Some(&n.to_string()))
+                .count();
+            if ready == TEST_SHARDS as usize {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_share_a_pool_and_run_each_fire_once() {
+    let Setup {
+        v,
+        conn: _conn,
+        mut tap,
+        ch,
+    } = setup("w-three").await;
+    let _workers: Vec<Daemon> = (1..=3)
+        .map(|i| Daemon::worker(&v, &format!("w{i}"), &[]))
+        .collect();
+    wait_for_consumers(&v, 3).await;
+
+    let fires: Vec<FireEvent> = (0..3000)
+        .map(|i| fire(&format!("bulk-{i}"), Executor::Noop, 1, &[]))
+        .collect();
+    publish(&ch, &fires).await;
+
+    let mut done: HashMap<String, u32> = HashMap::new();
+    let mut by_worker: HashMap<String, u32> = HashMap::new();
+    while done.len() < fires.len() {
+        let ev = tap.next().await;
+        if ev.kind == RunKind::Succeeded {
+            *done.entry(ev.fire_id).or_default() += 1;
+            *by_worker.entry(ev.worker).or_default() += 1;
+        }
+    }
+    assert!(done.values().all(|&n| n == 1), "each fire once");
+    assert!(
+        fires.iter().all(|f| done.contains_key(&f.fire_id)),
+        "every fire processed"
+    );
+    assert_eq!(by_worker.len(), 3, "every worker ran some: {by_worker:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_workers_run_is_redelivered_to_another_worker() {
+    let Setup {
+        v,
+        conn: _conn,
+        mut tap,
+        ch,
+    } = setup("w-kill").await;
+    let allow = [("SUNDIAL__WORKER__SHELL__ALLOW", "/bin/sleep")];
+    let mut first = Daemon::worker(&v, "doomed", &allow);
+    wait_for_consumers(&v, 1).await;
+    let f = fire("slow", shell(&["/bin/sleep", "2"]), 1, &[]);
+    publish(&ch, std::slice::from_ref(&f)).await;
+    let started = tap.until(&f.fire_id, RunKind::Started).await;
+    assert_eq!(started.last().map(|e| e.worker.as_str()), Some("doomed"));
+    first.kill9();
+
+    let _second = Daemon::worker(&v, "survivor", &allow);
+    let evs = tap.until(&f.fire_id, RunKind::Succeeded).await;
+    let done = evs.last().expect("succeeded");
+    assert_eq!(done.worker, "survivor", "{evs:?}");
+    assert_eq!(done.attempt, 1, "a redelivery is the same attempt");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_running_attempt_finish() {
+    let Setup {
+        v,
+        conn: _conn,
+        mut tap,
+        ch,
+    } = setup("w-term").await;
+    let mut w = Daemon::worker(
+        &v,
+        "graceful",
+        &[("SUNDIAL__WORKER__SHELL__ALLOW", "/bin/sleep")],
+    );
+    wait_for_consumers(&v, 1).await;
+    let f = fire("nap", shell(&["/bin/sleep", "2"]), 1, &[]);
+    publish(&ch, std::slice::from_ref(&f)).await;
+    tap.until(&f.fire_id, RunKind::Started).await;
+    // SIGTERM mid-run: the attempt completes, then the process exits 0.
+    w.stop();
+    let evs = tap.until(&f.fire_id, RunKind::Succeeded).await;
+    assert_eq!(evs.last().map(|e| e.worker.as_str()), Some("graceful"));
+}

@@ -49,9 +49,21 @@ pub enum Command {
     Job(JobCmd),
     /// Run a worker: consume a pool's fires and run the jobs.
     Worker(WorkerArgs),
+    /// Run a scheduler and a worker in one process (small installs, trying it out).
+    Run(RunArgs),
     /// Inspect, replay and purge dead letters.
     #[command(subcommand)]
     Dlq(DlqCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A jobs file (TOML or JSON) to apply at start.
+    #[arg(long, value_name = "FILE")]
+    pub jobs: Option<PathBuf>,
+    /// This node's name (default: hostname-pid).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -22,7 +22,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), CommandError> {
-    let mut stdout = std::io::stdout().lock();
+    // Not locked for the whole run: `sundial run` prints from other threads.
+    let mut stdout = std::io::stdout();
     if let Command::Schedule(ScheduleCmd::Next(args)) = &cli.command {
         // A pure computation: needs no settings and no broker.
         return commands::schedule_next::run(args, chrono::Utc::now(), &mut stdout);
@@ -39,6 +40,7 @@ fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Job(cmd) => runtime()?.block_on(commands::job::run(&settings, &cmd, &mut stdout)),
         Command::Scheduler(args) => commands::scheduler::run(&settings, args.node),
         Command::Worker(args) => commands::worker::run(settings, &args),
+        Command::Run(args) => commands::run::run(settings, &args),
         Command::Dlq(cmd) => runtime()?.block_on(commands::dlq::run(&settings, &cmd, &mut stdout)),
     }
 }

@@ -51,7 +51,12 @@ pub(crate) async fn run(
         .map_err(Error::broker("basic.consume control"))?;
     loop {
         let delivery = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
+            () = shutdown.cancelled() => {
+                // Closed here, not by drop: a drop-close racing the
+                // connection's close makes lapin report a connection error.
+                let _ = ch.close(200, "control stopping".into()).await;
+                return Ok(());
+            }
             d = consumer.next() => d,
         };
         let Some(delivery) = delivery else {

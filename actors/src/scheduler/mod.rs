@@ -142,11 +142,14 @@ async fn run_once(
     for s in &shards {
         let _ = tokio::time::timeout(Duration::from_secs(5), s.send(timer::Flush)).await;
     }
+    // Close the connection (and every channel, in order) before the actors
+    // that own channels go away: a channel dropped mid-close makes lapin
+    // report a connection error.
+    let _ = conn.close(200, "scheduler stopping".into()).await;
     registry.do_send(StopRegistry);
     for a in &arbiters {
         a.stop();
     }
-    let _ = conn.close(200, "scheduler stopping".into()).await;
     result
 }
 

@@ -54,7 +54,7 @@ impl Client {
                 } else if e.is_timeout() {
                     format!("{} timed out", spec.url)
                 } else {
-                    format!("{}: {e}", spec.url)
+                    chain(&e)
                 };
                 return Executed::failed(Failure::retry(why));
             }
@@ -79,5 +79,18 @@ impl Client {
             )))
         };
         Executed { result, output }
+    }
+}
+
+/// The error and its innermost cause: reqwest's own message ("error
+/// sending request") hides the useful part ("Connection refused").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut root = e.source();
+    while let Some(next) = root.and_then(|c| c.source()) {
+        root = Some(next);
+    }
+    match root {
+        Some(r) => format!("{e}: {r}"),
+        None => e.to_string(),
     }
 }

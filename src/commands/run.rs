@@ -1,0 +1,208 @@
+//! `sundial run`: a scheduler and a worker for the default pool in one
+//! process, for small installs and for trying Sundial out. Applies a jobs
+//! file at start and prints one line per fire and per run outcome.
+
+use std::{io::Write, time::Duration};
+
+use chrono::SecondsFormat;
+use futures_util::StreamExt;
+use lapin::{
+    options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
+    types::FieldTable,
+};
+use sundial_actors::{
+    broker::meta_of,
+    scheduler::{self, SchedulerConfig},
+    worker::{Worker, WorkerConfig},
+};
+use sundial_core::{
+    codec::decode,
+    protocol::run::{RunEvent, RunKind},
+    settings::{mask_url_password, Settings},
+};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::{scheduler::cancel_on_signal, CommandError};
+use crate::cli::{ClientArgs, JobCmd, RunArgs};
+
+/// How long `run` waits for its own scheduler to accept the jobs file.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
+    let node = args
+        .node
+        .clone()
+        .unwrap_or_else(super::scheduler::default_node_name);
+    let scheduler_cfg = SchedulerConfig {
+        broker_url: settings.broker.url.clone(),
+        topology: settings.topology.clone(),
+        node: node.clone(),
+        registry: settings.registry,
+    };
+    let worker_cfg = WorkerConfig::from_settings(&settings, node);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CommandError::Failed(format!("cannot start the tokio runtime: {e}")))?;
+    let system = actix::System::with_tokio_rt(move || rt);
+    system.block_on(async move {
+        // Say plainly when there is no broker, instead of retrying forever.
+        let probe = sundial_actors::broker::connect(&settings.broker.url, "sundial run probe")
+            .await
+            .map_err(|e| {
+                CommandError::Failed(format!(
+                    "cannot reach RabbitMQ at {} ({}); start one with `rabbitmq-server -detached` (Debian: apt-get install rabbitmq-server) or `docker run -d -p 5672:5672 rabbitmq:3`, or point --broker at yours",
+                    mask_url_password(&settings.broker.url),
+                    source_text(&e)
+                ))
+            })?;
+        // Declared before the jobs file is sent (the scheduler would too,
+        // but the control exchange must exist before the first command).
+        let declared =
+            sundial_actors::topology::apply(&probe, &settings.topology.declarations()).await;
+        let _ = probe.close(200, "probe".into()).await;
+        declared.map_err(|e| CommandError::Failed(e.to_string()))?;
+
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        let printer = tokio::spawn(print_events(settings.clone(), shutdown.clone()));
+        // On this thread: the scheduler starts actix arbiters, which need
+        // the System that `block_on` runs.
+        let scheduler = actix::spawn(scheduler::run(scheduler_cfg, shutdown.clone()));
+        let worker = tokio::spawn(Worker::builder(worker_cfg).build().run(shutdown.clone()));
+
+        if let Some(file) = &args.jobs {
+            let apply = JobCmd::Apply {
+                file: file.clone(),
+                prune: false,
+                dry_run: false,
+                client: ClientArgs {
+                    timeout: APPLY_TIMEOUT.into(),
+                    json: false,
+                },
+            };
+            let mut out = std::io::stdout();
+            if let Err(e) = super::job::run(&settings, &apply, &mut out).await {
+                shutdown.cancel();
+                let _ = tokio::join!(scheduler, worker, printer);
+                return Err(e);
+            }
+        }
+        let (s, w, _) = tokio::join!(scheduler, worker, printer);
+        for r in [s, w] {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(CommandError::Failed(e.to_string())),
+                Err(e) => return Err(CommandError::Failed(format!("task failed: {e}"))),
+            }
+        }
+        Ok(())
+    })
+}
+
+fn source_text(e: &sundial_actors::Error) -> String {
+    use std::error::Error as _;
+    e.source()
+        .map_or_else(|| e.to_string(), ToString::to_string)
+}
+
+/// Prints every run event: time, job, fire id, outcome, duration.
+async fn print_events(settings: Settings, stop: CancellationToken) {
+    if let Err(e) = print_events_inner(&settings, &stop).await {
+        warn!(error = %e, "run events are not printed");
+    }
+}
+
+async fn print_events_inner(
+    settings: &Settings,
+    stop: &CancellationToken,
+) -> Result<(), lapin::Error> {
+    let conn = loop {
+        // The scheduler declares the topology; wait for the exchange.
+        match sundial_actors::broker::connect(&settings.broker.url, "sundial run events").await {
+            Ok(c) => break c,
+            Err(_) => tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            },
+        }
+    };
+    let exchange = settings.topology.events_exchange();
+    let mut consumer = loop {
+        let ch = conn.create_channel().await?;
+        let q = ch
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        // Fails (and closes the channel) until the scheduler has declared it.
+        if ch
+            .queue_bind(
+                q.name().clone(),
+                exchange.as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .is_ok()
+        {
+            break ch
+                .basic_consume(
+                    q.name().clone(),
+                    "sundial-run".into(),
+                    BasicConsumeOptions {
+                        no_ack: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    };
+    let mut out = std::io::stdout();
+    loop {
+        let d = tokio::select! {
+            () = stop.cancelled() => break,
+            d = consumer.next() => d,
+        };
+        let Some(Ok(d)) = d else { break };
+        let Ok(ev) = decode::<RunEvent>(&meta_of(&d.properties), &d.data) else {
+            continue;
+        };
+        let _ = writeln!(out, "{}", line(&ev));
+    }
+    let _ = conn.close(200, "done".into()).await;
+    Ok(())
+}
+
+/// `2026-11-27T19:40:50Z  hello  hello@2026-11-27T19:40:50Z  succeeded  3ms`
+fn line(ev: &RunEvent) -> String {
+    let mut s = format!(
+        "{}  {:<20}  {:<44}  {:<9}",
+        ev.at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        ev.job_id,
+        ev.fire_id,
+        ev.kind.as_str()
+    );
+    if ev.attempt > 1 || matches!(ev.kind, RunKind::Retrying | RunKind::Dead) {
+        s.push_str(&format!("  attempt {}", ev.attempt));
+    }
+    if let Some(ms) = ev.duration_ms {
+        s.push_str(&format!("  {ms}ms"));
+    }
+    if let Some(r) = &ev.reason {
+        s.push_str(&format!("  {r}"));
+    }
+    s
+}

@@ -204,5 +204,5 @@ fn line(ev: &RunEvent) -> String {
     if let Some(r) = &ev.reason {
         s.push_str(&format!("  {r}"));
     }
-    s
+    s.trim_end().to_string()
 }

@@ -5,6 +5,7 @@
 //! | module     | behaviour |
 //! |------------|-----------|
 //! | `cli`      | `schedule next` output and exit codes, `config show` layering and masking |
+//! | `run`      | `sundial run`: jobs file applied, one line per outcome; a clear message without a broker |
 //! | `scheduler` | a scheduler process: fires, control protocol, bad input, misfires, job CLI |
 //! | `topology` | `topology apply` is idempotent; a conflicting queue is named with its argument |
 //! | `wire`     | message metadata and bodies survive a trip through RabbitMQ
@@ -12,6 +13,7 @@
 //! | `util`     | vhosts, the binary under test, bounded waits |
 
 mod cli;
+mod run;
 mod scheduler;
 mod topology;
 mod util;

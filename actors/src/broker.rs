@@ -43,6 +43,59 @@ pub fn on_connection_error(conn: &Connection) -> tokio_util::sync::CancellationT
     lost
 }
 
+/// A private subscription: a server-named, exclusive, auto-delete queue
+/// bound to `exchange` with each of `keys`, consumed without acks. For
+/// copies of a stream of messages (run events, new dead letters, cancel
+/// requests); it goes away with its connection. Returns the channel too,
+/// so the caller can close it explicitly.
+pub async fn subscribe(
+    conn: &Connection,
+    exchange: &str,
+    keys: &[&str],
+) -> Result<(lapin::Channel, lapin::Consumer), Error> {
+    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+    let ch = conn
+        .create_channel()
+        .await
+        .map_err(Error::broker("channel.open"))?;
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(Error::broker("queue.declare (private)"))?;
+    for key in keys {
+        ch.queue_bind(
+            q.name().clone(),
+            exchange.into(),
+            (*key).into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(Error::broker(format!("queue.bind {exchange} {key}")))?;
+    }
+    let consumer = ch
+        .basic_consume(
+            q.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(Error::broker(format!("basic.consume {}", q.name())))?;
+    Ok((ch, consumer))
+}
+
 /// A new channel in publisher-confirm mode.
 pub async fn confirming_channel(conn: &Connection) -> Result<lapin::Channel, Error> {
     let ch = conn

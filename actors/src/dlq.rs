@@ -12,10 +12,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use lapin::{
-    options::{
-        BasicAckOptions, BasicConsumeOptions, BasicGetOptions, QueueBindOptions,
-        QueueDeclareOptions,
-    },
+    options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable},
     BasicProperties, Channel, Connection,
 };
@@ -228,44 +225,8 @@ impl<'a> Dlq<'a> {
         stop: tokio_util::sync::CancellationToken,
         mut each: impl FnMut(DeadLetter),
     ) -> Result<(), Error> {
-        let ch = self
-            .conn
-            .create_channel()
-            .await
-            .map_err(Error::broker("channel.open"))?;
-        let q = ch
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(Error::broker("queue.declare (watch)"))?;
-        ch.queue_bind(
-            q.name().clone(),
-            self.topo.dead_exchange().as_str().into(),
-            self.pool.as_str().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(Error::broker("queue.bind (watch)"))?;
-        let mut consumer = ch
-            .basic_consume(
-                q.name().clone(),
-                "dlq-watch".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(Error::broker("basic.consume (watch)"))?;
+        let (_ch, mut consumer) =
+            crate::broker::subscribe(self.conn, &self.topo.dead_exchange(), &[&self.pool]).await?;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return Ok(()),

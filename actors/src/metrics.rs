@@ -28,3 +28,6 @@ pub const RUN_START_LATENESS_SECONDS: &str = "sundial_run_start_lateness_seconds
 pub const DUPLICATE_FIRES_TOTAL: &str = "sundial_duplicate_fires_total";
 /// Messages in each pool's dead-letter queue (DlqWatcher).
 pub const DEAD_LETTERS: &str = "sundial_dead_letters";
+/// Scheduled fires skipped because the job's previous run was still
+/// running (`overlap = "forbid"`).
+pub const OVERLAP_SKIPS_TOTAL: &str = "sundial_overlap_skips_total";

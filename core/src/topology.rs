@@ -144,6 +144,11 @@ impl Topology {
     pub fn watermark_queue(&self, shard: u32) -> String {
         format!("{}.watermark.{shard}", self.prefix)
     }
+    /// Direct exchange for run cancellations (`overlap = "replace"`);
+    /// routing key = worker id, each worker binds a private queue.
+    pub fn cancel_exchange(&self) -> String {
+        format!("{}.cancel", self.prefix)
+    }
     /// Fanout exchange for scheduler heartbeats.
     pub fn nodes_exchange(&self) -> String {
         format!("{}.nodes", self.prefix)
@@ -166,6 +171,7 @@ impl Topology {
             ex(self.dead_exchange(), ExchangeKind::Direct),
             ex(self.events_exchange(), ExchangeKind::Topic),
             ex(self.nodes_exchange(), ExchangeKind::Fanout),
+            ex(self.cancel_exchange(), ExchangeKind::Direct),
         ];
 
         let bind = |queue: &str, exchange: String, key: String| BindingDecl {

@@ -6,10 +6,6 @@ use std::{io::Write, time::Duration};
 
 use chrono::SecondsFormat;
 use futures_util::StreamExt;
-use lapin::{
-    options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
-    types::FieldTable,
-};
 use sundial_actors::{
     broker::meta_of,
     scheduler::{self, SchedulerConfig},
@@ -117,59 +113,12 @@ async fn print_events(settings: Settings, stop: CancellationToken) {
 async fn print_events_inner(
     settings: &Settings,
     stop: &CancellationToken,
-) -> Result<(), lapin::Error> {
-    let conn = loop {
-        // The scheduler declares the topology; wait for the exchange.
-        match sundial_actors::broker::connect(&settings.broker.url, "sundial run events").await {
-            Ok(c) => break c,
-            Err(_) => tokio::select! {
-                () = stop.cancelled() => return Ok(()),
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            },
-        }
-    };
-    let exchange = settings.topology.events_exchange();
-    let mut consumer = loop {
-        let ch = conn.create_channel().await?;
-        let q = ch
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
+) -> Result<(), sundial_actors::Error> {
+    // The topology was declared before this task started.
+    let conn = sundial_actors::broker::connect(&settings.broker.url, "sundial run events").await?;
+    let (_ch, mut consumer) =
+        sundial_actors::broker::subscribe(&conn, &settings.topology.events_exchange(), &["#"])
             .await?;
-        // Fails (and closes the channel) until the scheduler has declared it.
-        if ch
-            .queue_bind(
-                q.name().clone(),
-                exchange.as_str().into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .is_ok()
-        {
-            break ch
-                .basic_consume(
-                    q.name().clone(),
-                    "sundial-run".into(),
-                    BasicConsumeOptions {
-                        no_ack: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await?;
-        }
-        tokio::select! {
-            () = stop.cancelled() => return Ok(()),
-            () = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-    };
     let mut out = std::io::stdout();
     loop {
         let d = tokio::select! {

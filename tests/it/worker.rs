@@ -15,11 +15,7 @@ use std::{
 
 use chrono::Utc;
 use futures_util::StreamExt;
-use lapin::{
-    options::{BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions},
-    types::FieldTable,
-    BasicProperties, Channel, Connection, Consumer,
-};
+use lapin::{options::BasicPublishOptions, BasicProperties, Channel, Connection, Consumer};
 use sundial_actors::{
     dlq::Dlq,
     publish::publish_all_confirmed,
@@ -42,7 +38,7 @@ use crate::util::{
     bounded, stderr, stdout, sundial, test_topology, topology_apply, Daemon, Vhost, TEST_SHARDS,
 };
 
-async fn connect(v: &Vhost) -> Connection {
+pub(crate) async fn connect(v: &Vhost) -> Connection {
     bounded(
         "connect",
         sundial_actors::broker::connect(&v.url(), "it-worker"),
@@ -102,49 +98,30 @@ async fn publish(ch: &Channel, fires: &[FireEvent]) {
 }
 
 /// Every run event of the vhost, from a private queue bound with `#`.
-struct EventTap {
+pub(crate) struct EventTap {
     events: Consumer,
+    /// Held so the subscription's channel lives as long as the tap.
+    _ch: Channel,
+    /// Events read while waiting for another fire's, in arrival order.
+    backlog: std::collections::VecDeque<RunEvent>,
 }
 
 impl EventTap {
-    async fn new(conn: &Connection) -> Self {
-        let ch = conn.create_channel().await.expect("channel");
-        let q = ch
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("event queue");
-        ch.queue_bind(
-            q.name().clone(),
-            "sundial.events".into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
+    pub(crate) async fn new(conn: &Connection) -> Self {
+        let (ch, events) = bounded(
+            "subscribe to run events",
+            sundial_actors::broker::subscribe(conn, "sundial.events", &["#"]),
         )
         .await
-        .expect("bind events");
-        let events = ch
-            .basic_consume(
-                q.name().clone(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume events");
-        Self { events }
+        .expect("event subscription");
+        Self {
+            events,
+            _ch: ch,
+            backlog: Default::default(),
+        }
     }
 
-    async fn next(&mut self) -> RunEvent {
+    async fn receive(&mut self) -> RunEvent {
         let d = bounded("a run event", self.events.next())
             .await
             .expect("event stream open")
@@ -153,20 +130,36 @@ impl EventTap {
             .expect("run event decodes")
     }
 
-    /// Events of `fire_id` until (and including) the first of kind `last`.
-    async fn until(&mut self, fire_id: &str, last: RunKind) -> Vec<RunEvent> {
+    /// The next event of any fire.
+    pub(crate) async fn next(&mut self) -> RunEvent {
+        match self.backlog.pop_front() {
+            Some(ev) => ev,
+            None => self.receive().await,
+        }
+    }
+
+    /// Events of `fire_id` until (and including) the first of kind `last`;
+    /// other fires' events stay for later calls.
+    pub(crate) async fn until(&mut self, fire_id: &str, last: RunKind) -> Vec<RunEvent> {
         let mut seen = Vec::new();
-        loop {
-            let ev = self.next().await;
-            if ev.fire_id != fire_id {
-                continue;
-            }
-            let done = ev.kind == last;
-            seen.push(ev);
-            if done {
-                return seen;
+        let mut rest = std::collections::VecDeque::new();
+        while let Some(ev) = self.backlog.pop_front() {
+            if ev.fire_id != fire_id || seen.last().is_some_and(|e: &RunEvent| e.kind == last) {
+                rest.push_back(ev);
+            } else {
+                seen.push(ev);
             }
         }
+        self.backlog = rest;
+        while seen.last().is_none_or(|e| e.kind != last) {
+            let ev = self.receive().await;
+            if ev.fire_id == fire_id {
+                seen.push(ev);
+            } else {
+                self.backlog.push_back(ev);
+            }
+        }
+        seen
     }
 }
 
@@ -549,7 +542,7 @@ async fn timeout_kills_the_whole_process_group() {
 }
 
 /// Waits until every work queue of the default pool has `n` consumers.
-async fn wait_for_consumers(v: &Vhost, n: usize) {
+pub(crate) async fn wait_for_consumers(v: &Vhost, n: usize) {
     bounded("workers consuming", async {
         loop {
             let rows = v.list("list_queues", &["name", "consumers"]);

@@ -14,6 +14,7 @@
 
 mod control;
 mod registry;
+mod runs;
 mod startup;
 mod timer;
 
@@ -88,6 +89,7 @@ async fn run_once(
     }
     // Shards are spread over a few threads (actix arbiters) so that one
     // second's burst of fires is encoded and published on every core.
+    let runs = Arc::new(runs::RunningJobs::default());
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 4);
@@ -98,7 +100,15 @@ async fn run_once(
         let floor = startup::misfire_floor(wm.as_ref(), now);
         let epoch = wm.as_ref().map_or(1, |w| w.epoch + 1);
         let ch = crate::broker::confirming_channel(&conn).await?;
-        let actor = TimerShard::new(shard, cfg.node.clone(), epoch, topo.clone(), ch, floor);
+        let actor = TimerShard::new(
+            shard,
+            cfg.node.clone(),
+            epoch,
+            topo.clone(),
+            ch,
+            floor,
+            runs.clone(),
+        );
         let arbiter = &arbiters[shard as usize % threads];
         let addr = TimerShard::start_in_arbiter(&arbiter.handle(), move |_| actor);
         addr.do_send(timer::Load {
@@ -130,10 +140,17 @@ async fn run_once(
             registry.clone(),
             stop_control.clone(),
         );
+        let tracker = runs::track(&conn, &topo, runs, stop_control.clone());
         tokio::pin!(control);
+        tokio::pin!(tracker);
         tokio::select! {
             r = &mut control => r,
-            () = shutdown.cancelled() => { stop_control.cancel(); control.await }
+            r = &mut tracker => r.and(Err(Error::ConnectionLost("run tracker stopped".into()))),
+            () = shutdown.cancelled() => {
+                stop_control.cancel();
+                let (c, t) = tokio::join!(control, tracker);
+                c.and(t)
+            }
             () = lost.cancelled() => Err(Error::ConnectionLost("connection closed".into())),
         }
     };

@@ -14,15 +14,23 @@ use chrono::{DateTime, Utc};
 use lapin::Channel;
 use sundial_core::{
     codec::encode,
+    job::Overlap,
     misfire::{self, MisfirePlan},
-    protocol::fire::{FireEvent, Watermark},
+    protocol::{
+        fire::{FireEvent, Watermark},
+        run::{RunEvent, RunKind},
+    },
     registry::JobEntry,
     topology::Topology,
     FireId,
 };
 use tracing::{debug, info, warn};
 
-use crate::{metrics as m, publish::publish_confirmed};
+use super::runs::{self, RunningJobs};
+use crate::{
+    metrics as m,
+    publish::{publish_confirmed, publish_event},
+};
 
 /// How often the watermark is written while it moves (DESIGN.md §4).
 const WATERMARK_INTERVAL: Duration = Duration::from_millis(250);
@@ -55,6 +63,8 @@ pub(crate) struct TimerShard {
     /// When each paused job was paused (in this process), for resume.
     paused_at: HashMap<String, DateTime<Utc>>,
     wake: Option<SpawnHandle>,
+    /// Runs in progress (from the RunTracker), for overlap policies.
+    runs: Arc<RunningJobs>,
 }
 
 impl TimerShard {
@@ -65,6 +75,7 @@ impl TimerShard {
         topo: Arc<Topology>,
         channel: Channel,
         floor: DateTime<Utc>,
+        runs: Arc<RunningJobs>,
     ) -> Self {
         Self {
             shard,
@@ -81,6 +92,7 @@ impl TimerShard {
             written: None,
             paused_at: HashMap::new(),
             wake: None,
+            runs,
         }
     }
 
@@ -167,6 +179,27 @@ impl TimerShard {
         } else {
             FireId::new(&job.spec.id, scheduled)
         };
+        // Overlap policies apply to scheduled fires; a manual trigger runs
+        // regardless (as `kubectl create job --from=cronjob` does).
+        if !manual && job.spec.overlap != Overlap::Allow {
+            if let Some(run) = self.runs.running(&job.spec.id, now) {
+                if job.spec.overlap == Overlap::Forbid {
+                    self.skip_overlapping(job, fire_id.as_str(), &run.fire_id, ctx);
+                    return;
+                }
+                let (ch, topo, id, by) = (
+                    self.channel.clone(),
+                    self.topo.clone(),
+                    job.spec.id.clone(),
+                    fire_id.to_string(),
+                );
+                actix::spawn(async move {
+                    if let Err(e) = runs::cancel(&ch, &topo, &id, &run, &by).await {
+                        warn!(job_id = %id, fire_id = %run.fire_id, error = %e, "cancel request not sent; both runs go on");
+                    }
+                });
+            }
+        }
         let ev = FireEvent {
             fire_id: fire_id.to_string(),
             job_id: job.spec.id.clone(),
@@ -207,6 +240,47 @@ impl TimerShard {
                 dec(&mut self.in_flight, key);
             }
         }
+    }
+
+    /// `overlap = "forbid"`: this fire is skipped because `running` runs;
+    /// counted, logged, and reported as a `skipped` run event.
+    fn skip_overlapping(
+        &mut self,
+        job: &JobEntry,
+        fire_id: &str,
+        running: &str,
+        ctx: &mut Context<Self>,
+    ) {
+        metrics::counter!(m::OVERLAP_SKIPS_TOTAL, "pool" => job.spec.pool.clone()).increment(1);
+        info!(job_id = %job.spec.id, shard = self.shard, fire_id, running, "fire skipped: the previous run is still running (overlap forbid)");
+        let ev = RunEvent {
+            kind: RunKind::Skipped,
+            fire_id: fire_id.to_string(),
+            job_id: job.spec.id.clone(),
+            pool: job.spec.pool.clone(),
+            attempt: 1,
+            worker: self.node.clone(),
+            at: Utc::now(),
+            duration_ms: None,
+            reason: Some("overlap-forbid".into()),
+            output: None,
+            deadline: None,
+        };
+        let Ok(enc) = encode(&ev) else { return };
+        let ch = self.channel.clone();
+        let exchange = self.topo.events_exchange();
+        let key = Topology::event_routing_key(&ev.pool, &ev.job_id, ev.kind.as_str());
+        let fut = async move {
+            match publish_event(&ch, &exchange, &key, &enc).await {
+                Ok(confirm) => confirm.await,
+                Err(e) => Err(e),
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(|res, act, _| {
+            if let Err(e) = res {
+                warn!(shard = act.shard, error = %e, "skipped-run event not published");
+            }
+        }));
     }
 
     fn send(&mut self, out: Arc<Outgoing>, retries: u32, ctx: &mut Context<Self>) {

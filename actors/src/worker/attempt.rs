@@ -5,8 +5,8 @@
 //! crash in between redelivers the fire instead of losing it.
 
 use std::{
-    collections::HashSet,
-    sync::{Arc, Mutex},
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -55,6 +55,32 @@ pub(crate) struct Shared {
     /// Cancelled past the shutdown deadline or when the connection is lost:
     /// running attempts stop and are left unacked, so the broker redelivers.
     pub(crate) abandon: CancellationToken,
+    /// Running attempts by fire id, for cancel requests (overlap `replace`).
+    pub(crate) running: Mutex<HashMap<String, Replaceable>>,
+}
+
+/// A running attempt that a cancel request can stop.
+pub(crate) struct Replaceable {
+    token: CancellationToken,
+    /// Set (once) with the reason when it is cancelled on request.
+    reason: Arc<OnceLock<String>>,
+}
+
+impl Shared {
+    /// Cancels the attempt of `fire_id` running here, if any, with `reason`.
+    pub(crate) fn cancel(&self, fire_id: &str, reason: &str) -> bool {
+        let Ok(running) = self.running.lock() else {
+            return false;
+        };
+        match running.get(fire_id) {
+            Some(r) => {
+                let _ = r.reason.set(reason.to_string());
+                r.token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// Handles one delivery. An `Err` means the broker link failed (the
@@ -109,10 +135,24 @@ async fn attempt(shared: &Shared, d: &Delivery, fire: &FireEvent) -> Result<bool
     metrics::histogram!(m::RUN_START_LATENESS_SECONDS, "pool" => shared.pool.clone())
         .record(lateness);
     warn_long_timeout(shared, fire);
-    let started = emit(shared, &event(shared, fire, RunKind::Started, None)).await?;
+    let timeout = fire.timeout.get();
+    let mut started = event(shared, fire, RunKind::Started, None);
+    started.deadline = chrono::Duration::from_std(timeout)
+        .ok()
+        .and_then(|t| started.at.checked_add_signed(t));
+    let started = emit(shared, &started).await?;
 
     let cancel = shared.abandon.child_token();
-    let timeout = fire.timeout.get();
+    let replaced = Arc::new(OnceLock::new());
+    if let Ok(mut running) = shared.running.lock() {
+        running.insert(
+            fire.fire_id.clone(),
+            Replaceable {
+                token: cancel.clone(),
+                reason: replaced.clone(),
+            },
+        );
+    }
     let clock = Instant::now();
     let exec = shared.executors.run(fire, &cancel);
     tokio::pin!(exec);
@@ -124,6 +164,23 @@ async fn attempt(shared: &Shared, d: &Delivery, fire: &FireEvent) -> Result<bool
         }
     };
     let took = clock.elapsed();
+    if let Ok(mut running) = shared.running.lock() {
+        running.remove(&fire.fire_id);
+    }
+    if let Some(reason) = replaced.get() {
+        // Cancelled on request (overlap `replace`): the newer fire does the
+        // work; this attempt ends here, reported, not retried.
+        started.await.map_err(publish_failed)?;
+        let mut ev = event(shared, fire, RunKind::Failed, Some(reason.clone()));
+        ev.duration_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
+        ev.output = executed.output;
+        emit(shared, &ev).await?.await.map_err(publish_failed)?;
+        metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "replaced")
+            .increment(1);
+        info!(%reason, "attempt cancelled: replaced by a newer fire");
+        ack(d).await?;
+        return Ok(true);
+    }
     if shared.abandon.is_cancelled() && !timed_out {
         info!("attempt abandoned (shutdown deadline or connection lost); the broker redelivers it");
         return Ok(false);
@@ -303,6 +360,7 @@ fn event(shared: &Shared, fire: &FireEvent, kind: RunKind, reason: Option<String
         duration_ms: None,
         reason,
         output: None,
+        deadline: None,
     }
 }
 

@@ -17,11 +17,12 @@
 //! queue, bounded by the prefetch).
 
 mod attempt;
+mod cancel;
 mod executor;
 mod handler;
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     future::Future,
     sync::{Arc, Mutex},
     time::Duration,
@@ -188,7 +189,10 @@ impl Worker {
             warned: Mutex::new(HashSet::new()),
             consumer_timeout: cfg.consumer_timeout,
             abandon: abandon.clone(),
+            running: Mutex::new(HashMap::new()),
         });
+        let cancels =
+            cancel::listen(&conn, &topo, &cfg.id, shared.clone(), abandon.clone()).await?;
         // Keep duplicates detected across reconnects: swap the process-wide
         // set in and out of this connection's state.
         if let (Ok(mut mine), Ok(mut all)) = (shared.recent.lock(), recent.lock()) {
@@ -270,6 +274,8 @@ impl Worker {
         if let (Ok(mut mine), Ok(mut all)) = (shared.recent.lock(), recent.lock()) {
             std::mem::swap(&mut *mine, &mut *all);
         }
+        abandon.cancel();
+        let _ = cancels.await;
         // Closing the channel returns every unacked delivery to its queue.
         let _ = input.close(200, "worker stopping".into()).await;
         let _ = shared.out.close(200, "worker stopping".into()).await;

@@ -10,6 +10,7 @@
 //! | `sundial.fire`      | [`fire::FireEvent`]       | bincode        | JSON |
 //! | `sundial.watermark` | [`fire::Watermark`]       | bincode        | JSON |
 //! | `sundial.run`       | [`run::RunEvent`]         | JSON           |      |
+//! | `sundial.cancel`    | [`run::CancelRun`]        | JSON           |      |
 
 pub mod control;
 pub mod fire;

@@ -54,6 +54,10 @@ pub struct RunEvent {
     /// Last bytes of the run's output (shell executor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// On `started`: when the worker will kill the attempt (its timeout).
+    /// The RunTracker forgets a run it never heard the end of after this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DateTime<Utc>>,
 }
 
 impl Message for RunEvent {
@@ -61,4 +65,23 @@ impl Message for RunEvent {
     const PRIMARY: Format = Format::Json;
     const FORMATS: &'static [Format] = &[Format::Json];
     const MAX_SIZE: usize = 64 * 1024;
+}
+
+/// "Stop running `fire_id`": sent by the scheduler's RunTracker to the
+/// worker running it (exchange `sundial.cancel`, routing key = worker id)
+/// when a job with `overlap = "replace"` fires again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRun {
+    pub fire_id: String,
+    pub job_id: String,
+    /// Why, for the run's `failed` event (`replaced by {fire_id}`).
+    pub reason: String,
+}
+
+impl Message for CancelRun {
+    const KIND: &'static str = "sundial.cancel";
+    const PRIMARY: Format = Format::Json;
+    const FORMATS: &'static [Format] = &[Format::Json];
+    const MAX_SIZE: usize = 4096;
 }

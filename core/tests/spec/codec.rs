@@ -76,6 +76,7 @@ fn run_event() -> RunEvent {
         duration_ms: Some(120),
         reason: None,
         output: Some("ok\n".into()),
+        deadline: Some(utc("2026-03-08T08:00:00Z")),
     }
 }
 

@@ -1,0 +1,159 @@
+//! RunTracker: follows run events to know which jobs are running now, so
+//! timer shards can apply each job's `overlap` policy (`forbid` skips a fire
+//! while the previous run runs; `replace` cancels it).
+//!
+//! The tracker reads a private queue bound to `sundial.events`, so a
+//! restarted scheduler starts with no knowledge of runs already going: until
+//! their next event, their jobs behave as `allow` (documented in
+//! docs/semantics.md). A run whose end it never hears of (a worker killed
+//! and the fire dead-lettered by the broker) is forgotten at its deadline.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use lapin::Connection;
+use sundial_core::{
+    codec::{decode, encode},
+    protocol::run::{CancelRun, RunEvent, RunKind},
+    topology::Topology,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{broker::meta_of, error::Error, publish::publish_event};
+
+/// When a `started` event carries no deadline, the run is forgotten after
+/// this long without news.
+const DEFAULT_STALE: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+/// Grace after a run's deadline before it is forgotten (the worker needs a
+/// moment to kill it and report).
+const DEADLINE_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+
+/// One run in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Running {
+    pub(crate) fire_id: String,
+    pub(crate) worker: String,
+    /// Forgotten after this instant.
+    until: DateTime<Utc>,
+}
+
+/// The jobs running now, shared by the tracker (writer) and the timer
+/// shards (readers; only for jobs whose overlap is not `allow`).
+#[derive(Debug, Default)]
+pub(crate) struct RunningJobs {
+    by_job: Mutex<HashMap<String, Running>>,
+}
+
+impl RunningJobs {
+    /// The run of `job` in progress at `now`, if any.
+    pub(crate) fn running(&self, job: &str, now: DateTime<Utc>) -> Option<Running> {
+        let mut map = self.by_job.lock().ok()?;
+        match map.get(job) {
+            Some(r) if r.until > now => Some(r.clone()),
+            Some(_) => {
+                map.remove(job);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Applies one run event.
+    pub(crate) fn apply(&self, ev: &RunEvent) {
+        let Ok(mut map) = self.by_job.lock() else {
+            return;
+        };
+        match ev.kind {
+            RunKind::Started => {
+                let until = ev
+                    .deadline
+                    .map_or(ev.at + DEFAULT_STALE, |d| d + DEADLINE_GRACE);
+                map.insert(
+                    ev.job_id.clone(),
+                    Running {
+                        fire_id: ev.fire_id.clone(),
+                        worker: ev.worker.clone(),
+                        until,
+                    },
+                );
+            }
+            RunKind::Succeeded | RunKind::Failed | RunKind::Retrying | RunKind::Dead => {
+                // Only the run we track ends; a late event of an older run
+                // must not clear a newer one.
+                if map.get(&ev.job_id).is_some_and(|r| r.fire_id == ev.fire_id) {
+                    map.remove(&ev.job_id);
+                }
+            }
+            RunKind::Fired | RunKind::Skipped => {}
+        }
+    }
+}
+
+/// Consumes run events into `runs` until `shutdown` (Ok) or the channel
+/// fails (Err).
+pub(crate) async fn track(
+    conn: &Connection,
+    topo: &Topology,
+    runs: Arc<RunningJobs>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    // Job ids may contain dots, so match on the last word only.
+    let keys: Vec<String> = [
+        RunKind::Started,
+        RunKind::Succeeded,
+        RunKind::Failed,
+        RunKind::Retrying,
+        RunKind::Dead,
+    ]
+    .iter()
+    .map(|k| format!("#.{}", k.as_str()))
+    .collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let (ch, mut consumer) = crate::broker::subscribe(conn, &topo.events_exchange(), &keys).await?;
+    loop {
+        let d = tokio::select! {
+            () = shutdown.cancelled() => {
+                let _ = ch.close(200, "run tracker stopping".into()).await;
+                return Ok(());
+            }
+            d = consumer.next() => d,
+        };
+        match d {
+            Some(Ok(d)) => match decode::<RunEvent>(&meta_of(&d.properties), &d.data) {
+                Ok(ev) => runs.apply(&ev),
+                Err(e) => warn!(error = %e, "run event not understood; ignored"),
+            },
+            Some(Err(e)) => return Err(Error::broker("run tracker delivery")(e)),
+            None => return Err(Error::ConnectionLost("run tracker ended".into())),
+        }
+    }
+}
+
+/// Asks the worker running `run` to cancel it (overlap `replace`).
+pub(crate) async fn cancel(
+    ch: &lapin::Channel,
+    topo: &Topology,
+    job_id: &str,
+    run: &Running,
+    by_fire: &str,
+) -> Result<(), Error> {
+    let msg = CancelRun {
+        fire_id: run.fire_id.clone(),
+        job_id: job_id.to_string(),
+        reason: format!("replaced by {by_fire}"),
+    };
+    let enc = encode(&msg).map_err(|e| Error::Codec(e.to_string()))?;
+    let confirm = publish_event(ch, &topo.cancel_exchange(), &run.worker, &enc)
+        .await
+        .map_err(|e| Error::ConnectionLost(e.to_string()))?;
+    confirm
+        .await
+        .map_err(|e| Error::ConnectionLost(e.to_string()))?;
+    info!(job_id, fire_id = %run.fire_id, worker = %run.worker, replaced_by = by_fire, "asked the worker to cancel the running attempt (overlap replace)");
+    Ok(())
+}

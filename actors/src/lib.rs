@@ -17,6 +17,7 @@
 //! | [`scheduler`] | the scheduler: registry, control, timer shards |
 //! | [`worker`]   | the worker: shard consumers, executors, retries, dead letters; the handler API |
 //! | [`dlq`]      | dead-letter queues: list without consuming, replay, purge, watch, depth |
+//! | [`dlq_watcher`] | the `DlqWatcher` actor: dead-letter depth gauge, growth warnings, webhook alerts |
 //! | [`client`]   | a control-protocol client (what the CLI's `job` commands use) |
 //! | [`topology`] | declaring `sundial_core::topology::Declarations`, idempotently, with clear conflict errors |
 //! | [`error`]    | this crate's error type |
@@ -54,6 +55,7 @@
 pub mod broker;
 pub mod client;
 pub mod dlq;
+pub mod dlq_watcher;
 pub mod error;
 pub mod metrics;
 pub mod publish;

@@ -72,6 +72,10 @@ pub struct RawWorker {
     /// whose timeout is longer gets a warning, since the broker would
     /// redeliver its run.
     pub consumer_timeout: String,
+    /// How often the DlqWatcher reads dead-letter queue depths.
+    pub dlq_check_interval: String,
+    /// URL that receives a JSON alert when a dead-letter queue grows.
+    pub dlq_webhook: Option<String>,
     pub shell: RawShell,
 }
 
@@ -132,6 +136,8 @@ impl Default for RawWorker {
             concurrency: 16,
             shutdown_deadline: "30s".into(),
             consumer_timeout: "30m".into(),
+            dlq_check_interval: "15s".into(),
+            dlq_webhook: None,
             shell: RawShell::default(),
         }
     }
@@ -212,6 +218,8 @@ pub struct WorkerSettings {
     pub concurrency: u16,
     pub shutdown_deadline: Duration,
     pub consumer_timeout: Duration,
+    pub dlq_check_interval: Duration,
+    pub dlq_webhook: Option<String>,
     pub shell_allow: Vec<String>,
 }
 
@@ -368,6 +376,23 @@ impl TryFrom<RawSettings> for Settings {
             .parse::<HumanDuration>()
             .map_err(|e| err("worker.consumer_timeout", e))?
             .get();
+        let dlq_check_interval = w
+            .dlq_check_interval
+            .parse::<HumanDuration>()
+            .map_err(|e| err("worker.dlq_check_interval", e))?
+            .get();
+        if dlq_check_interval < Duration::from_secs(1) {
+            return Err(err("worker.dlq_check_interval", "must be at least 1s"));
+        }
+        let dlq_webhook = w.dlq_webhook.filter(|u| !u.trim().is_empty());
+        if let Some(u) = &dlq_webhook {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(err(
+                    "worker.dlq_webhook",
+                    format!("must be an http:// or https:// URL, got \"{u}\""),
+                ));
+            }
+        }
         if let Some(bad) = w.shell.allow.iter().find(|p| !p.starts_with('/')) {
             return Err(err(
                 "worker.shell.allow",
@@ -415,6 +440,8 @@ impl TryFrom<RawSettings> for Settings {
                 concurrency,
                 shutdown_deadline,
                 consumer_timeout,
+                dlq_check_interval,
+                dlq_webhook,
                 shell_allow: w.shell.allow,
             },
             control: ControlSettings { hmac_key },

@@ -62,6 +62,13 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
 
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
+        let _watcher = {
+            use actix::Actor;
+            let pools = vec![settings.worker.pool.clone()];
+            sundial_actors::dlq_watcher::DlqWatcher::new(super::worker::watch_config(&settings, pools))
+                .map_err(|e| CommandError::Failed(e.to_string()))?
+                .start()
+        };
         let printer = tokio::spawn(print_events(settings.clone(), shutdown.clone()));
         // On this thread: the scheduler starts actix arbiters, which need
         // the System that `block_on` runs.

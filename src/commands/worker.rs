@@ -1,7 +1,11 @@
 //! `sundial worker`: consumes a pool's fires until SIGTERM or Ctrl-C, then
 //! drains within `worker.shutdown_deadline` and exits 0.
 
-use sundial_actors::worker::{Worker, WorkerConfig};
+use actix::Actor;
+use sundial_actors::{
+    dlq_watcher::{DlqWatchConfig, DlqWatcher},
+    worker::{Worker, WorkerConfig},
+};
 use sundial_core::settings::Settings;
 use tokio_util::sync::CancellationToken;
 
@@ -29,14 +33,34 @@ pub fn run(mut settings: Settings, args: &WorkerArgs) -> Result<(), CommandError
         .clone()
         .unwrap_or_else(super::scheduler::default_node_name);
     let cfg = WorkerConfig::from_settings(&settings, id);
+    let watch = watch_config(&settings, vec![settings.worker.pool.clone()]);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| CommandError::Failed(format!("cannot start the tokio runtime: {e}")))?;
-    rt.block_on(async move {
+    // An actix System hosts the DlqWatcher actor; the worker itself is tasks.
+    let system = actix::System::with_tokio_rt(move || rt);
+    system.block_on(async move {
+        let _watcher = DlqWatcher::new(watch)
+            .map_err(|e| CommandError::Failed(e.to_string()))?
+            .start();
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        Worker::builder(cfg).build().run(shutdown).await
+        Worker::builder(cfg)
+            .build()
+            .run(shutdown)
+            .await
+            .map_err(|e| CommandError::Failed(e.to_string()))
     })
-    .map_err(|e| CommandError::Failed(e.to_string()))
+}
+
+/// The DlqWatcher's settings for `pools`.
+pub(crate) fn watch_config(settings: &Settings, pools: Vec<String>) -> DlqWatchConfig {
+    DlqWatchConfig {
+        broker_url: settings.broker.url.clone(),
+        topology: settings.topology.clone(),
+        pools,
+        interval: settings.worker.dlq_check_interval,
+        webhook: settings.worker.dlq_webhook.clone(),
+    }
 }

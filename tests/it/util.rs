@@ -305,3 +305,68 @@ impl FireTap {
         }
     }
 }
+
+/// A tiny HTTP server on 127.0.0.1 for webhook and `http` executor tests:
+/// answers each request with the next status of `statuses` (then 200) and
+/// hands every request's head and body to the test.
+pub(crate) struct HttpSink {
+    pub(crate) url: String,
+    requests: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+}
+
+impl HttpSink {
+    pub(crate) async fn start(statuses: Vec<u16>) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a local port");
+        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let (tx, requests) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut statuses = statuses.into_iter();
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Read the head, then Content-Length bytes of body.
+                let (head, body) = loop {
+                    let Ok(n) = sock.read(&mut chunk).await else {
+                        break (String::new(), String::new());
+                    };
+                    if n == 0 {
+                        break (String::new(), String::new());
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break (head.to_string(), body.to_string());
+                    }
+                };
+                let status = statuses.next().unwrap_or(200);
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+                let _ = tx.send((head, body));
+            }
+        });
+        Self { url, requests }
+    }
+
+    /// The next request: (head, body).
+    pub(crate) async fn next(&mut self) -> (String, String) {
+        bounded("an HTTP request", self.requests.recv())
+            .await
+            .expect("sink running")
+    }
+}

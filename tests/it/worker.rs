@@ -35,7 +35,8 @@ use sundial_core::{
 use tokio_util::sync::CancellationToken;
 
 use crate::util::{
-    bounded, stderr, stdout, sundial, test_topology, topology_apply, Daemon, Vhost, TEST_SHARDS,
+    bounded, stderr, stdout, sundial, test_topology, topology_apply, Daemon, HttpSink, Vhost,
+    TEST_SHARDS,
 };
 
 pub(crate) async fn connect(v: &Vhost) -> Connection {
@@ -640,4 +641,141 @@ async fn sigterm_lets_the_running_attempt_finish() {
     w.stop();
     let evs = tap.until(&f.fire_id, RunKind::Succeeded).await;
     assert_eq!(evs.last().map(|e| e.worker.as_str()), Some("graceful"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_job_retries_a_5xx_and_succeeds_on_2xx() {
+    let Setup {
+        v,
+        conn: _conn,
+        mut tap,
+        ch,
+    } = setup("w-http").await;
+    let mut sink = HttpSink::start(vec![503]).await;
+    let w = InProcess::start(&v, &[], |w| w);
+    let f = fire(
+        "hook",
+        Executor::Http(sundial_core::job::HttpExecutor {
+            method: "post".into(),
+            url: format!("{}/hook", sink.url),
+            headers: BTreeMap::from([("x-token".into(), "t1".into())]),
+            body: Some("{\"n\":1}".into()),
+            expect: vec![],
+        }),
+        3,
+        &[1],
+    );
+    publish(&ch, std::slice::from_ref(&f)).await;
+    let evs = tap.until(&f.fire_id, RunKind::Succeeded).await;
+    let retry = kinds(&evs, RunKind::Retrying);
+    assert_eq!(retry.len(), 1, "{evs:?}");
+    assert!(
+        retry[0]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("503")),
+        "{retry:?}"
+    );
+    for _ in 0..2 {
+        let (head, body) = sink.next().await;
+        assert!(head.starts_with("POST /hook HTTP/1.1"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("x-token: t1"), "{head}");
+        assert_eq!(body, "{\"n\":1}");
+    }
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_watcher_alerts_the_webhook_when_dead_letters_grow() {
+    let Setup {
+        v, conn: _conn, ch, ..
+    } = setup("w-alert").await;
+    let mut sink = HttpSink::start(vec![]).await;
+    let _w = Daemon::worker(
+        &v,
+        "watched",
+        &[
+            (
+                "SUNDIAL__WORKER__DLQ_WEBHOOK",
+                &format!("{}/alert", sink.url),
+            ),
+            ("SUNDIAL__WORKER__DLQ_CHECK_INTERVAL", "1s"),
+        ],
+    );
+    wait_for_consumers(&v, 1).await;
+    let f = fire(
+        "doomed",
+        Executor::Handler {
+            name: "nobody".into(),
+        },
+        1,
+        &[],
+    );
+    publish(&ch, std::slice::from_ref(&f)).await;
+    let (head, body) = sink.next().await;
+    assert!(head.starts_with("POST /alert"), "{head}");
+    let alert: serde_json::Value = serde_json::from_str(&body).expect("JSON alert");
+    assert_eq!(alert["alert"], "dead-letters-growing");
+    assert_eq!(alert["pool"], "default");
+    assert_eq!(alert["queue"], "sundial.dead.default");
+    assert_eq!(alert["depth"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_job_hands_the_payload_to_your_queue() {
+    let Setup {
+        v,
+        conn,
+        mut tap,
+        ch,
+    } = setup("w-publish").await;
+    let w = InProcess::start(&v, &[], |w| w);
+    let target = conn.create_channel().await.expect("channel");
+    target
+        .queue_declare(
+            "it.target".into(),
+            lapin::options::QueueDeclareOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("target queue");
+    let to = |exchange: &str| {
+        Executor::Publish(sundial_core::job::PublishExecutor {
+            exchange: exchange.into(),
+            routing_key: "it.target".into(),
+        })
+    };
+    // Through the default exchange to the queue named by the routing key.
+    let good = fire("forward", to(""), 1, &[]);
+    // A missing exchange fails the attempt (retried), not the worker.
+    let bad = fire("misrouted", to("no.such.exchange"), 2, &[1]);
+    publish(&ch, &[good.clone(), bad.clone()]).await;
+    tap.until(&good.fire_id, RunKind::Succeeded).await;
+    let got = target
+        .basic_get(
+            "it.target".into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .expect("basic.get")
+        .expect("the payload arrived");
+    let body: serde_json::Value = serde_json::from_slice(&got.delivery.data).expect("JSON");
+    assert_eq!(body, good.payload);
+    assert_eq!(
+        got.delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.to_string()),
+        Some(good.fire_id.clone())
+    );
+    let evs = tap.until(&bad.fire_id, RunKind::Dead).await;
+    assert_eq!(kinds(&evs, RunKind::Retrying).len(), 1, "{evs:?}");
+    assert!(
+        evs.last()
+            .and_then(|e| e.reason.as_deref())
+            .is_some_and(|r| r.contains("no.such.exchange")),
+        "{evs:?}"
+    );
+    w.stop().await;
 }

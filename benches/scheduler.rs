@@ -19,7 +19,6 @@
 
 use std::{
     collections::BTreeMap,
-    process::Command,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -39,6 +38,10 @@ use sundial_core::{
     JobSpec,
 };
 use tokio_util::sync::CancellationToken;
+
+#[path = "common.rs"]
+mod common;
+use common::{ms, pct, raw_publish, Vhost};
 
 /// Collects histogram samples by name; counters and gauges are ignored.
 #[derive(Default)]
@@ -80,19 +83,6 @@ impl Samples {
     }
 }
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i.min(v.len() - 1)]
-}
-
-fn ms(s: f64) -> String {
-    format!("{:.2} ms", s * 1000.0)
-}
-
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -109,63 +99,11 @@ fn rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-struct Vhost(String);
-
-impl Vhost {
-    fn new(tag: &str) -> Self {
-        let name = format!("sundial-bench-{tag}-{}", std::process::id());
-        let ok = Command::new("rabbitmqctl")
-            .args(["add_vhost", &name])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-            && Command::new("rabbitmqctl")
-                .args(["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-        assert!(ok, "cannot create vhost {name} with rabbitmqctl");
-        Self(name)
-    }
-    fn url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.0)
-    }
-}
-
-impl Drop for Vhost {
-    fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl")
-            .args(["delete_vhost", &self.0])
-            .output();
-    }
-}
-
 fn settings(v: &Vhost, shards: u32) -> Settings {
     let mut raw = RawSettings::default();
     raw.broker.url = v.url();
     raw.topology.shards = shards;
     Settings::try_from(raw).expect("bench settings are valid")
-}
-
-/// One raw publish, `mandatory`, to the default exchange.
-async fn raw_publish(
-    ch: &lapin::Channel,
-    queue: &str,
-    body: &[u8],
-    props: &BasicProperties,
-) -> lapin::PublisherConfirm {
-    ch.basic_publish(
-        "".into(),
-        queue.into(),
-        BasicPublishOptions {
-            mandatory: true,
-            ..Default::default()
-        },
-        body,
-        props.clone(),
-    )
-    .await
-    .expect("publish")
 }
 
 /// Raw lapin: (ceiling msgs/s with `window` confirms in flight, confirm

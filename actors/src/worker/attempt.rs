@@ -191,7 +191,6 @@ async fn attempt(shared: &Shared, d: &Delivery, fire: &FireEvent) -> Result<bool
             HumanDuration(timeout)
         )));
     }
-    started.await.map_err(publish_failed)?;
     let duration_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
     metrics::histogram!(m::RUN_DURATION_SECONDS, "pool" => shared.pool.clone())
         .record(took.as_secs_f64());
@@ -201,7 +200,10 @@ async fn attempt(shared: &Shared, d: &Delivery, fire: &FireEvent) -> Result<bool
             let mut ev = event(shared, fire, RunKind::Succeeded, None);
             ev.duration_ms = Some(duration_ms);
             ev.output = executed.output;
-            emit(shared, &ev).await?.await.map_err(publish_failed)?;
+            // Both events' confirms pipelined, awaited before the ack.
+            let done = emit(shared, &ev).await?;
+            let (a, b) = tokio::join!(started, done);
+            a.and(b).map_err(publish_failed)?;
             metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "succeeded").increment(1);
             debug!(duration_ms, "attempt succeeded");
             ack(d).await?;
@@ -256,7 +258,8 @@ async fn attempt(shared: &Shared, d: &Delivery, fire: &FireEvent) -> Result<bool
         metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "dead")
             .increment(1);
     }
-    failed_confirm.await.map_err(publish_failed)?;
+    let (a, b) = tokio::join!(started, failed_confirm);
+    a.and(b).map_err(publish_failed)?;
     ack(d).await?;
     Ok(true)
 }

@@ -1,0 +1,73 @@
+//! Helpers shared by the load benchmarks (included with `#[path]`): a
+//! private vhost, percentiles, the raw lapin publish.
+
+#![allow(dead_code)]
+
+use std::process::Command;
+
+use lapin::{options::BasicPublishOptions, BasicProperties};
+
+pub(crate) fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+pub(crate) fn ms(s: f64) -> String {
+    format!("{:.2} ms", s * 1000.0)
+}
+
+pub(crate) struct Vhost(pub(crate) String);
+
+impl Vhost {
+    pub(crate) fn new(tag: &str) -> Self {
+        let name = format!("sundial-bench-{tag}-{}", std::process::id());
+        let ok = Command::new("rabbitmqctl")
+            .args(["add_vhost", &name])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+            && Command::new("rabbitmqctl")
+                .args(["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+        assert!(ok, "cannot create vhost {name} with rabbitmqctl");
+        Self(name)
+    }
+    pub(crate) fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.0)
+    }
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl")
+            .args(["delete_vhost", &self.0])
+            .output();
+    }
+}
+
+/// One raw publish, `mandatory`, to the default exchange.
+pub(crate) async fn raw_publish(
+    ch: &lapin::Channel,
+    queue: &str,
+    body: &[u8],
+    props: &BasicProperties,
+) -> lapin::PublisherConfirm {
+    ch.basic_publish(
+        "".into(),
+        queue.into(),
+        BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        },
+        body,
+        props.clone(),
+    )
+    .await
+    .expect("publish")
+}

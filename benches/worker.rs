@@ -1,0 +1,430 @@
+//! End-to-end worker benchmark against the local RabbitMQ: fires published
+//! to `sundial.fire` → `sundial worker` processes (no-op executor) → ack,
+//! with 1, 2 and 4 worker processes, beside raw lapin publish + consume with
+//! acks to the same kind of queues in the same run (the machine is shared
+//! and noisy, so only same-run ratios mean something).
+//!
+//! ```text
+//! cargo bench --bench worker            # 20k fires per throughput run, 5 s paced latency runs
+//! cargo bench --bench worker -- --quick # 8k fires, 3 s
+//! ```
+//!
+//! For each setup: throughput (N fires published pipelined with confirms;
+//! time from the first publish to the last `succeeded` event / last ack) and
+//! latency at a paced 500 fires/s (Sundial: fire's `scheduled_at` → the
+//! worker's `started` event; raw: publish → delivery). Sundial's worker also
+//! publishes two run events per fire (`started`, `succeeded`) with confirms:
+//! that is part of what it costs, and is measured.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+use futures_util::StreamExt;
+use lapin::{options::*, types::FieldTable, BasicProperties};
+use sundial_actors::broker::{connect, meta_of, subscribe};
+use sundial_core::{
+    codec::{decode, encode},
+    job::{Executor, Overlap, RetryPolicy},
+    protocol::{
+        fire::FireEvent,
+        run::{RunEvent, RunKind},
+    },
+    topology::{shard_of, Topology},
+    HumanDuration,
+};
+
+#[path = "common.rs"]
+mod common;
+use common::{ms, pct, Vhost};
+
+const SHARDS: u32 = 64;
+/// Worker concurrency, and the raw consumers' prefetch: the same number.
+const CONCURRENCY: u16 = 128;
+/// Confirms in flight while publishing pipelined (both sides).
+const WINDOW: usize = 1_000;
+const PACED_RATE: u32 = 500;
+
+fn topology() -> Topology {
+    Topology {
+        prefix: "sundial".into(),
+        shards: SHARDS,
+        pools: vec!["default".into()],
+        retry_tiers: vec![HumanDuration::from_secs(10)],
+        delivery_limit: 10,
+        registry_max_age: Duration::from_secs(7 * 86_400),
+    }
+}
+
+fn fire(i: usize, run: &str) -> FireEvent {
+    let job = format!("{run}-{}", i % 5_000);
+    let now = Utc::now();
+    FireEvent {
+        fire_id: format!("{job}@{i}"),
+        shard: shard_of(&job, SHARDS),
+        job_id: job,
+        pool: "default".into(),
+        epoch: 1,
+        scheduled_at: now,
+        fired_at: now,
+        attempt: 1,
+        manual: false,
+        executor: Executor::Noop,
+        payload: serde_json::Value::Null,
+        timeout: HumanDuration::from_secs(30),
+        retry: RetryPolicy::default(),
+        overlap: Overlap::Allow,
+        first_failure: None,
+        signature: None,
+    }
+}
+
+/// What a consumer side saw: when the last message was handled, and the
+/// latency samples (seconds).
+#[derive(Default)]
+struct Seen {
+    done: usize,
+    last: Option<Instant>,
+    latency: Vec<f64>,
+}
+
+/// Publishes `n` fires pipelined (or paced at `rate`/s when given) and
+/// returns when the side has seen all of them: (elapsed s, latencies).
+async fn drive(
+    ch: &lapin::Channel,
+    n: usize,
+    rate: Option<u32>,
+    seen: &Arc<Mutex<Seen>>,
+    mut send: impl FnMut(usize) -> (String, String, Vec<u8>, BasicProperties),
+) -> (f64, Vec<f64>) {
+    if let Ok(mut s) = seen.lock() {
+        *s = Seen::default();
+    }
+    let start = Instant::now();
+    let mut pending = VecDeque::new();
+    let mut tick = rate.map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(r))));
+    for i in 0..n {
+        if let Some(t) = tick.as_mut() {
+            t.tick().await;
+        }
+        let (exchange, key, body, props) = send(i);
+        let c = ch
+            .basic_publish(
+                exchange.as_str().into(),
+                key.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &body,
+                props,
+            )
+            .await
+            .expect("publish");
+        pending.push_back(c);
+        if pending.len() >= WINDOW {
+            let c = pending.pop_front().expect("non-empty");
+            assert!(c.await.expect("confirm").is_ack(), "publish acked");
+        }
+    }
+    for c in pending {
+        assert!(c.await.expect("confirm").is_ack(), "publish acked");
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (done, last) = seen.lock().map(|s| (s.done, s.last)).unwrap_or((0, None));
+        if done >= n {
+            let elapsed = last.map_or(0.0, |l| (l - start).as_secs_f64());
+            let lat = seen
+                .lock()
+                .map(|mut s| std::mem::take(&mut s.latency))
+                .unwrap_or_default();
+            return (elapsed, lat);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of {n} handled within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Raw lapin: 64 quorum queues, one connection consuming all of them with
+/// prefetch CONCURRENCY each, every delivery acked in its own task.
+async fn raw(v: &Vhost, n: usize, paced: usize) -> ((f64, Vec<f64>), (f64, Vec<f64>)) {
+    let conn = connect(&v.url(), "bench-raw").await.expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("quorum".into()),
+    );
+    let consumer_conn = connect(&v.url(), "bench-raw-consumer")
+        .await
+        .expect("connect");
+    let cch = consumer_conn.create_channel().await.expect("channel");
+    cch.basic_qos(CONCURRENCY, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut consumers = Vec::new();
+    for q in 0..SHARDS {
+        let name = format!("raw.{q}");
+        ch.queue_declare(
+            name.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args.clone(),
+        )
+        .await
+        .expect("queue");
+        consumers.push(
+            cch.basic_consume(
+                name.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume"),
+        );
+    }
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let base = Instant::now();
+    {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let mut all = futures_util::stream::select_all(consumers);
+            while let Some(Ok(d)) = all.next().await {
+                let sent_ns = d
+                    .data
+                    .get(..16)
+                    .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                    .map_or(0, u128::from_le_bytes);
+                let now = Instant::now();
+                if let Ok(mut s) = seen.lock() {
+                    s.done += 1;
+                    s.last = Some(now);
+                    let lat = (now - base).as_nanos().saturating_sub(sent_ns);
+                    s.latency.push(lat as f64 / 1e9);
+                }
+                tokio::spawn(async move {
+                    let _ = d.acker.ack(BasicAckOptions::default()).await;
+                });
+            }
+        });
+    }
+    let props = BasicProperties::default().with_delivery_mode(2);
+    let body_for = move || {
+        let mut body = vec![7u8; 256];
+        body[..16].copy_from_slice(&(Instant::now() - base).as_nanos().to_le_bytes());
+        body
+    };
+    let thr = drive(&ch, n, None, &seen, |i| {
+        (
+            String::new(),
+            format!("raw.{}", i as u32 % SHARDS),
+            body_for(),
+            props.clone(),
+        )
+    })
+    .await;
+    let lat = drive(&ch, paced, Some(PACED_RATE), &seen, |i| {
+        (
+            String::new(),
+            format!("raw.{}", i as u32 % SHARDS),
+            body_for(),
+            props.clone(),
+        )
+    })
+    .await;
+    let _ = conn.close(200, "".into()).await;
+    let _ = consumer_conn.close(200, "".into()).await;
+    (thr, lat)
+}
+
+/// Starts `k` worker processes and waits until each consumes every queue.
+fn workers(v: &Vhost, k: usize) -> Vec<Child> {
+    let children: Vec<Child> = (0..k)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_sundial"))
+                .args(["worker", "--id", &format!("bw{i}"), "--broker", &v.url()])
+                .args(["--concurrency", &CONCURRENCY.to_string()])
+                .env("SUNDIAL__TOPOLOGY__RETRY_TIERS", "10s")
+                .env("SUNDIAL__HTTP__ENABLED", "false")
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("sundial worker starts")
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Command::new("rabbitmqctl")
+            .args([
+                "list_queues",
+                "-p",
+                &v.0,
+                "--no-table-headers",
+                "-q",
+                "name",
+                "consumers",
+            ])
+            .output()
+            .expect("rabbitmqctl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let ready = text
+            .lines()
+            .filter(|l| l.starts_with("sundial.work.default."))
+            .filter(|l| l.split_whitespace().nth(1) == Some(&k.to_string()))
+            .count();
+        if ready == SHARDS as usize {
+            return children;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workers not consuming within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+type Scheduled = Arc<Mutex<HashMap<String, chrono::DateTime<Utc>>>>;
+
+/// Follows run events with `keys` into `seen` (`succeeded` counts;
+/// `started` gives the fire-to-start latency). The bench's own event
+/// decoding shares the CPU with the workers and the broker.
+async fn listen(
+    conn: &lapin::Connection,
+    keys: &[&str],
+    seen: Arc<Mutex<Seen>>,
+    scheduled: Scheduled,
+) -> (lapin::Channel, tokio::task::JoinHandle<()>) {
+    let (ch, mut events) = subscribe(conn, &topology().events_exchange(), keys)
+        .await
+        .expect("subscribe");
+    let task = tokio::spawn(async move {
+        while let Some(Ok(d)) = events.next().await {
+            let Ok(ev) = decode::<RunEvent>(&meta_of(&d.properties), &d.data) else {
+                continue;
+            };
+            match ev.kind {
+                RunKind::Started => {
+                    let at = scheduled
+                        .lock()
+                        .ok()
+                        .and_then(|mut m| m.remove(&ev.fire_id));
+                    if let (Some(at), Ok(mut s)) = (at, seen.lock()) {
+                        s.latency
+                            .push((ev.at - at).num_microseconds().unwrap_or(0) as f64 / 1e6);
+                    }
+                }
+                RunKind::Succeeded => {
+                    if let Ok(mut s) = seen.lock() {
+                        s.done += 1;
+                        s.last = Some(Instant::now());
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    (ch, task)
+}
+
+/// Sundial: k worker processes; fires published straight to `sundial.fire`.
+async fn sundial(
+    v: &Vhost,
+    k: usize,
+    n: usize,
+    paced: usize,
+) -> ((f64, Vec<f64>), (f64, Vec<f64>)) {
+    let topo = topology();
+    let conn = connect(&v.url(), "bench-fires").await.expect("connect");
+    sundial_actors::topology::apply(&conn, &topo.declarations())
+        .await
+        .expect("topology");
+    let mut procs = workers(v, k);
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let scheduled: Scheduled = Arc::default();
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let exchange = topo.fire_exchange();
+    let send = |i: usize, run: &str| {
+        let f = fire(i, run);
+        if let Ok(mut m) = scheduled.lock() {
+            m.insert(f.fire_id.clone(), f.scheduled_at);
+        }
+        let enc = encode(&f).expect("encode");
+        (
+            exchange.clone(),
+            Topology::work_routing_key(&f.pool, f.shard),
+            enc.body,
+            sundial_actors::broker::properties(&enc.meta),
+        )
+    };
+    let (sub, task) = listen(&conn, &["#.succeeded"], seen.clone(), scheduled.clone()).await;
+    let thr = drive(&ch, n, None, &seen, |i| send(i, "t")).await;
+    let _ = sub.close(200, "".into()).await;
+    task.abort();
+    let both = ["#.started", "#.succeeded"];
+    let (_sub, _task) = listen(&conn, &both, seen.clone(), scheduled.clone()).await;
+    let lat = drive(&ch, paced, Some(PACED_RATE), &seen, |i| send(i, "p")).await;
+    for p in &mut procs {
+        let _ = Command::new("kill")
+            .args(["-TERM", &p.id().to_string()])
+            .status();
+    }
+    for mut p in procs {
+        let _ = p.wait();
+    }
+    let _ = conn.close(200, "".into()).await;
+    (thr, lat)
+}
+
+fn report(name: &str, n: usize, (elapsed, _): &(f64, Vec<f64>), lat: &mut [f64]) -> f64 {
+    let rate = n as f64 / elapsed.max(1e-9);
+    println!(
+        "{name:<22} {rate:>8.0} jobs/s   latency at {PACED_RATE}/s: p50 {} p99 {}",
+        ms(pct(lat, 0.5)),
+        ms(pct(lat, 0.99))
+    );
+    rate
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let n = if quick { 8_000 } else { 20_000 };
+    let paced = PACED_RATE as usize * if quick { 3 } else { 5 };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async move {
+        println!(
+            "sundial end-to-end benchmark: {n} fires, {SHARDS} shards, quorum queues, concurrency/prefetch {CONCURRENCY}, no-op jobs"
+        );
+        let v = Vhost::new("e2e-raw");
+        let (thr, mut lat) = raw(&v, n, paced).await;
+        drop(v);
+        let raw_rate = report("raw lapin pub+consume", n, &thr, &mut lat.1);
+        for k in [1, 2, 4] {
+            let v = Vhost::new(&format!("e2e-w{k}"));
+            let (thr, mut lat) = sundial(&v, k, n, paced).await;
+            drop(v);
+            let rate = report(&format!("sundial, {k} worker(s)"), n, &thr, &mut lat.1);
+            println!("{:<22} ratio to raw {:.2} (target ≥ 0.70)", "", rate / raw_rate);
+        }
+    });
+}

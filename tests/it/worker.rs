@@ -779,3 +779,104 @@ async fn publish_job_hands_the_payload_to_your_queue() {
     );
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_show_purge_and_watch() {
+    let Setup {
+        v,
+        conn,
+        mut tap,
+        ch,
+    } = setup("w-dlqcli").await;
+    let w = InProcess::start(&v, &[], |w| {
+        w.handler("refuse", |_ctx, _payload| async {
+            Err(JobError::Abort("refused on purpose".into()))
+        })
+    });
+    let refuse = || Executor::Handler {
+        name: "refuse".into(),
+    };
+    let (p1, p2) = (fire("p1", refuse(), 1, &[]), fire("p2", refuse(), 1, &[]));
+    publish(&ch, &[p1.clone(), p2.clone()]).await;
+    tap.until(&p1.fire_id, RunKind::Dead).await;
+    tap.until(&p2.fire_id, RunKind::Dead).await;
+    let cli = |args: &[&str]| {
+        sundial()
+            .arg("dlq")
+            .args(args)
+            .args(["--broker", &v.url()])
+            .output()
+            .expect("sundial dlq runs")
+    };
+
+    let out = cli(&["show", &p1.fire_id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("error:    refused on purpose"), "{text}");
+    assert!(text.contains("x-sundial-attempts: 1"), "{text}");
+    assert!(
+        text.contains("\"job_id\": \"p1\""),
+        "the fire event: {text}"
+    );
+    let out = cli(&["show", "nope@2026-01-01T00:00:00Z"]);
+    assert_eq!(out.status.code(), Some(1), "unknown fire id fails");
+
+    let out = cli(&["purge", "--job", "p1"]);
+    assert_eq!(out.status.code(), Some(2), "purge needs --yes");
+    let out = cli(&["purge", "--job", "p1", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("1 purged"), "{}", stdout(&out));
+    let topo = test_topology();
+    let left: Vec<Option<String>> = Dlq::new(&conn, &topo, "default")
+        .list()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|d| d.job_id)
+        .collect();
+    assert_eq!(left, vec![Some("p2".to_string())], "only p1 purged");
+
+    // `dlq watch` prints new dead letters as they arrive.
+    let mut watch = sundial()
+        .args(["dlq", "watch", "--json", "--broker", &v.url()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("dlq watch starts");
+    let out = watch.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The watch queue must exist before the dead letter: send new fires
+    // (new ids: a repeated one is dropped as a duplicate) until one is seen.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut tries = 0;
+    let line = loop {
+        tries += 1;
+        let mut p3 = fire("p3", refuse(), 1, &[]);
+        p3.fire_id = format!("p3@try-{tries}");
+        publish(&ch, std::slice::from_ref(&p3)).await;
+        if let Ok(line) = rx.recv_timeout(Duration::from_secs(3)) {
+            break line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dlq watch printed nothing"
+        );
+    };
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let seen: serde_json::Value = serde_json::from_str(&line).expect("JSON line");
+    assert!(
+        seen["fire_id"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("p3@try-")),
+        "{seen}"
+    );
+    assert_eq!(seen["job_id"], "p3");
+    assert_eq!(seen["error"], "refused on purpose");
+    w.stop().await;
+}

@@ -236,6 +236,7 @@ async fn with_scheduler<T>(s: &Settings, work: impl std::future::Future<Output =
         topology: s.topology.clone(),
         node: "bench".into(),
         registry: s.registry,
+        health: sundial_actors::http::Health::new(),
     };
     // Declare first, as deployments do, so registration cannot race it.
     let conn = connect(&s.broker.url, "bench-topology")

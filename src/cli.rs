@@ -26,6 +26,9 @@ pub struct GlobalFlags {
     /// Name prefix of every exchange and queue (topology.prefix).
     #[arg(long, global = true, value_name = "PREFIX")]
     pub prefix: Option<String>,
+    /// Address of /metrics, /healthz and /readyz, e.g. 127.0.0.1:9798 (http.listen).
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub http: Option<String>,
     /// Log format: text or json (log.format).
     #[arg(long, global = true, value_name = "FORMAT")]
     pub log_format: Option<String>,

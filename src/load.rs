@@ -55,7 +55,8 @@ pub fn load_raw(flags: &GlobalFlags) -> Result<RawSettings, LoadError> {
     b = b
         .set_override_option("broker.url", flags.broker.clone())?
         .set_override_option("topology.prefix", flags.prefix.clone())?
-        .set_override_option("log.format", flags.log_format.clone())?;
+        .set_override_option("log.format", flags.log_format.clone())?
+        .set_override_option("http.listen", flags.http.clone())?;
     Ok(b.build()?.try_deserialize::<RawSettings>()?)
 }
 

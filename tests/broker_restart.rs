@@ -7,7 +7,8 @@
 //! from the first fire seen to the last one is present: the scheduler was
 //! running throughout, so the outage is not a misfire (duplicates around the
 //! outage are allowed: at least once), and the registry survived (the job
-//! still exists and fires).
+//! still exists and fires). Its `/readyz` answers 503 while the broker is
+//! away and 200 again after.
 
 #[path = "it/util.rs"]
 #[allow(dead_code)]
@@ -16,7 +17,9 @@ mod util;
 use std::{collections::BTreeSet, process::Command, time::Duration};
 
 use chrono::{DateTime, Utc};
-use util::{bounded, stderr, sundial, FireTap, SchedulerProcess, Vhost, TEST_SHARDS};
+use util::{
+    bounded, free_addr, stderr, sundial, wait_status, FireTap, SchedulerProcess, Vhost, TEST_SHARDS,
+};
 
 /// Starts the app again however the test ends.
 struct AppGuard;
@@ -61,7 +64,15 @@ async fn collect(
 #[tokio::test(flavor = "multi_thread")]
 async fn firing_resumes_after_broker_app_restart_without_losing_occurrences() {
     let v = Vhost::new("restart");
-    let _s = SchedulerProcess::start(&v, "r1");
+    let http = free_addr();
+    let _s = SchedulerProcess::start_with_env(
+        &v,
+        "r1",
+        &[
+            ("SUNDIAL__HTTP__ENABLED", "true"),
+            ("SUNDIAL__HTTP__LISTEN", &http),
+        ],
+    );
     let dir = std::env::temp_dir().join(format!("{}-jobs", v.name));
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join("pulse.json");
@@ -88,13 +99,20 @@ async fn firing_resumes_after_broker_app_restart_without_losing_occurrences() {
 
     let mut seen = BTreeSet::new();
     collect(&v, "pulse", &mut seen, |s| s.len() >= 3).await;
+    wait_status(&http, "/readyz", 200, Duration::from_secs(10));
 
     {
         let _guard = AppGuard;
         rabbitmqctl(&["stop_app"]);
+        let outage = std::time::Instant::now();
+        // /readyz flips while the broker is away; /healthz does not.
+        let why = wait_status(&http, "/readyz", 503, Duration::from_secs(10));
+        assert!(why.contains("scheduler"), "{why}");
+        wait_status(&http, "/healthz", 200, Duration::from_secs(1));
         // The outage itself (not a synchronisation): 3 s of occurrences fall due.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_secs(3).saturating_sub(outage.elapsed())).await;
     } // start_app + await_startup
+    wait_status(&http, "/readyz", 200, Duration::from_secs(60));
     let back = Utc::now();
     collect(&v, "pulse", &mut seen, |s| {
         s.last()

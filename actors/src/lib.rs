@@ -12,6 +12,7 @@
 //! | module       | responsibility |
 //! |--------------|----------------|
 //! | [`broker`]   | connecting with lapin; `codec::Meta` ⇄ AMQP properties and headers |
+//! | [`http`]     | `/metrics`, `/healthz`, `/readyz` (hyper + the Prometheus recorder) |
 //! | [`metrics`]  | metric names (recorded through the `metrics` facade) |
 //! | [`publish`]  | mandatory, persistent publishes with an awaited confirm each |
 //! | [`scheduler`] | the scheduler: registry, control, timer shards |
@@ -57,6 +58,7 @@ pub mod client;
 pub mod dlq;
 pub mod dlq_watcher;
 pub mod error;
+pub mod http;
 pub mod metrics;
 pub mod publish;
 pub mod scheduler;

@@ -31,3 +31,7 @@ pub const DEAD_LETTERS: &str = "sundial_dead_letters";
 /// Scheduled fires skipped because the job's previous run was still
 /// running (`overlap = "forbid"`).
 pub const OVERLAP_SKIPS_TOTAL: &str = "sundial_overlap_skips_total";
+/// Timer shards this scheduler owns (all of them on one node until leases).
+pub const SHARDS_OWNED: &str = "sundial_shards_owned";
+/// Restarts after a failure, by actor (`scheduler`, `worker`).
+pub const RESTARTS_TOTAL: &str = "sundial_restarts_total";

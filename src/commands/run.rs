@@ -35,8 +35,11 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
         topology: settings.topology.clone(),
         node: node.clone(),
         registry: settings.registry,
+        health: sundial_actors::http::Health::new(),
     };
-    let worker_cfg = WorkerConfig::from_settings(&settings, node);
+    let mut worker_cfg = WorkerConfig::from_settings(&settings, node);
+    // One endpoint for both halves: ready when both are.
+    worker_cfg.health = scheduler_cfg.health.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -61,6 +64,7 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
         declared.map_err(|e| CommandError::Failed(e.to_string()))?;
 
         let shutdown = CancellationToken::new();
+        super::ops::start_http(&settings, scheduler_cfg.health.clone(), shutdown.clone()).await?;
         tokio::spawn(cancel_on_signal(shutdown.clone()));
         let _watcher = {
             use actix::Actor;

@@ -26,19 +26,22 @@ pub fn run(settings: &Settings, node: Option<String>) -> Result<(), CommandError
         topology: settings.topology.clone(),
         node: node.unwrap_or_else(default_node_name),
         registry: settings.registry,
+        health: sundial_actors::http::Health::new(),
     };
+    let settings = settings.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| CommandError::Failed(format!("cannot start the tokio runtime: {e}")))?;
     let system = actix::System::with_tokio_rt(move || rt);
-    system
-        .block_on(async move {
-            let shutdown = CancellationToken::new();
-            tokio::spawn(cancel_on_signal(shutdown.clone()));
-            scheduler::run(cfg, shutdown).await
-        })
-        .map_err(|e| CommandError::Failed(e.to_string()))
+    system.block_on(async move {
+        let shutdown = CancellationToken::new();
+        super::ops::start_http(&settings, cfg.health.clone(), shutdown.clone()).await?;
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        scheduler::run(cfg, shutdown)
+            .await
+            .map_err(|e| CommandError::Failed(e.to_string()))
+    })
 }
 
 /// Cancels `token` on SIGTERM or SIGINT.

@@ -45,6 +45,7 @@ pub fn run(mut settings: Settings, args: &WorkerArgs) -> Result<(), CommandError
             .map_err(|e| CommandError::Failed(e.to_string()))?
             .start();
         let shutdown = CancellationToken::new();
+        super::ops::start_http(&settings, cfg.health.clone(), shutdown.clone()).await?;
         tokio::spawn(cancel_on_signal(shutdown.clone()));
         Worker::builder(cfg)
             .build()

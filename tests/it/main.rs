@@ -5,6 +5,7 @@
 //! | module     | behaviour |
 //! |------------|-----------|
 //! | `cli`      | `schedule next` output and exit codes, `config show` layering and masking |
+//! | `ops`      | `/metrics` with real values, `/healthz`, `/readyz`; a taken address fails at start |
 //! | `overlap`  | `forbid` skips fires while a run runs; `replace` cancels the running attempt |
 //! | `run`      | `sundial run`: jobs file applied, one line per outcome; a clear message without a broker |
 //! | `scheduler` | a scheduler process: fires, control protocol, bad input, misfires, job CLI |
@@ -14,6 +15,7 @@
 //! | `util`     | vhosts, the binary under test, bounded waits |
 
 mod cli;
+mod ops;
 mod overlap;
 mod run;
 mod scheduler;

@@ -119,10 +119,12 @@ pub(crate) fn topology_apply(v: &Vhost) {
 }
 
 /// Settings every test process gets: few shards (quick start), retry tiers
-/// of 1 s and 2 s (quick retries), and programs the shell executor may run.
+/// of 1 s and 2 s (quick retries), no HTTP endpoint.
 pub(crate) const TEST_ENV: &[(&str, &str)] = &[
     ("SUNDIAL__TOPOLOGY__SHARDS", "4"),
     ("SUNDIAL__TOPOLOGY__RETRY_TIERS", "1s,2s"),
+    // Many processes share the host: no endpoint unless a test asks.
+    ("SUNDIAL__HTTP__ENABLED", "false"),
 ];
 
 /// The topology the test processes use, for in-process actors.
@@ -368,5 +370,46 @@ impl HttpSink {
         bounded("an HTTP request", self.requests.recv())
             .await
             .expect("sink running")
+    }
+}
+
+/// A TCP port free right now on 127.0.0.1 (for a process's `http.listen`).
+pub(crate) fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").to_string()
+}
+
+/// `GET path` on `addr` → (status, body); `None` while nothing listens.
+pub(crate) fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// Polls `GET path` until its status is `want` (bounded by `within`).
+pub(crate) fn wait_status(addr: &str, path: &str, want: u16, within: Duration) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let got = http_get(addr, path);
+        if let Some((status, body)) = &got {
+            if *status == want {
+                return body.clone();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "GET {addr}{path} did not answer {want} within {within:?}; last: {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

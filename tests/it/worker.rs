@@ -217,6 +217,7 @@ impl InProcess {
             shell_allow: shell_allow.iter().map(|s| s.to_string()).collect(),
             id: "in-process".into(),
             consumer_timeout: Duration::from_secs(1800),
+            health: sundial_actors::http::Health::new(),
         };
         let worker = build(Worker::builder(cfg)).build();
         let stop = CancellationToken::new();

@@ -38,7 +38,12 @@ pub struct SchedulerConfig {
     pub node: String,
     /// Snapshot threshold and retention of the registry stream.
     pub registry: sundial_core::settings::RegistrySettings,
+    /// Where the scheduler reports readiness (`/readyz`).
+    pub health: Arc<crate::http::Health>,
 }
+
+/// This component's name in `/readyz`.
+const HEALTH_PART: &str = "scheduler";
 
 /// First and longest delay between reconnect attempts.
 const RECONNECT_MIN: Duration = Duration::from_millis(500);
@@ -52,10 +57,19 @@ const RECONNECT_MAX: Duration = Duration::from_secs(15);
 pub async fn run(cfg: SchedulerConfig, shutdown: CancellationToken) -> Result<(), Error> {
     let alive_since = Utc::now();
     let mut delay = RECONNECT_MIN;
+    cfg.health
+        .set(HEALTH_PART, Some("connecting to the broker".into()));
     loop {
         match run_once(&cfg, &shutdown, alive_since).await {
             Ok(()) => return Ok(()),
             Err(e) => {
+                cfg.health.set(
+                    HEALTH_PART,
+                    Some(format!("broker link lost ({e}); reconnecting")),
+                );
+                metrics::gauge!(crate::metrics::SHARDS_OWNED).set(0.0);
+                metrics::counter!(crate::metrics::RESTARTS_TOTAL, "actor" => "scheduler")
+                    .increment(1);
                 error!(error = %e, retry_in_ms = delay.as_millis() as u64, "scheduler lost the broker; restarting");
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
@@ -129,6 +143,8 @@ async fn run_once(
     )
     .start();
     info!(node = %cfg.node, shards = topo.shards, jobs, "scheduler running");
+    metrics::gauge!(crate::metrics::SHARDS_OWNED).set(f64::from(topo.shards));
+    cfg.health.set(HEALTH_PART, None);
 
     // The control consumer stops on shutdown or on connection loss.
     let stop_control = CancellationToken::new();

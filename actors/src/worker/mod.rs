@@ -60,6 +60,8 @@ pub struct WorkerConfig {
     /// The broker's `consumer_timeout`; a job whose timeout is longer gets a
     /// warning, because the broker would redeliver its run.
     pub consumer_timeout: Duration,
+    /// Where the worker reports readiness (`/readyz`).
+    pub health: Arc<crate::http::Health>,
 }
 
 impl WorkerConfig {
@@ -73,9 +75,13 @@ impl WorkerConfig {
             shell_allow: s.worker.shell_allow.clone(),
             id,
             consumer_timeout: s.worker.consumer_timeout,
+            health: crate::http::Health::new(),
         }
     }
 }
+
+/// This component's name in `/readyz`.
+const HEALTH_PART: &str = "worker";
 
 /// First and longest delay between reconnect attempts.
 const RECONNECT_MIN: Duration = Duration::from_millis(500);
@@ -135,10 +141,19 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let recent = Arc::new(Mutex::new(RecentFires::new(DEDUP_WINDOW, DEDUP_CAPACITY)));
         let mut delay = RECONNECT_MIN;
+        self.cfg
+            .health
+            .set(HEALTH_PART, Some("connecting to the broker".into()));
         loop {
             match self.run_once(&shutdown, recent.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
+                    self.cfg.health.set(
+                        HEALTH_PART,
+                        Some(format!("broker link lost ({e}); reconnecting")),
+                    );
+                    metrics::counter!(crate::metrics::RESTARTS_TOTAL, "actor" => "worker")
+                        .increment(1);
                     error!(error = %e, pool = %self.cfg.pool, retry_in_ms = delay.as_millis() as u64, "worker lost the broker; restarting");
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
@@ -222,6 +237,7 @@ impl Worker {
         let permits = Arc::new(Semaphore::new(usize::from(cfg.concurrency)));
         let tasks = TaskTracker::new();
         info!(worker = %cfg.id, pool = %cfg.pool, shards = topo.shards, concurrency = cfg.concurrency, "worker consuming");
+        cfg.health.set(HEALTH_PART, None);
 
         let result: Result<(), Error> = loop {
             let permit = tokio::select! {

@@ -1,0 +1,164 @@
+//! The operations endpoint every process serves (`http.listen`, default
+//! `127.0.0.1:9797`): `/metrics` (Prometheus text format), `/healthz` (the
+//! process answers) and `/readyz` (connected to the broker and doing its
+//! job: shards owned, or consumers attached). hyper's HTTP/1 server, one
+//! task per connection; the metrics recorder is
+//! `metrics-exporter-prometheus` without its own listener.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use http_body_util::Full;
+use hyper::{body::Bytes, server::conn::http1, service::service_fn, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::error::Error;
+
+/// Histogram buckets for every `*_seconds` metric: 1 ms to 1 h, so both
+/// fire lateness (milliseconds) and job durations (minutes) read well.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 900.0, 3600.0,
+];
+
+/// Installs the process-wide Prometheus recorder (once; later calls return
+/// the same handle).
+pub fn install_recorder() -> Result<PrometheusHandle, Error> {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .map_err(|e| Error::Http(e.to_string()))?
+        .install_recorder()
+        .map_err(|e| Error::Http(format!("metrics recorder: {e}")))?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// Readiness, set by the components of the process. Ready when every
+/// registered component says so.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Component → `None` when ready, else why not.
+    parts: Mutex<Vec<(String, Option<String>)>>,
+}
+
+impl Health {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Marks `part` ready (`None`) or not (`Some(reason)`).
+    pub fn set(&self, part: &str, not_ready: Option<String>) {
+        if let Ok(mut parts) = self.parts.lock() {
+            match parts.iter_mut().find(|(p, _)| p == part) {
+                Some(slot) => slot.1 = not_ready,
+                None => parts.push((part.to_string(), not_ready)),
+            }
+        }
+    }
+
+    /// `Ok` when ready, else the reasons.
+    pub fn ready(&self) -> Result<(), String> {
+        let parts = self
+            .parts
+            .lock()
+            .map_err(|_| "health state poisoned".to_string())?;
+        if parts.is_empty() {
+            return Err("starting".into());
+        }
+        let why: Vec<String> = parts
+            .iter()
+            .filter_map(|(p, r)| r.as_ref().map(|r| format!("{p}: {r}")))
+            .collect();
+        if why.is_empty() {
+            Ok(())
+        } else {
+            Err(why.join("; "))
+        }
+    }
+}
+
+/// Binds `listen` (failing at once if it is taken, naming the address) and
+/// serves until `shutdown`.
+pub async fn serve(
+    listen: SocketAddr,
+    metrics: PrometheusHandle,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, Error> {
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        Error::Http(format!(
+            "cannot listen on {listen} ({e}); another process may use it: pick another address with --http or http.listen"
+        ))
+    })?;
+    info!(%listen, "serving /metrics /healthz /readyz");
+    Ok(tokio::spawn(async move {
+        loop {
+            let (sock, _) = tokio::select! {
+                () = shutdown.cancelled() => return,
+                a = listener.accept() => match a {
+                    Ok(a) => a,
+                    Err(e) => { warn!(error = %e, "http accept failed"); continue; }
+                },
+            };
+            let (metrics, health) = (metrics.clone(), health.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let (metrics, health) = (metrics.clone(), health.clone());
+                    async move { Ok::<_, Infallible>(route(&req, &metrics, &health)) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(sock), service)
+                    .await;
+            });
+        }
+    }))
+}
+
+fn route<B>(
+    req: &Request<B>,
+    metrics: &PrometheusHandle,
+    health: &Health,
+) -> Response<Full<Bytes>> {
+    let text = |status: StatusCode, body: String, ct: &'static str| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        if let Ok(v) = ct.parse() {
+            r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+        }
+        r
+    };
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    if req.method() != hyper::Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into(), PLAIN);
+    }
+    match req.uri().path() {
+        "/metrics" => text(
+            StatusCode::OK,
+            metrics.render(),
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
+        "/healthz" => text(StatusCode::OK, "ok\n".into(), PLAIN),
+        "/readyz" => match health.ready() {
+            Ok(()) => text(StatusCode::OK, "ready\n".into(), PLAIN),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+                PLAIN,
+            ),
+        },
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /healthz or /readyz\n".into(),
+            PLAIN,
+        ),
+    }
+}

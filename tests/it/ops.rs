@@ -1,0 +1,117 @@
+//! The operations endpoint: `/metrics` with real values after a few fires
+//! and runs, `/healthz`, `/readyz` (its flip when the broker goes away is in
+//! tests/broker_restart.rs, which may stop the broker).
+
+use std::time::Duration;
+
+use sundial_core::protocol::run::RunKind;
+
+use crate::{
+    util::{free_addr, http_get, stderr, sundial, wait_status, Daemon, SchedulerProcess, Vhost},
+    worker::{connect, wait_for_consumers, EventTap},
+};
+
+/// The value of the first sample line starting with `prefix`.
+fn sample(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_and_readiness_of_scheduler_and_worker() {
+    let v = Vhost::new("ops");
+    let (s_addr, w_addr) = (free_addr(), free_addr());
+    let on = |addr: &str| {
+        [
+            ("SUNDIAL__HTTP__ENABLED", "true".to_string()),
+            ("SUNDIAL__HTTP__LISTEN", addr.to_string()),
+        ]
+    };
+    let s_env = on(&s_addr);
+    let s_env: Vec<(&str, &str)> = s_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _s = SchedulerProcess::start_with_env(&v, "ops1", &s_env);
+    let w_env = on(&w_addr);
+    let w_env: Vec<(&str, &str)> = w_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _w = Daemon::worker(&v, "ops-w1", &w_env);
+    wait_for_consumers(&v, 1).await;
+    let conn = connect(&v).await;
+    let mut tap = EventTap::new(&conn).await;
+
+    let file = std::env::temp_dir().join(format!("{}-jobs.toml", v.name));
+    std::fs::write(
+        &file,
+        "[[jobs]]\nid = \"beat\"\nschedule = \"* * * * * *\"\n[jobs.executor]\ntype = \"noop\"\n",
+    )
+    .expect("write jobs");
+    let out = sundial()
+        .args(["job", "apply", "-f"])
+        .arg(&file)
+        .args(["--broker", &v.url()])
+        .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
+        .output()
+        .expect("job apply");
+    let _ = std::fs::remove_file(&file);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut succeeded = 0;
+    while succeeded < 2 {
+        if tap.next().await.kind == RunKind::Succeeded {
+            succeeded += 1;
+        }
+    }
+
+    for addr in [&s_addr, &w_addr] {
+        wait_status(addr, "/readyz", 200, Duration::from_secs(10));
+        assert_eq!(http_get(addr, "/healthz").map(|r| r.0), Some(200));
+        assert_eq!(http_get(addr, "/nope").map(|r| r.0), Some(404));
+    }
+    let (_, m) = http_get(&s_addr, "/metrics").expect("scheduler /metrics");
+    assert!(
+        sample(&m, "sundial_fires_total{pool=\"default\"}").is_some_and(|n| n >= 2.0),
+        "{m}"
+    );
+    assert!(
+        m.contains("sundial_fire_lateness_seconds_bucket{le=\"0.005\"}"),
+        "{m}"
+    );
+    assert_eq!(sample(&m, "sundial_shards_owned"), Some(4.0), "{m}");
+    assert!(m.contains("sundial_registry_jobs"), "{m}");
+
+    let (_, m) = http_get(&w_addr, "/metrics").expect("worker /metrics");
+    assert!(
+        m.lines().any(|l| l.starts_with("sundial_runs_total{")
+            && l.contains("outcome=\"succeeded\"")
+            && sample(l, "sundial_runs_total").is_some_and(|n| n >= 2.0)),
+        "{m}"
+    );
+    assert!(m.contains("sundial_run_duration_seconds_bucket"), "{m}");
+    assert!(
+        m.contains("sundial_run_start_lateness_seconds_bucket"),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "sundial_dead_letters{pool=\"default\"}"),
+        Some(0.0),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_taken_address_fails_at_start_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let v = Vhost::new("ops-port");
+    let out = sundial()
+        .args(["worker", "--broker", &v.url(), "--http", &addr])
+        .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
+        .output()
+        .expect("worker runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!("cannot listen on {addr}")),
+        "{}",
+        stderr(&out)
+    );
+}

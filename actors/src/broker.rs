@@ -29,11 +29,19 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, Error> {
 pub fn on_connection_error(conn: &Connection) -> tokio_util::sync::CancellationToken {
     let lost = tokio_util::sync::CancellationToken::new();
     let token = lost.clone();
+    let status = conn.status().clone();
     let mut events = conn.events_listener();
     tokio::spawn(async move {
         use futures_util::StreamExt;
         while let Some(ev) = events.next().await {
             if let lapin::Event::Error(e) = ev {
+                // lapin reports channel-level errors here too (a 404 on one
+                // channel, a 403 for a user without a permission); only a
+                // connection that is no longer connected is lost.
+                if status.connected() {
+                    tracing::debug!(error = %e, "channel error; the connection is fine");
+                    continue;
+                }
                 tracing::warn!(error = %e, "broker connection error");
                 token.cancel();
                 break;

@@ -45,6 +45,13 @@ pub enum Error {
 }
 
 impl Error {
+    /// The broker refused for lack of permission (403 ACCESS_REFUSED): the
+    /// user's configure/write/read regexes do not cover the name.
+    pub fn is_access_refused(&self) -> bool {
+        matches!(self, Error::Broker { source, .. }
+            if matches!(source.kind(), lapin::ErrorKind::ProtocolError(e) if e.get_id() == 403))
+    }
+
     /// Maps a lapin error from `operation` (`"basic.qos"`, `"queue.declare x"`)
     /// to [`Error::Broker`]; for `map_err`.
     pub fn broker(operation: impl Into<String>) -> impl FnOnce(lapin::Error) -> Error {

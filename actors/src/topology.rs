@@ -113,3 +113,18 @@ pub async fn apply(conn: &Connection, d: &Declarations) -> Result<Applied, Error
     );
     Ok(applied)
 }
+
+/// As [`apply`], for processes that may run with least-privilege
+/// credentials (deploy/rabbitmq/definitions.json): without configure
+/// permission, the topology is taken as declared by `sundial topology apply`
+/// (run with admin credentials) and `Ok(false)` is returned.
+pub async fn apply_if_permitted(conn: &Connection, d: &Declarations) -> Result<bool, Error> {
+    match apply(conn, d).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_access_refused() => {
+            info!(error = %e, "no permission to declare the topology; using it as declared by `sundial topology apply`");
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}

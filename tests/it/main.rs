@@ -5,20 +5,24 @@
 //! | module     | behaviour |
 //! |------------|-----------|
 //! | `cli`      | `schedule next` output and exit codes, `config show` layering and masking |
+//! | `deploy`   | deployment files parse and carry the keys Sundial relies on |
 //! | `ops`      | `/metrics` with real values, `/healthz`, `/readyz`; a taken address fails at start |
 //! | `overlap`  | `forbid` skips fires while a run runs; `replace` cancels the running attempt |
 //! | `run`      | `sundial run`: jobs file applied, one line per outcome; a clear message without a broker |
 //! | `scheduler` | a scheduler process: fires, control protocol, bad input, misfires, job CLI |
+//! | `security` | least privilege: the worker's definitions.json permissions run jobs but cannot publish control commands |
 //! | `topology` | `topology apply` is idempotent; a conflicting queue is named with its argument |
 //! | `wire`     | message metadata and bodies survive a trip through RabbitMQ
 //! | `worker`   | workers: retries with backoff, dead letters and `dlq` commands, poison input, duplicates, timeouts, several processes, SIGKILL, SIGTERM |
 //! | `util`     | vhosts, the binary under test, bounded waits |
 
 mod cli;
+mod deploy;
 mod ops;
 mod overlap;
 mod run;
 mod scheduler;
+mod security;
 mod topology;
 mod util;
 mod wire;

@@ -80,7 +80,7 @@ fn fire(job: &str, executor: Executor, max_attempts: u32, backoff: &[u64]) -> Fi
     }
 }
 
-async fn publish(ch: &Channel, fires: &[FireEvent]) {
+pub(crate) async fn publish(ch: &Channel, fires: &[FireEvent]) {
     let mut by_key: BTreeMap<String, Vec<Encoded>> = BTreeMap::new();
     for f in fires {
         by_key
@@ -194,6 +194,11 @@ fn shell(argv: &[&str]) -> Executor {
 
 fn kinds(evs: &[RunEvent], kind: RunKind) -> Vec<&RunEvent> {
     evs.iter().filter(|e| e.kind == kind).collect()
+}
+
+/// A fire of a no-op job.
+pub(crate) fn noop_fire(job: &str) -> FireEvent {
+    fire(job, Executor::Noop, 1, &[])
 }
 
 /// An in-process worker with `handlers`, stopped on drop.

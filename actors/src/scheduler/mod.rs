@@ -90,7 +90,7 @@ async fn run_once(
     let conn =
         crate::broker::connect(&cfg.broker_url, &format!("sundial scheduler {}", cfg.node)).await?;
     let lost = crate::broker::on_connection_error(&conn);
-    crate::topology::apply(&conn, &topo.declarations()).await?;
+    crate::topology::apply_if_permitted(&conn, &topo.declarations()).await?;
     let replayed = startup::replay_registry(&conn, &topo, &cfg.node).await?;
 
     let now = Utc::now();

@@ -176,7 +176,7 @@ impl Worker {
             crate::broker::connect(&cfg.broker_url, &format!("sundial worker {}", cfg.id)).await?,
         );
         let lost = crate::broker::on_connection_error(&conn);
-        crate::topology::apply(&conn, &topo.declarations()).await?;
+        crate::topology::apply_if_permitted(&conn, &topo.declarations()).await?;
 
         let input = conn
             .create_channel()

@@ -237,6 +237,7 @@ async fn with_scheduler<T>(s: &Settings, work: impl std::future::Future<Output =
         node: "bench".into(),
         registry: s.registry,
         health: sundial_actors::http::Health::new(),
+        hmac_key: None,
     };
     // Declare first, as deployments do, so registration cannot race it.
     let conn = connect(&s.broker.url, "bench-topology")

@@ -157,7 +157,7 @@ pub fn meta_of(props: &BasicProperties) -> Meta {
     }
 }
 
-fn integer(v: &AMQPValue) -> Option<i64> {
+pub(crate) fn integer(v: &AMQPValue) -> Option<i64> {
     match v {
         AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
         AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),

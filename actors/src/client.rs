@@ -44,6 +44,18 @@ pub async fn call(
     cmd: &Command,
     timeout: Duration,
 ) -> Result<Reply, ClientError> {
+    call_signed(conn, topo, cmd, timeout, None).await
+}
+
+/// As [`call`], signing the command with `key` when given
+/// (`control.hmac_key`; see `sundial_core::sign`).
+pub async fn call_signed(
+    conn: &Connection,
+    topo: &Topology,
+    cmd: &Command,
+    timeout: Duration,
+    key: Option<&[u8]>,
+) -> Result<Reply, ClientError> {
     let ch = crate::broker::confirming_channel(conn).await?;
     let mut replies = ch
         .basic_consume(
@@ -59,9 +71,26 @@ pub async fn call(
         .map_err(Error::broker("basic.consume reply-to"))?;
     let enc = encode(cmd).map_err(|e| ClientError::BadReply(e.to_string()))?;
     let correlation = enc.meta.message_id.clone().unwrap_or_default();
-    let props = properties(&enc.meta)
+    let mut props = properties(&enc.meta)
         .with_reply_to(ShortString::from(DIRECT_REPLY_TO))
         .with_correlation_id(ShortString::from(correlation.as_str()));
+    if let Some(key) = key {
+        let at = chrono::Utc::now().timestamp();
+        let mut h = props.headers().clone().unwrap_or_default();
+        h.insert(
+            ShortString::from(sundial_core::sign::SIGNATURE_HEADER),
+            lapin::types::AMQPValue::LongString(
+                sundial_core::sign::sign_command(key, at, &enc.body)
+                    .as_str()
+                    .into(),
+            ),
+        );
+        h.insert(
+            ShortString::from(sundial_core::sign::SIGNED_AT_HEADER),
+            lapin::types::AMQPValue::LongLongInt(at),
+        );
+        props = props.with_headers(h);
+    }
     // Confirmed and mandatory: a missing control exchange or queue is
     // reported at once instead of as a timeout.
     let confirm = ch

@@ -18,6 +18,7 @@
 //! | [`attempt`]  | after an attempt: retry tier or dead letter; recent fire ids; output tail |
 //! | [`codec`]    | the one place bytes become messages and back (JSON and pinned bincode), with size limits |
 //! | [`topology`] | exchange/queue names, routing keys and queue arguments under a prefix |
+//! | [`sign`]     | HMAC-SHA256 signatures of control commands and fire events |
 //! | [`settings`] | raw settings (serde) and their validated form |
 //! | [`error`]    | the crate's error types |
 
@@ -33,6 +34,7 @@ pub mod protocol;
 pub mod registry;
 pub mod schedule;
 pub mod settings;
+pub mod sign;
 pub mod topology;
 
 pub use duration::HumanDuration;

@@ -35,9 +35,15 @@ struct Client<'a> {
 
 impl Client<'_> {
     async fn call(&self, cmd: &Command) -> Result<Reply, CommandError> {
-        sundial_actors::client::call(&self.conn, &self.settings.topology, cmd, self.timeout)
-            .await
-            .map_err(failed)
+        sundial_actors::client::call_signed(
+            &self.conn,
+            &self.settings.topology,
+            cmd,
+            self.timeout,
+            self.settings.control.hmac_key.as_deref(),
+        )
+        .await
+        .map_err(failed)
     }
 
     /// Calls and turns an error reply into a failure naming the field.

@@ -36,6 +36,11 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
         node: node.clone(),
         registry: settings.registry,
         health: sundial_actors::http::Health::new(),
+        hmac_key: settings
+            .control
+            .hmac_key
+            .as_deref()
+            .map(std::sync::Arc::from),
     };
     let mut worker_cfg = WorkerConfig::from_settings(&settings, node);
     // One endpoint for both halves: ready when both are.

@@ -27,6 +27,11 @@ pub fn run(settings: &Settings, node: Option<String>) -> Result<(), CommandError
         node: node.unwrap_or_else(default_node_name),
         registry: settings.registry,
         health: sundial_actors::http::Health::new(),
+        hmac_key: settings
+            .control
+            .hmac_key
+            .as_deref()
+            .map(std::sync::Arc::from),
     };
     let settings = settings.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()

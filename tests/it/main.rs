@@ -11,6 +11,7 @@
 //! | `run`      | `sundial run`: jobs file applied, one line per outcome; a clear message without a broker |
 //! | `scheduler` | a scheduler process: fires, control protocol, bad input, misfires, job CLI |
 //! | `security` | least privilege: the worker's definitions.json permissions run jobs but cannot publish control commands |
+//! | `signing`  | with `control.hmac_key`: unsigned/bad/old/replayed commands refused; the CLI signs; fires signed, forged shell fires refused |
 //! | `topology` | `topology apply` is idempotent; a conflicting queue is named with its argument |
 //! | `wire`     | message metadata and bodies survive a trip through RabbitMQ
 //! | `worker`   | workers: retries with backoff, dead letters and `dlq` commands, poison input, duplicates, timeouts, several processes, SIGKILL, SIGTERM |
@@ -23,6 +24,7 @@ mod overlap;
 mod run;
 mod scheduler;
 mod security;
+mod signing;
 mod topology;
 mod util;
 mod wire;

@@ -27,7 +27,7 @@ async fn connect(v: &Vhost) -> Connection {
 
 /// A raw control client, as any AMQP client would be: an exclusive reply
 /// queue, JSON bodies, the version header.
-struct RawClient {
+pub(crate) struct RawClient {
     ch: Channel,
     reply_queue: String,
     replies: Consumer,
@@ -35,7 +35,7 @@ struct RawClient {
 }
 
 impl RawClient {
-    async fn new(conn: &Connection) -> Self {
+    pub(crate) async fn new(conn: &Connection) -> Self {
         let ch = conn.create_channel().await.expect("channel");
         let q = ch
             .queue_declare(
@@ -71,7 +71,7 @@ impl RawClient {
 
     /// Publishes `body` with `props` (plus reply_to and correlation_id) and
     /// returns the reply.
-    async fn call(&mut self, body: &[u8], props: BasicProperties) -> Reply {
+    pub(crate) async fn call(&mut self, body: &[u8], props: BasicProperties) -> Reply {
         self.n += 1;
         let corr = format!("c{}", self.n);
         let props = props
@@ -106,7 +106,7 @@ impl RawClient {
     }
 }
 
-fn v1() -> BasicProperties {
+pub(crate) fn v1() -> BasicProperties {
     let mut h = FieldTable::default();
     h.insert("x-sundial-version".into(), AMQPValue::LongInt(1));
     BasicProperties::default()

@@ -223,6 +223,7 @@ impl InProcess {
             id: "in-process".into(),
             consumer_timeout: Duration::from_secs(1800),
             health: sundial_actors::http::Health::new(),
+            hmac_key: None,
         };
         let worker = build(Worker::builder(cfg)).build();
         let stop = CancellationToken::new();

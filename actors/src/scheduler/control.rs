@@ -17,6 +17,7 @@ use sundial_core::{
         control::{Command, Reply, ReplyError},
         headers,
     },
+    sign::{self, SignError},
     topology::{Topology, CONTROL_DEAD_KEY},
 };
 use tokio_util::sync::CancellationToken;
@@ -34,8 +35,10 @@ pub(crate) async fn run(
     topo: &Topology,
     node: &str,
     registry: Addr<Registry>,
+    key: Option<std::sync::Arc<[u8]>>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    let mut seen = Signatures::default();
     let ch = crate::broker::confirming_channel(conn).await?;
     ch.basic_qos(CONTROL_PREFETCH, BasicQosOptions::default())
         .await
@@ -63,7 +66,11 @@ pub(crate) async fn run(
             return Err(Error::ConnectionLost("control consumer ended".into()));
         };
         let delivery = delivery.map_err(Error::broker("control delivery"))?;
-        handle(&ch, topo, &registry, &delivery).await?;
+        let checked = match &key {
+            Some(k) => seen.check(k, &delivery),
+            None => Ok(()),
+        };
+        handle(&ch, topo, &registry, &delivery, checked).await?;
         delivery
             .acker
             .ack(BasicAckOptions::default())
@@ -77,14 +84,22 @@ async fn handle(
     topo: &Topology,
     registry: &Addr<Registry>,
     d: &Delivery,
+    signature: Result<(), SignError>,
 ) -> Result<(), Error> {
     let meta = meta_of(&d.properties);
-    let reply = match decode::<Command>(&meta, &d.data) {
-        Ok(cmd) => registry
+    let reply = match signature.map(|()| decode::<Command>(&meta, &d.data)) {
+        Err(e) => Reply::error(
+            None,
+            ReplyError {
+                field: "signature".into(),
+                message: e.to_string(),
+            },
+        ),
+        Ok(Ok(cmd)) => registry
             .send(Execute(cmd))
             .await
             .map_err(|e| Error::ConnectionLost(format!("registry actor gone: {e}")))?,
-        Err(e) => Reply::error(
+        Ok(Err(e)) => Reply::error(
             None,
             ReplyError {
                 field: e.field(),
@@ -170,5 +185,36 @@ async fn send_reply(
         .await
     {
         warn!(reply_to, error = %e, "reply not sent");
+    }
+}
+
+/// Signatures accepted within the last [`sign::MAX_AGE`]: the same signed
+/// command delivered again is a replay.
+#[derive(Default)]
+struct Signatures {
+    /// signature → signed_at.
+    seen: std::collections::HashMap<String, i64>,
+}
+
+impl Signatures {
+    fn check(&mut self, key: &[u8], d: &Delivery) -> Result<(), SignError> {
+        let headers = d.properties.headers().as_ref();
+        let get = |name: &str| headers.and_then(|h| h.inner().get(name));
+        let signature = get(sign::SIGNATURE_HEADER).and_then(|v| match v {
+            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            AMQPValue::ShortString(s) => Some(s.to_string()),
+            _ => None,
+        });
+        let signed_at = get(sign::SIGNED_AT_HEADER).and_then(crate::broker::integer);
+        let now = chrono::Utc::now().timestamp();
+        sign::verify_command(key, signature.as_deref(), signed_at, &d.data, now)?;
+        let max_age = i64::try_from(sign::MAX_AGE.as_secs()).unwrap_or(i64::MAX);
+        self.seen.retain(|_, at| now - *at <= max_age);
+        let signature = signature.unwrap_or_default();
+        if self.seen.contains_key(&signature) {
+            return Err(SignError::Replayed);
+        }
+        self.seen.insert(signature, signed_at.unwrap_or(now));
+        Ok(())
     }
 }

@@ -40,6 +40,9 @@ pub struct SchedulerConfig {
     pub registry: sundial_core::settings::RegistrySettings,
     /// Where the scheduler reports readiness (`/readyz`).
     pub health: Arc<crate::http::Health>,
+    /// `control.hmac_key`: commands must be signed with it, fire events are
+    /// signed with it.
+    pub hmac_key: Option<Arc<[u8]>>,
 }
 
 /// This component's name in `/readyz`.
@@ -104,6 +107,12 @@ async fn run_once(
     // Shards are spread over a few threads (actix arbiters) so that one
     // second's burst of fires is encoded and published on every core.
     let runs = Arc::new(runs::RunningJobs::default());
+    let common = timer::ShardCommon {
+        node: cfg.node.clone(),
+        topo: topo.clone(),
+        runs: runs.clone(),
+        key: cfg.hmac_key.clone(),
+    };
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 4);
@@ -114,15 +123,7 @@ async fn run_once(
         let floor = startup::misfire_floor(wm.as_ref(), now);
         let epoch = wm.as_ref().map_or(1, |w| w.epoch + 1);
         let ch = crate::broker::confirming_channel(&conn).await?;
-        let actor = TimerShard::new(
-            shard,
-            cfg.node.clone(),
-            epoch,
-            topo.clone(),
-            ch,
-            floor,
-            runs.clone(),
-        );
+        let actor = TimerShard::new(shard, epoch, ch, floor, &common);
         let arbiter = &arbiters[shard as usize % threads];
         let addr = TimerShard::start_in_arbiter(&arbiter.handle(), move |_| actor);
         addr.do_send(timer::Load {
@@ -154,6 +155,7 @@ async fn run_once(
             &topo,
             &cfg.node,
             registry.clone(),
+            cfg.hmac_key.clone(),
             stop_control.clone(),
         );
         let tracker = runs::track(&conn, &topo, runs, stop_control.clone());

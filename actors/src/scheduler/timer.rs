@@ -65,18 +65,33 @@ pub(crate) struct TimerShard {
     wake: Option<SpawnHandle>,
     /// Runs in progress (from the RunTracker), for overlap policies.
     runs: Arc<RunningJobs>,
+    /// Signs every fire event when set (`control.hmac_key`).
+    key: Option<Arc<[u8]>>,
+}
+
+/// What every timer shard of a node shares.
+#[derive(Clone)]
+pub(crate) struct ShardCommon {
+    pub(crate) node: String,
+    pub(crate) topo: Arc<Topology>,
+    pub(crate) runs: Arc<RunningJobs>,
+    pub(crate) key: Option<Arc<[u8]>>,
 }
 
 impl TimerShard {
     pub(crate) fn new(
         shard: u32,
-        node: String,
         epoch: u64,
-        topo: Arc<Topology>,
         channel: Channel,
         floor: DateTime<Utc>,
-        runs: Arc<RunningJobs>,
+        common: &ShardCommon,
     ) -> Self {
+        let ShardCommon {
+            node,
+            topo,
+            runs,
+            key,
+        } = common.clone();
         Self {
             shard,
             node,
@@ -93,6 +108,7 @@ impl TimerShard {
             paused_at: HashMap::new(),
             wake: None,
             runs,
+            key,
         }
     }
 
@@ -200,7 +216,7 @@ impl TimerShard {
                 });
             }
         }
-        let ev = FireEvent {
+        let mut ev = FireEvent {
             fire_id: fire_id.to_string(),
             job_id: job.spec.id.clone(),
             pool: job.spec.pool.clone(),
@@ -218,6 +234,9 @@ impl TimerShard {
             first_failure: None,
             signature: None,
         };
+        if let Some(k) = &self.key {
+            ev.signature = Some(sundial_core::sign::sign_fire(k, &ev));
+        }
         let key = if manual { now } else { scheduled };
         *self.in_flight.entry(key).or_default() += 1;
         match encode(&ev) {

@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     pub(crate) abandon: CancellationToken,
     /// Running attempts by fire id, for cancel requests (overlap `replace`).
     pub(crate) running: Mutex<HashMap<String, Replaceable>>,
+    /// When set, shell jobs need a fire event signed with it.
+    pub(crate) hmac_key: Option<Arc<[u8]>>,
 }
 
 /// A running attempt that a cancel request can stop.
@@ -144,6 +146,12 @@ async fn attempt(shared: &Shared, d: &Delivery, fire: &FireEvent) -> Result<bool
 
     let cancel = shared.abandon.child_token();
     let replaced = Arc::new(OnceLock::new());
+    let refused = match (&shared.hmac_key, &fire.executor) {
+        (Some(key), sundial_core::job::Executor::Shell(_)) => {
+            sundial_core::sign::verify_fire(key, fire).err()
+        }
+        _ => None,
+    };
     if let Ok(mut running) = shared.running.lock() {
         running.insert(
             fire.fire_id.clone(),
@@ -154,7 +162,16 @@ async fn attempt(shared: &Shared, d: &Delivery, fire: &FireEvent) -> Result<bool
         );
     }
     let clock = Instant::now();
-    let exec = shared.executors.run(fire, &cancel);
+    let exec = async {
+        match &refused {
+            // Not run: whoever published it does not hold the key.
+            Some(e) => super::executor::Executed {
+                result: Err(Failure::abort(format!("signature-invalid: {e}"))),
+                output: None,
+            },
+            None => shared.executors.run(fire, &cancel).await,
+        }
+    };
     tokio::pin!(exec);
     let (mut executed, timed_out) = tokio::select! {
         r = &mut exec => (r, false),

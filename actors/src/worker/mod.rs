@@ -62,6 +62,9 @@ pub struct WorkerConfig {
     pub consumer_timeout: Duration,
     /// Where the worker reports readiness (`/readyz`).
     pub health: Arc<crate::http::Health>,
+    /// `control.hmac_key`: when set, a `shell` job runs only from a fire
+    /// event signed with it.
+    pub hmac_key: Option<Arc<[u8]>>,
 }
 
 impl WorkerConfig {
@@ -76,6 +79,7 @@ impl WorkerConfig {
             id,
             consumer_timeout: s.worker.consumer_timeout,
             health: crate::http::Health::new(),
+            hmac_key: s.control.hmac_key.as_deref().map(Arc::from),
         }
     }
 }
@@ -205,6 +209,7 @@ impl Worker {
             consumer_timeout: cfg.consumer_timeout,
             abandon: abandon.clone(),
             running: Mutex::new(HashMap::new()),
+            hmac_key: cfg.hmac_key.clone(),
         });
         let cancels =
             cancel::listen(&conn, &topo, &cfg.id, shared.clone(), abandon.clone()).await?;

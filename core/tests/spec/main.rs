@@ -11,6 +11,7 @@
 //! | `properties` | proptest: `next_after` strictly increasing and after its argument |
 //! | `jobs`       | job files (TOML/JSON), validation messages, fire ids |
 //! | `codec`      | round trips of every message, and each kind of bad input |
+//! | `sign`       | HMAC signatures: commands (age, replay window), fire events (retries keep them) |
 //! | `settings`   | settings validation and masking |
 
 mod attempt;
@@ -23,4 +24,5 @@ mod posix;
 mod properties;
 mod schedules;
 mod settings;
+mod sign;
 mod util;

@@ -1,0 +1,123 @@
+//! HMAC-SHA256 signatures (`control.hmac_key`): control commands are signed
+//! by clients and verified by the scheduler; fire events are signed by the
+//! scheduler and verified by workers before running a `shell` job.
+//!
+//! Command signature: `hex(HMAC(key, "{signed_at}\n" ++ body))`, sent in the
+//! headers [`SIGNATURE_HEADER`] and [`SIGNED_AT_HEADER`] (Unix seconds). A
+//! command signed more than [`MAX_AGE`] ago (or more than [`MAX_SKEW`] in the
+//! future) is refused, so a captured command cannot be replayed later; the
+//! scheduler also refuses a signature it has already seen within the window.
+//!
+//! Fire signature: `hex(HMAC(key, JSON [fire_id, job_id, executor,
+//! payload]))` in `FireEvent::signature`: it covers what the job will do, not
+//! the attempt number, so retries keep it.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::protocol::fire::FireEvent;
+
+/// Hex HMAC-SHA256 of a control command.
+pub const SIGNATURE_HEADER: &str = "x-sundial-signature";
+/// When it was signed, Unix seconds (integer or decimal string).
+pub const SIGNED_AT_HEADER: &str = "x-sundial-signed-at";
+/// Oldest signed command accepted.
+pub const MAX_AGE: Duration = Duration::from_secs(300);
+/// Clock skew tolerated for commands "from the future".
+pub const MAX_SKEW: Duration = Duration::from_secs(60);
+
+/// Why a signature was refused; the message is the reply's error text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignError {
+    #[error("missing {0} header: commands must be signed (control.hmac_key is set)")]
+    Missing(&'static str),
+    #[error("{SIGNATURE_HEADER} does not match: wrong key or altered body")]
+    Mismatch,
+    #[error("signed {age_secs} s ago; commands older than {max_secs} s are refused (replay)")]
+    TooOld { age_secs: i64, max_secs: u64 },
+    #[error("signed {ahead_secs} s in the future; check the client's clock")]
+    FromTheFuture { ahead_secs: i64 },
+    #[error("this signature was already used (replay)")]
+    Replayed,
+}
+
+fn mac(key: &[u8]) -> Hmac<Sha256> {
+    // HMAC takes keys of any length; this cannot fail.
+    <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The signature of a command body signed at `signed_at` (Unix seconds).
+pub fn sign_command(key: &[u8], signed_at: i64, body: &[u8]) -> String {
+    let mut m = mac(key);
+    m.update(format!("{signed_at}\n").as_bytes());
+    m.update(body);
+    hex(&m.finalize().into_bytes())
+}
+
+/// Checks a command's signature and age at `now` (Unix seconds). Constant
+/// time comparison.
+pub fn verify_command(
+    key: &[u8],
+    signature: Option<&str>,
+    signed_at: Option<i64>,
+    body: &[u8],
+    now: i64,
+) -> Result<(), SignError> {
+    let signature = signature.ok_or(SignError::Missing(SIGNATURE_HEADER))?;
+    let signed_at = signed_at.ok_or(SignError::Missing(SIGNED_AT_HEADER))?;
+    let given = unhex(signature.trim()).ok_or(SignError::Mismatch)?;
+    let mut m = mac(key);
+    m.update(format!("{signed_at}\n").as_bytes());
+    m.update(body);
+    m.verify_slice(&given).map_err(|_| SignError::Mismatch)?;
+    let age = now - signed_at;
+    if age > MAX_AGE.as_secs() as i64 {
+        return Err(SignError::TooOld {
+            age_secs: age,
+            max_secs: MAX_AGE.as_secs(),
+        });
+    }
+    if -age > MAX_SKEW.as_secs() as i64 {
+        return Err(SignError::FromTheFuture { ahead_secs: -age });
+    }
+    Ok(())
+}
+
+fn fire_content(f: &FireEvent) -> Vec<u8> {
+    serde_json::to_vec(&(&f.fire_id, &f.job_id, &f.executor, &f.payload)).unwrap_or_default()
+}
+
+/// The signature of a fire event (what it will run).
+pub fn sign_fire(key: &[u8], f: &FireEvent) -> String {
+    let mut m = mac(key);
+    m.update(&fire_content(f));
+    hex(&m.finalize().into_bytes())
+}
+
+/// Checks a fire event's signature.
+pub fn verify_fire(key: &[u8], f: &FireEvent) -> Result<(), SignError> {
+    let given = f
+        .signature
+        .as_deref()
+        .ok_or(SignError::Missing("signature"))
+        .and_then(|s| unhex(s).ok_or(SignError::Mismatch))?;
+    let mut m = mac(key);
+    m.update(&fire_content(f));
+    m.verify_slice(&given).map_err(|_| SignError::Mismatch)
+}

@@ -887,3 +887,49 @@ async fn dlq_show_purge_and_watch() {
     assert_eq!(seen["error"], "refused on purpose");
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_env_secrets_come_from_the_workers_environment() {
+    let Setup {
+        v,
+        conn: _conn,
+        mut tap,
+        ch,
+    } = setup("w-secret").await;
+    let _w = Daemon::worker(
+        &v,
+        "keeper",
+        &[
+            ("SUNDIAL__WORKER__SHELL__ALLOW", "/bin/sh"),
+            ("IT_DB_PASSWORD", "s3cret"),
+        ],
+    );
+    wait_for_consumers(&v, 1).await;
+    let job = |id: &str, var: &str| {
+        let mut f = fire(
+            id,
+            shell(&["/bin/sh", "-c", "test \"$PASSWORD\" = s3cret"]),
+            1,
+            &[],
+        );
+        if let Executor::Shell(s) = &mut f.executor {
+            s.env.insert("PASSWORD".into(), format!("${{{var}}}"));
+        }
+        f
+    };
+    let (ok, missing) = (
+        job("uses-secret", "IT_DB_PASSWORD"),
+        job("no-secret", "IT_NOT_SET"),
+    );
+    publish(&ch, &[ok.clone(), missing.clone()]).await;
+    tap.until(&ok.fire_id, RunKind::Succeeded).await;
+    let evs = tap.until(&missing.fire_id, RunKind::Dead).await;
+    let reason = evs
+        .last()
+        .and_then(|e| e.reason.clone())
+        .unwrap_or_default();
+    assert!(
+        reason.contains("${IT_NOT_SET} is not set in this worker's environment"),
+        "{reason}"
+    );
+}

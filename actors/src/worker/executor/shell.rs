@@ -32,9 +32,13 @@ pub(super) async fn run(
             "{NOT_ALLOWED}: {program} is not in this worker's worker.shell.allow"
         )));
     }
+    let env = match worker_env(&spec.env) {
+        Ok(env) => env,
+        Err(e) => return Executed::failed(Failure::abort(e)),
+    };
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(&spec.command[1..])
-        .envs(&spec.env)
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -121,4 +125,25 @@ async fn drain(mut r: impl AsyncRead + Unpin, tail: Arc<std::sync::Mutex<OutputT
 fn take(tail: &std::sync::Mutex<OutputTail>) -> Option<String> {
     let t = tail.lock().ok()?;
     (!t.is_empty()).then(|| t.text())
+}
+
+/// The job's environment with secrets resolved: a value written exactly
+/// `${NAME}` is replaced by the worker's own environment variable `NAME`, so
+/// secrets stay on worker hosts instead of travelling in job definitions
+/// and fire events. A missing variable fails the attempt (not retried).
+fn worker_env(
+    env: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, String> {
+    env.iter()
+        .map(|(k, v)| {
+            let Some(name) = v.strip_prefix("${").and_then(|r| r.strip_suffix('}')) else {
+                return Ok((k.clone(), v.clone()));
+            };
+            std::env::var(name)
+                .map(|val| (k.clone(), val))
+                .map_err(|_| {
+                    format!("executor.env.{k}: ${{{name}}} is not set in this worker's environment")
+                })
+        })
+        .collect()
 }

@@ -238,6 +238,7 @@ async fn with_scheduler<T>(s: &Settings, work: impl std::future::Future<Output =
         registry: s.registry,
         health: sundial_actors::http::Health::new(),
         hmac_key: None,
+        supervisor: s.supervisor,
     };
     // Declare first, as deployments do, so registration cannot race it.
     let conn = connect(&s.broker.url, "bench-topology")

@@ -32,6 +32,14 @@ pub enum Error {
     /// The broker connection was lost.
     #[error("connection lost: {0}")]
     ConnectionLost(String),
+    /// A supervision loop restarted more often than its intensity allows.
+    #[error("{what}: {restarts} restarts within {within}, giving up (last error: {last})")]
+    GaveUp {
+        what: &'static str,
+        restarts: usize,
+        within: sundial_core::HumanDuration,
+        last: String,
+    },
     /// The HTTP client could not be built.
     #[error("http client: {0}")]
     Http(String),

@@ -37,7 +37,10 @@
 //!  └─ Http        /metrics /healthz /readyz
 //! ```
 //! Children that use a connection restart after the broker link
-//! (rest-for-one); independent children restart alone (one-for-one).
+//! (rest-for-one); independent children restart alone (one-for-one). Today
+//! the scheduler's and the worker's loops (`supervise`) restart everything
+//! on their connection with backoff and jitter, and exit non-zero past the
+//! restart intensity (`supervisor.max_restarts` in `supervisor.within`).
 //!
 //! # One fire's path
 //!
@@ -62,6 +65,7 @@ pub mod http;
 pub mod metrics;
 pub mod publish;
 pub mod scheduler;
+mod supervise;
 pub mod topology;
 pub mod worker;
 

@@ -13,6 +13,7 @@
 //! | [`fire_id`]  | `FireId = "{job_id}@{scheduled_instant_utc}"`, the idempotency key |
 //! | [`registry`] | the current job definitions, rebuilt from registry records |
 //! | [`misfire`]  | what to fire for occurrences missed while nobody was firing; jitter |
+//! | [`restart`]  | restart backoff with jitter, restart intensity (R restarts in T, then escalate) |
 //! | [`protocol`] | every message on the wire: control commands/replies, registry records, fire events, run events, watermarks |
 //! | [`control`]  | what a control command does to the registry, decided without I/O |
 //! | [`attempt`]  | after an attempt: retry tier or dead letter; recent fire ids; output tail |
@@ -32,6 +33,7 @@ pub mod job;
 pub mod misfire;
 pub mod protocol;
 pub mod registry;
+pub mod restart;
 pub mod schedule;
 pub mod settings;
 pub mod sign;

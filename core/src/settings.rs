@@ -24,6 +24,25 @@ pub struct RawSettings {
     pub registry: RawRegistry,
     pub http: RawHttp,
     pub log: RawLog,
+    pub supervisor: RawSupervisor,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSupervisor {
+    /// Restarts allowed within `within`; one more and the process exits
+    /// non-zero (for systemd or Kubernetes to restart it).
+    pub max_restarts: u32,
+    pub within: String,
+}
+
+impl Default for RawSupervisor {
+    fn default() -> Self {
+        Self {
+            max_restarts: 10,
+            within: "60s".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,6 +216,13 @@ pub struct Settings {
     pub registry: RegistrySettings,
     pub http: HttpSettings,
     pub log: LogSettings,
+    pub supervisor: SupervisorSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SupervisorSettings {
+    pub max_restarts: u32,
+    pub within: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -414,6 +440,19 @@ impl TryFrom<RawSettings> for Settings {
             )
         })?;
 
+        let within = raw
+            .supervisor
+            .within
+            .parse::<HumanDuration>()
+            .map_err(|e| err("supervisor.within", e))?
+            .get();
+        if within < Duration::from_secs(1) {
+            return Err(err("supervisor.within", "must be at least 1s"));
+        }
+        let supervisor = SupervisorSettings {
+            max_restarts: raw.supervisor.max_restarts,
+            within,
+        };
         let format = match raw.log.format.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -457,6 +496,7 @@ impl TryFrom<RawSettings> for Settings {
                 format,
                 level: raw.log.level,
             },
+            supervisor,
         })
     }
 }

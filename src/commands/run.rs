@@ -41,6 +41,7 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
             .hmac_key
             .as_deref()
             .map(std::sync::Arc::from),
+        supervisor: settings.supervisor,
     };
     let mut worker_cfg = WorkerConfig::from_settings(&settings, node);
     // One endpoint for both halves: ready when both are.
@@ -81,8 +82,22 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
         let printer = tokio::spawn(print_events(settings.clone(), shutdown.clone()));
         // On this thread: the scheduler starts actix arbiters, which need
         // the System that `block_on` runs.
-        let scheduler = actix::spawn(scheduler::run(scheduler_cfg, shutdown.clone()));
-        let worker = tokio::spawn(Worker::builder(worker_cfg).build().run(shutdown.clone()));
+        // Either half giving up stops the other: the process exits non-zero.
+        let stop_all = |r: Result<(), sundial_actors::Error>, token: CancellationToken| {
+            if r.is_err() {
+                token.cancel();
+            }
+            r
+        };
+        let scheduler = {
+            let token = shutdown.clone();
+            actix::spawn(async move { stop_all(scheduler::run(scheduler_cfg, token.clone()).await, token) })
+        };
+        let worker = {
+            let token = shutdown.clone();
+            let w = Worker::builder(worker_cfg).build();
+            tokio::spawn(async move { stop_all(w.run(token.clone()).await, token) })
+        };
 
         if let Some(file) = &args.jobs {
             let apply = JobCmd::Apply {

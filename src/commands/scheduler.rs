@@ -32,6 +32,7 @@ pub fn run(settings: &Settings, node: Option<String>) -> Result<(), CommandError
             .hmac_key
             .as_deref()
             .map(std::sync::Arc::from),
+        supervisor: settings.supervisor,
     };
     let settings = settings.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -115,3 +115,30 @@ fn a_taken_address_fails_at_start_naming_it() {
         stderr(&out)
     );
 }
+
+#[test]
+fn exceeding_the_restart_intensity_exits_non_zero() {
+    // A vhost that does not exist: every connection attempt fails.
+    let started = std::time::Instant::now();
+    let out = sundial()
+        .args([
+            "worker",
+            "--broker",
+            "amqp://guest:guest@127.0.0.1:5672/no-such-vhost-sundial",
+        ])
+        .env("SUNDIAL__HTTP__ENABLED", "false")
+        .env("SUNDIAL__SUPERVISOR__MAX_RESTARTS", "2")
+        .env("SUNDIAL__SUPERVISOR__WITHIN", "60s")
+        .output()
+        .expect("worker runs");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("3 restarts within 1m, giving up"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "backoff, not forever"
+    );
+}

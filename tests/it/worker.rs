@@ -224,6 +224,10 @@ impl InProcess {
             consumer_timeout: Duration::from_secs(1800),
             health: sundial_actors::http::Health::new(),
             hmac_key: None,
+            supervisor: sundial_core::settings::SupervisorSettings {
+                max_restarts: 10,
+                within: Duration::from_secs(60),
+            },
         };
         let worker = build(Worker::builder(cfg)).build();
         let stop = CancellationToken::new();

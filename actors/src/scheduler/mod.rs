@@ -24,7 +24,7 @@ use actix::prelude::*;
 use chrono::Utc;
 use sundial_core::{registry::JobEntry, topology::Topology};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::info;
 
 use self::{registry::Registry, timer::TimerShard};
 use crate::error::Error;
@@ -43,14 +43,12 @@ pub struct SchedulerConfig {
     /// `control.hmac_key`: commands must be signed with it, fire events are
     /// signed with it.
     pub hmac_key: Option<Arc<[u8]>>,
+    /// Restart intensity of the supervision loop.
+    pub supervisor: sundial_core::settings::SupervisorSettings,
 }
 
 /// This component's name in `/readyz`.
 const HEALTH_PART: &str = "scheduler";
-
-/// First and longest delay between reconnect attempts.
-const RECONNECT_MIN: Duration = Duration::from_millis(500);
-const RECONNECT_MAX: Duration = Duration::from_secs(15);
 
 /// Runs until `shutdown` is cancelled. Losing the broker restarts everything
 /// that uses the connection, after a backoff; the registry and watermarks
@@ -59,7 +57,7 @@ const RECONNECT_MAX: Duration = Duration::from_secs(15);
 /// Must run inside an actix `System` on a multi-thread tokio runtime.
 pub async fn run(cfg: SchedulerConfig, shutdown: CancellationToken) -> Result<(), Error> {
     let alive_since = Utc::now();
-    let mut delay = RECONNECT_MIN;
+    let mut supervisor = crate::supervise::Supervisor::new("scheduler", cfg.supervisor);
     cfg.health
         .set(HEALTH_PART, Some("connecting to the broker".into()));
     loop {
@@ -71,14 +69,10 @@ pub async fn run(cfg: SchedulerConfig, shutdown: CancellationToken) -> Result<()
                     Some(format!("broker link lost ({e}); reconnecting")),
                 );
                 metrics::gauge!(crate::metrics::SHARDS_OWNED).set(0.0);
-                metrics::counter!(crate::metrics::RESTARTS_TOTAL, "actor" => "scheduler")
-                    .increment(1);
-                error!(error = %e, retry_in_ms = delay.as_millis() as u64, "scheduler lost the broker; restarting");
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(delay) => {}
+                supervisor.restart(e, &shutdown).await?;
+                if shutdown.is_cancelled() {
+                    return Ok(());
                 }
-                delay = (delay * 2).min(RECONNECT_MAX);
             }
         }
     }

@@ -36,7 +36,7 @@ use lapin::{
 use sundial_core::{attempt::RecentFires, settings::Settings, topology::Topology};
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 pub use self::handler::{Handlers, JobError, RunContext};
 use self::{attempt::Shared, executor::Executors};
@@ -65,6 +65,8 @@ pub struct WorkerConfig {
     /// `control.hmac_key`: when set, a `shell` job runs only from a fire
     /// event signed with it.
     pub hmac_key: Option<Arc<[u8]>>,
+    /// Restart intensity of the supervision loop.
+    pub supervisor: sundial_core::settings::SupervisorSettings,
 }
 
 impl WorkerConfig {
@@ -80,6 +82,7 @@ impl WorkerConfig {
             consumer_timeout: s.worker.consumer_timeout,
             health: crate::http::Health::new(),
             hmac_key: s.control.hmac_key.as_deref().map(Arc::from),
+            supervisor: s.supervisor,
         }
     }
 }
@@ -87,9 +90,6 @@ impl WorkerConfig {
 /// This component's name in `/readyz`.
 const HEALTH_PART: &str = "worker";
 
-/// First and longest delay between reconnect attempts.
-const RECONNECT_MIN: Duration = Duration::from_millis(500);
-const RECONNECT_MAX: Duration = Duration::from_secs(15);
 /// A fire id (with attempt) seen again within this window is a duplicate.
 /// Failover duplicates arrive within a watermark interval; ten minutes also
 /// covers a slow handover.
@@ -144,7 +144,7 @@ impl Worker {
     /// consumers after a backoff; unacked fires are redelivered by the broker.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let recent = Arc::new(Mutex::new(RecentFires::new(DEDUP_WINDOW, DEDUP_CAPACITY)));
-        let mut delay = RECONNECT_MIN;
+        let mut supervisor = crate::supervise::Supervisor::new("worker", self.cfg.supervisor);
         self.cfg
             .health
             .set(HEALTH_PART, Some("connecting to the broker".into()));
@@ -156,14 +156,10 @@ impl Worker {
                         HEALTH_PART,
                         Some(format!("broker link lost ({e}); reconnecting")),
                     );
-                    metrics::counter!(crate::metrics::RESTARTS_TOTAL, "actor" => "worker")
-                        .increment(1);
-                    error!(error = %e, pool = %self.cfg.pool, retry_in_ms = delay.as_millis() as u64, "worker lost the broker; restarting");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(delay) => {}
+                    supervisor.restart(e, &shutdown).await?;
+                    if shutdown.is_cancelled() {
+                        return Ok(());
                     }
-                    delay = (delay * 2).min(RECONNECT_MAX);
                 }
             }
         }

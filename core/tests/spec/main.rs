@@ -6,6 +6,7 @@
 //! | `docs`       | the JSON examples in docs/protocol.md decode
 //! | `dst`        | hand-written DST tables: New York, Berlin, Lord Howe, Shanghai |
 //! | `posix`      | POSIX/Vixie cron semantics (weekday numbering, DOM OR DOW, aliases, L W #) |
+//! | `restart`    | restart intensity escalates; backoff grows to a cap with bounded jitter |
 //! | `schedules`  | `@every`, `@at`, parse errors, never-fires validation |
 //! | `model`      | an independent minute-walk model of the DST rule, compared on random expressions |
 //! | `properties` | proptest: `next_after` strictly increasing and after its argument |
@@ -22,6 +23,7 @@ mod jobs;
 mod model;
 mod posix;
 mod properties;
+mod restart;
 mod schedules;
 mod settings;
 mod sign;

@@ -54,6 +54,16 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Run a scheduler and a worker in one process (small installs, trying it out).
     Run(RunArgs),
+    /// Watch a window of run events and report expected fire ids that are
+    /// missing or duplicated (exit 1 when any is missing).
+    Ledger {
+        /// How long to watch, e.g. 60s.
+        #[arg(long = "for", value_name = "DURATION", default_value = "60s")]
+        window: humantime::Duration,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect, replay and purge dead letters.
     #[command(subcommand)]
     Dlq(DlqCmd),

@@ -41,6 +41,12 @@ fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Scheduler(args) => commands::scheduler::run(&settings, args.node),
         Command::Worker(args) => commands::worker::run(settings, &args),
         Command::Run(args) => commands::run::run(settings, &args),
+        Command::Ledger { window, json } => runtime()?.block_on(commands::ledger::run(
+            &settings,
+            window.into(),
+            json,
+            &mut stdout,
+        )),
         Command::Dlq(cmd) => runtime()?.block_on(commands::dlq::run(&settings, &cmd, &mut stdout)),
     }
 }

@@ -62,6 +62,8 @@ pub fn describe(j: &JobEntry, now: DateTime<Utc>) -> Value {
         "created_at": rfc3339(j.created_at),
         "next": if j.paused { None } else { j.next_after(now).map(rfc3339) },
         "labels": j.spec.labels,
+        "start_at": j.spec.start_at.map(rfc3339),
+        "end_at": j.spec.end_at.map(rfc3339),
     })
 }
 

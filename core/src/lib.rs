@@ -12,6 +12,7 @@
 //! | [`job`]      | `JobSpec`, the user-facing job file format (TOML/JSON), and its validation |
 //! | [`fire_id`]  | `FireId = "{job_id}@{scheduled_instant_utc}"`, the idempotency key |
 //! | [`registry`] | the current job definitions, rebuilt from registry records |
+//! | [`ledger`]   | expected fire ids of a window vs observed ones: missing, duplicates |
 //! | [`misfire`]  | what to fire for occurrences missed while nobody was firing; jitter |
 //! | [`restart`]  | restart backoff with jitter, restart intensity (R restarts in T, then escalate) |
 //! | [`protocol`] | every message on the wire: control commands/replies, registry records, fire events, run events, watermarks |
@@ -30,6 +31,7 @@ pub mod duration;
 pub mod error;
 pub mod fire_id;
 pub mod job;
+pub mod ledger;
 pub mod misfire;
 pub mod protocol;
 pub mod registry;

@@ -4,6 +4,7 @@
 pub mod config_show;
 pub mod dlq;
 pub mod job;
+pub mod ledger;
 mod ops;
 pub mod run;
 pub mod schedule_next;

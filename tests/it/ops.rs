@@ -142,3 +142,43 @@ fn exceeding_the_restart_intensity_exits_non_zero() {
         "backoff, not forever"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_finds_every_expected_fire_of_a_window() {
+    let v = Vhost::new("ledger");
+    let _s = SchedulerProcess::start(&v, "led1");
+    let _w = Daemon::worker(&v, "led-w1", &[]);
+    wait_for_consumers(&v, 1).await;
+    let file = std::env::temp_dir().join(format!("{}-jobs.toml", v.name));
+    std::fs::write(
+        &file,
+        "[[jobs]]\nid = \"tick\"\nschedule = \"* * * * * *\"\n[jobs.executor]\ntype = \"noop\"\n\
+         [[jobs]]\nid = \"tock\"\nschedule = \"*/2 * * * * *\"\n[jobs.executor]\ntype = \"noop\"\n",
+    )
+    .expect("write jobs");
+    let out = sundial()
+        .args(["job", "apply", "-f"])
+        .arg(&file)
+        .args(["--broker", &v.url()])
+        .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
+        .output()
+        .expect("job apply");
+    let _ = std::fs::remove_file(&file);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = sundial()
+        .args(["ledger", "--for", "4s", "--json", "--broker", &v.url()])
+        .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
+        .output()
+        .expect("ledger runs");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        crate::util::stdout(&out),
+        stderr(&out)
+    );
+    let l: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(l["expected"].as_u64().is_some_and(|n| n >= 5), "{l}");
+    assert_eq!(l["missing"], serde_json::json!([]), "{l}");
+    assert_eq!(l["duplicates"], serde_json::json!({}), "{l}");
+    assert_eq!(l["expected"], l["observed"], "{l}");
+}

@@ -10,6 +10,7 @@
 //! | `schedules`  | `@every`, `@at`, parse errors, never-fires validation |
 //! | `model`      | an independent minute-walk model of the DST rule, compared on random expressions |
 //! | `properties` | proptest: `next_after` strictly increasing and after its argument |
+//! | `ledger`     | expected fire ids of a window; missing, duplicate, unexpected |
 //! | `jobs`       | job files (TOML/JSON), validation messages, fire ids |
 //! | `codec`      | round trips of every message, and each kind of bad input |
 //! | `sign`       | HMAC signatures: commands (age, replay window), fire events (retries keep them) |
@@ -20,6 +21,7 @@ mod codec;
 mod docs;
 mod dst;
 mod jobs;
+mod ledger;
 mod model;
 mod posix;
 mod properties;

@@ -1,0 +1,72 @@
+//! The fire ledger: for a window, the fire ids the schedules say must fire,
+//! compared with the fire ids observed (run events), reporting missing and
+//! duplicate ones. How fault tests and operators judge "nothing lost".
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::{fire_id::FireId, registry::JobEntry};
+
+/// Every occurrence of the (unpaused) `jobs` in `(from, to]`, as fire ids.
+pub fn expected(jobs: &[JobEntry], from: DateTime<Utc>, to: DateTime<Utc>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for j in jobs.iter().filter(|j| !j.paused) {
+        let mut t = from;
+        while let Some(at) = j.next_after(t) {
+            if at > to {
+                break;
+            }
+            out.insert(FireId::new(&j.spec.id, at).to_string());
+            t = at;
+        }
+    }
+    out
+}
+
+/// Expected vs observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ledger {
+    pub expected: usize,
+    pub observed: usize,
+    /// Expected, never observed.
+    pub missing: Vec<String>,
+    /// Observed more than once, with the count.
+    pub duplicates: BTreeMap<String, u32>,
+    /// Observed but not expected in the window (manual triggers, misfire
+    /// catch-ups of earlier occurrences).
+    pub unexpected: Vec<String>,
+}
+
+impl Ledger {
+    /// Compares; `observed` may hold repeats (that is what duplicates are).
+    pub fn compare<'a>(
+        expected: &BTreeSet<String>,
+        observed: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+        for id in observed {
+            *counts.entry(id.to_string()).or_default() += 1;
+        }
+        Self {
+            expected: expected.len(),
+            observed: counts.len(),
+            missing: expected
+                .iter()
+                .filter(|e| !counts.contains_key(*e))
+                .cloned()
+                .collect(),
+            duplicates: counts
+                .iter()
+                .filter(|(_, n)| **n > 1)
+                .map(|(k, n)| (k.clone(), *n))
+                .collect(),
+            unexpected: counts
+                .keys()
+                .filter(|k| !expected.contains(*k))
+                .cloned()
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! `sundial ledger --for DURATION`: watches run events for a window, then
+//! compares the fire ids the schedules say were due in it with those seen
+//! (`started` attempt 1, and `skipped`): missing and duplicate fire ids.
+//! Exit 1 when any expected fire id is missing.
+
+use std::{collections::BTreeMap, io::Write, time::Duration};
+
+use chrono::Utc;
+use futures_util::StreamExt;
+use serde_json::Value;
+use sundial_actors::broker::{meta_of, subscribe};
+use sundial_core::{
+    codec::decode,
+    fire_id::FireId,
+    ledger::{expected, Ledger},
+    protocol::{
+        control::Command,
+        run::{RunEvent, RunKind},
+    },
+    registry::JobEntry,
+    settings::Settings,
+    JobSpec,
+};
+
+use super::CommandError;
+
+/// After the window, how long late events of its fires may still arrive.
+const GRACE: Duration = Duration::from_secs(5);
+
+fn failed(e: impl ToString) -> CommandError {
+    CommandError::Failed(e.to_string())
+}
+
+pub async fn run(
+    settings: &Settings,
+    window: Duration,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), CommandError> {
+    let conn = sundial_actors::broker::connect(&settings.broker.url, "sundial ledger")
+        .await
+        .map_err(failed)?;
+    let (_ch, mut events) = subscribe(
+        &conn,
+        &settings.topology.events_exchange(),
+        &["#.started", "#.skipped"],
+    )
+    .await
+    .map_err(failed)?;
+    let from = Utc::now();
+    let to = from + chrono::Duration::from_std(window).map_err(failed)?;
+    let mut seen: Vec<String> = Vec::new();
+    let stop = tokio::time::sleep(window + GRACE);
+    tokio::pin!(stop);
+    loop {
+        let d = tokio::select! {
+            () = &mut stop => break,
+            d = events.next() => d,
+        };
+        let Some(Ok(d)) = d else {
+            return Err(failed("the event subscription ended early"));
+        };
+        let Ok(ev) = decode::<RunEvent>(&meta_of(&d.properties), &d.data) else {
+            continue;
+        };
+        let counts = match ev.kind {
+            RunKind::Started => ev.attempt == 1,
+            RunKind::Skipped => true,
+            _ => false,
+        };
+        let in_window = FireId::parse(&ev.fire_id).is_some_and(|(_, at)| at > from && at <= to);
+        if counts && in_window {
+            seen.push(ev.fire_id);
+        }
+    }
+    let jobs = jobs(settings, &conn).await?;
+    let _ = conn.close(200, "done".into()).await;
+    let ledger = Ledger::compare(&expected(&jobs, from, to), seen.iter().map(String::as_str));
+    let io = |e: std::io::Error| failed(format!("cannot write output: {e}"));
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&ledger).map_err(failed)?
+        )
+        .map_err(io)?;
+    } else {
+        writeln!(
+            out,
+            "window {} .. {}: expected {}, observed {}, missing {}, duplicated {}, unexpected {}",
+            from.to_rfc3339(),
+            to.to_rfc3339(),
+            ledger.expected,
+            ledger.observed,
+            ledger.missing.len(),
+            ledger.duplicates.len(),
+            ledger.unexpected.len()
+        )
+        .map_err(io)?;
+        for m in &ledger.missing {
+            writeln!(out, "missing    {m}").map_err(io)?;
+        }
+        for (d, n) in &ledger.duplicates {
+            writeln!(out, "duplicate  {d} ×{n}").map_err(io)?;
+        }
+    }
+    if ledger.missing.is_empty() {
+        Ok(())
+    } else {
+        Err(failed(format!(
+            "{} expected fire ids missing",
+            ledger.missing.len()
+        )))
+    }
+}
+
+/// The scheduler's jobs, as entries whose schedules can be walked.
+async fn jobs(
+    settings: &Settings,
+    conn: &lapin::Connection,
+) -> Result<Vec<JobEntry>, CommandError> {
+    let reply = sundial_actors::client::call_signed(
+        conn,
+        &settings.topology,
+        &Command::List {
+            labels: BTreeMap::new(),
+        },
+        Duration::from_secs(30),
+        settings.control.hmac_key.as_deref(),
+    )
+    .await
+    .map_err(failed)?;
+    let list = reply
+        .result
+        .as_ref()
+        .and_then(|r| r.get("jobs"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut entries = Vec::with_capacity(list.len());
+    for j in list {
+        let mut spec = serde_json::json!({"executor": {"type": "noop"}});
+        for k in ["id", "schedule", "timezone", "start_at", "end_at"] {
+            if let Some(v) = j.get(k).filter(|v| !v.is_null()) {
+                spec[k] = v.clone();
+            }
+        }
+        let spec: JobSpec = serde_json::from_value(spec).map_err(failed)?;
+        let created = j
+            .get("created_at")
+            .and_then(Value::as_str)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
+        let mut entry = JobEntry::new(spec, created).map_err(failed)?;
+        entry.paused = j.get("paused").and_then(Value::as_bool).unwrap_or(false);
+        entries.push(entry);
+    }
+    Ok(entries)
+}

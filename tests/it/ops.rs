@@ -7,7 +7,10 @@ use std::time::Duration;
 use sundial_core::protocol::run::RunKind;
 
 use crate::{
-    util::{free_addr, http_get, stderr, sundial, wait_status, Daemon, SchedulerProcess, Vhost},
+    util::{
+        apply_jobs, free_addr, http_get, stderr, sundial, wait_status, Daemon, SchedulerProcess,
+        Vhost,
+    },
     worker::{connect, wait_for_consumers, EventTap},
 };
 
@@ -40,21 +43,10 @@ async fn metrics_health_and_readiness_of_scheduler_and_worker() {
     let conn = connect(&v).await;
     let mut tap = EventTap::new(&conn).await;
 
-    let file = std::env::temp_dir().join(format!("{}-jobs.toml", v.name));
-    std::fs::write(
-        &file,
+    apply_jobs(
+        &v,
         "[[jobs]]\nid = \"beat\"\nschedule = \"* * * * * *\"\n[jobs.executor]\ntype = \"noop\"\n",
-    )
-    .expect("write jobs");
-    let out = sundial()
-        .args(["job", "apply", "-f"])
-        .arg(&file)
-        .args(["--broker", &v.url()])
-        .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
-        .output()
-        .expect("job apply");
-    let _ = std::fs::remove_file(&file);
-    assert!(out.status.success(), "{}", stderr(&out));
+    );
     let mut succeeded = 0;
     while succeeded < 2 {
         if tap.next().await.kind == RunKind::Succeeded {
@@ -149,22 +141,11 @@ async fn ledger_finds_every_expected_fire_of_a_window() {
     let _s = SchedulerProcess::start(&v, "led1");
     let _w = Daemon::worker(&v, "led-w1", &[]);
     wait_for_consumers(&v, 1).await;
-    let file = std::env::temp_dir().join(format!("{}-jobs.toml", v.name));
-    std::fs::write(
-        &file,
+    apply_jobs(
+        &v,
         "[[jobs]]\nid = \"tick\"\nschedule = \"* * * * * *\"\n[jobs.executor]\ntype = \"noop\"\n\
          [[jobs]]\nid = \"tock\"\nschedule = \"*/2 * * * * *\"\n[jobs.executor]\ntype = \"noop\"\n",
-    )
-    .expect("write jobs");
-    let out = sundial()
-        .args(["job", "apply", "-f"])
-        .arg(&file)
-        .args(["--broker", &v.url()])
-        .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
-        .output()
-        .expect("job apply");
-    let _ = std::fs::remove_file(&file);
-    assert!(out.status.success(), "{}", stderr(&out));
+    );
     let out = sundial()
         .args(["ledger", "--for", "4s", "--json", "--broker", &v.url()])
         .env("SUNDIAL__TOPOLOGY__SHARDS", "4")

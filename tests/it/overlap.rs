@@ -5,23 +5,9 @@ use chrono::{DateTime, Utc};
 use sundial_core::protocol::run::{RunEvent, RunKind};
 
 use crate::{
-    util::{stderr, sundial, Daemon, SchedulerProcess, Vhost},
+    util::{apply_jobs, Daemon, SchedulerProcess, Vhost},
     worker::{connect, wait_for_consumers, EventTap},
 };
-
-fn apply(v: &Vhost, toml: &str) {
-    let file = std::env::temp_dir().join(format!("{}-jobs.toml", v.name));
-    std::fs::write(&file, toml).expect("write jobs file");
-    let out = sundial()
-        .args(["job", "apply", "-f"])
-        .arg(&file)
-        .args(["--broker", &v.url()])
-        .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
-        .output()
-        .expect("job apply runs");
-    let _ = std::fs::remove_file(&file);
-    assert!(out.status.success(), "job apply: {}", stderr(&out));
-}
 
 /// Events of `job` until `done` says stop.
 async fn events_of(
@@ -55,7 +41,7 @@ async fn forbid_skips_fires_while_the_previous_run_runs() {
         &[("SUNDIAL__WORKER__SHELL__ALLOW", "/bin/sleep")],
     );
     wait_for_consumers(&v, 1).await;
-    apply(
+    apply_jobs(
         &v,
         r#"[[jobs]]
 id = "slowpoke"
@@ -107,7 +93,7 @@ async fn replace_cancels_the_running_attempt_for_the_new_fire() {
         &[("SUNDIAL__WORKER__SHELL__ALLOW", "/bin/sleep")],
     );
     wait_for_consumers(&v, 1).await;
-    apply(
+    apply_jobs(
         &v,
         r#"[[jobs]]
 id = "replaceable"

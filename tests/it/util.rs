@@ -413,3 +413,18 @@ pub(crate) fn wait_status(addr: &str, path: &str, want: u16, within: Duration) -
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `sundial job apply -f` of a TOML jobs file with `toml`; asserts success.
+pub(crate) fn apply_jobs(v: &Vhost, toml: &str) {
+    let file = std::env::temp_dir().join(format!("{}-jobs.toml", v.name));
+    std::fs::write(&file, toml).expect("write jobs file");
+    let out = sundial()
+        .args(["job", "apply", "-f"])
+        .arg(&file)
+        .args(["--broker", &v.url()])
+        .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
+        .output()
+        .expect("job apply runs");
+    let _ = std::fs::remove_file(&file);
+    assert!(out.status.success(), "job apply: {}", stderr(&out));
+}

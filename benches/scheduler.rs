@@ -232,7 +232,7 @@ fn spread_jobs(n: usize, prefix: &str) -> Vec<JobSpec> {
 async fn with_scheduler<T>(s: &Settings, work: impl std::future::Future<Output = T>) -> T {
     let token = CancellationToken::new();
     let cfg = SchedulerConfig {
-        broker_url: s.broker.url.clone(),
+        broker: s.broker.clone(),
         topology: s.topology.clone(),
         node: "bench".into(),
         registry: s.registry,

@@ -24,6 +24,54 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, Error> {
         })
 }
 
+/// Connects with the broker settings: `amqps://` with the configured CA
+/// and client certificate when set (files read now, so a rotated
+/// certificate is picked up at the next reconnect).
+pub async fn connect_to(
+    b: &sundial_core::settings::BrokerSettings,
+    name: &str,
+) -> Result<Connection, Error> {
+    if b.tls.is_empty() {
+        return connect(&b.url, name).await;
+    }
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| Error::Tls(format!("cannot read {}: {e}", p.display())))
+    };
+    let cert_chain = match &b.tls.ca_file {
+        Some(p) => Some(
+            String::from_utf8(read(p)?)
+                .map_err(|_| Error::Tls(format!("{} is not PEM text", p.display())))?,
+        ),
+        None => None,
+    };
+    let identity = match &b.tls.client {
+        Some((cert, key)) => Some(lapin::tcp::OwnedIdentity::PKCS8 {
+            pem: read(cert)?,
+            key: read(key)?,
+        }),
+        None => None,
+    };
+    let props = ConnectionProperties::default().with_connection_name(name.into());
+    let runtime = lapin::runtime::default_runtime().map_err(|source| Error::Connect {
+        url: mask_url_password(&b.url),
+        source,
+    })?;
+    Connection::connect_with_config(
+        &b.url,
+        props,
+        lapin::tcp::OwnedTLSConfig {
+            identity,
+            cert_chain,
+        },
+        runtime,
+    )
+    .await
+    .map_err(|source| Error::Connect {
+        url: mask_url_password(&b.url),
+        source,
+    })
+}
+
 /// A token cancelled when the connection reports an error (closed by the
 /// broker, socket lost): everything using it should stop and reconnect.
 pub fn on_connection_error(conn: &Connection) -> tokio_util::sync::CancellationToken {

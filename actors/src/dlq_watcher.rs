@@ -20,7 +20,7 @@ use crate::{dlq::Dlq, metrics as m};
 /// What the watcher needs.
 #[derive(Debug, Clone)]
 pub struct DlqWatchConfig {
-    pub broker_url: String,
+    pub broker: sundial_core::settings::BrokerSettings,
     pub topology: Topology,
     /// Pools whose dead-letter queues are watched.
     pub pools: Vec<String>,
@@ -65,9 +65,7 @@ impl DlqWatcher {
         let fut = async move {
             let conn = match conn {
                 Some(c) if c.status().connected() => c,
-                _ => {
-                    Arc::new(crate::broker::connect(&cfg.broker_url, "sundial dlq-watcher").await?)
-                }
+                _ => Arc::new(crate::broker::connect_to(&cfg.broker, "sundial dlq-watcher").await?),
             };
             let mut depths = Vec::with_capacity(cfg.pools.len());
             for pool in &cfg.pools {

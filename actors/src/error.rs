@@ -40,6 +40,9 @@ pub enum Error {
         within: sundial_core::HumanDuration,
         last: String,
     },
+    /// TLS files could not be read.
+    #[error("tls: {0}")]
+    Tls(String),
     /// The HTTP client could not be built.
     #[error("http client: {0}")]
     Http(String),

@@ -69,6 +69,20 @@ impl Default for RawRegistry {
 pub struct RawBroker {
     /// `amqp://` or `amqps://` URL; the vhost is its path (`%2f` for `/`).
     pub url: String,
+    pub tls: RawTls,
+}
+
+/// TLS files for `amqps://` (PEM). Without them the server is verified
+/// against the operating system's trust store.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawTls {
+    /// CA certificate(s) that sign the broker's certificate.
+    pub ca_file: Option<String>,
+    /// Client certificate (chain) for mutual TLS; needs `key_file`.
+    pub cert_file: Option<String>,
+    /// The client certificate's private key (PKCS#8).
+    pub key_file: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +146,7 @@ impl Default for RawBroker {
     fn default() -> Self {
         Self {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            tls: RawTls::default(),
         }
     }
 }
@@ -235,6 +250,31 @@ pub struct RegistrySettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerSettings {
     pub url: String,
+    pub tls: TlsSettings,
+}
+
+/// Paths of the TLS files (read when connecting).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsSettings {
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate and key, both or neither.
+    pub client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl TlsSettings {
+    pub fn is_empty(&self) -> bool {
+        self.ca_file.is_none() && self.client.is_none()
+    }
+}
+
+impl BrokerSettings {
+    /// Plain settings for a URL (tests, benchmarks, tools).
+    pub fn from_url(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            tls: TlsSettings::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,6 +354,28 @@ impl TryFrom<RawSettings> for Settings {
             ));
         }
 
+        let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+        let tls = raw.broker.tls;
+        let client = match (nonempty(tls.cert_file), nonempty(tls.key_file)) {
+            (Some(c), Some(k)) => Some((c.into(), k.into())),
+            (None, None) => None,
+            _ => {
+                return Err(err(
+                    "broker.tls",
+                    "cert_file and key_file go together (mutual TLS needs both)",
+                ))
+            }
+        };
+        let tls = TlsSettings {
+            ca_file: nonempty(tls.ca_file).map(Into::into),
+            client,
+        };
+        if !tls.is_empty() && !url.starts_with("amqps://") {
+            return Err(err(
+                "broker.tls",
+                "TLS files are set but broker.url is not amqps://",
+            ));
+        }
         let t = raw.topology;
         let prefix_ok = !t.prefix.is_empty()
             && t.prefix.len() <= 64
@@ -465,7 +527,7 @@ impl TryFrom<RawSettings> for Settings {
         };
 
         Ok(Settings {
-            broker: BrokerSettings { url },
+            broker: BrokerSettings { url, tls },
             topology: Topology {
                 prefix: t.prefix,
                 shards: t.shards,

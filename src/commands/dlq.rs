@@ -35,7 +35,7 @@ pub async fn run(
         .pool
         .clone()
         .unwrap_or_else(|| settings.worker.pool.clone());
-    let conn = sundial_actors::broker::connect(&settings.broker.url, "sundial dlq")
+    let conn = sundial_actors::broker::connect_to(&settings.broker, "sundial dlq")
         .await
         .map_err(failed)?;
     let dlq = Dlq::new(&conn, &settings.topology, &pool);

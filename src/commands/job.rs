@@ -83,7 +83,7 @@ pub async fn run(
         }
         _ => None,
     };
-    let conn = sundial_actors::broker::connect(&settings.broker.url, "sundial job")
+    let conn = sundial_actors::broker::connect_to(&settings.broker, "sundial job")
         .await
         .map_err(failed)?;
     let client = Client {

@@ -37,7 +37,7 @@ pub async fn run(
     json: bool,
     out: &mut impl Write,
 ) -> Result<(), CommandError> {
-    let conn = sundial_actors::broker::connect(&settings.broker.url, "sundial ledger")
+    let conn = sundial_actors::broker::connect_to(&settings.broker, "sundial ledger")
         .await
         .map_err(failed)?;
     let (_ch, mut events) = subscribe(

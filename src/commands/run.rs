@@ -31,7 +31,7 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
         .clone()
         .unwrap_or_else(super::scheduler::default_node_name);
     let scheduler_cfg = SchedulerConfig {
-        broker_url: settings.broker.url.clone(),
+        broker: settings.broker.clone(),
         topology: settings.topology.clone(),
         node: node.clone(),
         registry: settings.registry,
@@ -53,7 +53,7 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
     let system = actix::System::with_tokio_rt(move || rt);
     system.block_on(async move {
         // Say plainly when there is no broker, instead of retrying forever.
-        let probe = sundial_actors::broker::connect(&settings.broker.url, "sundial run probe")
+        let probe = sundial_actors::broker::connect_to(&settings.broker, "sundial run probe")
             .await
             .map_err(|e| {
                 CommandError::Failed(format!(
@@ -146,7 +146,7 @@ async fn print_events_inner(
     stop: &CancellationToken,
 ) -> Result<(), sundial_actors::Error> {
     // The topology was declared before this task started.
-    let conn = sundial_actors::broker::connect(&settings.broker.url, "sundial run events").await?;
+    let conn = sundial_actors::broker::connect_to(&settings.broker, "sundial run events").await?;
     let (_ch, mut consumer) =
         sundial_actors::broker::subscribe(&conn, &settings.topology.events_exchange(), &["#"])
             .await?;

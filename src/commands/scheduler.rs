@@ -22,7 +22,7 @@ pub fn default_node_name() -> String {
 /// (on actix's default current-thread runtime lapin's I/O is starved).
 pub fn run(settings: &Settings, node: Option<String>) -> Result<(), CommandError> {
     let cfg = SchedulerConfig {
-        broker_url: settings.broker.url.clone(),
+        broker: settings.broker.clone(),
         topology: settings.topology.clone(),
         node: node.unwrap_or_else(default_node_name),
         registry: settings.registry,

@@ -8,7 +8,7 @@ use super::CommandError;
 
 pub async fn run(settings: &Settings, out: &mut impl Write) -> Result<(), CommandError> {
     let fail = |e: sundial_actors::Error| CommandError::Failed(e.to_string());
-    let conn = sundial_actors::broker::connect(&settings.broker.url, "sundial topology apply")
+    let conn = sundial_actors::broker::connect_to(&settings.broker, "sundial topology apply")
         .await
         .map_err(fail)?;
     let decl = settings.topology.declarations();

@@ -58,7 +58,7 @@ pub fn run(mut settings: Settings, args: &WorkerArgs) -> Result<(), CommandError
 /// The DlqWatcher's settings for `pools`.
 pub(crate) fn watch_config(settings: &Settings, pools: Vec<String>) -> DlqWatchConfig {
     DlqWatchConfig {
-        broker_url: settings.broker.url.clone(),
+        broker: settings.broker.clone(),
         topology: settings.topology.clone(),
         pools,
         interval: settings.worker.dlq_check_interval,

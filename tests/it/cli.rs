@@ -165,3 +165,26 @@ fn bad_setting_fails_at_start_naming_the_key() {
     );
     assert!(stderr(&o).contains("shardz"), "{}", stderr(&o));
 }
+
+#[test]
+fn tls_files_are_read_when_connecting_and_a_missing_one_is_named() {
+    let out = sundial()
+        .args([
+            "topology",
+            "apply",
+            "--broker",
+            "amqps://guest:guest@127.0.0.1:5671/%2f",
+        ])
+        .env(
+            "SUNDIAL__BROKER__TLS__CA_FILE",
+            "/nonexistent/sundial-ca.pem",
+        )
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("tls: cannot read /nonexistent/sundial-ca.pem"),
+        "{}",
+        stderr(&out)
+    );
+}

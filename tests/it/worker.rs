@@ -214,7 +214,7 @@ impl InProcess {
         build: impl FnOnce(WorkerBuilder) -> WorkerBuilder,
     ) -> Self {
         let cfg = WorkerConfig {
-            broker_url: v.url(),
+            broker: sundial_core::settings::BrokerSettings::from_url(v.url()),
             topology: test_topology(),
             pool: "default".into(),
             concurrency: 8,

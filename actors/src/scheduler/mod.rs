@@ -32,7 +32,7 @@ use crate::error::Error;
 /// What a scheduler needs to run.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
-    pub broker_url: String,
+    pub broker: sundial_core::settings::BrokerSettings,
     pub topology: Topology,
     /// This node's name (logs, watermarks, consumer tags).
     pub node: String,
@@ -85,7 +85,7 @@ async fn run_once(
 ) -> Result<(), Error> {
     let topo = Arc::new(cfg.topology.clone());
     let conn =
-        crate::broker::connect(&cfg.broker_url, &format!("sundial scheduler {}", cfg.node)).await?;
+        crate::broker::connect_to(&cfg.broker, &format!("sundial scheduler {}", cfg.node)).await?;
     let lost = crate::broker::on_connection_error(&conn);
     crate::topology::apply_if_permitted(&conn, &topo.declarations()).await?;
     let replayed = startup::replay_registry(&conn, &topo, &cfg.node).await?;

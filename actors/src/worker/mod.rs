@@ -45,7 +45,7 @@ use crate::error::Error;
 /// What a worker needs to run.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    pub broker_url: String,
+    pub broker: sundial_core::settings::BrokerSettings,
     pub topology: Topology,
     pub pool: String,
     /// Runs at once, and the prefetch of each shard consumer: one number.
@@ -72,7 +72,7 @@ pub struct WorkerConfig {
 impl WorkerConfig {
     pub fn from_settings(s: &Settings, id: String) -> Self {
         Self {
-            broker_url: s.broker.url.clone(),
+            broker: s.broker.clone(),
             topology: s.topology.clone(),
             pool: s.worker.pool.clone(),
             concurrency: s.worker.concurrency,
@@ -173,7 +173,7 @@ impl Worker {
         let cfg = &self.cfg;
         let topo = Arc::new(cfg.topology.clone());
         let conn = Arc::new(
-            crate::broker::connect(&cfg.broker_url, &format!("sundial worker {}", cfg.id)).await?,
+            crate::broker::connect_to(&cfg.broker, &format!("sundial worker {}", cfg.id)).await?,
         );
         let lost = crate::broker::on_connection_error(&conn);
         crate::topology::apply_if_permitted(&conn, &topo.declarations()).await?;

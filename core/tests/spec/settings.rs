@@ -20,6 +20,22 @@ fn bad_values_name_their_key() {
         assert_eq!(e.field, key, "{e}");
     };
     check(&|r| r.broker.url = "http://x".into(), "broker.url");
+    check(
+        &|r| r.broker.tls.ca_file = Some("/etc/ca.pem".into()),
+        "broker.tls",
+    );
+    check(
+        &|r| {
+            r.broker.url = "amqps://h:5671/v".into();
+            r.broker.tls.cert_file = Some("/etc/client.pem".into());
+        },
+        "broker.tls",
+    );
+    check(&|r| r.supervisor.within = "0s".into(), "supervisor.within");
+    check(
+        &|r| r.worker.dlq_webhook = Some("ftp://x".into()),
+        "worker.dlq_webhook",
+    );
     check(&|r| r.topology.shards = 0, "topology.shards");
     check(&|r| r.topology.prefix = "a b".into(), "topology.prefix");
     check(

@@ -163,3 +163,35 @@ async fn ledger_finds_every_expected_fire_of_a_window() {
     assert_eq!(l["duplicates"], serde_json::json!({}), "{l}");
     assert_eq!(l["expected"], l["observed"], "{l}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_lines_about_a_job_carry_job_id_and_fire_id() {
+    let v = Vhost::new("jsonlog");
+    crate::util::topology_apply(&v);
+    let conn = connect(&v).await;
+    let mut tap = EventTap::new(&conn).await;
+    let mut w = Daemon::worker(&v, "logger", &[("SUNDIAL__LOG__FORMAT", "json")]);
+    wait_for_consumers(&v, 1).await;
+    // Dead-lettered at once (no such handler): warns about the job.
+    let mut f = crate::worker::noop_fire("logged");
+    f.executor = sundial_core::job::Executor::Handler {
+        name: "missing".into(),
+    };
+    let ch = sundial_actors::broker::confirming_channel(&conn)
+        .await
+        .expect("channel");
+    crate::worker::publish(&ch, std::slice::from_ref(&f)).await;
+    tap.until(&f.fire_id, RunKind::Dead).await;
+    w.stop();
+    let log = std::fs::read_to_string(&w.log).expect("worker log");
+    let about_job: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l.to_string().contains("logged"))
+        .collect();
+    assert!(!about_job.is_empty(), "JSON lines: {log}");
+    for l in &about_job {
+        assert_eq!(l["span"]["job_id"], "logged", "{l}");
+        assert_eq!(l["span"]["fire_id"], f.fire_id.as_str(), "{l}");
+    }
+}

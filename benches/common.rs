@@ -71,3 +71,31 @@ pub(crate) async fn raw_publish(
     .await
     .expect("publish")
 }
+
+/// A confirming channel, and `queues` durable quorum queues `raw.{q}` like
+/// the work queues, for the raw lapin baselines.
+pub(crate) async fn raw_queues(conn: &lapin::Connection, queues: u32) -> lapin::Channel {
+    use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let mut args = lapin::types::FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("quorum".into()),
+    );
+    for q in 0..queues {
+        ch.queue_declare(
+            format!("raw.{q}").as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args.clone(),
+        )
+        .await
+        .expect("queue");
+    }
+    ch
+}

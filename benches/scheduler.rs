@@ -23,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lapin::{options::*, types::FieldTable, BasicProperties, Connection};
+use lapin::{options::*, BasicProperties, Connection};
 use metrics::{
     Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 #[path = "common.rs"]
 mod common;
-use common::{ms, pct, raw_publish, Vhost};
+use common::{ms, pct, raw_publish, raw_queues, Vhost};
 
 /// Collects histogram samples by name; counters and gauges are ignored.
 #[derive(Default)]
@@ -116,27 +116,7 @@ async fn raw_baseline(
     rate: u32,
     paced_for: Duration,
 ) -> (f64, f64, f64) {
-    let ch = conn.create_channel().await.expect("channel");
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        lapin::types::AMQPValue::LongString("quorum".into()),
-    );
-    for q in 0..queues {
-        ch.queue_declare(
-            format!("raw.{q}").as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args.clone(),
-        )
-        .await
-        .expect("queue");
-    }
+    let ch = raw_queues(conn, queues).await;
     let body = vec![7u8; 256];
     let props = BasicProperties::default().with_delivery_mode(2);
     // Ceiling: pipelined, `window` confirms outstanding.
@@ -231,15 +211,7 @@ fn spread_jobs(n: usize, prefix: &str) -> Vec<JobSpec> {
 /// Runs a scheduler on `v` while `work` runs; returns what `work` returns.
 async fn with_scheduler<T>(s: &Settings, work: impl std::future::Future<Output = T>) -> T {
     let token = CancellationToken::new();
-    let cfg = SchedulerConfig {
-        broker: s.broker.clone(),
-        topology: s.topology.clone(),
-        node: "bench".into(),
-        registry: s.registry,
-        health: sundial_actors::http::Health::new(),
-        hmac_key: None,
-        supervisor: s.supervisor,
-    };
+    let cfg = SchedulerConfig::from_settings(s, "bench".into());
     // Declare first, as deployments do, so registration cannot race it.
     let conn = connect(&s.broker.url, "bench-topology")
         .await

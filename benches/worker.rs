@@ -40,7 +40,7 @@ use sundial_core::{
 
 #[path = "common.rs"]
 mod common;
-use common::{ms, pct, Vhost};
+use common::{ms, pct, raw_queues, Vhost};
 
 const SHARDS: u32 = 64;
 /// Worker concurrency, and the raw consumers' prefetch: the same number.
@@ -157,15 +157,7 @@ async fn drive(
 /// prefetch CONCURRENCY each, every delivery acked in its own task.
 async fn raw(v: &Vhost, n: usize, paced: usize) -> ((f64, Vec<f64>), (f64, Vec<f64>)) {
     let conn = connect(&v.url(), "bench-raw").await.expect("connect");
-    let ch = conn.create_channel().await.expect("channel");
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        lapin::types::AMQPValue::LongString("quorum".into()),
-    );
+    let ch = raw_queues(&conn, SHARDS).await;
     let consumer_conn = connect(&v.url(), "bench-raw-consumer")
         .await
         .expect("connect");
@@ -176,16 +168,6 @@ async fn raw(v: &Vhost, n: usize, paced: usize) -> ((f64, Vec<f64>), (f64, Vec<f
     let mut consumers = Vec::new();
     for q in 0..SHARDS {
         let name = format!("raw.{q}");
-        ch.queue_declare(
-            name.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args.clone(),
-        )
-        .await
-        .expect("queue");
         consumers.push(
             cch.basic_consume(
                 name.as_str().into(),

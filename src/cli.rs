@@ -32,6 +32,13 @@ pub struct GlobalFlags {
     /// Log format: text or json (log.format).
     #[arg(long, global = true, value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// `sundial worker --pool` (worker.pool): set by `main` from the
+    /// subcommand, so settings validation checks it like any other source.
+    #[arg(skip)]
+    pub worker_pool: Option<String>,
+    /// `sundial worker --concurrency` (worker.concurrency), likewise.
+    #[arg(skip)]
+    pub worker_concurrency: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -56,7 +56,12 @@ pub fn load_raw(flags: &GlobalFlags) -> Result<RawSettings, LoadError> {
         .set_override_option("broker.url", flags.broker.clone())?
         .set_override_option("topology.prefix", flags.prefix.clone())?
         .set_override_option("log.format", flags.log_format.clone())?
-        .set_override_option("http.listen", flags.http.clone())?;
+        .set_override_option("http.listen", flags.http.clone())?
+        .set_override_option("worker.pool", flags.worker_pool.clone())?
+        .set_override_option(
+            "worker.concurrency",
+            flags.worker_concurrency.map(i64::from),
+        )?;
     Ok(b.build()?.try_deserialize::<RawSettings>()?)
 }
 

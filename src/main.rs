@@ -28,32 +28,33 @@ fn run(cli: Cli) -> Result<(), CommandError> {
         // A pure computation: needs no settings and no broker.
         return commands::schedule_next::run(args, chrono::Utc::now(), &mut stdout);
     }
-    let (raw, settings) =
-        load::load(&cli.global).map_err(|e| CommandError::Usage(e.to_string()))?;
+    let mut flags = cli.global.clone();
+    if let Command::Worker(w) = &cli.command {
+        flags.worker_pool = w.pool.clone();
+        flags.worker_concurrency = w.concurrency;
+    }
+    let (raw, settings) = load::load(&flags).map_err(|e| CommandError::Usage(e.to_string()))?;
     logging::init(&settings.log);
     match cli.command {
         Command::Schedule(_) => Ok(()),
         Command::Config(ConfigCmd::Show) => commands::config_show::run(&raw, &mut stdout),
         Command::Topology(TopologyCmd::Apply) => {
-            runtime()?.block_on(commands::topology_apply::run(&settings, &mut stdout))
+            commands::runtime()?.block_on(commands::topology_apply::run(&settings, &mut stdout))
         }
-        Command::Job(cmd) => runtime()?.block_on(commands::job::run(&settings, &cmd, &mut stdout)),
+        Command::Job(cmd) => {
+            commands::runtime()?.block_on(commands::job::run(&settings, &cmd, &mut stdout))
+        }
         Command::Scheduler(args) => commands::scheduler::run(&settings, args.node),
         Command::Worker(args) => commands::worker::run(settings, &args),
         Command::Run(args) => commands::run::run(settings, &args),
-        Command::Ledger { window, json } => runtime()?.block_on(commands::ledger::run(
+        Command::Ledger { window, json } => commands::runtime()?.block_on(commands::ledger::run(
             &settings,
             window.into(),
             json,
             &mut stdout,
         )),
-        Command::Dlq(cmd) => runtime()?.block_on(commands::dlq::run(&settings, &cmd, &mut stdout)),
+        Command::Dlq(cmd) => {
+            commands::runtime()?.block_on(commands::dlq::run(&settings, &cmd, &mut stdout))
+        }
     }
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CommandError::Failed(format!("cannot start the tokio runtime: {e}")))
 }

@@ -23,6 +23,22 @@ pub enum CommandError {
     Failed(String),
 }
 
+/// A multi-thread tokio runtime for a command.
+pub fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CommandError::Failed(format!("cannot start the tokio runtime: {e}")))
+}
+
+/// An actix System over a multi-thread tokio runtime, for the commands
+/// that host actors (on actix's default current-thread runtime lapin's I/O
+/// is starved).
+pub(crate) fn actix_system() -> Result<actix::SystemRunner, CommandError> {
+    let rt = runtime()?;
+    Ok(actix::System::with_tokio_rt(move || rt))
+}
+
 impl CommandError {
     pub fn exit_code(&self) -> u8 {
         match self {

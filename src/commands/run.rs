@@ -30,27 +30,11 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
         .node
         .clone()
         .unwrap_or_else(super::scheduler::default_node_name);
-    let scheduler_cfg = SchedulerConfig {
-        broker: settings.broker.clone(),
-        topology: settings.topology.clone(),
-        node: node.clone(),
-        registry: settings.registry,
-        health: sundial_actors::http::Health::new(),
-        hmac_key: settings
-            .control
-            .hmac_key
-            .as_deref()
-            .map(std::sync::Arc::from),
-        supervisor: settings.supervisor,
-    };
+    let scheduler_cfg = SchedulerConfig::from_settings(&settings, node.clone());
     let mut worker_cfg = WorkerConfig::from_settings(&settings, node);
     // One endpoint for both halves: ready when both are.
     worker_cfg.health = scheduler_cfg.health.clone();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CommandError::Failed(format!("cannot start the tokio runtime: {e}")))?;
-    let system = actix::System::with_tokio_rt(move || rt);
+    let system = super::actix_system()?;
     system.block_on(async move {
         // Say plainly when there is no broker, instead of retrying forever.
         let probe = sundial_actors::broker::connect_to(&settings.broker, "sundial run probe")

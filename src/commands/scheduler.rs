@@ -21,25 +21,9 @@ pub fn default_node_name() -> String {
 /// Runs the scheduler on an actix system over a multi-thread tokio runtime
 /// (on actix's default current-thread runtime lapin's I/O is starved).
 pub fn run(settings: &Settings, node: Option<String>) -> Result<(), CommandError> {
-    let cfg = SchedulerConfig {
-        broker: settings.broker.clone(),
-        topology: settings.topology.clone(),
-        node: node.unwrap_or_else(default_node_name),
-        registry: settings.registry,
-        health: sundial_actors::http::Health::new(),
-        hmac_key: settings
-            .control
-            .hmac_key
-            .as_deref()
-            .map(std::sync::Arc::from),
-        supervisor: settings.supervisor,
-    };
+    let cfg = SchedulerConfig::from_settings(settings, node.unwrap_or_else(default_node_name));
     let settings = settings.clone();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CommandError::Failed(format!("cannot start the tokio runtime: {e}")))?;
-    let system = actix::System::with_tokio_rt(move || rt);
+    let system = super::actix_system()?;
     system.block_on(async move {
         let shutdown = CancellationToken::new();
         super::ops::start_http(&settings, cfg.health.clone(), shutdown.clone()).await?;

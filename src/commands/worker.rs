@@ -13,17 +13,7 @@ use super::{scheduler::cancel_on_signal, CommandError};
 use crate::cli::WorkerArgs;
 
 pub fn run(mut settings: Settings, args: &WorkerArgs) -> Result<(), CommandError> {
-    if let Some(pool) = &args.pool {
-        settings.worker.pool = pool.clone();
-    }
-    if let Some(c) = args.concurrency {
-        settings.worker.concurrency = u16::try_from(c)
-            .ok()
-            .filter(|c| (1..=10_000).contains(c))
-            .ok_or_else(|| {
-                CommandError::Usage(format!("--concurrency must be 1..=10000, got {c}"))
-            })?;
-    }
+    // --pool and --concurrency arrive through the settings (validated there).
     if !settings.topology.pools.contains(&settings.worker.pool) {
         // The pool's queues are declared from topology.pools.
         settings.topology.pools.push(settings.worker.pool.clone());
@@ -34,12 +24,8 @@ pub fn run(mut settings: Settings, args: &WorkerArgs) -> Result<(), CommandError
         .unwrap_or_else(super::scheduler::default_node_name);
     let cfg = WorkerConfig::from_settings(&settings, id);
     let watch = watch_config(&settings, vec![settings.worker.pool.clone()]);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CommandError::Failed(format!("cannot start the tokio runtime: {e}")))?;
     // An actix System hosts the DlqWatcher actor; the worker itself is tasks.
-    let system = actix::System::with_tokio_rt(move || rt);
+    let system = super::actix_system()?;
     system.block_on(async move {
         let _watcher = DlqWatcher::new(watch)
             .map_err(|e| CommandError::Failed(e.to_string()))?

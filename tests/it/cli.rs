@@ -188,3 +188,15 @@ fn tls_files_are_read_when_connecting_and_a_missing_one_is_named() {
         stderr(&out)
     );
 }
+
+#[test]
+fn worker_flags_are_validated_like_settings() {
+    for (args, key) in [
+        (["--pool", "Bad.Pool"], "worker.pool"),
+        (["--concurrency", "0"], "worker.concurrency"),
+    ] {
+        let out = sundial().arg("worker").args(args).output().expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(key), "{args:?}: {}", stderr(&out));
+    }
+}

@@ -14,7 +14,7 @@ use lapin::{
 use sundial_actors::broker::meta_of;
 use sundial_core::{codec::decode, protocol::control::Reply, topology::shard_of};
 
-use crate::util::{bounded, stderr, sundial, FireTap, SchedulerProcess, Vhost, TEST_SHARDS};
+use crate::util::{bounded, drain, stderr, sundial, FireTap, SchedulerProcess, Vhost, TEST_SHARDS};
 
 async fn connect(v: &Vhost) -> Connection {
     bounded(
@@ -306,19 +306,9 @@ async fn bad_control_input_is_answered_naming_the_problem_and_dead_lettered() {
     }
     // Every refused command is in the control DLQ with its reason.
     let ch = conn.create_channel().await.expect("channel");
-    let mut dead = 0;
-    while let Some(m) = bounded(
-        "dlq get",
-        ch.basic_get(
-            "sundial.dead.control".into(),
-            lapin::options::BasicGetOptions { no_ack: true },
-        ),
-    )
-    .await
-    .expect("get")
-    {
-        let reason = m
-            .delivery
+    let dead_letters = drain(&ch, "sundial.dead.control").await;
+    for d in &dead_letters {
+        let reason = d
             .properties
             .headers()
             .as_ref()
@@ -327,8 +317,8 @@ async fn bad_control_input_is_answered_naming_the_problem_and_dead_lettered() {
             matches!(reason, Some(AMQPValue::LongString(ref s)) if !s.as_bytes().is_empty()),
             "dead letter without reason"
         );
-        dead += 1;
     }
+    let dead = dead_letters.len();
     assert_eq!(dead, cases.len(), "one dead letter per refused command");
     // And the scheduler still works.
     upsert(

@@ -8,7 +8,7 @@ use sundial_core::{protocol::run::RunKind, sign::sign_command};
 
 use crate::{
     scheduler::{v1, RawClient},
-    util::{bounded, stderr, sundial, Daemon, SchedulerProcess, Vhost},
+    util::{drain, stderr, sundial, Daemon, SchedulerProcess, Vhost},
     worker::{connect, publish, wait_for_consumers, EventTap},
 };
 
@@ -83,20 +83,7 @@ async fn commands_must_be_signed_and_fresh_and_fires_are_signed() {
 
     // Refused commands are dead-lettered with the reason.
     let ch = conn.create_channel().await.expect("channel");
-    let mut dead = 0;
-    while bounded(
-        "dlq get",
-        ch.basic_get(
-            "sundial.dead.control".into(),
-            lapin::options::BasicGetOptions { no_ack: true },
-        ),
-    )
-    .await
-    .expect("get")
-    .is_some()
-    {
-        dead += 1;
-    }
+    let dead = drain(&ch, "sundial.dead.control").await.len();
     assert_eq!(dead, 5, "four bad commands and one replay");
 
     // The CLI signs with the configured key, and fails clearly without it.

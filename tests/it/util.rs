@@ -428,3 +428,22 @@ pub(crate) fn apply_jobs(v: &Vhost, toml: &str) {
     let _ = std::fs::remove_file(&file);
     assert!(out.status.success(), "job apply: {}", stderr(&out));
 }
+
+/// Takes every message of `queue` (acked), returning them: for dead-letter
+/// checks.
+pub(crate) async fn drain(ch: &lapin::Channel, queue: &str) -> Vec<lapin::message::Delivery> {
+    let mut out = Vec::new();
+    while let Some(m) = bounded(
+        "basic.get",
+        ch.basic_get(
+            queue.into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        ),
+    )
+    .await
+    .expect("basic.get")
+    {
+        out.push(m.delivery);
+    }
+    out
+}

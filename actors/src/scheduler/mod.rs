@@ -47,6 +47,21 @@ pub struct SchedulerConfig {
     pub supervisor: sundial_core::settings::SupervisorSettings,
 }
 
+impl SchedulerConfig {
+    /// The configuration the settings describe, for node `node`.
+    pub fn from_settings(s: &sundial_core::settings::Settings, node: String) -> Self {
+        Self {
+            broker: s.broker.clone(),
+            topology: s.topology.clone(),
+            node,
+            registry: s.registry,
+            health: crate::http::Health::new(),
+            hmac_key: s.control.hmac_key.as_deref().map(Arc::from),
+            supervisor: s.supervisor,
+        }
+    }
+}
+
 /// This component's name in `/readyz`.
 const HEALTH_PART: &str = "scheduler";
 

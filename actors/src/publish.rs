@@ -149,3 +149,24 @@ pub async fn publish_all_confirmed(
     }
     Ok(())
 }
+
+/// Republishes a message to the dead-letter exchange with its original
+/// properties plus `reason_headers`, persistent, and awaits the confirm. An
+/// `Err` means it was not stored: the caller must not ack the original.
+pub async fn dead_letter(
+    ch: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    props: &BasicProperties,
+    reason_headers: impl IntoIterator<Item = (&'static str, lapin::types::AMQPValue)>,
+) -> Result<(), Error> {
+    let mut h = props.headers().clone().unwrap_or_default();
+    for (k, v) in reason_headers {
+        h.insert(k.into(), v);
+    }
+    let props = props.clone().with_headers(h).with_delivery_mode(2);
+    publish_raw_confirmed(ch, exchange, routing_key, body, props)
+        .await
+        .map_err(|e| Error::DeadLetter(e.to_string()))
+}

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::registry::{Execute, Registry};
-use crate::{broker::meta_of, error::Error, publish::publish_raw_confirmed};
+use crate::{broker::meta_of, error::Error};
 
 /// Commands read ahead of the one being executed.
 const CONTROL_PREFETCH: u16 = 16;
@@ -143,20 +143,22 @@ async fn dead_letter(
     d: &Delivery,
     reason: &str,
 ) -> Result<(), Error> {
-    let mut h = d.properties.headers().clone().unwrap_or_default();
-    h.insert(
-        ShortString::from(headers::ERROR),
-        AMQPValue::LongString(LongString::from(reason)),
-    );
-    h.insert(
-        ShortString::from(headers::ATTEMPTS),
-        AMQPValue::LongLongInt(1),
-    );
-    let props = d.properties.clone().with_headers(h).with_delivery_mode(2);
-    // Not confirmed: fail, so the delivery is not acked and comes back.
-    publish_raw_confirmed(ch, &topo.dead_exchange(), CONTROL_DEAD_KEY, &d.data, props)
-        .await
-        .map_err(|e| Error::DeadLetter(e.to_string()))?;
+    let reason_headers = [
+        (
+            headers::ERROR,
+            AMQPValue::LongString(LongString::from(reason)),
+        ),
+        (headers::ATTEMPTS, AMQPValue::LongLongInt(1)),
+    ];
+    crate::publish::dead_letter(
+        ch,
+        &topo.dead_exchange(),
+        CONTROL_DEAD_KEY,
+        &d.data,
+        &d.properties,
+        reason_headers,
+    )
+    .await?;
     warn!(reason, "control command dead-lettered");
     Ok(())
 }
@@ -200,11 +202,7 @@ impl Signatures {
     fn check(&mut self, key: &[u8], d: &Delivery) -> Result<(), SignError> {
         let headers = d.properties.headers().as_ref();
         let get = |name: &str| headers.and_then(|h| h.inner().get(name));
-        let signature = get(sign::SIGNATURE_HEADER).and_then(|v| match v {
-            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-            AMQPValue::ShortString(s) => Some(s.to_string()),
-            _ => None,
-        });
+        let signature = crate::broker::header_string(&d.properties, sign::SIGNATURE_HEADER);
         let signed_at = get(sign::SIGNED_AT_HEADER).and_then(crate::broker::integer);
         let now = chrono::Utc::now().timestamp();
         sign::verify_command(key, signature.as_deref(), signed_at, &d.data, now)?;

@@ -330,42 +330,32 @@ async fn dead_letter(
     first_failure: DateTime<Utc>,
     last_failure: DateTime<Utc>,
 ) -> Result<(), Error> {
-    let mut h = props.headers().clone().unwrap_or_default();
     let text = |s: &str| AMQPValue::LongString(LongString::from(s));
-    h.insert(ShortString::from(headers::ERROR), text(reason));
-    h.insert(
-        ShortString::from(headers::ATTEMPTS),
-        AMQPValue::LongLongInt(i64::from(attempts)),
-    );
-    h.insert(
-        ShortString::from(headers::FIRST_FAILURE),
-        text(&first_failure.to_rfc3339()),
-    );
-    h.insert(
-        ShortString::from(headers::LAST_FAILURE),
-        text(&last_failure.to_rfc3339()),
-    );
-    h.insert(ShortString::from(headers::WORKER), text(&shared.worker));
-    h.insert(ShortString::from(headers::POOL), text(&shared.pool));
-    let props = props.clone().with_headers(h).with_delivery_mode(2);
-    publish_raw_confirmed(
+    let reason_headers = [
+        (headers::ERROR, text(reason)),
+        (
+            headers::ATTEMPTS,
+            AMQPValue::LongLongInt(i64::from(attempts)),
+        ),
+        (headers::FIRST_FAILURE, text(&first_failure.to_rfc3339())),
+        (headers::LAST_FAILURE, text(&last_failure.to_rfc3339())),
+        (headers::WORKER, text(&shared.worker)),
+        (headers::POOL, text(&shared.pool)),
+    ];
+    crate::publish::dead_letter(
         &shared.out,
         &shared.topo.dead_exchange(),
         &shared.pool,
         body,
         props,
+        reason_headers,
     )
     .await
-    .map_err(|e| Error::DeadLetter(e.to_string()))
 }
 
 /// The `x-sundial-replay` header of a delivery, if it is a replay.
 fn replay_marker(props: &BasicProperties) -> Option<String> {
-    match props.headers().as_ref()?.inner().get(headers::REPLAY)? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.to_string()),
-        _ => None,
-    }
+    crate::broker::header_string(props, headers::REPLAY)
 }
 
 fn event(shared: &Shared, fire: &FireEvent, kind: RunKind, reason: Option<String>) -> RunEvent {

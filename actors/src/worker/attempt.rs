@@ -152,7 +152,9 @@ async fn attempt(shared: &Shared, d: &Delivery, fire: &FireEvent) -> Result<bool
         }
         _ => None,
     };
-    if let Ok(mut running) = shared.running.lock() {
+    // Only `replace` jobs get cancel requests: the others skip the map.
+    let replaceable = fire.overlap == sundial_core::job::Overlap::Replace;
+    if let Some(mut running) = replaceable.then(|| shared.running.lock().ok()).flatten() {
         running.insert(
             fire.fire_id.clone(),
             Replaceable {
@@ -181,7 +183,7 @@ async fn attempt(shared: &Shared, d: &Delivery, fire: &FireEvent) -> Result<bool
         }
     };
     let took = clock.elapsed();
-    if let Ok(mut running) = shared.running.lock() {
+    if let Some(mut running) = replaceable.then(|| shared.running.lock().ok()).flatten() {
         running.remove(&fire.fire_id);
     }
     if let Some(reason) = replaced.get() {

@@ -74,6 +74,17 @@ pub enum Command {
     /// Inspect, replay and purge dead letters.
     #[command(subcommand)]
     Dlq(DlqCmd),
+    /// Scheduler nodes, who holds each timer shard and its watermark lag,
+    /// and per pool the queued fires, workers and dead letters.
+    Status {
+        /// How long to listen for scheduler heartbeats (default: two
+        /// heartbeat intervals).
+        #[arg(long, value_name = "DURATION")]
+        listen: Option<humantime::Duration>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -53,6 +53,12 @@ fn run(cli: Cli) -> Result<(), CommandError> {
             json,
             &mut stdout,
         )),
+        Command::Status { listen, json } => commands::runtime()?.block_on(commands::status::run(
+            &settings,
+            listen.map(Into::into),
+            json,
+            &mut stdout,
+        )),
         Command::Dlq(cmd) => {
             commands::runtime()?.block_on(commands::dlq::run(&settings, &cmd, &mut stdout))
         }

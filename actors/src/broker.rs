@@ -237,6 +237,7 @@ pub fn field_table(args: &sundial_core::topology::Args) -> FieldTable {
         let value = match v {
             ArgValue::Str(s) => AMQPValue::LongString(LongString::from(s.as_str())),
             ArgValue::Int(n) => AMQPValue::LongLongInt(*n),
+            ArgValue::Bool(b) => AMQPValue::Boolean(*b),
         };
         t.insert(ShortString::from(k.as_str()), value);
     }

@@ -65,6 +65,7 @@ pub mod http;
 pub mod metrics;
 pub mod publish;
 pub mod scheduler;
+pub mod status;
 mod supervise;
 pub mod topology;
 pub mod worker;

@@ -31,6 +31,7 @@ pub mod duration;
 pub mod error;
 pub mod fire_id;
 pub mod job;
+pub mod lease;
 pub mod ledger;
 pub mod misfire;
 pub mod protocol;

@@ -25,6 +25,27 @@ pub struct RawSettings {
     pub http: RawHttp,
     pub log: RawLog,
     pub supervisor: RawSupervisor,
+    pub scheduler: RawScheduler,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawScheduler {
+    /// How often a scheduler announces itself (and its shards) on the nodes
+    /// exchange.
+    pub heartbeat_interval: String,
+    /// A peer silent for this long is gone: its shards are taken over. The
+    /// failover time is about this plus one interval.
+    pub heartbeat_timeout: String,
+}
+
+impl Default for RawScheduler {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: "1s".into(),
+            heartbeat_timeout: "3s".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -232,6 +253,22 @@ pub struct Settings {
     pub http: HttpSettings,
     pub log: LogSettings,
     pub supervisor: SupervisorSettings,
+    pub scheduler: SchedulerSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerSettings {
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(3),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -515,6 +552,35 @@ impl TryFrom<RawSettings> for Settings {
             max_restarts: raw.supervisor.max_restarts,
             within,
         };
+        let dur = |key: &str, v: &str| {
+            v.parse::<HumanDuration>()
+                .map(HumanDuration::get)
+                .map_err(|e| err(key, e))
+        };
+        let heartbeat_interval = dur(
+            "scheduler.heartbeat_interval",
+            &raw.scheduler.heartbeat_interval,
+        )?;
+        let heartbeat_timeout = dur(
+            "scheduler.heartbeat_timeout",
+            &raw.scheduler.heartbeat_timeout,
+        )?;
+        if heartbeat_interval < Duration::from_millis(100) {
+            return Err(err(
+                "scheduler.heartbeat_interval",
+                "must be at least 100ms",
+            ));
+        }
+        if heartbeat_timeout < heartbeat_interval * 2 {
+            return Err(err(
+                "scheduler.heartbeat_timeout",
+                "must be at least twice scheduler.heartbeat_interval",
+            ));
+        }
+        let scheduler = SchedulerSettings {
+            heartbeat_interval,
+            heartbeat_timeout,
+        };
         let format = match raw.log.format.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -559,6 +625,7 @@ impl TryFrom<RawSettings> for Settings {
                 level: raw.log.level,
             },
             supervisor,
+            scheduler,
         })
     }
 }

@@ -23,6 +23,7 @@ pub const RETRY_TIER_HEADER: &str = "sundial-retry-tier";
 pub enum ArgValue {
     Str(String),
     Int(i64),
+    Bool(bool),
 }
 
 pub type Args = BTreeMap<String, ArgValue>;
@@ -182,9 +183,13 @@ impl Topology {
         };
 
         let control = self.control_queue();
+        // One scheduler at a time decides commands (in stream order, against
+        // an up-to-date view); the others follow the registry stream.
+        let mut control_args = self.dead_lettering_quorum(CONTROL_DEAD_KEY);
+        control_args.insert("x-single-active-consumer".into(), ArgValue::Bool(true));
         d.queues.push(QueueDecl {
             name: control.clone(),
-            args: self.dead_lettering_quorum(CONTROL_DEAD_KEY),
+            args: control_args,
         });
         d.bindings
             .push(bind(&control, self.control_exchange(), String::new()));

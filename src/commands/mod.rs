@@ -9,6 +9,7 @@ mod ops;
 pub mod run;
 pub mod schedule_next;
 pub mod scheduler;
+pub mod status;
 pub mod topology_apply;
 pub mod worker;
 

@@ -19,6 +19,7 @@
 
 mod cli;
 mod deploy;
+mod failover;
 mod ops;
 mod overlap;
 mod run;

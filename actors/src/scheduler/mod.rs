@@ -1,32 +1,39 @@
-//! The scheduler: replays the registry, starts one `TimerShard` per shard
-//! (all of them, on one node; leases come with the failover issue), a
-//! `Registry` actor, and the control consumer.
+//! The scheduler: replays the registry, follows it, takes leases on its
+//! share of the timer shards and fires them, and (while it is the control
+//! queue's single active consumer) executes control commands.
 //!
 //! ```text
 //! run (reconnects with backoff: the root of a rest-for-one restart)
-//!  └─ run_once: connection
+//!  └─ run_once: connection + lease connection
 //!      ├─ topology apply (idempotent)
 //!      ├─ replay sundial.registry → RegistryView
-//!      ├─ TimerShard × S   (watermark read; misfires over (watermark, now])
-//!      ├─ Registry         (commands → stream append → view → shards)
+//!      ├─ Registry         (commands → stream append → view → shards;
+//!      │                    follows records other nodes append)
+//!      ├─ ShardLeases      (heartbeats on sundial.nodes; exclusive
+//!      │   │                sundial.lease.{shard} queues; rebalancing)
+//!      │   └─ TimerShard × held shards (watermark read, epoch + 1,
+//!      │                    misfires over (watermark, now])
+//!      ├─ RunTracker       (run events → overlap policies)
 //!      └─ control consumer (sundial.control → Registry → reply / dead letter)
 //! ```
 
 mod control;
+mod leases;
 mod registry;
 mod runs;
 mod startup;
 mod timer;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use actix::prelude::*;
 use chrono::Utc;
-use sundial_core::{registry::JobEntry, topology::Topology};
+use sundial_core::topology::Topology;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use self::{registry::Registry, timer::TimerShard};
+use self::registry::Registry;
+pub(crate) use self::startup::read_watermark;
 use crate::error::Error;
 
 /// What a scheduler needs to run.
@@ -45,6 +52,8 @@ pub struct SchedulerConfig {
     pub hmac_key: Option<Arc<[u8]>>,
     /// Restart intensity of the supervision loop.
     pub supervisor: sundial_core::settings::SupervisorSettings,
+    /// Heartbeats and failover timing.
+    pub scheduler: sundial_core::settings::SchedulerSettings,
 }
 
 impl SchedulerConfig {
@@ -58,6 +67,7 @@ impl SchedulerConfig {
             health: crate::http::Health::new(),
             hmac_key: s.control.hmac_key.as_deref().map(Arc::from),
             supervisor: s.supervisor,
+            scheduler: s.scheduler,
         }
     }
 }
@@ -102,17 +112,17 @@ async fn run_once(
     let conn =
         crate::broker::connect_to(&cfg.broker, &format!("sundial scheduler {}", cfg.node)).await?;
     let lost = crate::broker::on_connection_error(&conn);
+    // Leases live on their own connection: when it goes, every lease goes
+    // with it, and this node stops firing (the run ends, everything restarts).
+    let lease_conn = crate::broker::connect_to(
+        &cfg.broker,
+        &format!("sundial scheduler {} leases", cfg.node),
+    )
+    .await?;
+    let lease_lost = crate::broker::on_connection_error(&lease_conn);
     crate::topology::apply_if_permitted(&conn, &topo.declarations()).await?;
     let replayed = startup::replay_registry(&conn, &topo, &cfg.node).await?;
 
-    let now = Utc::now();
-    let mut by_shard: HashMap<u32, Vec<Arc<JobEntry>>> = HashMap::new();
-    for j in replayed.view.iter() {
-        by_shard
-            .entry(topo.shard_of(&j.spec.id))
-            .or_default()
-            .push(Arc::new(j.clone()));
-    }
     // Shards are spread over a few threads (actix arbiters) so that one
     // second's burst of fires is encoded and published on every core.
     let runs = Arc::new(runs::RunningJobs::default());
@@ -126,38 +136,27 @@ async fn run_once(
         .map_or(2, |n| n.get())
         .clamp(1, 4);
     let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
-    let mut shards = Vec::with_capacity(topo.shards as usize);
-    for shard in 0..topo.shards {
-        let wm = startup::read_watermark(&conn, &topo, shard).await?;
-        let floor = startup::misfire_floor(wm.as_ref(), now);
-        let epoch = wm.as_ref().map_or(1, |w| w.epoch + 1);
-        let ch = crate::broker::confirming_channel(&conn).await?;
-        let actor = TimerShard::new(shard, epoch, ch, floor, &common);
-        let arbiter = &arbiters[shard as usize % threads];
-        let addr = TimerShard::start_in_arbiter(&arbiter.handle(), move |_| actor);
-        addr.do_send(timer::Load {
-            jobs: by_shard.remove(&shard).unwrap_or_default(),
-            alive_since,
-        });
-        shards.push(addr);
-    }
     let reg_ch = crate::broker::confirming_channel(&conn).await?;
     let jobs = replayed.view.len();
+    let registry_failed = CancellationToken::new();
     let registry = Registry::new(
         replayed,
-        reg_ch,
-        topo.clone(),
-        shards.clone(),
-        cfg.registry,
-        cfg.node.clone(),
+        registry::RegistryParts {
+            channel: reg_ch,
+            topo: topo.clone(),
+            settings: cfg.registry,
+            node: cfg.node.clone(),
+            failed: registry_failed.clone(),
+            key: cfg.hmac_key.clone(),
+        },
     )
     .start();
     info!(node = %cfg.node, shards = topo.shards, jobs, "scheduler running");
-    metrics::gauge!(crate::metrics::SHARDS_OWNED).set(f64::from(topo.shards));
     cfg.health.set(HEALTH_PART, None);
 
-    // The control consumer stops on shutdown or on connection loss.
-    let stop_control = CancellationToken::new();
+    // The control consumer, run tracker and leases stop on shutdown or on
+    // connection loss.
+    let stop = CancellationToken::new();
     let result = {
         let control = control::run(
             &conn,
@@ -165,31 +164,48 @@ async fn run_once(
             &cfg.node,
             registry.clone(),
             cfg.hmac_key.clone(),
-            stop_control.clone(),
+            stop.clone(),
         );
-        let tracker = runs::track(&conn, &topo, runs, stop_control.clone());
+        let tracker = runs::track(&conn, &topo, runs, stop.clone());
+        let leases = leases::run(
+            leases::LeaseParts {
+                lease_conn: &lease_conn,
+                conn: &conn,
+                registry: registry.clone(),
+                common,
+                arbiters: &arbiters,
+                settings: cfg.scheduler,
+                alive_since,
+            },
+            stop.clone(),
+        );
         tokio::pin!(control);
         tokio::pin!(tracker);
+        tokio::pin!(leases);
         tokio::select! {
             r = &mut control => r,
             r = &mut tracker => r.and(Err(Error::ConnectionLost("run tracker stopped".into()))),
+            r = &mut leases => r.and(Err(Error::ConnectionLost("lease task stopped".into()))),
             () = shutdown.cancelled() => {
-                stop_control.cancel();
-                let (c, t) = tokio::join!(control, tracker);
-                c.and(t)
+                // Leases hand every shard back: final watermarks, then the
+                // lease queues go, and peers hear of it at once.
+                stop.cancel();
+                let (c, t, l) = tokio::join!(control, tracker, leases);
+                c.and(t).and(l)
             }
             () = lost.cancelled() => Err(Error::ConnectionLost("connection closed".into())),
+            () = lease_lost.cancelled() => Err(Error::ConnectionLost("lease connection closed".into())),
+            () = registry_failed.cancelled() => Err(Error::ConnectionLost("registry stream ended".into())),
         }
     };
 
-    // Final watermarks (best effort when the connection is gone), then stop.
-    for s in &shards {
-        let _ = tokio::time::timeout(Duration::from_secs(5), s.send(timer::Flush)).await;
-    }
-    // Close the connection (and every channel, in order) before the actors
+    // Close the connections (and every channel, in order) before the actors
     // that own channels go away: a channel dropped mid-close makes lapin
-    // report a connection error.
-    let _ = conn.close(200, "scheduler stopping".into()).await;
+    // report a connection error. The lease connection first: after a failure
+    // any shard still held must be free for a peer at once.
+    let bye = Duration::from_secs(5);
+    let _ = tokio::time::timeout(bye, lease_conn.close(200, "scheduler stopping".into())).await;
+    let _ = tokio::time::timeout(bye, conn.close(200, "scheduler stopping".into())).await;
     registry.do_send(StopRegistry);
     for a in &arbiters {
         a.stop();

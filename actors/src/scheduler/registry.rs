@@ -1,14 +1,15 @@
 //! `Registry`: owns the registry view, executes control commands one at a
-//! time (append to the stream with confirms, then apply, then answer) and
-//! tells the timer shards what changed.
+//! time (append to the stream with confirms, then apply, then answer),
+//! follows the stream for records other nodes append, and tells the timer
+//! shards this node holds what changed.
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 use actix::prelude::*;
 use chrono::Utc;
-use lapin::Channel;
+use lapin::{message::Delivery, options::BasicAckOptions, Channel};
 use sundial_core::{
-    codec::encode,
+    codec::{decode, encode},
     control::{decide, Decision},
     protocol::{
         control::{Command, Reply, ReplyError},
@@ -17,14 +18,19 @@ use sundial_core::{
     registry::{Change, RegistryView},
     settings::RegistrySettings,
     topology::Topology,
+    FireId,
 };
-use tracing::{info, warn};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
 
 use super::{
     startup::Replayed,
     timer::{JobChange, TimerShard},
 };
-use crate::publish::publish_all_confirmed;
+use crate::{
+    broker::meta_of,
+    publish::{publish_all_confirmed, publish_confirmed},
+};
 
 /// Definitions per snapshot part (~1 KB each: parts stay near 1 MB).
 const SNAPSHOT_PART_JOBS: usize = 1_000;
@@ -44,19 +50,44 @@ pub(crate) struct Registry {
     /// Confirm-mode channel for appends to the registry stream.
     channel: Channel,
     topo: Arc<Topology>,
-    /// Timer shard actors, indexed by shard number.
-    shards: Vec<Addr<TimerShard>>,
+    /// Timer shard actors this node holds, indexed by shard number.
+    shards: Vec<Option<Addr<TimerShard>>>,
+    /// Message ids of records this node appended and already applied: the
+    /// follower skips them when they come back.
+    own: HashSet<String>,
+    /// Whether this node appended records (it is the active control
+    /// consumer): only then does the size rule write snapshots.
+    appender: bool,
+    /// The stream consumer positioned after replay; taken at start.
+    follow: Option<lapin::Consumer>,
+    /// Its channel, kept open while the registry lives.
+    _follow_channel: Channel,
+    /// Cancelled when following the stream fails (the scheduler restarts).
+    failed: CancellationToken,
+    /// Signs manual fires when set.
+    key: Option<Arc<[u8]>>,
+}
+
+/// How a `Registry` is wired.
+pub(crate) struct RegistryParts {
+    pub(crate) channel: Channel,
+    pub(crate) topo: Arc<Topology>,
+    pub(crate) settings: RegistrySettings,
+    pub(crate) node: String,
+    pub(crate) failed: CancellationToken,
+    pub(crate) key: Option<Arc<[u8]>>,
 }
 
 impl Registry {
-    pub(crate) fn new(
-        replayed: Replayed,
-        channel: Channel,
-        topo: Arc<Topology>,
-        shards: Vec<Addr<TimerShard>>,
-        settings: RegistrySettings,
-        node: String,
-    ) -> Self {
+    pub(crate) fn new(replayed: Replayed, parts: RegistryParts) -> Self {
+        let RegistryParts {
+            channel,
+            topo,
+            settings,
+            node,
+            failed,
+            key,
+        } = parts;
         Self {
             view: replayed.view,
             bytes_since_snapshot: replayed.bytes_since_snapshot,
@@ -65,9 +96,23 @@ impl Registry {
             settings,
             node,
             channel,
+            shards: vec![None; topo.shards as usize],
             topo,
-            shards,
+            own: HashSet::new(),
+            appender: false,
+            follow: Some(replayed.follow),
+            _follow_channel: replayed.follow_channel,
+            failed,
+            key,
         }
+    }
+
+    /// Pools the registered jobs use (for heartbeats and `status`).
+    pub(crate) fn pools(&self) -> Vec<String> {
+        let mut p: Vec<String> = self.view.iter().map(|j| j.spec.pool.clone()).collect();
+        p.sort();
+        p.dedup();
+        p
     }
 
     /// Compaction rule (docs/semantics.md §5): snapshot when the log since
@@ -83,7 +128,7 @@ impl Registry {
         let stale = self
             .last_snapshot
             .map_or(self.bytes_since_snapshot > 0, |t| now - t > quarter);
-        self.bytes_since_snapshot > self.settings.snapshot_after_bytes || stale
+        (self.appender && self.bytes_since_snapshot > self.settings.snapshot_after_bytes) || stale
     }
 
     fn maybe_snapshot(&mut self, ctx: &mut Context<Self>) {
@@ -95,7 +140,59 @@ impl Registry {
 
     fn shard(&self, id: &str) -> Option<&Addr<TimerShard>> {
         let i = usize::try_from(self.topo.shard_of(id)).ok()?;
-        self.shards.get(i)
+        self.shards.get(i)?.as_ref()
+    }
+
+    /// Publishes a manual fire of `job` (its own fire id, epoch 0: no shard
+    /// owner is involved) and answers with `reply` plus the fire id once the
+    /// broker confirmed it.
+    fn trigger(
+        &self,
+        job: &sundial_core::registry::JobEntry,
+        reply: Reply,
+    ) -> impl std::future::Future<Output = Reply> {
+        let now = Utc::now();
+        let fire_id = FireId::for_trigger(&job.spec.id, now).to_string();
+        let shard = self.topo.shard_of(&job.spec.id);
+        let ev = super::timer::fire_event(
+            job,
+            fire_id.clone(),
+            now,
+            now,
+            true,
+            (shard, 0),
+            self.key.as_deref(),
+        );
+        let ch = self.channel.clone();
+        let exchange = self.topo.fire_exchange();
+        let routing_key = Topology::work_routing_key(&ev.pool, shard);
+        let job_id = job.spec.id.clone();
+        async move {
+            let sent = match encode(&ev) {
+                Ok(enc) => publish_confirmed(&ch, &exchange, &routing_key, &enc, || {})
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match sent {
+                Ok(()) => {
+                    info!(job_id = %job_id, fire_id = %fire_id, "manual trigger fired");
+                    let mut reply = reply;
+                    reply.result = Some(serde_json::json!({"id": job_id, "fire_id": fire_id}));
+                    reply
+                }
+                Err(e) => {
+                    warn!(job_id = %job_id, error = %e, "manual trigger not fired");
+                    Reply::error(
+                        Some("trigger"),
+                        ReplyError {
+                            field: "id".into(),
+                            message: format!("not fired, try again: {e}"),
+                        },
+                    )
+                }
+            }
+        }
     }
 
     fn entry(&self, id: &str) -> Option<Arc<sundial_core::registry::JobEntry>> {
@@ -110,6 +207,12 @@ impl Registry {
                 return;
             }
         };
+        if change == Change::Reloaded {
+            // A complete snapshot another node wrote: the log before it is
+            // superseded (the view it describes is the one we hold).
+            self.bytes_since_snapshot = 0;
+            self.last_snapshot = Some(Utc::now());
+        }
         let (id, msg) = match change {
             Change::Upserted(id) => match self.entry(&id) {
                 Some(e) => (id, JobChange::Upserted(e)),
@@ -135,6 +238,113 @@ impl Actor for Registry {
     fn started(&mut self, ctx: &mut Self::Context) {
         metrics::gauge!(crate::metrics::REGISTRY_JOBS).set(self.view.len() as f64);
         ctx.run_interval(SNAPSHOT_CHECK, |act, ctx| act.maybe_snapshot(ctx));
+        if let Some(consumer) = self.follow.take() {
+            ctx.add_stream(consumer);
+        }
+    }
+}
+
+/// Records from the stream after replay: other nodes' commands and
+/// snapshots (this node's own were applied when confirmed).
+impl StreamHandler<Result<Delivery, lapin::Error>> for Registry {
+    fn handle(&mut self, item: Result<Delivery, lapin::Error>, ctx: &mut Context<Self>) {
+        let delivery = match item {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(error = %e, "following the registry stream failed");
+                self.failed.cancel();
+                return;
+            }
+        };
+        let acker = delivery.acker.clone();
+        ctx.spawn(
+            async move {
+                let _ = acker.ack(BasicAckOptions::default()).await;
+            }
+            .into_actor(self),
+        );
+        let own = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .is_some_and(|id| self.own.remove(id.as_str()));
+        if own {
+            return;
+        }
+        match decode::<RegistryRecord>(&meta_of(&delivery.properties), &delivery.data) {
+            Ok(RegistryRecord::Sync { .. }) => {}
+            Ok(record) => {
+                self.bytes_since_snapshot += delivery.data.len() as u64;
+                self.apply(&record);
+                metrics::gauge!(crate::metrics::REGISTRY_JOBS).set(self.view.len() as f64);
+                debug!(jobs = self.view.len(), "registry record followed");
+            }
+            Err(e) => warn!(error = %e, "undecodable registry record skipped"),
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        debug!("registry stream consumer ended");
+        self.failed.cancel();
+    }
+}
+
+/// This node now holds these shards: load their jobs into the new timers.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Attach {
+    pub(crate) shards: Vec<(u32, Addr<TimerShard>)>,
+    pub(crate) alive_since: chrono::DateTime<Utc>,
+}
+
+impl Handler<Attach> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Attach, _ctx: &mut Context<Self>) {
+        let mut loads: std::collections::HashMap<u32, Vec<Arc<sundial_core::registry::JobEntry>>> =
+            msg.shards.iter().map(|(s, _)| (*s, Vec::new())).collect();
+        for j in self.view.iter() {
+            if let Some(v) = loads.get_mut(&self.topo.shard_of(&j.spec.id)) {
+                v.push(Arc::new(j.clone()));
+            }
+        }
+        for (shard, addr) in msg.shards {
+            addr.do_send(super::timer::Load {
+                jobs: loads.remove(&shard).unwrap_or_default(),
+                alive_since: msg.alive_since,
+            });
+            if let Some(slot) = self.shards.get_mut(shard as usize) {
+                *slot = Some(addr);
+            }
+        }
+    }
+}
+
+/// This node no longer holds `shard`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Detach(pub(crate) u32);
+
+impl Handler<Detach> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, Detach(shard): Detach, _ctx: &mut Context<Self>) {
+        if let Some(slot) = self.shards.get_mut(shard as usize) {
+            *slot = None;
+        }
+    }
+}
+
+/// The pools the registered jobs use.
+#[derive(Message)]
+#[rtype(result = "Vec<String>")]
+pub(crate) struct Pools;
+
+impl Handler<Pools> for Registry {
+    type Result = Vec<String>;
+
+    fn handle(&mut self, _: Pools, _ctx: &mut Context<Self>) -> Vec<String> {
+        self.pools()
     }
 }
 
@@ -193,6 +403,10 @@ impl Handler<WriteSnapshot> for Registry {
             jobs,
         };
         let encoded: Result<Vec<_>, _> = records.iter().map(encode).collect();
+        if let Ok(encoded) = &encoded {
+            self.own
+                .extend(encoded.iter().filter_map(|e| e.meta.message_id.clone()));
+        }
         let index_enc = encode(&index);
         let ch = self.channel.clone();
         let stream = self.topo.registry_stream();
@@ -239,10 +453,10 @@ impl Handler<Execute> for Registry {
         match decide(&cmd, &self.view, Utc::now()) {
             Decision::Reply(reply) => AtomicResponse::new(Box::pin(fut::ready(reply))),
             Decision::Trigger { id, reply } => {
-                if let (Some(entry), Some(shard)) = (self.entry(&id), self.shard(&id)) {
-                    shard.do_send(JobChange::Trigger(entry));
-                }
-                AtomicResponse::new(Box::pin(fut::ready(reply)))
+                let Some(entry) = self.entry(&id) else {
+                    return AtomicResponse::new(Box::pin(fut::ready(reply)));
+                };
+                AtomicResponse::new(Box::pin(self.trigger(&entry, reply).into_actor(self)))
             }
             Decision::Append { records, reply } => {
                 let encoded: Result<Vec<_>, _> = records.iter().map(encode).collect();
@@ -259,6 +473,12 @@ impl Handler<Execute> for Registry {
                         return AtomicResponse::new(Box::pin(fut::ready(r)));
                     }
                 };
+                let ids: Vec<String> = encoded
+                    .iter()
+                    .filter_map(|e| e.meta.message_id.clone())
+                    .collect();
+                self.own.extend(ids.iter().cloned());
+                self.appender = true;
                 let ch = self.channel.clone();
                 let stream = self.topo.registry_stream();
                 let appended: u64 = encoded.iter().map(|e| e.body.len() as u64).sum();
@@ -277,6 +497,11 @@ impl Handler<Execute> for Registry {
                                 reply
                             }
                             Err(e) => {
+                                // If some did reach the stream after all, the
+                                // follower applies them, as every node does.
+                                for id in &ids {
+                                    act.own.remove(id);
+                                }
                                 warn!(command = name, error = %e, "registry append failed; nothing changed");
                                 Reply::error(
                                     Some(name),

@@ -6,8 +6,7 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use lapin::{
     options::{
-        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions,
-        BasicNackOptions, BasicQosOptions,
+        BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicQosOptions,
     },
     types::{AMQPValue, FieldTable, ShortString},
     Connection,
@@ -38,12 +37,18 @@ pub(crate) struct Replayed {
     pub(crate) bytes_since_snapshot: u64,
     /// When the newest complete snapshot was written, if any.
     pub(crate) last_snapshot: Option<DateTime<Utc>>,
+    /// The stream consumer, positioned just after the sync marker: the
+    /// registry follows it for records appended by other nodes.
+    pub(crate) follow: lapin::Consumer,
+    /// Its channel (kept open with it).
+    pub(crate) follow_channel: lapin::Channel,
 }
 
 /// Replays `sundial.registry` into a fresh view: from the chunk of the newest
 /// snapshot named in the index queue (a minute early, to be safe), or from
 /// the first offset. Appends a `sync` marker first and reads until it, so
-/// everything accepted before this start is in the view.
+/// everything accepted before this start is in the view, and keeps the
+/// consumer for the registry to follow.
 pub(crate) async fn replay_registry(
     conn: &Connection,
     topo: &Topology,
@@ -124,10 +129,6 @@ pub(crate) async fn replay_registry(
             break;
         }
     }
-    let _ = ch
-        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-        .await;
-    let _ = ch.close(200, "replayed".into()).await;
     info!(
         records = read,
         jobs = view.len(),
@@ -139,6 +140,8 @@ pub(crate) async fn replay_registry(
         view,
         bytes_since_snapshot,
         last_snapshot: last_snapshot.or(index.map(|i| i.written_at)),
+        follow: consumer,
+        follow_channel: ch,
     })
 }
 

@@ -63,6 +63,10 @@ pub(crate) struct TimerShard {
     /// When each paused job was paused (in this process), for resume.
     paused_at: HashMap<String, DateTime<Utc>>,
     wake: Option<SpawnHandle>,
+    /// Whether [`Load`] ran (before it, the cursor is the misfire floor).
+    loaded: bool,
+    /// Set by [`Flush`]: fires nothing more; signalled when stopped.
+    flushing: Option<tokio::sync::oneshot::Sender<()>>,
     /// Runs in progress (from the RunTracker), for overlap policies.
     runs: Arc<RunningJobs>,
     /// Signs every fire event when set (`control.hmac_key`).
@@ -107,6 +111,8 @@ impl TimerShard {
             written: None,
             paused_at: HashMap::new(),
             wake: None,
+            loaded: false,
+            flushing: None,
             runs,
             key,
         }
@@ -150,6 +156,9 @@ impl TimerShard {
         if let Some(h) = self.wake.take() {
             ctx.cancel_future(h);
         }
+        if self.flushing.is_some() {
+            return;
+        }
         if let Some((at, _)) = self.timer.first() {
             let delay = (*at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             self.wake = Some(ctx.run_later(delay, |act, ctx| {
@@ -171,33 +180,28 @@ impl TimerShard {
             };
             let scheduled = self.armed.get(&id).map_or(send_at, |(_, s)| *s);
             self.disarm(&id);
-            self.publish(&job, scheduled, false, Some(send_at), ctx);
+            self.publish(&job, scheduled, Some(send_at), ctx);
             self.arm_after(&job, scheduled);
         }
         self.cursor = self.cursor.max(now);
         self.rearm_wake(ctx);
     }
 
-    /// Publishes one fire. `due` is the planned send time of a fire popped
-    /// from the timer (precision is measured against it); `None` for manual
-    /// triggers and misfire catch-ups, which have no planned send time.
+    /// Publishes one scheduled fire. `due` is the planned send time of a
+    /// fire popped from the timer (precision is measured against it); `None`
+    /// for misfire catch-ups, which have no planned send time. (Manual
+    /// triggers are published by the registry: they need no timer state and
+    /// the job's shard may be owned by another node.)
     fn publish(
         &mut self,
         job: &JobEntry,
         scheduled: DateTime<Utc>,
-        manual: bool,
         due: Option<DateTime<Utc>>,
         ctx: &mut Context<Self>,
     ) {
         let now = Utc::now();
-        let fire_id = if manual {
-            FireId::for_trigger(&job.spec.id, now)
-        } else {
-            FireId::new(&job.spec.id, scheduled)
-        };
-        // Overlap policies apply to scheduled fires; a manual trigger runs
-        // regardless (as `kubectl create job --from=cronjob` does).
-        if !manual && job.spec.overlap != Overlap::Allow {
+        let fire_id = FireId::new(&job.spec.id, scheduled);
+        if job.spec.overlap != Overlap::Allow {
             if let Some(run) = self.runs.running(&job.spec.id, now) {
                 if job.spec.overlap == Overlap::Forbid {
                     self.skip_overlapping(job, fire_id.as_str(), &run.fire_id, ctx);
@@ -216,28 +220,16 @@ impl TimerShard {
                 });
             }
         }
-        let mut ev = FireEvent {
-            fire_id: fire_id.to_string(),
-            job_id: job.spec.id.clone(),
-            pool: job.spec.pool.clone(),
-            shard: self.shard,
-            epoch: self.epoch,
-            scheduled_at: scheduled,
-            fired_at: now,
-            attempt: 1,
-            manual,
-            executor: job.spec.executor.clone(),
-            payload: job.spec.payload.clone(),
-            timeout: job.spec.timeout,
-            retry: job.spec.retry.clone(),
-            overlap: job.spec.overlap,
-            first_failure: None,
-            signature: None,
-        };
-        if let Some(k) = &self.key {
-            ev.signature = Some(sundial_core::sign::sign_fire(k, &ev));
-        }
-        let key = if manual { now } else { scheduled };
+        let ev = fire_event(
+            job,
+            fire_id.to_string(),
+            scheduled,
+            now,
+            false,
+            (self.shard, self.epoch),
+            self.key.as_deref(),
+        );
+        let key = scheduled;
         *self.in_flight.entry(key).or_default() += 1;
         match encode(&ev) {
             Ok(enc) => {
@@ -320,6 +312,7 @@ impl TimerShard {
             Ok(()) => {
                 debug!(job_id = %out.job_id, shard = act.shard, fire_id = %out.fire_id, "fire confirmed");
                 dec(&mut act.in_flight, out.key);
+                act.finish_if_drained(ctx);
                 metrics::counter!(m::FIRES_TOTAL, "pool" => out.pool.clone()).increment(1);
                 let lateness = (Utc::now() - out.key).to_std().unwrap_or_default();
                 metrics::histogram!(m::FIRE_LATENESS_SECONDS).record(lateness.as_secs_f64());
@@ -349,6 +342,17 @@ impl TimerShard {
     }
 
     fn write_watermark(&mut self, ctx: &mut Context<Self>) {
+        // Time passes on a shard with nothing due, too: everything due up to
+        // now (or up to the timer's head, if its wake-up is pending) was
+        // handed to the broker.
+        if self.loaded && self.flushing.is_none() {
+            let now = Utc::now();
+            let bound = match self.timer.first() {
+                Some((at, _)) if *at <= now => *at - chrono::Duration::milliseconds(1),
+                _ => now,
+            };
+            self.cursor = self.cursor.max(bound);
+        }
         let up_to = self.watermark();
         if self.written.is_some_and(|w| w >= up_to) {
             return;
@@ -393,9 +397,44 @@ impl TimerShard {
         }
         for at in fire {
             info!(job_id = %job.spec.id, shard = self.shard, fire_id = %FireId::new(&job.spec.id, at), "firing missed occurrence");
-            self.publish(job, at, false, None, ctx);
+            self.publish(job, at, None, ctx);
         }
     }
+}
+
+/// The fire event of `job`'s occurrence `scheduled` (or a manual trigger),
+/// from shard `shard` at `epoch`, signed when `key` is set.
+pub(crate) fn fire_event(
+    job: &JobEntry,
+    fire_id: String,
+    scheduled: DateTime<Utc>,
+    now: DateTime<Utc>,
+    manual: bool,
+    (shard, epoch): (u32, u64),
+    key: Option<&[u8]>,
+) -> FireEvent {
+    let mut ev = FireEvent {
+        fire_id,
+        job_id: job.spec.id.clone(),
+        pool: job.spec.pool.clone(),
+        shard,
+        epoch,
+        scheduled_at: scheduled,
+        fired_at: now,
+        attempt: 1,
+        manual,
+        executor: job.spec.executor.clone(),
+        payload: job.spec.payload.clone(),
+        timeout: job.spec.timeout,
+        retry: job.spec.retry.clone(),
+        overlap: job.spec.overlap,
+        first_failure: None,
+        signature: None,
+    };
+    if let Some(k) = key {
+        ev.signature = Some(sundial_core::sign::sign_fire(k, &ev));
+    }
+    ev
 }
 
 /// A fire on its way to the broker, kept until confirmed (retries resend
@@ -469,6 +508,7 @@ impl Handler<Load> for TimerShard {
             self.arm_after(&job, now.max(floor));
         }
         self.cursor = now.max(floor);
+        self.loaded = true;
         self.rearm_wake(ctx);
     }
 }
@@ -481,7 +521,6 @@ pub(crate) enum JobChange {
     Deleted(String),
     Paused(String),
     Resumed(Arc<JobEntry>),
-    Trigger(Arc<JobEntry>),
 }
 
 impl Handler<JobChange> for TimerShard {
@@ -520,24 +559,53 @@ impl Handler<JobChange> for TimerShard {
                 self.fire_missed(&job, plan, job.spec.misfire.policy.as_str(), ctx);
                 self.arm_after(&job, now);
             }
-            JobChange::Trigger(job) => self.publish(&job, now, true, None, ctx),
         }
         self.rearm_wake(ctx);
     }
 }
 
-/// Write the final watermark and stop (graceful shutdown).
+/// Stop firing, wait (at most [`FLUSH_DRAIN`]) until every published fire
+/// is confirmed, write the final watermark, stop. For a shard handed over
+/// or a graceful shutdown: the next owner starts exactly where this one
+/// stopped, so nothing fires twice and nothing is skipped.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Flush;
 
+/// Longest wait for in-flight confirms before the final watermark is
+/// written anyway (held back below the unconfirmed fires).
+const FLUSH_DRAIN: Duration = Duration::from_secs(5);
+
 impl Handler<Flush> for TimerShard {
-    type Result = ResponseActFuture<Self, ()>;
+    type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
         if let Some(h) = self.wake.take() {
             ctx.cancel_future(h);
         }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.flushing.is_none() {
+            self.flushing = Some(tx);
+            ctx.run_later(FLUSH_DRAIN, |act, ctx| act.finish(ctx));
+            self.finish_if_drained(ctx);
+        }
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+impl TimerShard {
+    fn finish_if_drained(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing.is_some() && self.in_flight.is_empty() {
+            self.finish(ctx);
+        }
+    }
+
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        let Some(done) = self.flushing.take() else {
+            return;
+        };
         let wm = Watermark {
             shard: self.shard,
             epoch: self.epoch,
@@ -547,16 +615,20 @@ impl Handler<Flush> for TimerShard {
         let ch = self.channel.clone();
         let queue = self.topo.watermark_queue(self.shard);
         let shard = self.shard;
-        Box::pin(
-            async move {
-                if let Ok(enc) = encode(&wm) {
-                    if let Err(e) = publish_confirmed(&ch, "", &queue, &enc, || {}).await {
-                        warn!(shard, error = %e, "final watermark not written");
+        let unconfirmed: usize = self.in_flight.values().sum();
+        let fut = async move {
+            if let Ok(enc) = encode(&wm) {
+                match publish_confirmed(&ch, "", &queue, &enc, || {}).await {
+                    Ok(()) => {
+                        info!(shard, epoch = wm.epoch, up_to = %wm.up_to, unconfirmed, "final watermark written")
                     }
+                    Err(e) => warn!(shard, error = %e, "final watermark not written"),
                 }
             }
-            .into_actor(self)
-            .map(|(), _, ctx| ctx.stop()),
-        )
+        };
+        ctx.spawn(fut.into_actor(self).map(move |(), _, ctx| {
+            let _ = done.send(());
+            ctx.stop();
+        }));
     }
 }

@@ -11,9 +11,11 @@
 //! | `sundial.watermark` | [`fire::Watermark`]       | bincode        | JSON |
 //! | `sundial.run`       | [`run::RunEvent`]         | JSON           |      |
 //! | `sundial.cancel`    | [`run::CancelRun`]        | JSON           |      |
+//! | `sundial.heartbeat` | [`node::Heartbeat`]       | JSON           |      |
 
 pub mod control;
 pub mod fire;
+pub mod node;
 pub mod registry;
 pub mod run;
 

@@ -1,0 +1,376 @@
+//! `ShardLeases`: which timer shards this node fires (ADR 0009).
+//!
+//! A shard is held while this node's *lease connection* holds the exclusive
+//! queue `sundial.lease.{shard}` (a second declare anywhere gets 405
+//! RESOURCE_LOCKED; the broker drops the queue when the connection closes,
+//! so a dead node's leases vanish with its TCP connection). Nodes announce
+//! themselves and their shards every `heartbeat_interval` on the fanout
+//! exchange `sundial.nodes`; [`sundial_core::lease`] says which shards each
+//! live node should hold. Taking a shard: read its watermark, bump the epoch,
+//! start a `TimerShard` (misfires over (watermark, now]). Giving one up: stop
+//! its timer, wait for in-flight confirms, write the final watermark, delete
+//! the lease queue, announce at once.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, Instant},
+};
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use futures_util::{stream, StreamExt};
+use lapin::{
+    options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions},
+    types::FieldTable,
+    BasicProperties, Channel, Connection,
+};
+use sundial_core::{
+    codec::{decode, encode},
+    lease::Membership,
+    protocol::node::Heartbeat,
+    settings::SchedulerSettings,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{
+    registry::{Attach, Detach, Pools, Registry},
+    startup,
+    timer::{self, ShardCommon, TimerShard},
+};
+use crate::{
+    broker::{meta_of, properties},
+    error::Error,
+};
+
+/// Longest wait for one shard's final watermark when giving it up.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Shards taken concurrently.
+const ACQUIRE_PARALLEL: usize = 8;
+
+/// What the lease task needs.
+pub(crate) struct LeaseParts<'a> {
+    /// The dedicated lease connection (no auto-recovery; its loss ends every
+    /// lease at once).
+    pub(crate) lease_conn: &'a Connection,
+    /// The connection the timers publish on.
+    pub(crate) conn: &'a Connection,
+    pub(crate) registry: Addr<Registry>,
+    pub(crate) common: ShardCommon,
+    pub(crate) arbiters: &'a [Arbiter],
+    pub(crate) settings: SchedulerSettings,
+    /// When this process started (misfire policy vs. handover).
+    pub(crate) alive_since: DateTime<Utc>,
+}
+
+struct Held {
+    lease: Channel,
+    timer: Addr<TimerShard>,
+}
+
+/// Holds leases until `stop` is cancelled (then hands every shard back
+/// gracefully) or the lease connection fails (an error: the caller restarts
+/// everything, and the broker has already freed the leases).
+pub(crate) async fn run(parts: LeaseParts<'_>, stop: CancellationToken) -> Result<(), Error> {
+    let topo = parts.common.topo.clone();
+    let me = parts.common.node.clone();
+    // Heartbeats in and out on the lease connection: a node that can
+    // announce itself still holds its leases.
+    let (hb, mut beats) =
+        crate::broker::subscribe(parts.lease_conn, &topo.nodes_exchange(), &[""]).await?;
+
+    let membership = Membership::new(
+        me,
+        topo.shards,
+        parts.settings.heartbeat_timeout,
+        Instant::now(),
+    );
+    let mut state = State {
+        parts,
+        membership,
+        held: BTreeMap::new(),
+        hb,
+        started_at: Utc::now(),
+    };
+    // Listen before taking anything: a node joining a running cluster
+    // learns who holds what first (instead of trying every lease).
+    let interval = state.parts.settings.heartbeat_interval;
+    state.announce(false).await;
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + interval + Duration::from_millis(200),
+        interval,
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result = loop {
+        tokio::select! {
+            () = stop.cancelled() => break Ok(()),
+            _ = tick.tick() => {
+                if let Err(e) = state.rebalance().await {
+                    break Err(e);
+                }
+                state.announce(false).await;
+            }
+            beat = beats.next() => match beat {
+                Some(Ok(d)) => {
+                    match decode::<Heartbeat>(&meta_of(&d.properties), &d.data) {
+                        Ok(h) => {
+                            if state.heard(h) {
+                                match state.rebalance().await {
+                                    Ok(true) => state.announce(false).await,
+                                    Ok(false) => {}
+                                    Err(e) => break Err(e),
+                                }
+                            }
+                        }
+                        Err(e) => warn!(error = %e, "undecodable heartbeat ignored"),
+                    }
+                }
+                Some(Err(e)) => break Err(Error::broker("heartbeat delivery")(e)),
+                None => break Err(Error::ConnectionLost("heartbeat consumer ended".into())),
+            },
+        }
+    };
+    // Graceful: hand every shard back (final watermarks) and say goodbye so
+    // peers take over at once. After a failure the leases are gone already;
+    // stop the timers (their final watermarks are best effort).
+    let all: Vec<u32> = state.held.keys().copied().collect();
+    state.release(&all).await;
+    if result.is_ok() {
+        state.announce(true).await;
+    }
+    metrics::gauge!(crate::metrics::SHARDS_OWNED).set(0.0);
+    result
+}
+
+struct State<'a> {
+    parts: LeaseParts<'a>,
+    membership: Membership,
+    held: BTreeMap<u32, Held>,
+    hb: Channel,
+    started_at: DateTime<Utc>,
+}
+
+impl State<'_> {
+    /// Takes in a peer's heartbeat; whether the cluster changed in a way
+    /// that may change this node's plan.
+    fn heard(&mut self, h: Heartbeat) -> bool {
+        let me = &self.parts.common.node;
+        if &h.node == me {
+            if h.started_at != self.started_at {
+                warn!(node = %h.node, "another scheduler runs with this node name; give each node its own --node");
+            }
+            return false;
+        }
+        if h.shards != self.parts.common.topo.shards {
+            warn!(node = %h.node, theirs = h.shards, ours = self.parts.common.topo.shards, "peer has another topology.shards; ignored");
+            return false;
+        }
+        let was_live = self.membership.live().contains(&h.node);
+        let before: Vec<Option<String>> = (0..self.parts.common.topo.shards)
+            .map(|s| self.membership.claimed_by(s).map(str::to_string))
+            .collect();
+        if !was_live && !h.leaving {
+            info!(peer = %h.node, "scheduler node joined");
+        } else if h.leaving {
+            info!(peer = %h.node, "scheduler node left");
+        }
+        self.membership.heartbeat(
+            &h.node,
+            h.owned.iter().copied().collect(),
+            h.leaving,
+            Instant::now(),
+        );
+        let after: Vec<Option<String>> = (0..self.parts.common.topo.shards)
+            .map(|s| self.membership.claimed_by(s).map(str::to_string))
+            .collect();
+        !was_live || h.leaving || before != after
+    }
+
+    /// Expires silent peers, then gives up and takes shards as the plan
+    /// says. Returns whether anything was given up or taken.
+    async fn rebalance(&mut self) -> Result<bool, Error> {
+        let now = Instant::now();
+        for gone in self.membership.expire(now) {
+            warn!(peer = %gone, "scheduler node silent past the heartbeat timeout; taking over its shards");
+        }
+        let held: BTreeSet<u32> = self.held.keys().copied().collect();
+        let plan = self.membership.plan(&held, now);
+        let changed = !plan.release.is_empty();
+        self.release(&plan.release).await;
+        let taken = self.acquire(&plan.acquire).await?;
+        Ok(changed || taken > 0)
+    }
+
+    /// Hands shards over: the registry stops routing to them, each timer
+    /// drains and writes its final watermark, then the lease is deleted.
+    async fn release(&mut self, shards: &[u32]) {
+        let mut going = Vec::new();
+        for s in shards {
+            if let Some(h) = self.held.remove(s) {
+                self.parts.registry.do_send(Detach(*s));
+                going.push((*s, h));
+            }
+        }
+        if going.is_empty() {
+            return;
+        }
+        let topo = self.parts.common.topo.clone();
+        stream::iter(going)
+            .for_each_concurrent(None, |(shard, h)| {
+                let topo = topo.clone();
+                async move {
+                    if tokio::time::timeout(RELEASE_TIMEOUT, h.timer.send(timer::Flush))
+                        .await
+                        .is_err()
+                    {
+                        warn!(
+                            shard,
+                            "timer did not stop in time; releasing its lease anyway"
+                        );
+                    }
+                    let queue = topo.lease_queue(shard);
+                    if let Err(e) = h
+                        .lease
+                        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                        .await
+                    {
+                        debug!(shard, error = %e, "lease queue not deleted (connection closing?)");
+                    }
+                    let _ = h.lease.close(200, "released".into()).await;
+                    info!(shard, "shard handed over");
+                }
+            })
+            .await;
+        metrics::gauge!(crate::metrics::SHARDS_OWNED).set(self.held.len() as f64);
+    }
+
+    /// Tries to lease `shards`; starts a timer for each one taken. Returns
+    /// how many were taken.
+    async fn acquire(&mut self, shards: &[u32]) -> Result<usize, Error> {
+        if shards.is_empty() {
+            return Ok(0);
+        }
+        let parts = &self.parts;
+        let results: Vec<Result<Option<(u32, Held)>, Error>> = stream::iter(shards.to_vec())
+            .map(|shard| take(parts, shard))
+            .buffer_unordered(ACQUIRE_PARALLEL)
+            .collect()
+            .await;
+        let mut attach = Vec::new();
+        let mut first_err = None;
+        for r in results {
+            match r {
+                Ok(Some((shard, held))) => {
+                    attach.push((shard, held.timer.clone()));
+                    self.held.insert(shard, held);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let taken = attach.len();
+        if taken > 0 {
+            self.parts.registry.do_send(Attach {
+                shards: attach,
+                alive_since: self.parts.alive_since,
+            });
+            metrics::gauge!(crate::metrics::SHARDS_OWNED).set(self.held.len() as f64);
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(taken),
+        }
+    }
+
+    /// Publishes this node's heartbeat (best effort: a lost one is covered
+    /// by the next, and a dead channel shows up as a connection error).
+    async fn announce(&self, leaving: bool) {
+        let pools = self.parts.registry.send(Pools).await.unwrap_or_default();
+        let h = Heartbeat {
+            node: self.parts.common.node.clone(),
+            started_at: self.started_at,
+            at: Utc::now(),
+            owned: self.held.keys().copied().collect(),
+            shards: self.parts.common.topo.shards,
+            pools,
+            leaving,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let Ok(enc) = encode(&h) else { return };
+        let props: BasicProperties = properties(&enc.meta);
+        let exchange = self.parts.common.topo.nodes_exchange();
+        if let Err(e) = self
+            .hb
+            .basic_publish(
+                exchange.as_str().into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                &enc.body,
+                props,
+            )
+            .await
+        {
+            debug!(error = %e, "heartbeat not sent");
+        }
+    }
+}
+
+/// Tries to lease one shard: `Ok(None)` when another node holds it.
+async fn take(parts: &LeaseParts<'_>, shard: u32) -> Result<Option<(u32, Held)>, Error> {
+    let topo = &parts.common.topo;
+    let lease = parts
+        .lease_conn
+        .create_channel()
+        .await
+        .map_err(Error::broker("channel.open lease"))?;
+    let queue = topo.lease_queue(shard);
+    if let Err(e) = lease
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+    {
+        // 405 RESOURCE_LOCKED: held by another node (the broker closed this
+        // channel). Anything else on a live connection is logged and the
+        // shard tried again later.
+        let locked = matches!(e.kind(), lapin::ErrorKind::ProtocolError(p) if p.get_id() == 405);
+        if !locked {
+            if !parts.lease_conn.status().connected() {
+                return Err(Error::ConnectionLost(format!("lease connection: {e}")));
+            }
+            warn!(shard, error = %e, "lease not taken");
+        }
+        return Ok(None);
+    }
+    let wm = match startup::read_watermark(parts.conn, topo, shard).await {
+        Ok(wm) => wm,
+        Err(e) => {
+            let _ = lease
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+            return Err(e);
+        }
+    };
+    let now = Utc::now();
+    let floor = startup::misfire_floor(wm.as_ref(), now);
+    let epoch = wm.as_ref().map_or(1, |w| w.epoch + 1);
+    let ch = crate::broker::confirming_channel(parts.conn).await?;
+    let actor = TimerShard::new(shard, epoch, ch, floor, &parts.common);
+    let arbiter = &parts.arbiters[shard as usize % parts.arbiters.len()];
+    let addr = TimerShard::start_in_arbiter(&arbiter.handle(), move |_| actor);
+    info!(
+        shard,
+        epoch,
+        previous_owner = wm.as_ref().map(|w| w.owner.as_str()),
+        watermark_lag_ms = wm.as_ref().map(|w| (now - w.up_to).num_milliseconds()),
+        "shard leased"
+    );
+    Ok(Some((shard, Held { lease, timer: addr })))
+}

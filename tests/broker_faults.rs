@@ -1,0 +1,281 @@
+//! Fault test in its own test binary: it force-closes connections and stops
+//! and starts the RabbitMQ app, so it must never overlap other tests
+//! (`cargo test` runs test binaries one after another). It always leaves the
+//! broker running.
+//!
+//! Two schedulers and two workers run 30 every-second jobs and 4 jobs that
+//! sleep 1 s every 2 s. In turn: every scheduler connection is closed by the
+//! broker (`rabbitmqctl close_connection`), a worker is SIGKILLed while
+//! jobs run on it, and the broker app restarts. Judged by a ledger over run
+//! events: every occurrence due in the window has a terminal event
+//! (`succeeded` or `dead`). Duplicates are allowed (at least once).
+
+#[path = "it/util.rs"]
+#[allow(dead_code)]
+mod util;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    process::Command,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use chrono::Utc;
+use futures_util::StreamExt;
+use lapin::{
+    options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
+    types::FieldTable,
+};
+use sundial_core::{
+    codec::decode,
+    ledger::expected,
+    protocol::run::{RunEvent, RunKind},
+    registry::JobEntry,
+    JobSpec,
+};
+use util::{apply_jobs, Daemon, SchedulerProcess, Vhost};
+
+/// Starts the app again however the test ends.
+struct AppGuard;
+
+impl Drop for AppGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").arg("start_app").status();
+        let _ = Command::new("rabbitmqctl")
+            .args(["await_startup", "--timeout", "120"])
+            .status();
+    }
+}
+
+fn rabbitmqctl(args: &[&str]) -> String {
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Closes, from the broker side, every connection of `vhost` whose client
+/// name starts with `name`; returns how many.
+fn close_connections(vhost: &str, name: &str) -> usize {
+    let listing = rabbitmqctl(&[
+        "list_connections",
+        "-s",
+        "pid",
+        "vhost",
+        "client_properties",
+    ]);
+    let needle = format!("{{\"connection_name\",\"{name}");
+    let mut closed = 0;
+    for line in listing.lines() {
+        let mut cols = line.splitn(3, '\t');
+        let (Some(pid), Some(vh), Some(props)) = (cols.next(), cols.next(), cols.next()) else {
+            continue;
+        };
+        if vh == vhost && props.contains(&needle) {
+            let _ = Command::new("rabbitmqctl")
+                .args(["close_connection", pid, "fault test"])
+                .status();
+            closed += 1;
+        }
+    }
+    closed
+}
+
+/// Run events by fire id, collected from a durable queue of the test's own
+/// (it keeps what is published while the test reconnects after a restart).
+#[derive(Clone, Default)]
+struct Events(Arc<Mutex<BTreeMap<String, Vec<RunKind>>>>);
+
+impl Events {
+    fn start(url: String, queue: String) -> (Self, tokio::task::JoinHandle<()>) {
+        let events = Self::default();
+        let out = events.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                // Reconnects after the broker restart; each failure retries
+                // in 300 ms (the test's own deadlines bound the whole).
+                if let Err(e) = out.follow(&url, &queue).await {
+                    eprintln!("event tap: {e}; reconnecting");
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+        (events, task)
+    }
+
+    async fn follow(&self, url: &str, queue: &str) -> Result<(), String> {
+        let conn = sundial_actors::broker::connect(url, "it-faults-tap")
+            .await
+            .map_err(|e| e.to_string())?;
+        let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+        ch.queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        ch.queue_bind(
+            queue.into(),
+            "sundial.events".into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut consumer = ch
+            .basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        while let Some(d) = consumer.next().await {
+            let d = d.map_err(|e| e.to_string())?;
+            if let Ok(ev) =
+                decode::<RunEvent>(&sundial_actors::broker::meta_of(&d.properties), &d.data)
+            {
+                self.0
+                    .lock()
+                    .expect("events lock")
+                    .entry(ev.fire_id)
+                    .or_default()
+                    .push(ev.kind);
+            }
+        }
+        Err("consumer ended".into())
+    }
+
+    /// Expected fire ids without a terminal event yet.
+    fn unfinished(&self, expected: &BTreeSet<String>) -> Vec<String> {
+        let seen = self.0.lock().expect("events lock");
+        expected
+            .iter()
+            .filter(|id| {
+                !seen.get(*id).is_some_and(|kinds| {
+                    kinds
+                        .iter()
+                        .any(|k| matches!(k, RunKind::Succeeded | RunKind::Dead))
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn count(&self) -> usize {
+        self.0.lock().expect("events lock").len()
+    }
+}
+
+fn job(id: &str, schedule: &str, executor: serde_json::Value) -> (String, JobEntry) {
+    let toml = format!(
+        "[[jobs]]\nid = \"{id}\"\nschedule = \"{schedule}\"\n[jobs.executor]\n{}",
+        executor
+            .as_object()
+            .expect("executor object")
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}\n"))
+            .collect::<String>()
+    );
+    let spec: JobSpec = serde_json::from_value(
+        serde_json::json!({"id": id, "schedule": schedule, "executor": executor}),
+    )
+    .expect("spec");
+    (toml, JobEntry::new(spec, Utc::now()).expect("entry"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forced_closes_a_killed_worker_and_a_broker_restart_lose_no_run() {
+    let v = Vhost::new("faults");
+    let allow = [("SUNDIAL__WORKER__SHELL__ALLOW", "/bin/sleep")];
+    let mut a = SchedulerProcess::start(&v, "fa");
+    let mut b = Daemon::spawn(&v, &["scheduler", "--node", "fb"], "fb", &[]);
+    let mut w1 = Daemon::worker(&v, "fw1", &allow);
+    let mut w2 = Daemon::worker(&v, "fw2", &allow);
+    let queue = format!("it-events-{}", v.name);
+    let (events, tap) = Events::start(v.url(), queue);
+
+    let mut toml = String::new();
+    let mut jobs = Vec::new();
+    for i in 0..30 {
+        let (t, e) = job(
+            &format!("tick{i:02}"),
+            "* * * * * *",
+            serde_json::json!({"type": "noop"}),
+        );
+        toml.push_str(&t);
+        jobs.push(e);
+    }
+    for i in 0..4 {
+        let (t, e) = job(
+            &format!("slow{i}"),
+            "*/2 * * * * *",
+            serde_json::json!({"type": "shell", "command": ["/bin/sleep", "1"]}),
+        );
+        toml.push_str(&t);
+        jobs.push(e);
+    }
+    apply_jobs(&v, &toml);
+    // Running: events arrive for most jobs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while events.count() < 60 {
+        assert!(std::time::Instant::now() < deadline, "no runs within 30s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let from = Utc::now();
+
+    // 1. The broker closes every scheduler connection (both nodes).
+    let closed = close_connections(&v.name, "sundial scheduler");
+    assert!(closed >= 4, "closed {closed} scheduler connections");
+    tokio::time::sleep(Duration::from_secs(3)).await; // firing resumes; the interval under test
+
+    // 2. A worker dies mid-run (slow jobs run 1 s of every 2).
+    w1.kill9();
+    tokio::time::sleep(Duration::from_secs(3)).await; // its unacked runs go to fw2
+
+    // 3. The broker app restarts.
+    {
+        let _guard = AppGuard;
+        rabbitmqctl(&["stop_app"]);
+        tokio::time::sleep(Duration::from_secs(3)).await; // the outage itself
+    }
+    let back = Utc::now();
+    let to = back + chrono::Duration::seconds(4);
+    let want = expected(&jobs, from, to);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let left = events.unfinished(&want);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {} runs never finished, e.g. {:?}",
+            left.len(),
+            want.len(),
+            &left[..left.len().min(5)]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tap.abort();
+    w2.stop();
+    b.stop();
+    a.stop();
+    eprintln!("{} expected runs in the window all finished", want.len());
+}

@@ -13,17 +13,21 @@ fn yaml(path: &str) -> Vec<Yaml> {
 }
 
 #[test]
-fn compose_runs_topology_then_one_scheduler_and_three_workers() {
+fn compose_runs_topology_then_two_schedulers_and_three_workers() {
     let docs = yaml("compose.yaml");
     let services = &docs[0]["services"];
-    for s in ["rabbitmq", "topology", "scheduler", "worker"] {
+    for s in ["rabbitmq", "topology", "scheduler-1", "scheduler-2", "worker"] {
         assert!(!services[s].is_badvalue(), "service {s}");
     }
     assert_eq!(services["worker"]["deploy"]["replicas"].as_i64(), Some(3));
-    assert_eq!(
-        services["scheduler"]["command"][0].as_str(),
-        Some("scheduler")
-    );
+    let names: Vec<&str> = ["scheduler-1", "scheduler-2"]
+        .iter()
+        .map(|s| {
+            assert_eq!(services[*s]["command"][0].as_str(), Some("scheduler"));
+            services[*s]["command"][2].as_str().expect("--node NAME")
+        })
+        .collect();
+    assert_ne!(names[0], names[1], "each scheduler has its own node name");
     assert_eq!(services["topology"]["command"][1].as_str(), Some("apply"));
     assert!(read("compose.yaml").contains("rabbitmq_prometheus"));
 }
@@ -38,6 +42,15 @@ fn kubernetes_manifests_probe_health_and_scale_workers_with_keda() {
     };
     let deployments = kind("Deployment");
     assert_eq!(deployments.len(), 2);
+    let scheduler = deployments
+        .iter()
+        .find(|d| d["metadata"]["name"].as_str() == Some("sundial-scheduler"))
+        .expect("scheduler deployment");
+    assert_eq!(
+        scheduler["spec"]["replicas"].as_i64(),
+        Some(2),
+        "two schedulers split the shards by lease"
+    );
     for d in &deployments {
         let c = &d["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(

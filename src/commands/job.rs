@@ -311,6 +311,11 @@ fn print_reply(reply: &Reply, json: bool, out: &mut impl Write) -> std::io::Resu
             "{}",
             serde_json::to_string_pretty(result).unwrap_or_default()
         ),
+        (Some("trigger"), _) => writeln!(
+            out,
+            "trigger: {id} fired ({})",
+            result.get("fire_id").and_then(Value::as_str).unwrap_or("-")
+        ),
         (Some(c), Some(false)) => writeln!(out, "{c}: {id} unchanged"),
         (Some(c), _) => writeln!(out, "{c}: {id} ok"),
         (None, _) => writeln!(out, "ok"),

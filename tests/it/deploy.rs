@@ -16,7 +16,13 @@ fn yaml(path: &str) -> Vec<Yaml> {
 fn compose_runs_topology_then_two_schedulers_and_three_workers() {
     let docs = yaml("compose.yaml");
     let services = &docs[0]["services"];
-    for s in ["rabbitmq", "topology", "scheduler-1", "scheduler-2", "worker"] {
+    for s in [
+        "rabbitmq",
+        "topology",
+        "scheduler-1",
+        "scheduler-2",
+        "worker",
+    ] {
         assert!(!services[s].is_badvalue(), "service {s}");
     }
     assert_eq!(services["worker"]["deploy"]["replicas"].as_i64(), Some(3));

@@ -307,3 +307,85 @@ async fn a_killed_scheduler_s_shards_are_taken_over_within_5s_and_no_fire_is_mis
         dups.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_through_either_node_reach_the_node_that_holds_the_job() {
+    let v = Vhost::new("fo-follow");
+    let mut a = SchedulerProcess::start(&v, "wa");
+    let mut b = Daemon::spawn(&v, &["scheduler", "--node", "wb"], "wb", &[]);
+    let split = wait_split(&v, &[("wa", 2), ("wb", 2)], Duration::from_secs(20));
+    let b_shards: BTreeSet<u64> = split["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["node"] == "wb")
+        .and_then(|n| n["owned"].as_array())
+        .expect("wb's shards")
+        .iter()
+        .filter_map(serde_json::Value::as_u64)
+        .collect();
+    let conn = connect(&v).await;
+    let rec = Recorder::start(&conn).await;
+    // Jobs registered after both started: one node decided them (the control
+    // queue's single active consumer), both must fire their own shards'.
+    let (toml, jobs) = every_second_jobs("f", 12);
+    apply_jobs(&v, &toml);
+    rec.until("fires on all 4 shards", Duration::from_secs(15), |s| {
+        s.iter().map(|f| f.shard).collect::<BTreeSet<_>>().len() == 4
+    })
+    .await;
+
+    // A manual trigger of a job held by wb: the reply names the fire, which
+    // arrives.
+    let held_by_b = jobs
+        .iter()
+        .find(|j| {
+            b_shards.contains(&u64::from(sundial_core::topology::shard_of(
+                j,
+                crate::util::TEST_SHARDS,
+            )))
+        })
+        .expect("a job on wb's shards");
+    let out = sundial()
+        .args(["job", "trigger", held_by_b, "--json", "--broker", &v.url()])
+        .envs(TEST_ENV.iter().copied())
+        .output()
+        .expect("trigger runs");
+    assert!(out.status.success(), "{}", crate::util::stderr(&out));
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("reply JSON");
+    let fire_id = reply["result"]["fire_id"]
+        .as_str()
+        .expect("the reply names the fire")
+        .to_string();
+    assert!(
+        fire_id.starts_with(&format!("{held_by_b}@trigger:")),
+        "{reply}"
+    );
+    rec.until("the triggered fire arrives", Duration::from_secs(10), |s| {
+        s.iter().any(|f| f.fire_id == fire_id && f.epoch == 0)
+    })
+    .await;
+
+    // Deleting them stops them on both nodes.
+    for j in &jobs {
+        let out = sundial()
+            .args(["job", "delete", j, "--broker", &v.url()])
+            .envs(TEST_ENV.iter().copied())
+            .output()
+            .expect("delete runs");
+        assert!(out.status.success(), "{}", crate::util::stderr(&out));
+    }
+    let deleted = Utc::now();
+    tokio::time::sleep(Duration::from_secs(3)).await; // the interval in which nothing may fire
+    let late: Vec<Seen> = rec
+        .snapshot()
+        .into_iter()
+        .filter(|s| {
+            FireId::parse(&s.fire_id)
+                .is_some_and(|(_, at)| at > deleted + chrono::Duration::milliseconds(500))
+        })
+        .collect();
+    assert!(late.is_empty(), "deleted jobs still fire: {late:?}");
+    b.stop();
+    a.stop();
+}

@@ -2,10 +2,9 @@
 //!
 //! This crate is where Sundial meets RabbitMQ: the adapters (connection,
 //! message properties, confirmed publishing, topology declaration, the
-//! control client) and the scheduler's actors (`Registry`, `TimerShard`, the
-//! control consumer). Workers and the general supervisor arrive with their
-//! issues; until then `scheduler::run` restarts everything that uses the
-//! connection when it is lost (the root of the rest-for-one policy below).
+//! control client), the scheduler's actors (`Registry`, the lease task,
+//! `TimerShard`s, the control consumer, the run tracker), the worker, and the
+//! supervision that keeps them running.
 //!
 //! # Layout
 //!
@@ -23,24 +22,36 @@
 //! | [`topology`] | declaring `sundial_core::topology::Declarations`, idempotently, with clear conflict errors |
 //! | [`error`]    | this crate's error type |
 //!
-//! # Supervision tree (target shape, DESIGN.md §2)
+//! # Supervision tree
 //!
 //! ```text
-//! sundial scheduler                          sundial worker --pool NAME
-//! Supervisor (intensity R in T, escalate)    Supervisor
-//!  ├─ BrokerLink  connections, channels       ├─ BrokerLink
-//!  ├─ Registry    follows sundial.registry    ├─ Worker × shard queues of the pool
-//!  ├─ Control     sundial.control → replies   └─ DlqWatcher
-//!  ├─ ShardLeases owns timer shards
-//!  │   └─ TimerShard × owned shards
-//!  ├─ RunTracker  run events → overlap policy
-//!  └─ Http        /metrics /healthz /readyz
+//! sundial scheduler
+//! root: scheduler::run ─ Supervisor (backoff 0.5→15 s, jitter; more than
+//!  │    supervisor.max_restarts in supervisor.within → exit 1)
+//!  └─ run_once  [rest-for-one: everything below restarts together when the
+//!      │         broker link, the lease link or the Registry goes]
+//!      ├─ connection + lease connection (BrokerLink)
+//!      ├─ Registry        actor; a DropGuard cancels the run if it stops or panics
+//!      ├─ control consumer, RunTracker   tasks; an error or stream end ends the run
+//!      └─ ShardLeases     task: heartbeats, leases, rebalancing
+//!          └─ OneForOne("timer-shard", same intensity; exceeded → escalate to run_once)
+//!              └─ TimerShard × held shards   actors on 1–4 arbiters; each holds
+//!                                            an Obituary (dropped however it ends)
+//! sundial worker --pool P
+//! root: worker::run ─ Supervisor
+//!  └─ run_once [rest-for-one]
+//!      ├─ connection
+//!      ├─ shard consumers → attempts (tasks; a panicking handler is caught
+//!      │   per attempt and reported as a failed run)
+//!      └─ DlqWatcher      actor (depth gauge, growth warnings, webhook)
 //! ```
-//! Children that use a connection restart after the broker link
-//! (rest-for-one); independent children restart alone (one-for-one). Today
-//! the scheduler's and the worker's loops (`supervise`) restart everything
-//! on their connection with backoff and jitter, and exit non-zero past the
-//! restart intensity (`supervisor.max_restarts` in `supervisor.within`).
+//! Actors fail by stopping; a panic ends an actix actor's task, so the
+//! supervisor learns of every end through the child's `Obituary` (actix's own
+//! `Supervisor` restarts only actors that stop, never after a panic, and
+//! keeps their state; restarted children here are built fresh). Nothing
+//! implements `stopping`/`stopped` with code that may panic: actix stops an
+//! actor again while unwinding, and a second panic aborts the process (the
+//! supervision matrix in `supervise` shows both).
 //!
 //! # One fire's path
 //!

@@ -2,7 +2,10 @@
 //! `sundial.registry` stream and kept current by applying each accepted
 //! record. Pure: the scheduler's actors own one and feed it records.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use chrono::{DateTime, Utc};
 
@@ -65,17 +68,28 @@ pub enum Change {
     None,
 }
 
-/// The current definitions, by id.
+/// The current definitions, by id. Entries are shared (`Arc`) with the timer
+/// shards that fire them: one copy of each definition per process.
 #[derive(Debug, Default)]
 pub struct RegistryView {
-    jobs: HashMap<String, JobEntry>,
+    jobs: HashMap<String, Arc<JobEntry>>,
     /// Parts of a snapshot being read, by snapshot id.
     pending_snapshot: Option<(String, u32, Vec<StoredJob>)>,
 }
 
 impl RegistryView {
     pub fn get(&self, id: &str) -> Option<&JobEntry> {
-        self.jobs.get(id)
+        self.jobs.get(id).map(|j| &**j)
+    }
+
+    /// The entry, shared (no copy).
+    pub fn get_shared(&self, id: &str) -> Option<Arc<JobEntry>> {
+        self.jobs.get(id).cloned()
+    }
+
+    /// Every entry, shared.
+    pub fn iter_shared(&self) -> impl Iterator<Item = &Arc<JobEntry>> {
+        self.jobs.values()
     }
 
     pub fn len(&self) -> usize {
@@ -87,7 +101,7 @@ impl RegistryView {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &JobEntry> {
-        self.jobs.values()
+        self.jobs.values().map(|j| &**j)
     }
 
     /// Jobs whose labels include every pair of `labels`, sorted by id.
@@ -95,6 +109,7 @@ impl RegistryView {
         let mut v: Vec<_> = self
             .jobs
             .values()
+            .map(|j| &**j)
             .filter(|j| {
                 labels
                     .iter()
@@ -112,7 +127,7 @@ impl RegistryView {
             RegistryRecord::Upsert { job, created_at } => {
                 let entry = JobEntry::new((**job).clone(), *created_at)
                     .map_err(|e| format!("job {}: {e}", job.id))?;
-                self.jobs.insert(job.id.clone(), entry);
+                self.jobs.insert(job.id.clone(), Arc::new(entry));
                 Change::Upserted(job.id.clone())
             }
             RegistryRecord::Delete { id } => match self.jobs.remove(id) {
@@ -134,7 +149,8 @@ impl RegistryView {
     fn set_paused(&mut self, id: &str, paused: bool) -> Change {
         match self.jobs.get_mut(id) {
             Some(j) if j.paused != paused => {
-                j.paused = paused;
+                // Copy-on-write: a shard may still hold the old entry.
+                Arc::make_mut(j).paused = paused;
                 if paused {
                     Change::Paused(id.to_string())
                 } else {
@@ -165,7 +181,24 @@ impl RegistryView {
         }
         let mut fresh = HashMap::with_capacity(acc.len());
         for s in acc {
-            let entry = JobEntry::new(s.job, s.created_at)?;
+            // An unchanged definition keeps its entry (shared with a timer
+            // shard): a snapshot does not double the memory of a live node.
+            let paused = s.paused.unwrap_or(s.job.paused);
+            let kept = self
+                .jobs
+                .get(&s.job.id)
+                .filter(|old| {
+                    old.spec == s.job && old.created_at == s.created_at && old.paused == paused
+                })
+                .cloned();
+            let entry = match kept {
+                Some(old) => old,
+                None => {
+                    let mut e = JobEntry::new(s.job, s.created_at)?;
+                    e.paused = paused;
+                    Arc::new(e)
+                }
+            };
             fresh.insert(entry.spec.id.clone(), entry);
         }
         self.jobs = fresh;

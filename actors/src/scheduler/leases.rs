@@ -28,7 +28,7 @@ use sundial_core::{
     codec::{decode, encode},
     lease::Membership,
     protocol::node::Heartbeat,
-    settings::SchedulerSettings,
+    settings::{SchedulerSettings, SupervisorSettings},
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -41,6 +41,7 @@ use super::{
 use crate::{
     broker::{meta_of, properties},
     error::Error,
+    supervise::{Obituary, OneForOne},
 };
 
 /// Longest wait for one shard's final watermark when giving it up.
@@ -59,6 +60,8 @@ pub(crate) struct LeaseParts<'a> {
     pub(crate) common: ShardCommon,
     pub(crate) arbiters: &'a [Arbiter],
     pub(crate) settings: SchedulerSettings,
+    /// Restart intensity of the timers (one-for-one) before escalating.
+    pub(crate) supervisor: SupervisorSettings,
     /// When this process started (misfire policy vs. handover).
     pub(crate) alive_since: DateTime<Utc>,
 }
@@ -66,6 +69,8 @@ pub(crate) struct LeaseParts<'a> {
 struct Held {
     lease: Channel,
     timer: Addr<TimerShard>,
+    /// The timer's incarnation in the one-for-one supervisor.
+    incarnation: u64,
 }
 
 /// Holds leases until `stop` is cancelled (then hands every shard back
@@ -85,12 +90,15 @@ pub(crate) async fn run(parts: LeaseParts<'_>, stop: CancellationToken) -> Resul
         parts.settings.heartbeat_timeout,
         Instant::now(),
     );
+    let (timers, mut obituaries) = OneForOne::new("timer-shard", parts.supervisor);
     let mut state = State {
         parts,
         membership,
         held: BTreeMap::new(),
         hb,
         started_at: Utc::now(),
+        timers,
+        restarts: BTreeMap::new(),
     };
     // Listen before taking anything: a node joining a running cluster
     // learns who holds what first (instead of trying every lease).
@@ -102,8 +110,36 @@ pub(crate) async fn run(parts: LeaseParts<'_>, stop: CancellationToken) -> Resul
     );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
+        let next_restart = state.restarts.values().min().copied();
         tokio::select! {
             () = stop.cancelled() => break Ok(()),
+            Some(id) = obituaries.recv() => {
+                // One-for-one: a timer that ended on its own is restarted
+                // alone (the lease is kept), after a backoff.
+                if let Some(shard) = state.timers.failed(id) {
+                    match state.timers.restart(&shard) {
+                        Ok(delay) => {
+                            state.restarts.insert(shard, tokio::time::Instant::now() + delay);
+                        }
+                        Err(e) => break Err(e),
+                    }
+                }
+            }
+            () = sleep_until(next_restart) => {
+                let now = tokio::time::Instant::now();
+                let due: Vec<u32> = state.restarts.iter().filter(|(_, t)| **t <= now).map(|(s, _)| *s).collect();
+                let mut failed = None;
+                for shard in due {
+                    state.restarts.remove(&shard);
+                    if let Err(e) = state.restart_timer(shard).await {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                if let Some(e) = failed {
+                    break Err(e);
+                }
+            }
             _ = tick.tick() => {
                 if let Err(e) = state.rebalance().await {
                     break Err(e);
@@ -148,6 +184,18 @@ struct State<'a> {
     held: BTreeMap<u32, Held>,
     hb: Channel,
     started_at: DateTime<Utc>,
+    /// One-for-one supervision of the timers.
+    timers: OneForOne<u32>,
+    /// Timers to start again (held shards whose timer stopped), and when.
+    restarts: BTreeMap<u32, tokio::time::Instant>,
+}
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl State<'_> {
@@ -206,7 +254,9 @@ impl State<'_> {
     async fn release(&mut self, shards: &[u32]) {
         let mut going = Vec::new();
         for s in shards {
+            self.restarts.remove(s);
             if let Some(h) = self.held.remove(s) {
+                self.timers.retire(h.incarnation);
                 self.parts.registry.do_send(Detach(*s));
                 going.push((*s, h));
             }
@@ -250,12 +300,30 @@ impl State<'_> {
         if shards.is_empty() {
             return Ok(0);
         }
+        let enlisted: Vec<(u32, u64, Obituary)> = shards
+            .iter()
+            .map(|s| {
+                let (id, obituary) = self.timers.enlist(*s);
+                (*s, id, obituary)
+            })
+            .collect();
+        let ids: Vec<u64> = enlisted.iter().map(|(_, id, _)| *id).collect();
         let parts = &self.parts;
-        let results: Vec<Result<Option<(u32, Held)>, Error>> = stream::iter(shards.to_vec())
-            .map(|shard| take(parts, shard))
+        let results: Vec<Result<Option<(u32, Held)>, Error>> = stream::iter(enlisted)
+            .map(|(shard, id, obituary)| take(parts, shard, id, obituary))
             .buffer_unordered(ACQUIRE_PARALLEL)
             .collect()
             .await;
+        // Tries that took nothing: their obituaries are not failures.
+        for id in ids {
+            if !self.held.values().any(|h| h.incarnation == id)
+                && !results
+                    .iter()
+                    .any(|r| matches!(r, Ok(Some((_, h))) if h.incarnation == id))
+            {
+                self.timers.retire(id);
+            }
+        }
         let mut attach = Vec::new();
         let mut first_err = None;
         for r in results {
@@ -282,6 +350,25 @@ impl State<'_> {
             Some(e) => Err(e),
             None => Ok(taken),
         }
+    }
+
+    /// Starts a new timer for a held shard whose timer stopped (one-for-one:
+    /// the lease and every other shard are untouched).
+    async fn restart_timer(&mut self, shard: u32) -> Result<(), Error> {
+        if !self.held.contains_key(&shard) {
+            return Ok(());
+        }
+        let (id, obituary) = self.timers.enlist(shard);
+        let timer = start_timer(&self.parts, shard, obituary).await?;
+        self.parts.registry.do_send(Attach {
+            shards: vec![(shard, timer.clone())],
+            alive_since: self.parts.alive_since,
+        });
+        if let Some(h) = self.held.get_mut(&shard) {
+            h.timer = timer;
+            h.incarnation = id;
+        }
+        Ok(())
     }
 
     /// Publishes this node's heartbeat (best effort: a lost one is covered
@@ -318,7 +405,12 @@ impl State<'_> {
 }
 
 /// Tries to lease one shard: `Ok(None)` when another node holds it.
-async fn take(parts: &LeaseParts<'_>, shard: u32) -> Result<Option<(u32, Held)>, Error> {
+async fn take(
+    parts: &LeaseParts<'_>,
+    shard: u32,
+    incarnation: u64,
+    obituary: Obituary,
+) -> Result<Option<(u32, Held)>, Error> {
     let topo = &parts.common.topo;
     let lease = parts
         .lease_conn
@@ -349,20 +441,39 @@ async fn take(parts: &LeaseParts<'_>, shard: u32) -> Result<Option<(u32, Held)>,
         }
         return Ok(None);
     }
-    let wm = match startup::read_watermark(parts.conn, topo, shard).await {
-        Ok(wm) => wm,
+    match start_timer(parts, shard, obituary).await {
+        Ok(timer) => Ok(Some((
+            shard,
+            Held {
+                lease,
+                timer,
+                incarnation,
+            },
+        ))),
         Err(e) => {
             let _ = lease
                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                 .await;
-            return Err(e);
+            Err(e)
         }
-    };
+    }
+}
+
+/// Starts the timer of a held shard: reads its watermark, bumps the epoch,
+/// starts a `TimerShard` on one of the arbiters (not loaded yet: the caller
+/// attaches it to the registry, which loads its jobs).
+async fn start_timer(
+    parts: &LeaseParts<'_>,
+    shard: u32,
+    obituary: Obituary,
+) -> Result<Addr<TimerShard>, Error> {
+    let topo = &parts.common.topo;
+    let wm = startup::read_watermark(parts.conn, topo, shard).await?;
     let now = Utc::now();
     let floor = startup::misfire_floor(wm.as_ref(), now);
     let epoch = wm.as_ref().map_or(1, |w| w.epoch + 1);
     let ch = crate::broker::confirming_channel(parts.conn).await?;
-    let actor = TimerShard::new(shard, epoch, ch, floor, &parts.common);
+    let actor = TimerShard::new(shard, epoch, ch, floor, &parts.common, obituary);
     let arbiter = &parts.arbiters[shard as usize % parts.arbiters.len()];
     let addr = TimerShard::start_in_arbiter(&arbiter.handle(), move |_| actor);
     info!(
@@ -372,5 +483,5 @@ async fn take(parts: &LeaseParts<'_>, shard: u32) -> Result<Option<(u32, Held)>,
         watermark_lag_ms = wm.as_ref().map(|w| (now - w.up_to).num_milliseconds()),
         "shard leased"
     );
-    Ok(Some((shard, Held { lease, timer: addr })))
+    Ok(addr)
 }

@@ -175,6 +175,7 @@ async fn run_once(
                 common,
                 arbiters: &arbiters,
                 settings: cfg.scheduler,
+                supervisor: cfg.supervisor,
                 alive_since,
             },
             stop.clone(),

@@ -64,6 +64,9 @@ pub(crate) struct Registry {
     _follow_channel: Channel,
     /// Cancelled when following the stream fails (the scheduler restarts).
     failed: CancellationToken,
+    /// Cancels `failed` when this actor goes, however it goes (a panic in a
+    /// handler included): everything that uses it restarts (rest-for-one).
+    _down: tokio_util::sync::DropGuard,
     /// Signs manual fires when set.
     key: Option<Arc<[u8]>>,
 }
@@ -100,6 +103,7 @@ impl Registry {
             topo,
             own: HashSet::new(),
             appender: false,
+            _down: failed.clone().drop_guard(),
             follow: Some(replayed.follow),
             _follow_channel: replayed.follow_channel,
             failed,
@@ -196,7 +200,7 @@ impl Registry {
     }
 
     fn entry(&self, id: &str) -> Option<Arc<sundial_core::registry::JobEntry>> {
-        self.view.get(id).cloned().map(Arc::new)
+        self.view.get_shared(id)
     }
 
     fn apply(&mut self, record: &RegistryRecord) {
@@ -303,9 +307,9 @@ impl Handler<Attach> for Registry {
     fn handle(&mut self, msg: Attach, _ctx: &mut Context<Self>) {
         let mut loads: std::collections::HashMap<u32, Vec<Arc<sundial_core::registry::JobEntry>>> =
             msg.shards.iter().map(|(s, _)| (*s, Vec::new())).collect();
-        for j in self.view.iter() {
+        for j in self.view.iter_shared() {
             if let Some(v) = loads.get_mut(&self.topo.shard_of(&j.spec.id)) {
-                v.push(Arc::new(j.clone()));
+                v.push(j.clone());
             }
         }
         for (shard, addr) in msg.shards {
@@ -367,6 +371,7 @@ impl Handler<WriteSnapshot> for Registry {
             .map(|j| StoredJob {
                 job: j.spec.clone(),
                 created_at: j.created_at,
+                paused: Some(j.paused),
             })
             .collect();
         stored.sort_by(|a, b| a.job.id.cmp(&b.job.id));

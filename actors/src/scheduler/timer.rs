@@ -67,6 +67,9 @@ pub(crate) struct TimerShard {
     loaded: bool,
     /// Set by [`Flush`]: fires nothing more; signalled when stopped.
     flushing: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Tells the lease task's one-for-one supervisor when this actor ends
+    /// (however it ends: a panic in a handler included).
+    _obituary: crate::supervise::Obituary,
     /// Runs in progress (from the RunTracker), for overlap policies.
     runs: Arc<RunningJobs>,
     /// Signs every fire event when set (`control.hmac_key`).
@@ -89,6 +92,7 @@ impl TimerShard {
         channel: Channel,
         floor: DateTime<Utc>,
         common: &ShardCommon,
+        obituary: crate::supervise::Obituary,
     ) -> Self {
         let ShardCommon {
             node,
@@ -113,6 +117,7 @@ impl TimerShard {
             wake: None,
             loaded: false,
             flushing: None,
+            _obituary: obituary,
             runs,
             key,
         }

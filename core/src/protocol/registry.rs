@@ -16,6 +16,11 @@ use crate::job::JobSpec;
 pub struct StoredJob {
     pub job: JobSpec,
     pub created_at: DateTime<Utc>,
+    /// The job's pause state when the snapshot was written (pause and
+    /// resume records change it without changing the definition); absent:
+    /// `job.paused`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -149,6 +149,7 @@ fn every_message_round_trips_in_each_format() {
             jobs: vec![StoredJob {
                 job: job(),
                 created_at: utc("2026-01-01T00:00:00Z"),
+                paused: Some(true),
             }],
         },
     ] {

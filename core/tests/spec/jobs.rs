@@ -280,6 +280,7 @@ fn registry_view_applies_records_and_complete_snapshots_only() {
     let stored = |id: &str| StoredJob {
         job: job(id),
         created_at: t,
+        paused: (id == "q").then_some(true),
     };
     let part = |sid: &str, part, parts, ids: &[&str]| RegistryRecord::Snapshot {
         snapshot_id: sid.into(),
@@ -296,6 +297,9 @@ fn registry_view_applies_records_and_complete_snapshots_only() {
     let mut ids: Vec<_> = view.iter().map(|j| j.spec.id.clone()).collect();
     ids.sort();
     assert_eq!(ids, ["p", "q"]);
+    // The pause state travels in the snapshot (it is not in the definition).
+    assert!(view.get("q").is_some_and(|j| j.paused && !j.spec.paused));
+    assert!(view.get("p").is_some_and(|j| !j.paused));
 }
 
 #[test]

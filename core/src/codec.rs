@@ -130,6 +130,9 @@ pub fn decode<M: Message>(meta: &Meta, body: &[u8]) -> Result<M, CodecError> {
 }
 
 fn decode_json<M: Message>(body: &[u8]) -> Result<M, CodecError> {
+    if let Some(m) = M::from_json_slice(body) {
+        return Ok(m);
+    }
     // Parse to a value first: syntax and truncation errors are told apart from
     // schema errors, and schema errors get a path.
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {

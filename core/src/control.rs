@@ -11,7 +11,7 @@ use crate::{
     error::ValidationError,
     protocol::{
         control::{Command, ItemResult, Reply, ReplyError},
-        registry::RegistryRecord,
+        registry::{RegistryRecord, StoredJob},
     },
     registry::{JobEntry, RegistryView},
 };
@@ -86,6 +86,25 @@ fn upsert_record(
     }))
 }
 
+/// Several upserts become one `upsert-many` record (one stream message).
+fn batched(records: Vec<RegistryRecord>) -> Vec<RegistryRecord> {
+    if records.len() < 2 {
+        return records;
+    }
+    let jobs = records
+        .into_iter()
+        .filter_map(|r| match r {
+            RegistryRecord::Upsert { job, created_at } => Some(StoredJob {
+                job: *job,
+                created_at,
+                paused: None,
+            }),
+            _ => None,
+        })
+        .collect();
+    vec![RegistryRecord::UpsertMany { jobs }]
+}
+
 /// Decides what `cmd` does given the current view at `now`.
 pub fn decide(cmd: &Command, view: &RegistryView, now: DateTime<Utc>) -> Decision {
     let name = cmd.name();
@@ -152,7 +171,10 @@ pub fn decide(cmd: &Command, view: &RegistryView, now: DateTime<Utc>) -> Decisio
             if records.is_empty() {
                 Decision::Reply(reply)
             } else {
-                Decision::Append { records, reply }
+                Decision::Append {
+                    records: batched(records),
+                    reply,
+                }
             }
         }
         Command::Delete { id } => match view.get(id) {

@@ -59,6 +59,8 @@ impl JobEntry {
 pub enum Change {
     /// A job was created or its definition changed.
     Upserted(String),
+    /// Several were (a batch record), in order.
+    UpsertedMany(Vec<String>),
     Deleted(String),
     Paused(String),
     Resumed(String),
@@ -129,6 +131,17 @@ impl RegistryView {
                     .map_err(|e| format!("job {}: {e}", job.id))?;
                 self.jobs.insert(job.id.clone(), Arc::new(entry));
                 Change::Upserted(job.id.clone())
+            }
+            RegistryRecord::UpsertMany { jobs } => {
+                let mut ids = Vec::with_capacity(jobs.len());
+                for s in jobs {
+                    let mut entry = JobEntry::new(s.job.clone(), s.created_at)
+                        .map_err(|e| format!("job {}: {e}", s.job.id))?;
+                    entry.paused = s.paused.unwrap_or(entry.paused);
+                    self.jobs.insert(s.job.id.clone(), Arc::new(entry));
+                    ids.push(s.job.id.clone());
+                }
+                Change::UpsertedMany(ids)
             }
             RegistryRecord::Delete { id } => match self.jobs.remove(id) {
                 Some(_) => Change::Deleted(id.clone()),

@@ -34,6 +34,9 @@ use crate::{
 
 /// Definitions per snapshot part (~1 KB each: parts stay near 1 MB).
 const SNAPSHOT_PART_JOBS: usize = 1_000;
+/// About the size of one definition in a snapshot (JSON): the log since
+/// the last snapshot must exceed the snapshot's size before another is due.
+const SNAPSHOT_BYTES_PER_JOB: u64 = 256;
 /// How often the snapshot age is checked.
 const SNAPSHOT_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -132,7 +135,14 @@ impl Registry {
         let stale = self
             .last_snapshot
             .map_or(self.bytes_since_snapshot > 0, |t| now - t > quarter);
-        (self.appender && self.bytes_since_snapshot > self.settings.snapshot_after_bytes) || stale
+        // Amortised: the log since the last snapshot must also exceed that
+        // snapshot's size, so loading a million jobs writes O(jobs) snapshot
+        // bytes, not a growing snapshot every few megabytes.
+        let threshold = self
+            .settings
+            .snapshot_after_bytes
+            .max(self.view.len() as u64 * SNAPSHOT_BYTES_PER_JOB);
+        (self.appender && self.bytes_since_snapshot > threshold) || stale
     }
 
     fn maybe_snapshot(&mut self, ctx: &mut Context<Self>) {
@@ -217,6 +227,14 @@ impl Registry {
             self.bytes_since_snapshot = 0;
             self.last_snapshot = Some(Utc::now());
         }
+        if let Change::UpsertedMany(ids) = change {
+            for id in ids {
+                if let (Some(e), Some(shard)) = (self.entry(&id), self.shard(&id)) {
+                    shard.do_send(JobChange::Upserted(e));
+                }
+            }
+            return;
+        }
         let (id, msg) = match change {
             Change::Upserted(id) => match self.entry(&id) {
                 Some(e) => (id, JobChange::Upserted(e)),
@@ -228,7 +246,7 @@ impl Registry {
                 Some(e) => (id, JobChange::Resumed(e)),
                 None => return,
             },
-            Change::Reloaded | Change::None => return,
+            Change::Reloaded | Change::None | Change::UpsertedMany(_) => return,
         };
         if let Some(shard) = self.shard(&id) {
             shard.do_send(msg);

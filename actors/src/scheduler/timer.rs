@@ -46,11 +46,10 @@ pub(crate) struct TimerShard {
     topo: Arc<Topology>,
     /// A channel in confirm mode, used only by this shard.
     channel: Channel,
-    jobs: HashMap<String, Arc<JobEntry>>,
+    /// The shard's jobs, keyed by id (the key is shared with the timer).
+    jobs: HashMap<Arc<str>, Slot>,
     /// Armed fires, earliest first: `(send_at, job_id)`.
-    timer: BTreeSet<(DateTime<Utc>, String)>,
-    /// `job_id → (send_at, scheduled_at)` of its armed fire.
-    armed: HashMap<String, (DateTime<Utc>, DateTime<Utc>)>,
+    timer: BTreeSet<(DateTime<Utc>, Arc<str>)>,
     /// Armed fires whose send time is later than their scheduled time
     /// (jitter), by scheduled time: they hold the watermark back.
     jittered: BTreeMap<DateTime<Utc>, usize>,
@@ -74,6 +73,13 @@ pub(crate) struct TimerShard {
     runs: Arc<RunningJobs>,
     /// Signs every fire event when set (`control.hmac_key`).
     key: Option<Arc<[u8]>>,
+}
+
+/// One job of a shard: its entry (shared with the registry view) and its
+/// armed fire `(send_at, scheduled_at)`, if any.
+struct Slot {
+    job: Arc<JobEntry>,
+    armed: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 /// What every timer shard of a node shares.
@@ -108,7 +114,6 @@ impl TimerShard {
             channel,
             jobs: HashMap::new(),
             timer: BTreeSet::new(),
-            armed: HashMap::new(),
             jittered: BTreeMap::new(),
             in_flight: BTreeMap::new(),
             cursor: floor,
@@ -123,12 +128,31 @@ impl TimerShard {
         }
     }
 
-    fn disarm(&mut self, id: &str) {
-        if let Some((send_at, scheduled)) = self.armed.remove(id) {
-            self.timer.remove(&(send_at, id.to_string()));
-            if send_at != scheduled {
-                dec(&mut self.jittered, scheduled);
+    /// Stores (or replaces) a job's entry, keeping its armed fire.
+    fn put(&mut self, job: Arc<JobEntry>) {
+        match self.jobs.get_mut(job.spec.id.as_str()) {
+            Some(slot) => slot.job = job,
+            None => {
+                let key: Arc<str> = Arc::from(job.spec.id.as_str());
+                self.jobs.insert(key, Slot { job, armed: None });
             }
+        }
+    }
+
+    fn disarm(&mut self, id: &str) {
+        let Some((key, slot)) = self.jobs.get_key_value(id) else {
+            return;
+        };
+        let Some((send_at, scheduled)) = slot.armed else {
+            return;
+        };
+        let key = key.clone();
+        self.timer.remove(&(send_at, key));
+        if let Some(slot) = self.jobs.get_mut(id) {
+            slot.armed = None;
+        }
+        if send_at != scheduled {
+            dec(&mut self.jittered, scheduled);
         }
     }
 
@@ -136,6 +160,13 @@ impl TimerShard {
     /// schedule, never by adding intervals).
     fn arm_after(&mut self, job: &JobEntry, after: DateTime<Utc>) {
         self.disarm(&job.spec.id);
+        let Some(key) = self
+            .jobs
+            .get_key_value(job.spec.id.as_str())
+            .map(|(k, _)| k.clone())
+        else {
+            return;
+        };
         if job.paused {
             return;
         }
@@ -152,8 +183,10 @@ impl TimerShard {
         if send_at != scheduled {
             *self.jittered.entry(scheduled).or_default() += 1;
         }
-        self.armed.insert(job.spec.id.clone(), (send_at, scheduled));
-        self.timer.insert((send_at, job.spec.id.clone()));
+        if let Some(slot) = self.jobs.get_mut(&*key) {
+            slot.armed = Some((send_at, scheduled));
+        }
+        self.timer.insert((send_at, key));
     }
 
     /// Sleeps until the head of the timer (re-armed on every change; cheap).
@@ -179,11 +212,12 @@ impl TimerShard {
             if send_at > now {
                 break;
             }
-            let Some(job) = self.jobs.get(&id).cloned() else {
-                self.disarm(&id);
+            let Some(slot) = self.jobs.get(&*id) else {
+                self.timer.remove(&(send_at, id));
                 continue;
             };
-            let scheduled = self.armed.get(&id).map_or(send_at, |(_, s)| *s);
+            let job = slot.job.clone();
+            let scheduled = slot.armed.map_or(send_at, |(_, s)| s);
             self.disarm(&id);
             self.publish(&job, scheduled, Some(send_at), ctx);
             self.arm_after(&job, scheduled);
@@ -494,7 +528,7 @@ impl Handler<Load> for TimerShard {
         // time this process was alive but disconnected loses nothing.
         let down_until = msg.alive_since.clamp(floor, now);
         for job in msg.jobs {
-            self.jobs.insert(job.spec.id.clone(), job.clone());
+            self.put(job.clone());
             if job.paused {
                 continue;
             }
@@ -535,7 +569,7 @@ impl Handler<JobChange> for TimerShard {
         let now = Utc::now();
         match msg {
             JobChange::Upserted(job) => {
-                self.jobs.insert(job.spec.id.clone(), job.clone());
+                self.put(job.clone());
                 if job.paused {
                     self.paused_at.entry(job.spec.id.clone()).or_insert(now);
                 }
@@ -543,21 +577,19 @@ impl Handler<JobChange> for TimerShard {
             }
             JobChange::Deleted(id) => {
                 self.disarm(&id);
-                self.jobs.remove(&id);
+                self.jobs.remove(id.as_str());
                 self.paused_at.remove(&id);
             }
             JobChange::Paused(id) => {
                 self.disarm(&id);
-                if let Some(j) = self.jobs.get(&id) {
-                    let mut j = (**j).clone();
-                    j.paused = true;
-                    self.jobs.insert(id.clone(), Arc::new(j));
+                if let Some(slot) = self.jobs.get_mut(id.as_str()) {
+                    Arc::make_mut(&mut slot.job).paused = true;
                 }
                 self.paused_at.insert(id, now);
             }
             JobChange::Resumed(job) => {
                 let id = job.spec.id.clone();
-                self.jobs.insert(id.clone(), job.clone());
+                self.put(job.clone());
                 // The misfire policy decides about the paused interval.
                 let from = self.paused_at.remove(&id).unwrap_or(self.cursor);
                 let plan = misfire::plan(&job, from, now);

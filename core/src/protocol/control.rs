@@ -77,6 +77,10 @@ impl Message for Command {
     const MAX_SIZE: usize = MIB;
     const TAG: Option<&'static str> = Some("command");
 
+    fn from_json_slice(_: &[u8]) -> Option<Self> {
+        None
+    }
+
     /// Reads the `command` tag first, then the named command's fields, so
     /// every error names its field (`command`, `id`, `job.retry.max_attempts`).
     fn from_json(value: serde_json::Value) -> Result<Self, JsonError> {

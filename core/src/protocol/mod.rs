@@ -92,6 +92,13 @@ pub trait Message: Serialize + DeserializeOwned {
         None
     }
 
+    /// Decodes a well-formed body in one pass (no intermediate value);
+    /// `None` sends it down the slower path that names the offending field.
+    /// Types whose [`Message::from_json`] does more than serde return `None`.
+    fn from_json_slice(body: &[u8]) -> Option<Self> {
+        serde_json::from_slice(body).ok()
+    }
+
     /// Builds the message from a parsed JSON value; an error names the path
     /// of the offending field. The default goes through serde with path
     /// tracking; internally tagged enums override it, because serde loses the

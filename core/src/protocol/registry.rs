@@ -30,6 +30,12 @@ pub enum RegistryRecord {
         job: Box<JobSpec>,
         created_at: DateTime<Utc>,
     },
+    /// Many definitions accepted by one `upsert-many` command, applied in
+    /// order: one stream message instead of one per job (a million jobs
+    /// replay from a thousand messages).
+    UpsertMany {
+        jobs: Vec<StoredJob>,
+    },
     Delete {
         id: String,
     },

@@ -73,6 +73,29 @@ impl OccurrenceNote {
     }
 }
 
+/// Parsed cron expressions, shared by every job with the same text (a
+/// parsed pattern is ~5.7 KB; a million jobs use a few hundred distinct
+/// expressions). Entries die with their last job.
+static CRON_CACHE: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<cron_expr::CronExpr>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+fn interned_cron(text: &str) -> Result<std::sync::Arc<cron_expr::CronExpr>, String> {
+    let Ok(mut cache) = CRON_CACHE.lock() else {
+        // A poisoned cache (a panic elsewhere while holding it): parse alone.
+        return cron_expr::CronExpr::parse(text).map(std::sync::Arc::new);
+    };
+    if let Some(shared) = cache.get(text).and_then(std::sync::Weak::upgrade) {
+        return Ok(shared);
+    }
+    let parsed = std::sync::Arc::new(cron_expr::CronExpr::parse(text)?);
+    if cache.len() >= 1024 && cache.len().is_power_of_two() {
+        cache.retain(|_, w| w.strong_count() > 0);
+    }
+    cache.insert(text.to_string(), std::sync::Arc::downgrade(&parsed));
+    Ok(parsed)
+}
+
 impl Schedule {
     /// Parses `expr` for zone `tz`. `anchor` is where `@every` counts from (the
     /// job's `start_at`, else its creation instant); other forms ignore it.
@@ -104,9 +127,7 @@ impl Schedule {
             })?;
             Kind::At(at.with_timezone(&Utc))
         } else {
-            Kind::Cron(std::sync::Arc::new(
-                cron_expr::CronExpr::parse(trimmed).map_err(invalid)?,
-            ))
+            Kind::Cron(interned_cron(trimmed).map_err(invalid)?)
         };
         Ok(Self {
             expr: trimmed.to_string(),

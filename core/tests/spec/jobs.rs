@@ -360,3 +360,50 @@ fn misfire_policies_plan_missed_occurrences() {
     );
     assert!(j < std::time::Duration::from_secs(30));
 }
+
+#[test]
+fn upsert_many_is_one_registry_record_applied_in_order() {
+    use sundial_core::{
+        control::{decide, Decision},
+        protocol::{control::Command, registry::RegistryRecord},
+        registry::{Change, RegistryView},
+    };
+    let job = |id: &str, schedule: &str| -> JobSpec {
+        serde_json::from_value(
+            serde_json::json!({"id": id, "schedule": schedule, "executor": {"type": "noop"}}),
+        )
+        .expect("job")
+    };
+    let mut view = RegistryView::default();
+    let cmd = Command::UpsertMany {
+        jobs: vec![job("a", "@hourly"), job("b", "@daily"), job("c", "@hourly")],
+    };
+    let Decision::Append { records, reply } = decide(&cmd, &view, now()) else {
+        panic!("upsert-many appends");
+    };
+    assert!(reply.ok, "{reply:?}");
+    assert_eq!(records.len(), 1, "one stream message for the batch");
+    let RegistryRecord::UpsertMany { jobs } = &records[0] else {
+        panic!("an upsert-many record: {records:?}");
+    };
+    assert_eq!(jobs.len(), 3);
+    assert_eq!(
+        view.apply(&records[0]),
+        Ok(Change::UpsertedMany(vec![
+            "a".into(),
+            "b".into(),
+            "c".into()
+        ]))
+    );
+    assert_eq!(view.len(), 3);
+    // Round trip through the codec, as the stream stores it.
+    let enc = sundial_core::codec::encode(&records[0]).expect("encodes");
+    let back: RegistryRecord = sundial_core::codec::decode(&enc.meta, &enc.body).expect("decodes");
+    assert_eq!(back, records[0]);
+    // Re-applying the same batch changes nothing observable but is allowed.
+    let again = decide(&cmd, &view, now());
+    assert!(
+        matches!(again, Decision::Reply(ref r) if r.ok),
+        "identical definitions are not appended again: {again:?}"
+    );
+}

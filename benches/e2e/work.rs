@@ -1,20 +1,7 @@
-//! End-to-end worker benchmark against the local RabbitMQ: fires published
-//! to `sundial.fire` → `sundial worker` processes (no-op executor) → ack,
-//! with 1, 2 and 4 worker processes, beside raw lapin publish + consume with
-//! acks to the same kind of queues in the same run (the machine is shared
-//! and noisy, so only same-run ratios mean something).
-//!
-//! ```text
-//! cargo bench --bench worker            # 20k fires per throughput run, 5 s paced latency runs
-//! cargo bench --bench worker -- --quick # 8k fires, 3 s
-//! ```
-//!
-//! For each setup: throughput (N fires published pipelined with confirms;
-//! time from the first publish to the last `succeeded` event / last ack) and
-//! latency at a paced 500 fires/s (Sundial: fire's `scheduled_at` → the
-//! worker's `started` event; raw: publish → delivery). Sundial's worker also
-//! publishes two run events per fire (`started`, `succeeded`) with confirms:
-//! that is part of what it costs, and is measured.
+//! End-to-end phases: raw lapin publish + consume with acks, and fires
+//! published to `sundial.fire` run by k `sundial worker` processes (no-op
+//! executor), to the same kind of queues. Throughput: N published pipelined
+//! with confirms, first publish → last completion; latency at a paced 500/s.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -38,16 +25,14 @@ use sundial_core::{
     HumanDuration,
 };
 
-#[path = "common.rs"]
-mod common;
-use common::{ms, pct, raw_queues, Vhost};
+use crate::common::{raw_queues, Vhost};
 
-const SHARDS: u32 = 64;
+pub(crate) const SHARDS: u32 = 64;
 /// Worker concurrency, and the raw consumers' prefetch: the same number.
-const CONCURRENCY: u16 = 128;
+pub(crate) const CONCURRENCY: u16 = 128;
 /// Confirms in flight while publishing pipelined (both sides).
 const WINDOW: usize = 1_000;
-const PACED_RATE: u32 = 500;
+pub(crate) const PACED_RATE: u32 = 500;
 
 fn topology() -> Topology {
     Topology {
@@ -155,7 +140,7 @@ async fn drive(
 
 /// Raw lapin: 64 quorum queues, one connection consuming all of them with
 /// prefetch CONCURRENCY each, every delivery acked in its own task.
-async fn raw(v: &Vhost, n: usize, paced: usize) -> ((f64, Vec<f64>), (f64, Vec<f64>)) {
+pub(crate) async fn raw(v: &Vhost, n: usize, paced: usize) -> ((f64, Vec<f64>), (f64, Vec<f64>)) {
     let conn = connect(&v.url(), "bench-raw").await.expect("connect");
     let ch = raw_queues(&conn, SHARDS).await;
     let consumer_conn = connect(&v.url(), "bench-raw-consumer")
@@ -324,7 +309,7 @@ async fn listen(
 }
 
 /// Sundial: k worker processes; fires published straight to `sundial.fire`.
-async fn sundial(
+pub(crate) async fn sundial(
     v: &Vhost,
     k: usize,
     n: usize,
@@ -373,40 +358,4 @@ async fn sundial(
     }
     let _ = conn.close(200, "".into()).await;
     (thr, lat)
-}
-
-fn report(name: &str, n: usize, (elapsed, _): &(f64, Vec<f64>), lat: &mut [f64]) -> f64 {
-    let rate = n as f64 / elapsed.max(1e-9);
-    println!(
-        "{name:<22} {rate:>8.0} jobs/s   latency at {PACED_RATE}/s: p50 {} p99 {}",
-        ms(pct(lat, 0.5)),
-        ms(pct(lat, 0.99))
-    );
-    rate
-}
-
-fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let n = if quick { 8_000 } else { 20_000 };
-    let paced = PACED_RATE as usize * if quick { 3 } else { 5 };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    rt.block_on(async move {
-        println!(
-            "sundial end-to-end benchmark: {n} fires, {SHARDS} shards, quorum queues, concurrency/prefetch {CONCURRENCY}, no-op jobs"
-        );
-        let v = Vhost::new("e2e-raw");
-        let (thr, mut lat) = raw(&v, n, paced).await;
-        drop(v);
-        let raw_rate = report("raw lapin pub+consume", n, &thr, &mut lat.1);
-        for k in [1, 2, 4] {
-            let v = Vhost::new(&format!("e2e-w{k}"));
-            let (thr, mut lat) = sundial(&v, k, n, paced).await;
-            drop(v);
-            let rate = report(&format!("sundial, {k} worker(s)"), n, &thr, &mut lat.1);
-            println!("{:<22} ratio to raw {:.2} (target ≥ 0.70)", "", rate / raw_rate);
-        }
-    });
 }

@@ -1,0 +1,232 @@
+//! One harness for Sundial's performance claims, against the local RabbitMQ,
+//! each Sundial figure printed as a ratio to a raw lapin baseline measured
+//! in the same run (the machine is shared and noisy: only same-run ratios
+//! mean something).
+//!
+//! ```text
+//! cargo bench --bench e2e                          # full: ~10 min, 1M-job scale phase
+//! cargo bench --bench e2e -- --quick               # < 2 min, 100k-job scale phase
+//! cargo bench --bench e2e -- --json results.json   # also write the results as JSON
+//! cargo bench --bench e2e -- --jobs 300000         # scale phase size
+//! ```
+//!
+//! Phases (each in its own vhost, created and deleted with rabbitmqctl):
+//! 1. raw publish-with-confirms: ceiling (1,000 in flight) and confirm
+//!    latency paced at 5,000/s, to 64 quorum queues.
+//! 2. raw publish + consume with acks: throughput and latency at 500/s.
+//! 3. Sundial fire throughput: a burst of cron jobs due in one second.
+//! 4. Sundial fire lateness: jobs spread evenly, fires/s and the histogram.
+//! 5. Sundial end to end: fires run by `sundial worker` processes (no-op).
+//! 6. Scale: N jobs registered through the control queue, RSS, lateness at
+//!    ~5,000 fires/s, replay time of a fresh node.
+
+mod common;
+mod scale;
+mod sched;
+mod work;
+
+use std::sync::Arc;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use common::{ms, pct, Vhost};
+
+const SHARDS: u32 = 64;
+
+struct Args {
+    quick: bool,
+    json: Option<String>,
+    jobs: Option<usize>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        quick: false,
+        json: None,
+        jobs: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(x) = it.next() {
+        match x.as_str() {
+            "--quick" => a.quick = true,
+            "--json" => a.json = it.next(),
+            "--jobs" => a.jobs = it.next().and_then(|n| n.replace('_', "").parse().ok()),
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    a
+}
+
+fn bar(phase: &str, len: u64) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {prefix:<28} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb.set_prefix(phase.to_string());
+    pb.enable_steady_tick(std::time::Duration::from_millis(200));
+    pb
+}
+
+fn percentiles(v: &mut [f64]) -> Value {
+    json!({
+        "p50_ms": pct(v, 0.5) * 1e3, "p90_ms": pct(v, 0.9) * 1e3, "p99_ms": pct(v, 0.99) * 1e3,
+        "p999_ms": pct(v, 0.999) * 1e3, "max_ms": pct(v, 1.0) * 1e3, "samples": v.len(),
+    })
+}
+
+fn hist_line(v: &mut [f64]) -> String {
+    format!(
+        "p50 {} p90 {} p99 {} p99.9 {} max {}",
+        ms(pct(v, 0.5)),
+        ms(pct(v, 0.9)),
+        ms(pct(v, 0.99)),
+        ms(pct(v, 0.999)),
+        ms(pct(v, 1.0))
+    )
+}
+
+fn main() {
+    let a = args();
+    let quick = a.quick;
+    let scale_jobs = a.jobs.unwrap_or(if quick { 100_000 } else { 1_000_000 });
+    let steady_jobs = if quick { 20_000 } else { 100_000 };
+    let burst_jobs = if quick { 10_000 } else { 20_000 };
+    let e2e_fires = if quick { 8_000 } else { 20_000 };
+    let window: u64 = if quick { 6 } else { 15 };
+    let workers: &[usize] = if quick { &[1, 2] } else { &[1, 2, 4] };
+
+    let samples = Arc::new(sched::Samples::default());
+    metrics::set_global_recorder(sched::Rec(samples.clone())).expect("first recorder");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let report = actix::System::with_tokio_rt(move || rt).block_on(async move {
+        println!(
+            "sundial benchmark harness ({} mode): {SHARDS} shards, quorum queues, {} cores",
+            if quick { "quick" } else { "full" },
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+
+        // 1. Raw publish with confirms.
+        let pb = bar("raw publish+confirm", 1);
+        let v = Vhost::new("raw");
+        let conn = sundial_actors::broker::connect(&v.url(), "bench-raw").await.expect("connect");
+        let paced = std::time::Duration::from_secs(if quick { 3 } else { 5 });
+        let (ceiling, raw_p50, raw_p99) = sched::raw_baseline(&conn, SHARDS, 20_000, 1_000, 5_000, paced).await;
+        let _ = conn.close(200, "".into()).await;
+        drop(v);
+        pb.finish_and_clear();
+        println!(
+            "raw lapin publish+confirm: ceiling {ceiling:.0} msg/s; confirm latency at 5k/s p50 {} p99 {}",
+            ms(raw_p50),
+            ms(raw_p99)
+        );
+
+        // 2. Raw publish + consume with acks.
+        let pb = bar("raw publish+consume", 1);
+        let v = Vhost::new("rawpc");
+        let paced_n = work::PACED_RATE as usize * if quick { 3 } else { 5 };
+        let ((raw_elapsed, _), (_, mut raw_lat)) = work::raw(&v, e2e_fires, paced_n).await;
+        drop(v);
+        pb.finish_and_clear();
+        let raw_pc = e2e_fires as f64 / raw_elapsed.max(1e-9);
+        println!(
+            "raw lapin publish+consume+ack: {raw_pc:.0} msg/s; publish→delivery at {}/s p50 {} p99 {}",
+            work::PACED_RATE,
+            ms(pct(&mut raw_lat, 0.5)),
+            ms(pct(&mut raw_lat, 0.99))
+        );
+
+        // 3. Fire throughput.
+        let pb = bar("sundial fire burst", 1);
+        let (burst_rate, burst_secs) = sched::burst(&samples, burst_jobs, SHARDS).await;
+        pb.finish_and_clear();
+        let burst_ratio = burst_rate / ceiling;
+        println!(
+            "sundial fire throughput: {burst_jobs} fires due at once, all confirmed in {:.2} s = {burst_rate:.0} fires/s; ratio to raw ceiling {burst_ratio:.2} (target ≥ 0.80)",
+            burst_secs
+        );
+
+        // 4. Fire lateness.
+        let pb = bar(&format!("sundial lateness {steady_jobs} jobs"), window);
+        let mut st = sched::steady(&samples, steady_jobs, window, SHARDS, |t| pb.set_position(t)).await;
+        pb.finish_and_clear();
+        let late_ratio = pct(&mut st.lateness, 0.99) / raw_p99;
+        println!(
+            "sundial fire lateness, {steady_jobs} jobs, {:.0} fires/s (due {:.0}/s): confirmed − scheduled {}; timer precision p99 {}; p99 ratio to raw confirm p99 {late_ratio:.2}",
+            st.fires_per_s,
+            st.due_per_s,
+            hist_line(&mut st.lateness),
+            ms(pct(&mut st.precision, 0.99)),
+        );
+
+        // 5. End to end.
+        let mut e2e = Vec::new();
+        for &k in workers {
+            let pb = bar(&format!("sundial e2e, {k} worker(s)"), 1);
+            let v = Vhost::new(&format!("e2e-w{k}"));
+            let ((elapsed, _), (_, mut lat)) = work::sundial(&v, k, e2e_fires, paced_n).await;
+            drop(v);
+            pb.finish_and_clear();
+            let rate = e2e_fires as f64 / elapsed.max(1e-9);
+            println!(
+                "sundial end to end, {k} worker(s): {rate:.0} jobs/s; ratio to raw publish+consume {:.2} (target ≥ 0.70); fire→start at {}/s p50 {} p99 {}",
+                rate / raw_pc,
+                work::PACED_RATE,
+                ms(pct(&mut lat, 0.5)),
+                ms(pct(&mut lat, 0.99))
+            );
+            e2e.push(json!({"workers": k, "jobs_per_s": rate, "ratio": rate / raw_pc,
+                "fire_to_start": percentiles(&mut lat)}));
+        }
+
+        // 6. Scale.
+        let pb = bar(&format!("scale {scale_jobs} jobs"), scale_jobs as u64);
+        let mut sc = scale::scale(&samples, scale_jobs, SHARDS, window, |phase, pos, len| {
+            pb.set_message(phase.to_string());
+            pb.set_length(len);
+            pb.set_position(pos);
+        })
+        .await;
+        pb.finish_and_clear();
+        println!(
+            "scale, {} jobs: registered in {:.1} s ({:.0} jobs/s); RSS +{:.0} MiB (target < 1024); replay {:.2} s (target < 10); {:.0} fires/s (due {:.0}/s), lateness {} (target p99 < 10 ms)",
+            sc.jobs,
+            sc.register_s,
+            sc.jobs as f64 / sc.register_s.max(1e-9),
+            sc.rss_growth_mib,
+            sc.replay_s,
+            sc.steady.fires_per_s,
+            sc.steady.due_per_s,
+            hist_line(&mut sc.steady.lateness),
+        );
+
+        json!({
+            "mode": if quick { "quick" } else { "full" },
+            "shards": SHARDS,
+            "raw": {
+                "publish_confirm_ceiling_per_s": ceiling,
+                "confirm_latency_p50_ms": raw_p50 * 1e3, "confirm_latency_p99_ms": raw_p99 * 1e3,
+                "publish_consume_per_s": raw_pc, "publish_to_delivery": percentiles(&mut raw_lat),
+            },
+            "fire_throughput": {"fires": burst_jobs, "per_s": burst_rate, "ratio": burst_ratio},
+            "fire_lateness": {"jobs": steady_jobs, "fires_per_s": st.fires_per_s, "due_per_s": st.due_per_s,
+                "confirmed_minus_scheduled": percentiles(&mut st.lateness),
+                "precision": percentiles(&mut st.precision), "p99_ratio_to_raw_confirm_p99": late_ratio},
+            "end_to_end": e2e,
+            "scale": {"jobs": sc.jobs, "register_s": sc.register_s, "rss_growth_mib": sc.rss_growth_mib,
+                "replay_s": sc.replay_s, "fires_per_s": sc.steady.fires_per_s, "due_per_s": sc.steady.due_per_s,
+                "lateness": percentiles(&mut sc.steady.lateness)},
+        })
+    });
+    if let Some(path) = a.json {
+        let text = serde_json::to_string_pretty(&report).expect("JSON");
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
+        println!("results written to {path}");
+    }
+}

@@ -154,6 +154,72 @@ async fn existing_ids(client: &Client<'_>) -> Result<Vec<String>, CommandError> 
         .unwrap_or_default())
 }
 
+/// Jobs per `upsert-many` command: keeps each command well under the
+/// control queue's 1 MiB message limit.
+const APPLY_BATCH: usize = 500;
+
+/// Sends `jobs` as `upsert-many` commands of [`APPLY_BATCH`], in order, and
+/// merges the replies into one (every job keeps its own result).
+async fn upsert_in_batches(client: &Client<'_>, jobs: Vec<JobSpec>) -> Result<Reply, CommandError> {
+    let total = jobs.len();
+    let (mut changed, mut results) = (0u64, Vec::with_capacity(total));
+    for (n, batch) in jobs.chunks(APPLY_BATCH).enumerate() {
+        let reply = client
+            .call(&Command::UpsertMany {
+                jobs: batch.to_vec(),
+            })
+            .await?;
+        changed += reply
+            .result
+            .as_ref()
+            .and_then(|r| r.get("changed"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        match reply.results {
+            Some(r) => results.extend(r.into_iter().map(|mut item| {
+                // Error paths count from the file, not from the batch.
+                if let Some(e) = item.error.as_mut() {
+                    e.field = renumber(&e.field, n * APPLY_BATCH);
+                }
+                item
+            })),
+            // Refused as a whole (not an item error): say so, stop.
+            None => return Ok(reply),
+        }
+    }
+    let rejected = results.iter().filter(|r| !r.ok).count();
+    let mut reply = if rejected == 0 {
+        Reply::ok(
+            "upsert-many",
+            Some(serde_json::json!({"accepted": total, "changed": changed})),
+        )
+    } else {
+        Reply::error(
+            Some("upsert-many"),
+            sundial_core::protocol::control::ReplyError {
+                field: "jobs".into(),
+                message: format!("{rejected} of {total} jobs rejected; the others were applied"),
+            },
+        )
+    };
+    reply.results = Some(results);
+    Ok(reply)
+}
+
+/// `jobs[3].schedule` → `jobs[{3 + offset}].schedule`.
+fn renumber(field: &str, offset: usize) -> String {
+    let Some(rest) = field.strip_prefix("jobs[") else {
+        return field.to_string();
+    };
+    match rest.split_once(']') {
+        Some((i, tail)) => match i.parse::<usize>() {
+            Ok(i) => format!("jobs[{}]{tail}", i + offset),
+            Err(_) => field.to_string(),
+        },
+        None => field.to_string(),
+    }
+}
+
 /// Declarative apply: upsert every job of the file; with `prune`, delete
 /// the jobs the file does not mention; with `dry_run`, only report.
 async fn apply(
@@ -165,10 +231,11 @@ async fn apply(
     out: &mut impl Write,
 ) -> Result<(), CommandError> {
     let to_delete: Vec<String> = if prune {
+        let keep: std::collections::HashSet<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
         existing_ids(client)
             .await?
             .into_iter()
-            .filter(|id| !jobs.iter().any(|j| &j.id == id))
+            .filter(|id| !keep.contains(id.as_str()))
             .collect()
     } else {
         Vec::new()
@@ -204,18 +271,15 @@ async fn apply(
         }
         return Ok(());
     }
-    let command = if jobs.len() == 1 {
-        Command::Upsert {
-            job: Box::new(
-                jobs.into_iter()
-                    .next()
-                    .ok_or_else(|| failed("empty file"))?,
-            ),
-        }
+    let reply = if jobs.len() == 1 {
+        let job = jobs
+            .into_iter()
+            .next()
+            .ok_or_else(|| failed("empty file"))?;
+        client.call(&Command::Upsert { job: Box::new(job) }).await?
     } else {
-        Command::UpsertMany { jobs }
+        upsert_in_batches(client, jobs).await?
     };
-    let reply = client.call(&command).await?;
     print_reply(&reply, json, out).map_err(io)?;
     if let Some(e) = reply.error.as_ref().filter(|_| !reply.ok) {
         return Err(failed(format!("{}: {}", e.field, e.message)));

@@ -622,3 +622,46 @@ async fn registry_snapshot_is_written_and_a_restart_replays_from_it() {
         "replay started from the snapshot: {log}"
     );
 }
+
+#[test]
+fn job_apply_sends_a_large_file_in_batches_and_reports_each_job() {
+    let v = Vhost::new("sched-bulk");
+    let _s = SchedulerProcess::start(&v, "bulk");
+    let jobs: Vec<serde_json::Value> = (0..1_200)
+        .map(|i| {
+            // One bad job in the third batch: its error names its place in
+            // the file, and every other job is applied.
+            let schedule = if i == 1_100 { "61 * * * *" } else { "@hourly" };
+            serde_json::json!({"id": format!("bulk-{i:04}"), "schedule": schedule, "executor": {"type": "noop"}})
+        })
+        .collect();
+    let file = std::env::temp_dir().join(format!("{}-bulk.json", v.name));
+    std::fs::write(&file, serde_json::to_vec(&jobs).expect("json")).expect("write");
+    let out = sundial()
+        .args(["job", "apply", "--json", "-f"])
+        .arg(&file)
+        .args(["--broker", &v.url()])
+        .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
+        .output()
+        .expect("job apply runs");
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("reply JSON");
+    let results = reply["results"].as_array().expect("results");
+    assert_eq!(results.len(), 1_200, "one result per job");
+    let bad: Vec<&serde_json::Value> = results.iter().filter(|r| r["ok"] == false).collect();
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!(bad[0]["id"], "bulk-1100");
+    assert_eq!(bad[0]["error"]["field"], "jobs[1100].schedule", "{bad:?}");
+    let list = sundial()
+        .args(["job", "list", "--json", "--broker", &v.url()])
+        .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
+        .output()
+        .expect("list runs");
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).expect("list JSON");
+    assert_eq!(
+        listed["result"]["jobs"].as_array().map(Vec::len),
+        Some(1_199),
+        "the others were applied"
+    );
+}

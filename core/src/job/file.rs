@@ -32,6 +32,8 @@ struct Many {
 pub fn parse_job_file(text: &str, format: FileFormat) -> Result<Vec<JobSpec>, ValidationError> {
     let many = text_has_jobs_key(text, format);
     match (format, many) {
+        // A bare JSON array is a list of jobs too.
+        (FileFormat::Json, _) if text.trim_start().starts_with('[') => json::<Vec<JobSpec>>(text),
         (FileFormat::Json, true) => json::<Many>(text).map(|m| m.jobs),
         (FileFormat::Json, false) => json::<JobSpec>(text).map(|j| vec![j]),
         (FileFormat::Toml, true) => toml_de::<Many>(text).map(|m| m.jobs),

@@ -60,6 +60,13 @@ fn json_single_and_many_and_round_trip() {
         parse_job_file(&many, FileFormat::Json).expect("many").len(),
         2
     );
+    let array = format!("[{one},{one},{one}]");
+    assert_eq!(
+        parse_job_file(&array, FileFormat::Json)
+            .expect("a bare array")
+            .len(),
+        3
+    );
     let text = serde_json::to_string(&jobs[0]).expect("serializes");
     let back: JobSpec = serde_json::from_str(&text).expect("reads back");
     assert_eq!(back, jobs[0]);

@@ -75,8 +75,9 @@ pub enum Change {
 #[derive(Debug, Default)]
 pub struct RegistryView {
     jobs: HashMap<String, Arc<JobEntry>>,
-    /// Parts of a snapshot being read, by snapshot id.
-    pending_snapshot: Option<(String, u32, Vec<StoredJob>)>,
+    /// The entries of a snapshot being read: its id, the next part, the
+    /// entries so far.
+    pending_snapshot: Option<(String, u32, HashMap<String, Arc<JobEntry>>)>,
 }
 
 impl RegistryView {
@@ -125,36 +126,42 @@ impl RegistryView {
     /// Applies one record. Records that cannot be applied (a definition whose
     /// zone vanished) are reported as `Err` with the reason and skipped.
     pub fn apply(&mut self, record: &RegistryRecord) -> Result<Change, String> {
+        self.apply_owned(record.clone())
+    }
+
+    /// As [`RegistryView::apply`], consuming the record: definitions move
+    /// into the view instead of being copied (replay reads a million).
+    pub fn apply_owned(&mut self, record: RegistryRecord) -> Result<Change, String> {
         Ok(match record {
             RegistryRecord::Upsert { job, created_at } => {
-                let entry = JobEntry::new((**job).clone(), *created_at)
-                    .map_err(|e| format!("job {}: {e}", job.id))?;
-                self.jobs.insert(job.id.clone(), Arc::new(entry));
-                Change::Upserted(job.id.clone())
+                let id = job.id.clone();
+                let entry =
+                    JobEntry::new(*job, created_at).map_err(|e| format!("job {id}: {e}"))?;
+                self.jobs.insert(id.clone(), Arc::new(entry));
+                Change::Upserted(id)
             }
             RegistryRecord::UpsertMany { jobs } => {
                 let mut ids = Vec::with_capacity(jobs.len());
                 for s in jobs {
-                    let mut entry = JobEntry::new(s.job.clone(), s.created_at)
-                        .map_err(|e| format!("job {}: {e}", s.job.id))?;
-                    entry.paused = s.paused.unwrap_or(entry.paused);
-                    self.jobs.insert(s.job.id.clone(), Arc::new(entry));
-                    ids.push(s.job.id.clone());
+                    let id = s.job.id.clone();
+                    let entry = entry_of(s).map_err(|e| format!("job {id}: {e}"))?;
+                    self.jobs.insert(id.clone(), entry);
+                    ids.push(id);
                 }
                 Change::UpsertedMany(ids)
             }
-            RegistryRecord::Delete { id } => match self.jobs.remove(id) {
-                Some(_) => Change::Deleted(id.clone()),
+            RegistryRecord::Delete { id } => match self.jobs.remove(&id) {
+                Some(_) => Change::Deleted(id),
                 None => Change::None,
             },
-            RegistryRecord::Pause { id } => self.set_paused(id, true),
-            RegistryRecord::Resume { id } => self.set_paused(id, false),
+            RegistryRecord::Pause { id } => self.set_paused(&id, true),
+            RegistryRecord::Resume { id } => self.set_paused(&id, false),
             RegistryRecord::Snapshot {
                 snapshot_id,
                 part,
                 parts,
                 jobs,
-            } => self.snapshot_part(snapshot_id, *part, *parts, jobs)?,
+            } => self.snapshot_part(snapshot_id, part, parts, jobs)?,
             RegistryRecord::Sync { .. } => Change::None,
         })
     }
@@ -174,26 +181,22 @@ impl RegistryView {
         }
     }
 
+    /// Builds the snapshot's entries part by part (never holding all its
+    /// definitions twice); a complete snapshot replaces the view.
     fn snapshot_part(
         &mut self,
-        sid: &str,
+        sid: String,
         part: u32,
         parts: u32,
-        jobs: &[StoredJob],
+        jobs: Vec<StoredJob>,
     ) -> Result<Change, String> {
-        let mut acc = match self.pending_snapshot.take() {
+        let mut fresh = match self.pending_snapshot.take() {
             Some((id, next, acc)) if id == sid && next == part => acc,
-            _ if part == 0 => Vec::new(),
+            _ if part == 0 => HashMap::with_capacity(jobs.len() * parts as usize),
             // A part out of order (a writer died mid-snapshot): ignore it.
             _ => return Ok(Change::None),
         };
-        acc.extend_from_slice(jobs);
-        if part + 1 < parts {
-            self.pending_snapshot = Some((sid.to_string(), part + 1, acc));
-            return Ok(Change::None);
-        }
-        let mut fresh = HashMap::with_capacity(acc.len());
-        for s in acc {
+        for s in jobs {
             // An unchanged definition keeps its entry (shared with a timer
             // shard): a snapshot does not double the memory of a live node.
             let paused = s.paused.unwrap_or(s.job.paused);
@@ -206,15 +209,23 @@ impl RegistryView {
                 .cloned();
             let entry = match kept {
                 Some(old) => old,
-                None => {
-                    let mut e = JobEntry::new(s.job, s.created_at)?;
-                    e.paused = paused;
-                    Arc::new(e)
-                }
+                None => entry_of(s)?,
             };
             fresh.insert(entry.spec.id.clone(), entry);
+        }
+        if part + 1 < parts {
+            self.pending_snapshot = Some((sid, part + 1, fresh));
+            return Ok(Change::None);
         }
         self.jobs = fresh;
         Ok(Change::Reloaded)
     }
+}
+
+/// The entry of a stored definition (its pause state included).
+fn entry_of(s: StoredJob) -> Result<Arc<JobEntry>, String> {
+    let paused = s.paused.unwrap_or(s.job.paused);
+    let mut e = JobEntry::new(s.job, s.created_at)?;
+    e.paused = paused;
+    Ok(Arc::new(e))
 }

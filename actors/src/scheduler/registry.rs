@@ -34,6 +34,8 @@ use crate::{
 
 /// Definitions per snapshot part (~1 KB each: parts stay near 1 MB).
 const SNAPSHOT_PART_JOBS: usize = 1_000;
+/// Snapshot parts published before their confirms are awaited (~15 MB).
+const SNAPSHOT_PUBLISH_BATCH: usize = 50;
 /// About the size of one definition in a snapshot (JSON): the log since
 /// the last snapshot must exceed the snapshot's size before another is due.
 const SNAPSHOT_BYTES_PER_JOB: u64 = 256;
@@ -213,8 +215,8 @@ impl Registry {
         self.view.get_shared(id)
     }
 
-    fn apply(&mut self, record: &RegistryRecord) {
-        let change = match self.view.apply(record) {
+    fn apply(&mut self, record: RegistryRecord) {
+        let change = match self.view.apply_owned(record) {
             Ok(c) => c,
             Err(e) => {
                 warn!(error = %e, "accepted record could not be applied");
@@ -297,7 +299,7 @@ impl StreamHandler<Result<Delivery, lapin::Error>> for Registry {
             Ok(RegistryRecord::Sync { .. }) => {}
             Ok(record) => {
                 self.bytes_since_snapshot += delivery.data.len() as u64;
-                self.apply(&record);
+                self.apply(record);
                 metrics::gauge!(crate::metrics::REGISTRY_JOBS).set(self.view.len() as f64);
                 debug!(jobs = self.view.len(), "registry record followed");
             }
@@ -383,41 +385,14 @@ impl Handler<WriteSnapshot> for Registry {
     fn handle(&mut self, _: WriteSnapshot, _ctx: &mut Context<Self>) -> Self::Result {
         let now = Utc::now();
         let snapshot_id = format!("{}-{}", self.node, now.timestamp_millis());
-        let mut stored: Vec<StoredJob> = self
-            .view
-            .iter()
-            .map(|j| StoredJob {
-                job: j.spec.clone(),
-                created_at: j.created_at,
-                paused: Some(j.paused),
-            })
-            .collect();
-        stored.sort_by(|a, b| a.job.id.cmp(&b.job.id));
-        let jobs = stored.len() as u64;
-        let chunks: Vec<Vec<StoredJob>> = stored
-            .chunks(SNAPSHOT_PART_JOBS)
-            .map(<[StoredJob]>::to_vec)
-            .collect();
-        let parts = u32::try_from(chunks.len().max(1)).unwrap_or(u32::MAX);
-        let records: Vec<RegistryRecord> = if chunks.is_empty() {
-            vec![RegistryRecord::Snapshot {
-                snapshot_id: snapshot_id.clone(),
-                part: 0,
-                parts: 1,
-                jobs: Vec::new(),
-            }]
-        } else {
-            chunks
-                .into_iter()
-                .enumerate()
-                .map(|(i, jobs)| RegistryRecord::Snapshot {
-                    snapshot_id: snapshot_id.clone(),
-                    part: u32::try_from(i).unwrap_or(u32::MAX),
-                    parts,
-                    jobs,
-                })
-                .collect()
-        };
+        // The entries as they are now (shared, not copied); definitions are
+        // copied and encoded one part at a time while publishing.
+        let mut entries: Vec<Arc<sundial_core::registry::JobEntry>> =
+            self.view.iter_shared().cloned().collect();
+        entries.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
+        let jobs = entries.len() as u64;
+        let parts =
+            u32::try_from(entries.len().div_ceil(SNAPSHOT_PART_JOBS).max(1)).unwrap_or(u32::MAX);
         // Timestamps are whole seconds on the stream; name the second before.
         let written_at = now - chrono::Duration::seconds(1);
         let index = RegistryIndex {
@@ -425,31 +400,55 @@ impl Handler<WriteSnapshot> for Registry {
             written_at,
             jobs,
         };
-        let encoded: Result<Vec<_>, _> = records.iter().map(encode).collect();
-        if let Ok(encoded) = &encoded {
-            self.own
-                .extend(encoded.iter().filter_map(|e| e.meta.message_id.clone()));
-        }
-        let index_enc = encode(&index);
         let ch = self.channel.clone();
         let stream = self.topo.registry_stream();
         let index_queue = self.topo.registry_index_queue();
+        let sid = snapshot_id.clone();
         AtomicResponse::new(Box::pin(
             async move {
-                let encoded = encoded.map_err(|e| e.to_string())?;
-                let index_enc = index_enc.map_err(|e| e.to_string())?;
-                publish_all_confirmed(&ch, "", &stream, &encoded)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let mut ids = Vec::with_capacity(parts as usize);
+                let mut batch = Vec::new();
+                for part in 0..parts {
+                    let from = part as usize * SNAPSHOT_PART_JOBS;
+                    let to = (from + SNAPSHOT_PART_JOBS).min(entries.len());
+                    let record = RegistryRecord::Snapshot {
+                        snapshot_id: sid.clone(),
+                        part,
+                        parts,
+                        jobs: entries[from.min(to)..to]
+                            .iter()
+                            .map(|j| StoredJob {
+                                job: j.spec.clone(),
+                                created_at: j.created_at,
+                                paused: Some(j.paused),
+                            })
+                            .collect(),
+                    };
+                    let enc = encode(&record).map_err(|e| e.to_string())?;
+                    ids.extend(enc.meta.message_id.clone());
+                    batch.push(enc);
+                    // Confirms awaited every few megabytes: bounded memory.
+                    if batch.len() == SNAPSHOT_PUBLISH_BATCH || part + 1 == parts {
+                        publish_all_confirmed(&ch, "", &stream, &batch)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        batch.clear();
+                    }
+                }
+                let index_enc = encode(&index).map_err(|e| e.to_string())?;
                 publish_all_confirmed(&ch, "", &index_queue, std::slice::from_ref(&index_enc))
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                Ok(ids)
             }
             .into_actor(self)
-            .map(move |res: Result<(), String>, act, _| {
+            .map(move |res: Result<Vec<String>, String>, act, _| {
                 act.snapshot_pending = false;
                 match res {
-                    Ok(()) => {
+                    Ok(ids) => {
+                        // Its parts come back through the follower (after
+                        // this: the actor waits for this future): skip them.
+                        act.own.extend(ids);
                         act.bytes_since_snapshot = 0;
                         act.last_snapshot = Some(written_at);
                         info!(snapshot_id = %snapshot_id, jobs, parts, "registry snapshot written");
@@ -510,13 +509,14 @@ impl Handler<Execute> for Registry {
                         .into_actor(self)
                         .map(move |res, act, ctx| match res {
                             Ok(()) => {
-                                for r in &records {
+                                let count = records.len();
+                                for r in records {
                                     act.apply(r);
                                 }
                                 act.bytes_since_snapshot += appended;
                                 act.maybe_snapshot(ctx);
                                 metrics::gauge!(crate::metrics::REGISTRY_JOBS).set(act.view.len() as f64);
-                                info!(command = name, records = records.len(), jobs = act.view.len(), "registry updated");
+                                info!(command = name, records = count, jobs = act.view.len(), "registry updated");
                                 reply
                             }
                             Err(e) => {

@@ -1,5 +1,11 @@
 //! `sundial`: parse the command line, load settings, set up tracing, run.
 
+/// mimalloc instead of the system allocator: a scheduler holding a million
+/// jobs churns through many small allocations on several threads, and glibc
+/// malloc kept the freed memory resident (ADR 0010).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::Parser;

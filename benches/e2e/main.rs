@@ -20,6 +20,10 @@
 //! 6. Scale: N jobs registered through the control queue, RSS, lateness at
 //!    ~5,000 fires/s, replay time of a fresh node.
 
+/// The allocator the `sundial` binary uses (ADR 0010), so RSS figures match.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod common;
 mod scale;
 mod sched;

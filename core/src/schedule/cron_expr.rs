@@ -28,6 +28,8 @@ pub enum DstClass {
 pub(crate) struct CronExpr {
     cron: Cron,
     class: DstClass,
+    /// The expression as written (trimmed).
+    text: String,
 }
 
 struct Field {
@@ -70,6 +72,10 @@ const fn field(name: &'static str, min: u32, max: u32) -> Field {
 }
 
 impl CronExpr {
+    pub(crate) fn text(&self) -> &str {
+        &self.text
+    }
+
     pub(crate) fn parse(expr: &str) -> Result<Self, String> {
         let (five_or_more, class_hint) = expand_alias(expr)?;
         let parts: Vec<&str> = five_or_more.split_whitespace().collect();
@@ -111,7 +117,11 @@ impl CronExpr {
             .build()
             .parse(&normalized)
             .map_err(|e| e.to_string().to_lowercase())?;
-        Ok(Self { cron, class })
+        Ok(Self {
+            cron,
+            class,
+            text: expr.to_string(),
+        })
     }
 
     pub(crate) fn class(&self) -> DstClass {

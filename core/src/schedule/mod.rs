@@ -28,7 +28,6 @@ const MIN_EVERY_MS: i64 = 1_000;
 /// reference counted so that jobs with the same expression can share it).
 #[derive(Debug, Clone)]
 pub struct Schedule {
-    expr: String,
     tz: Tz,
     kind: Kind,
 }
@@ -129,11 +128,7 @@ impl Schedule {
         } else {
             Kind::Cron(interned_cron(trimmed).map_err(invalid)?)
         };
-        Ok(Self {
-            expr: trimmed.to_string(),
-            tz,
-            kind,
-        })
+        Ok(Self { tz, kind })
     }
 
     /// Parses and checks that the schedule fires at least once after `now`:
@@ -154,7 +149,7 @@ impl Schedule {
         match self.next_after(t) {
             Some(_) => Ok(()),
             None => Err(ScheduleError::NeverFires {
-                expr: self.expr.clone(),
+                expr: self.expr(),
                 after: t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             }),
         }
@@ -199,9 +194,18 @@ impl Schedule {
         })
     }
 
-    /// The expression as written (trimmed).
-    pub fn expr(&self) -> &str {
-        &self.expr
+    /// The expression (a cron expression as written, trimmed; `@every` and
+    /// `@at` in their canonical form). Not stored per job: a million jobs
+    /// share a few hundred cron texts.
+    pub fn expr(&self) -> String {
+        match &self.kind {
+            Kind::Cron(c) => c.text().to_string(),
+            Kind::Every { every_ms, .. } => format!("@every {}s", every_ms / 1000),
+            Kind::At(at) => format!(
+                "@at {}",
+                at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            ),
+        }
     }
 
     pub fn timezone(&self) -> Tz {

@@ -219,7 +219,7 @@ pub(crate) async fn raw(v: &Vhost, n: usize, paced: usize) -> ((f64, Vec<f64>), 
 }
 
 /// Starts `k` worker processes and waits until each consumes every queue.
-fn workers(v: &Vhost, k: usize) -> Vec<Child> {
+fn workers(v: &Vhost, k: usize, env: &[(&str, &str)]) -> Vec<Child> {
     let children: Vec<Child> = (0..k)
         .map(|i| {
             Command::new(env!("CARGO_BIN_EXE_sundial"))
@@ -228,6 +228,7 @@ fn workers(v: &Vhost, k: usize) -> Vec<Child> {
                 .env("SUNDIAL__TOPOLOGY__RETRY_TIERS", "10s")
                 .env("SUNDIAL__HTTP__ENABLED", "false")
                 .env("RUST_LOG", "warn")
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -314,13 +315,14 @@ pub(crate) async fn sundial(
     k: usize,
     n: usize,
     paced: usize,
+    env: &[(&str, &str)],
 ) -> ((f64, Vec<f64>), (f64, Vec<f64>)) {
     let topo = topology();
     let conn = connect(&v.url(), "bench-fires").await.expect("connect");
     sundial_actors::topology::apply(&conn, &topo.declarations())
         .await
         .expect("topology");
-    let mut procs = workers(v, k);
+    let mut procs = workers(v, k, env);
     let seen = Arc::new(Mutex::new(Seen::default()));
     let scheduled: Scheduled = Arc::default();
     let ch = conn.create_channel().await.expect("channel");

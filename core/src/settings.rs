@@ -130,6 +130,11 @@ pub struct RawWorker {
     pub dlq_check_interval: String,
     /// URL that receives a JSON alert when a dead-letter queue grows.
     pub dlq_webhook: Option<String>,
+    /// `all`: a `started` event per attempt besides its outcome; `outcomes`:
+    /// `started` only for fires whose overlap policy needs it (forbid,
+    /// replace). Outcomes (succeeded, failed, retrying, dead, skipped) are
+    /// always published.
+    pub run_events: String,
     pub shell: RawShell,
 }
 
@@ -193,6 +198,7 @@ impl Default for RawWorker {
             consumer_timeout: "30m".into(),
             dlq_check_interval: "15s".into(),
             dlq_webhook: None,
+            run_events: "all".into(),
             shell: RawShell::default(),
         }
     }
@@ -323,7 +329,18 @@ pub struct WorkerSettings {
     pub consumer_timeout: Duration,
     pub dlq_check_interval: Duration,
     pub dlq_webhook: Option<String>,
+    pub run_events: RunEvents,
     pub shell_allow: Vec<String>,
+}
+
+/// Which run events a worker publishes (`worker.run_events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunEvents {
+    /// `started` and the outcome of every attempt.
+    #[default]
+    All,
+    /// Outcomes only; `started` only where overlap policies need it.
+    Outcomes,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -518,6 +535,16 @@ impl TryFrom<RawSettings> for Settings {
                 ));
             }
         }
+        let run_events = match w.run_events.as_str() {
+            "all" => RunEvents::All,
+            "outcomes" => RunEvents::Outcomes,
+            other => {
+                return Err(err(
+                    "worker.run_events",
+                    format!("must be all or outcomes, got \"{other}\""),
+                ))
+            }
+        };
         if let Some(bad) = w.shell.allow.iter().find(|p| !p.starts_with('/')) {
             return Err(err(
                 "worker.shell.allow",
@@ -609,6 +636,7 @@ impl TryFrom<RawSettings> for Settings {
                 consumer_timeout,
                 dlq_check_interval,
                 dlq_webhook,
+                run_events,
                 shell_allow: w.shell.allow,
             },
             control: ControlSettings { hmac_key },

@@ -1,7 +1,9 @@
 //! `sundial ledger --for DURATION`: watches run events for a window, then
-//! compares the fire ids the schedules say were due in it with those seen
-//! (`started` attempt 1, and `skipped`): missing and duplicate fire ids.
-//! Exit 1 when any expected fire id is missing.
+//! compares the fire ids the schedules say were due in it with those seen:
+//! each run of attempt 1 (counted by its `started` events, or by its
+//! outcomes, `succeeded`/`failed`, where workers publish outcomes only), and
+//! `skipped`: missing and duplicate fire ids. Exit 1 when any expected fire
+//! id is missing.
 
 use std::{collections::BTreeMap, io::Write, time::Duration};
 
@@ -43,13 +45,14 @@ pub async fn run(
     let (_ch, mut events) = subscribe(
         &conn,
         &settings.topology.events_exchange(),
-        &["#.started", "#.skipped"],
+        &["#.started", "#.succeeded", "#.failed", "#.skipped"],
     )
     .await
     .map_err(failed)?;
     let from = Utc::now();
     let to = from + chrono::Duration::from_std(window).map_err(failed)?;
-    let mut seen: Vec<String> = Vec::new();
+    // Per fire id: (started, outcomes, skipped) of attempt 1.
+    let mut counts: BTreeMap<String, (u32, u32, u32)> = BTreeMap::new();
     let stop = tokio::time::sleep(window + GRACE);
     tokio::pin!(stop);
     loop {
@@ -63,19 +66,29 @@ pub async fn run(
         let Ok(ev) = decode::<RunEvent>(&meta_of(&d.properties), &d.data) else {
             continue;
         };
-        let counts = match ev.kind {
-            RunKind::Started => ev.attempt == 1,
-            RunKind::Skipped => true,
-            _ => false,
-        };
         let in_window = FireId::parse(&ev.fire_id).is_some_and(|(_, at)| at > from && at <= to);
-        if counts && in_window {
-            seen.push(ev.fire_id);
+        if !in_window {
+            continue;
+        }
+        let c = counts.entry(ev.fire_id).or_default();
+        match ev.kind {
+            RunKind::Started if ev.attempt == 1 => c.0 += 1,
+            RunKind::Succeeded | RunKind::Failed if ev.attempt == 1 => c.1 += 1,
+            RunKind::Skipped => c.2 += 1,
+            _ => {}
         }
     }
     let jobs = jobs(settings, &conn).await?;
     let _ = conn.close(200, "done".into()).await;
-    let ledger = Ledger::compare(&expected(&jobs, from, to), seen.iter().map(String::as_str));
+    // A run shows as a `started` and an outcome, or as an outcome alone: count
+    // the larger; an attempt abandoned and redelivered shows twice.
+    let seen: Vec<&str> = counts
+        .iter()
+        .flat_map(|(id, (started, outcomes, skipped))| {
+            std::iter::repeat_n(id.as_str(), (*started.max(outcomes) + skipped) as usize)
+        })
+        .collect();
+    let ledger = Ledger::compare(&expected(&jobs, from, to), seen.iter().copied());
     let io = |e: std::io::Error| failed(format!("cannot write output: {e}"));
     if json {
         writeln!(

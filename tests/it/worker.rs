@@ -228,6 +228,7 @@ impl InProcess {
                 max_restarts: 10,
                 within: Duration::from_secs(60),
             },
+            run_events: sundial_core::settings::RunEvents::All,
         };
         let worker = build(Worker::builder(cfg)).build();
         let stop = CancellationToken::new();
@@ -935,5 +936,34 @@ async fn shell_env_secrets_come_from_the_workers_environment() {
     assert!(
         reason.contains("${IT_NOT_SET} is not set in this worker's environment"),
         "{reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_outcome_events_only_started_is_sent_just_where_overlap_needs_it() {
+    let v = Vhost::new("w-outcomes");
+    crate::util::topology_apply(&v);
+    let conn = connect(&v).await;
+    let mut tap = EventTap::new(&conn).await;
+    let _w = Daemon::worker(&v, "quiet", &[("SUNDIAL__WORKER__RUN_EVENTS", "outcomes")]);
+    wait_for_consumers(&v, 1).await;
+    let plain = noop_fire("plain");
+    let mut guarded = noop_fire("guarded");
+    guarded.overlap = sundial_core::job::Overlap::Forbid;
+    let ch = sundial_actors::broker::confirming_channel(&conn)
+        .await
+        .expect("channel");
+    publish(&ch, &[plain.clone(), guarded.clone()]).await;
+    let g = tap.until(&guarded.fire_id, RunKind::Succeeded).await;
+    assert_eq!(
+        g.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [RunKind::Started, RunKind::Succeeded],
+        "forbid needs the started event (and its deadline)"
+    );
+    let p = tap.until(&plain.fire_id, RunKind::Succeeded).await;
+    assert_eq!(
+        p.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [RunKind::Succeeded],
+        "an overlap-allow job reports its outcome only"
     );
 }

@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     pub(crate) running: Mutex<HashMap<String, Replaceable>>,
     /// When set, shell jobs need a fire event signed with it.
     pub(crate) hmac_key: Option<Arc<[u8]>>,
+    /// Whether every attempt gets a `started` event.
+    pub(crate) run_events: sundial_core::settings::RunEvents,
 }
 
 /// A running attempt that a cancel request can stop.
@@ -138,11 +140,25 @@ async fn attempt(shared: &Shared, d: &Delivery, fire: &FireEvent) -> Result<bool
         .record(lateness);
     warn_long_timeout(shared, fire);
     let timeout = fire.timeout.get();
-    let mut started = event(shared, fire, RunKind::Started, None);
-    started.deadline = chrono::Duration::from_std(timeout)
-        .ok()
-        .and_then(|t| started.at.checked_add_signed(t));
-    let started = emit(shared, &started).await?;
+    // `started` carries the deadline the scheduler's overlap policies use;
+    // with `worker.run_events = "outcomes"` only those fires get one.
+    let started = if shared.run_events == sundial_core::settings::RunEvents::All
+        || fire.overlap != sundial_core::job::Overlap::Allow
+    {
+        let mut started = event(shared, fire, RunKind::Started, None);
+        started.deadline = chrono::Duration::from_std(timeout)
+            .ok()
+            .and_then(|t| started.at.checked_add_signed(t));
+        Some(emit(shared, &started).await?)
+    } else {
+        None
+    };
+    let started = async move {
+        match started {
+            Some(confirm) => confirm.await,
+            None => Ok(()),
+        }
+    };
 
     let cancel = shared.abandon.child_token();
     let replaced = Arc::new(OnceLock::new());

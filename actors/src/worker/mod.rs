@@ -67,6 +67,8 @@ pub struct WorkerConfig {
     pub hmac_key: Option<Arc<[u8]>>,
     /// Restart intensity of the supervision loop.
     pub supervisor: sundial_core::settings::SupervisorSettings,
+    /// Whether `started` events are published for every attempt.
+    pub run_events: sundial_core::settings::RunEvents,
 }
 
 impl WorkerConfig {
@@ -83,6 +85,7 @@ impl WorkerConfig {
             health: crate::http::Health::new(),
             hmac_key: s.control.hmac_key.as_deref().map(Arc::from),
             supervisor: s.supervisor,
+            run_events: s.worker.run_events,
         }
     }
 }
@@ -206,6 +209,7 @@ impl Worker {
             abandon: abandon.clone(),
             running: Mutex::new(HashMap::new()),
             hmac_key: cfg.hmac_key.clone(),
+            run_events: cfg.run_events,
         });
         let cancels =
             cancel::listen(&conn, &topo, &cfg.id, shared.clone(), abandon.clone()).await?;

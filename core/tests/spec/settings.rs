@@ -54,6 +54,18 @@ fn bad_values_name_their_key() {
     check(&|r| r.http.listen = "nowhere".into(), "http.listen");
     check(&|r| r.log.format = "xml".into(), "log.format");
     check(
+        &|r| r.worker.run_events = "some".into(),
+        "worker.run_events",
+    );
+    check(
+        &|r| r.scheduler.heartbeat_interval = "10ms".into(),
+        "scheduler.heartbeat_interval",
+    );
+    check(
+        &|r| r.scheduler.heartbeat_timeout = "1s".into(),
+        "scheduler.heartbeat_timeout",
+    );
+    check(
         &|r| r.control.hmac_key = Some("short".into()),
         "control.hmac_key",
     );

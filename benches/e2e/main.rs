@@ -8,6 +8,7 @@
 //! cargo bench --bench e2e -- --quick               # < 2 min, 100k-job scale phase
 //! cargo bench --bench e2e -- --json results.json   # also write the results as JSON
 //! cargo bench --bench e2e -- --jobs 300000         # scale phase size
+//! cargo bench --bench e2e -- --only lateness,scale  # some phases (raw baselines always run)
 //! ```
 //!
 //! Phases (each in its own vhost, created and deleted with rabbitmqctl):
@@ -42,6 +43,16 @@ struct Args {
     quick: bool,
     json: Option<String>,
     jobs: Option<usize>,
+    /// Phases to run (`--only lateness,scale`); the raw baselines always run.
+    only: Option<Vec<String>>,
+}
+
+impl Args {
+    fn runs(&self, phase: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|p| p == phase))
+    }
 }
 
 fn args() -> Args {
@@ -49,6 +60,7 @@ fn args() -> Args {
         quick: false,
         json: None,
         jobs: None,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -56,6 +68,11 @@ fn args() -> Args {
             "--quick" => a.quick = true,
             "--json" => a.json = it.next(),
             "--jobs" => a.jobs = it.next().and_then(|n| n.replace('_', "").parse().ok()),
+            "--only" => {
+                a.only = it
+                    .next()
+                    .map(|p| p.split(',').map(str::to_string).collect())
+            }
             _ => {} // cargo bench passes --bench
         }
     }
@@ -102,6 +119,8 @@ fn main() {
     let e2e_fires = if quick { 8_000 } else { 20_000 };
     let window: u64 = if quick { 6 } else { 15 };
     let workers: &[usize] = if quick { &[1, 2] } else { &[1, 2, 4] };
+    let [do_burst, do_lateness, do_e2e, do_scale] =
+        ["burst", "lateness", "e2e", "scale"].map(|p| a.runs(p));
 
     let samples = Arc::new(sched::Samples::default());
     metrics::set_global_recorder(sched::Rec(samples.clone())).expect("first recorder");
@@ -146,7 +165,18 @@ fn main() {
             ms(pct(&mut raw_lat, 0.99))
         );
 
+        let mut out = json!({
+            "mode": if quick { "quick" } else { "full" },
+            "shards": SHARDS,
+            "raw": {
+                "publish_confirm_ceiling_per_s": ceiling,
+                "confirm_latency_p50_ms": raw_p50 * 1e3, "confirm_latency_p99_ms": raw_p99 * 1e3,
+                "publish_consume_per_s": raw_pc, "publish_to_delivery": percentiles(&mut raw_lat),
+            },
+        });
+
         // 3. Fire throughput.
+        if do_burst {
         let pb = bar("sundial fire burst", 1);
         let (burst_rate, burst_secs) = sched::burst(&samples, burst_jobs, SHARDS).await;
         pb.finish_and_clear();
@@ -155,8 +185,11 @@ fn main() {
             "sundial fire throughput: {burst_jobs} fires due at once, all confirmed in {:.2} s = {burst_rate:.0} fires/s; ratio to raw ceiling {burst_ratio:.2} (target ≥ 0.80)",
             burst_secs
         );
+        out["fire_throughput"] = json!({"fires": burst_jobs, "per_s": burst_rate, "ratio": burst_ratio});
+        }
 
         // 4. Fire lateness.
+        if do_lateness {
         let pb = bar(&format!("sundial lateness {steady_jobs} jobs"), window);
         let mut st = sched::steady(&samples, steady_jobs, window, SHARDS, |t| pb.set_position(t)).await;
         pb.finish_and_clear();
@@ -168,8 +201,13 @@ fn main() {
             hist_line(&mut st.lateness),
             ms(pct(&mut st.precision, 0.99)),
         );
+        out["fire_lateness"] = json!({"jobs": steady_jobs, "fires_per_s": st.fires_per_s, "due_per_s": st.due_per_s,
+            "confirmed_minus_scheduled": percentiles(&mut st.lateness),
+            "precision": percentiles(&mut st.precision), "p99_ratio_to_raw_confirm_p99": late_ratio});
+        }
 
         // 5. End to end.
+        if do_e2e {
         let mut e2e = Vec::new();
         // (workers, run events): the default publishes `started` and the
         // outcome of every run; `outcomes` only the outcome.
@@ -205,8 +243,11 @@ fn main() {
             e2e.push(json!({"workers": k, "run_events": events, "jobs_per_s": rate, "ratio": rate / raw_pc,
                 "fire_to_start": percentiles(&mut lat)}));
         }
+        out["end_to_end"] = json!(e2e);
+        }
 
         // 6. Scale.
+        if do_scale {
         let pb = bar(&format!("scale {scale_jobs} jobs"), scale_jobs as u64);
         let mut sc = scale::scale(&samples, scale_jobs, SHARDS, window, |phase, pos, len| {
             pb.set_message(phase.to_string());
@@ -226,24 +267,11 @@ fn main() {
             sc.steady.due_per_s,
             hist_line(&mut sc.steady.lateness),
         );
-
-        json!({
-            "mode": if quick { "quick" } else { "full" },
-            "shards": SHARDS,
-            "raw": {
-                "publish_confirm_ceiling_per_s": ceiling,
-                "confirm_latency_p50_ms": raw_p50 * 1e3, "confirm_latency_p99_ms": raw_p99 * 1e3,
-                "publish_consume_per_s": raw_pc, "publish_to_delivery": percentiles(&mut raw_lat),
-            },
-            "fire_throughput": {"fires": burst_jobs, "per_s": burst_rate, "ratio": burst_ratio},
-            "fire_lateness": {"jobs": steady_jobs, "fires_per_s": st.fires_per_s, "due_per_s": st.due_per_s,
-                "confirmed_minus_scheduled": percentiles(&mut st.lateness),
-                "precision": percentiles(&mut st.precision), "p99_ratio_to_raw_confirm_p99": late_ratio},
-            "end_to_end": e2e,
-            "scale": {"jobs": sc.jobs, "register_s": sc.register_s, "rss_growth_mib": sc.rss_growth_mib,
-                "replay_s": sc.replay_s, "fires_per_s": sc.steady.fires_per_s, "due_per_s": sc.steady.due_per_s,
-                "lateness": percentiles(&mut sc.steady.lateness)},
-        })
+        out["scale"] = json!({"jobs": sc.jobs, "register_s": sc.register_s, "rss_growth_mib": sc.rss_growth_mib,
+            "replay_s": sc.replay_s, "fires_per_s": sc.steady.fires_per_s, "due_per_s": sc.steady.due_per_s,
+            "lateness": percentiles(&mut sc.steady.lateness)});
+        }
+        out
     });
     if let Some(path) = a.json {
         let text = serde_json::to_string_pretty(&report).expect("JSON");

@@ -177,99 +177,99 @@ fn main() {
 
         // 3. Fire throughput.
         if do_burst {
-        let pb = bar("sundial fire burst", 1);
-        let (burst_rate, burst_secs) = sched::burst(&samples, burst_jobs, SHARDS).await;
-        pb.finish_and_clear();
-        let burst_ratio = burst_rate / ceiling;
-        println!(
-            "sundial fire throughput: {burst_jobs} fires due at once, all confirmed in {:.2} s = {burst_rate:.0} fires/s; ratio to raw ceiling {burst_ratio:.2} (target ≥ 0.80)",
-            burst_secs
-        );
-        out["fire_throughput"] = json!({"fires": burst_jobs, "per_s": burst_rate, "ratio": burst_ratio});
+            let pb = bar("sundial fire burst", 1);
+            let (burst_rate, burst_secs) = sched::burst(&samples, burst_jobs, SHARDS).await;
+            pb.finish_and_clear();
+            let burst_ratio = burst_rate / ceiling;
+            println!(
+                "sundial fire throughput: {burst_jobs} fires due at once, all confirmed in {:.2} s = {burst_rate:.0} fires/s; ratio to raw ceiling {burst_ratio:.2} (target ≥ 0.80)",
+                burst_secs
+            );
+            out["fire_throughput"] = json!({"fires": burst_jobs, "per_s": burst_rate, "ratio": burst_ratio});
         }
 
         // 4. Fire lateness.
         if do_lateness {
-        let pb = bar(&format!("sundial lateness {steady_jobs} jobs"), window);
-        let mut st = sched::steady(&samples, steady_jobs, window, SHARDS, |t| pb.set_position(t)).await;
-        pb.finish_and_clear();
-        let late_ratio = pct(&mut st.lateness, 0.99) / raw_p99;
-        println!(
-            "sundial fire lateness, {steady_jobs} jobs, {:.0} fires/s (due {:.0}/s): confirmed − scheduled {}; timer precision p99 {}; p99 ratio to raw confirm p99 {late_ratio:.2}",
-            st.fires_per_s,
-            st.due_per_s,
-            hist_line(&mut st.lateness),
-            ms(pct(&mut st.precision, 0.99)),
-        );
-        out["fire_lateness"] = json!({"jobs": steady_jobs, "fires_per_s": st.fires_per_s, "due_per_s": st.due_per_s,
-            "confirmed_minus_scheduled": percentiles(&mut st.lateness),
-            "precision": percentiles(&mut st.precision), "p99_ratio_to_raw_confirm_p99": late_ratio});
+            let pb = bar(&format!("sundial lateness {steady_jobs} jobs"), window);
+            let mut st = sched::steady(&samples, steady_jobs, window, SHARDS, |t| pb.set_position(t)).await;
+            pb.finish_and_clear();
+            let late_ratio = pct(&mut st.lateness, 0.99) / raw_p99;
+            println!(
+                "sundial fire lateness, {steady_jobs} jobs, {:.0} fires/s (due {:.0}/s): confirmed − scheduled {}; timer precision p99 {}; p99 ratio to raw confirm p99 {late_ratio:.2}",
+                st.fires_per_s,
+                st.due_per_s,
+                hist_line(&mut st.lateness),
+                ms(pct(&mut st.precision, 0.99)),
+            );
+            out["fire_lateness"] = json!({"jobs": steady_jobs, "fires_per_s": st.fires_per_s, "due_per_s": st.due_per_s,
+                "confirmed_minus_scheduled": percentiles(&mut st.lateness),
+                "precision": percentiles(&mut st.precision), "p99_ratio_to_raw_confirm_p99": late_ratio});
         }
 
         // 5. End to end.
         if do_e2e {
-        let mut e2e = Vec::new();
-        // (workers, run events): the default publishes `started` and the
-        // outcome of every run; `outcomes` only the outcome.
-        let setups: Vec<(usize, &str)> = workers
-            .iter()
-            .map(|k| (*k, "all"))
-            .chain([(1, "outcomes")])
-            .collect();
-        for (k, events) in setups {
-            let pb = bar(&format!("sundial e2e, {k} worker(s), {events}"), 1);
-            let v = Vhost::new(&format!("e2e-w{k}-{events}"));
-            let env = [("SUNDIAL__WORKER__RUN_EVENTS", events)];
-            // Fire-to-start latency is read from `started` events.
-            let paced = if events == "all" { paced_n } else { 0 };
-            let ((elapsed, _), (_, mut lat)) = work::sundial(&v, k, e2e_fires, paced, &env).await;
-            drop(v);
-            pb.finish_and_clear();
-            let rate = e2e_fires as f64 / elapsed.max(1e-9);
-            let latency = if lat.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; fire→start at {}/s p50 {} p99 {}",
-                    work::PACED_RATE,
-                    ms(pct(&mut lat, 0.5)),
-                    ms(pct(&mut lat, 0.99))
-                )
-            };
-            println!(
-                "sundial end to end, {k} worker(s), run_events={events}: {rate:.0} jobs/s; ratio to raw publish+consume {:.2} (target ≥ 0.70){latency}",
-                rate / raw_pc,
-            );
-            e2e.push(json!({"workers": k, "run_events": events, "jobs_per_s": rate, "ratio": rate / raw_pc,
-                "fire_to_start": percentiles(&mut lat)}));
+            let mut e2e = Vec::new();
+            // (workers, run events): the default publishes `started` and the
+            // outcome of every run; `outcomes` only the outcome.
+            let setups: Vec<(usize, &str)> = workers
+                .iter()
+                .map(|k| (*k, "all"))
+                .chain([(1, "outcomes")])
+                .collect();
+            for (k, events) in setups {
+                let pb = bar(&format!("sundial e2e, {k} worker(s), {events}"), 1);
+                let v = Vhost::new(&format!("e2e-w{k}-{events}"));
+                let env = [("SUNDIAL__WORKER__RUN_EVENTS", events)];
+                // Fire-to-start latency is read from `started` events.
+                let paced = if events == "all" { paced_n } else { 0 };
+                let ((elapsed, _), (_, mut lat)) = work::sundial(&v, k, e2e_fires, paced, &env).await;
+                drop(v);
+                pb.finish_and_clear();
+                let rate = e2e_fires as f64 / elapsed.max(1e-9);
+                let latency = if lat.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; fire→start at {}/s p50 {} p99 {}",
+                        work::PACED_RATE,
+                        ms(pct(&mut lat, 0.5)),
+                        ms(pct(&mut lat, 0.99))
+                    )
+                };
+                println!(
+                    "sundial end to end, {k} worker(s), run_events={events}: {rate:.0} jobs/s; ratio to raw publish+consume {:.2} (target ≥ 0.70){latency}",
+                    rate / raw_pc,
+                );
+                e2e.push(json!({"workers": k, "run_events": events, "jobs_per_s": rate, "ratio": rate / raw_pc,
+                    "fire_to_start": percentiles(&mut lat)}));
         }
         out["end_to_end"] = json!(e2e);
         }
 
         // 6. Scale.
         if do_scale {
-        let pb = bar(&format!("scale {scale_jobs} jobs"), scale_jobs as u64);
-        let mut sc = scale::scale(&samples, scale_jobs, SHARDS, window, |phase, pos, len| {
-            pb.set_message(phase.to_string());
-            pb.set_length(len);
-            pb.set_position(pos);
-        })
-        .await;
-        pb.finish_and_clear();
-        println!(
-            "scale, {} jobs: registered in {:.1} s ({:.0} jobs/s); RSS +{:.0} MiB (target < 1024); replay {:.2} s (target < 10); {:.0} fires/s (due {:.0}/s), lateness {} (target p99 < 10 ms)",
-            sc.jobs,
-            sc.register_s,
-            sc.jobs as f64 / sc.register_s.max(1e-9),
-            sc.rss_growth_mib,
-            sc.replay_s,
-            sc.steady.fires_per_s,
-            sc.steady.due_per_s,
-            hist_line(&mut sc.steady.lateness),
-        );
-        out["scale"] = json!({"jobs": sc.jobs, "register_s": sc.register_s, "rss_growth_mib": sc.rss_growth_mib,
-            "replay_s": sc.replay_s, "fires_per_s": sc.steady.fires_per_s, "due_per_s": sc.steady.due_per_s,
-            "lateness": percentiles(&mut sc.steady.lateness)});
+            let pb = bar(&format!("scale {scale_jobs} jobs"), scale_jobs as u64);
+            let mut sc = scale::scale(&samples, scale_jobs, SHARDS, window, |phase, pos, len| {
+                pb.set_message(phase.to_string());
+                pb.set_length(len);
+                pb.set_position(pos);
+            })
+            .await;
+            pb.finish_and_clear();
+            println!(
+                "scale, {} jobs: registered in {:.1} s ({:.0} jobs/s); RSS +{:.0} MiB (target < 1024); replay {:.2} s (target < 10); {:.0} fires/s (due {:.0}/s), lateness {} (target p99 < 10 ms)",
+                sc.jobs,
+                sc.register_s,
+                sc.jobs as f64 / sc.register_s.max(1e-9),
+                sc.rss_growth_mib,
+                sc.replay_s,
+                sc.steady.fires_per_s,
+                sc.steady.due_per_s,
+                hist_line(&mut sc.steady.lateness),
+            );
+            out["scale"] = json!({"jobs": sc.jobs, "register_s": sc.register_s, "rss_growth_mib": sc.rss_growth_mib,
+                "replay_s": sc.replay_s, "fires_per_s": sc.steady.fires_per_s, "due_per_s": sc.steady.due_per_s,
+                "lateness": percentiles(&mut sc.steady.lateness)});
         }
         out
     });

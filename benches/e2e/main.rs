@@ -257,7 +257,7 @@ fn main() {
             .await;
             pb.finish_and_clear();
             println!(
-                "scale, {} jobs: registered in {:.1} s ({:.0} jobs/s); RSS +{:.0} MiB (target < 1024); replay {:.2} s (target < 10); {:.0} fires/s (due {:.0}/s), lateness {} (target p99 < 10 ms)",
+                "scale, {} jobs: registered in {:.1} s ({:.0} jobs/s); RSS +{:.0} MiB (target < 1024); replay {:.2} s (target < 10); {:.0} fires/s (due {:.0}/s), lateness {} (target p99 < 10 ms); timer precision p99 {}",
                 sc.jobs,
                 sc.register_s,
                 sc.jobs as f64 / sc.register_s.max(1e-9),
@@ -266,10 +266,11 @@ fn main() {
                 sc.steady.fires_per_s,
                 sc.steady.due_per_s,
                 hist_line(&mut sc.steady.lateness),
+                ms(pct(&mut sc.steady.precision, 0.99)),
             );
             out["scale"] = json!({"jobs": sc.jobs, "register_s": sc.register_s, "rss_growth_mib": sc.rss_growth_mib,
                 "replay_s": sc.replay_s, "fires_per_s": sc.steady.fires_per_s, "due_per_s": sc.steady.due_per_s,
-                "lateness": percentiles(&mut sc.steady.lateness)});
+                "lateness": percentiles(&mut sc.steady.lateness), "precision": percentiles(&mut sc.steady.precision)});
         }
         out
     });

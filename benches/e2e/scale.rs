@@ -27,6 +27,9 @@ pub(crate) struct Scale {
     pub(crate) steady: Steady,
 }
 
+/// Seconds between the end of registration and the measured window.
+const SETTLE_S: u64 = 20;
+
 /// Fires per second due in the scale phase.
 pub(crate) const SCALE_RATE: usize = 5_000;
 
@@ -60,6 +63,12 @@ pub(crate) async fn scale(
         progress("registering", (from + batch).min(n) as u64, n as u64);
     }
     let register_s = t0.elapsed().as_secs_f64();
+    // Steady state, not the bulk load's aftermath: the broker has just
+    // written the registry stream (hundreds of MB at 1M jobs).
+    for t in 0..SETTLE_S {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        progress("settling", t + 1, SETTLE_S);
+    }
     drain_queues(&v, shards).await;
     let steady = measure_window(samples, &v, shards, secs, n as f64 / period as f64, |t| {
         progress("firing", t, secs)

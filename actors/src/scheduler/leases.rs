@@ -99,6 +99,7 @@ pub(crate) async fn run(parts: LeaseParts<'_>, stop: CancellationToken) -> Resul
         started_at: Utc::now(),
         timers,
         restarts: BTreeMap::new(),
+        pools: Vec::new(),
     };
     // Listen before taking anything: a node joining a running cluster
     // learns who holds what first (instead of trying every lease).
@@ -188,6 +189,8 @@ struct State<'a> {
     timers: OneForOne<u32>,
     /// Timers to start again (held shards whose timer stopped), and when.
     restarts: BTreeMap<u32, tokio::time::Instant>,
+    /// The pools of the registry, as last heard (for heartbeats).
+    pools: Vec<String>,
 }
 
 /// Sleeps until `at`, or forever.
@@ -373,8 +376,15 @@ impl State<'_> {
 
     /// Publishes this node's heartbeat (best effort: a lost one is covered
     /// by the next, and a dead channel shows up as a connection error).
-    async fn announce(&self, leaving: bool) {
-        let pools = self.parts.registry.send(Pools).await.unwrap_or_default();
+    async fn announce(&mut self, leaving: bool) {
+        // A registry busy with a long command (a snapshot of a million jobs)
+        // must not delay the heartbeat: peers would take this node for dead.
+        if let Ok(Ok(p)) =
+            tokio::time::timeout(Duration::from_millis(50), self.parts.registry.send(Pools)).await
+        {
+            self.pools = p;
+        }
+        let pools = self.pools.clone();
         let h = Heartbeat {
             node: self.parts.common.node.clone(),
             started_at: self.started_at,

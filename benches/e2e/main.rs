@@ -12,8 +12,8 @@
 //! ```
 //!
 //! Phases (each in its own vhost, created and deleted with rabbitmqctl):
-//! 1. raw publish-with-confirms: ceiling (1,000 in flight) and confirm
-//!    latency paced at 5,000/s, to 64 quorum queues.
+//! 1. raw publish-with-confirms: ceiling (8 channels, 1,000 in flight) and
+//!    confirm latency paced at 5,000/s, to 64 quorum queues.
 //! 2. raw publish + consume with acks: throughput and latency at 500/s.
 //! 3. Sundial fire throughput: a burst of cron jobs due in one second.
 //! 4. Sundial fire lateness: jobs spread evenly, fires/s and the histogram.

@@ -92,6 +92,9 @@ pub(crate) fn settings(v: &Vhost, shards: u32) -> Settings {
 
 /// Raw lapin: (ceiling msgs/s with `window` confirms in flight, confirm
 /// latency p50/p99 paced at `rate`/s).
+/// Publisher channels of the raw ceiling.
+const RAW_CHANNELS: usize = 8;
+
 pub(crate) async fn raw_baseline(
     conn: &Connection,
     queues: u32,
@@ -103,21 +106,33 @@ pub(crate) async fn raw_baseline(
     let ch = raw_queues(conn, queues).await;
     let body = vec![7u8; 256];
     let props = BasicProperties::default().with_delivery_mode(2);
-    // Ceiling: pipelined, `window` confirms outstanding.
+    // Ceiling: RAW_CHANNELS publishers on their own confirm channels (as
+    // Sundial's shards publish on channels of their own), pipelined, `window`
+    // confirms outstanding in all.
+    let mut publishers = Vec::new();
+    for c in 0..RAW_CHANNELS {
+        let pch = conn.create_channel().await.expect("channel");
+        pch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        let (body, props) = (body.clone(), props.clone());
+        publishers.push(async move {
+            let mut pending = std::collections::VecDeque::new();
+            for i in (c..n).step_by(RAW_CHANNELS) {
+                let q = format!("raw.{}", i as u32 % queues);
+                pending.push_back(raw_publish(&pch, &q, &body, &props).await);
+                if pending.len() >= window / RAW_CHANNELS {
+                    let c = pending.pop_front().expect("non-empty");
+                    assert!(c.await.expect("confirm").is_ack());
+                }
+            }
+            for c in pending {
+                assert!(c.await.expect("confirm").is_ack());
+            }
+        });
+    }
     let start = Instant::now();
-    let mut pending = std::collections::VecDeque::new();
-    for i in 0..n {
-        let q = format!("raw.{}", i as u32 % queues);
-        let c = raw_publish(&ch, &q, &body, &props).await;
-        pending.push_back(c);
-        if pending.len() >= window {
-            let c = pending.pop_front().expect("non-empty");
-            assert!(c.await.expect("confirm").is_ack());
-        }
-    }
-    for c in pending {
-        assert!(c.await.expect("confirm").is_ack());
-    }
+    futures_util::future::join_all(publishers).await;
     let ceiling = n as f64 / start.elapsed().as_secs_f64();
     // Latency: paced, each confirm timed in its own task.
     let lat = Arc::new(Mutex::new(Vec::new()));

@@ -79,10 +79,11 @@ fn close_connections(vhost: &str, name: &str) -> usize {
             continue;
         };
         if vh == vhost && props.contains(&needle) {
-            let _ = Command::new("rabbitmqctl")
+            let ok = Command::new("rabbitmqctl")
                 .args(["close_connection", pid, "fault test"])
-                .status();
-            closed += 1;
+                .status()
+                .is_ok_and(|s| s.success());
+            closed += usize::from(ok);
         }
     }
     closed

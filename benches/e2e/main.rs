@@ -118,6 +118,8 @@ fn main() {
     let burst_jobs = if quick { 10_000 } else { 20_000 };
     let e2e_fires = if quick { 8_000 } else { 20_000 };
     let window: u64 = if quick { 6 } else { 15 };
+    // Seconds between the bulk load of the scale phase and its window.
+    let settle: u64 = if quick { 5 } else { 20 };
     let workers: &[usize] = if quick { &[1, 2] } else { &[1, 2, 4] };
     let [do_burst, do_lateness, do_e2e, do_scale] =
         ["burst", "lateness", "e2e", "scale"].map(|p| a.runs(p));
@@ -249,7 +251,7 @@ fn main() {
         // 6. Scale.
         if do_scale {
             let pb = bar(&format!("scale {scale_jobs} jobs"), scale_jobs as u64);
-            let mut sc = scale::scale(&samples, scale_jobs, SHARDS, window, |phase, pos, len| {
+            let mut sc = scale::scale(&samples, scale_jobs, SHARDS, window, settle, |phase, pos, len| {
                 pb.set_message(phase.to_string());
                 pb.set_length(len);
                 pb.set_position(pos);

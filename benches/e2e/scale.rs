@@ -27,9 +27,6 @@ pub(crate) struct Scale {
     pub(crate) steady: Steady,
 }
 
-/// Seconds between the end of registration and the measured window.
-const SETTLE_S: u64 = 20;
-
 /// Fires per second due in the scale phase.
 pub(crate) const SCALE_RATE: usize = 5_000;
 
@@ -38,6 +35,7 @@ pub(crate) async fn scale(
     n: usize,
     shards: u32,
     secs: u64,
+    settle: u64,
     progress: impl Fn(&str, u64, u64),
 ) -> Scale {
     let v = Vhost::new(&format!("scale{n}"));
@@ -65,9 +63,9 @@ pub(crate) async fn scale(
     let register_s = t0.elapsed().as_secs_f64();
     // Steady state, not the bulk load's aftermath: the broker has just
     // written the registry stream (hundreds of MB at 1M jobs).
-    for t in 0..SETTLE_S {
+    for t in 0..settle {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        progress("settling", t + 1, SETTLE_S);
+        progress("settling", t + 1, settle);
     }
     drain_queues(&v, shards).await;
     let steady = measure_window(samples, &v, shards, secs, n as f64 / period as f64, |t| {

@@ -34,32 +34,7 @@ use sundial_core::{
     registry::JobEntry,
     JobSpec,
 };
-use util::{apply_jobs, Daemon, SchedulerProcess, Vhost};
-
-/// Starts the app again however the test ends.
-struct AppGuard;
-
-impl Drop for AppGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl").arg("start_app").status();
-        let _ = Command::new("rabbitmqctl")
-            .args(["await_startup", "--timeout", "120"])
-            .status();
-    }
-}
-
-fn rabbitmqctl(args: &[&str]) -> String {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("rabbitmqctl runs");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use util::{apply_jobs, rabbitmqctl, AppGuard, Daemon, SchedulerProcess, Vhost};
 
 /// Closes, from the broker side, every connection of `vhost` whose client
 /// name starts with `name`; returns how many.
@@ -71,6 +46,7 @@ fn close_connections(vhost: &str, name: &str) -> usize {
         "vhost",
         "client_properties",
     ]);
+    let listing = String::from_utf8_lossy(&listing.stdout);
     let needle = format!("{{\"connection_name\",\"{name}");
     let mut closed = 0;
     for line in listing.lines() {

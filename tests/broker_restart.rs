@@ -14,35 +14,16 @@
 #[allow(dead_code)]
 mod util;
 
-use std::{collections::BTreeSet, process::Command, time::Duration};
+use std::{collections::BTreeSet, time::Duration};
 
 use chrono::{DateTime, Utc};
 use util::{
-    bounded, free_addr, stderr, sundial, wait_status, FireTap, SchedulerProcess, Vhost, TEST_SHARDS,
+    bounded, free_addr, rabbitmqctl, stderr, sundial, wait_status, AppGuard, FireTap,
+    SchedulerProcess, Vhost, TEST_SHARDS,
 };
 
 /// How long the broker app stays down.
 const OUTAGE: Duration = Duration::from_secs(30);
-
-/// Starts the app again however the test ends.
-struct AppGuard;
-
-impl Drop for AppGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl").arg("start_app").status();
-        let _ = Command::new("rabbitmqctl")
-            .args(["await_startup", "--timeout", "120"])
-            .status();
-    }
-}
-
-fn rabbitmqctl(args: &[&str]) {
-    let st = Command::new("rabbitmqctl")
-        .args(args)
-        .status()
-        .expect("rabbitmqctl runs");
-    assert!(st.success(), "rabbitmqctl {args:?} failed");
-}
 
 /// Reads fires of `job` from every work queue until `until` returns true.
 async fn collect(

@@ -15,7 +15,8 @@ use std::{
 /// Longest any single broker operation may take in a test before it fails.
 pub(crate) const BROKER_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn rabbitmqctl(args: &[&str]) -> Output {
+/// Runs `rabbitmqctl`, failing the test loudly unless it succeeds.
+pub(crate) fn rabbitmqctl(args: &[&str]) -> Output {
     let out = Command::new("rabbitmqctl")
         .args(args)
         .output()
@@ -26,6 +27,20 @@ fn rabbitmqctl(args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Starts the RabbitMQ app again however a fault test ends (the fault
+/// binaries stop it; they include this file).
+#[allow(dead_code)] // the `it` binary never stops the broker
+pub(crate) struct AppGuard;
+
+impl Drop for AppGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").arg("start_app").status();
+        let _ = Command::new("rabbitmqctl")
+            .args(["await_startup", "--timeout", "120"])
+            .status();
+    }
 }
 
 /// A vhost that exists for the life of the value; deleted on drop.

@@ -635,16 +635,8 @@ fn job_apply_sends_a_large_file_in_batches_and_reports_each_job() {
             serde_json::json!({"id": format!("bulk-{i:04}"), "schedule": schedule, "executor": {"type": "noop"}})
         })
         .collect();
-    let file = std::env::temp_dir().join(format!("{}-bulk.json", v.name));
-    std::fs::write(&file, serde_json::to_vec(&jobs).expect("json")).expect("write");
-    let out = sundial()
-        .args(["job", "apply", "--json", "-f"])
-        .arg(&file)
-        .args(["--broker", &v.url()])
-        .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
-        .output()
-        .expect("job apply runs");
-    let _ = std::fs::remove_file(&file);
+    let body = serde_json::to_vec(&jobs).expect("json");
+    let out = crate::util::job_apply(&v, &body, "json", &["--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("reply JSON");
     let results = reply["results"].as_array().expect("results");

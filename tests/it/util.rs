@@ -431,17 +431,26 @@ pub(crate) fn wait_status(addr: &str, path: &str, want: u16, within: Duration) -
 
 /// `sundial job apply -f` of a TOML jobs file with `toml`; asserts success.
 pub(crate) fn apply_jobs(v: &Vhost, toml: &str) {
-    let file = std::env::temp_dir().join(format!("{}-jobs.toml", v.name));
-    std::fs::write(&file, toml).expect("write jobs file");
+    let out = job_apply(v, toml.as_bytes(), "toml", &[]);
+    assert!(out.status.success(), "job apply: {}", stderr(&out));
+}
+
+/// `sundial job apply [args] -f FILE` with `contents` in a temporary `.ext`
+/// file; the caller judges the output.
+pub(crate) fn job_apply(v: &Vhost, contents: &[u8], ext: &str, args: &[&str]) -> Output {
+    let file = std::env::temp_dir().join(format!("{}-jobs.{ext}", v.name));
+    std::fs::write(&file, contents).expect("write jobs file");
     let out = sundial()
-        .args(["job", "apply", "-f"])
+        .args(["job", "apply"])
+        .args(args)
+        .arg("-f")
         .arg(&file)
         .args(["--broker", &v.url()])
         .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
         .output()
         .expect("job apply runs");
     let _ = std::fs::remove_file(&file);
-    assert!(out.status.success(), "job apply: {}", stderr(&out));
+    out
 }
 
 /// Takes every message of `queue` (acked), returning them: for dead-letter

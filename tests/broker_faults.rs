@@ -68,7 +68,11 @@ fn close_connections(vhost: &str, name: &str) -> usize {
 /// Run events by fire id, collected from a durable queue of the test's own
 /// (it keeps what is published while the test reconnects after a restart).
 #[derive(Clone, Default)]
-struct Events(Arc<Mutex<BTreeMap<String, Vec<RunKind>>>>);
+struct Events {
+    by_fire: Arc<Mutex<BTreeMap<String, Vec<RunKind>>>>,
+    /// Notified after each event is recorded.
+    changed: Arc<tokio::sync::Notify>,
+}
 
 impl Events {
     fn start(url: String, queue: String) -> (Self, tokio::task::JoinHandle<()>) {
@@ -128,12 +132,13 @@ impl Events {
             if let Ok(ev) =
                 decode::<RunEvent>(&sundial_actors::broker::meta_of(&d.properties), &d.data)
             {
-                self.0
+                self.by_fire
                     .lock()
                     .expect("events lock")
                     .entry(ev.fire_id)
                     .or_default()
                     .push(ev.kind);
+                self.changed.notify_waiters();
             }
         }
         Err("consumer ended".into())
@@ -141,7 +146,7 @@ impl Events {
 
     /// Expected fire ids without a terminal event yet.
     fn unfinished(&self, expected: &BTreeSet<String>) -> Vec<String> {
-        let seen = self.0.lock().expect("events lock");
+        let seen = self.by_fire.lock().expect("events lock");
         expected
             .iter()
             .filter(|id| {
@@ -156,7 +161,7 @@ impl Events {
     }
 
     fn count(&self) -> usize {
-        self.0.lock().expect("events lock").len()
+        self.by_fire.lock().expect("events lock").len()
     }
 }
 
@@ -210,11 +215,11 @@ async fn forced_closes_a_killed_worker_and_a_broker_restart_lose_no_run() {
     }
     apply_jobs(&v, &toml);
     // Running: events arrive for most jobs.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while events.count() < 60 {
-        assert!(std::time::Instant::now() < deadline, "no runs within 30s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let running = util::wait_until(Duration::from_secs(30), &events.changed, || {
+        events.count() >= 60
+    })
+    .await;
+    assert!(running, "no runs within 30s");
     let from = Utc::now();
 
     // 1. The broker closes every scheduler connection (both nodes).
@@ -235,21 +240,18 @@ async fn forced_closes_a_killed_worker_and_a_broker_restart_lose_no_run() {
     let back = Utc::now();
     let to = back + chrono::Duration::seconds(4);
     let want = expected(&jobs, from, to);
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let left = events.unfinished(&want);
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} of {} runs never finished, e.g. {:?}",
-            left.len(),
-            want.len(),
-            &left[..left.len().min(5)]
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let finished = util::wait_until(Duration::from_secs(90), &events.changed, || {
+        events.unfinished(&want).is_empty()
+    })
+    .await;
+    let left = events.unfinished(&want);
+    assert!(
+        finished,
+        "{} of {} runs never finished, e.g. {:?}",
+        left.len(),
+        want.len(),
+        &left[..left.len().min(5)]
+    );
     tap.abort();
     w2.stop();
     b.stop();

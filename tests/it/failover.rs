@@ -26,6 +26,8 @@ struct Seen {
 /// Every fire of the default pool, collected in the background.
 struct Recorder {
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// Notified after each fire is recorded.
+    changed: Arc<tokio::sync::Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -33,7 +35,8 @@ impl Recorder {
     async fn start(conn: &lapin::Connection) -> Self {
         let mut tap = FireTap::new(conn).await;
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let out = seen.clone();
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let (out, notify) = (seen.clone(), changed.clone());
         let task = tokio::spawn(async move {
             loop {
                 let (ev, _) = tap.next_any().await;
@@ -42,9 +45,14 @@ impl Recorder {
                     shard: ev.shard,
                     epoch: ev.epoch,
                 });
+                notify.notify_waiters();
             }
         });
-        Self { seen, task }
+        Self {
+            seen,
+            changed,
+            task,
+        }
     }
 
     fn snapshot(&self) -> Vec<Seen> {
@@ -53,17 +61,12 @@ impl Recorder {
 
     /// Waits (bounded) until `pred` holds for what was seen so far.
     async fn until(&self, what: &str, within: Duration, pred: impl Fn(&[Seen]) -> bool) {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if pred(&self.snapshot()) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{what}: not within {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let seen = &self.seen;
+        let held = crate::util::wait_until(within, &self.changed, || {
+            pred(&seen.lock().expect("recorder lock"))
+        })
+        .await;
+        assert!(held, "{what}: not within {within:?}");
     }
 }
 

@@ -115,6 +115,30 @@ pub(crate) async fn bounded<T>(what: &str, fut: impl std::future::Future<Output 
         .unwrap_or_else(|_| panic!("{what} did not finish within {BROKER_TIMEOUT:?}"))
 }
 
+/// Waits until `ready()` holds, checking again each time `changed` is
+/// notified (`notify_waiters` by whoever changes the state), at most
+/// `within`; returns whether it held. The caller fails loudly with what it
+/// knows.
+pub(crate) async fn wait_until(
+    within: Duration,
+    changed: &tokio::sync::Notify,
+    mut ready: impl FnMut() -> bool,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        // Registered before the check, so a change between the two wakes it.
+        let notified = changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if ready() {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return ready();
+        }
+    }
+}
+
 /// Shards used by scheduler tests (few, so startup is quick).
 pub(crate) const TEST_SHARDS: u32 = 4;
 

@@ -212,11 +212,12 @@ fn main() {
         if do_e2e {
             let mut e2e = Vec::new();
             // (workers, run events): the default publishes `started` and the
-            // outcome of every run; `outcomes` only the outcome.
+            // outcome of every run; `outcomes` only the outcome; `failures`
+            // nothing for a run that succeeds.
             let setups: Vec<(usize, &str)> = workers
                 .iter()
                 .map(|k| (*k, "all"))
-                .chain([(1, "outcomes")])
+                .chain([(1, "outcomes"), (1, "failures")])
                 .collect();
             for (k, events) in setups {
                 let pb = bar(&format!("sundial e2e, {k} worker(s), {events}"), 1);
@@ -244,8 +245,8 @@ fn main() {
                 );
                 e2e.push(json!({"workers": k, "run_events": events, "jobs_per_s": rate, "ratio": rate / raw_pc,
                     "fire_to_start": percentiles(&mut lat)}));
-        }
-        out["end_to_end"] = json!(e2e);
+            }
+            out["end_to_end"] = json!(e2e);
         }
 
         // 6. Scale.

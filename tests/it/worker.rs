@@ -967,3 +967,84 @@ async fn with_outcome_events_only_started_is_sent_just_where_overlap_needs_it() 
         "an overlap-allow job reports its outcome only"
     );
 }
+
+/// `sundial_runs_total{…outcome="succeeded"}` of the worker serving `addr`.
+fn runs_succeeded(addr: &str) -> Option<u64> {
+    let (_, m) = crate::util::http_get(addr, "/metrics")?;
+    let line = m
+        .lines()
+        .find(|l| l.starts_with("sundial_runs_total{") && l.contains("outcome=\"succeeded\""))?;
+    line.rsplit(' ').next()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_failure_events_only_a_successful_run_is_silent() {
+    let v = Vhost::new("w-failures");
+    crate::util::topology_apply(&v);
+    let conn = connect(&v).await;
+    let mut tap = EventTap::new(&conn).await;
+    let addr = crate::util::free_addr();
+    let env = [
+        ("SUNDIAL__WORKER__RUN_EVENTS", "failures"),
+        ("SUNDIAL__HTTP__ENABLED", "true"),
+        ("SUNDIAL__HTTP__LISTEN", addr.as_str()),
+    ];
+    let _w = Daemon::worker(&v, "quiet", &env);
+    wait_for_consumers(&v, 1).await;
+    let ch = sundial_actors::broker::confirming_channel(&conn)
+        .await
+        .expect("channel");
+
+    let plain = noop_fire("plain");
+    publish(&ch, std::slice::from_ref(&plain)).await;
+    // A silent success leaves nothing on the tap to await: the worker's own
+    // counter (bumped after the run's events are confirmed) says it ran.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while runs_succeeded(&addr) != Some(1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the plain run not counted in {addr}/metrics within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut guarded = noop_fire("guarded");
+    guarded.overlap = sundial_core::job::Overlap::Forbid;
+    let mut manual = noop_fire("manual");
+    manual.manual = true;
+    let broken = fire(
+        "broken",
+        Executor::Handler {
+            name: "missing".into(),
+        },
+        1,
+        &[],
+    );
+    publish(&ch, &[guarded.clone(), manual.clone(), broken.clone()]).await;
+    let of = |evs: Vec<RunEvent>| evs.iter().map(|e| e.kind).collect::<Vec<_>>();
+    assert_eq!(
+        of(tap.until(&guarded.fire_id, RunKind::Succeeded).await),
+        [RunKind::Started, RunKind::Succeeded],
+        "the run tracker needs a forbid job's start and end"
+    );
+    assert_eq!(
+        of(tap.until(&manual.fire_id, RunKind::Succeeded).await),
+        [RunKind::Started, RunKind::Succeeded],
+        "a manual trigger reports every step"
+    );
+    let dead = tap.until(&broken.fire_id, RunKind::Dead).await;
+    assert_eq!(of(dead.clone()), [RunKind::Failed, RunKind::Dead]);
+    assert!(
+        dead[1]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("handler-not-registered")),
+        "{dead:?}"
+    );
+    // Any event of the plain run was queued before all of these.
+    assert!(
+        tap.backlog.iter().all(|e| e.fire_id != plain.fire_id),
+        "a successful overlap-allow run published {:?}",
+        tap.backlog
+    );
+}

@@ -97,7 +97,16 @@ pub(crate) async fn handle(shared: &Shared, d: Delivery) -> Result<(), Error> {
             let reason = format!("undecodable fire event: {e}");
             warn!(pool = %shared.pool, %reason, "dead-lettering a message the worker cannot read");
             let now = Utc::now();
-            dead_letter(shared, &d.data, &d.properties, &reason, 1, now, now).await?;
+            Box::pin(dead_letter(
+                shared,
+                &d.data,
+                &d.properties,
+                &reason,
+                1,
+                now,
+                now,
+            ))
+            .await?;
             metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "undecodable").increment(1);
             return ack(&d).await;
         }
@@ -118,7 +127,7 @@ async fn run_fire(shared: &Shared, d: &Delivery, fire: FireEvent) -> Result<(), 
         info!("duplicate fire dropped");
         metrics::counter!(m::DUPLICATE_FIRES_TOTAL, "pool" => shared.pool.clone()).increment(1);
         let ev = event(shared, &fire, RunKind::Skipped, Some("duplicate".into()));
-        emit(shared, &ev).await?.await.map_err(publish_failed)?;
+        Box::pin(async { emit(shared, &ev).await?.await.map_err(publish_failed) }).await?;
         return ack(d).await;
     }
     let result = attempt(shared, d, &fire).await;
@@ -141,10 +150,8 @@ async fn attempt(shared: &Shared, d: &Delivery, fire: &FireEvent) -> Result<bool
     warn_long_timeout(shared, fire);
     let timeout = fire.timeout.get();
     // `started` carries the deadline the scheduler's overlap policies use;
-    // with `worker.run_events = "outcomes"` only those fires get one.
-    let started = if shared.run_events == sundial_core::settings::RunEvents::All
-        || fire.overlap != sundial_core::job::Overlap::Allow
-    {
+    // `worker.run_events` says which other fires get one.
+    let started = if shared.run_events.started(fire.overlap, fire.manual) {
         let mut started = event(shared, fire, RunKind::Started, None);
         started.deadline = chrono::Duration::from_std(timeout)
             .ok()
@@ -209,7 +216,7 @@ async fn attempt(shared: &Shared, d: &Delivery, fire: &FireEvent) -> Result<bool
         let mut ev = event(shared, fire, RunKind::Failed, Some(reason.clone()));
         ev.duration_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
         ev.output = executed.output;
-        emit(shared, &ev).await?.await.map_err(publish_failed)?;
+        Box::pin(async { emit(shared, &ev).await?.await.map_err(publish_failed) }).await?;
         metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "replaced")
             .increment(1);
         info!(%reason, "attempt cancelled: replaced by a newer fire");
@@ -232,13 +239,17 @@ async fn attempt(shared: &Shared, d: &Delivery, fire: &FireEvent) -> Result<bool
 
     let failure = match executed.result {
         Ok(()) => {
-            let mut ev = event(shared, fire, RunKind::Succeeded, None);
-            ev.duration_ms = Some(duration_ms);
-            ev.output = executed.output;
-            // Both events' confirms pipelined, awaited before the ack.
-            let done = emit(shared, &ev).await?;
-            let (a, b) = tokio::join!(started, done);
-            a.and(b).map_err(publish_failed)?;
+            if shared.run_events.succeeded(fire.overlap, fire.manual) {
+                let mut ev = event(shared, fire, RunKind::Succeeded, None);
+                ev.duration_ms = Some(duration_ms);
+                ev.output = executed.output;
+                // Both events' confirms pipelined, awaited before the ack.
+                let done = emit(shared, &ev).await?;
+                let (a, b) = tokio::join!(started, done);
+                a.and(b).map_err(publish_failed)?;
+            } else {
+                started.await.map_err(publish_failed)?;
+            }
             metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "succeeded").increment(1);
             debug!(duration_ms, "attempt succeeded");
             ack(d).await?;
@@ -247,9 +258,33 @@ async fn attempt(shared: &Shared, d: &Delivery, fire: &FireEvent) -> Result<bool
         Err(f) => f,
     };
 
+    // Boxed: the failure path's futures would otherwise size every task.
+    Box::pin(settle_failure(
+        shared,
+        d,
+        fire,
+        failure,
+        executed.output,
+        duration_ms,
+        started,
+    ))
+    .await
+}
+
+/// Reports a failed attempt, then retries or dead-letters it (confirmed),
+/// then acks it.
+async fn settle_failure(
+    shared: &Shared,
+    d: &Delivery,
+    fire: &FireEvent,
+    failure: Failure,
+    output: Option<String>,
+    duration_ms: u64,
+    started: impl std::future::Future<Output = Result<(), PublishError>>,
+) -> Result<bool, Error> {
     let mut failed = event(shared, fire, RunKind::Failed, Some(failure.reason().into()));
     failed.duration_ms = Some(duration_ms);
-    failed.output = executed.output;
+    failed.output = output;
     let failed_confirm = emit(shared, &failed).await?;
     let now = Utc::now();
     let first_failure = fire.first_failure.unwrap_or(now);

@@ -86,3 +86,39 @@ fn secrets_are_masked() {
     let s = Settings::try_from(raw).expect("valid");
     assert!(!format!("{:?}", s.control).contains("0123"));
 }
+
+#[test]
+fn run_event_modes_keep_what_trackers_and_operators_need() {
+    use sundial_core::{job::Overlap, settings::RunEvents};
+    let parse = |mode: &str| {
+        let mut raw = RawSettings::default();
+        raw.worker.run_events = mode.into();
+        Settings::try_from(raw)
+            .unwrap_or_else(|e| panic!("{mode}: {e}"))
+            .worker
+            .run_events
+    };
+    assert_eq!(parse("all"), RunEvents::All);
+    assert_eq!(parse("outcomes"), RunEvents::Outcomes);
+    assert_eq!(parse("failures"), RunEvents::Failures);
+    // (mode, overlap, manual) → (started, succeeded)
+    let table = [
+        (RunEvents::All, Overlap::Allow, false, (true, true)),
+        (RunEvents::Outcomes, Overlap::Allow, false, (false, true)),
+        (RunEvents::Failures, Overlap::Allow, false, (false, false)),
+        // The run tracker needs start and end of forbid/replace jobs.
+        (RunEvents::Outcomes, Overlap::Forbid, false, (true, true)),
+        (RunEvents::Failures, Overlap::Forbid, false, (true, true)),
+        (RunEvents::Failures, Overlap::Replace, false, (true, true)),
+        // A manual trigger is watched by whoever pressed it.
+        (RunEvents::Outcomes, Overlap::Allow, true, (true, true)),
+        (RunEvents::Failures, Overlap::Allow, true, (true, true)),
+    ];
+    for (mode, overlap, manual, want) in table {
+        let got = (
+            mode.started(overlap, manual),
+            mode.succeeded(overlap, manual),
+        );
+        assert_eq!(got, want, "{mode:?} {overlap:?} manual={manual}");
+    }
+}

@@ -63,19 +63,22 @@ impl Executors {
 
     /// Runs `fire`'s executor until it ends or `cancel` fires (then it stops
     /// what it started and returns a failure the caller reinterprets).
+    ///
+    /// The executors' futures are boxed: inline, the largest of them would
+    /// set the size of every attempt's task, `noop` and handler runs too.
     pub(crate) async fn run(&self, fire: &FireEvent, cancel: &CancellationToken) -> Executed {
         match &fire.executor {
             Executor::Noop => Executed::ok(),
-            Executor::Shell(spec) => shell::run(spec, &self.shell_allow, cancel).await,
+            Executor::Shell(spec) => Box::pin(shell::run(spec, &self.shell_allow, cancel)).await,
             Executor::Http(spec) => {
                 tokio::select! {
-                    r = self.http.run(spec, fire.timeout.get()) => r,
+                    r = Box::pin(self.http.run(spec, fire.timeout.get())) => r,
                     () = cancel.cancelled() => Executed::failed(Failure::retry("cancelled")),
                 }
             }
             Executor::Publish(spec) => {
                 tokio::select! {
-                    r = publish::run(&self.conn, spec, fire) => r,
+                    r = Box::pin(publish::run(&self.conn, spec, fire)) => r,
                     () = cancel.cancelled() => Executed::failed(Failure::retry("cancelled")),
                 }
             }

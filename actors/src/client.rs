@@ -2,7 +2,7 @@
 //! waits (bounded) for the reply on RabbitMQ's direct reply-to pseudo-queue.
 //! It speaks exactly docs/protocol.md §3, like a client in any language.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use futures_util::StreamExt;
 use lapin::{
@@ -12,7 +12,7 @@ use lapin::{
 };
 use sundial_core::{
     codec::{decode, encode},
-    protocol::control::{Command, Reply},
+    protocol::control::{Command, Reply, LIST_MAX_LIMIT},
     topology::Topology,
 };
 
@@ -35,6 +35,44 @@ pub enum ClientError {
     NoControlQueue(String),
     #[error("unreadable reply: {0}")]
     BadReply(String),
+    /// The scheduler answered with an error: `field: message`.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Every job whose labels include all of `labels`, as `list` describes
+/// them, fetched page by page (`after` = the previous page's `next_after`,
+/// pages of [`LIST_MAX_LIMIT`]), so a million jobs never make one reply.
+pub async fn list_all(
+    conn: &Connection,
+    topo: &Topology,
+    labels: &BTreeMap<String, String>,
+    timeout: Duration,
+    key: Option<&[u8]>,
+) -> Result<Vec<serde_json::Value>, ClientError> {
+    let mut jobs = Vec::new();
+    let mut after = None;
+    loop {
+        let cmd = Command::List {
+            labels: labels.clone(),
+            after: after.take(),
+            limit: Some(LIST_MAX_LIMIT),
+        };
+        let reply = call_signed(conn, topo, &cmd, timeout, key).await?;
+        if let (false, Some(e)) = (reply.ok, &reply.error) {
+            return Err(ClientError::Refused(format!("{}: {}", e.field, e.message)));
+        }
+        let mut result = reply.result.unwrap_or_default();
+        if let Some(serde_json::Value::Array(page)) =
+            result.get_mut("jobs").map(serde_json::Value::take)
+        {
+            jobs.extend(page);
+        }
+        match result.get("next_after").and_then(serde_json::Value::as_str) {
+            Some(next) => after = Some(next.to_string()),
+            None => return Ok(jobs),
+        }
+    }
 }
 
 /// Sends `cmd` and waits up to `timeout` for its reply.

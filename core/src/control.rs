@@ -216,13 +216,22 @@ pub fn decide(cmd: &Command, view: &RegistryView, now: DateTime<Utc>) -> Decisio
                 Decision::Reply(Reply::ok(name, Some(v)))
             }
         },
-        Command::List { labels } => {
-            let jobs: Vec<Value> = view
-                .list(labels)
-                .into_iter()
-                .map(|j| describe(j, now))
-                .collect();
-            Decision::Reply(Reply::ok(name, Some(json!({ "jobs": jobs }))))
+        Command::List {
+            labels,
+            after,
+            limit,
+        } => {
+            let limit = limit.unwrap_or(crate::protocol::control::LIST_DEFAULT_LIMIT);
+            let (page, more) = view.list(labels, after.as_deref(), limit);
+            // The cursor of the next page; null on the last one.
+            let next_after = more
+                .then(|| page.last().map(|j| j.spec.id.clone()))
+                .flatten();
+            let jobs: Vec<Value> = page.into_iter().map(|j| describe(j, now)).collect();
+            Decision::Reply(Reply::ok(
+                name,
+                Some(json!({ "jobs": jobs, "next_after": next_after })),
+            ))
         }
     }
 }

@@ -46,6 +46,22 @@ impl Client<'_> {
         .map_err(failed)
     }
 
+    /// Every job with `labels`, page by page.
+    async fn list_all(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<Value>, CommandError> {
+        sundial_actors::client::list_all(
+            &self.conn,
+            &self.settings.topology,
+            labels,
+            self.timeout,
+            self.settings.control.hmac_key.as_deref(),
+        )
+        .await
+        .map_err(failed)
+    }
+
     /// Calls and turns an error reply into a failure naming the field.
     async fn call_ok(&self, cmd: &Command) -> Result<Reply, CommandError> {
         let reply = self.call(cmd).await?;
@@ -97,6 +113,18 @@ pub async fn run(
             apply(&client, jobs, *prune, *dry_run, json, out).await
         }
         (JobCmd::Next { id, count, .. }, _) => next(&client, id, *count, out).await,
+        // Every page, printed as one reply.
+        (list @ JobCmd::List { .. }, _) => {
+            let Command::List { labels, .. } = simple_command(list)? else {
+                return Err(failed("not a list command"));
+            };
+            let jobs = client.list_all(&labels).await?;
+            let reply = Reply::ok(
+                "list",
+                Some(serde_json::json!({"jobs": jobs, "next_after": null})),
+            );
+            print_reply(&reply, json, out).map_err(io)
+        }
         (other, _) => {
             let command = simple_command(other)?;
             let reply = client.call(&command).await?;
@@ -121,7 +149,11 @@ fn simple_command(cmd: &JobCmd) -> Result<Command, CommandError> {
                 })?;
                 map.insert(k.to_string(), v.to_string());
             }
-            Command::List { labels: map }
+            Command::List {
+                labels: map,
+                after: None,
+                limit: None,
+            }
         }
         JobCmd::Get { id, .. } => Command::Get { id: id.clone() },
         JobCmd::Delete { id, .. } => Command::Delete { id: id.clone() },
@@ -136,22 +168,12 @@ fn simple_command(cmd: &JobCmd) -> Result<Command, CommandError> {
 
 /// Ids of every job the scheduler has.
 async fn existing_ids(client: &Client<'_>) -> Result<Vec<String>, CommandError> {
-    let reply = client
-        .call_ok(&Command::List {
-            labels: BTreeMap::new(),
-        })
-        .await?;
-    Ok(reply
-        .result
-        .as_ref()
-        .and_then(|r| r.get("jobs"))
-        .and_then(Value::as_array)
-        .map(|jobs| {
-            jobs.iter()
-                .filter_map(|j| j.get("id").and_then(Value::as_str).map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default())
+    Ok(client
+        .list_all(&BTreeMap::new())
+        .await?
+        .iter()
+        .filter_map(|j| j.get("id").and_then(Value::as_str).map(str::to_string))
+        .collect())
 }
 
 /// Jobs per `upsert-many` command: keeps each command well under the

@@ -15,10 +15,7 @@ use sundial_core::{
     codec::decode,
     fire_id::FireId,
     ledger::{expected, Ledger},
-    protocol::{
-        control::Command,
-        run::{RunEvent, RunKind},
-    },
+    protocol::run::{RunEvent, RunKind},
     registry::JobEntry,
     settings::Settings,
     JobSpec,
@@ -132,24 +129,15 @@ async fn jobs(
     settings: &Settings,
     conn: &lapin::Connection,
 ) -> Result<Vec<JobEntry>, CommandError> {
-    let reply = sundial_actors::client::call_signed(
+    let list = sundial_actors::client::list_all(
         conn,
         &settings.topology,
-        &Command::List {
-            labels: BTreeMap::new(),
-        },
+        &BTreeMap::new(),
         Duration::from_secs(30),
         settings.control.hmac_key.as_deref(),
     )
     .await
     .map_err(failed)?;
-    let list = reply
-        .result
-        .as_ref()
-        .and_then(|r| r.get("jobs"))
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
     let mut entries = Vec::with_capacity(list.len());
     for j in list {
         let mut spec = serde_json::json!({"executor": {"type": "noop"}});

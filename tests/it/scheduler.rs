@@ -656,4 +656,48 @@ fn job_apply_sends_a_large_file_in_batches_and_reports_each_job() {
         Some(1_199),
         "the others were applied"
     );
+
+    // The protocol's pages, as a client in another language walks them.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let pages = rt.block_on(async {
+        let conn = connect(&v).await;
+        let (mut pages, mut after) = (Vec::new(), None::<String>);
+        loop {
+            let cmd = sundial_core::protocol::control::Command::List {
+                labels: Default::default(),
+                after: after.take(),
+                limit: Some(500),
+            };
+            let reply = sundial_actors::client::call(
+                &conn,
+                &crate::util::test_topology(),
+                &cmd,
+                Duration::from_secs(20),
+            )
+            .await
+            .expect("list reply");
+            let result = reply.result.expect("list result");
+            let ids: Vec<String> = result["jobs"]
+                .as_array()
+                .expect("jobs")
+                .iter()
+                .filter_map(|j| j["id"].as_str().map(str::to_string))
+                .collect();
+            let next = result["next_after"].as_str().map(str::to_string);
+            pages.push(ids);
+            match next {
+                Some(n) => after = Some(n),
+                None => break pages,
+            }
+        }
+    });
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        [500, 500, 199]
+    );
+    assert_eq!(pages[1][0], "bulk-0500", "page 2 starts after page 1");
+    assert_eq!(pages[2].last().map(String::as_str), Some("bulk-1199"));
 }

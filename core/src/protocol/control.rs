@@ -36,12 +36,23 @@ pub enum Command {
     Get {
         id: String,
     },
-    /// All jobs whose labels include every given pair.
+    /// Jobs whose labels include every given pair, sorted by id, one page
+    /// at a time: ids greater than `after`, at most `limit`
+    /// ([`LIST_DEFAULT_LIMIT`] when absent, at most [`LIST_MAX_LIMIT`]).
     List {
         #[serde(default)]
         labels: BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
     },
 }
+
+/// Jobs in a `list` reply when the command gives no `limit`.
+pub const LIST_DEFAULT_LIMIT: usize = 1_000;
+/// The largest `limit` of a `list` command (a page of ~2 MB of JSON).
+pub const LIST_MAX_LIMIT: usize = 10_000;
 
 impl Command {
     /// Names accepted in the `command` field.
@@ -110,9 +121,20 @@ impl Message for Command {
             "resume" => Command::Resume { id: id(rest)? },
             "trigger" => Command::Trigger { id: id(rest)? },
             "get" => Command::Get { id: id(rest)? },
-            "list" => Command::List {
-                labels: decode_field::<ListBody>(rest)?.labels,
-            },
+            "list" => {
+                let body = decode_field::<ListBody>(rest)?;
+                if let Some(n) = body.limit.filter(|n| !(1..=LIST_MAX_LIMIT).contains(n)) {
+                    return Err(JsonError::new(
+                        "limit",
+                        format!("must be 1 to {LIST_MAX_LIMIT}, got {n}"),
+                    ));
+                }
+                Command::List {
+                    labels: body.labels,
+                    after: body.after,
+                    limit: body.limit,
+                }
+            }
             other => {
                 return Err(JsonError::new(
                     "command",
@@ -149,6 +171,10 @@ struct IdBody {
 struct ListBody {
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
 }
 
 fn id(rest: serde_json::Value) -> Result<String, JsonError> {

@@ -111,6 +111,13 @@ fn every_message_round_trips_in_each_format() {
         Command::Get { id: "a".into() },
         Command::List {
             labels: BTreeMap::from([("team".into(), "ops".into())]),
+            after: None,
+            limit: None,
+        },
+        Command::List {
+            labels: BTreeMap::new(),
+            after: Some("job-0999".into()),
+            limit: Some(10_000),
         },
     ] {
         round_trip(&cmd);

@@ -414,3 +414,92 @@ fn upsert_many_is_one_registry_record_applied_in_order() {
         "identical definitions are not appended again: {again:?}"
     );
 }
+
+#[test]
+fn list_pages_through_every_job_in_id_order() {
+    use sundial_core::{
+        control::{decide, Decision},
+        protocol::control::Command,
+        registry::RegistryView,
+    };
+    let mut view = RegistryView::default();
+    let jobs: Vec<JobSpec> = (0..25)
+        .map(|i| {
+            let team = if i % 5 == 0 { "ops" } else { "web" };
+            serde_json::from_value(serde_json::json!({
+                "id": format!("job-{i:02}"), "schedule": "@hourly",
+                "executor": {"type": "noop"}, "labels": {"team": team}
+            }))
+            .expect("job")
+        })
+        .collect();
+    let Decision::Append { records, .. } = decide(&Command::UpsertMany { jobs }, &view, now())
+    else {
+        panic!("upsert-many appends");
+    };
+    view.apply(&records[0]).expect("applies");
+
+    let page = |labels: &[(&str, &str)], after: Option<&str>, limit: Option<usize>| {
+        let cmd = Command::List {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            after: after.map(str::to_string),
+            limit,
+        };
+        let Decision::Reply(r) = decide(&cmd, &view, now()) else {
+            panic!("list only replies");
+        };
+        let result = r.result.expect("a result");
+        let ids: Vec<String> = result["jobs"]
+            .as_array()
+            .expect("jobs")
+            .iter()
+            .map(|j| j["id"].as_str().expect("id").to_string())
+            .collect();
+        (ids, result["next_after"].as_str().map(str::to_string))
+    };
+    // Pages of 10: every id once, in order, the cursor null on the last.
+    let mut all = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let (ids, next) = page(&[], after.as_deref(), Some(10));
+        pages += 1;
+        assert!(ids.len() <= 10);
+        all.extend(ids);
+        match next {
+            Some(n) => {
+                assert_eq!(Some(&n), all.last(), "the cursor is the page's last id");
+                after = Some(n);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let want: Vec<String> = (0..25).map(|i| format!("job-{i:02}")).collect();
+    assert_eq!(all, want);
+    // Labels filter before paging; an exact fit has no next page.
+    let (ops, next) = page(&[("team", "ops")], None, Some(5));
+    assert_eq!(ops, ["job-00", "job-05", "job-10", "job-15", "job-20"]);
+    assert_eq!(next, None);
+    // No limit: the default page (1,000) holds all 25.
+    assert_eq!(page(&[], None, None).0.len(), 25);
+    assert_eq!(page(&[], Some("job-23"), None).0, ["job-24"]);
+}
+
+#[test]
+fn list_limit_out_of_range_names_the_field() {
+    use sundial_core::protocol::{control::Command, Message};
+    for bad in [
+        serde_json::json!({"command": "list", "limit": 0}),
+        serde_json::json!({"command": "list", "limit": 10_001}),
+    ] {
+        let e = Command::from_json(bad).expect_err("out of range");
+        assert_eq!(e.path, "limit", "{e:?}");
+    }
+    let e = Command::from_json(serde_json::json!({"command": "list", "after": 3}))
+        .expect_err("after is a string");
+    assert_eq!(e.path, "after", "{e:?}");
+}

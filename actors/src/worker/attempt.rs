@@ -97,16 +97,7 @@ pub(crate) async fn handle(shared: &Shared, d: Delivery) -> Result<(), Error> {
             let reason = format!("undecodable fire event: {e}");
             warn!(pool = %shared.pool, %reason, "dead-lettering a message the worker cannot read");
             let now = Utc::now();
-            Box::pin(dead_letter(
-                shared,
-                &d.data,
-                &d.properties,
-                &reason,
-                1,
-                now,
-                now,
-            ))
-            .await?;
+            dead_letter(shared, &d.data, &d.properties, &reason, 1, now, now).await?;
             metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "undecodable").increment(1);
             return ack(&d).await;
         }
@@ -127,7 +118,7 @@ async fn run_fire(shared: &Shared, d: &Delivery, fire: FireEvent) -> Result<(), 
         info!("duplicate fire dropped");
         metrics::counter!(m::DUPLICATE_FIRES_TOTAL, "pool" => shared.pool.clone()).increment(1);
         let ev = event(shared, &fire, RunKind::Skipped, Some("duplicate".into()));
-        Box::pin(async { emit(shared, &ev).await?.await.map_err(publish_failed) }).await?;
+        emit(shared, &ev).await?.await.map_err(publish_failed)?;
         return ack(d).await;
     }
     let result = attempt(shared, d, &fire).await;
@@ -216,7 +207,7 @@ async fn attempt(shared: &Shared, d: &Delivery, fire: &FireEvent) -> Result<bool
         let mut ev = event(shared, fire, RunKind::Failed, Some(reason.clone()));
         ev.duration_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
         ev.output = executed.output;
-        Box::pin(async { emit(shared, &ev).await?.await.map_err(publish_failed) }).await?;
+        emit(shared, &ev).await?.await.map_err(publish_failed)?;
         metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "replaced")
             .increment(1);
         info!(%reason, "attempt cancelled: replaced by a newer fire");

@@ -19,9 +19,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(CommandError::OutputClosed) => ExitCode::from(CommandError::OutputClosed.exit_code()),
         Err(e) => {
-            // One line on stderr, naming what is wrong.
-            eprintln!("{e}");
+            // One line on stderr, naming what is wrong. Not `eprintln!`: it
+            // panics when stderr is a closed pipe.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "{e}");
             ExitCode::from(e.exit_code())
         }
     }
@@ -40,7 +43,17 @@ fn run(cli: Cli) -> Result<(), CommandError> {
         flags.worker_concurrency = w.concurrency;
     }
     let (raw, settings) = load::load(&flags).map_err(|e| CommandError::Usage(e.to_string()))?;
-    logging::init(&settings.log);
+    let mode = match cli.command {
+        Command::Scheduler(_) | Command::Worker(_) | Command::Run(_) => logging::Mode::Service,
+        _ => logging::Mode::Command,
+    };
+    logging::init(&settings.log, mode);
+    if !matches!(cli.command, Command::Config(_)) {
+        // Unreadable TLS files are a settings error: one line, exit 2, before
+        // any process starts retrying connections.
+        sundial_actors::broker::check_tls(&settings.broker)
+            .map_err(|e| CommandError::Usage(e.to_string()))?;
+    }
     match cli.command {
         Command::Schedule(_) => Ok(()),
         Command::Config(ConfigCmd::Show) => commands::config_show::run(&raw, &mut stdout),

@@ -34,23 +34,7 @@ pub async fn connect_to(
     if b.tls.is_empty() {
         return connect(&b.url, name).await;
     }
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| Error::Tls(format!("cannot read {}: {e}", p.display())))
-    };
-    let cert_chain = match &b.tls.ca_file {
-        Some(p) => Some(
-            String::from_utf8(read(p)?)
-                .map_err(|_| Error::Tls(format!("{} is not PEM text", p.display())))?,
-        ),
-        None => None,
-    };
-    let identity = match &b.tls.client {
-        Some((cert, key)) => Some(lapin::tcp::OwnedIdentity::PKCS8 {
-            pem: read(cert)?,
-            key: read(key)?,
-        }),
-        None => None,
-    };
+    let (cert_chain, identity) = read_tls(b)?;
     let props = ConnectionProperties::default().with_connection_name(name.into());
     let runtime = lapin::runtime::default_runtime().map_err(|source| Error::Connect {
         url: mask_url_password(&b.url),
@@ -70,6 +54,41 @@ pub async fn connect_to(
         url: mask_url_password(&b.url),
         source,
     })
+}
+
+/// Reads the TLS files of `b` (CA, client certificate and key) as
+/// [`connect_to`] will: commands call it at start, so an unreadable file is
+/// one clear line before anything starts, not a reconnect loop.
+pub fn check_tls(b: &sundial_core::settings::BrokerSettings) -> Result<(), Error> {
+    read_tls(b).map(|_| ())
+}
+
+type TlsFiles = (Option<String>, Option<lapin::tcp::OwnedIdentity>);
+
+fn read_tls(b: &sundial_core::settings::BrokerSettings) -> Result<TlsFiles, Error> {
+    let read = |p: &std::path::Path, setting: &str| {
+        std::fs::read(p)
+            .map_err(|e| Error::Tls(format!("{setting}: cannot read {}: {e}", p.display())))
+    };
+    let cert_chain = match &b.tls.ca_file {
+        Some(p) => Some(
+            String::from_utf8(read(p, "broker.tls.ca_file")?).map_err(|_| {
+                Error::Tls(format!(
+                    "broker.tls.ca_file: {} is not PEM text",
+                    p.display()
+                ))
+            })?,
+        ),
+        None => None,
+    };
+    let identity = match &b.tls.client {
+        Some((cert, key)) => Some(lapin::tcp::OwnedIdentity::PKCS8 {
+            pem: read(cert, "broker.tls.cert_file")?,
+            key: read(key, "broker.tls.key_file")?,
+        }),
+        None => None,
+    };
+    Ok((cert_chain, identity))
 }
 
 /// A token cancelled when the connection reports an error (closed by the

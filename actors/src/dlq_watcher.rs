@@ -37,6 +37,37 @@ pub struct DlqWatcher {
     /// A check is running: the next tick skips instead of piling up.
     busy: bool,
     http: reqwest::Client,
+    /// Dropped with the actor: tells [`WatcherHandle::stop`] it is gone.
+    _gone: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// A started watcher. Stop it with [`WatcherHandle::stop`] before its
+/// System's runtime goes: an actor still alive when the runtime is dropped
+/// is polled outside it and panics ("there is no reactor running").
+pub struct WatcherHandle {
+    addr: Addr<DlqWatcher>,
+    gone: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl WatcherHandle {
+    /// Stops the watcher and waits until its state is dropped.
+    pub async fn stop(self) {
+        self.addr.do_send(StopWatcher);
+        let _ = self.gone.await;
+    }
+}
+
+/// Ends the watcher.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StopWatcher;
+
+impl Handler<StopWatcher> for DlqWatcher {
+    type Result = ();
+
+    fn handle(&mut self, _: StopWatcher, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
 }
 
 impl DlqWatcher {
@@ -52,7 +83,18 @@ impl DlqWatcher {
             last: HashMap::new(),
             busy: false,
             http,
+            _gone: None,
         })
+    }
+
+    /// Starts the watcher on the current System (call inside its runtime).
+    pub fn spawn(mut self) -> WatcherHandle {
+        let (tx, gone) = tokio::sync::oneshot::channel();
+        self._gone = Some(tx);
+        WatcherHandle {
+            addr: self.start(),
+            gone,
+        }
     }
 
     fn check(&mut self, ctx: &mut Context<Self>) {
@@ -82,6 +124,11 @@ impl DlqWatcher {
                     for (pool, depth) in depths {
                         act.observe(pool, depth);
                     }
+                }
+                Err(e) if e.is_not_found() => {
+                    // The worker declares it a moment after this first tick.
+                    act.conn = None;
+                    debug!(error = %e, "dead-letter queue not declared yet");
                 }
                 Err(e) => {
                     act.conn = None;

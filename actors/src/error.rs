@@ -43,6 +43,9 @@ pub enum Error {
     /// TLS files could not be read.
     #[error("tls: {0}")]
     Tls(String),
+    /// The operations endpoint could not bind its address.
+    #[error("cannot listen on {addr}: {why}")]
+    Listen { addr: String, why: String },
     /// The HTTP client could not be built.
     #[error("http client: {0}")]
     Http(String),
@@ -61,6 +64,12 @@ impl Error {
     pub fn is_access_refused(&self) -> bool {
         matches!(self, Error::Broker { source, .. }
             if matches!(source.kind(), lapin::ErrorKind::ProtocolError(e) if e.get_id() == 403))
+    }
+
+    /// The broker says the exchange or queue does not exist (404 NOT_FOUND).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Broker { source, .. }
+            if matches!(source.kind(), lapin::ErrorKind::ProtocolError(e) if e.get_id() == 404))
     }
 
     /// Maps a lapin error from `operation` (`"basic.qos"`, `"queue.declare x"`)

@@ -1,5 +1,5 @@
-//! The operations endpoint every process serves (`http.listen`, default
-//! `127.0.0.1:9797`): `/metrics` (Prometheus text format), `/healthz` (the
+//! The operations endpoint every process serves (`http.listen`; unset, the
+//! first free port of the role's range on 127.0.0.1, ADR 0012): `/metrics` (Prometheus text format), `/healthz` (the
 //! process answers) and `/readyz` (connected to the broker and doing its
 //! job: shards owned, or consumers attached). hyper's HTTP/1 server, one
 //! task per connection; the metrics recorder is
@@ -86,41 +86,92 @@ impl Health {
     }
 }
 
-/// Binds `listen` (failing at once if it is taken, naming the address) and
-/// serves until `shutdown`.
+/// Where the endpoint listens: an address the user set (it must be free),
+/// or the first free port of a range on 127.0.0.1 (the role's default).
+#[derive(Debug, Clone)]
+pub enum Listen {
+    Exactly(SocketAddr),
+    FirstFree(std::ops::RangeInclusive<u16>),
+}
+
+/// Binds per `listen` (failing at once, naming the address or range, when
+/// none is free), logs where it serves in one line, and serves until
+/// `shutdown`. Returns the bound address and the server task.
 pub async fn serve(
-    listen: SocketAddr,
+    listen: Listen,
     metrics: PrometheusHandle,
     health: Arc<Health>,
     shutdown: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, Error> {
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-        Error::Http(format!(
-            "cannot listen on {listen} ({e}); another process may use it: pick another address with --http or http.listen"
-        ))
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), Error> {
+    let listener = bind(&listen).await?;
+    let addr = listener.local_addr().map_err(|e| Error::Listen {
+        addr: format!("{listen:?}"),
+        why: e.to_string(),
     })?;
-    info!(%listen, "serving /metrics /healthz /readyz");
-    Ok(tokio::spawn(async move {
-        loop {
-            let (sock, _) = tokio::select! {
-                () = shutdown.cancelled() => return,
-                a = listener.accept() => match a {
-                    Ok(a) => a,
-                    Err(e) => { warn!(error = %e, "http accept failed"); continue; }
-                },
-            };
-            let (metrics, health) = (metrics.clone(), health.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let (metrics, health) = (metrics.clone(), health.clone());
-                    async move { Ok::<_, Infallible>(route(&req, &metrics, &health)) }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(sock), service)
-                    .await;
-            });
+    info!(listen = %addr, "serving /metrics /healthz /readyz on http://{addr}");
+    let task = tokio::spawn(accept_loop(listener, metrics, health, shutdown));
+    Ok((addr, task))
+}
+
+async fn bind(listen: &Listen) -> Result<tokio::net::TcpListener, Error> {
+    match listen {
+        Listen::Exactly(addr) => tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Listen {
+                addr: addr.to_string(),
+                why: format!(
+                    "{e}; http.listen was set to it (flag --http, SUNDIAL__HTTP__LISTEN or the settings file): pick a free address"
+                ),
+            }),
+        Listen::FirstFree(ports) => {
+            for port in ports.clone() {
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
+                    return Ok(l);
+                }
+            }
+            Err(Error::Listen {
+                addr: format!(
+                    "127.0.0.1:{}-{}",
+                    ports.start(),
+                    ports.end()
+                ),
+                why: "every port of this role's default range is taken; set http.listen (--http ADDR) or http.enabled = false".into(),
+            })
         }
-    }))
+    }
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    metrics: PrometheusHandle,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (sock, _) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, say: do not spin on it.
+                    warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (metrics, health) = (metrics.clone(), health.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let (metrics, health) = (metrics.clone(), health.clone());
+                async move { Ok::<_, Infallible>(route(&req, &metrics, &health)) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(sock), service)
+                .await;
+        });
+    }
 }
 
 fn route<B>(

@@ -50,7 +50,7 @@ impl Supervisor {
         let seed = u64::from(std::process::id()) ^ self.intensity.count() as u64;
         let delay = Intensity::backoff(self.intensity.count(), seed);
         error!(actor = self.what, error = %failure, retry_in_ms = delay.as_millis() as u64,
-            restarts = self.intensity.count(), "lost the broker; restarting");
+            restarts = self.intensity.count(), "broker link down; reconnecting");
         tokio::select! {
             () = shutdown.cancelled() => {}
             () = tokio::time::sleep(delay) => {}

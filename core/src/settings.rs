@@ -156,7 +156,8 @@ pub struct RawControl {
 #[serde(default, deny_unknown_fields)]
 pub struct RawHttp {
     pub enabled: bool,
-    pub listen: String,
+    /// Unset: the role's default range ([`HttpSettings::listen`]).
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,7 +209,7 @@ impl Default for RawHttp {
     fn default() -> Self {
         Self {
             enabled: true,
-            listen: "127.0.0.1:9797".into(),
+            listen: None,
         }
     }
 }
@@ -384,7 +385,31 @@ impl std::fmt::Debug for ControlSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpSettings {
     pub enabled: bool,
-    pub listen: SocketAddr,
+    /// The address set by flag, environment or file; it must be free.
+    /// `None`: the first free port of the process's role range on
+    /// 127.0.0.1 ([`default_listen_ports`], ADR 0012).
+    pub listen: Option<SocketAddr>,
+}
+
+/// A process kind, for its default `/metrics` port range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `sundial scheduler` and `sundial run`.
+    Scheduler,
+    /// `sundial worker`.
+    Worker,
+}
+
+/// Ports tried in order, on 127.0.0.1, when `http.listen` is unset: a
+/// scheduler takes 9797 (9798 and 9799 for a second and third one on the
+/// host); workers take the first free of 9800–9899, so any number of them
+/// start on one host with no flags and a static scrape config can list the
+/// ranges (ADR 0012).
+pub fn default_listen_ports(role: Role) -> std::ops::RangeInclusive<u16> {
+    match role {
+        Role::Scheduler => 9797..=9799,
+        Role::Worker => 9800..=9899,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -585,12 +610,19 @@ impl TryFrom<RawSettings> for Settings {
             k => k.map(String::into_bytes),
         };
 
-        let listen = raw.http.listen.parse::<SocketAddr>().map_err(|e| {
-            err(
-                "http.listen",
-                format!("must be host:port such as 127.0.0.1:9797 ({e})"),
-            )
-        })?;
+        let listen = raw
+            .http
+            .listen
+            .as_deref()
+            .map(|l| {
+                l.parse::<SocketAddr>().map_err(|e| {
+                    err(
+                        "http.listen",
+                        format!("must be host:port such as 127.0.0.1:9797 ({e})"),
+                    )
+                })
+            })
+            .transpose()?;
 
         let within = raw
             .supervisor

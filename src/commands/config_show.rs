@@ -9,5 +9,5 @@ use super::CommandError;
 pub fn run(raw: &RawSettings, out: &mut impl Write) -> Result<(), CommandError> {
     let text =
         toml::to_string_pretty(&raw.masked()).map_err(|e| CommandError::Failed(e.to_string()))?;
-    write!(out, "{text}").map_err(|e| CommandError::Failed(format!("cannot write output: {e}")))
+    write!(out, "{text}").map_err(CommandError::output)
 }

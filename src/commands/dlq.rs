@@ -16,7 +16,7 @@ fn failed(e: impl ToString) -> CommandError {
 }
 
 fn io(e: std::io::Error) -> CommandError {
-    CommandError::Failed(format!("cannot write output: {e}"))
+    CommandError::output(e)
 }
 
 pub async fn run(

@@ -23,7 +23,7 @@ fn failed(e: impl ToString) -> CommandError {
 }
 
 fn io(e: std::io::Error) -> CommandError {
-    CommandError::Failed(format!("cannot write output: {e}"))
+    CommandError::output(e)
 }
 
 /// One connection, many calls.

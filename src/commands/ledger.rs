@@ -86,7 +86,7 @@ pub async fn run(
         })
         .collect();
     let ledger = Ledger::compare(&expected(&jobs, from, to), seen.iter().copied());
-    let io = |e: std::io::Error| failed(format!("cannot write output: {e}"));
+    let io = CommandError::output;
     if json {
         writeln!(
             out,

@@ -22,6 +22,23 @@ pub enum CommandError {
     /// Anything else: broker unreachable, conflict, I/O (exit 1).
     #[error("{0}")]
     Failed(String),
+    /// The reader of our output went away (`sundial status | head -1`):
+    /// nothing is left to say and nobody to say it to (exit 0, silent, as
+    /// `git log | head` does).
+    #[error("output closed")]
+    OutputClosed,
+}
+
+impl CommandError {
+    /// A failed write of the command's own output: a closed pipe ends the
+    /// command quietly, anything else is an error naming it.
+    pub fn output(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            CommandError::OutputClosed
+        } else {
+            CommandError::Failed(format!("cannot write output: {e}"))
+        }
+    }
 }
 
 /// A multi-thread tokio runtime for a command.
@@ -45,6 +62,7 @@ impl CommandError {
         match self {
             CommandError::Usage(_) => 2,
             CommandError::Failed(_) => 1,
+            CommandError::OutputClosed => 0,
         }
     }
 }

@@ -3,16 +3,19 @@
 
 use std::sync::Arc;
 
-use sundial_actors::http::{install_recorder, serve, Health};
-use sundial_core::settings::Settings;
+use sundial_actors::http::{install_recorder, serve, Health, Listen};
+use sundial_core::settings::{default_listen_ports, Role, Settings};
 use tokio_util::sync::CancellationToken;
 
 use super::CommandError;
 
-/// Installs the metrics recorder and starts the endpoint, if enabled. Fails
-/// (so the process exits with a clear message) when the address is taken.
+/// Installs the metrics recorder and starts the endpoint, if enabled: on
+/// `http.listen` when it is set (fails, so the process exits with a clear
+/// message, when that address is taken), else on the first free port of
+/// `role`'s range.
 pub(crate) async fn start_http(
     settings: &Settings,
+    role: Role,
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> Result<(), CommandError> {
@@ -20,7 +23,11 @@ pub(crate) async fn start_http(
         return Ok(());
     }
     let metrics = install_recorder().map_err(|e| CommandError::Failed(e.to_string()))?;
-    serve(settings.http.listen, metrics, health, shutdown)
+    let listen = match settings.http.listen {
+        Some(addr) => Listen::Exactly(addr),
+        None => Listen::FirstFree(default_listen_ports(role)),
+    };
+    serve(listen, metrics, health, shutdown)
         .await
         .map(|_| ())
         .map_err(|e| CommandError::Failed(e.to_string()))

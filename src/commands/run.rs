@@ -36,9 +36,16 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
     worker_cfg.health = scheduler_cfg.health.clone();
     let system = super::actix_system()?;
     system.block_on(async move {
+        // Signals first: a SIGTERM during start-up ends the run with status 0.
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
         // Say plainly when there is no broker, instead of retrying forever.
-        let probe = sundial_actors::broker::connect_to(&settings.broker, "sundial run probe")
-            .await
+        let probe = sundial_actors::broker::connect_to(&settings.broker, "sundial run probe");
+        let probe = tokio::select! {
+            p = probe => p,
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        let probe = probe
             .map_err(|e| {
                 CommandError::Failed(format!(
                     "cannot reach RabbitMQ at {} ({}); start one with `rabbitmq-server -detached` (Debian: apt-get install rabbitmq-server) or `docker run -d -p 5672:5672 rabbitmq:3`, or point --broker at yours",
@@ -53,15 +60,12 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
         let _ = probe.close(200, "probe".into()).await;
         declared.map_err(|e| CommandError::Failed(e.to_string()))?;
 
-        let shutdown = CancellationToken::new();
-        super::ops::start_http(&settings, scheduler_cfg.health.clone(), shutdown.clone()).await?;
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
-        let _watcher = {
-            use actix::Actor;
+        super::ops::start_http(&settings, sundial_core::settings::Role::Scheduler, scheduler_cfg.health.clone(), shutdown.clone()).await?;
+        let watcher = {
             let pools = vec![settings.worker.pool.clone()];
             sundial_actors::dlq_watcher::DlqWatcher::new(super::worker::watch_config(&settings, pools))
                 .map_err(|e| CommandError::Failed(e.to_string()))?
-                .start()
+                .spawn()
         };
         let printer = tokio::spawn(print_events(settings.clone(), shutdown.clone()));
         // On this thread: the scheduler starts actix arbiters, which need
@@ -97,10 +101,12 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
             if let Err(e) = super::job::run(&settings, &apply, &mut out).await {
                 shutdown.cancel();
                 let _ = tokio::join!(scheduler, worker, printer);
+                watcher.stop().await;
                 return Err(e);
             }
         }
         let (s, w, _) = tokio::join!(scheduler, worker, printer);
+        watcher.stop().await;
         for r in [s, w] {
             match r {
                 Ok(Ok(())) => {}
@@ -144,7 +150,14 @@ async fn print_events_inner(
         let Ok(ev) = decode::<RunEvent>(&meta_of(&d.properties), &d.data) else {
             continue;
         };
-        let _ = writeln!(out, "{}", line(&ev));
+        if let Err(e) = writeln!(out, "{}", line(&ev)) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                // Nobody reads what this process is for (`sundial run |
+                // head`): stop, as any command whose output is closed.
+                stop.cancel();
+                break;
+            }
+        }
     }
     let _ = conn.close(200, "done".into()).await;
     Ok(())

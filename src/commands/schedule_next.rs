@@ -51,7 +51,7 @@ pub fn run(
             note: o.note.map(|n| n.as_str()),
         })
         .collect();
-    let io = |e: std::io::Error| CommandError::Failed(format!("cannot write output: {e}"));
+    let io = CommandError::output;
     if args.json {
         let text =
             serde_json::to_string_pretty(&rows).map_err(|e| CommandError::Failed(e.to_string()))?;

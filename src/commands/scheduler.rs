@@ -1,7 +1,7 @@
 //! `sundial scheduler`: runs the scheduler until SIGTERM or Ctrl-C.
 
 use sundial_actors::scheduler::{self, SchedulerConfig};
-use sundial_core::settings::Settings;
+use sundial_core::settings::{Role, Settings};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -26,8 +26,14 @@ pub fn run(settings: &Settings, node: Option<String>) -> Result<(), CommandError
     let system = super::actix_system()?;
     system.block_on(async move {
         let shutdown = CancellationToken::new();
-        super::ops::start_http(&settings, cfg.health.clone(), shutdown.clone()).await?;
         tokio::spawn(cancel_on_signal(shutdown.clone()));
+        super::ops::start_http(
+            &settings,
+            Role::Scheduler,
+            cfg.health.clone(),
+            shutdown.clone(),
+        )
+        .await?;
         scheduler::run(cfg, shutdown)
             .await
             .map_err(|e| CommandError::Failed(e.to_string()))

@@ -23,9 +23,18 @@ pub async fn run(
         .map_err(failed)?;
     let status = sundial_actors::status::gather(&conn, &settings.topology, listen)
         .await
-        .map_err(failed)?;
+        .map_err(|e| {
+            if e.is_not_found() {
+                failed(format!(
+                    "no Sundial topology with prefix \"{}\" on this vhost ({e}): run `sundial topology apply`",
+                    settings.topology.prefix
+                ))
+            } else {
+                failed(e)
+            }
+        })?;
     let _ = conn.close(200, "done".into()).await;
-    let io = |e: std::io::Error| failed(format!("cannot write output: {e}"));
+    let io = CommandError::output;
     if json {
         let text = serde_json::to_string_pretty(&status).map_err(failed)?;
         writeln!(out, "{text}").map_err(io)?;

@@ -21,5 +21,5 @@ pub async fn run(settings: &Settings, out: &mut impl Write) -> Result<(), Comman
         "topology \"{}\" applied: {} exchanges, {} queues, {} bindings",
         settings.topology.prefix, applied.exchanges, applied.queues, applied.bindings
     )
-    .map_err(|e| CommandError::Failed(format!("cannot write output: {e}")))
+    .map_err(CommandError::output)
 }

@@ -1,12 +1,11 @@
 //! `sundial worker`: consumes a pool's fires until SIGTERM or Ctrl-C, then
 //! drains within `worker.shutdown_deadline` and exits 0.
 
-use actix::Actor;
 use sundial_actors::{
     dlq_watcher::{DlqWatchConfig, DlqWatcher},
     worker::{Worker, WorkerConfig},
 };
-use sundial_core::settings::Settings;
+use sundial_core::settings::{Role, Settings};
 use tokio_util::sync::CancellationToken;
 
 use super::{scheduler::cancel_on_signal, CommandError};
@@ -27,17 +26,27 @@ pub fn run(mut settings: Settings, args: &WorkerArgs) -> Result<(), CommandError
     // An actix System hosts the DlqWatcher actor; the worker itself is tasks.
     let system = super::actix_system()?;
     system.block_on(async move {
-        let _watcher = DlqWatcher::new(watch)
-            .map_err(|e| CommandError::Failed(e.to_string()))?
-            .start();
         let shutdown = CancellationToken::new();
-        super::ops::start_http(&settings, cfg.health.clone(), shutdown.clone()).await?;
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        Worker::builder(cfg)
+        // The endpoint first: a taken address is the most likely early exit,
+        // and nothing else has started yet.
+        super::ops::start_http(
+            &settings,
+            Role::Worker,
+            cfg.health.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+        let watcher = DlqWatcher::new(watch)
+            .map_err(|e| CommandError::Failed(e.to_string()))?
+            .spawn();
+        let result = Worker::builder(cfg)
             .build()
             .run(shutdown)
             .await
-            .map_err(|e| CommandError::Failed(e.to_string()))
+            .map_err(|e| CommandError::Failed(e.to_string()));
+        watcher.stop().await;
+        result
     })
 }
 

@@ -167,7 +167,7 @@ fn bad_setting_fails_at_start_naming_the_key() {
 }
 
 #[test]
-fn tls_files_are_read_when_connecting_and_a_missing_one_is_named() {
+fn tls_files_are_read_at_start_and_a_missing_one_is_named() {
     let out = sundial()
         .args([
             "topology",
@@ -181,9 +181,10 @@ fn tls_files_are_read_when_connecting_and_a_missing_one_is_named() {
         )
         .output()
         .expect("runs");
-    assert_eq!(out.status.code(), Some(1));
+    // A settings error (exit 2), found before anything connects.
+    assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("tls: cannot read /nonexistent/sundial-ca.pem"),
+        stderr(&out).contains("broker.tls.ca_file: cannot read /nonexistent/sundial-ca.pem"),
         "{}",
         stderr(&out)
     );

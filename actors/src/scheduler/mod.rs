@@ -109,19 +109,33 @@ async fn run_once(
     alive_since: chrono::DateTime<Utc>,
 ) -> Result<(), Error> {
     let topo = Arc::new(cfg.topology.clone());
-    let conn =
-        crate::broker::connect_to(&cfg.broker, &format!("sundial scheduler {}", cfg.node)).await?;
+    let start = async {
+        let conn =
+            crate::broker::connect_to(&cfg.broker, &format!("sundial scheduler {}", cfg.node))
+                .await?;
+        // Leases live on their own connection: when it goes, every lease
+        // goes with it, and this node stops firing (the run ends, everything
+        // restarts).
+        let lease_conn = crate::broker::connect_to(
+            &cfg.broker,
+            &format!("sundial scheduler {} leases", cfg.node),
+        )
+        .await?;
+        crate::topology::apply_if_permitted(&conn, &topo.declarations()).await?;
+        let replayed = startup::replay_registry(&conn, &topo, &cfg.node).await?;
+        Ok::<_, Error>((conn, lease_conn, replayed))
+    };
+    // A stop during start-up (a long replay, a slow broker) ends the run at
+    // once: nothing is owned or fired yet, so nothing needs handing over.
+    let (conn, lease_conn, replayed) = tokio::select! {
+        r = start => r?,
+        () = shutdown.cancelled() => {
+            info!(node = %cfg.node, "stopped during start-up");
+            return Ok(());
+        }
+    };
     let lost = crate::broker::on_connection_error(&conn);
-    // Leases live on their own connection: when it goes, every lease goes
-    // with it, and this node stops firing (the run ends, everything restarts).
-    let lease_conn = crate::broker::connect_to(
-        &cfg.broker,
-        &format!("sundial scheduler {} leases", cfg.node),
-    )
-    .await?;
     let lease_lost = crate::broker::on_connection_error(&lease_conn);
-    crate::topology::apply_if_permitted(&conn, &topo.declarations()).await?;
-    let replayed = startup::replay_registry(&conn, &topo, &cfg.node).await?;
 
     // Shards are spread over a few threads (actix arbiters) so that one
     // second's burst of fires is encoded and published on every core.

@@ -1,6 +1,8 @@
 //! Settings validation: a bad value fails with its key name; secrets masked.
 
-use sundial_core::settings::{mask_url_password, RawSettings, Settings};
+use sundial_core::settings::{
+    default_listen_ports, mask_url_password, RawSettings, Role, Settings,
+};
 
 #[test]
 fn defaults_are_valid() {
@@ -8,7 +10,14 @@ fn defaults_are_valid() {
     assert_eq!(s.topology.prefix, "sundial");
     assert_eq!(s.topology.shards, 64);
     assert_eq!(s.broker.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
-    assert_eq!(s.http.listen.to_string(), "127.0.0.1:9797");
+    // Unset: each role takes the first free port of its range (ADR 0012).
+    assert_eq!(s.http.listen, None);
+    assert_eq!(
+        default_listen_ports(Role::Scheduler),
+        9797..=9799,
+        "a scheduler's default port stays where scrape configs expect it"
+    );
+    assert!(!default_listen_ports(Role::Worker).contains(&9797));
 }
 
 #[test]
@@ -51,7 +60,7 @@ fn bad_values_name_their_key() {
         &|r| r.worker.shell.allow = vec!["backup.sh".into()],
         "worker.shell.allow",
     );
-    check(&|r| r.http.listen = "nowhere".into(), "http.listen");
+    check(&|r| r.http.listen = Some("nowhere".into()), "http.listen");
     check(&|r| r.log.format = "xml".into(), "log.format");
     check(
         &|r| r.worker.run_events = "some".into(),

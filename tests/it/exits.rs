@@ -1,0 +1,431 @@
+//! Every early exit is one clear line and its documented status (2: bad
+//! input or settings, 1: anything else, 0: stopped or output closed), never a
+//! panic and never a hang; several processes start on one host with default
+//! settings, each on its own `/metrics` port.
+
+use std::{
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::util::{free_addr, stderr, sundial, topology_apply, wait_status, Vhost, TEST_ENV};
+
+/// No exit path here takes longer than this; past it the test fails.
+const EXIT_BOUND: Duration = Duration::from_secs(60);
+
+/// A broker address where nothing listens.
+const NOWHERE: &str = "amqp://guest:guest@127.0.0.1:1/%2f";
+
+/// Waits for `child` at most [`EXIT_BOUND`], killing it (and failing) past it.
+fn wait_bounded(mut child: Child, what: &str) -> Output {
+    let deadline = Instant::now() + EXIT_BOUND;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return child.wait_with_output().expect("collect output"),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("collect output");
+                panic!(
+                    "{what} did not exit within {EXIT_BOUND:?}; stderr: {}",
+                    stderr(&out)
+                );
+            }
+        }
+    }
+}
+
+fn run_bounded(mut cmd: Command, what: &str) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} starts: {e}"));
+    wait_bounded(child, what)
+}
+
+fn assert_no_panic(out: &Output, what: &str) {
+    let err = stderr(out);
+    assert!(
+        !err.contains("panicked") && !err.contains("stack backtrace"),
+        "{what} panicked: {err}"
+    );
+}
+
+/// `out` failed with `code`, printing exactly one line that contains `says`.
+fn assert_one_line(out: &Output, code: i32, says: &str, what: &str) {
+    assert_no_panic(out, what);
+    let err = stderr(out);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(out.status.code(), Some(code), "{what}: {err}");
+    assert_eq!(lines.len(), 1, "{what} must print one line, got: {err}");
+    assert!(lines[0].contains(says), "{what}: {err}");
+}
+
+#[test]
+fn every_early_exit_prints_one_line_and_its_status() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken = taken.local_addr().expect("addr").to_string();
+    let v = Vhost::new("exits");
+    let url = v.url();
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], i32, &'a str);
+    let no_tls_ca: &[(&str, &str)] = &[
+        (
+            "SUNDIAL__BROKER__URL",
+            "amqps://guest:guest@127.0.0.1:1/%2f",
+        ),
+        ("SUNDIAL__BROKER__TLS__CA_FILE", "/nonexistent/ca.pem"),
+    ];
+    let cases: &[Case] = &[
+        // Bad settings: exit 2, naming the key.
+        (
+            &["scheduler"],
+            &[("SUNDIAL__TOPOLOGY__SHARDS", "0")],
+            2,
+            "topology.shards",
+        ),
+        (
+            &["worker"],
+            &[("SUNDIAL__WORKER__CONCURRENCY", "0")],
+            2,
+            "worker.concurrency",
+        ),
+        (
+            &["run"],
+            &[("SUNDIAL__HTTP__LISTEN", "nowhere")],
+            2,
+            "http.listen",
+        ),
+        (
+            &["status"],
+            &[("SUNDIAL__LOG__FORMAT", "xml")],
+            2,
+            "log.format",
+        ),
+        // Unreadable TLS files: a settings error too, before any retry loop.
+        (&["scheduler"], no_tls_ca, 2, "broker.tls.ca_file"),
+        (&["worker"], no_tls_ca, 2, "broker.tls.ca_file"),
+        (&["job", "list"], no_tls_ca, 2, "broker.tls.ca_file"),
+        // Broker unreachable, for the commands that print a result.
+        (
+            &["status"],
+            &[("SUNDIAL__BROKER__URL", NOWHERE)],
+            1,
+            "cannot connect",
+        ),
+        (
+            &["job", "list"],
+            &[("SUNDIAL__BROKER__URL", NOWHERE)],
+            1,
+            "cannot connect",
+        ),
+        (
+            &["dlq", "list"],
+            &[("SUNDIAL__BROKER__URL", NOWHERE)],
+            1,
+            "cannot connect",
+        ),
+        (
+            &["topology", "apply"],
+            &[("SUNDIAL__BROKER__URL", NOWHERE)],
+            1,
+            "cannot connect",
+        ),
+        (
+            &["ledger", "--for", "1s"],
+            &[("SUNDIAL__BROKER__URL", NOWHERE)],
+            1,
+            "cannot connect",
+        ),
+        (
+            &["run"],
+            &[("SUNDIAL__BROKER__URL", NOWHERE)],
+            1,
+            "cannot reach RabbitMQ",
+        ),
+        // An address set explicitly and taken: exit 1, naming it.
+        (
+            &["worker", "--http", &taken],
+            &[("SUNDIAL__BROKER__URL", &url)],
+            1,
+            &taken,
+        ),
+        (
+            &["scheduler", "--http", &taken],
+            &[("SUNDIAL__BROKER__URL", &url)],
+            1,
+            &taken,
+        ),
+        (
+            &["run", "--http", &taken],
+            &[("SUNDIAL__BROKER__URL", &url)],
+            1,
+            &taken,
+        ),
+    ];
+    for (args, env, code, says) in cases {
+        let what = format!("sundial {} with {env:?}", args.join(" "));
+        let mut cmd = sundial();
+        cmd.args(*args)
+            .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
+            .envs(env.iter().copied());
+        let out = run_bounded(cmd, &what);
+        assert_one_line(&out, *code, says, &what);
+    }
+}
+
+#[test]
+fn services_that_never_reach_the_broker_give_up_without_panicking() {
+    for role in ["scheduler", "worker"] {
+        let mut cmd = sundial();
+        cmd.args([role, "--broker", NOWHERE])
+            .env("SUNDIAL__HTTP__ENABLED", "false")
+            .env("SUNDIAL__SUPERVISOR__MAX_RESTARTS", "1");
+        let out = run_bounded(cmd, role);
+        assert_no_panic(&out, role);
+        assert_eq!(out.status.code(), Some(1), "{role}: {}", stderr(&out));
+        let err = stderr(&out);
+        let last = err.lines().last().unwrap_or_default();
+        assert!(last.contains("giving up"), "{role}: {err}");
+    }
+}
+
+/// Spawns `sundial args` with stderr to a file we can read while it runs.
+fn spawn_logged(args: &[&str], env: &[(&str, &str)], tag: &str) -> (Child, std::path::PathBuf) {
+    let log = std::env::temp_dir().join(format!("sundial-exits-{}-{tag}.log", std::process::id()));
+    let file = std::fs::File::create(&log).expect("log file");
+    let child = sundial()
+        .args(args)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .expect("sundial starts");
+    (child, log)
+}
+
+/// Waits (bounded) until the file at `log` contains `text`.
+fn wait_log(log: &std::path::Path, text: &str) {
+    let deadline = Instant::now() + EXIT_BOUND;
+    loop {
+        let seen = std::fs::read_to_string(log).unwrap_or_default();
+        if seen.contains(text) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{text:?} not logged within {EXIT_BOUND:?}: {seen}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().to_string();
+    let ok = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(ok.success(), "kill -TERM {pid}");
+}
+
+/// The exit of a SIGTERMed service: status 0, no panic in its log.
+fn assert_stopped_cleanly(child: Child, log: &std::path::Path, what: &str) {
+    let out = wait_bounded(child, what);
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(!text.contains("panicked"), "{what} panicked: {text}");
+    assert_eq!(out.status.code(), Some(0), "{what}: {text}");
+    let _ = std::fs::remove_file(log);
+}
+
+#[test]
+fn sigterm_during_start_up_exits_zero() {
+    // Retrying an unreachable broker: the stop cuts the backoff short.
+    for role in ["scheduler", "worker"] {
+        let (child, log) = spawn_logged(
+            &[role, "--broker", NOWHERE],
+            &[("SUNDIAL__HTTP__ENABLED", "false")],
+            role,
+        );
+        wait_log(&log, "reconnecting");
+        sigterm(&child);
+        assert_stopped_cleanly(child, &log, role);
+    }
+    // `run` between its endpoint and its scheduler's first fire.
+    let v = Vhost::new("exits-run");
+    let http = free_addr();
+    let (child, log) = spawn_logged(
+        &["run", "--broker", &v.url(), "--http", &http],
+        &[("SUNDIAL__TOPOLOGY__SHARDS", "4")],
+        "run",
+    );
+    wait_log(&log, "serving /metrics");
+    sigterm(&child);
+    assert_stopped_cleanly(child, &log, "run");
+}
+
+#[test]
+fn a_scheduler_stopped_while_replaying_exits_zero() {
+    let v = Vhost::new("exits-replay");
+    topology_apply(&v);
+    // Enough registry records that replay takes a while: 20,000 jobs.
+    let jobs: Vec<serde_json::Value> = (0..20_000)
+        .map(|i| {
+            serde_json::json!({"id": format!("replay-{i:05}"), "schedule": "0 0 1 1 *",
+                               "executor": {"type": "noop"}})
+        })
+        .collect();
+    let mut first = crate::util::Daemon::start(&v, "replay-a");
+    let out = crate::util::job_apply(
+        &v,
+        serde_json::to_string(&jobs).expect("json").as_bytes(),
+        "json",
+        &[],
+    );
+    assert!(out.status.success(), "job apply: {}", stderr(&out));
+    first.stop();
+
+    let mut env: Vec<(&str, &str)> = TEST_ENV.to_vec();
+    env.push(("SUNDIAL__HTTP__ENABLED", "false"));
+    let (child, log) = spawn_logged(
+        &["scheduler", "--node", "replay-b", "--broker", &v.url()],
+        &env,
+        "replay",
+    );
+    wait_log(&log, "topology applied");
+    sigterm(&child);
+    assert_stopped_cleanly(child, &log, "scheduler stopped while replaying");
+}
+
+#[test]
+fn a_closed_output_pipe_ends_the_command_quietly() {
+    let v = Vhost::new("exits-pipe");
+    topology_apply(&v);
+    let bin = env!("CARGO_BIN_EXE_sundial");
+    let url = v.url();
+    // `| true` closes the pipe before reading it: every write fails with
+    // EPIPE, stdout's and stderr's (2>&1) alike.
+    for args in [
+        "status",
+        "dlq list",
+        "schedule next '* * * * * *' -n 100000",
+    ] {
+        let script = format!(
+            "set -o pipefail; \"$0\" --broker \"$1\" {args} 2>&1 | true; echo \"status=$?\" >&2"
+        );
+        let mut cmd = Command::new("bash");
+        cmd.args(["-c", &script, bin, &url])
+            .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
+            .env("RUST_LOG", "info");
+        let out = run_bounded(cmd, args);
+        let err = stderr(&out);
+        assert!(err.contains("status=0"), "sundial {args}: {err}");
+    }
+    // What a user types to look for errors: it returns.
+    let script = "\"$0\" --broker \"$1\" status 2>&1 | grep -q . ; echo done";
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", script, bin, &url])
+        .env("SUNDIAL__TOPOLOGY__SHARDS", "4");
+    let out = run_bounded(cmd, "status | grep -q");
+    assert!(crate::util::stdout(&out).contains("done"));
+    // A long-running process whose output is gone stops, too.
+    let script = "set -o pipefail; \"$0\" --broker \"$1\" run --jobs \"$2\" | head -c 1 >/dev/null; echo \"status=$?\" >&2";
+    let jobs = std::env::temp_dir().join(format!("{}-tick.toml", v.name));
+    std::fs::write(
+        &jobs,
+        "[[jobs]]\nid = \"tick\"\nschedule = \"* * * * * *\"\n[jobs.executor]\ntype = \"noop\"\n",
+    )
+    .expect("jobs file");
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", script, bin, &url, &jobs.to_string_lossy()])
+        .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
+        .env("SUNDIAL__HTTP__ENABLED", "false");
+    let out = run_bounded(cmd, "run | head -c 1");
+    let _ = std::fs::remove_file(&jobs);
+    let err = stderr(&out);
+    assert_no_panic(&out, "run | head -c 1");
+    assert!(err.contains("status=0"), "run | head -c 1: {err}");
+}
+
+/// The address a process logged it serves on.
+fn served_addr(log: &std::path::Path) -> String {
+    wait_log(log, "serving /metrics");
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .find_map(|l| {
+            l.split("on http://")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("no address in {text}"))
+}
+
+#[test]
+fn a_scheduler_and_three_workers_start_on_one_host_with_no_flags() {
+    let v = Vhost::new("exits-ports");
+    let env = [("SUNDIAL__TOPOLOGY__SHARDS", "4"), ("RUST_LOG", "info")];
+    let url = v.url();
+    let mut procs = vec![spawn_logged(&["scheduler", "--broker", &url], &env, "p-s")];
+    for i in 0..3 {
+        procs.push(spawn_logged(
+            &["worker", "--broker", &url],
+            &env,
+            &format!("p-w{i}"),
+        ));
+    }
+    let addrs: Vec<String> = procs.iter().map(|(_, log)| served_addr(log)).collect();
+    let mut distinct = addrs.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "each process its own port: {addrs:?}");
+    assert!(
+        addrs[0].starts_with("127.0.0.1:979"),
+        "the scheduler's range: {addrs:?}"
+    );
+    for a in &addrs {
+        wait_status(a, "/readyz", 200, EXIT_BOUND);
+    }
+    // `sundial status` sees the three workers.
+    let status = run_bounded(
+        {
+            let mut c = sundial();
+            c.args(["status", "--json", "--broker", &url])
+                .env("SUNDIAL__TOPOLOGY__SHARDS", "4");
+            c
+        },
+        "status",
+    );
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    let workers = s["pools"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["pool"] == "default"))
+        .map(|p| p["workers"].clone());
+    assert_eq!(workers, Some(serde_json::json!(3)), "{s}");
+    for (child, log) in procs {
+        sigterm(&child);
+        assert_stopped_cleanly(child, &log, "a process of the host");
+    }
+}
+
+#[test]
+fn lapin_lines_never_reach_a_commands_output() {
+    // A vhost with no topology: status's passive declares all fail.
+    let v = Vhost::new("exits-quiet");
+    let mut cmd = sundial();
+    cmd.args(["status", "--broker", &v.url()])
+        .env_remove("RUST_LOG")
+        .env("SUNDIAL__TOPOLOGY__SHARDS", "4");
+    let out = run_bounded(cmd, "status");
+    let mut all = stderr(&out);
+    all.push_str(&crate::util::stdout(&out));
+    assert!(!all.contains("lapin"), "{all}");
+    assert!(!all.contains("ERROR"), "{all}");
+    assert!(
+        all.contains("sundial topology apply"),
+        "says what to do: {all}"
+    );
+}

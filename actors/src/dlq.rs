@@ -185,7 +185,11 @@ impl<'a> Dlq<'a> {
                 let mut h = props.headers().clone().unwrap_or_default();
                 h.insert(
                     headers::REPLAY.into(),
-                    AMQPValue::LongString(Utc::now().to_rfc3339().as_str().into()),
+                    AMQPValue::LongString(
+                        sundial_core::protocol::timestamp(Utc::now())
+                            .as_str()
+                            .into(),
+                    ),
                 );
                 publish_raw_confirmed(
                     &ch,
@@ -280,7 +284,7 @@ fn text(v: &AMQPValue) -> String {
         AMQPValue::LongLongInt(n) => n.to_string(),
         AMQPValue::Timestamp(t) => {
             DateTime::<Utc>::from_timestamp(i64::try_from(*t).unwrap_or(0), 0)
-                .map_or_else(|| t.to_string(), |d| d.to_rfc3339())
+                .map_or_else(|| t.to_string(), sundial_core::protocol::timestamp)
         }
         other => format!("{other:?}"),
     }

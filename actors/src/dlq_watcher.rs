@@ -154,7 +154,7 @@ impl DlqWatcher {
                 "queue": queue,
                 "depth": depth,
                 "previous": previous,
-                "at": Utc::now().to_rfc3339(),
+                "at": sundial_core::protocol::timestamp(Utc::now()),
             });
             let http = self.http.clone();
             actix::spawn(async move {

@@ -98,8 +98,8 @@ pub async fn run(
         writeln!(
             out,
             "window {} .. {}: expected {}, observed {}, missing {}, duplicated {}, unexpected {}",
-            from.to_rfc3339(),
-            to.to_rfc3339(),
+            sundial_core::protocol::timestamp(from),
+            sundial_core::protocol::timestamp(to),
             ledger.expected,
             ledger.observed,
             ledger.missing.len(),

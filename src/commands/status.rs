@@ -48,7 +48,7 @@ pub async fn run(
             n.node,
             n.owned.len(),
             n.last_heartbeat_ms,
-            n.started_at.to_rfc3339(),
+            sundial_core::protocol::timestamp(n.started_at),
             n.version
         )
         .map_err(io)?;

@@ -5,6 +5,7 @@
 //! | module     | behaviour |
 //! |------------|-----------|
 //! | `cli`      | `schedule next` output and exit codes, `config show` layering and masking |
+//! | `executors` | shell and http jobs get the fire id, occurrence, attempt and payload |
 //! | `exits`    | every early exit is one line and its status, never a panic or a hang (closed pipes, SIGTERM in start-up and replay); a scheduler and three workers on one host with default ports |
 //! | `deploy`   | deployment files parse and carry the keys Sundial relies on |
 //! | `ops`      | `/metrics` with real values, `/healthz`, `/readyz`; a taken address fails at start |
@@ -20,6 +21,7 @@
 
 mod cli;
 mod deploy;
+mod executors;
 mod exits;
 mod failover;
 mod ops;

@@ -49,7 +49,7 @@ pub(crate) async fn connect(v: &Vhost) -> Connection {
 }
 
 /// A fire event as the scheduler would publish it.
-fn fire(job: &str, executor: Executor, max_attempts: u32, backoff: &[u64]) -> FireEvent {
+pub(crate) fn fire(job: &str, executor: Executor, max_attempts: u32, backoff: &[u64]) -> FireEvent {
     let now = Utc::now();
     FireEvent {
         fire_id: format!(
@@ -166,14 +166,14 @@ impl EventTap {
 
 /// A vhost with the topology, a connection, an event tap and a confirming
 /// channel to publish fires on.
-struct Setup {
-    v: Vhost,
-    conn: Connection,
-    tap: EventTap,
-    ch: Channel,
+pub(crate) struct Setup {
+    pub(crate) v: Vhost,
+    pub(crate) conn: Connection,
+    pub(crate) tap: EventTap,
+    pub(crate) ch: Channel,
 }
 
-async fn setup(tag: &str) -> Setup {
+pub(crate) async fn setup(tag: &str) -> Setup {
     let v = Vhost::new(tag);
     topology_apply(&v);
     let conn = connect(&v).await;
@@ -184,7 +184,7 @@ async fn setup(tag: &str) -> Setup {
     Setup { v, conn, tap, ch }
 }
 
-fn shell(argv: &[&str]) -> Executor {
+pub(crate) fn shell(argv: &[&str]) -> Executor {
     Executor::Shell(ShellExecutor {
         command: argv.iter().map(|s| s.to_string()).collect(),
         env: BTreeMap::new(),

@@ -381,8 +381,14 @@ async fn dead_letter(
             headers::ATTEMPTS,
             AMQPValue::LongLongInt(i64::from(attempts)),
         ),
-        (headers::FIRST_FAILURE, text(&first_failure.to_rfc3339())),
-        (headers::LAST_FAILURE, text(&last_failure.to_rfc3339())),
+        (
+            headers::FIRST_FAILURE,
+            text(&sundial_core::protocol::timestamp(first_failure)),
+        ),
+        (
+            headers::LAST_FAILURE,
+            text(&sundial_core::protocol::timestamp(last_failure)),
+        ),
         (headers::WORKER, text(&shared.worker)),
         (headers::POOL, text(&shared.pool)),
     ];

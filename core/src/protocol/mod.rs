@@ -44,6 +44,34 @@ pub mod headers {
     pub const REPLAY: &str = "x-sundial-replay";
 }
 
+/// What a job is told about its run, by executor (docs/protocol.md §9):
+/// the idempotency key and the occurrence. Names are contracts.
+pub mod run_context {
+    /// `shell`: environment variables.
+    pub const ENV_FIRE_ID: &str = "SUNDIAL_FIRE_ID";
+    pub const ENV_JOB_ID: &str = "SUNDIAL_JOB_ID";
+    pub const ENV_SCHEDULED_AT: &str = "SUNDIAL_SCHEDULED_AT";
+    pub const ENV_ATTEMPT: &str = "SUNDIAL_ATTEMPT";
+    pub const ENV_PAYLOAD: &str = "SUNDIAL_PAYLOAD";
+    /// The payload travels in the environment only up to this size (the
+    /// kernel refuses an `exec` with a variable over 128 KiB); stdin always
+    /// has it.
+    pub const ENV_PAYLOAD_MAX: usize = 64 * 1024;
+    /// `http`: request headers.
+    pub const HEADER_IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+    pub const HEADER_FIRE_ID: &str = "X-Sundial-Fire-Id";
+    pub const HEADER_JOB_ID: &str = "X-Sundial-Job-Id";
+    pub const HEADER_SCHEDULED_AT: &str = "X-Sundial-Scheduled-At";
+    pub const HEADER_ATTEMPT: &str = "X-Sundial-Attempt";
+}
+
+/// The one timestamp form Sundial writes in headers, replies and
+/// environments: RFC 3339 in UTC with milliseconds and `Z`
+/// (`2026-03-08T07:00:00.000Z`), as in fire ids.
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// A body encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use sundial_core::{
     attempt::{Failure, OutputTail},
     job::HttpExecutor,
+    protocol::{fire::FireEvent, run_context as rc, timestamp},
 };
 
 use super::Executed;
@@ -28,7 +29,11 @@ impl Client {
             .map_err(|e| crate::Error::Http(e.to_string()))
     }
 
-    pub(super) async fn run(&self, spec: &HttpExecutor, timeout: Duration) -> Executed {
+    /// One request with the run's identity in headers (`Idempotency-Key`
+    /// is the fire id, so a receiver can drop a repeated delivery) and, when
+    /// the job sets no `body`, its payload as JSON (unless it is `null`).
+    pub(super) async fn run(&self, spec: &HttpExecutor, fire: &FireEvent) -> Executed {
+        let timeout: Duration = fire.timeout.get();
         let method = match reqwest::Method::from_bytes(spec.method.to_ascii_uppercase().as_bytes())
         {
             Ok(m) => m,
@@ -40,11 +45,22 @@ impl Client {
             }
         };
         let mut req = self.0.request(method, &spec.url).timeout(timeout);
+        let sets = |name: &str| spec.headers.keys().any(|k| k.eq_ignore_ascii_case(name));
         for (k, v) in &spec.headers {
             req = req.header(k, v);
         }
-        if let Some(body) = &spec.body {
-            req = req.body(body.clone());
+        // After the job's own headers, replacing any of the same name: a
+        // job cannot fake its fire id.
+        req = req.headers(identity(fire));
+        match &spec.body {
+            Some(body) => req = req.body(body.clone()),
+            None if !fire.payload.is_null() => {
+                if !sets("content-type") {
+                    req = req.header(reqwest::header::CONTENT_TYPE, "application/json");
+                }
+                req = req.body(fire.payload.to_string());
+            }
+            None => {}
         }
         let resp = match req.send().await {
             Ok(r) => r,
@@ -80,6 +96,27 @@ impl Client {
         };
         Executed { result, output }
     }
+}
+
+fn identity(fire: &FireEvent) -> reqwest::header::HeaderMap {
+    let mut h = reqwest::header::HeaderMap::new();
+    let values = [
+        (rc::HEADER_IDEMPOTENCY_KEY, fire.fire_id.clone()),
+        (rc::HEADER_FIRE_ID, fire.fire_id.clone()),
+        (rc::HEADER_JOB_ID, fire.job_id.clone()),
+        (rc::HEADER_SCHEDULED_AT, timestamp(fire.scheduled_at)),
+        (rc::HEADER_ATTEMPT, fire.attempt.to_string()),
+    ];
+    for (name, value) in values {
+        // Ids are [a-z0-9._-] and timestamps ASCII: always valid values.
+        if let (Ok(n), Ok(v)) = (
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+            reqwest::header::HeaderValue::from_str(&value),
+        ) {
+            h.insert(n, v);
+        }
+    }
+    h
 }
 
 /// The error and its innermost cause: reqwest's own message ("error

@@ -69,10 +69,12 @@ impl Executors {
     pub(crate) async fn run(&self, fire: &FireEvent, cancel: &CancellationToken) -> Executed {
         match &fire.executor {
             Executor::Noop => Executed::ok(),
-            Executor::Shell(spec) => Box::pin(shell::run(spec, &self.shell_allow, cancel)).await,
+            Executor::Shell(spec) => {
+                Box::pin(shell::run(spec, fire, &self.shell_allow, cancel)).await
+            }
             Executor::Http(spec) => {
                 tokio::select! {
-                    r = Box::pin(self.http.run(spec, fire.timeout.get())) => r,
+                    r = Box::pin(self.http.run(spec, fire)) => r,
                     () = cancel.cancelled() => Executed::failed(Failure::retry("cancelled")),
                 }
             }

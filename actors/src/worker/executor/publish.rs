@@ -43,7 +43,9 @@ async fn publish(ch: &lapin::Channel, spec: &PublishExecutor, fire: &FireEvent) 
     );
     h.insert(
         ShortString::from(SCHEDULED_HEADER),
-        AMQPValue::LongString(LongString::from(fire.scheduled_at.to_rfc3339().as_str())),
+        AMQPValue::LongString(LongString::from(
+            sundial_core::protocol::timestamp(fire.scheduled_at).as_str(),
+        )),
     );
     let props = BasicProperties::default()
         .with_delivery_mode(2)

@@ -7,8 +7,9 @@ use std::{process::Stdio, sync::Arc, time::Duration};
 use sundial_core::{
     attempt::{Failure, OutputTail, OUTPUT_TAIL_BYTES},
     job::ShellExecutor,
+    protocol::{fire::FireEvent, run_context as rc, timestamp},
 };
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::Executed;
@@ -19,8 +20,24 @@ pub(crate) const NOT_ALLOWED: &str = "executor-not-allowed";
 /// grandchild left running holds them) before the tail is taken as is.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(1);
 
+/// What the program is told about its run: the job's own `env`, then
+/// Sundial's variables (they win: a job cannot fake its fire id).
+fn run_env(fire: &FireEvent, payload: &str) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        (rc::ENV_FIRE_ID, fire.fire_id.clone()),
+        (rc::ENV_JOB_ID, fire.job_id.clone()),
+        (rc::ENV_SCHEDULED_AT, timestamp(fire.scheduled_at)),
+        (rc::ENV_ATTEMPT, fire.attempt.to_string()),
+    ];
+    if payload.len() <= rc::ENV_PAYLOAD_MAX {
+        env.push((rc::ENV_PAYLOAD, payload.to_string()));
+    }
+    env
+}
+
 pub(super) async fn run(
     spec: &ShellExecutor,
+    fire: &FireEvent,
     allow: &[String],
     cancel: &CancellationToken,
 ) -> Executed {
@@ -36,10 +53,12 @@ pub(super) async fn run(
         Ok(env) => env,
         Err(e) => return Executed::failed(Failure::abort(e)),
     };
+    let payload = fire.payload.to_string();
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(&spec.command[1..])
         .envs(env)
-        .stdin(Stdio::null())
+        .envs(run_env(fire, &payload))
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // A new process group led by the child: killing the group reaches
@@ -60,6 +79,15 @@ pub(super) async fn run(
         .and_then(|id| i32::try_from(id).ok())
         .and_then(rustix::process::Pid::from_raw);
 
+    // The payload on stdin, then end of input. A program that never reads
+    // it makes the write fail (or wait, past the pipe's buffer) harmlessly:
+    // the writer is its own task, stopped once the program has ended.
+    let feeder = child.stdin.take().map(|mut stdin| {
+        tokio::spawn(async move {
+            let _ = stdin.write_all(payload.as_bytes()).await;
+            let _ = stdin.shutdown().await;
+        })
+    });
     let tail = Arc::new(std::sync::Mutex::new(OutputTail::new(OUTPUT_TAIL_BYTES)));
     let mut readers = tokio::task::JoinSet::new();
     if let Some(out) = child.stdout.take() {
@@ -74,6 +102,9 @@ pub(super) async fn run(
         () = cancel.cancelled() => {
             kill_group(group);
             let _ = child.wait().await;
+            if let Some(f) = &feeder {
+                f.abort();
+            }
             // The caller knows why it cancelled (timeout, shutdown, replace).
             return Executed {
                 result: Err(Failure::retry("cancelled")),
@@ -81,6 +112,9 @@ pub(super) async fn run(
             };
         }
     };
+    if let Some(f) = &feeder {
+        f.abort();
+    }
     let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, async {
         while readers.join_next().await.is_some() {}
     })

@@ -225,7 +225,7 @@ pub fn meta_of(props: &BasicProperties) -> Meta {
 }
 
 /// A string header (long or short string) of `props`, if present.
-pub(crate) fn header_string(props: &BasicProperties, name: &str) -> Option<String> {
+pub fn header_string(props: &BasicProperties, name: &str) -> Option<String> {
     match props.headers().as_ref()?.inner().get(name)? {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         AMQPValue::ShortString(s) => Some(s.to_string()),

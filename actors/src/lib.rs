@@ -75,6 +75,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod publish;
+mod ratelimit;
 pub mod scheduler;
 pub mod status;
 mod supervise;

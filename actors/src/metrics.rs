@@ -7,6 +7,10 @@
 pub const FIRES_TOTAL: &str = "sundial_fires_total";
 /// Fire publishes that were nacked, returned or failed and will be retried.
 pub const FIRE_RETRIES_TOTAL: &str = "sundial_fire_retries_total";
+/// Fires set aside after staying unroutable (no queue bound for their
+/// pool and shard): dead-lettered with the reason instead of holding the
+/// shard's watermark back.
+pub const UNROUTABLE_FIRES_TOTAL: &str = "sundial_unroutable_fires_total";
 /// Timer precision: handed to the broker − planned send time, seconds.
 pub const FIRE_PRECISION_SECONDS: &str = "sundial_fire_precision_seconds";
 /// Confirmed lateness: confirmed − scheduled, seconds.

@@ -31,6 +31,9 @@ pub struct Node {
     pub last_heartbeat_ms: i64,
     pub owned: Vec<u32>,
     pub version: String,
+    /// Fires it set aside as unroutable since it started (dead-lettered).
+    pub unroutable: u64,
+    pub unroutable_last: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -99,6 +102,8 @@ pub async fn gather(conn: &Connection, topo: &Topology, listen: Duration) -> Res
                 last_heartbeat_ms: (now - *seen).num_milliseconds(),
                 owned: h.owned.clone(),
                 version: h.version.clone(),
+                unroutable: h.unroutable,
+                unroutable_last: h.unroutable_last.clone(),
             }
         })
         .collect();

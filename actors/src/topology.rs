@@ -10,7 +10,7 @@ use lapin::{
     Connection, ExchangeKind,
 };
 use sundial_core::topology::{Declarations, ExchangeKind as Kind};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::{broker::field_table, error::Error};
 
@@ -42,6 +42,14 @@ fn declare_err<'a>(what: &'static str, name: &'a str) -> impl FnOnce(lapin::Erro
         },
         None => Error::broker(format!("{what}.declare {name}"))(source),
     }
+}
+
+/// Whether a 406 on `queue` names an argument added after that queue may
+/// have been declared by an older release.
+fn predates(d: &Declarations, queue: &str, detail: &str) -> bool {
+    d.added_later
+        .iter()
+        .any(|(q, arg)| q == queue && detail.contains(arg))
 }
 
 fn lapin_kind(k: Kind) -> ExchangeKind {
@@ -78,11 +86,24 @@ pub async fn apply(conn: &Connection, d: &Declarations) -> Result<Applied, Error
         durable: true,
         ..QueueDeclareOptions::default()
     };
+    let mut ch = ch;
     for q in &d.queues {
-        ch.queue_declare(q.name.as_str().into(), queue_opts, field_table(&q.args))
+        let declared = ch
+            .queue_declare(q.name.as_str().into(), queue_opts, field_table(&q.args))
             .await
-            .map_err(declare_err("queue", &q.name))?;
-        debug!(queue = %q.name, "declared queue");
+            .map_err(declare_err("queue", &q.name));
+        match declared {
+            Ok(_) => debug!(queue = %q.name, "declared queue"),
+            Err(Error::Conflict { detail, .. }) if predates(d, &q.name, &detail) => {
+                warn!(queue = %q.name, %detail, "queue declared by an older Sundial, kept as it is: before running RabbitMQ 4.x apply the dead-letter policy of docs/operations.md (Upgrades), or reading dead letters more than 20 times may drop them");
+                // The 406 closed the channel.
+                ch = conn
+                    .create_channel()
+                    .await
+                    .map_err(Error::broker("channel.open"))?;
+            }
+            Err(e) => return Err(e),
+        }
     }
     for b in &d.bindings {
         ch.queue_bind(

@@ -2,7 +2,7 @@
 //! actor calls [`decide`], appends the records (awaiting the confirm), applies
 //! them to its view and sends the reply.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
@@ -86,6 +86,17 @@ fn upsert_record(
     }))
 }
 
+/// The refusal of a job whose pool has no work queues: its fires would come
+/// back unroutable (ADR 0013).
+fn pool_error(field: &str, pool: &str) -> ReplyError {
+    ReplyError {
+        field: field.to_string(),
+        message: format!(
+            "pool \"{pool}\" has no queues on this broker: add it to topology.pools and run `sundial topology apply`, or start a worker with --pool {pool} (it declares its pool's queues)"
+        ),
+    }
+}
+
 /// Several upserts become one `upsert-many` record (one stream message).
 fn batched(records: Vec<RegistryRecord>) -> Vec<RegistryRecord> {
     if records.len() < 2 {
@@ -106,11 +117,21 @@ fn batched(records: Vec<RegistryRecord>) -> Vec<RegistryRecord> {
 }
 
 /// Decides what `cmd` does given the current view at `now`.
-pub fn decide(cmd: &Command, view: &RegistryView, now: DateTime<Utc>) -> Decision {
+/// `missing_pools` are pools of the command's jobs found to have no work
+/// queues: their jobs are refused, naming `pool`.
+pub fn decide(
+    cmd: &Command,
+    view: &RegistryView,
+    missing_pools: &BTreeSet<String>,
+    now: DateTime<Utc>,
+) -> Decision {
     let name = cmd.name();
     match cmd {
         Command::Upsert { job } => match upsert_record(job, view, now) {
             Err(e) => Decision::Reply(Reply::error(Some(name), prefixed("job", e))),
+            Ok(_) if missing_pools.contains(&job.pool) => {
+                Decision::Reply(Reply::error(Some(name), pool_error("job.pool", &job.pool)))
+            }
             Ok(None) => Decision::Reply(Reply::ok(
                 name,
                 Some(json!({"id": job.id, "changed": false})),
@@ -131,7 +152,15 @@ pub fn decide(cmd: &Command, view: &RegistryView, now: DateTime<Utc>) -> Decisio
                         message: format!("duplicate id \"{}\" in this batch", job.id),
                     })
                 } else {
-                    upsert_record(job, view, now).map_err(|e| prefixed(&format!("jobs[{i}]"), e))
+                    upsert_record(job, view, now)
+                        .map_err(|e| prefixed(&format!("jobs[{i}]"), e))
+                        .and_then(|rec| {
+                            if missing_pools.contains(&job.pool) {
+                                Err(pool_error(&format!("jobs[{i}].pool"), &job.pool))
+                            } else {
+                                Ok(rec)
+                            }
+                        })
                 };
                 results.push(match outcome {
                     Ok(rec) => {
@@ -150,11 +179,10 @@ pub fn decide(cmd: &Command, view: &RegistryView, now: DateTime<Utc>) -> Decisio
                 });
             }
             let rejected = results.iter().filter(|r| !r.ok).count();
+            // Counts in every case: with refusals, the others were applied.
+            let counts = json!({"accepted": jobs.len() - rejected, "changed": records.len()});
             let mut reply = if rejected == 0 {
-                Reply::ok(
-                    name,
-                    Some(json!({"accepted": jobs.len(), "changed": records.len()})),
-                )
+                Reply::ok(name, Some(counts.clone()))
             } else {
                 Reply::error(
                     Some(name),
@@ -167,6 +195,7 @@ pub fn decide(cmd: &Command, view: &RegistryView, now: DateTime<Utc>) -> Decisio
                     },
                 )
             };
+            reply.result = Some(counts);
             reply.results = Some(results);
             if records.is_empty() {
                 Decision::Reply(reply)

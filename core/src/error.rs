@@ -78,6 +78,16 @@ pub enum CodecError {
 }
 
 impl CodecError {
+    /// What a control reply says about this error next to its
+    /// [`field`](Self::field): the detail alone for a malformed body (the
+    /// field already says where), else the whole message.
+    pub fn reply_message(&self) -> String {
+        match self {
+            CodecError::Malformed { detail, .. } => detail.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// The field a control reply should name for this error: the JSON path for
     /// malformed bodies, otherwise the AMQP property or header at fault.
     pub fn field(&self) -> String {

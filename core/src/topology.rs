@@ -73,6 +73,29 @@ pub struct Declarations {
     pub exchanges: Vec<ExchangeDecl>,
     pub queues: Vec<QueueDecl>,
     pub bindings: Vec<BindingDecl>,
+    /// `(queue, argument)`: an argument added to that queue after the first
+    /// release. A queue an older Sundial declared without it is kept as it
+    /// is, with a warning saying what to do (the broker cannot change a
+    /// queue's arguments, only a policy can).
+    pub added_later: Vec<(String, &'static str)>,
+}
+
+/// The delivery limit of the dead-letter queues: reading a dead letter
+/// (`basic.get`, then returned) counts as a delivery on RabbitMQ 3.x and
+/// 4.0–4.2, and 4.x gives quorum queues a default limit of 20, past which
+/// the letter would be dropped. Set, the default does not apply; this high,
+/// reading never reaches it. (`-1`, which 4.x reads as "no limit", makes 3.10
+/// drop a message on its first return.)
+pub const DEAD_LETTER_DELIVERY_LIMIT: i64 = i32::MAX as i64;
+
+/// A dead-letter queue's arguments.
+fn dead_letter_queue() -> Args {
+    let mut a = quorum();
+    a.insert(
+        "x-delivery-limit".into(),
+        ArgValue::Int(DEAD_LETTER_DELIVERY_LIMIT),
+    );
+    a
 }
 
 /// The topology of one Sundial installation.
@@ -222,8 +245,10 @@ impl Topology {
         let dead_control = self.dead_queue(CONTROL_DEAD_KEY);
         d.queues.push(QueueDecl {
             name: dead_control.clone(),
-            args: quorum(),
+            args: dead_letter_queue(),
         });
+        d.added_later
+            .push((dead_control.clone(), "x-delivery-limit"));
         d.bindings.push(bind(
             &dead_control,
             self.dead_exchange(),
@@ -234,8 +259,9 @@ impl Topology {
             let dead = self.dead_queue(pool);
             d.queues.push(QueueDecl {
                 name: dead.clone(),
-                args: quorum(),
+                args: dead_letter_queue(),
             });
+            d.added_later.push((dead.clone(), "x-delivery-limit"));
             d.bindings
                 .push(bind(&dead, self.dead_exchange(), pool.clone()));
             for shard in 0..self.shards {

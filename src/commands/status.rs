@@ -52,6 +52,15 @@ pub async fn run(
             n.version
         )
         .map_err(io)?;
+        if n.unroutable > 0 {
+            writeln!(
+                out,
+                "    {} unroutable fires set aside (dead-lettered); last: {}",
+                n.unroutable,
+                n.unroutable_last.as_deref().unwrap_or("?")
+            )
+            .map_err(io)?;
+        }
     }
     let unowned = status.shards.iter().filter(|s| s.owner.is_none()).count();
     writeln!(

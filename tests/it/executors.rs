@@ -108,3 +108,52 @@ async fn an_http_job_sends_the_idempotency_key_and_the_payload_as_body() {
         "{head}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_stops_a_running_attempt_of_any_job() {
+    let Setup {
+        v,
+        conn,
+        mut tap,
+        ch,
+    } = setup("x-cancel").await;
+    let _w = Daemon::worker(
+        &v,
+        "x-cancel",
+        &[("SUNDIAL__WORKER__SHELL__ALLOW", "/bin/sleep")],
+    );
+    wait_for_consumers(&v, 1).await;
+    // overlap = "allow" (the default): no scheduler would cancel it, a user may.
+    let f = fire("long-sleep", shell(&["/bin/sleep", "30"]), 3, &[1]);
+    publish(&ch, std::slice::from_ref(&f)).await;
+    let started = tap.until(&f.fire_id, RunKind::Started).await;
+    let worker = started.last().map(|e| e.worker.clone()).expect("a worker");
+    let body =
+        serde_json::json!({"fire_id": f.fire_id, "job_id": f.job_id, "reason": "stopped by ops"});
+    let mut h = lapin::types::FieldTable::default();
+    h.insert(
+        "x-sundial-version".into(),
+        lapin::types::AMQPValue::LongInt(1),
+    );
+    let cancel_ch = conn.create_channel().await.expect("channel");
+    cancel_ch
+        .basic_publish(
+            "sundial.cancel".into(),
+            worker.as_str().into(),
+            lapin::options::BasicPublishOptions::default(),
+            body.to_string().as_bytes(),
+            lapin::BasicProperties::default()
+                .with_headers(h)
+                .with_type("sundial.cancel".into())
+                .with_content_type("application/json".into()),
+        )
+        .await
+        .expect("publish cancel");
+    let evs = tap.until(&f.fire_id, RunKind::Failed).await;
+    let failed = evs.last().expect("a failed event");
+    assert_eq!(failed.reason.as_deref(), Some("stopped by ops"), "{evs:?}");
+    assert!(
+        failed.duration_ms.is_some_and(|ms| ms < 25_000),
+        "stopped, not run to the end: {failed:?}"
+    );
+}

@@ -5,11 +5,13 @@
 //! | module     | behaviour |
 //! |------------|-----------|
 //! | `cli`      | `schedule next` output and exit codes, `config show` layering and masking |
+//! | `dlq_reads` | fifty reads leave every dead letter unchanged; the delivery limit of the dead-letter queues; an older release's queue kept with a warning |
 //! | `executors` | shell and http jobs get the fire id, occurrence, attempt and payload |
 //! | `exits`    | every early exit is one line and its status, never a panic or a hang (closed pipes, SIGTERM in start-up and replay); a scheduler and three workers on one host with default ports |
 //! | `deploy`   | deployment files parse and carry the keys Sundial relies on |
 //! | `ops`      | `/metrics` with real values, `/healthz`, `/readyz`; a taken address fails at start |
 //! | `overlap`  | `forbid` skips fires while a run runs; `replace` cancels the running attempt |
+//! | `pools`    | an upsert into a pool without queues is refused naming `pool`; an unroutable fire is set aside and the watermark moves on; reply details |
 //! | `run`      | `sundial run`: jobs file applied, one line per outcome; a clear message without a broker |
 //! | `scheduler` | a scheduler process: fires, control protocol, bad input, misfires, job CLI |
 //! | `security` | least privilege: the worker's definitions.json permissions run jobs but cannot publish control commands |
@@ -21,11 +23,13 @@
 
 mod cli;
 mod deploy;
+mod dlq_reads;
 mod executors;
 mod exits;
 mod failover;
 mod ops;
 mod overlap;
+mod pools;
 mod run;
 mod scheduler;
 mod security;

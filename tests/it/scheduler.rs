@@ -32,6 +32,8 @@ pub(crate) struct RawClient {
     reply_queue: String,
     replies: Consumer,
     n: u32,
+    /// The properties of the last reply.
+    pub(crate) last_props: Option<BasicProperties>,
 }
 
 impl RawClient {
@@ -66,6 +68,7 @@ impl RawClient {
             reply_queue,
             replies,
             n: 0,
+            last_props: None,
         }
     }
 
@@ -87,16 +90,17 @@ impl RawClient {
             )
             .await
             .expect("publish command");
+        let (replies, last_props) = (&mut self.replies, &mut self.last_props);
         bounded("reply", async {
             loop {
-                let d = self
-                    .replies
+                let d = replies
                     .next()
                     .await
                     .expect("reply stream open")
                     .expect("reply delivery");
                 if d.properties.correlation_id().as_ref().map(|c| c.as_str()) == Some(corr.as_str())
                 {
+                    *last_props = Some(d.properties.clone());
                     return decode::<Reply>(&meta_of(&d.properties), &d.data)
                         .expect("reply decodes");
                 }

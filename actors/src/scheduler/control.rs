@@ -39,6 +39,7 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let mut seen = Signatures::default();
+    let mut pools = PoolCheck::new(conn, topo);
     let ch = crate::broker::confirming_channel(conn).await?;
     ch.basic_qos(CONTROL_PREFETCH, BasicQosOptions::default())
         .await
@@ -70,7 +71,7 @@ pub(crate) async fn run(
             Some(k) => seen.check(k, &delivery),
             None => Ok(()),
         };
-        handle(&ch, topo, &registry, &delivery, checked).await?;
+        handle(&ch, topo, &registry, &mut pools, &delivery, checked).await?;
         delivery
             .acker
             .ack(BasicAckOptions::default())
@@ -83,27 +84,31 @@ async fn handle(
     ch: &Channel,
     topo: &Topology,
     registry: &Addr<Registry>,
+    pools: &mut PoolCheck<'_>,
     d: &Delivery,
     signature: Result<(), SignError>,
 ) -> Result<(), Error> {
     let meta = meta_of(&d.properties);
     let reply = match signature.map(|()| decode::<Command>(&meta, &d.data)) {
         Err(e) => Reply::error(
-            None,
+            command_name(&d.data),
             ReplyError {
                 field: "signature".into(),
                 message: e.to_string(),
             },
         ),
-        Ok(Ok(cmd)) => registry
-            .send(Execute(cmd))
-            .await
-            .map_err(|e| Error::ConnectionLost(format!("registry actor gone: {e}")))?,
+        Ok(Ok(cmd)) => {
+            let missing_pools = pools.missing(&cmd).await?;
+            registry
+                .send(Execute { cmd, missing_pools })
+                .await
+                .map_err(|e| Error::ConnectionLost(format!("registry actor gone: {e}")))?
+        }
         Ok(Err(e)) => Reply::error(
-            None,
+            command_name(&d.data),
             ReplyError {
                 field: e.field(),
-                message: e.to_string(),
+                message: e.reply_message(),
             },
         ),
     };
@@ -170,7 +175,9 @@ async fn send_reply(
     reply: &Reply,
 ) {
     let Ok(enc) = encode(reply) else { return };
-    let mut props: BasicProperties = crate::broker::properties(&enc.meta).with_delivery_mode(1);
+    // Persistent, as every Sundial message (docs/protocol.md §1); a reply
+    // queue that is not durable drops it anyway on a broker restart.
+    let mut props: BasicProperties = crate::broker::properties(&enc.meta).with_delivery_mode(2);
     if let Some(c) = correlation_id {
         props = props.with_correlation_id(c);
     }
@@ -187,6 +194,86 @@ async fn send_reply(
         .await
     {
         warn!(reply_to, error = %e, "reply not sent");
+    }
+}
+
+/// The command a body names, when it names a known one: replies to
+/// commands that could not be read still say which command they answer.
+fn command_name(body: &[u8]) -> Option<&'static str> {
+    if body.len() > sundial_core::protocol::MIB {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let name = v.get("command")?.as_str()?;
+    Command::NAMES.iter().copied().find(|n| *n == name)
+}
+
+/// Which pools have work queues, found by a passive declare of the pool's
+/// first work queue (needs no configure permission: the scheduler's
+/// least-privilege user can do it). Pools found are remembered; a missing
+/// one is asked again at its next command (a worker may have declared it
+/// meanwhile).
+struct PoolCheck<'a> {
+    conn: &'a Connection,
+    topo: Topology,
+    known: std::collections::HashSet<String>,
+}
+
+impl<'a> PoolCheck<'a> {
+    fn new(conn: &'a Connection, topo: &Topology) -> Self {
+        Self {
+            conn,
+            topo: topo.clone(),
+            known: topo.pools.iter().cloned().collect(),
+        }
+    }
+
+    /// Pools of `cmd`'s jobs without work queues.
+    async fn missing(
+        &mut self,
+        cmd: &Command,
+    ) -> Result<std::collections::BTreeSet<String>, Error> {
+        let pools: std::collections::BTreeSet<&str> = match cmd {
+            Command::Upsert { job } => [job.pool.as_str()].into(),
+            Command::UpsertMany { jobs } => jobs.iter().map(|j| j.pool.as_str()).collect(),
+            _ => return Ok(Default::default()),
+        };
+        let mut missing = std::collections::BTreeSet::new();
+        for pool in pools {
+            if self.known.contains(pool) {
+                continue;
+            }
+            let queue = self.topo.work_queue(pool, 0);
+            // Its own channel: a 404 closes the channel it happens on.
+            let probe = self
+                .conn
+                .create_channel()
+                .await
+                .map_err(Error::broker("channel.open"))?;
+            let found = probe
+                .queue_declare(
+                    queue.as_str().into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(Error::broker(format!("queue.declare passive {queue}")));
+            match found {
+                Ok(_) => {
+                    let _ = probe.close(200, "pool found".into()).await;
+                    self.known.insert(pool.to_string());
+                }
+                Err(e) if e.is_not_found() => {
+                    info!(pool, %queue, "job refused: its pool has no queues");
+                    missing.insert(pool.to_string());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(missing)
     }
 }
 

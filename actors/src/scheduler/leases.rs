@@ -385,6 +385,7 @@ impl State<'_> {
             self.pools = p;
         }
         let pools = self.pools.clone();
+        let (unroutable, unroutable_last) = self.parts.common.set_aside.read();
         let h = Heartbeat {
             node: self.parts.common.node.clone(),
             started_at: self.started_at,
@@ -394,6 +395,8 @@ impl State<'_> {
             pools,
             leaving,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            unroutable,
+            unroutable_last,
         };
         let Ok(enc) = encode(&h) else { return };
         let props: BasicProperties = properties(&enc.meta);

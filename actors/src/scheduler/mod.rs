@@ -82,11 +82,13 @@ const HEALTH_PART: &str = "scheduler";
 /// Must run inside an actix `System` on a multi-thread tokio runtime.
 pub async fn run(cfg: SchedulerConfig, shutdown: CancellationToken) -> Result<(), Error> {
     let alive_since = Utc::now();
+    // Counted for the life of the process, across reconnects.
+    let set_aside = Arc::new(timer::SetAside::default());
     let mut supervisor = crate::supervise::Supervisor::new("scheduler", cfg.supervisor);
     cfg.health
         .set(HEALTH_PART, Some("connecting to the broker".into()));
     loop {
-        match run_once(&cfg, &shutdown, alive_since).await {
+        match run_once(&cfg, &shutdown, alive_since, &set_aside).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 cfg.health.set(
@@ -107,6 +109,7 @@ async fn run_once(
     cfg: &SchedulerConfig,
     shutdown: &CancellationToken,
     alive_since: chrono::DateTime<Utc>,
+    set_aside: &Arc<timer::SetAside>,
 ) -> Result<(), Error> {
     let topo = Arc::new(cfg.topology.clone());
     let start = async {
@@ -145,6 +148,7 @@ async fn run_once(
         topo: topo.clone(),
         runs: runs.clone(),
         key: cfg.hmac_key.clone(),
+        set_aside: set_aside.clone(),
     };
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())

@@ -474,16 +474,24 @@ impl Handler<WriteSnapshot> for Registry {
 /// Execute one control command; answers with the reply to send.
 #[derive(Message)]
 #[rtype(result = "Reply")]
-pub(crate) struct Execute(pub(crate) Command);
+pub(crate) struct Execute {
+    pub(crate) cmd: Command,
+    /// Pools of the command's jobs that have no work queues (refused).
+    pub(crate) missing_pools: std::collections::BTreeSet<String>,
+}
 
 impl Handler<Execute> for Registry {
     /// Atomic: one command at a time, so records are appended and applied
     /// in the order they were decided.
     type Result = AtomicResponse<Self, Reply>;
 
-    fn handle(&mut self, Execute(cmd): Execute, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(
+        &mut self,
+        Execute { cmd, missing_pools }: Execute,
+        _ctx: &mut Context<Self>,
+    ) -> Self::Result {
         let name = cmd.name();
-        match decide(&cmd, &self.view, Utc::now()) {
+        match decide(&cmd, &self.view, &missing_pools, Utc::now()) {
             Decision::Reply(reply) => AtomicResponse::new(Box::pin(fut::ready(reply))),
             Decision::Trigger { id, reply } => {
                 let Some(entry) = self.entry(&id) else {

@@ -11,17 +11,21 @@ use std::{
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use lapin::Channel;
+use lapin::{
+    types::{AMQPValue, FieldTable, LongString},
+    Channel,
+};
 use sundial_core::{
     codec::encode,
     job::Overlap,
     misfire::{self, MisfirePlan},
     protocol::{
         fire::{FireEvent, Watermark},
+        headers,
         run::{RunEvent, RunKind},
     },
     registry::JobEntry,
-    topology::Topology,
+    topology::{Topology, CONTROL_DEAD_KEY},
     FireId,
 };
 use tracing::{debug, info, warn};
@@ -29,7 +33,7 @@ use tracing::{debug, info, warn};
 use super::runs::{self, RunningJobs};
 use crate::{
     metrics as m,
-    publish::{publish_confirmed, publish_event},
+    publish::{publish_confirmed, publish_event, publish_raw_confirmed, PublishError},
 };
 
 /// How often the watermark is written while it moves (DESIGN.md §4).
@@ -37,6 +41,17 @@ const WATERMARK_INTERVAL: Duration = Duration::from_millis(250);
 /// First retry delay of a nacked or returned fire; doubles up to the max.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Tries of a fire that keeps coming back unroutable before it is set aside
+/// (dead-lettered with the reason): ~11 s of backoff, long enough to ride
+/// out a queue being re-declared, short enough that the shard's watermark
+/// (and so every other job of the shard on a takeover) is not held back.
+const UNROUTABLE_TRIES: u32 = 8;
+/// A route (`{pool}.{shard}`) that had a fire set aside is known unroutable
+/// for this long: its next fires are set aside after one try, so a job
+/// firing every second does not keep the watermark ~11 s behind.
+const UNROUTABLE_MEMORY: Duration = Duration::from_secs(60);
+/// At most one log line per shard per this long for fires being retried.
+const RETRY_LOG_EVERY: Duration = Duration::from_secs(10);
 
 pub(crate) struct TimerShard {
     shard: u32,
@@ -73,6 +88,38 @@ pub(crate) struct TimerShard {
     runs: Arc<RunningJobs>,
     /// Signs every fire event when set (`control.hmac_key`).
     key: Option<Arc<[u8]>>,
+    /// Fires set aside as unroutable, shared with the heartbeat.
+    set_aside: Arc<SetAside>,
+    /// Rate limit of "fire not confirmed; retrying" lines.
+    retry_log: crate::ratelimit::Every,
+    /// Routing keys whose last fire was set aside as unroutable, and when.
+    unroutable: HashMap<String, std::time::Instant>,
+    /// Rate limit of "fire set aside" lines.
+    set_aside_log: crate::ratelimit::Every,
+}
+
+/// Fires this node set aside as unroutable: how many, and the last reason
+/// (shown by `sundial status` through the heartbeat).
+#[derive(Debug, Default)]
+pub(crate) struct SetAside {
+    count: std::sync::atomic::AtomicU64,
+    last: std::sync::Mutex<Option<String>>,
+}
+
+impl SetAside {
+    fn record(&self, what: String) {
+        self.count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(what);
+        }
+    }
+
+    /// (count, last reason).
+    pub(crate) fn read(&self) -> (u64, Option<String>) {
+        let last = self.last.lock().ok().and_then(|l| l.clone());
+        (self.count.load(std::sync::atomic::Ordering::Relaxed), last)
+    }
 }
 
 /// One job of a shard: its entry (shared with the registry view) and its
@@ -89,6 +136,7 @@ pub(crate) struct ShardCommon {
     pub(crate) topo: Arc<Topology>,
     pub(crate) runs: Arc<RunningJobs>,
     pub(crate) key: Option<Arc<[u8]>>,
+    pub(crate) set_aside: Arc<SetAside>,
 }
 
 impl TimerShard {
@@ -105,6 +153,7 @@ impl TimerShard {
             topo,
             runs,
             key,
+            set_aside,
         } = common.clone();
         Self {
             shard,
@@ -125,6 +174,10 @@ impl TimerShard {
             _obituary: obituary,
             runs,
             key,
+            set_aside,
+            retry_log: crate::ratelimit::Every::new(RETRY_LOG_EVERY),
+            unroutable: HashMap::new(),
+            set_aside_log: crate::ratelimit::Every::new(RETRY_LOG_EVERY),
         }
     }
 
@@ -350,6 +403,9 @@ impl TimerShard {
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
             Ok(()) => {
                 debug!(job_id = %out.job_id, shard = act.shard, fire_id = %out.fire_id, "fire confirmed");
+                if !act.unroutable.is_empty() {
+                    act.unroutable.remove(&out.routing_key);
+                }
                 dec(&mut act.in_flight, out.key);
                 act.finish_if_drained(ctx);
                 metrics::counter!(m::FIRES_TOTAL, "pool" => out.pool.clone()).increment(1);
@@ -357,12 +413,73 @@ impl TimerShard {
                 metrics::histogram!(m::FIRE_LATENESS_SECONDS).record(lateness.as_secs_f64());
             }
             Err(e) => {
+                if matches!(e, PublishError::Returned { .. }) {
+                    let known = act
+                        .unroutable
+                        .get(&out.routing_key)
+                        .is_some_and(|t| t.elapsed() < UNROUTABLE_MEMORY);
+                    let tries = if known { 1 } else { UNROUTABLE_TRIES };
+                    if retries + 1 >= tries {
+                        act.set_aside(out, format!("unroutable: {e} after {} tries", retries + 1), ctx);
+                        return;
+                    }
+                }
                 let delay = RETRY_MIN
                     .saturating_mul(2u32.saturating_pow(retries.min(16)))
                     .min(RETRY_MAX);
                 metrics::counter!(m::FIRE_RETRIES_TOTAL).increment(1);
-                warn!(job_id = %out.job_id, shard = act.shard, fire_id = %out.fire_id, attempt = retries + 1, error = %e, retry_in_ms = delay.as_millis() as u64, "fire not confirmed; retrying");
+                if let Some(held_back) = act.retry_log.allow(std::time::Instant::now()) {
+                    warn!(job_id = %out.job_id, shard = act.shard, fire_id = %out.fire_id, attempt = retries + 1, error = %e, retry_in_ms = delay.as_millis() as u64, held_back, "fire not confirmed; retrying");
+                }
                 ctx.run_later(delay, move |act, ctx| act.send(out, retries + 1, ctx));
+            }
+        }));
+    }
+
+    /// Takes a fire that stays unroutable out of the shard's way: it is
+    /// dead-lettered with `why` (to its pool's dead-letter queue, or to
+    /// `sundial.dead.control` when the pool has none either), counted and
+    /// reported, and no longer holds the watermark back. Only if the dead
+    /// letter cannot be stored either does it stay in flight, tried again.
+    fn set_aside(&mut self, out: Arc<Outgoing>, why: String, ctx: &mut Context<Self>) {
+        let ch = self.channel.clone();
+        let exchange = self.topo.dead_exchange();
+        let topo = self.topo.clone();
+        let (node, msg, reason) = (self.node.clone(), out.clone(), why.clone());
+        let fut = async move {
+            let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+            let mut h = FieldTable::default();
+            h.insert(headers::ERROR.into(), text(&reason));
+            h.insert(headers::ATTEMPTS.into(), AMQPValue::LongLongInt(0));
+            h.insert(headers::WORKER.into(), text(&node));
+            h.insert(headers::POOL.into(), text(&msg.pool));
+            let props = crate::broker::properties(&msg.enc.meta).with_headers(h);
+            let mut last = None;
+            for key in [msg.pool.as_str(), CONTROL_DEAD_KEY] {
+                match publish_raw_confirmed(&ch, &exchange, key, &msg.enc.body, props.clone()).await
+                {
+                    Ok(()) => return Ok(topo.dead_queue(key)),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.map_or_else(|| "no dead-letter queue".to_string(), |e| e.to_string()))
+        };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(queue) => {
+                dec(&mut act.in_flight, out.key);
+                metrics::counter!(m::UNROUTABLE_FIRES_TOTAL, "pool" => out.pool.clone()).increment(1);
+                act.set_aside.record(format!("{} (pool {}): {why}", out.fire_id, out.pool));
+                act.unroutable.insert(out.routing_key.clone(), std::time::Instant::now());
+                if let Some(held_back) = act.set_aside_log.allow(std::time::Instant::now()) {
+                    warn!(job_id = %out.job_id, shard = act.shard, fire_id = %out.fire_id, pool = %out.pool, %queue, reason = %why, held_back, "fire set aside: dead-lettered so the shard's watermark can move on");
+                }
+                act.finish_if_drained(ctx);
+            }
+            Err(e) => {
+                if let Some(held_back) = act.retry_log.allow(std::time::Instant::now()) {
+                    warn!(job_id = %out.job_id, shard = act.shard, fire_id = %out.fire_id, error = %e, held_back, "unroutable fire could not be dead-lettered either; trying again");
+                }
+                ctx.run_later(RETRY_MAX, move |act, ctx| act.set_aside(out, why, ctx));
             }
         }));
     }

@@ -55,7 +55,8 @@ pub(crate) struct Shared {
     /// Cancelled past the shutdown deadline or when the connection is lost:
     /// running attempts stop and are left unacked, so the broker redelivers.
     pub(crate) abandon: CancellationToken,
-    /// Running attempts by fire id, for cancel requests (overlap `replace`).
+    /// Running attempts by fire id, for cancel requests (overlap `replace`,
+    /// or anyone's `sundial.cancel` message).
     pub(crate) running: Mutex<HashMap<String, Replaceable>>,
     /// When set, shell jobs need a fire event signed with it.
     pub(crate) hmac_key: Option<Arc<[u8]>>,
@@ -166,9 +167,9 @@ async fn attempt(shared: &Shared, d: &Delivery, fire: &FireEvent) -> Result<bool
         }
         _ => None,
     };
-    // Only `replace` jobs get cancel requests: the others skip the map.
-    let replaceable = fire.overlap == sundial_core::job::Overlap::Replace;
-    if let Some(mut running) = replaceable.then(|| shared.running.lock().ok()).flatten() {
+    // Every attempt can be cancelled on request (docs/protocol.md §8): the
+    // scheduler does it for `replace` jobs, anyone may for the others.
+    if let Ok(mut running) = shared.running.lock() {
         running.insert(
             fire.fire_id.clone(),
             Replaceable {
@@ -197,20 +198,25 @@ async fn attempt(shared: &Shared, d: &Delivery, fire: &FireEvent) -> Result<bool
         }
     };
     let took = clock.elapsed();
-    if let Some(mut running) = replaceable.then(|| shared.running.lock().ok()).flatten() {
+    if let Ok(mut running) = shared.running.lock() {
         running.remove(&fire.fire_id);
     }
     if let Some(reason) = replaced.get() {
-        // Cancelled on request (overlap `replace`): the newer fire does the
-        // work; this attempt ends here, reported, not retried.
+        // Cancelled on request (overlap `replace`: the newer fire does the
+        // work); this attempt ends here, reported, not retried.
         started.await.map_err(publish_failed)?;
         let mut ev = event(shared, fire, RunKind::Failed, Some(reason.clone()));
         ev.duration_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
         ev.output = executed.output;
         emit(shared, &ev).await?.await.map_err(publish_failed)?;
-        metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "replaced")
+        let outcome = if fire.overlap == sundial_core::job::Overlap::Replace {
+            "replaced"
+        } else {
+            "cancelled"
+        };
+        metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => outcome)
             .increment(1);
-        info!(%reason, "attempt cancelled: replaced by a newer fire");
+        info!(%reason, "attempt cancelled on request");
         ack(d).await?;
         return Ok(true);
     }

@@ -1,5 +1,6 @@
-//! Cancel requests for running attempts (overlap `replace`): a private
-//! queue bound to `sundial.cancel` with this worker's id.
+//! Cancel requests for running attempts (sent by the scheduler for overlap
+//! `replace`, or by anyone for any job): a private queue bound to
+//! `sundial.cancel` with this worker's id.
 
 use std::sync::Arc;
 

@@ -181,13 +181,17 @@ fn id(rest: serde_json::Value) -> Result<String, JsonError> {
     decode_field::<IdBody>(rest).map(|b| b.id)
 }
 
-/// Root-level serde errors (unknown/missing field) name the field in their
-/// message only; lift it into the path.
+/// serde's unknown/missing field errors name the field in their message
+/// only, at the path of the object that lacks it; lift it into the path.
 fn decode_field<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, JsonError> {
     JsonError::decode(v, "").map_err(|mut e| {
-        if e.path == "." {
-            if let Some(f) = field_in_message(&e.detail) {
+        // "missing field `schedule`" at `job` names `job.schedule`.
+        // (An unknown field's path already ends with it.)
+        if let Some(f) = field_in_message(&e.detail) {
+            if e.path == "." {
                 e.path = f;
+            } else if e.path.rsplit('.').next() != Some(f.as_str()) {
+                e.path = format!("{}.{f}", e.path);
             }
         }
         e

@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Format, Message};
 
+/// Readers ignore fields they do not know (a newer node may add some: a
+/// rolling upgrade must not make peers look gone).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     /// The node's name (`--node`, default hostname-pid).
     pub node: String,
@@ -27,6 +28,17 @@ pub struct Heartbeat {
     pub leaving: bool,
     /// Sundial version.
     pub version: String,
+    /// Fires this node set aside since it started because they stayed
+    /// unroutable (dead-lettered with the reason).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unroutable: u64,
+    /// The last of them: `"{fire_id} (pool {pool}): {reason}"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unroutable_last: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Message for Heartbeat {

@@ -369,6 +369,24 @@ fn control_errors_name_the_field() {
         r#"{"command":"upsert","job":{"id":"a","schedule":"* * * * *","executor":{"type":"noop"},"retry":{"max_attempts":"x"}}}"#,
     );
     assert_eq!(field, "job.retry.max_attempts", "{msg}");
+    // A missing field of the job is named by its dotted path, as a missing
+    // top-level one is by its name; the message is the detail alone.
+    for missing in ["id", "schedule", "executor"] {
+        let mut job =
+            serde_json::json!({"id": "a", "schedule": "* * * * *", "executor": {"type": "noop"}});
+        job.as_object_mut().expect("object").remove(missing);
+        let body = serde_json::json!({"command": "upsert", "job": job}).to_string();
+        let e = decode::<Command>(&meta_for::<Command>(CONTENT_TYPE_JSON), body.as_bytes())
+            .expect_err("refused");
+        assert_eq!(e.field(), format!("job.{missing}"), "{e}");
+        assert_eq!(e.reply_message(), format!("missing field `{missing}`"));
+    }
+    let e = decode::<Command>(
+        &meta_for::<Command>(CONTENT_TYPE_JSON),
+        br#"{"command":"upsert-many","jobs":[{"id":"a","executor":{"type":"noop"}}]}"#,
+    )
+    .expect_err("refused");
+    assert_eq!(e.field(), "jobs[0].schedule", "{e}");
 }
 
 #[test]

@@ -385,7 +385,8 @@ fn upsert_many_is_one_registry_record_applied_in_order() {
     let cmd = Command::UpsertMany {
         jobs: vec![job("a", "@hourly"), job("b", "@daily"), job("c", "@hourly")],
     };
-    let Decision::Append { records, reply } = decide(&cmd, &view, now()) else {
+    let Decision::Append { records, reply } = decide(&cmd, &view, &Default::default(), now())
+    else {
         panic!("upsert-many appends");
     };
     assert!(reply.ok, "{reply:?}");
@@ -408,7 +409,7 @@ fn upsert_many_is_one_registry_record_applied_in_order() {
     let back: RegistryRecord = sundial_core::codec::decode(&enc.meta, &enc.body).expect("decodes");
     assert_eq!(back, records[0]);
     // Re-applying the same batch changes nothing observable but is allowed.
-    let again = decide(&cmd, &view, now());
+    let again = decide(&cmd, &view, &Default::default(), now());
     assert!(
         matches!(again, Decision::Reply(ref r) if r.ok),
         "identical definitions are not appended again: {again:?}"
@@ -433,8 +434,12 @@ fn list_pages_through_every_job_in_id_order() {
             .expect("job")
         })
         .collect();
-    let Decision::Append { records, .. } = decide(&Command::UpsertMany { jobs }, &view, now())
-    else {
+    let Decision::Append { records, .. } = decide(
+        &Command::UpsertMany { jobs },
+        &view,
+        &Default::default(),
+        now(),
+    ) else {
         panic!("upsert-many appends");
     };
     view.apply(&records[0]).expect("applies");
@@ -448,7 +453,7 @@ fn list_pages_through_every_job_in_id_order() {
             after: after.map(str::to_string),
             limit,
         };
-        let Decision::Reply(r) = decide(&cmd, &view, now()) else {
+        let Decision::Reply(r) = decide(&cmd, &view, &Default::default(), now()) else {
             panic!("list only replies");
         };
         let result = r.result.expect("a result");
@@ -502,4 +507,72 @@ fn list_limit_out_of_range_names_the_field() {
     let e = Command::from_json(serde_json::json!({"command": "list", "after": 3}))
         .expect_err("after is a string");
     assert_eq!(e.path, "after", "{e:?}");
+}
+
+#[test]
+fn jobs_of_a_pool_without_queues_are_refused_naming_pool() {
+    use std::collections::BTreeSet;
+    use sundial_core::{
+        control::{decide, Decision},
+        protocol::control::Command,
+        registry::RegistryView,
+    };
+    let job = |id: &str, pool: &str| -> JobSpec {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "schedule": "@hourly", "pool": pool, "executor": {"type": "noop"}
+        }))
+        .expect("job")
+    };
+    let view = RegistryView::default();
+    let missing: BTreeSet<String> = ["other".to_string()].into();
+    let Decision::Reply(r) = decide(
+        &Command::Upsert {
+            job: Box::new(job("a", "other")),
+        },
+        &view,
+        &missing,
+        now(),
+    ) else {
+        panic!("refused, nothing appended");
+    };
+    let e = r.error.expect("an error");
+    assert_eq!(e.field, "job.pool");
+    assert!(
+        e.message.contains("topology apply"),
+        "says how: {}",
+        e.message
+    );
+
+    // In a batch: the others are applied, the reply counts them and names
+    // the refused job's field by its path.
+    let cmd = Command::UpsertMany {
+        jobs: vec![job("b", "default"), job("c", "other"), job("d", "default")],
+    };
+    let Decision::Append { records, reply } = decide(&cmd, &view, &missing, now()) else {
+        panic!("the good jobs are appended");
+    };
+    assert_eq!(records.len(), 1);
+    assert!(!reply.ok);
+    assert_eq!(
+        reply.result,
+        Some(serde_json::json!({"accepted": 2, "changed": 2}))
+    );
+    let results = reply.results.expect("per-job results");
+    assert_eq!(results.len(), 3);
+    assert!(results[0].ok && results[2].ok);
+    assert_eq!(
+        results[1].error.as_ref().map(|e| e.field.as_str()),
+        Some("jobs[1].pool")
+    );
+    // With no pool missing, the same job is accepted.
+    let Decision::Append { .. } = decide(
+        &Command::Upsert {
+            job: Box::new(job("a", "other")),
+        },
+        &view,
+        &BTreeSet::new(),
+        now(),
+    ) else {
+        panic!("accepted");
+    };
 }

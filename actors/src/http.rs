@@ -1,8 +1,10 @@
 //! The operations endpoint every process serves (`http.listen`; unset, the
-//! first free port of the role's range on 127.0.0.1, ADR 0012): `/metrics` (Prometheus text format), `/healthz` (the
-//! process answers) and `/readyz` (connected to the broker and doing its
-//! job: shards owned, or consumers attached). hyper's HTTP/1 server, one
-//! task per connection; the metrics recorder is
+//! first free port of the role's range on 127.0.0.1, ADR 0012): `/metrics`
+//! (Prometheus text format), `/healthz` (the process answers) and `/readyz`
+//! (connected to the broker and doing its job: a scheduler has replayed the
+//! registry, attached its control consumer and finished its first lease
+//! round; a worker consumes every shard queue of its pool). hyper's HTTP/1
+//! server, one task per connection; the metrics recorder is
 //! `metrics-exporter-prometheus` without its own listener.
 
 use std::{

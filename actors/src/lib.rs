@@ -37,13 +37,19 @@
 //!          └─ OneForOne("timer-shard", same intensity; exceeded → escalate to run_once)
 //!              └─ TimerShard × held shards   actors on 1–4 arbiters; each holds
 //!                                            an Obituary (dropped however it ends)
-//! sundial worker --pool P
+//! sundial worker --pool P     (src/commands/worker.rs starts both roots)
 //! root: worker::run ─ Supervisor
 //!  └─ run_once [rest-for-one]
 //!      ├─ connection
 //!      ├─ shard consumers → attempts (tasks; a panicking handler is caught
-//!      │   per attempt and reported as a failed run)
-//!      └─ DlqWatcher      actor (depth gauge, growth warnings, webhook)
+//!      │   per attempt and reported as a failed run; an attempt that cannot
+//!      │   settle its delivery on a live connection requeues it; a broken
+//!      │   output channel ends run_once)
+//!      └─ cancel listener (task)
+//! beside it, not supervised: DlqWatcher  actor (depth gauge, growth
+//!      warnings, webhook). It never stops on errors: each tick connects
+//!      again if it must, so it needs no restarts; the command stops it
+//!      (inside the runtime) when the worker ends.
 //! ```
 //! Actors fail by stopping; a panic ends an actix actor's task, so the
 //! supervisor learns of every end through the child's `Obituary` (actix's own

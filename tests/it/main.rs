@@ -15,6 +15,7 @@
 //! | `run`      | `sundial run`: jobs file applied, one line per outcome; a clear message without a broker |
 //! | `scheduler` | a scheduler process: fires, control protocol, bad input, misfires, job CLI |
 //! | `security` | least privilege: the worker's definitions.json permissions run jobs but cannot publish control commands |
+//! | `settling` | an attempt that cannot report (nacked run event) requeues its fire; the slot is freed |
 //! | `signing`  | with `control.hmac_key`: unsigned/bad/old/replayed commands refused; the CLI signs; fires signed, forged shell fires refused |
 //! | `topology` | `topology apply` is idempotent; a conflicting queue is named with its argument |
 //! | `wire`     | message metadata and bodies survive a trip through RabbitMQ
@@ -33,6 +34,7 @@ mod pools;
 mod run;
 mod scheduler;
 mod security;
+mod settling;
 mod signing;
 mod topology;
 mod util;

@@ -195,3 +195,35 @@ async fn json_log_lines_about_a_job_carry_job_id_and_fire_id() {
         assert_eq!(l["span"]["fire_id"], f.fire_id.as_str(), "{l}");
     }
 }
+
+#[test]
+fn a_scheduler_is_ready_only_once_it_consumes_control_and_holds_its_shards() {
+    let v = Vhost::new("ops-ready");
+    let addr = free_addr();
+    let _s = SchedulerProcess::start_with_env(
+        &v,
+        "ready1",
+        &[
+            ("SUNDIAL__HTTP__ENABLED", "true"),
+            ("SUNDIAL__HTTP__LISTEN", addr.as_str()),
+        ],
+    );
+    // The first 200: by then the control consumer is attached and the
+    // first lease round has taken every shard (a lone node holds them all).
+    wait_status(&addr, "/readyz", 200, Duration::from_secs(60));
+    let consumers = v.list("list_consumers", &["queue_name"]);
+    assert!(
+        consumers.iter().any(|l| l == "sundial.control"),
+        "control consumer attached: {consumers:?}"
+    );
+    let queues = v.list("list_queues", &["name"]);
+    let leases = queues
+        .iter()
+        .filter(|l| l.starts_with("sundial.lease."))
+        .count();
+    assert_eq!(
+        leases,
+        crate::util::TEST_SHARDS as usize,
+        "leases held: {queues:?}"
+    );
+}

@@ -29,6 +29,9 @@ use crate::{broker::meta_of, error::Error};
 /// Commands read ahead of the one being executed.
 const CONTROL_PREFETCH: u16 = 16;
 
+/// This consumer's part in `/readyz`: ready once it is attached.
+pub(crate) const HEALTH_PART: &str = "control";
+
 /// Consumes until `shutdown` is cancelled (`Ok`) or the channel fails (`Err`).
 pub(crate) async fn run(
     conn: &Connection,
@@ -36,6 +39,7 @@ pub(crate) async fn run(
     node: &str,
     registry: Addr<Registry>,
     key: Option<std::sync::Arc<[u8]>>,
+    health: &crate::http::Health,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let mut seen = Signatures::default();
@@ -53,6 +57,7 @@ pub(crate) async fn run(
         )
         .await
         .map_err(Error::broker("basic.consume control"))?;
+    health.set(HEALTH_PART, None);
     loop {
         let delivery = tokio::select! {
             () = shutdown.cancelled() => {

@@ -64,7 +64,13 @@ pub(crate) struct LeaseParts<'a> {
     pub(crate) supervisor: SupervisorSettings,
     /// When this process started (misfire policy vs. handover).
     pub(crate) alive_since: DateTime<Utc>,
+    /// `/readyz`: the leases part is ready once the first rebalance ran
+    /// (this node holds its share, or knows its peers hold them all).
+    pub(crate) health: std::sync::Arc<crate::http::Health>,
 }
+
+/// This task's part in `/readyz`.
+pub(crate) const HEALTH_PART: &str = "leases";
 
 struct Held {
     lease: Channel,
@@ -146,6 +152,7 @@ pub(crate) async fn run(parts: LeaseParts<'_>, stop: CancellationToken) -> Resul
                     break Err(e);
                 }
                 state.announce(false).await;
+                state.parts.health.set(HEALTH_PART, None);
             }
             beat = beats.next() => match beat {
                 Some(Ok(d)) => {

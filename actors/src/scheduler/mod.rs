@@ -87,6 +87,12 @@ pub async fn run(cfg: SchedulerConfig, shutdown: CancellationToken) -> Result<()
     let mut supervisor = crate::supervise::Supervisor::new("scheduler", cfg.supervisor);
     cfg.health
         .set(HEALTH_PART, Some("connecting to the broker".into()));
+    let not_started = |why: &str| {
+        for part in [control::HEALTH_PART, leases::HEALTH_PART] {
+            cfg.health.set(part, Some(why.to_string()));
+        }
+    };
+    not_started("starting");
     loop {
         match run_once(&cfg, &shutdown, alive_since, &set_aside).await {
             Ok(()) => return Ok(()),
@@ -95,6 +101,7 @@ pub async fn run(cfg: SchedulerConfig, shutdown: CancellationToken) -> Result<()
                     HEALTH_PART,
                     Some(format!("broker link lost ({e}); reconnecting")),
                 );
+                not_started("reconnecting");
                 metrics::gauge!(crate::metrics::SHARDS_OWNED).set(0.0);
                 supervisor.restart(e, &shutdown).await?;
                 if shutdown.is_cancelled() {
@@ -170,6 +177,8 @@ async fn run_once(
     )
     .start();
     info!(node = %cfg.node, shards = topo.shards, jobs, "scheduler running");
+    // Ready means: connected, registry replayed, control consumer attached
+    // and the first lease round done (actors/src/http.rs).
     cfg.health.set(HEALTH_PART, None);
 
     // The control consumer, run tracker and leases stop on shutdown or on
@@ -182,6 +191,7 @@ async fn run_once(
             &cfg.node,
             registry.clone(),
             cfg.hmac_key.clone(),
+            &cfg.health,
             stop.clone(),
         );
         let tracker = runs::track(&conn, &topo, runs, stop.clone());
@@ -195,6 +205,7 @@ async fn run_once(
                 settings: cfg.scheduler,
                 supervisor: cfg.supervisor,
                 alive_since,
+                health: cfg.health.clone(),
             },
             stop.clone(),
         );

@@ -103,6 +103,45 @@ const DEDUP_CAPACITY: usize = 200_000;
 /// processes before the channel closes.
 const ABANDON_GRACE: Duration = Duration::from_secs(5);
 
+/// How long an attempt that could not settle its delivery (a nacked or
+/// failed run-event or retry publish on a live connection) waits before
+/// requeueing it: the cause is usually a full or blocked queue, and an
+/// immediate requeue would spin. The work queue's `x-delivery-limit`
+/// dead-letters a delivery that keeps failing this way.
+const UNSETTLED_REQUEUE_DELAY: Duration = Duration::from_secs(1);
+
+/// After `attempt::handle` failed, settles its delivery so that it never
+/// holds a prefetch slot: requeued when the connection is fine, left to the
+/// broker (which redelivers unacked messages when the channel closes) when
+/// the run is ending anyway. A closed output channel restarts the run.
+async fn settle_unsettled(
+    shared: &Shared,
+    acker: &lapin::Acker,
+    e: &Error,
+    broken: &CancellationToken,
+) {
+    if !shared.out.status().connected() {
+        warn!(error = %e, "output channel closed; restarting the consumers (the broker redelivers the fire)");
+        broken.cancel();
+        return;
+    }
+    if shared.abandon.is_cancelled() {
+        return;
+    }
+    warn!(error = %e, requeue_in_ms = UNSETTLED_REQUEUE_DELAY.as_millis() as u64, "attempt not settled; requeueing its fire");
+    tokio::select! {
+        () = tokio::time::sleep(UNSETTLED_REQUEUE_DELAY) => {}
+        () = shared.abandon.cancelled() => return,
+    }
+    let requeue = lapin::options::BasicNackOptions {
+        requeue: true,
+        ..Default::default()
+    };
+    if let Err(e) = acker.nack(requeue).await {
+        warn!(error = %e, "requeue failed; the broker redelivers the fire when the channel closes");
+    }
+}
+
 /// A worker with its handlers; `run` it until shutdown.
 pub struct Worker {
     cfg: WorkerConfig,
@@ -244,9 +283,13 @@ impl Worker {
         info!(worker = %cfg.id, pool = %cfg.pool, shards = topo.shards, concurrency = cfg.concurrency, "worker consuming");
         cfg.health.set(HEALTH_PART, None);
 
+        // Cancelled when the output channel is unusable: attempts cannot
+        // report or retry, so the run restarts with fresh channels.
+        let broken = CancellationToken::new();
         let result: Result<(), Error> = loop {
             let permit = tokio::select! {
                 () = shutdown.cancelled() => break Ok(()),
+                () = broken.cancelled() => break Err(Error::ConnectionLost("output channel closed".into())),
                 () = lost.cancelled() => break Err(Error::ConnectionLost("connection closed".into())),
                 p = permits.clone().acquire_owned() => match p {
                     Ok(p) => p,
@@ -255,6 +298,7 @@ impl Worker {
             };
             let delivery = tokio::select! {
                 () = shutdown.cancelled() => break Ok(()),
+                () = broken.cancelled() => break Err(Error::ConnectionLost("output channel closed".into())),
                 () = lost.cancelled() => break Err(Error::ConnectionLost("connection closed".into())),
                 d = deliveries.next() => d,
             };
@@ -264,9 +308,12 @@ impl Worker {
                 None => break Err(Error::ConnectionLost("work consumers ended".into())),
             };
             let shared = shared.clone();
+            let broken = broken.clone();
+            // Kept to settle the delivery when the attempt could not.
+            let acker = delivery.acker.clone();
             tasks.spawn(async move {
                 if let Err(e) = attempt::handle(&shared, delivery).await {
-                    warn!(error = %e, "attempt not settled; the broker will redeliver it");
+                    settle_unsettled(&shared, &acker, &e, &broken).await;
                 }
                 drop(permit);
             });

@@ -1,0 +1,109 @@
+//! Every delivery ends settled, even when the attempt cannot report: a
+//! nacked run-event confirm on a live connection requeues the fire (and the
+//! work queue's delivery limit dead-letters one that keeps failing) instead
+//! of holding a prefetch slot for ever.
+
+use std::time::{Duration, Instant};
+
+use lapin::{
+    options::{QueueBindOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable, LongString},
+};
+use sundial_core::protocol::run::RunKind;
+
+use crate::{
+    util::{stderr, sundial, Daemon, Vhost, TEST_ENV},
+    worker::{connect, noop_fire, publish, wait_for_consumers, EventTap},
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nacked_run_event_requeues_the_fire_and_the_worker_goes_on() {
+    let v = Vhost::new("settle");
+    let limit = [("SUNDIAL__TOPOLOGY__DELIVERY_LIMIT", "2")];
+    let out = sundial()
+        .args(["topology", "apply", "--broker", &v.url()])
+        .envs(TEST_ENV.iter().copied())
+        .envs(limit)
+        .output()
+        .expect("topology apply");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let conn = connect(&v).await;
+    let ch = sundial_actors::broker::confirming_channel(&conn)
+        .await
+        .expect("channel");
+    // A full queue that rejects publishes, bound to every run event: the
+    // broker nacks each event while the connection stays fine.
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString(LongString::from("reject-publish")),
+    );
+    ch.queue_declare(
+        "nack-every-event".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .expect("declare");
+    ch.queue_bind(
+        "nack-every-event".into(),
+        "sundial.events".into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("bind");
+    let mut env: Vec<(&str, &str)> = limit.to_vec();
+    env.push(("SUNDIAL__WORKER__CONCURRENCY", "1"));
+    let w = Daemon::worker(&v, "settler", &env);
+    wait_for_consumers(&v, 1).await;
+
+    let stuck = noop_fire("cannot-report");
+    publish(&ch, std::slice::from_ref(&stuck)).await;
+    // Requeued after each failed report, then dead-lettered by the work
+    // queue's delivery limit: settled, not held.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dead = loop {
+        let got = ch
+            .basic_get(
+                "sundial.dead.default".into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .expect("basic.get");
+        if let Some(m) = got {
+            break m.delivery;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fire was never settled; worker log {}",
+            w.log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(
+        dead.properties.message_id().as_ref().map(|m| m.as_str()),
+        Some(stuck.fire_id.as_str())
+    );
+    let reason = sundial_actors::broker::header_string(&dead.properties, "x-first-death-reason");
+    assert_eq!(reason.as_deref(), Some("delivery_limit"));
+
+    // With concurrency 1, the next fire runs only if the slot was freed.
+    ch.queue_unbind(
+        "nack-every-event".into(),
+        "sundial.events".into(),
+        "#".into(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("unbind");
+    let mut tap = EventTap::new(&conn).await;
+    let next = noop_fire("reports-fine");
+    publish(&ch, std::slice::from_ref(&next)).await;
+    tap.until(&next.fire_id, RunKind::Succeeded).await;
+}

@@ -74,6 +74,12 @@ pub enum Command {
     /// Inspect, replay and purge dead letters.
     #[command(subcommand)]
     Dlq(DlqCmd),
+    /// Print a shell completion script: `source <(sundial completions bash)`,
+    /// or save it where your shell loads completions.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Scheduler nodes, who holds each timer shard and its watermark lag,
     /// and per pool the queued fires, workers and dead letters.
     Status {

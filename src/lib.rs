@@ -8,10 +8,14 @@
 //! |--------------|----------------|
 //! | [`cli`]      | clap definitions of every subcommand and global flag |
 //! | [`load`]     | defaults < `sundial.toml` < `SUNDIAL__SECTION__KEY` < flags, via the `config` crate |
-//! | [`commands`] | `schedule next`, `topology apply`, `config show` |
-//! | [`logging`]  | tracing subscriber (text or JSON, to stderr) |
+//! | [`commands`] | every subcommand: `scheduler`, `worker`, `run`, `job`, `dlq`, `status`, `ledger`, `schedule next`, `topology apply`, `config show`, `completions` |
+//! | [`logging`]  | tracing subscriber (text or JSON, to stderr); lapin's own lines off |
+//! | [`table`]    | aligned tables for people (comfy-table) |
+//! | [`progress`] | progress bars on a terminal, nothing when piped (indicatif) |
 
 pub mod cli;
 pub mod commands;
 pub mod load;
 pub mod logging;
+pub mod progress;
+pub mod table;

@@ -8,7 +8,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
+
 use sundial::{
     cli::{Cli, Command, ConfigCmd, ScheduleCmd, TopologyCmd},
     commands::{self, CommandError},
@@ -16,7 +17,10 @@ use sundial::{
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(CommandError::OutputClosed) => ExitCode::from(CommandError::OutputClosed.exit_code()),
@@ -30,9 +34,47 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--help` and `--version` as clap prints them (exit 0); a usage error as
+/// one line on stderr (exit 2), clap's lines joined.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    use std::io::Write as _;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = write!(std::io::stdout(), "{}", e.render());
+            return ExitCode::SUCCESS;
+        }
+        // `sundial job`: the subcommand's help, as the error it is.
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = write!(std::io::stderr(), "{}", e.render());
+            return ExitCode::from(2);
+        }
+        _ => {}
+    }
+    let text = e.render().to_string();
+    let line: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .collect();
+    let _ = writeln!(
+        std::io::stderr(),
+        "{} (see sundial --help)",
+        line.join("; ")
+    );
+    ExitCode::from(2)
+}
+
 fn run(cli: Cli) -> Result<(), CommandError> {
     // Not locked for the whole run: `sundial run` prints from other threads.
     let mut stdout = std::io::stdout();
+    if let Command::Completions { shell } = &cli.command {
+        // Needs no settings either. Written whole, so a closed pipe is an
+        // error we map, not a panic inside clap_complete.
+        let mut script = Vec::new();
+        clap_complete::generate(*shell, &mut Cli::command(), "sundial", &mut script);
+        return std::io::Write::write_all(&mut stdout, &script).map_err(CommandError::output);
+    }
     if let Command::Schedule(ScheduleCmd::Next(args)) = &cli.command {
         // A pure computation: needs no settings and no broker.
         return commands::schedule_next::run(args, chrono::Utc::now(), &mut stdout);
@@ -55,7 +97,7 @@ fn run(cli: Cli) -> Result<(), CommandError> {
             .map_err(|e| CommandError::Usage(e.to_string()))?;
     }
     match cli.command {
-        Command::Schedule(_) => Ok(()),
+        Command::Schedule(_) | Command::Completions { .. } => Ok(()),
         Command::Config(ConfigCmd::Show) => commands::config_show::run(&raw, &mut stdout),
         Command::Topology(TopologyCmd::Apply) => {
             commands::runtime()?.block_on(commands::topology_apply::run(&settings, &mut stdout))

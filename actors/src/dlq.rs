@@ -150,11 +150,13 @@ impl<'a> Dlq<'a> {
     }
 
     /// Applies `action` to every dead letter `select` accepts; the others
-    /// stay in the queue.
+    /// stay in the queue. `on_read` is called after each letter read (for
+    /// progress).
     pub async fn settle(
         &self,
         action: Action,
         select: impl Fn(&DeadLetter) -> bool,
+        mut on_read: impl FnMut(),
     ) -> Result<Settled, Error> {
         let ch = crate::broker::confirming_channel(self.conn).await?;
         let mut settled = Settled::default();
@@ -162,6 +164,7 @@ impl<'a> Dlq<'a> {
         while read < READ_LIMIT {
             let Some(m) = self.get(&ch).await? else { break };
             read += 1;
+            on_read();
             let dl = DeadLetter::read(&m.delivery.properties, &m.delivery.data);
             if !select(&dl) {
                 continue;

@@ -15,6 +15,12 @@ fn failed(e: impl ToString) -> CommandError {
     CommandError::Failed(e.to_string())
 }
 
+/// A progress bar over the queue's depth (every letter is read once).
+async fn bar(dlq: &Dlq<'_>, what: &str) -> indicatif::ProgressBar {
+    let depth = dlq.depth().await.unwrap_or(0);
+    crate::progress::bar(u64::from(depth), what)
+}
+
 fn io(e: std::io::Error) -> CommandError {
     CommandError::output(e)
 }
@@ -57,25 +63,20 @@ async fn run_on(
             if args.json {
                 return json(&all, out);
             }
-            writeln!(
-                out,
-                "{:<48} {:<24} {:>8} {:>8}  LAST ERROR",
-                "FIRE ID", "JOB", "ATTEMPTS", "AGE"
-            )
-            .map_err(io)?;
+            let mut t = crate::table::Rows::new(
+                &["FIRE ID", "JOB", "ATTEMPTS", "AGE", "LAST ERROR"],
+                &[2, 3],
+            );
             for d in &all {
-                writeln!(
-                    out,
-                    "{:<48} {:<24} {:>8} {:>8}  {}",
-                    d.fire_id.as_deref().unwrap_or("-"),
-                    d.job_id.as_deref().unwrap_or("-"),
+                t.push([
+                    d.fire_id.clone().unwrap_or_else(|| "-".into()),
+                    d.job_id.clone().unwrap_or_else(|| "-".into()),
                     d.attempts.map_or_else(|| "-".into(), |a| a.to_string()),
                     age(d),
-                    one_line(&d.error)
-                )
-                .map_err(io)?;
+                    one_line(&d.error),
+                ]);
             }
-            Ok(())
+            write!(out, "{}", t.render("")).map_err(io)
         }
         DlqCmd::Show { fire_id, .. } => {
             let all = dlq.list().await.map_err(failed)?;
@@ -107,10 +108,16 @@ async fn run_on(
             Ok(())
         }
         DlqCmd::Replay { job, fire_ids, .. } => {
+            let progress = bar(dlq, "reading dead letters").await;
             let settled = dlq
-                .settle(Action::Replay, |d| selected(d, job.as_deref(), fire_ids))
+                .settle(
+                    Action::Replay,
+                    |d| selected(d, job.as_deref(), fire_ids),
+                    || progress.inc(1),
+                )
                 .await
                 .map_err(failed)?;
+            progress.finish_and_clear();
             report("replayed", &settled, args.json, out)?;
             missing(fire_ids, &settled.done)
         }
@@ -120,10 +127,16 @@ async fn run_on(
                     "purge deletes dead letters for good: add --yes to confirm".into(),
                 ));
             }
+            let progress = bar(dlq, "reading dead letters").await;
             let settled = dlq
-                .settle(Action::Purge, |d| selected(d, job.as_deref(), &[]))
+                .settle(
+                    Action::Purge,
+                    |d| selected(d, job.as_deref(), &[]),
+                    || progress.inc(1),
+                )
                 .await
                 .map_err(failed)?;
+            progress.finish_and_clear();
             report("purged", &settled, args.json, out)
         }
         DlqCmd::Watch { .. } => {

@@ -185,7 +185,9 @@ const APPLY_BATCH: usize = 500;
 async fn upsert_in_batches(client: &Client<'_>, jobs: Vec<JobSpec>) -> Result<Reply, CommandError> {
     let total = jobs.len();
     let (mut changed, mut results) = (0u64, Vec::with_capacity(total));
+    let progress = crate::progress::bar(total as u64, "applying jobs");
     for (n, batch) in jobs.chunks(APPLY_BATCH).enumerate() {
+        progress.inc(batch.len() as u64);
         let reply = client
             .call(&Command::UpsertMany {
                 jobs: batch.to_vec(),
@@ -206,15 +208,17 @@ async fn upsert_in_batches(client: &Client<'_>, jobs: Vec<JobSpec>) -> Result<Re
                 item
             })),
             // Refused as a whole (not an item error): say so, stop.
-            None => return Ok(reply),
+            None => {
+                progress.finish_and_clear();
+                return Ok(reply);
+            }
         }
     }
+    progress.finish_and_clear();
     let rejected = results.iter().filter(|r| !r.ok).count();
+    let counts = serde_json::json!({"accepted": total - rejected, "changed": changed});
     let mut reply = if rejected == 0 {
-        Reply::ok(
-            "upsert-many",
-            Some(serde_json::json!({"accepted": total, "changed": changed})),
-        )
+        Reply::ok("upsert-many", Some(counts.clone()))
     } else {
         Reply::error(
             Some("upsert-many"),
@@ -224,6 +228,7 @@ async fn upsert_in_batches(client: &Client<'_>, jobs: Vec<JobSpec>) -> Result<Re
             },
         )
     };
+    reply.result = Some(counts);
     reply.results = Some(results);
     Ok(reply)
 }
@@ -354,38 +359,36 @@ fn print_reply(reply: &Reply, json: bool, out: &mut impl Write) -> std::io::Resu
         return writeln!(out, "{text}");
     }
     if let Some(results) = &reply.results {
+        let mut t = crate::table::Rows::new(&["ID", "RESULT"], &[]);
         for r in results {
             match &r.error {
-                None => writeln!(out, "{:<40} ok", r.id)?,
-                Some(e) => writeln!(out, "{:<40} error {}: {}", r.id, e.field, e.message)?,
+                None => t.push([r.id.as_str(), "ok"]),
+                Some(e) => t.push([r.id.clone(), format!("error {}: {}", e.field, e.message)]),
             }
         }
-        return Ok(());
+        return write!(out, "{}", t.render(""));
     }
     let Some(result) = &reply.result else {
         return Ok(());
     };
     if let Some(jobs) = result.get("jobs").and_then(Value::as_array) {
-        writeln!(
-            out,
-            "{:<32} {:<20} {:<20} {:<10} {:<6} NEXT",
-            "ID", "SCHEDULE", "TIMEZONE", "POOL", "PAUSED"
-        )?;
+        let mut t = crate::table::Rows::new(
+            &["ID", "SCHEDULE", "TIMEZONE", "POOL", "PAUSED", "NEXT"],
+            &[],
+        );
         for j in jobs {
             let s = |k: &str| j.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
             let paused = j.get("paused").and_then(Value::as_bool).unwrap_or(false);
-            writeln!(
-                out,
-                "{:<32} {:<20} {:<20} {:<10} {:<6} {}",
+            t.push([
                 s("id"),
                 s("schedule"),
                 s("timezone"),
                 s("pool"),
-                paused,
-                s("next")
-            )?;
+                paused.to_string(),
+                s("next"),
+            ]);
         }
-        return Ok(());
+        return write!(out, "{}", t.render(""));
     }
     let id = result.get("id").and_then(Value::as_str).unwrap_or("");
     match (

@@ -5,6 +5,7 @@ use std::{io::Write, time::Duration};
 use sundial_core::settings::Settings;
 
 use super::CommandError;
+use crate::table::Rows;
 
 fn failed(e: impl ToString) -> CommandError {
     CommandError::Failed(e.to_string())
@@ -41,26 +42,39 @@ pub async fn run(
         return Ok(());
     }
     writeln!(out, "scheduler nodes: {}", status.nodes.len()).map_err(io)?;
+    let mut nodes = Rows::new(
+        &[
+            "NODE",
+            "SHARDS",
+            "HEARTBEAT",
+            "UP SINCE",
+            "VERSION",
+            "SET ASIDE",
+        ],
+        &[1, 2, 5],
+    );
     for n in &status.nodes {
+        nodes.push([
+            n.node.clone(),
+            n.owned.len().to_string(),
+            format!("{} ms ago", n.last_heartbeat_ms),
+            sundial_core::protocol::timestamp(n.started_at),
+            format!("v{}", n.version),
+            n.unroutable.to_string(),
+        ]);
+    }
+    if !status.nodes.is_empty() {
+        write!(out, "{}", nodes.render("  ")).map_err(io)?;
+    }
+    for n in status.nodes.iter().filter(|n| n.unroutable > 0) {
         writeln!(
             out,
-            "  {:<24} shards {:>3}  heartbeat {:>5} ms ago  up since {}  v{}",
+            "  {}: {} unroutable fires set aside (dead-lettered); last: {}",
             n.node,
-            n.owned.len(),
-            n.last_heartbeat_ms,
-            sundial_core::protocol::timestamp(n.started_at),
-            n.version
+            n.unroutable,
+            n.unroutable_last.as_deref().unwrap_or("?")
         )
         .map_err(io)?;
-        if n.unroutable > 0 {
-            writeln!(
-                out,
-                "    {} unroutable fires set aside (dead-lettered); last: {}",
-                n.unroutable,
-                n.unroutable_last.as_deref().unwrap_or("?")
-            )
-            .map_err(io)?;
-        }
     }
     let unowned = status.shards.iter().filter(|s| s.owner.is_none()).count();
     writeln!(
@@ -70,31 +84,36 @@ pub async fn run(
         unowned
     )
     .map_err(io)?;
+    let mut shards = Rows::new(&["SHARD", "OWNER", "EPOCH", "WATERMARK LAG"], &[0, 2, 3]);
     for s in &status.shards {
-        let lag = s
-            .lag_ms
-            .map_or_else(|| "never fired".to_string(), |l| format!("lag {l} ms"));
-        writeln!(
-            out,
-            "  {:>4}  {:<24} epoch {:<5} {lag}",
-            s.shard,
-            s.owner.as_deref().unwrap_or("-"),
+        shards.push([
+            s.shard.to_string(),
+            s.owner.clone().unwrap_or_else(|| "-".into()),
             s.epoch.map_or_else(|| "-".into(), |e| e.to_string()),
-        )
-        .map_err(io)?;
+            s.lag_ms
+                .map_or_else(|| "never fired".to_string(), |l| format!("{l} ms")),
+        ]);
     }
+    write!(out, "{}", shards.render("  ")).map_err(io)?;
     writeln!(out, "pools:").map_err(io)?;
+    let mut pools = Rows::new(
+        &["POOL", "QUEUED", "WORKERS", "DEAD LETTERS", "NOTE"],
+        &[1, 2, 3],
+    );
     for p in &status.pools {
-        write!(
-            out,
-            "  {:<16} queued {:>7}  workers {:>3}  dead letters {:>6}",
-            p.pool, p.queued, p.workers, p.dead
-        )
-        .map_err(io)?;
-        if p.missing_queues > 0 {
-            write!(out, "  ({} queues not declared yet)", p.missing_queues).map_err(io)?;
-        }
-        writeln!(out).map_err(io)?;
+        let note = if p.missing_queues > 0 {
+            format!("{} queues not declared", p.missing_queues)
+        } else {
+            String::new()
+        };
+        pools.push([
+            p.pool.clone(),
+            p.queued.to_string(),
+            p.workers.to_string(),
+            p.dead.to_string(),
+            note,
+        ]);
     }
+    write!(out, "{}", pools.render("  ")).map_err(io)?;
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! | `dlq_reads` | fifty reads leave every dead letter unchanged; the delivery limit of the dead-letter queues; an older release's queue kept with a warning |
 //! | `executors` | shell and http jobs get the fire id, occurrence, attempt and payload |
 //! | `exits`    | every early exit is one line and its status, never a panic or a hang (closed pipes, SIGTERM in start-up and replay); a scheduler and three workers on one host with default ports |
+//! | `cli_output` | completions, aligned tables with long ids, progress on a terminal only |
 //! | `deploy`   | deployment files parse and carry the keys Sundial relies on |
 //! | `ops`      | `/metrics` with real values, `/healthz`, `/readyz`; a taken address fails at start |
 //! | `overlap`  | `forbid` skips fires while a run runs; `replace` cancels the running attempt |
@@ -23,6 +24,7 @@
 //! | `util`     | vhosts, the binary under test, bounded waits |
 
 mod cli;
+mod cli_output;
 mod deploy;
 mod dlq_reads;
 mod executors;

@@ -118,7 +118,11 @@ pub async fn gather(conn: &Connection, topo: &Topology, listen: Duration) -> Res
             owner: owner_of.get(&shard).cloned(),
             epoch: wm.as_ref().map(|w| w.epoch),
             watermark: wm.as_ref().map(|w| w.up_to),
-            lag_ms: wm.as_ref().map(|w| (now - w.up_to).num_milliseconds()),
+            // Against the time it was read (not the start of the command);
+            // a clock a little behind the scheduler's reads as no lag.
+            lag_ms: wm
+                .as_ref()
+                .map(|w| (Utc::now() - w.up_to).num_milliseconds().max(0)),
         });
     }
 

@@ -292,9 +292,11 @@ async fn apply(
             )
             .map_err(io)?;
         } else {
+            let mut t = crate::table::Rows::new(&["ID", "ACTION"], &[]);
             for (id, action) in &plan {
-                writeln!(out, "{id:<40} {action}").map_err(io)?;
+                t.push([id.as_str(), action]);
             }
+            write!(out, "{}", t.render("")).map_err(io)?;
         }
         return Ok(());
     }

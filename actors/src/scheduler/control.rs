@@ -275,6 +275,13 @@ impl<'a> PoolCheck<'a> {
                     info!(pool, %queue, "job refused: its pool has no queues");
                     missing.insert(pool.to_string());
                 }
+                // A broker that refuses even a passive declare: take the
+                // pool as declared (a fire that stays unroutable is still
+                // set aside by its timer shard).
+                Err(e) if e.is_access_refused() => {
+                    warn!(pool, %queue, error = %e, "cannot check the pool's queues; accepting its jobs");
+                    self.known.insert(pool.to_string());
+                }
                 Err(e) => return Err(e),
             }
         }

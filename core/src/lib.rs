@@ -12,8 +12,11 @@
 //! | [`job`]      | `JobSpec`, the user-facing job file format (TOML/JSON), and its validation |
 //! | [`fire_id`]  | `FireId = "{job_id}@{scheduled_instant_utc}"`, the idempotency key |
 //! | [`registry`] | the current job definitions, rebuilt from registry records |
+//! | [`lease`]    | which scheduler holds which timer shard: balanced rendezvous assignment, handover and takeover plans |
 //! | [`ledger`]   | expected fire ids of a window vs observed ones: missing, duplicates |
 //! | [`misfire`]  | what to fire for occurrences missed while nobody was firing; jitter |
+//! | [`timer`]    | one timer shard's deadlines, in-flight fires and watermark, clock injected |
+//! | [`overlap`]  | what `overlap` (allow, forbid, replace) does with a fire while a run runs |
 //! | [`restart`]  | restart backoff with jitter, restart intensity (R restarts in T, then escalate) |
 //! | [`protocol`] | every message on the wire: control commands/replies, registry records, fire events, run events, watermarks |
 //! | [`control`]  | what a control command does to the registry, decided without I/O |
@@ -34,12 +37,14 @@ pub mod job;
 pub mod lease;
 pub mod ledger;
 pub mod misfire;
+pub mod overlap;
 pub mod protocol;
 pub mod registry;
 pub mod restart;
 pub mod schedule;
 pub mod settings;
 pub mod sign;
+pub mod timer;
 pub mod topology;
 
 pub use duration::HumanDuration;

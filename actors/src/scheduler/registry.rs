@@ -18,7 +18,6 @@ use sundial_core::{
     registry::{Change, RegistryView},
     settings::RegistrySettings,
     topology::Topology,
-    FireId,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -178,17 +177,14 @@ impl Registry {
         reply: Reply,
     ) -> impl std::future::Future<Output = Reply> {
         let now = Utc::now();
-        let fire_id = FireId::for_trigger(&job.spec.id, now).to_string();
         let shard = self.topo.shard_of(&job.spec.id);
-        let ev = super::timer::fire_event(
+        let ev = sundial_core::protocol::fire::FireEvent::of(
             job,
-            fire_id.clone(),
+            sundial_core::protocol::fire::Origin::Manual { shard },
             now,
-            now,
-            true,
-            (shard, 0),
             self.key.as_deref(),
         );
+        let fire_id = ev.fire_id.clone();
         let ch = self.channel.clone();
         let exchange = self.topo.fire_exchange();
         let routing_key = Topology::work_routing_key(&ev.pool, shard);

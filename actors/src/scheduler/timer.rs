@@ -1,13 +1,11 @@
-//! `TimerShard`: one actor per owned timer shard. It keeps `(send_at, job_id)`
-//! ordered (mini-redis's expiry loop), sleeps until the head or an earlier
-//! arrival, publishes each fire with `mandatory` and an awaited confirm, and
-//! advances the shard watermark only past confirmed fires.
+//! `TimerShard`: one actor per owned timer shard, a thin shell over
+//! [`ShardTimer`] (the deadlines, the in-flight fires and the watermark,
+//! clock injected). The actor reads the clock, sleeps until the next
+//! deadline, applies the overlap decision ([`overlap::decide`]), publishes
+//! each fire with `mandatory` and an awaited confirm, tells the timer what
+//! the broker answered, and writes the watermark the timer computes.
 
-use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -17,14 +15,14 @@ use lapin::{
 };
 use sundial_core::{
     codec::encode,
-    job::Overlap,
-    misfire::{self, MisfirePlan},
+    overlap,
     protocol::{
-        fire::{FireEvent, Watermark},
+        fire::{FireEvent, Origin, Watermark},
         headers,
         run::{RunEvent, RunKind},
     },
     registry::JobEntry,
+    timer::{Actions, DueFire, ShardTimer},
     topology::{Topology, CONTROL_DEAD_KEY},
     FireId,
 };
@@ -61,25 +59,11 @@ pub(crate) struct TimerShard {
     topo: Arc<Topology>,
     /// A channel in confirm mode, used only by this shard.
     channel: Channel,
-    /// The shard's jobs, keyed by id (the key is shared with the timer).
-    jobs: HashMap<Arc<str>, Slot>,
-    /// Armed fires, earliest first: `(send_at, job_id)`.
-    timer: BTreeSet<(DateTime<Utc>, Arc<str>)>,
-    /// Armed fires whose send time is later than their scheduled time
-    /// (jitter), by scheduled time: they hold the watermark back.
-    jittered: BTreeMap<DateTime<Utc>, usize>,
-    /// Published, unconfirmed fires by scheduled time.
-    in_flight: BTreeMap<DateTime<Utc>, usize>,
-    /// Every fire with `send_at ≤ cursor` has been handed to the broker.
-    cursor: DateTime<Utc>,
-    /// Last watermark confirmed written.
-    written: Option<DateTime<Utc>>,
-    /// When each paused job was paused (in this process), for resume.
-    paused_at: HashMap<String, DateTime<Utc>>,
+    /// Deadlines, in-flight fires, watermark: the shard's state.
+    timer: ShardTimer,
+    /// The pending wake-up at the timer's next deadline.
     wake: Option<SpawnHandle>,
-    /// Whether [`Load`] ran (before it, the cursor is the misfire floor).
-    loaded: bool,
-    /// Set by [`Flush`]: fires nothing more; signalled when stopped.
+    /// Set by [`Flush`]: signalled when the final watermark is written.
     flushing: Option<tokio::sync::oneshot::Sender<()>>,
     /// Tells the lease task's one-for-one supervisor when this actor ends
     /// (however it ends: a panic in a handler included).
@@ -122,13 +106,6 @@ impl SetAside {
     }
 }
 
-/// One job of a shard: its entry (shared with the registry view) and its
-/// armed fire `(send_at, scheduled_at)`, if any.
-struct Slot {
-    job: Arc<JobEntry>,
-    armed: Option<(DateTime<Utc>, DateTime<Utc>)>,
-}
-
 /// What every timer shard of a node shares.
 #[derive(Clone)]
 pub(crate) struct ShardCommon {
@@ -161,15 +138,8 @@ impl TimerShard {
             epoch,
             topo,
             channel,
-            jobs: HashMap::new(),
-            timer: BTreeSet::new(),
-            jittered: BTreeMap::new(),
-            in_flight: BTreeMap::new(),
-            cursor: floor,
-            written: None,
-            paused_at: HashMap::new(),
+            timer: ShardTimer::new(floor),
             wake: None,
-            loaded: false,
             flushing: None,
             _obituary: obituary,
             runs,
@@ -181,109 +151,53 @@ impl TimerShard {
         }
     }
 
-    /// Stores (or replaces) a job's entry, keeping its armed fire.
-    fn put(&mut self, job: Arc<JobEntry>) {
-        match self.jobs.get_mut(job.spec.id.as_str()) {
-            Some(slot) => slot.job = job,
-            None => {
-                let key: Arc<str> = Arc::from(job.spec.id.as_str());
-                self.jobs.insert(key, Slot { job, armed: None });
-            }
-        }
-    }
-
-    fn disarm(&mut self, id: &str) {
-        let Some((key, slot)) = self.jobs.get_key_value(id) else {
-            return;
-        };
-        let Some((send_at, scheduled)) = slot.armed else {
-            return;
-        };
-        let key = key.clone();
-        self.timer.remove(&(send_at, key));
-        if let Some(slot) = self.jobs.get_mut(id) {
-            slot.armed = None;
-        }
-        if send_at != scheduled {
-            dec(&mut self.jittered, scheduled);
-        }
-    }
-
-    /// Arms `job`'s first occurrence after `after` (computed from the
-    /// schedule, never by adding intervals).
-    fn arm_after(&mut self, job: &JobEntry, after: DateTime<Utc>) {
-        self.disarm(&job.spec.id);
-        let Some(key) = self
-            .jobs
-            .get_key_value(job.spec.id.as_str())
-            .map(|(k, _)| k.clone())
-        else {
-            return;
-        };
-        if job.paused {
-            return;
-        }
-        let Some(scheduled) = job.next_after(after) else {
-            debug!(job_id = %job.spec.id, shard = self.shard, "no further occurrence; job done");
-            return;
-        };
-        let jitter = job
-            .spec
-            .jitter
-            .map(|j| misfire::jitter(FireId::new(&job.spec.id, scheduled).as_str(), j.get()))
-            .unwrap_or_default();
-        let send_at = scheduled + chrono::Duration::from_std(jitter).unwrap_or_default();
-        if send_at != scheduled {
-            *self.jittered.entry(scheduled).or_default() += 1;
-        }
-        if let Some(slot) = self.jobs.get_mut(&*key) {
-            slot.armed = Some((send_at, scheduled));
-        }
-        self.timer.insert((send_at, key));
-    }
-
-    /// Sleeps until the head of the timer (re-armed on every change; cheap).
+    /// Sleeps until the timer's next deadline (re-armed on every change;
+    /// cheap).
     fn rearm_wake(&mut self, ctx: &mut Context<Self>) {
         if let Some(h) = self.wake.take() {
             ctx.cancel_future(h);
         }
-        if self.flushing.is_some() {
-            return;
-        }
-        if let Some((at, _)) = self.timer.first() {
-            let delay = (*at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        if let Some(at) = self.timer.next_wake() {
+            let delay = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             self.wake = Some(ctx.run_later(delay, |act, ctx| {
                 act.wake = None;
-                act.fire_due(ctx);
+                let due = act.timer.due(Utc::now());
+                act.publish_all(due, ctx);
+                act.rearm_wake(ctx);
             }));
         }
     }
 
-    fn fire_due(&mut self, ctx: &mut Context<Self>) {
-        let now = Utc::now();
-        while let Some((send_at, id)) = self.timer.first().cloned() {
-            if send_at > now {
-                break;
+    /// Does what the timer asked: reports skipped occurrences, publishes
+    /// the fires.
+    fn act(&mut self, actions: Actions, ctx: &mut Context<Self>) {
+        for s in &actions.skipped {
+            metrics::counter!(m::MISFIRES_TOTAL, "policy" => s.policy)
+                .increment(s.at.len() as u64 + s.unlisted);
+            for at in &s.at {
+                info!(job_id = %s.job_id, shard = self.shard, fire_id = %FireId::new(&s.job_id, *at), policy = s.policy, "missed occurrence skipped");
             }
-            let Some(slot) = self.jobs.get(&*id) else {
-                self.timer.remove(&(send_at, id));
-                continue;
-            };
-            let job = slot.job.clone();
-            let scheduled = slot.armed.map_or(send_at, |(_, s)| s);
-            self.disarm(&id);
-            self.publish(&job, scheduled, Some(send_at), ctx);
-            self.arm_after(&job, scheduled);
+            if s.unlisted > 0 {
+                info!(job_id = %s.job_id, shard = self.shard, count = s.unlisted, policy = s.policy, "older missed occurrences skipped");
+            }
         }
-        self.cursor = self.cursor.max(now);
-        self.rearm_wake(ctx);
+        for f in &actions.fire {
+            info!(job_id = %f.job.spec.id, shard = self.shard, fire_id = %FireId::new(&f.job.spec.id, f.scheduled), "firing missed occurrence");
+        }
+        self.publish_all(actions.fire, ctx);
     }
 
-    /// Publishes one scheduled fire. `due` is the planned send time of a
-    /// fire popped from the timer (precision is measured against it); `None`
-    /// for misfire catch-ups, which have no planned send time. (Manual
-    /// triggers are published by the registry: they need no timer state and
-    /// the job's shard may be owned by another node.)
+    fn publish_all(&mut self, fires: Vec<DueFire>, ctx: &mut Context<Self>) {
+        for f in fires {
+            self.publish(&f.job, f.scheduled, f.due, ctx);
+        }
+    }
+
+    /// Publishes one occurrence, after the job's overlap policy. `due` is
+    /// its planned send time when it came off the deadline queue (precision
+    /// is measured against it). (Manual triggers are published by the
+    /// registry: they need no timer state and the job's shard may be owned
+    /// by another node.)
     fn publish(
         &mut self,
         job: &JobEntry,
@@ -293,45 +207,48 @@ impl TimerShard {
     ) {
         let now = Utc::now();
         let fire_id = FireId::new(&job.spec.id, scheduled);
-        if job.spec.overlap != Overlap::Allow {
-            if let Some(run) = self.runs.running(&job.spec.id, now) {
-                if job.spec.overlap == Overlap::Forbid {
-                    self.skip_overlapping(job, fire_id.as_str(), &run.fire_id, ctx);
-                    return;
+        let run = match job.spec.overlap {
+            sundial_core::job::Overlap::Allow => None,
+            _ => self.runs.running(&job.spec.id, now),
+        };
+        match overlap::decide(job.spec.overlap, run.as_ref().map(|r| r.fire_id.as_str())) {
+            overlap::Decision::Fire => {}
+            overlap::Decision::Skip { running } => {
+                self.skip_overlapping(job, fire_id.as_str(), &running, ctx);
+                return;
+            }
+            overlap::Decision::CancelThenFire { .. } => {
+                if let Some(run) = run {
+                    let (ch, topo, id, by) = (
+                        self.channel.clone(),
+                        self.topo.clone(),
+                        job.spec.id.clone(),
+                        fire_id.to_string(),
+                    );
+                    actix::spawn(async move {
+                        if let Err(e) = runs::cancel(&ch, &topo, &id, &run, &by).await {
+                            warn!(job_id = %id, fire_id = %run.fire_id, error = %e, "cancel request not sent; both runs go on");
+                        }
+                    });
                 }
-                let (ch, topo, id, by) = (
-                    self.channel.clone(),
-                    self.topo.clone(),
-                    job.spec.id.clone(),
-                    fire_id.to_string(),
-                );
-                actix::spawn(async move {
-                    if let Err(e) = runs::cancel(&ch, &topo, &id, &run, &by).await {
-                        warn!(job_id = %id, fire_id = %run.fire_id, error = %e, "cancel request not sent; both runs go on");
-                    }
-                });
             }
         }
-        let ev = fire_event(
-            job,
-            fire_id.to_string(),
+        let origin = Origin::Scheduled {
             scheduled,
-            now,
-            false,
-            (self.shard, self.epoch),
-            self.key.as_deref(),
-        );
-        let key = scheduled;
-        *self.in_flight.entry(key).or_default() += 1;
+            shard: self.shard,
+            epoch: self.epoch,
+        };
+        let ev = FireEvent::of(job, origin, now, self.key.as_deref());
         match encode(&ev) {
             Ok(enc) => {
+                self.timer.sent(scheduled);
                 let out = Outgoing {
                     routing_key: Topology::work_routing_key(&ev.pool, self.shard),
                     pool: ev.pool,
                     enc,
                     fire_id: ev.fire_id,
                     job_id: ev.job_id,
-                    key,
+                    key: scheduled,
                     due,
                 };
                 self.send(Arc::new(out), 0, ctx);
@@ -340,7 +257,6 @@ impl TimerShard {
                 // Our own event always encodes unless the payload exceeds the
                 // limit, which validation prevents; never drop silently.
                 warn!(job_id = %job.spec.id, shard = self.shard, fire_id = %fire_id, error = %e, "fire event cannot be encoded; not fired");
-                dec(&mut self.in_flight, key);
             }
         }
     }
@@ -406,7 +322,7 @@ impl TimerShard {
                 if !act.unroutable.is_empty() {
                     act.unroutable.remove(&out.routing_key);
                 }
-                dec(&mut act.in_flight, out.key);
+                act.timer.settled(out.key);
                 act.finish_if_drained(ctx);
                 metrics::counter!(m::FIRES_TOTAL, "pool" => out.pool.clone()).increment(1);
                 let lateness = (Utc::now() - out.key).to_std().unwrap_or_default();
@@ -466,7 +382,7 @@ impl TimerShard {
         };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
             Ok(queue) => {
-                dec(&mut act.in_flight, out.key);
+                act.timer.settled(out.key);
                 metrics::counter!(m::UNROUTABLE_FIRES_TOTAL, "pool" => out.pool.clone()).increment(1);
                 act.set_aside.record(format!("{} (pool {}): {why}", out.fire_id, out.pool));
                 act.unroutable.insert(out.routing_key.clone(), std::time::Instant::now());
@@ -484,35 +400,10 @@ impl TimerShard {
         }));
     }
 
-    /// Everything due at or before this instant is confirmed.
-    fn watermark(&self) -> DateTime<Utc> {
-        let eps = chrono::Duration::milliseconds(1);
-        let mut w = self.cursor;
-        if let Some((t, _)) = self.in_flight.first_key_value() {
-            w = w.min(*t - eps);
-        }
-        if let Some((t, _)) = self.jittered.first_key_value() {
-            w = w.min(*t - eps);
-        }
-        w
-    }
-
     fn write_watermark(&mut self, ctx: &mut Context<Self>) {
-        // Time passes on a shard with nothing due, too: everything due up to
-        // now (or up to the timer's head, if its wake-up is pending) was
-        // handed to the broker.
-        if self.loaded && self.flushing.is_none() {
-            let now = Utc::now();
-            let bound = match self.timer.first() {
-                Some((at, _)) if *at <= now => *at - chrono::Duration::milliseconds(1),
-                _ => now,
-            };
-            self.cursor = self.cursor.max(bound);
-        }
-        let up_to = self.watermark();
-        if self.written.is_some_and(|w| w >= up_to) {
+        let Some(up_to) = self.timer.tick(Utc::now()) else {
             return;
-        }
+        };
         let wm = Watermark {
             shard: self.shard,
             epoch: self.epoch,
@@ -524,73 +415,10 @@ impl TimerShard {
         let queue = self.topo.watermark_queue(self.shard);
         let fut = async move { publish_confirmed(&ch, "", &queue, &enc, || {}).await };
         ctx.spawn(fut.into_actor(self).map(move |res, act, _| match res {
-            Ok(()) => act.written = Some(act.written.map_or(up_to, |w| w.max(up_to))),
+            Ok(()) => act.timer.written(up_to),
             Err(e) => warn!(shard = act.shard, error = %e, "watermark not written; will retry"),
         }));
     }
-
-    /// Fires what `plan` says and logs/counts what it skips; `why` labels
-    /// the skip counter (the job's policy, or `undelivered`).
-    fn fire_missed(
-        &mut self,
-        job: &Arc<JobEntry>,
-        plan: MisfirePlan,
-        why: &'static str,
-        ctx: &mut Context<Self>,
-    ) {
-        let MisfirePlan {
-            fire,
-            skipped,
-            skipped_unlisted,
-        } = plan;
-        metrics::counter!(m::MISFIRES_TOTAL, "policy" => why)
-            .increment(skipped.len() as u64 + skipped_unlisted);
-        for at in &skipped {
-            info!(job_id = %job.spec.id, shard = self.shard, fire_id = %FireId::new(&job.spec.id, *at), policy = why, "missed occurrence skipped");
-        }
-        if skipped_unlisted > 0 {
-            info!(job_id = %job.spec.id, shard = self.shard, count = skipped_unlisted, policy = why, "older missed occurrences skipped");
-        }
-        for at in fire {
-            info!(job_id = %job.spec.id, shard = self.shard, fire_id = %FireId::new(&job.spec.id, at), "firing missed occurrence");
-            self.publish(job, at, None, ctx);
-        }
-    }
-}
-
-/// The fire event of `job`'s occurrence `scheduled` (or a manual trigger),
-/// from shard `shard` at `epoch`, signed when `key` is set.
-pub(crate) fn fire_event(
-    job: &JobEntry,
-    fire_id: String,
-    scheduled: DateTime<Utc>,
-    now: DateTime<Utc>,
-    manual: bool,
-    (shard, epoch): (u32, u64),
-    key: Option<&[u8]>,
-) -> FireEvent {
-    let mut ev = FireEvent {
-        fire_id,
-        job_id: job.spec.id.clone(),
-        pool: job.spec.pool.clone(),
-        shard,
-        epoch,
-        scheduled_at: scheduled,
-        fired_at: now,
-        attempt: 1,
-        manual,
-        executor: job.spec.executor.clone(),
-        payload: job.spec.payload.clone(),
-        timeout: job.spec.timeout,
-        retry: job.spec.retry.clone(),
-        overlap: job.spec.overlap,
-        first_failure: None,
-        signature: None,
-    };
-    if let Some(k) = key {
-        ev.signature = Some(sundial_core::sign::sign_fire(k, &ev));
-    }
-    ev
 }
 
 /// A fire on its way to the broker, kept until confirmed (retries resend
@@ -605,15 +433,6 @@ struct Outgoing {
     key: DateTime<Utc>,
     /// Planned send time, for the precision metric (scheduled fires only).
     due: Option<DateTime<Utc>>,
-}
-
-fn dec(map: &mut BTreeMap<DateTime<Utc>, usize>, key: DateTime<Utc>) {
-    if let Some(n) = map.get_mut(&key) {
-        *n -= 1;
-        if *n == 0 {
-            map.remove(&key);
-        }
-    }
 }
 
 impl Actor for TimerShard {
@@ -639,32 +458,8 @@ impl Handler<Load> for TimerShard {
     type Result = ();
 
     fn handle(&mut self, msg: Load, ctx: &mut Context<Self>) {
-        let now = Utc::now();
-        let floor = self.cursor;
-        // Downtime (no scheduler running) follows each job's misfire policy;
-        // time this process was alive but disconnected loses nothing.
-        let down_until = msg.alive_since.clamp(floor, now);
-        for job in msg.jobs {
-            self.put(job.clone());
-            if job.paused {
-                continue;
-            }
-            if floor < down_until {
-                let plan = misfire::plan(&job, floor, down_until);
-                self.fire_missed(&job, plan, job.spec.misfire.policy.as_str(), ctx);
-            }
-            if down_until < now {
-                self.fire_missed(
-                    &job,
-                    misfire::undelivered(&job, down_until, now),
-                    "undelivered",
-                    ctx,
-                );
-            }
-            self.arm_after(&job, now.max(floor));
-        }
-        self.cursor = now.max(floor);
-        self.loaded = true;
+        let actions = self.timer.load(msg.jobs, msg.alive_since, Utc::now());
+        self.act(actions, ctx);
         self.rearm_wake(ctx);
     }
 }
@@ -685,35 +480,17 @@ impl Handler<JobChange> for TimerShard {
     fn handle(&mut self, msg: JobChange, ctx: &mut Context<Self>) {
         let now = Utc::now();
         match msg {
-            JobChange::Upserted(job) => {
-                self.put(job.clone());
-                if job.paused {
-                    self.paused_at.entry(job.spec.id.clone()).or_insert(now);
-                }
-                self.arm_after(&job, now);
-            }
-            JobChange::Deleted(id) => {
-                self.disarm(&id);
-                self.jobs.remove(id.as_str());
-                self.paused_at.remove(&id);
-            }
-            JobChange::Paused(id) => {
-                self.disarm(&id);
-                if let Some(slot) = self.jobs.get_mut(id.as_str()) {
-                    Arc::make_mut(&mut slot.job).paused = true;
-                }
-                self.paused_at.insert(id, now);
-            }
+            JobChange::Upserted(job) => self.timer.upsert(job, now),
+            JobChange::Deleted(id) => self.timer.delete(&id),
+            JobChange::Paused(id) => self.timer.pause(&id, now),
             JobChange::Resumed(job) => {
-                let id = job.spec.id.clone();
-                self.put(job.clone());
-                // The misfire policy decides about the paused interval.
-                let from = self.paused_at.remove(&id).unwrap_or(self.cursor);
-                let plan = misfire::plan(&job, from, now);
-                self.fire_missed(&job, plan, job.spec.misfire.policy.as_str(), ctx);
-                self.arm_after(&job, now);
+                let actions = self.timer.resume(job, now);
+                self.act(actions, ctx);
             }
         }
+        // An upsert may have armed an occurrence that is already due.
+        let due = self.timer.due(now);
+        self.publish_all(due, ctx);
         self.rearm_wake(ctx);
     }
 }
@@ -739,6 +516,7 @@ impl Handler<Flush> for TimerShard {
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.flushing.is_none() {
+            self.timer.flush();
             self.flushing = Some(tx);
             ctx.run_later(FLUSH_DRAIN, |act, ctx| act.finish(ctx));
             self.finish_if_drained(ctx);
@@ -751,7 +529,7 @@ impl Handler<Flush> for TimerShard {
 
 impl TimerShard {
     fn finish_if_drained(&mut self, ctx: &mut Context<Self>) {
-        if self.flushing.is_some() && self.in_flight.is_empty() {
+        if self.flushing.is_some() && self.timer.drained() {
             self.finish(ctx);
         }
     }
@@ -763,13 +541,13 @@ impl TimerShard {
         let wm = Watermark {
             shard: self.shard,
             epoch: self.epoch,
-            up_to: self.watermark(),
+            up_to: self.timer.watermark(),
             owner: self.node.clone(),
         };
         let ch = self.channel.clone();
         let queue = self.topo.watermark_queue(self.shard);
         let shard = self.shard;
-        let unconfirmed: usize = self.in_flight.values().sum();
+        let unconfirmed = self.timer.unconfirmed();
         let fut = async move {
             if let Ok(enc) = encode(&wm) {
                 match publish_confirmed(&ch, "", &queue, &enc, || {}).await {

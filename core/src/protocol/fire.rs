@@ -43,6 +43,76 @@ pub struct FireEvent {
     pub signature: Option<String>,
 }
 
+/// Where a fire comes from: a timer shard's occurrence, or a manual trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Occurrence `scheduled` of the job, fired by shard `shard`'s owner at
+    /// `epoch`.
+    Scheduled {
+        scheduled: DateTime<Utc>,
+        shard: u32,
+        epoch: u64,
+    },
+    /// `trigger` at `now`: its own fire id, epoch 0 (no shard owner is
+    /// involved).
+    Manual { shard: u32 },
+}
+
+impl FireEvent {
+    /// The one place a fire event is built, from the job's stored entry:
+    /// attempt 1, the job snapshot a worker runs without asking anyone,
+    /// signed when `key` is set (docs/protocol.md §6, §10).
+    pub fn of(
+        job: &crate::registry::JobEntry,
+        origin: Origin,
+        now: DateTime<Utc>,
+        key: Option<&[u8]>,
+    ) -> Self {
+        let (fire_id, scheduled, shard, epoch, manual) = match origin {
+            Origin::Scheduled {
+                scheduled,
+                shard,
+                epoch,
+            } => (
+                crate::FireId::new(&job.spec.id, scheduled),
+                scheduled,
+                shard,
+                epoch,
+                false,
+            ),
+            Origin::Manual { shard } => (
+                crate::FireId::for_trigger(&job.spec.id, now),
+                now,
+                shard,
+                0,
+                true,
+            ),
+        };
+        let mut ev = FireEvent {
+            fire_id: fire_id.to_string(),
+            job_id: job.spec.id.clone(),
+            pool: job.spec.pool.clone(),
+            shard,
+            epoch,
+            scheduled_at: scheduled,
+            fired_at: now,
+            attempt: 1,
+            manual,
+            executor: job.spec.executor.clone(),
+            payload: job.spec.payload.clone(),
+            timeout: job.spec.timeout,
+            retry: job.spec.retry.clone(),
+            overlap: job.spec.overlap,
+            first_failure: None,
+            signature: None,
+        };
+        if let Some(k) = key {
+            ev.signature = Some(crate::sign::sign_fire(k, &ev));
+        }
+        ev
+    }
+}
+
 impl Message for FireEvent {
     const KIND: &'static str = "sundial.fire";
     const PRIMARY: Format = Format::Bincode;

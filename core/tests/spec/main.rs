@@ -15,6 +15,7 @@
 //! | `codec`      | round trips of every message, and each kind of bad input |
 //! | `sign`       | HMAC signatures: commands (age, replay window), fire events (retries keep them) |
 //! | `settings`   | settings validation and masking |
+//! | `timer`      | a timer shard without broker or clock: watermark vs in-flight fires, jitter, upserts of due jobs, pause/resume/delete, flush, misfires on takeover |
 
 mod attempt;
 mod codec;
@@ -29,4 +30,5 @@ mod restart;
 mod schedules;
 mod settings;
 mod sign;
+mod timer;
 mod util;

@@ -198,13 +198,49 @@ pub fn properties(meta: &Meta) -> BasicProperties {
     if let Some(ct) = &meta.content_type {
         p = p.with_content_type(ShortString::from(ct.as_str()));
     }
-    if let Some(id) = &meta.message_id {
-        p = p.with_message_id(ShortString::from(id.as_str()));
-    }
-    if let Some(ts) = meta.timestamp {
-        p = p.with_timestamp(ts);
-    }
+    // The message id: the natural one (a fire id), else unique to this
+    // process; the timestamp: when it is sent.
+    let id = meta.message_id.clone().unwrap_or_else(generated_id);
+    p = p
+        .with_message_id(ShortString::from(id.as_str()))
+        .with_timestamp(meta.timestamp.unwrap_or_else(now_secs));
     p
+}
+
+/// Encodes `msg` (core's pure codec) and stamps what needs the clock and
+/// the process: a unique message id when the message has no natural one,
+/// and the send time. For callers that need the id before publishing (a
+/// correlation id, the registry recognising its own records).
+pub fn encode_stamped<M: sundial_core::protocol::Message>(
+    msg: &M,
+) -> Result<sundial_core::codec::Encoded, sundial_core::CodecError> {
+    let mut enc = sundial_core::codec::encode(msg)?;
+    if enc.meta.message_id.is_none() {
+        enc.meta.message_id = Some(generated_id());
+    }
+    enc.meta.timestamp.get_or_insert_with(now_secs);
+    Ok(enc)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A process-unique id for messages without a natural one:
+/// `{pid}-{start nanos}-{counter}`.
+fn generated_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static START: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    let start = START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{}-{start:x}-{n}", std::process::id())
 }
 
 /// Reads `meta` from received properties. The version header is accepted as

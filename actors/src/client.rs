@@ -11,7 +11,7 @@ use lapin::{
     Connection,
 };
 use sundial_core::{
-    codec::{decode, encode},
+    codec::decode,
     protocol::control::{Command, Reply, LIST_MAX_LIMIT},
     topology::Topology,
 };
@@ -107,7 +107,8 @@ pub async fn call_signed(
         )
         .await
         .map_err(Error::broker("basic.consume reply-to"))?;
-    let enc = encode(cmd).map_err(|e| ClientError::BadReply(e.to_string()))?;
+    let enc =
+        crate::broker::encode_stamped(cmd).map_err(|e| ClientError::BadReply(e.to_string()))?;
     let correlation = enc.meta.message_id.clone().unwrap_or_default();
     let mut props = properties(&enc.meta)
         .with_reply_to(ShortString::from(DIRECT_REPLY_TO))

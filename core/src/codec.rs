@@ -10,8 +10,6 @@
 //! decode size limit, so the binary format can be swapped by changing this file
 //! and the content type.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use crate::{
     error::CodecError,
     protocol::{Format, Message, VERSION},
@@ -77,11 +75,14 @@ pub fn encode_as<M: Message>(msg: &M, format: Format) -> Result<Encoded, CodecEr
             limit: M::MAX_SIZE,
         });
     }
+    // No clock and no process id here: the AMQP adapter stamps the send
+    // time and gives a message without a natural id a unique one
+    // (`sundial_actors::broker::properties`).
     let meta = Meta {
         kind: Some(M::KIND.to_string()),
         content_type: Some(format.content_type().to_string()),
-        message_id: Some(msg.natural_id().unwrap_or_else(generated_id)),
-        timestamp: Some(now_secs()),
+        message_id: msg.natural_id(),
+        timestamp: None,
         version: Some(VERSION),
     };
     Ok(Encoded { body, meta })
@@ -194,24 +195,4 @@ fn decode_bincode<M: Message>(body: &[u8]) -> Result<M, CodecError> {
         });
     }
     Ok(msg)
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// A process-unique id for messages without a natural one:
-/// `{pid}-{start nanos}-{counter}`.
-fn generated_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static START: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
-    let start = START.get_or_init(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{}-{start:x}-{n}", std::process::id())
 }

@@ -9,7 +9,7 @@ use lapin::{
 };
 use sundial_actors::broker::{meta_of, properties};
 use sundial_core::{
-    codec::{decode, encode},
+    codec::decode,
     protocol::{control::Command, fire::Watermark},
 };
 
@@ -51,7 +51,8 @@ async fn meta_and_body_survive_the_broker() {
         up_to: chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("ts"),
         owner: "n1".into(),
     };
-    let enc = encode(&wm).expect("encodes");
+    // Stamped as the processes send it (send time, id): all of it survives.
+    let enc = sundial_actors::broker::encode_stamped(&wm).expect("encodes");
     let confirm = bounded(
         "publish",
         ch.basic_publish(

@@ -1,4 +1,4 @@
-//! `ShardLeases`: which timer shards this node fires (ADR 0009).
+//! `leases::run`: which timer shards this node fires (ADR 0009).
 //!
 //! A shard is held while this node's *lease connection* holds the exclusive
 //! queue `sundial.lease.{shard}` (a second declare anywhere gets 405

@@ -4,17 +4,17 @@
 //!
 //! ```text
 //! run (reconnects with backoff: the root of a rest-for-one restart)
-//!  └─ run_once: connection + lease connection
-//!      ├─ topology apply (idempotent)
-//!      ├─ replay sundial.registry → RegistryView
-//!      ├─ Registry         (commands → stream append → view → shards;
+//!  └─ run_once: broker::connect_to × 2 (connection + lease connection)
+//!      ├─ topology::apply_if_permitted (idempotent)
+//!      ├─ startup::replay_registry: sundial.registry → RegistryView
+//!      ├─ Registry         actor (commands → stream append → view → shards;
 //!      │                    follows records other nodes append)
-//!      ├─ ShardLeases      (heartbeats on sundial.nodes; exclusive
+//!      ├─ leases::run      task (heartbeats on sundial.nodes; exclusive
 //!      │   │                sundial.lease.{shard} queues; rebalancing)
 //!      │   └─ TimerShard × held shards (watermark read, epoch + 1,
 //!      │                    misfires over (watermark, now])
-//!      ├─ RunTracker       (run events → overlap policies)
-//!      └─ control consumer (sundial.control → Registry → reply / dead letter)
+//!      ├─ runs::track      task (run events → RunningJobs → overlap)
+//!      └─ control::run     task (sundial.control → Registry → reply / dead letter)
 //! ```
 
 mod control;

@@ -431,7 +431,7 @@ impl Handler<WriteSnapshot> for Registry {
                             })
                             .collect(),
                     };
-                    let enc = encode(&record).map_err(|e| e.to_string())?;
+                    let enc = crate::broker::encode_stamped(&record).map_err(|e| e.to_string())?;
                     ids.extend(enc.meta.message_id.clone());
                     batch.push(enc);
                     // Confirms awaited every few megabytes: bounded memory.
@@ -496,7 +496,8 @@ impl Handler<Execute> for Registry {
                 AtomicResponse::new(Box::pin(self.trigger(&entry, reply).into_actor(self)))
             }
             Decision::Append { records, reply } => {
-                let encoded: Result<Vec<_>, _> = records.iter().map(encode).collect();
+                let encoded: Result<Vec<_>, _> =
+                    records.iter().map(crate::broker::encode_stamped).collect();
                 let encoded = match encoded {
                     Ok(e) => e,
                     Err(e) => {

@@ -1,4 +1,4 @@
-//! RunTracker: follows run events to know which jobs are running now, so
+//! `runs::track` (the run tracker): follows run events to know which jobs are running now, so
 //! timer shards can apply each job's `overlap` policy (`forbid` skips a fire
 //! while the previous run runs; `replace` cancels it).
 //!

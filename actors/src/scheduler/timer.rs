@@ -68,7 +68,7 @@ pub(crate) struct TimerShard {
     /// Tells the lease task's one-for-one supervisor when this actor ends
     /// (however it ends: a panic in a handler included).
     _obituary: crate::supervise::Obituary,
-    /// Runs in progress (from the RunTracker), for overlap policies.
+    /// Runs in progress (from `runs::track`), for overlap policies.
     runs: Arc<RunningJobs>,
     /// Signs every fire event when set (`control.hmac_key`).
     key: Option<Arc<[u8]>>,

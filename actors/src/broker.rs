@@ -66,17 +66,19 @@ pub fn check_tls(b: &sundial_core::settings::BrokerSettings) -> Result<(), Error
 type TlsFiles = (Option<String>, Option<lapin::tcp::OwnedIdentity>);
 
 fn read_tls(b: &sundial_core::settings::BrokerSettings) -> Result<TlsFiles, Error> {
-    let read = |p: &std::path::Path, setting: &str| {
-        std::fs::read(p)
-            .map_err(|e| Error::Tls(format!("{setting}: cannot read {}: {e}", p.display())))
+    let read = |p: &std::path::Path, setting: &'static str| {
+        std::fs::read(p).map_err(|source| Error::Tls {
+            setting,
+            path: p.to_path_buf(),
+            source,
+        })
     };
     let cert_chain = match &b.tls.ca_file {
         Some(p) => Some(
-            String::from_utf8(read(p, "broker.tls.ca_file")?).map_err(|_| {
-                Error::Tls(format!(
-                    "broker.tls.ca_file: {} is not PEM text",
-                    p.display()
-                ))
+            String::from_utf8(read(p, "broker.tls.ca_file")?).map_err(|_| Error::Tls {
+                setting: "broker.tls.ca_file",
+                path: p.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not PEM text"),
             })?,
         ),
         None => None,

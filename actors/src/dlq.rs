@@ -183,7 +183,7 @@ impl<'a> Dlq<'a> {
                 };
                 fire.attempt = 1;
                 fire.first_failure = None;
-                let enc = encode(&fire).map_err(|e| Error::Codec(e.to_string()))?;
+                let enc = encode(&fire)?;
                 let props = crate::broker::properties(&enc.meta);
                 let mut h = props.headers().clone().unwrap_or_default();
                 h.insert(
@@ -202,7 +202,10 @@ impl<'a> Dlq<'a> {
                     props.with_headers(h),
                 )
                 .await
-                .map_err(|e| Error::DeadLetter(format!("replay of {id}: {e}")))?;
+                .map_err(|e| Error::NotStored {
+                    what: format!("replay of {id}"),
+                    source: Box::new(e),
+                })?;
             }
             m.delivery
                 .acker
@@ -240,7 +243,7 @@ impl<'a> Dlq<'a> {
                 d = consumer.next() => match d {
                     Some(Ok(d)) => each(DeadLetter::read(&d.properties, &d.data)),
                     Some(Err(e)) => return Err(Error::broker("dlq watch delivery")(e)),
-                    None => return Err(Error::ConnectionLost("dlq watch ended".into())),
+                    None => return Err(Error::StreamEnded("dlq watch")),
                 },
             }
         }

@@ -75,8 +75,7 @@ impl DlqWatcher {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| crate::Error::Http(e.to_string()))?;
+            .build()?;
         Ok(Self {
             cfg: Arc::new(cfg),
             conn: None,

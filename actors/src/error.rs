@@ -20,18 +20,37 @@ pub enum Error {
         name: String,
         detail: String,
     },
-    /// A message could not be encoded (a bug: our own messages always encode).
+    /// A message could not be encoded (a bug: our own messages always
+    /// encode, within their size limits).
     #[error("cannot encode: {0}")]
-    Codec(String),
-    /// The registry could not be read or written.
-    #[error("registry: {0}")]
-    Registry(String),
-    /// A refused command could not be dead-lettered (so it is not acked).
-    #[error("dead letter not stored: {0}")]
-    DeadLetter(String),
-    /// The broker connection was lost.
+    Codec(#[from] sundial_core::CodecError),
+    /// The registry stream could not be appended to.
+    #[error("registry: {what}: {source}")]
+    Registry {
+        what: &'static str,
+        #[source]
+        source: Box<crate::publish::PublishError>,
+    },
+    /// A message could not be stored (nacked, returned, or the channel
+    /// failed): `what` says which (a dead letter, a run event, a retry).
+    #[error("{what} not stored: {source}")]
+    NotStored {
+        what: String,
+        #[source]
+        source: Box<crate::publish::PublishError>,
+    },
+    /// The broker connection (or a channel on it) closed.
     #[error("connection lost: {0}")]
-    ConnectionLost(String),
+    ConnectionLost(&'static str),
+    /// A consumer's stream of deliveries ended (its channel closed).
+    #[error("{0} ended")]
+    StreamEnded(&'static str),
+    /// The scheduler's Registry actor is gone (it stopped or panicked).
+    #[error("registry actor gone: {0}")]
+    RegistryGone(#[from] actix::MailboxError),
+    /// A task the scheduler's run needs stopped on its own.
+    #[error("{0} stopped")]
+    TaskStopped(&'static str),
     /// A supervision loop restarted more often than its intensity allows.
     #[error("{what}: {restarts} restarts within {within}, giving up (last error: {last})")]
     GaveUp {
@@ -40,15 +59,23 @@ pub enum Error {
         within: sundial_core::HumanDuration,
         last: String,
     },
-    /// TLS files could not be read.
-    #[error("tls: {0}")]
-    Tls(String),
+    /// A TLS file could not be read, or is not PEM.
+    #[error("{setting}: cannot read {path}: {source}")]
+    Tls {
+        setting: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The operations endpoint could not bind its address.
     #[error("cannot listen on {addr}: {why}")]
     Listen { addr: String, why: String },
-    /// The HTTP client could not be built.
+    /// The HTTP client (http executor, webhook) could not be built.
     #[error("http client: {0}")]
-    Http(String),
+    HttpClient(#[from] reqwest::Error),
+    /// The Prometheus recorder could not be installed.
+    #[error("metrics recorder: {0}")]
+    Metrics(String),
     /// Any other broker error during an operation.
     #[error("{operation} failed: {source}")]
     Broker {

@@ -38,9 +38,9 @@ pub fn install_recorder() -> Result<PrometheusHandle, Error> {
     }
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
-        .map_err(|e| Error::Http(e.to_string()))?
+        .map_err(|e| Error::Metrics(e.to_string()))?
         .install_recorder()
-        .map_err(|e| Error::Http(format!("metrics recorder: {e}")))?;
+        .map_err(|e| Error::Metrics(e.to_string()))?;
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 

@@ -74,7 +74,7 @@ pub async fn gather(conn: &Connection, topo: &Topology, listen: Duration) -> Res
             d = beats.next() => d,
         };
         let Some(Ok(d)) = d else {
-            return Err(Error::ConnectionLost("heartbeat subscription ended".into()));
+            return Err(Error::StreamEnded("heartbeat subscription"));
         };
         if let Ok(h) = decode::<Heartbeat>(&meta_of(&d.properties), &d.data) {
             if h.leaving {

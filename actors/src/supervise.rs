@@ -414,12 +414,11 @@ mod tests {
             let never = CancellationToken::new();
             never.cancel(); // skip the backoff sleeps
             assert!(root
-                .restart(Error::ConnectionLost("x".into()), &never)
+                .restart(Error::ConnectionLost("x"), &never)
                 .await
                 .is_ok());
             assert!(matches!(
-                root.restart(Error::ConnectionLost("x".into()), &never)
-                    .await,
+                root.restart(Error::ConnectionLost("x"), &never).await,
                 Err(Error::GaveUp { .. })
             ));
         });

@@ -41,9 +41,7 @@ pub async fn run(
         .pool
         .clone()
         .unwrap_or_else(|| settings.worker.pool.clone());
-    let conn = sundial_actors::broker::connect_to(&settings.broker, "sundial dlq")
-        .await
-        .map_err(failed)?;
+    let conn = sundial_actors::broker::connect_to(&settings.broker, "sundial dlq").await?;
     let dlq = Dlq::new(&conn, &settings.topology, &pool);
     let result = run_on(&dlq, cmd, args, out).await;
     let _ = conn.close(200, "done".into()).await;
@@ -58,7 +56,7 @@ async fn run_on(
 ) -> Result<(), CommandError> {
     match cmd {
         DlqCmd::List { job, .. } => {
-            let mut all = dlq.list().await.map_err(failed)?;
+            let mut all = dlq.list().await?;
             all.retain(|d| job.is_none() || d.job_id == *job);
             if args.json {
                 return json(&all, out);
@@ -79,7 +77,7 @@ async fn run_on(
             write!(out, "{}", t.render("")).map_err(io)
         }
         DlqCmd::Show { fire_id, .. } => {
-            let all = dlq.list().await.map_err(failed)?;
+            let all = dlq.list().await?;
             let Some(d) = all
                 .into_iter()
                 .find(|d| d.fire_id.as_deref() == Some(fire_id))
@@ -115,8 +113,7 @@ async fn run_on(
                     |d| selected(d, job.as_deref(), fire_ids),
                     || progress.inc(1),
                 )
-                .await
-                .map_err(failed)?;
+                .await?;
             progress.finish_and_clear();
             report("replayed", &settled, args.json, out)?;
             missing(fire_ids, &settled.done)
@@ -134,8 +131,7 @@ async fn run_on(
                     |d| selected(d, job.as_deref(), &[]),
                     || progress.inc(1),
                 )
-                .await
-                .map_err(failed)?;
+                .await?;
             progress.finish_and_clear();
             report("purged", &settled, args.json, out)
         }
@@ -162,8 +158,7 @@ async fn run_on(
                     stop.cancel();
                 }
             })
-            .await
-            .map_err(failed)?;
+            .await?;
             write_err.map_or(Ok(()), |e| Err(io(e)))
         }
     }

@@ -99,9 +99,7 @@ pub async fn run(
         }
         _ => None,
     };
-    let conn = sundial_actors::broker::connect_to(&settings.broker, "sundial job")
-        .await
-        .map_err(failed)?;
+    let conn = sundial_actors::broker::connect_to(&settings.broker, "sundial job").await?;
     let client = Client {
         conn,
         settings,

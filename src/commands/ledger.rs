@@ -36,16 +36,13 @@ pub async fn run(
     json: bool,
     out: &mut impl Write,
 ) -> Result<(), CommandError> {
-    let conn = sundial_actors::broker::connect_to(&settings.broker, "sundial ledger")
-        .await
-        .map_err(failed)?;
+    let conn = sundial_actors::broker::connect_to(&settings.broker, "sundial ledger").await?;
     let (_ch, mut events) = subscribe(
         &conn,
         &settings.topology.events_exchange(),
         &["#.started", "#.succeeded", "#.failed", "#.skipped"],
     )
-    .await
-    .map_err(failed)?;
+    .await?;
     let from = Utc::now();
     let to = from + chrono::Duration::from_std(window).map_err(failed)?;
     // Per fire id: (started, outcomes, skipped) of attempt 1.

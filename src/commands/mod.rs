@@ -29,6 +29,14 @@ pub enum CommandError {
     OutputClosed,
 }
 
+/// Any failure of the actors crate (broker, registry, TLS files, …) is a
+/// failure of the command (exit 1), reported as the error says it.
+impl From<sundial_actors::Error> for CommandError {
+    fn from(e: sundial_actors::Error) -> Self {
+        CommandError::Failed(e.to_string())
+    }
+}
+
 impl CommandError {
     /// A failed write of the command's own output: a closed pipe ends the
     /// command quietly, anything else is an error naming it.

@@ -22,7 +22,7 @@ pub(crate) async fn start_http(
     if !settings.http.enabled {
         return Ok(());
     }
-    let metrics = install_recorder().map_err(|e| CommandError::Failed(e.to_string()))?;
+    let metrics = install_recorder()?;
     let listen = match settings.http.listen {
         Some(addr) => Listen::Exactly(addr),
         None => Listen::FirstFree(default_listen_ports(role)),
@@ -30,5 +30,5 @@ pub(crate) async fn start_http(
     serve(listen, metrics, health, shutdown)
         .await
         .map(|_| ())
-        .map_err(|e| CommandError::Failed(e.to_string()))
+        .map_err(CommandError::from)
 }

@@ -58,13 +58,12 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
         let declared =
             sundial_actors::topology::apply(&probe, &settings.topology.declarations()).await;
         let _ = probe.close(200, "probe".into()).await;
-        declared.map_err(|e| CommandError::Failed(e.to_string()))?;
+        declared?;
 
         super::ops::start_http(&settings, sundial_core::settings::Role::Scheduler, scheduler_cfg.health.clone(), shutdown.clone()).await?;
         let watcher = {
             let pools = vec![settings.worker.pool.clone()];
-            sundial_actors::dlq_watcher::DlqWatcher::new(super::worker::watch_config(&settings, pools))
-                .map_err(|e| CommandError::Failed(e.to_string()))?
+            sundial_actors::dlq_watcher::DlqWatcher::new(super::worker::watch_config(&settings, pools))?
                 .spawn()
         };
         let printer = tokio::spawn(print_events(settings.clone(), shutdown.clone()));
@@ -110,7 +109,7 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
         for r in [s, w] {
             match r {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(CommandError::Failed(e.to_string())),
+                Ok(Err(e)) => return Err(e.into()),
                 Err(e) => return Err(CommandError::Failed(format!("task failed: {e}"))),
             }
         }

@@ -36,7 +36,7 @@ pub fn run(settings: &Settings, node: Option<String>) -> Result<(), CommandError
         .await?;
         scheduler::run(cfg, shutdown)
             .await
-            .map_err(|e| CommandError::Failed(e.to_string()))
+            .map_err(CommandError::from)
     })
 }
 

@@ -19,9 +19,7 @@ pub async fn run(
 ) -> Result<(), CommandError> {
     let listen =
         listen.unwrap_or(settings.scheduler.heartbeat_interval * 2 + Duration::from_millis(200));
-    let conn = sundial_actors::broker::connect_to(&settings.broker, "sundial status")
-        .await
-        .map_err(failed)?;
+    let conn = sundial_actors::broker::connect_to(&settings.broker, "sundial status").await?;
     let status = sundial_actors::status::gather(&conn, &settings.topology, listen)
         .await
         .map_err(|e| {

@@ -7,7 +7,7 @@ use sundial_core::settings::Settings;
 use super::CommandError;
 
 pub async fn run(settings: &Settings, out: &mut impl Write) -> Result<(), CommandError> {
-    let fail = |e: sundial_actors::Error| CommandError::Failed(e.to_string());
+    let fail = CommandError::from;
     let conn = sundial_actors::broker::connect_to(&settings.broker, "sundial topology apply")
         .await
         .map_err(fail)?;

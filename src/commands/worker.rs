@@ -37,14 +37,12 @@ pub fn run(mut settings: Settings, args: &WorkerArgs) -> Result<(), CommandError
             shutdown.clone(),
         )
         .await?;
-        let watcher = DlqWatcher::new(watch)
-            .map_err(|e| CommandError::Failed(e.to_string()))?
-            .spawn();
+        let watcher = DlqWatcher::new(watch)?.spawn();
         let result = Worker::builder(cfg)
             .build()
             .run(shutdown)
             .await
-            .map_err(|e| CommandError::Failed(e.to_string()));
+            .map_err(CommandError::from);
         watcher.stop().await;
         result
     })

@@ -69,7 +69,7 @@ pub(crate) async fn run(
             d = consumer.next() => d,
         };
         let Some(delivery) = delivery else {
-            return Err(Error::ConnectionLost("control consumer ended".into()));
+            return Err(Error::StreamEnded("control consumer"));
         };
         let delivery = delivery.map_err(Error::broker("control delivery"))?;
         let checked = match &key {
@@ -104,10 +104,7 @@ async fn handle(
         ),
         Ok(Ok(cmd)) => {
             let missing_pools = pools.missing(&cmd).await?;
-            registry
-                .send(Execute { cmd, missing_pools })
-                .await
-                .map_err(|e| Error::ConnectionLost(format!("registry actor gone: {e}")))?
+            registry.send(Execute { cmd, missing_pools }).await?
         }
         Ok(Err(e)) => Reply::error(
             command_name(&d.data),

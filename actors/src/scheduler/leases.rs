@@ -170,7 +170,7 @@ pub(crate) async fn run(parts: LeaseParts<'_>, stop: CancellationToken) -> Resul
                     }
                 }
                 Some(Err(e)) => break Err(Error::broker("heartbeat delivery")(e)),
-                None => break Err(Error::ConnectionLost("heartbeat consumer ended".into())),
+                None => break Err(Error::StreamEnded("heartbeat consumer")),
             },
         }
     };
@@ -455,7 +455,9 @@ async fn take(
         let locked = matches!(e.kind(), lapin::ErrorKind::ProtocolError(p) if p.get_id() == 405);
         if !locked {
             if !parts.lease_conn.status().connected() {
-                return Err(Error::ConnectionLost(format!("lease connection: {e}")));
+                return Err(Error::broker(format!(
+                    "queue.declare lease {shard} (lease connection closed)"
+                ))(e));
             }
             warn!(shard, error = %e, "lease not taken");
         }

@@ -214,8 +214,8 @@ async fn run_once(
         tokio::pin!(leases);
         tokio::select! {
             r = &mut control => r,
-            r = &mut tracker => r.and(Err(Error::ConnectionLost("run tracker stopped".into()))),
-            r = &mut leases => r.and(Err(Error::ConnectionLost("lease task stopped".into()))),
+            r = &mut tracker => r.and(Err(Error::TaskStopped("run tracker"))),
+            r = &mut leases => r.and(Err(Error::TaskStopped("lease task"))),
             () = shutdown.cancelled() => {
                 // Leases hand every shard back: final watermarks, then the
                 // lease queues go, and peers hear of it at once.
@@ -223,9 +223,9 @@ async fn run_once(
                 let (c, t, l) = tokio::join!(control, tracker, leases);
                 c.and(t).and(l)
             }
-            () = lost.cancelled() => Err(Error::ConnectionLost("connection closed".into())),
-            () = lease_lost.cancelled() => Err(Error::ConnectionLost("lease connection closed".into())),
-            () = registry_failed.cancelled() => Err(Error::ConnectionLost("registry stream ended".into())),
+            () = lost.cancelled() => Err(Error::ConnectionLost("connection closed")),
+            () = lease_lost.cancelled() => Err(Error::ConnectionLost("lease connection closed")),
+            () = registry_failed.cancelled() => Err(Error::StreamEnded("registry stream")),
         }
     };
 

@@ -129,7 +129,7 @@ pub(crate) async fn track(
                 Err(e) => warn!(error = %e, "run event not understood; ignored"),
             },
             Some(Err(e)) => return Err(Error::broker("run tracker delivery")(e)),
-            None => return Err(Error::ConnectionLost("run tracker ended".into())),
+            None => return Err(Error::StreamEnded("run tracker's event consumer")),
         }
     }
 }
@@ -147,13 +147,17 @@ pub(crate) async fn cancel(
         job_id: job_id.to_string(),
         reason: format!("replaced by {by_fire}"),
     };
-    let enc = encode(&msg).map_err(|e| Error::Codec(e.to_string()))?;
+    let enc = encode(&msg)?;
     let confirm = publish_event(ch, &topo.cancel_exchange(), &run.worker, &enc)
         .await
-        .map_err(|e| Error::ConnectionLost(e.to_string()))?;
-    confirm
-        .await
-        .map_err(|e| Error::ConnectionLost(e.to_string()))?;
+        .map_err(|e| Error::NotStored {
+            what: "cancel request".into(),
+            source: Box::new(e),
+        })?;
+    confirm.await.map_err(|e| Error::NotStored {
+        what: "cancel request".into(),
+        source: Box::new(e),
+    })?;
     info!(job_id, fire_id = %run.fire_id, worker = %run.worker, replaced_by = by_fire, "asked the worker to cancel the running attempt (overlap replace)");
     Ok(())
 }

@@ -61,12 +61,14 @@ pub(crate) async fn replay_registry(
         "{node}-{}",
         Utc::now().timestamp_nanos_opt().unwrap_or_default()
     );
-    let enc = encode(&RegistryRecord::Sync { id: marker.clone() })
-        .map_err(|e| Error::Codec(e.to_string()))?;
+    let enc = encode(&RegistryRecord::Sync { id: marker.clone() })?;
     let stream = topo.registry_stream();
     publish_confirmed(&ch, "", &stream, &enc, || {})
         .await
-        .map_err(|e| Error::Registry(format!("cannot append the sync marker: {e}")))?;
+        .map_err(|e| Error::Registry {
+            what: "cannot append the sync marker",
+            source: Box::new(e),
+        })?;
 
     ch.basic_qos(REPLAY_PREFETCH, BasicQosOptions::default())
         .await

@@ -345,7 +345,7 @@ async fn retry(
     let mut next = fire.clone();
     next.attempt = attempt;
     next.first_failure = Some(first_failure);
-    let enc = encode(&next).map_err(|e| PublishError::Broker(Error::Codec(e.to_string())))?;
+    let enc = encode(&next).map_err(|e| PublishError::Broker(Error::Codec(e)))?;
     let mut props = properties(&enc.meta);
     let mut h = props.headers().clone().unwrap_or_default();
     h.insert(
@@ -435,7 +435,7 @@ async fn emit(
     shared: &Shared,
     ev: &RunEvent,
 ) -> Result<impl std::future::Future<Output = Result<(), PublishError>>, Error> {
-    let enc = encode(ev).map_err(|e| Error::Codec(e.to_string()))?;
+    let enc = encode(ev)?;
     let key = Topology::event_routing_key(&ev.pool, &ev.job_id, ev.kind.as_str());
     publish_event(&shared.out, &shared.topo.events_exchange(), &key, &enc)
         .await
@@ -445,7 +445,10 @@ async fn emit(
 fn publish_failed(e: PublishError) -> Error {
     match e {
         PublishError::Broker(e) => e,
-        other => Error::ConnectionLost(other.to_string()),
+        other => Error::NotStored {
+            what: "run event or retry".into(),
+            source: Box::new(other),
+        },
     }
 }
 

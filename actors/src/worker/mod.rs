@@ -289,8 +289,8 @@ impl Worker {
         let result: Result<(), Error> = loop {
             let permit = tokio::select! {
                 () = shutdown.cancelled() => break Ok(()),
-                () = broken.cancelled() => break Err(Error::ConnectionLost("output channel closed".into())),
-                () = lost.cancelled() => break Err(Error::ConnectionLost("connection closed".into())),
+                () = broken.cancelled() => break Err(Error::ConnectionLost("output channel closed")),
+                () = lost.cancelled() => break Err(Error::ConnectionLost("connection closed")),
                 p = permits.clone().acquire_owned() => match p {
                     Ok(p) => p,
                     Err(_) => break Ok(()),
@@ -298,14 +298,14 @@ impl Worker {
             };
             let delivery = tokio::select! {
                 () = shutdown.cancelled() => break Ok(()),
-                () = broken.cancelled() => break Err(Error::ConnectionLost("output channel closed".into())),
-                () = lost.cancelled() => break Err(Error::ConnectionLost("connection closed".into())),
+                () = broken.cancelled() => break Err(Error::ConnectionLost("output channel closed")),
+                () = lost.cancelled() => break Err(Error::ConnectionLost("connection closed")),
                 d = deliveries.next() => d,
             };
             let delivery = match delivery {
                 Some(Ok(d)) => d,
                 Some(Err(e)) => break Err(Error::broker("work delivery")(e)),
-                None => break Err(Error::ConnectionLost("work consumers ended".into())),
+                None => break Err(Error::StreamEnded("work consumers")),
             };
             let shared = shared.clone();
             let broken = broken.clone();

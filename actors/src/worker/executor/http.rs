@@ -26,7 +26,7 @@ impl Client {
             .user_agent(concat!("sundial/", env!("CARGO_PKG_VERSION")))
             .build()
             .map(Client)
-            .map_err(|e| crate::Error::Http(e.to_string()))
+            .map_err(crate::Error::HttpClient)
     }
 
     /// One request with the run's identity in headers (`Idempotency-Key`

@@ -226,3 +226,39 @@ impl RecentFires {
         }
     }
 }
+
+/// Which run events a worker publishes (`worker.run_events`), and the rule
+/// for each step of an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunEvents {
+    /// `started` and the outcome of every attempt.
+    #[default]
+    All,
+    /// Outcomes only; `started` only where it is needed (below).
+    Outcomes,
+    /// Only what went wrong: `failed`, `retrying`, `dead`, `skipped`. A
+    /// successful run publishes nothing (it is counted in
+    /// `sundial_runs_total`).
+    ///
+    /// In every mode, fires whose `overlap` is `forbid` or `replace` (the
+    /// schedulers' run tracker needs their start and end) and manual
+    /// triggers get every event.
+    Failures,
+}
+
+impl RunEvents {
+    /// Whether a fire whose job has `overlap` and which is `manual` or not
+    /// gets a `started` event.
+    pub fn started(self, overlap: crate::job::Overlap, manual: bool) -> bool {
+        self == Self::All || Self::always(overlap, manual)
+    }
+
+    /// Whether it gets a `succeeded` event.
+    pub fn succeeded(self, overlap: crate::job::Overlap, manual: bool) -> bool {
+        self != Self::Failures || Self::always(overlap, manual)
+    }
+
+    fn always(overlap: crate::job::Overlap, manual: bool) -> bool {
+        manual || overlap != crate::job::Overlap::Allow
+    }
+}

@@ -334,40 +334,9 @@ pub struct WorkerSettings {
     pub shell_allow: Vec<String>,
 }
 
-/// Which run events a worker publishes (`worker.run_events`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RunEvents {
-    /// `started` and the outcome of every attempt.
-    #[default]
-    All,
-    /// Outcomes only; `started` only where it is needed (below).
-    Outcomes,
-    /// Only what went wrong: `failed`, `retrying`, `dead`, `skipped`. A
-    /// successful run publishes nothing (it is counted in
-    /// `sundial_runs_total`).
-    ///
-    /// In every mode, fires whose `overlap` is `forbid` or `replace` (the
-    /// schedulers' run tracker needs their start and end) and manual
-    /// triggers get every event.
-    Failures,
-}
-
-impl RunEvents {
-    /// Whether a fire whose job has `overlap` and which is `manual` or not
-    /// gets a `started` event.
-    pub fn started(self, overlap: crate::job::Overlap, manual: bool) -> bool {
-        self == Self::All || Self::always(overlap, manual)
-    }
-
-    /// Whether it gets a `succeeded` event.
-    pub fn succeeded(self, overlap: crate::job::Overlap, manual: bool) -> bool {
-        self != Self::Failures || Self::always(overlap, manual)
-    }
-
-    fn always(overlap: crate::job::Overlap, manual: bool) -> bool {
-        manual || overlap != crate::job::Overlap::Allow
-    }
-}
+/// Which run events a worker publishes (`worker.run_events`); the rule is
+/// in [`crate::attempt::RunEvents`].
+pub use crate::attempt::RunEvents;
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct ControlSettings {
@@ -443,275 +412,273 @@ fn check_name(field: &str, v: &str, max: usize) -> Result<(), ValidationError> {
     }
 }
 
+/// A duration setting (`"90s"`, `"10m"`), naming `key` when it is not one.
+fn duration(key: &str, v: &str) -> Result<Duration, ValidationError> {
+    v.parse::<HumanDuration>()
+        .map(HumanDuration::get)
+        .map_err(|e| err(key, e))
+}
+
+/// An optional string setting: empty means unset.
+fn nonempty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.trim().is_empty())
+}
+
+/// One conversion per section, each failing fast with the key it names.
 impl TryFrom<RawSettings> for Settings {
     type Error = ValidationError;
 
     fn try_from(raw: RawSettings) -> Result<Self, Self::Error> {
-        let url = raw.broker.url.trim().to_string();
-        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-            return Err(err(
-                "broker.url",
-                format!(
-                    "must start with amqp:// or amqps://, got \"{}\"",
-                    mask_url_password(&url)
-                ),
-            ));
-        }
-
-        let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
-        let tls = raw.broker.tls;
-        let client = match (nonempty(tls.cert_file), nonempty(tls.key_file)) {
-            (Some(c), Some(k)) => Some((c.into(), k.into())),
-            (None, None) => None,
-            _ => {
-                return Err(err(
-                    "broker.tls",
-                    "cert_file and key_file go together (mutual TLS needs both)",
-                ))
-            }
-        };
-        let tls = TlsSettings {
-            ca_file: nonempty(tls.ca_file).map(Into::into),
-            client,
-        };
-        if !tls.is_empty() && !url.starts_with("amqps://") {
-            return Err(err(
-                "broker.tls",
-                "TLS files are set but broker.url is not amqps://",
-            ));
-        }
-        let t = raw.topology;
-        let prefix_ok = !t.prefix.is_empty()
-            && t.prefix.len() <= 64
-            && t.prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
-        if !prefix_ok {
-            return Err(err(
-                "topology.prefix",
-                format!("must match [A-Za-z0-9._-]{{1,64}}, got \"{}\"", t.prefix),
-            ));
-        }
-        if !(1..=4096).contains(&t.shards) {
-            return Err(err(
-                "topology.shards",
-                format!("must be 1..=4096, got {}", t.shards),
-            ));
-        }
-        if t.pools.is_empty() {
-            return Err(err("topology.pools", "must name at least one pool"));
-        }
-        for p in &t.pools {
-            check_name("topology.pools", p, 64)?;
-            if p == crate::topology::CONTROL_DEAD_KEY {
-                return Err(err("topology.pools", "\"control\" is reserved"));
-            }
-        }
-        let mut retry_tiers = Vec::with_capacity(t.retry_tiers.len());
-        for s in &t.retry_tiers {
-            let d: HumanDuration = s
-                .parse()
-                .map_err(|e: String| err("topology.retry_tiers", e))?;
-            if d.get() < Duration::from_secs(1) || d.get().subsec_nanos() != 0 {
-                return Err(err(
-                    "topology.retry_tiers",
-                    format!("each tier must be a whole number of seconds ≥ 1s, got \"{s}\""),
-                ));
-            }
-            if !retry_tiers.contains(&d) {
-                retry_tiers.push(d);
-            }
-        }
-        let max_age = raw
-            .registry
-            .max_age
-            .parse::<HumanDuration>()
-            .map_err(|e| err("registry.max_age", e))?
-            .get();
-        if max_age < Duration::from_secs(3600) {
-            return Err(err("registry.max_age", "must be at least 1h"));
-        }
-        if raw.registry.snapshot_after_bytes < 1024 {
-            return Err(err(
-                "registry.snapshot_after_bytes",
-                format!(
-                    "must be at least 1024, got {}",
-                    raw.registry.snapshot_after_bytes
-                ),
-            ));
-        }
-        if !(1..=1000).contains(&t.delivery_limit) {
-            return Err(err(
-                "topology.delivery_limit",
-                format!("must be 1..=1000, got {}", t.delivery_limit),
-            ));
-        }
-
-        let w = raw.worker;
-        check_name("worker.pool", &w.pool, 64)?;
-        let concurrency = u16::try_from(w.concurrency)
-            .ok()
-            .filter(|c| (1..=10_000).contains(c))
-            .ok_or_else(|| {
-                err(
-                    "worker.concurrency",
-                    format!("must be 1..=10000, got {}", w.concurrency),
-                )
-            })?;
-        let shutdown_deadline = w
-            .shutdown_deadline
-            .parse::<HumanDuration>()
-            .map_err(|e| err("worker.shutdown_deadline", e))?
-            .get();
-        let consumer_timeout = w
-            .consumer_timeout
-            .parse::<HumanDuration>()
-            .map_err(|e| err("worker.consumer_timeout", e))?
-            .get();
-        let dlq_check_interval = w
-            .dlq_check_interval
-            .parse::<HumanDuration>()
-            .map_err(|e| err("worker.dlq_check_interval", e))?
-            .get();
-        if dlq_check_interval < Duration::from_secs(1) {
-            return Err(err("worker.dlq_check_interval", "must be at least 1s"));
-        }
-        let dlq_webhook = w.dlq_webhook.filter(|u| !u.trim().is_empty());
-        if let Some(u) = &dlq_webhook {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(err(
-                    "worker.dlq_webhook",
-                    format!("must be an http:// or https:// URL, got \"{u}\""),
-                ));
-            }
-        }
-        let run_events = match w.run_events.as_str() {
-            "all" => RunEvents::All,
-            "outcomes" => RunEvents::Outcomes,
-            "failures" => RunEvents::Failures,
-            other => {
-                return Err(err(
-                    "worker.run_events",
-                    format!("must be all, outcomes or failures, got \"{other}\""),
-                ))
-            }
-        };
-        if let Some(bad) = w.shell.allow.iter().find(|p| !p.starts_with('/')) {
-            return Err(err(
-                "worker.shell.allow",
-                format!("entries must be absolute paths, got \"{bad}\""),
-            ));
-        }
-
-        let hmac_key = match raw.control.hmac_key {
-            Some(k) if k.len() < 16 => {
-                return Err(err("control.hmac_key", "must be at least 16 bytes"));
-            }
-            k => k.map(String::into_bytes),
-        };
-
-        let listen = raw
-            .http
-            .listen
-            .as_deref()
-            .map(|l| {
-                l.parse::<SocketAddr>().map_err(|e| {
-                    err(
-                        "http.listen",
-                        format!("must be host:port such as 127.0.0.1:9797 ({e})"),
-                    )
-                })
-            })
-            .transpose()?;
-
-        let within = raw
-            .supervisor
-            .within
-            .parse::<HumanDuration>()
-            .map_err(|e| err("supervisor.within", e))?
-            .get();
-        if within < Duration::from_secs(1) {
-            return Err(err("supervisor.within", "must be at least 1s"));
-        }
-        let supervisor = SupervisorSettings {
-            max_restarts: raw.supervisor.max_restarts,
-            within,
-        };
-        let dur = |key: &str, v: &str| {
-            v.parse::<HumanDuration>()
-                .map(HumanDuration::get)
-                .map_err(|e| err(key, e))
-        };
-        let heartbeat_interval = dur(
-            "scheduler.heartbeat_interval",
-            &raw.scheduler.heartbeat_interval,
-        )?;
-        let heartbeat_timeout = dur(
-            "scheduler.heartbeat_timeout",
-            &raw.scheduler.heartbeat_timeout,
-        )?;
-        if heartbeat_interval < Duration::from_millis(100) {
-            return Err(err(
-                "scheduler.heartbeat_interval",
-                "must be at least 100ms",
-            ));
-        }
-        if heartbeat_timeout < heartbeat_interval * 2 {
-            return Err(err(
-                "scheduler.heartbeat_timeout",
-                "must be at least twice scheduler.heartbeat_interval",
-            ));
-        }
-        let scheduler = SchedulerSettings {
-            heartbeat_interval,
-            heartbeat_timeout,
-        };
-        let format = match raw.log.format.as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                return Err(err(
-                    "log.format",
-                    format!("must be text or json, got \"{other}\""),
-                ))
-            }
-        };
-
+        let registry = registry(raw.registry)?;
         Ok(Settings {
-            broker: BrokerSettings { url, tls },
-            topology: Topology {
-                prefix: t.prefix,
-                shards: t.shards,
-                pools: t.pools,
-                retry_tiers,
-                delivery_limit: t.delivery_limit,
-                registry_max_age: max_age,
-            },
-            worker: WorkerSettings {
-                pool: w.pool,
-                concurrency,
-                shutdown_deadline,
-                consumer_timeout,
-                dlq_check_interval,
-                dlq_webhook,
-                run_events,
-                shell_allow: w.shell.allow,
-            },
-            control: ControlSettings { hmac_key },
-            registry: RegistrySettings {
-                snapshot_after_bytes: raw.registry.snapshot_after_bytes,
-                max_age,
-            },
-            http: HttpSettings {
-                enabled: raw.http.enabled,
-                listen,
-            },
-            log: LogSettings {
-                format,
-                level: raw.log.level,
-            },
-            supervisor,
-            scheduler,
+            broker: broker(raw.broker)?,
+            topology: topology(raw.topology, registry.max_age)?,
+            worker: worker(raw.worker)?,
+            control: control(raw.control)?,
+            registry,
+            http: http(raw.http)?,
+            log: log(raw.log)?,
+            supervisor: supervisor(raw.supervisor)?,
+            scheduler: scheduler(raw.scheduler)?,
         })
     }
+}
+
+fn broker(raw: RawBroker) -> Result<BrokerSettings, ValidationError> {
+    let url = raw.url.trim().to_string();
+    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+        return Err(err(
+            "broker.url",
+            format!(
+                "must start with amqp:// or amqps://, got \"{}\"",
+                mask_url_password(&url)
+            ),
+        ));
+    }
+    let tls = raw.tls;
+    let client = match (nonempty(tls.cert_file), nonempty(tls.key_file)) {
+        (Some(c), Some(k)) => Some((c.into(), k.into())),
+        (None, None) => None,
+        _ => {
+            return Err(err(
+                "broker.tls",
+                "cert_file and key_file go together (mutual TLS needs both)",
+            ))
+        }
+    };
+    let tls = TlsSettings {
+        ca_file: nonempty(tls.ca_file).map(Into::into),
+        client,
+    };
+    if !tls.is_empty() && !url.starts_with("amqps://") {
+        return Err(err(
+            "broker.tls",
+            "TLS files are set but broker.url is not amqps://",
+        ));
+    }
+    Ok(BrokerSettings { url, tls })
+}
+
+fn topology(t: RawTopology, registry_max_age: Duration) -> Result<Topology, ValidationError> {
+    let prefix_ok = !t.prefix.is_empty()
+        && t.prefix.len() <= 64
+        && t.prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+    if !prefix_ok {
+        return Err(err(
+            "topology.prefix",
+            format!("must match [A-Za-z0-9._-]{{1,64}}, got \"{}\"", t.prefix),
+        ));
+    }
+    if !(1..=4096).contains(&t.shards) {
+        return Err(err(
+            "topology.shards",
+            format!("must be 1..=4096, got {}", t.shards),
+        ));
+    }
+    if t.pools.is_empty() {
+        return Err(err("topology.pools", "must name at least one pool"));
+    }
+    for p in &t.pools {
+        check_name("topology.pools", p, 64)?;
+        if p == crate::topology::CONTROL_DEAD_KEY {
+            return Err(err("topology.pools", "\"control\" is reserved"));
+        }
+    }
+    let mut retry_tiers = Vec::with_capacity(t.retry_tiers.len());
+    for s in &t.retry_tiers {
+        let d: HumanDuration = s
+            .parse()
+            .map_err(|e: String| err("topology.retry_tiers", e))?;
+        if d.get() < Duration::from_secs(1) || d.get().subsec_nanos() != 0 {
+            return Err(err(
+                "topology.retry_tiers",
+                format!("each tier must be a whole number of seconds ≥ 1s, got \"{s}\""),
+            ));
+        }
+        if !retry_tiers.contains(&d) {
+            retry_tiers.push(d);
+        }
+    }
+    if !(1..=1000).contains(&t.delivery_limit) {
+        return Err(err(
+            "topology.delivery_limit",
+            format!("must be 1..=1000, got {}", t.delivery_limit),
+        ));
+    }
+    Ok(Topology {
+        prefix: t.prefix,
+        shards: t.shards,
+        pools: t.pools,
+        retry_tiers,
+        delivery_limit: t.delivery_limit,
+        registry_max_age,
+    })
+}
+
+fn registry(r: RawRegistry) -> Result<RegistrySettings, ValidationError> {
+    let max_age = duration("registry.max_age", &r.max_age)?;
+    if max_age < Duration::from_secs(3600) {
+        return Err(err("registry.max_age", "must be at least 1h"));
+    }
+    if r.snapshot_after_bytes < 1024 {
+        return Err(err(
+            "registry.snapshot_after_bytes",
+            format!("must be at least 1024, got {}", r.snapshot_after_bytes),
+        ));
+    }
+    Ok(RegistrySettings {
+        snapshot_after_bytes: r.snapshot_after_bytes,
+        max_age,
+    })
+}
+
+fn worker(w: RawWorker) -> Result<WorkerSettings, ValidationError> {
+    check_name("worker.pool", &w.pool, 64)?;
+    let concurrency = u16::try_from(w.concurrency)
+        .ok()
+        .filter(|c| (1..=10_000).contains(c))
+        .ok_or_else(|| {
+            err(
+                "worker.concurrency",
+                format!("must be 1..=10000, got {}", w.concurrency),
+            )
+        })?;
+    let dlq_check_interval = duration("worker.dlq_check_interval", &w.dlq_check_interval)?;
+    if dlq_check_interval < Duration::from_secs(1) {
+        return Err(err("worker.dlq_check_interval", "must be at least 1s"));
+    }
+    let dlq_webhook = nonempty(w.dlq_webhook);
+    if let Some(u) = &dlq_webhook {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            return Err(err(
+                "worker.dlq_webhook",
+                format!("must be an http:// or https:// URL, got \"{u}\""),
+            ));
+        }
+    }
+    let run_events = match w.run_events.as_str() {
+        "all" => RunEvents::All,
+        "outcomes" => RunEvents::Outcomes,
+        "failures" => RunEvents::Failures,
+        other => {
+            return Err(err(
+                "worker.run_events",
+                format!("must be all, outcomes or failures, got \"{other}\""),
+            ))
+        }
+    };
+    if let Some(bad) = w.shell.allow.iter().find(|p| !p.starts_with('/')) {
+        return Err(err(
+            "worker.shell.allow",
+            format!("entries must be absolute paths, got \"{bad}\""),
+        ));
+    }
+    Ok(WorkerSettings {
+        pool: w.pool,
+        concurrency,
+        shutdown_deadline: duration("worker.shutdown_deadline", &w.shutdown_deadline)?,
+        consumer_timeout: duration("worker.consumer_timeout", &w.consumer_timeout)?,
+        dlq_check_interval,
+        dlq_webhook,
+        run_events,
+        shell_allow: w.shell.allow,
+    })
+}
+
+fn control(c: RawControl) -> Result<ControlSettings, ValidationError> {
+    let hmac_key = match c.hmac_key {
+        Some(k) if k.len() < 16 => {
+            return Err(err("control.hmac_key", "must be at least 16 bytes"));
+        }
+        k => k.map(String::into_bytes),
+    };
+    Ok(ControlSettings { hmac_key })
+}
+
+fn http(h: RawHttp) -> Result<HttpSettings, ValidationError> {
+    let listen = nonempty(h.listen)
+        .map(|l| {
+            l.parse::<SocketAddr>().map_err(|e| {
+                err(
+                    "http.listen",
+                    format!("must be host:port such as 127.0.0.1:9797 ({e})"),
+                )
+            })
+        })
+        .transpose()?;
+    Ok(HttpSettings {
+        enabled: h.enabled,
+        listen,
+    })
+}
+
+fn log(l: RawLog) -> Result<LogSettings, ValidationError> {
+    let format = match l.format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(err(
+                "log.format",
+                format!("must be text or json, got \"{other}\""),
+            ))
+        }
+    };
+    Ok(LogSettings {
+        format,
+        level: l.level,
+    })
+}
+
+fn supervisor(s: RawSupervisor) -> Result<SupervisorSettings, ValidationError> {
+    let within = duration("supervisor.within", &s.within)?;
+    if within < Duration::from_secs(1) {
+        return Err(err("supervisor.within", "must be at least 1s"));
+    }
+    Ok(SupervisorSettings {
+        max_restarts: s.max_restarts,
+        within,
+    })
+}
+
+fn scheduler(s: RawScheduler) -> Result<SchedulerSettings, ValidationError> {
+    let heartbeat_interval = duration("scheduler.heartbeat_interval", &s.heartbeat_interval)?;
+    let heartbeat_timeout = duration("scheduler.heartbeat_timeout", &s.heartbeat_timeout)?;
+    if heartbeat_interval < Duration::from_millis(100) {
+        return Err(err(
+            "scheduler.heartbeat_interval",
+            "must be at least 100ms",
+        ));
+    }
+    if heartbeat_timeout < heartbeat_interval * 2 {
+        return Err(err(
+            "scheduler.heartbeat_timeout",
+            "must be at least twice scheduler.heartbeat_interval",
+        ));
+    }
+    Ok(SchedulerSettings {
+        heartbeat_interval,
+        heartbeat_timeout,
+    })
 }

@@ -11,8 +11,8 @@ use sundial_actors::dlq::{DeadLetter, Dlq};
 use sundial_core::{codec::encode, topology::DEAD_LETTER_DELIVERY_LIMIT};
 
 use crate::{
+    fires::{connect, noop_fire},
     util::{bounded, stderr, sundial, test_topology, topology_apply, Vhost, TEST_ENV},
-    worker::{connect, noop_fire},
 };
 
 /// What a reader sees of a letter, minus the broker's own delivery counter.

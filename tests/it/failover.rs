@@ -11,8 +11,8 @@ use chrono::{DateTime, DurationRound, Utc};
 use sundial_core::FireId;
 
 use crate::{
+    fires::connect,
     util::{apply_jobs, sundial, Daemon, FireTap, SchedulerProcess, Vhost, TEST_ENV},
-    worker::connect,
 };
 
 /// A fire seen on a work queue.

@@ -6,7 +6,7 @@
 //! |------------|-----------|
 //! | `cli`      | `schedule next` output and exit codes, `config show` layering and masking |
 //! | `dlq_reads` | fifty reads leave every dead letter unchanged; the delivery limit of the dead-letter queues; an older release's queue kept with a warning |
-//! | `executors` | shell and http jobs get the fire id, occurrence, attempt and payload |
+//! | `executors` | shell and http jobs get the fire id, occurrence, attempt and payload; timeouts kill the process group; publish jobs; secrets; cancel requests |
 //! | `exits`    | every early exit is one line and its status, never a panic or a hang (closed pipes, SIGTERM in start-up and replay); a scheduler and three workers on one host with default ports |
 //! | `cli_output` | completions, aligned tables with long ids, progress on a terminal only |
 //! | `deploy`   | deployment files parse and carry the keys Sundial relies on |
@@ -21,25 +21,35 @@
 //! | `signing`  | with `control.hmac_key`: unsigned/bad/old/replayed commands refused; the CLI signs; fires signed, forged shell fires refused |
 //! | `topology` | `topology apply` is idempotent; a conflicting queue is named with its argument |
 //! | `wire`     | message metadata and bodies survive a trip through RabbitMQ
-//! | `worker`   | workers: retries with backoff, dead letters and `dlq` commands, poison input, duplicates, timeouts, several processes, SIGKILL, SIGTERM |
+//! | `retries`  | a failing attempt walks its backoff through the retry tiers and succeeds later |
+//! | `dead_letters` | exhausted, refused and unreadable fires dead-lettered with reasons; `dlq` list/show/replay/purge/watch; the DlqWatcher's alert |
+//! | `workers`  | several worker processes on a pool; a SIGKILLed worker's run redelivered; duplicates dropped |
+//! | `shutdown` | SIGTERM lets the running attempt finish |
+//! | `run_events` | what each `worker.run_events` level publishes |
+//! | `fires`    | helpers: fire events as a scheduler publishes them, the event tap, an in-process worker |
 //! | `util`     | vhosts, the binary under test, bounded waits |
 
 mod cli;
 mod cli_output;
+mod dead_letters;
 mod deploy;
 mod dlq_reads;
 mod executors;
 mod exits;
 mod failover;
+mod fires;
 mod ops;
 mod overlap;
 mod pools;
+mod retries;
 mod run;
+mod run_events;
 mod scheduler;
 mod security;
 mod settling;
+mod shutdown;
 mod signing;
 mod topology;
 mod util;
 mod wire;
-mod worker;
+mod workers;

@@ -7,11 +7,11 @@ use std::time::Duration;
 use sundial_core::protocol::run::RunKind;
 
 use crate::{
+    fires::{connect, wait_for_consumers, EventTap},
     util::{
         apply_jobs, free_addr, http_get, stderr, sundial, wait_status, Daemon, SchedulerProcess,
         Vhost,
     },
-    worker::{connect, wait_for_consumers, EventTap},
 };
 
 /// The value of the first sample line starting with `prefix`.
@@ -173,14 +173,14 @@ async fn json_log_lines_about_a_job_carry_job_id_and_fire_id() {
     let mut w = Daemon::worker(&v, "logger", &[("SUNDIAL__LOG__FORMAT", "json")]);
     wait_for_consumers(&v, 1).await;
     // Dead-lettered at once (no such handler): warns about the job.
-    let mut f = crate::worker::noop_fire("logged");
+    let mut f = crate::fires::noop_fire("logged");
     f.executor = sundial_core::job::Executor::Handler {
         name: "missing".into(),
     };
     let ch = sundial_actors::broker::confirming_channel(&conn)
         .await
         .expect("channel");
-    crate::worker::publish(&ch, std::slice::from_ref(&f)).await;
+    crate::fires::publish(&ch, std::slice::from_ref(&f)).await;
     tap.until(&f.fire_id, RunKind::Dead).await;
     w.stop();
     let log = std::fs::read_to_string(&w.log).expect("worker log");

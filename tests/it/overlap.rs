@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use sundial_core::protocol::run::{RunEvent, RunKind};
 
 use crate::{
+    fires::{connect, wait_for_consumers, EventTap},
     util::{apply_jobs, Daemon, SchedulerProcess, Vhost},
-    worker::{connect, wait_for_consumers, EventTap},
 };
 
 /// Events of `job` until `done` says stop.

@@ -9,9 +9,9 @@ use lapin::BasicProperties;
 use sundial_core::topology::shard_of;
 
 use crate::{
+    fires::connect,
     scheduler::{v1, RawClient},
     util::{rabbitmqctl, stderr, sundial, Daemon, Vhost, TEST_SHARDS},
-    worker::connect,
 };
 
 fn upsert(id: &str, pool: &str) -> Vec<u8> {

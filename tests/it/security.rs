@@ -6,8 +6,8 @@ use std::process::Command;
 use sundial_core::protocol::run::RunKind;
 
 use crate::{
+    fires::{connect, wait_for_consumers, EventTap},
     util::{sundial, topology_apply, Vhost, TEST_ENV},
-    worker::{connect, wait_for_consumers, EventTap},
 };
 
 /// A broker user with one definitions.json permission row on a vhost;
@@ -112,8 +112,8 @@ async fn worker_credentials_run_jobs_but_cannot_publish_control_commands() {
     let ch = sundial_actors::broker::confirming_channel(&guest)
         .await
         .expect("channel");
-    let f = crate::worker::noop_fire("least-job");
-    crate::worker::publish(&ch, std::slice::from_ref(&f)).await;
+    let f = crate::fires::noop_fire("least-job");
+    crate::fires::publish(&ch, std::slice::from_ref(&f)).await;
     let evs = tap.until(&f.fire_id, RunKind::Succeeded).await;
     assert_eq!(evs.last().map(|e| e.worker.as_str()), Some("least"));
 }

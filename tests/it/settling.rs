@@ -12,8 +12,8 @@ use lapin::{
 use sundial_core::protocol::run::RunKind;
 
 use crate::{
+    fires::{connect, noop_fire, publish, wait_for_consumers, EventTap},
     util::{stderr, sundial, Daemon, Vhost, TEST_ENV},
-    worker::{connect, noop_fire, publish, wait_for_consumers, EventTap},
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,9 +7,9 @@ use lapin::types::AMQPValue;
 use sundial_core::{protocol::run::RunKind, sign::sign_command};
 
 use crate::{
+    fires::{connect, publish, wait_for_consumers, EventTap},
     scheduler::{v1, RawClient},
     util::{drain, stderr, sundial, Daemon, SchedulerProcess, Vhost},
-    worker::{connect, publish, wait_for_consumers, EventTap},
 };
 
 const KEY: &str = "it-signing-key-0123456789";
@@ -129,7 +129,7 @@ async fn commands_must_be_signed_and_fresh_and_fires_are_signed() {
             break;
         }
     }
-    let mut forged = crate::worker::noop_fire("forged");
+    let mut forged = crate::fires::noop_fire("forged");
     forged.executor = sundial_core::job::Executor::Shell(sundial_core::job::ShellExecutor {
         command: vec!["/bin/true".into()],
         env: Default::default(),

@@ -1,0 +1,262 @@
+//! Helpers for tests that drive workers: fire events as a scheduler would
+//! publish them, a tap on every run event, an in-process worker with
+//! handlers, and waits for consumers.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use chrono::Utc;
+use futures_util::StreamExt;
+use lapin::{Channel, Connection, Consumer};
+use sundial_actors::{
+    publish::publish_all_confirmed,
+    worker::{Worker, WorkerBuilder, WorkerConfig},
+};
+use sundial_core::{
+    codec::{decode, encode, Encoded},
+    job::{Executor, Overlap, RetryPolicy, ShellExecutor},
+    protocol::{
+        fire::FireEvent,
+        run::{RunEvent, RunKind},
+    },
+    topology::{shard_of, Topology},
+    HumanDuration,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::util::{bounded, test_topology, topology_apply, Vhost, TEST_SHARDS};
+
+pub(crate) async fn connect(v: &Vhost) -> Connection {
+    bounded(
+        "connect",
+        sundial_actors::broker::connect(&v.url(), "it-worker"),
+    )
+    .await
+    .expect("connects")
+}
+
+/// A fire event as the scheduler would publish it.
+pub(crate) fn fire(job: &str, executor: Executor, max_attempts: u32, backoff: &[u64]) -> FireEvent {
+    let now = Utc::now();
+    FireEvent {
+        fire_id: format!(
+            "{job}@{}",
+            now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ),
+        job_id: job.into(),
+        pool: "default".into(),
+        shard: shard_of(job, TEST_SHARDS),
+        epoch: 1,
+        scheduled_at: now,
+        fired_at: now,
+        attempt: 1,
+        manual: false,
+        executor,
+        payload: serde_json::json!({ "job": job }),
+        timeout: HumanDuration::from_secs(30),
+        retry: RetryPolicy {
+            max_attempts,
+            backoff: backoff
+                .iter()
+                .map(|s| HumanDuration::from_secs(*s))
+                .collect(),
+        },
+        overlap: Overlap::Allow,
+        first_failure: None,
+        signature: None,
+    }
+}
+
+pub(crate) async fn publish(ch: &Channel, fires: &[FireEvent]) {
+    let mut by_key: BTreeMap<String, Vec<Encoded>> = BTreeMap::new();
+    for f in fires {
+        by_key
+            .entry(Topology::work_routing_key(&f.pool, f.shard))
+            .or_default()
+            .push(encode(f).expect("fire encodes"));
+    }
+    for (key, msgs) in by_key {
+        bounded(
+            "publish fires",
+            publish_all_confirmed(ch, "sundial.fire", &key, &msgs),
+        )
+        .await
+        .expect("fires confirmed");
+    }
+}
+
+/// Every run event of the vhost, from a private queue bound with `#`.
+pub(crate) struct EventTap {
+    events: Consumer,
+    /// Held so the subscription's channel lives as long as the tap.
+    _ch: Channel,
+    /// Events read while waiting for another fire's, in arrival order.
+    pub(crate) backlog: std::collections::VecDeque<RunEvent>,
+}
+
+impl EventTap {
+    pub(crate) async fn new(conn: &Connection) -> Self {
+        let (ch, events) = bounded(
+            "subscribe to run events",
+            sundial_actors::broker::subscribe(conn, "sundial.events", &["#"]),
+        )
+        .await
+        .expect("event subscription");
+        Self {
+            events,
+            _ch: ch,
+            backlog: Default::default(),
+        }
+    }
+
+    async fn receive(&mut self) -> RunEvent {
+        let d = bounded("a run event", self.events.next())
+            .await
+            .expect("event stream open")
+            .expect("delivery");
+        decode::<RunEvent>(&sundial_actors::broker::meta_of(&d.properties), &d.data)
+            .expect("run event decodes")
+    }
+
+    /// The next event of any fire.
+    pub(crate) async fn next(&mut self) -> RunEvent {
+        match self.backlog.pop_front() {
+            Some(ev) => ev,
+            None => self.receive().await,
+        }
+    }
+
+    /// Events of `fire_id` until (and including) the first of kind `last`;
+    /// other fires' events stay for later calls.
+    pub(crate) async fn until(&mut self, fire_id: &str, last: RunKind) -> Vec<RunEvent> {
+        let mut seen = Vec::new();
+        let mut rest = std::collections::VecDeque::new();
+        while let Some(ev) = self.backlog.pop_front() {
+            if ev.fire_id != fire_id || seen.last().is_some_and(|e: &RunEvent| e.kind == last) {
+                rest.push_back(ev);
+            } else {
+                seen.push(ev);
+            }
+        }
+        self.backlog = rest;
+        while seen.last().is_none_or(|e| e.kind != last) {
+            let ev = self.receive().await;
+            if ev.fire_id == fire_id {
+                seen.push(ev);
+            } else {
+                self.backlog.push_back(ev);
+            }
+        }
+        seen
+    }
+}
+
+/// A vhost with the topology, a connection, an event tap and a confirming
+/// channel to publish fires on.
+pub(crate) struct Setup {
+    pub(crate) v: Vhost,
+    pub(crate) conn: Connection,
+    pub(crate) tap: EventTap,
+    pub(crate) ch: Channel,
+}
+
+pub(crate) async fn setup(tag: &str) -> Setup {
+    let v = Vhost::new(tag);
+    topology_apply(&v);
+    let conn = connect(&v).await;
+    let tap = EventTap::new(&conn).await;
+    let ch = sundial_actors::broker::confirming_channel(&conn)
+        .await
+        .expect("channel");
+    Setup { v, conn, tap, ch }
+}
+
+pub(crate) fn shell(argv: &[&str]) -> Executor {
+    Executor::Shell(ShellExecutor {
+        command: argv.iter().map(|s| s.to_string()).collect(),
+        env: BTreeMap::new(),
+        cwd: None,
+    })
+}
+
+pub(crate) fn kinds(evs: &[RunEvent], kind: RunKind) -> Vec<&RunEvent> {
+    evs.iter().filter(|e| e.kind == kind).collect()
+}
+
+/// A fire of a no-op job.
+pub(crate) fn noop_fire(job: &str) -> FireEvent {
+    fire(job, Executor::Noop, 1, &[])
+}
+
+/// An in-process worker with `handlers`, stopped on drop.
+pub(crate) struct InProcess {
+    stop: CancellationToken,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl InProcess {
+    pub(crate) fn start(
+        v: &Vhost,
+        shell_allow: &[&str],
+        build: impl FnOnce(WorkerBuilder) -> WorkerBuilder,
+    ) -> Self {
+        let cfg = WorkerConfig {
+            broker: sundial_core::settings::BrokerSettings::from_url(v.url()),
+            topology: test_topology(),
+            pool: "default".into(),
+            concurrency: 8,
+            shutdown_deadline: Duration::from_secs(5),
+            shell_allow: shell_allow.iter().map(|s| s.to_string()).collect(),
+            id: "in-process".into(),
+            consumer_timeout: Duration::from_secs(1800),
+            health: sundial_actors::http::Health::new(),
+            hmac_key: None,
+            supervisor: sundial_core::settings::SupervisorSettings {
+                max_restarts: 10,
+                within: Duration::from_secs(60),
+            },
+            run_events: sundial_core::settings::RunEvents::All,
+        };
+        let worker = build(Worker::builder(cfg)).build();
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let done = tokio::spawn(async move {
+            worker.run(token).await.expect("worker runs");
+        });
+        Self {
+            stop,
+            done: Some(done),
+        }
+    }
+
+    pub(crate) async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(d) = self.done.take() {
+            bounded("worker stop", d).await.expect("worker task");
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Waits until every work queue of the default pool has `n` consumers.
+pub(crate) async fn wait_for_consumers(v: &Vhost, n: usize) {
+    bounded("workers consuming", async {
+        loop {
+            let rows = v.list("list_queues", &["name", "consumers"]);
+            let ready = rows
+                .iter()
+                .filter(|r| r.starts_with("sundial.work.default."))
+                .filter(|r| r.split_whitespace().nth(1) == Some(&n.to_string()))
+                .count();
+            if ready == TEST_SHARDS as usize {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+}

@@ -15,7 +15,12 @@
 //! | `overlap`  | `forbid` skips fires while a run runs; `replace` cancels the running attempt |
 //! | `pools`    | an upsert into a pool without queues is refused naming `pool`; an unroutable fire is set aside and the watermark moves on; reply details |
 //! | `run`      | `sundial run`: jobs file applied, one line per outcome; a clear message without a broker |
-//! | `scheduler` | a scheduler process: fires, control protocol, bad input, misfires, job CLI |
+//! | `firing`   | a scheduler process fires consecutive occurrences in order; pause, resume, trigger, jitter |
+//! | `control`  | the protocol document's JSON creates a job; bad control input answered naming the field and dead-lettered |
+//! | `misfires` | a restart applies each misfire policy and fires nothing twice |
+//! | `job_cli`  | `sundial job apply`: idempotent, declarative, batched with a result per job; CLI errors exit non-zero |
+//! | `registry` | registry snapshots written; a restart replays from them |
+//! | `control_client` | helper: a raw control-protocol client over AMQP |
 //! | `security` | least privilege: the worker's definitions.json permissions run jobs but cannot publish control commands |
 //! | `settling` | an attempt that cannot report (nacked run event) requeues its fire; the slot is freed |
 //! | `signing`  | with `control.hmac_key`: unsigned/bad/old/replayed commands refused; the CLI signs; fires signed, forged shell fires refused |
@@ -31,6 +36,8 @@
 
 mod cli;
 mod cli_output;
+mod control;
+mod control_client;
 mod dead_letters;
 mod deploy;
 mod dlq_reads;
@@ -38,13 +45,16 @@ mod executors;
 mod exits;
 mod failover;
 mod fires;
+mod firing;
+mod job_cli;
+mod misfires;
 mod ops;
 mod overlap;
 mod pools;
+mod registry;
 mod retries;
 mod run;
 mod run_events;
-mod scheduler;
 mod security;
 mod settling;
 mod shutdown;

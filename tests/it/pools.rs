@@ -9,8 +9,8 @@ use lapin::BasicProperties;
 use sundial_core::topology::shard_of;
 
 use crate::{
+    control_client::{v1, RawClient},
     fires::connect,
-    scheduler::{v1, RawClient},
     util::{rabbitmqctl, stderr, sundial, Daemon, Vhost, TEST_SHARDS},
 };
 

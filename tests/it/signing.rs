@@ -7,8 +7,8 @@ use lapin::types::AMQPValue;
 use sundial_core::{protocol::run::RunKind, sign::sign_command};
 
 use crate::{
+    control_client::{v1, RawClient},
     fires::{connect, publish, wait_for_consumers, EventTap},
-    scheduler::{v1, RawClient},
     util::{drain, stderr, sundial, Daemon, SchedulerProcess, Vhost},
 };
 

@@ -4,7 +4,7 @@
 
 use futures_util::StreamExt;
 use lapin::{
-    options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions},
+    options::BasicPublishOptions,
     types::{AMQPValue, FieldTable},
     BasicProperties, Channel, Connection, Consumer,
 };
@@ -26,31 +26,15 @@ pub(crate) struct RawClient {
 
 impl RawClient {
     pub(crate) async fn new(conn: &Connection) -> Self {
-        let ch = conn.create_channel().await.expect("channel");
-        let q = ch
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("reply queue");
-        let reply_queue = q.name().to_string();
-        let replies = ch
-            .basic_consume(
-                reply_queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume replies");
+        // A private queue with no binding: replies come by the default
+        // exchange, addressed to its name.
+        let (ch, replies) = bounded(
+            "reply queue",
+            sundial_actors::broker::subscribe(conn, "", &[]),
+        )
+        .await
+        .expect("reply queue");
+        let reply_queue = replies.queue().to_string();
         Self {
             ch,
             reply_queue,

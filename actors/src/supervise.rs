@@ -35,20 +35,8 @@ impl Supervisor {
         failure: Error,
         shutdown: &CancellationToken,
     ) -> Result<(), Error> {
-        metrics::counter!(crate::metrics::RESTARTS_TOTAL, "actor" => self.what).increment(1);
-        if !self.intensity.restart(Instant::now()) {
-            let within = HumanDuration(self.limits.within);
-            error!(actor = self.what, restarts = self.intensity.count(), %within, error = %failure,
-                "restart intensity exceeded; exiting so the service manager restarts the process");
-            return Err(Error::GaveUp {
-                what: self.what,
-                restarts: self.intensity.count(),
-                within,
-                last: failure.to_string(),
-            });
-        }
-        let seed = u64::from(std::process::id()) ^ self.intensity.count() as u64;
-        let delay = Intensity::backoff(self.intensity.count(), seed);
+        let last = failure.to_string();
+        let delay = count_restart(self.what, self.limits, &mut self.intensity, 0, last)?;
         error!(actor = self.what, error = %failure, retry_in_ms = delay.as_millis() as u64,
             restarts = self.intensity.count(), "broker link down; reconnecting");
         tokio::select! {
@@ -136,24 +124,39 @@ impl<K: Clone + std::fmt::Debug> OneForOne<K> {
     /// Counts a restart of `key`: `Ok(delay)` to restart after the delay,
     /// `Err` to escalate (the intensity is exceeded).
     pub(crate) fn restart(&mut self, key: &K) -> Result<std::time::Duration, Error> {
-        metrics::counter!(crate::metrics::RESTARTS_TOTAL, "actor" => self.what).increment(1);
-        if !self.intensity.restart(Instant::now()) {
-            let within = HumanDuration(self.limits.within);
-            error!(actor = self.what, child = ?key, restarts = self.intensity.count(), %within,
-                "restart intensity exceeded; escalating");
-            return Err(Error::GaveUp {
-                what: self.what,
-                restarts: self.intensity.count(),
-                within,
-                last: format!("{key:?} stopped"),
-            });
-        }
-        let seed = u64::from(std::process::id()) ^ self.next;
-        let delay = Intensity::backoff(self.intensity.count(), seed);
+        let last = format!("{key:?} stopped");
+        let delay = count_restart(self.what, self.limits, &mut self.intensity, self.next, last)?;
         error!(actor = self.what, child = ?key, retry_in_ms = delay.as_millis() as u64,
             restarts = self.intensity.count(), "child stopped unexpectedly; restarting it alone");
         Ok(delay)
     }
+}
+
+/// Counts one restart of `what` against `intensity` (and in
+/// `sundial_restarts_total`): the backoff to wait before it (jittered by the
+/// process id and `salt`), or [`Error::GaveUp`] with `last` when the
+/// intensity is exceeded (the caller escalates).
+fn count_restart(
+    what: &'static str,
+    limits: SupervisorSettings,
+    intensity: &mut Intensity,
+    salt: u64,
+    last: String,
+) -> Result<std::time::Duration, Error> {
+    metrics::counter!(crate::metrics::RESTARTS_TOTAL, "actor" => what).increment(1);
+    if !intensity.restart(Instant::now()) {
+        let within = HumanDuration(limits.within);
+        error!(actor = what, restarts = intensity.count(), %within, last = %last,
+            "restart intensity exceeded; escalating (at the root: exiting so the service manager restarts the process)");
+        return Err(Error::GaveUp {
+            what,
+            restarts: intensity.count(),
+            within,
+            last,
+        });
+    }
+    let seed = u64::from(std::process::id()) ^ salt ^ intensity.count() as u64;
+    Ok(Intensity::backoff(intensity.count(), seed))
 }
 
 #[cfg(test)]

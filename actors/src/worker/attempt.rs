@@ -47,7 +47,9 @@ pub(crate) struct Shared {
     /// Confirming channel for run events, retries and dead letters.
     pub(crate) out: Channel,
     pub(crate) executors: Executors,
-    pub(crate) recent: Mutex<RecentFires>,
+    /// Fire ids (with attempt) seen recently, for the whole process: kept
+    /// across reconnects, so a redelivery after one is still a duplicate.
+    pub(crate) recent: Arc<Mutex<RecentFires>>,
     /// Jobs already warned about (timeout longer than the broker's
     /// `consumer_timeout`): one warning per job and process.
     pub(crate) warned: Mutex<HashSet<String>>,

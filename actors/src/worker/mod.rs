@@ -242,7 +242,7 @@ impl Worker {
                 self.handlers.clone(),
                 conn.clone(),
             )?,
-            recent: Mutex::new(RecentFires::new(DEDUP_WINDOW, DEDUP_CAPACITY)),
+            recent: recent.clone(),
             warned: Mutex::new(HashSet::new()),
             consumer_timeout: cfg.consumer_timeout,
             abandon: abandon.clone(),
@@ -252,11 +252,6 @@ impl Worker {
         });
         let cancels =
             cancel::listen(&conn, &topo, &cfg.id, shared.clone(), abandon.clone()).await?;
-        // Keep duplicates detected across reconnects: swap the process-wide
-        // set in and out of this connection's state.
-        if let (Ok(mut mine), Ok(mut all)) = (shared.recent.lock(), recent.lock()) {
-            std::mem::swap(&mut *mine, &mut *all);
-        }
 
         let mut consumers = Vec::with_capacity(topo.shards as usize);
         let mut tags = Vec::with_capacity(topo.shards as usize);
@@ -338,9 +333,6 @@ impl Worker {
             }
             abandon.cancel();
             let _ = tokio::time::timeout(ABANDON_GRACE, tasks.wait()).await;
-        }
-        if let (Ok(mut mine), Ok(mut all)) = (shared.recent.lock(), recent.lock()) {
-            std::mem::swap(&mut *mine, &mut *all);
         }
         abandon.cancel();
         let _ = cancels.await;

@@ -24,7 +24,7 @@ use std::{
 use chrono::Utc;
 use futures_util::StreamExt;
 use lapin::{
-    options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
+    options::{QueueBindOptions, QueueDeclareOptions},
     types::FieldTable,
 };
 use sundial_core::{
@@ -115,16 +115,7 @@ impl Events {
         )
         .await
         .map_err(|e| e.to_string())?;
-        let mut consumer = ch
-            .basic_consume(
-                queue.into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
+        let mut consumer = sundial_actors::broker::consume_no_ack(&ch, queue)
             .await
             .map_err(|e| e.to_string())?;
         while let Some(d) = consumer.next().await {

@@ -130,7 +130,7 @@ pub async fn subscribe(
     exchange: &str,
     keys: &[&str],
 ) -> Result<(lapin::Channel, lapin::Consumer), Error> {
-    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::options::{QueueBindOptions, QueueDeclareOptions};
     let ch = conn
         .create_channel()
         .await
@@ -158,19 +158,25 @@ pub async fn subscribe(
         .await
         .map_err(Error::broker(format!("queue.bind {exchange} {key}")))?;
     }
-    let consumer = ch
-        .basic_consume(
-            q.name().clone(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(Error::broker(format!("basic.consume {}", q.name())))?;
+    let consumer = consume_no_ack(&ch, q.name().as_str()).await?;
     Ok((ch, consumer))
+}
+
+/// Consumes `queue` with automatic acks: a tap whose messages are the
+/// reader's to drop (private subscriptions, test taps).
+pub async fn consume_no_ack(ch: &lapin::Channel, queue: &str) -> Result<lapin::Consumer, Error> {
+    use lapin::options::BasicConsumeOptions;
+    ch.basic_consume(
+        queue.into(),
+        "".into(),
+        BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .map_err(Error::broker(format!("basic.consume {queue}")))
 }
 
 /// A new channel in publisher-confirm mode.

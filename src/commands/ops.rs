@@ -9,6 +9,20 @@ use tokio_util::sync::CancellationToken;
 
 use super::CommandError;
 
+/// What a service does first: a shutdown token cancelled by SIGTERM or
+/// SIGINT (so a stop during start-up exits 0), then the endpoint (a taken
+/// address is the most likely early exit, and nothing else has started).
+pub(crate) async fn start_service(
+    settings: &Settings,
+    role: Role,
+    health: Arc<Health>,
+) -> Result<CancellationToken, CommandError> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(super::scheduler::cancel_on_signal(shutdown.clone()));
+    start_http(settings, role, health, shutdown.clone()).await?;
+    Ok(shutdown)
+}
+
 /// Installs the metrics recorder and starts the endpoint, if enabled: on
 /// `http.listen` when it is set (fails, so the process exits with a clear
 /// message, when that address is taken), else on the first free port of

@@ -25,15 +25,8 @@ pub fn run(settings: &Settings, node: Option<String>) -> Result<(), CommandError
     let settings = settings.clone();
     let system = super::actix_system()?;
     system.block_on(async move {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
-        super::ops::start_http(
-            &settings,
-            Role::Scheduler,
-            cfg.health.clone(),
-            shutdown.clone(),
-        )
-        .await?;
+        let shutdown =
+            super::ops::start_service(&settings, Role::Scheduler, cfg.health.clone()).await?;
         scheduler::run(cfg, shutdown)
             .await
             .map_err(CommandError::from)

@@ -6,9 +6,8 @@ use sundial_actors::{
     worker::{Worker, WorkerConfig},
 };
 use sundial_core::settings::{Role, Settings};
-use tokio_util::sync::CancellationToken;
 
-use super::{scheduler::cancel_on_signal, CommandError};
+use super::CommandError;
 use crate::cli::WorkerArgs;
 
 pub fn run(mut settings: Settings, args: &WorkerArgs) -> Result<(), CommandError> {
@@ -26,17 +25,8 @@ pub fn run(mut settings: Settings, args: &WorkerArgs) -> Result<(), CommandError
     // An actix System hosts the DlqWatcher actor; the worker itself is tasks.
     let system = super::actix_system()?;
     system.block_on(async move {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
-        // The endpoint first: a taken address is the most likely early exit,
-        // and nothing else has started yet.
-        super::ops::start_http(
-            &settings,
-            Role::Worker,
-            cfg.health.clone(),
-            shutdown.clone(),
-        )
-        .await?;
+        let shutdown =
+            super::ops::start_service(&settings, Role::Worker, cfg.health.clone()).await?;
         let watcher = DlqWatcher::new(watch)?.spawn();
         let result = Worker::builder(cfg)
             .build()

@@ -2,7 +2,6 @@
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use lapin::{options::BasicConsumeOptions, types::FieldTable};
 use sundial_actors::broker::meta_of;
 use sundial_core::{codec::decode, protocol::fire::FireEvent, topology::shard_of};
 
@@ -292,17 +291,9 @@ impl FireTap {
         for shard in 0..TEST_SHARDS {
             let q = format!("sundial.work.default.{shard}");
             consumers.push(
-                ch.basic_consume(
-                    q.as_str().into(),
-                    "".into(),
-                    BasicConsumeOptions {
-                        no_ack: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .expect("consume work queue"),
+                sundial_actors::broker::consume_no_ack(&ch, &q)
+                    .await
+                    .expect("consume work queue"),
             );
         }
         Self {

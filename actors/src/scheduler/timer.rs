@@ -429,7 +429,7 @@ struct Outgoing {
     pool: String,
     fire_id: String,
     job_id: String,
-    /// Its key in `in_flight`.
+    /// Its occurrence: what it holds back in the timer until settled.
     key: DateTime<Utc>,
     /// Planned send time, for the precision metric (scheduled fires only).
     due: Option<DateTime<Utc>>,

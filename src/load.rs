@@ -48,12 +48,15 @@ pub fn load_raw(flags: &GlobalFlags) -> Result<RawSettings, LoadError> {
             .separator("__")
             .try_parsing(true)
             .list_separator(",")
+            .with_list_parse_key("broker.urls")
             .with_list_parse_key("topology.pools")
             .with_list_parse_key("topology.retry_tiers")
             .with_list_parse_key("worker.shell.allow"),
     );
     b = b
         .set_override_option("broker.url", flags.broker.clone())?
+        // The flag names the one broker to use: it replaces a list too.
+        .set_override_option("broker.urls", flags.broker.clone().map(|u| vec![u]))?
         .set_override_option("topology.prefix", flags.prefix.clone())?
         .set_override_option("log.format", flags.log_format.clone())?
         .set_override_option("http.listen", flags.http.clone())?

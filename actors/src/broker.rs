@@ -11,12 +11,26 @@ use crate::error::Error;
 /// AMQP delivery mode 2: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
 
+/// AMQP heartbeat asked for when the URL sets none: a node that hangs
+/// (SIGSTOP, a frozen VM) is noticed within two of these, not RabbitMQ's
+/// 60 s default. A URL's own `?heartbeat=N` wins.
+pub const DEFAULT_HEARTBEAT_SECS: u16 = 10;
+
+/// `url` with `heartbeat=` [`DEFAULT_HEARTBEAT_SECS`] unless it sets one.
+fn with_heartbeat(url: &str) -> String {
+    if url.contains("heartbeat=") {
+        return url.to_string();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}heartbeat={DEFAULT_HEARTBEAT_SECS}")
+}
+
 /// Opens a connection named `name` (shown in the management UI and in
 /// `rabbitmqctl list_connections`, which makes fault tests and operators'
 /// lives easier).
 pub async fn connect(url: &str, name: &str) -> Result<Connection, Error> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(url, props)
+    Connection::connect(&with_heartbeat(url), props)
         .await
         .map_err(|source| Error::Connect {
             url: mask_url_password(url),
@@ -24,24 +38,67 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, Error> {
         })
 }
 
-/// Connects with the broker settings: `amqps://` with the configured CA
-/// and client certificate when set (files read now, so a rotated
-/// certificate is picked up at the next reconnect).
+/// Connects with the broker settings: each of `broker.urls` in turn (the
+/// nodes of a cluster), the first that answers wins; `amqps://` with the
+/// configured CA and client certificate when set (files read now, so a
+/// rotated certificate is picked up at the next reconnect). When none
+/// answers, the error names every address tried and the last reason; the
+/// caller's supervisor backs off and tries them all again.
 pub async fn connect_to(
     b: &sundial_core::settings::BrokerSettings,
     name: &str,
 ) -> Result<Connection, Error> {
+    connect_any(b, name).await.map(|(c, _)| c)
+}
+
+/// As [`connect_to`], also saying which address it connected to (password
+/// masked), for `sundial status`.
+pub async fn connect_any(
+    b: &sundial_core::settings::BrokerSettings,
+    name: &str,
+) -> Result<(Connection, String), Error> {
+    let urls: Vec<&str> = if b.urls.is_empty() {
+        vec![b.url.as_str()]
+    } else {
+        b.urls.iter().map(String::as_str).collect()
+    };
+    let mut last = None;
+    for url in &urls {
+        match connect_one(b, url, name).await {
+            Ok(c) => return Ok((c, mask_url_password(url))),
+            Err(Error::Connect { source, .. }) => {
+                tracing::debug!(url = %mask_url_password(url), error = %source, "broker address not reachable; trying the next");
+                last = Some(source);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let tried: Vec<String> = urls.iter().map(|u| mask_url_password(u)).collect();
+    match last {
+        Some(source) => Err(Error::Connect {
+            url: tried.join(", "),
+            source,
+        }),
+        None => Err(Error::ConnectionLost("no broker address configured")),
+    }
+}
+
+async fn connect_one(
+    b: &sundial_core::settings::BrokerSettings,
+    url: &str,
+    name: &str,
+) -> Result<Connection, Error> {
     if b.tls.is_empty() {
-        return connect(&b.url, name).await;
+        return connect(url, name).await;
     }
     let (cert_chain, identity) = read_tls(b)?;
     let props = ConnectionProperties::default().with_connection_name(name.into());
     let runtime = lapin::runtime::default_runtime().map_err(|source| Error::Connect {
-        url: mask_url_password(&b.url),
+        url: mask_url_password(url),
         source,
     })?;
     Connection::connect_with_config(
-        &b.url,
+        &with_heartbeat(url),
         props,
         lapin::tcp::OwnedTLSConfig {
             identity,
@@ -51,7 +108,7 @@ pub async fn connect_to(
     )
     .await
     .map_err(|source| Error::Connect {
-        url: mask_url_password(&b.url),
+        url: mask_url_password(url),
         source,
     })
 }

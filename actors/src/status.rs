@@ -34,6 +34,8 @@ pub struct Node {
     /// Fires it set aside as unroutable since it started (dead-lettered).
     pub unroutable: u64,
     pub unroutable_last: Option<String>,
+    /// The broker address it is connected to.
+    pub broker: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -104,6 +106,7 @@ pub async fn gather(conn: &Connection, topo: &Topology, listen: Duration) -> Res
                 version: h.version.clone(),
                 unroutable: h.unroutable,
                 unroutable_last: h.unroutable_last.clone(),
+                broker: h.broker.clone(),
             }
         })
         .collect();

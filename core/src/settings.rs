@@ -90,6 +90,9 @@ impl Default for RawRegistry {
 pub struct RawBroker {
     /// `amqp://` or `amqps://` URL; the vhost is its path (`%2f` for `/`).
     pub url: String,
+    /// Several addresses (the nodes of a cluster), tried in turn; when set,
+    /// `url` is not used.
+    pub urls: Vec<String>,
     pub tls: RawTls,
 }
 
@@ -173,6 +176,7 @@ impl Default for RawBroker {
     fn default() -> Self {
         Self {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            urls: Vec::new(),
             tls: RawTls::default(),
         }
     }
@@ -228,6 +232,7 @@ impl RawSettings {
     pub fn masked(&self) -> Self {
         let mut s = self.clone();
         s.broker.url = mask_url_password(&s.broker.url);
+        s.broker.urls = s.broker.urls.iter().map(|u| mask_url_password(u)).collect();
         if s.control.hmac_key.is_some() {
             s.control.hmac_key = Some(MASK.into());
         }
@@ -293,7 +298,10 @@ pub struct RegistrySettings {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerSettings {
+    /// The first address (what one-broker code and messages name).
     pub url: String,
+    /// Every address, tried in this order on each (re)connect; `url` first.
+    pub urls: Vec<String>,
     pub tls: TlsSettings,
 }
 
@@ -314,8 +322,10 @@ impl TlsSettings {
 impl BrokerSettings {
     /// Plain settings for a URL (tests, benchmarks, tools).
     pub fn from_url(url: impl Into<String>) -> Self {
+        let url = url.into();
         Self {
-            url: url.into(),
+            urls: vec![url.clone()],
+            url,
             tls: TlsSettings::default(),
         }
     }
@@ -445,16 +455,30 @@ impl TryFrom<RawSettings> for Settings {
 }
 
 fn broker(raw: RawBroker) -> Result<BrokerSettings, ValidationError> {
-    let url = raw.url.trim().to_string();
-    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-        return Err(err(
-            "broker.url",
-            format!(
-                "must start with amqp:// or amqps://, got \"{}\"",
-                mask_url_password(&url)
-            ),
-        ));
+    let (key, urls): (&str, Vec<String>) = if raw.urls.iter().all(|u| u.trim().is_empty()) {
+        ("broker.url", vec![raw.url.trim().to_string()])
+    } else {
+        (
+            "broker.urls",
+            raw.urls
+                .iter()
+                .map(|u| u.trim().to_string())
+                .filter(|u| !u.is_empty())
+                .collect(),
+        )
+    };
+    for u in &urls {
+        if !(u.starts_with("amqp://") || u.starts_with("amqps://")) {
+            return Err(err(
+                key,
+                format!(
+                    "must start with amqp:// or amqps://, got \"{}\"",
+                    mask_url_password(u)
+                ),
+            ));
+        }
     }
+    let url = urls[0].clone();
     let tls = raw.tls;
     let client = match (nonempty(tls.cert_file), nonempty(tls.key_file)) {
         (Some(c), Some(k)) => Some((c.into(), k.into())),
@@ -470,13 +494,13 @@ fn broker(raw: RawBroker) -> Result<BrokerSettings, ValidationError> {
         ca_file: nonempty(tls.ca_file).map(Into::into),
         client,
     };
-    if !tls.is_empty() && !url.starts_with("amqps://") {
+    if !tls.is_empty() && urls.iter().any(|u| !u.starts_with("amqps://")) {
         return Err(err(
             "broker.tls",
-            "TLS files are set but broker.url is not amqps://",
+            format!("TLS files are set but {key} is not amqps://"),
         ));
     }
-    Ok(BrokerSettings { url, tls })
+    Ok(BrokerSettings { url, urls, tls })
 }
 
 fn topology(t: RawTopology, registry_max_age: Duration) -> Result<Topology, ValidationError> {

@@ -7,6 +7,13 @@ use sundial_core::settings::Settings;
 use super::CommandError;
 use crate::table::Rows;
 
+/// `amqp://user:****@host:5672/vhost?…` → `host:5672`: which node.
+fn broker_host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or(rest).to_string()
+}
+
 fn failed(e: impl ToString) -> CommandError {
     CommandError::Failed(e.to_string())
 }
@@ -48,6 +55,7 @@ pub async fn run(
             "UP SINCE",
             "VERSION",
             "SET ASIDE",
+            "BROKER",
         ],
         &[1, 2, 5],
     );
@@ -59,6 +67,7 @@ pub async fn run(
             sundial_core::protocol::timestamp(n.started_at),
             format!("v{}", n.version),
             n.unroutable.to_string(),
+            n.broker.as_deref().map_or_else(|| "-".into(), broker_host),
         ]);
     }
     if !status.nodes.is_empty() {

@@ -4,6 +4,7 @@
 //!
 //! | module     | behaviour |
 //! |------------|-----------|
+//! | `brokers`  | `broker.urls`: an unreachable address skipped, status names the one in use, heartbeats on, an error naming every address |
 //! | `cli`      | `schedule next` output and exit codes, `config show` layering and masking |
 //! | `dlq_reads` | fifty reads leave every dead letter unchanged; the delivery limit of the dead-letter queues; an older release's queue kept with a warning |
 //! | `executors` | shell and http jobs get the fire id, occurrence, attempt and payload; timeouts kill the process group; publish jobs; secrets; cancel requests |
@@ -34,6 +35,7 @@
 //! | `fires`    | helpers: fire events as a scheduler publishes them, the event tap, an in-process worker |
 //! | `util`     | vhosts, the binary under test, bounded waits |
 
+mod brokers;
 mod cli;
 mod cli_output;
 mod control;

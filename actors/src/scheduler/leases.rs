@@ -67,6 +67,9 @@ pub(crate) struct LeaseParts<'a> {
     /// `/readyz`: the leases part is ready once the first rebalance ran
     /// (this node holds its share, or knows its peers hold them all).
     pub(crate) health: std::sync::Arc<crate::http::Health>,
+    /// The broker address this node's connection went to (password
+    /// masked), announced for `sundial status`.
+    pub(crate) broker: String,
 }
 
 /// This task's part in `/readyz`.
@@ -404,6 +407,7 @@ impl State<'_> {
             version: env!("CARGO_PKG_VERSION").to_string(),
             unroutable,
             unroutable_last,
+            broker: Some(self.parts.broker.clone()),
         };
         let Ok(enc) = encode(&h) else { return };
         let props: BasicProperties = properties(&enc.meta);

@@ -120,8 +120,8 @@ async fn run_once(
 ) -> Result<(), Error> {
     let topo = Arc::new(cfg.topology.clone());
     let start = async {
-        let conn =
-            crate::broker::connect_to(&cfg.broker, &format!("sundial scheduler {}", cfg.node))
+        let (conn, broker) =
+            crate::broker::connect_any(&cfg.broker, &format!("sundial scheduler {}", cfg.node))
                 .await?;
         // Leases live on their own connection: when it goes, every lease
         // goes with it, and this node stops firing (the run ends, everything
@@ -133,11 +133,11 @@ async fn run_once(
         .await?;
         crate::topology::apply_if_permitted(&conn, &topo.declarations()).await?;
         let replayed = startup::replay_registry(&conn, &topo, &cfg.node).await?;
-        Ok::<_, Error>((conn, lease_conn, replayed))
+        Ok::<_, Error>((conn, broker, lease_conn, replayed))
     };
     // A stop during start-up (a long replay, a slow broker) ends the run at
     // once: nothing is owned or fired yet, so nothing needs handing over.
-    let (conn, lease_conn, replayed) = tokio::select! {
+    let (conn, broker, lease_conn, replayed) = tokio::select! {
         r = start => r?,
         () = shutdown.cancelled() => {
             info!(node = %cfg.node, "stopped during start-up");
@@ -206,6 +206,7 @@ async fn run_once(
                 supervisor: cfg.supervisor,
                 alive_since,
                 health: cfg.health.clone(),
+                broker,
             },
             stop.clone(),
         );

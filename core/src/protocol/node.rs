@@ -35,6 +35,10 @@ pub struct Heartbeat {
     /// The last of them: `"{fire_id} (pool {pool}): {reason}"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unroutable_last: Option<String>,
+    /// The broker address its connection went to (one of `broker.urls`,
+    /// password masked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -10,6 +10,8 @@ fn defaults_are_valid() {
     assert_eq!(s.topology.prefix, "sundial");
     assert_eq!(s.topology.shards, 64);
     assert_eq!(s.broker.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+    // One broker address unless a list is given.
+    assert_eq!(s.broker.urls, vec![s.broker.url.clone()]);
     // Unset: each role takes the first free port of its range (ADR 0012).
     assert_eq!(s.http.listen, None);
     assert_eq!(
@@ -62,6 +64,10 @@ fn bad_values_name_their_key() {
     );
     check(&|r| r.http.listen = Some("nowhere".into()), "http.listen");
     check(&|r| r.log.format = "xml".into(), "log.format");
+    check(
+        &|r| r.broker.urls = vec!["amqp://a/%2f".into(), "http://b".into()],
+        "broker.urls",
+    );
     check(
         &|r| r.worker.run_events = "some".into(),
         "worker.run_events",

@@ -236,6 +236,39 @@ pub async fn consume_no_ack(ch: &lapin::Channel, queue: &str) -> Result<lapin::C
     .map_err(Error::broker(format!("basic.consume {queue}")))
 }
 
+/// `(messages ready, consumers)` of a queue, or `None` when it does not
+/// exist. A passive declare needs no permission; a 404 closes the channel
+/// it happens on, so each one opens its own.
+pub(crate) async fn passive_declare(
+    conn: &Connection,
+    queue: &str,
+) -> Result<Option<(u32, u32)>, Error> {
+    let ch = conn
+        .create_channel()
+        .await
+        .map_err(Error::broker("channel.open"))?;
+    match ch
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+    {
+        Ok(q) => {
+            let _ = ch.close(200, "passive declare".into()).await;
+            Ok(Some((q.message_count(), q.consumer_count())))
+        }
+        Err(e) => match Error::broker(format!("queue.declare passive {queue}"))(e) {
+            e if e.is_not_found() => Ok(None),
+            e => Err(e),
+        },
+    }
+}
+
 /// A new channel in publisher-confirm mode.
 pub async fn confirming_channel(conn: &Connection) -> Result<lapin::Channel, Error> {
     let ch = conn

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use lapin::{
-    options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions},
-    types::{AMQPValue, FieldTable},
+    options::{BasicAckOptions, BasicGetOptions},
+    types::AMQPValue,
     BasicProperties, Channel, Connection,
 };
 use sundial_core::{
@@ -249,29 +249,11 @@ impl<'a> Dlq<'a> {
         }
     }
 
-    /// The number of messages in the dead-letter queue.
-    pub async fn depth(&self) -> Result<u32, Error> {
-        let ch = self
-            .conn
-            .create_channel()
-            .await
-            .map_err(Error::broker("channel.open"))?;
-        let q = ch
-            .queue_declare(
-                self.queue().as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(Error::broker(format!(
-                "queue.declare passive {}",
-                self.queue()
-            )))?;
-        let _ = ch.close(200, "depth read".into()).await;
-        Ok(q.message_count())
+    /// The number of messages in the dead-letter queue (`None`: the queue
+    /// is not declared).
+    pub async fn depth(&self) -> Result<Option<u32>, Error> {
+        let counts = crate::broker::passive_declare(self.conn, &self.queue()).await?;
+        Ok(counts.map(|(messages, _)| messages))
     }
 }
 

@@ -110,8 +110,11 @@ impl DlqWatcher {
             };
             let mut depths = Vec::with_capacity(cfg.pools.len());
             for pool in &cfg.pools {
-                let depth = Dlq::new(&conn, &cfg.topology, pool).depth().await?;
-                depths.push((pool.clone(), depth));
+                match Dlq::new(&conn, &cfg.topology, pool).depth().await? {
+                    Some(depth) => depths.push((pool.clone(), depth)),
+                    // The worker declares it a moment after the first tick.
+                    None => debug!(%pool, "dead-letter queue not declared yet"),
+                }
             }
             Ok::<_, crate::Error>((conn, depths))
         };
@@ -123,11 +126,6 @@ impl DlqWatcher {
                     for (pool, depth) in depths {
                         act.observe(pool, depth);
                     }
-                }
-                Err(e) if e.is_not_found() => {
-                    // The worker declares it a moment after this first tick.
-                    act.conn = None;
-                    debug!(error = %e, "dead-letter queue not declared yet");
                 }
                 Err(e) => {
                     act.conn = None;

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use lapin::{options::QueueDeclareOptions, types::FieldTable, Connection};
+use lapin::Connection;
 use serde::Serialize;
 use sundial_core::{codec::decode, protocol::node::Heartbeat, topology::Topology};
 
@@ -139,7 +139,7 @@ pub async fn gather(conn: &Connection, topo: &Topology, listen: Duration) -> Res
             missing_queues: 0,
         };
         for shard in 0..topo.shards {
-            match passive(conn, &topo.work_queue(&pool, shard)).await? {
+            match crate::broker::passive_declare(conn, &topo.work_queue(&pool, shard)).await? {
                 Some((messages, consumers)) => {
                     p.queued += u64::from(messages);
                     p.workers = p.workers.max(consumers);
@@ -147,7 +147,7 @@ pub async fn gather(conn: &Connection, topo: &Topology, listen: Duration) -> Res
                 None => p.missing_queues += 1,
             }
         }
-        match passive(conn, &topo.dead_queue(&pool)).await? {
+        match crate::broker::passive_declare(conn, &topo.dead_queue(&pool)).await? {
             Some((messages, _)) => p.dead = u64::from(messages),
             None => p.missing_queues += 1,
         }
@@ -159,33 +159,4 @@ pub async fn gather(conn: &Connection, topo: &Topology, listen: Duration) -> Res
         shards,
         pools: out,
     })
-}
-
-/// `(messages ready, consumers)` of a queue, or `None` when it does not
-/// exist (404 closes the channel; each read uses its own).
-async fn passive(conn: &Connection, queue: &str) -> Result<Option<(u32, u32)>, Error> {
-    let ch = conn
-        .create_channel()
-        .await
-        .map_err(Error::broker("channel.open"))?;
-    match ch
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-    {
-        Ok(q) => {
-            let _ = ch.close(200, "status".into()).await;
-            Ok(Some((q.message_count(), q.consumer_count())))
-        }
-        Err(e) if matches!(e.kind(), lapin::ErrorKind::ProtocolError(p) if p.get_id() == 404) => {
-            Ok(None)
-        }
-        Err(e) => Err(Error::broker(format!("queue.declare passive {queue}"))(e)),
-    }
 }

@@ -17,7 +17,7 @@ fn failed(e: impl ToString) -> CommandError {
 
 /// A progress bar over the queue's depth (every letter is read once).
 async fn bar(dlq: &Dlq<'_>, what: &str) -> indicatif::ProgressBar {
-    let depth = dlq.depth().await.unwrap_or(0);
+    let depth = dlq.depth().await.ok().flatten().unwrap_or(0);
     crate::progress::bar(u64::from(depth), what)
 }
 

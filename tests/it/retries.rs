@@ -87,7 +87,7 @@ async fn job_failing_twice_succeeds_on_third_attempt_after_backoff() {
         .depth()
         .await
         .expect("dlq depth");
-    assert_eq!(depth, 0, "nothing dead-lettered");
+    assert_eq!(depth, Some(0), "nothing dead-lettered");
     w.stop().await;
 }
 

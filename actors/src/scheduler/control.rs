@@ -246,29 +246,11 @@ impl<'a> PoolCheck<'a> {
                 continue;
             }
             let queue = self.topo.work_queue(pool, 0);
-            // Its own channel: a 404 closes the channel it happens on.
-            let probe = self
-                .conn
-                .create_channel()
-                .await
-                .map_err(Error::broker("channel.open"))?;
-            let found = probe
-                .queue_declare(
-                    queue.as_str().into(),
-                    lapin::options::QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(Error::broker(format!("queue.declare passive {queue}")));
-            match found {
-                Ok(_) => {
-                    let _ = probe.close(200, "pool found".into()).await;
+            match crate::broker::passive_declare(self.conn, &queue).await {
+                Ok(Some(_)) => {
                     self.known.insert(pool.to_string());
                 }
-                Err(e) if e.is_not_found() => {
+                Ok(None) => {
                     info!(pool, %queue, "job refused: its pool has no queues");
                     missing.insert(pool.to_string());
                 }

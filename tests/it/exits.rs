@@ -5,6 +5,7 @@
 
 use std::{
     process::{Child, Command, Output, Stdio},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
@@ -16,21 +17,25 @@ const EXIT_BOUND: Duration = Duration::from_secs(60);
 /// A broker address where nothing listens.
 const NOWHERE: &str = "amqp://guest:guest@127.0.0.1:1/%2f";
 
-/// Waits for `child` at most [`EXIT_BOUND`], killing it (and failing) past it.
-fn wait_bounded(mut child: Child, what: &str) -> Output {
-    let deadline = Instant::now() + EXIT_BOUND;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => return child.wait_with_output().expect("collect output"),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            _ => {
-                let _ = child.kill();
-                let out = child.wait_with_output().expect("collect output");
-                panic!(
-                    "{what} did not exit within {EXIT_BOUND:?}; stderr: {}",
-                    stderr(&out)
-                );
-            }
+/// Waits for `child` at most [`EXIT_BOUND`] (its exit is awaited on a
+/// thread, which also drains its pipes), killing it and failing past it.
+fn wait_bounded(child: Child, what: &str) -> Output {
+    let pid = child.id().to_string();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(EXIT_BOUND) {
+        Ok(out) => out.expect("collect output"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            let err = rx
+                .recv_timeout(Duration::from_secs(10))
+                .ok()
+                .and_then(Result::ok)
+                .map(|o| stderr(&o))
+                .unwrap_or_default();
+            panic!("{what} did not exit within {EXIT_BOUND:?}; stderr: {err}");
         }
     }
 }
@@ -191,80 +196,117 @@ fn services_that_never_reach_the_broker_give_up_without_panicking() {
     }
 }
 
-/// Spawns `sundial args` with stderr to a file we can read while it runs.
-fn spawn_logged(args: &[&str], env: &[(&str, &str)], tag: &str) -> (Child, std::path::PathBuf) {
-    let log = std::env::temp_dir().join(format!("sundial-exits-{}-{tag}.log", std::process::id()));
-    let file = std::fs::File::create(&log).expect("log file");
-    let child = sundial()
+/// A `sundial` process whose stderr is read line by line as it comes (a
+/// wait is on the line arriving, not on a file polled), killed if the test
+/// ends before it does.
+struct Logged {
+    child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+    /// Every line read so far.
+    seen: String,
+}
+
+fn spawn_logged(args: &[&str], env: &[(&str, &str)]) -> Logged {
+    let mut child = sundial()
         .args(args)
         .env("RUST_LOG", "info")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(file)
+        .stderr(Stdio::piped())
         .spawn()
         .expect("sundial starts");
-    (child, log)
-}
-
-/// Waits (bounded) until the file at `log` contains `text`.
-fn wait_log(log: &std::path::Path, text: &str) {
-    let deadline = Instant::now() + EXIT_BOUND;
-    loop {
-        let seen = std::fs::read_to_string(log).unwrap_or_default();
-        if seen.contains(text) {
-            return;
+    let err = child.stderr.take().expect("piped stderr");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
         }
-        assert!(
-            Instant::now() < deadline,
-            "{text:?} not logged within {EXIT_BOUND:?}: {seen}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    });
+    Logged {
+        child: Some(child),
+        lines,
+        seen: String::new(),
     }
 }
 
-fn sigterm(child: &Child) {
-    let pid = child.id().to_string();
-    let ok = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill runs");
-    assert!(ok.success(), "kill -TERM {pid}");
+impl Logged {
+    /// Waits (bounded) for a line containing `text`; returns it.
+    fn wait_for(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + EXIT_BOUND;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push_str(&line);
+                    self.seen.push('\n');
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("{text:?} not logged within {EXIT_BOUND:?}: {}", self.seen),
+            }
+        }
+    }
+
+    fn sigterm(&self) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(ok.success(), "kill -TERM {pid}");
+    }
+
+    /// The exit of a SIGTERMed service: status 0, no panic in its log.
+    fn assert_stopped_cleanly(mut self, what: &str) {
+        let child = self.child.take().expect("running");
+        let out = wait_bounded(child, what);
+        // The process is gone: the reader ends at end of file.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(10)) {
+            self.seen.push_str(&line);
+            self.seen.push('\n');
+        }
+        let text = &self.seen;
+        assert!(!text.contains("panicked"), "{what} panicked: {text}");
+        assert_eq!(out.status.code(), Some(0), "{what}: {text}");
+    }
 }
 
-/// The exit of a SIGTERMed service: status 0, no panic in its log.
-fn assert_stopped_cleanly(child: Child, log: &std::path::Path, what: &str) {
-    let out = wait_bounded(child, what);
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    assert!(!text.contains("panicked"), "{what} panicked: {text}");
-    assert_eq!(out.status.code(), Some(0), "{what}: {text}");
-    let _ = std::fs::remove_file(log);
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 #[test]
 fn sigterm_during_start_up_exits_zero() {
     // Retrying an unreachable broker: the stop cuts the backoff short.
     for role in ["scheduler", "worker"] {
-        let (child, log) = spawn_logged(
+        let mut p = spawn_logged(
             &[role, "--broker", NOWHERE],
             &[("SUNDIAL__HTTP__ENABLED", "false")],
-            role,
         );
-        wait_log(&log, "reconnecting");
-        sigterm(&child);
-        assert_stopped_cleanly(child, &log, role);
+        p.wait_for("reconnecting");
+        p.sigterm();
+        p.assert_stopped_cleanly(role);
     }
     // `run` between its endpoint and its scheduler's first fire.
     let v = Vhost::new("exits-run");
     let http = free_addr();
-    let (child, log) = spawn_logged(
+    let mut p = spawn_logged(
         &["run", "--broker", &v.url(), "--http", &http],
         &[("SUNDIAL__TOPOLOGY__SHARDS", "4")],
-        "run",
     );
-    wait_log(&log, "serving /metrics");
-    sigterm(&child);
-    assert_stopped_cleanly(child, &log, "run");
+    p.wait_for("serving /metrics");
+    p.sigterm();
+    p.assert_stopped_cleanly("run");
 }
 
 #[test]
@@ -290,14 +332,13 @@ fn a_scheduler_stopped_while_replaying_exits_zero() {
 
     let mut env: Vec<(&str, &str)> = TEST_ENV.to_vec();
     env.push(("SUNDIAL__HTTP__ENABLED", "false"));
-    let (child, log) = spawn_logged(
+    let mut p = spawn_logged(
         &["scheduler", "--node", "replay-b", "--broker", &v.url()],
         &env,
-        "replay",
     );
-    wait_log(&log, "topology applied");
-    sigterm(&child);
-    assert_stopped_cleanly(child, &log, "scheduler stopped while replaying");
+    p.wait_for("topology applied");
+    p.sigterm();
+    p.assert_stopped_cleanly("scheduler stopped while replaying");
 }
 
 #[test]
@@ -351,17 +392,13 @@ fn a_closed_output_pipe_ends_the_command_quietly() {
 }
 
 /// The address a process logged it serves on.
-fn served_addr(log: &std::path::Path) -> String {
-    wait_log(log, "serving /metrics");
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    text.lines()
-        .find_map(|l| {
-            l.split("on http://")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| panic!("no address in {text}"))
+fn served_addr(p: &mut Logged) -> String {
+    let line = p.wait_for("serving /metrics");
+    line.split("on http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no address in {line}"))
 }
 
 #[test]
@@ -369,15 +406,11 @@ fn a_scheduler_and_three_workers_start_on_one_host_with_no_flags() {
     let v = Vhost::new("exits-ports");
     let env = [("SUNDIAL__TOPOLOGY__SHARDS", "4"), ("RUST_LOG", "info")];
     let url = v.url();
-    let mut procs = vec![spawn_logged(&["scheduler", "--broker", &url], &env, "p-s")];
-    for i in 0..3 {
-        procs.push(spawn_logged(
-            &["worker", "--broker", &url],
-            &env,
-            &format!("p-w{i}"),
-        ));
+    let mut procs = vec![spawn_logged(&["scheduler", "--broker", &url], &env)];
+    for _ in 0..3 {
+        procs.push(spawn_logged(&["worker", "--broker", &url], &env));
     }
-    let addrs: Vec<String> = procs.iter().map(|(_, log)| served_addr(log)).collect();
+    let addrs: Vec<String> = procs.iter_mut().map(served_addr).collect();
     let mut distinct = addrs.clone();
     distinct.sort();
     distinct.dedup();
@@ -405,9 +438,9 @@ fn a_scheduler_and_three_workers_start_on_one_host_with_no_flags() {
         .and_then(|p| p.iter().find(|p| p["pool"] == "default"))
         .map(|p| p["workers"].clone());
     assert_eq!(workers, Some(serde_json::json!(3)), "{s}");
-    for (child, log) in procs {
-        sigterm(&child);
-        assert_stopped_cleanly(child, &log, "a process of the host");
+    for p in procs {
+        p.sigterm();
+        p.assert_stopped_cleanly("a process of the host");
     }
 }
 

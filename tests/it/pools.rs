@@ -5,13 +5,14 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use lapin::BasicProperties;
 use sundial_core::topology::shard_of;
 
 use crate::{
     control_client::{v1, RawClient},
     fires::connect,
-    util::{rabbitmqctl, stderr, sundial, Daemon, Vhost, TEST_SHARDS},
+    util::{bounded, rabbitmqctl, stderr, sundial, Daemon, Vhost, TEST_SHARDS},
 };
 
 fn upsert(id: &str, pool: &str) -> Vec<u8> {
@@ -93,29 +94,30 @@ async fn a_fire_that_stays_unroutable_is_set_aside_and_the_watermark_moves_on() 
     let mut client = RawClient::new(&conn).await;
     let reply = client.call(&upsert("lost", "gone"), v1()).await;
     assert!(reply.ok, "{reply:?}");
+    // A copy of every dead letter of the pool, to await the set-aside.
+    let (_tap_ch, mut dead_tap) = bounded(
+        "dead-letter tap",
+        sundial_actors::broker::subscribe(&conn, "sundial.dead", &["gone"]),
+    )
+    .await
+    .expect("tap");
     // ...then its work queue goes: every fire comes back unroutable.
     let shard = shard_of("lost", TEST_SHARDS);
     let queue = format!("sundial.work.gone.{shard}");
     rabbitmqctl(&["delete_queue", "-p", &v.name, &queue]);
 
-    // Set aside within ~11 s of backoff: it is in the pool's dead letters.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let rows = v.list("list_queues", &["name", "messages"]);
-        let dead = rows
-            .iter()
-            .find_map(|l| l.strip_prefix("sundial.dead.gone\t"))
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0);
-        if dead > 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no fire set aside within 60 s: {rows:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    // Set aside within ~11 s of backoff: dead-lettered to the pool.
+    let dead = bounded("a fire set aside", dead_tap.next())
+        .await
+        .expect("tap open")
+        .expect("dead letter");
+    let reason = sundial_actors::broker::header_string(&dead.properties, "x-sundial-error");
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("unroutable: ")),
+        "{reason:?}"
+    );
     let listed = sundial()
         .args([
             "dlq",

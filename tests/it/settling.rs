@@ -3,8 +3,7 @@
 //! work queue's delivery limit dead-letters one that keeps failing) instead
 //! of holding a prefetch slot for ever.
 
-use std::time::{Duration, Instant};
-
+use futures_util::StreamExt;
 use lapin::{
     options::{QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable, LongString},
@@ -13,7 +12,7 @@ use sundial_core::protocol::run::RunKind;
 
 use crate::{
     fires::{connect, noop_fire, publish, wait_for_consumers, EventTap},
-    util::{stderr, sundial, Daemon, Vhost, TEST_ENV},
+    util::{bounded, stderr, sundial, Daemon, Vhost, TEST_ENV},
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,32 +59,24 @@ async fn a_nacked_run_event_requeues_the_fire_and_the_worker_goes_on() {
     .expect("bind");
     let mut env: Vec<(&str, &str)> = limit.to_vec();
     env.push(("SUNDIAL__WORKER__CONCURRENCY", "1"));
-    let w = Daemon::worker(&v, "settler", &env);
+    let _w = Daemon::worker(&v, "settler", &env);
     wait_for_consumers(&v, 1).await;
 
+    // A copy of every dead letter of the pool, to await the settlement.
+    let (_tap_ch, mut dead_tap) = bounded(
+        "dead-letter tap",
+        sundial_actors::broker::subscribe(&conn, "sundial.dead", &["default"]),
+    )
+    .await
+    .expect("tap");
     let stuck = noop_fire("cannot-report");
     publish(&ch, std::slice::from_ref(&stuck)).await;
     // Requeued after each failed report, then dead-lettered by the work
     // queue's delivery limit: settled, not held.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let dead = loop {
-        let got = ch
-            .basic_get(
-                "sundial.dead.default".into(),
-                lapin::options::BasicGetOptions { no_ack: true },
-            )
-            .await
-            .expect("basic.get");
-        if let Some(m) = got {
-            break m.delivery;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the fire was never settled; worker log {}",
-            w.log.display()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let dead = bounded("the fire settled (dead-lettered)", dead_tap.next())
+        .await
+        .expect("tap open")
+        .expect("dead letter");
     assert_eq!(
         dead.properties.message_id().as_ref().map(|m| m.as_str()),
         Some(stuck.fire_id.as_str())

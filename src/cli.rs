@@ -61,16 +61,27 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Run a scheduler and a worker in one process (small installs, trying it out).
     Run(RunArgs),
-    /// Watch a window of run events and report expected fire ids that are
-    /// missing or duplicated (exit 1 when any is missing).
+    /// Compare the fire ids due in a window with the runs recorded: watch
+    /// the next one (`--for 60s`) or check a past one (`--from`, `--to`);
+    /// report missing, duplicated and unexpected fire ids (exit 1 when any
+    /// is missing).
     Ledger {
-        /// How long to watch, e.g. 60s.
-        #[arg(long = "for", value_name = "DURATION", default_value = "60s")]
+        /// How long to watch from now, e.g. 60s.
+        #[arg(long = "for", value_name = "DURATION", default_value = "60s", conflicts_with_all = ["from", "to"])]
         window: humantime::Duration,
+        /// Start of a past window: an RFC 3339 instant or a duration ago (2h).
+        #[arg(long, value_name = "TIME", requires = "to")]
+        from: Option<String>,
+        /// End of a past window: an RFC 3339 instant or a duration ago (0s = now).
+        #[arg(long, value_name = "TIME", requires = "from")]
+        to: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Runs from the history, newest last: filter by time, outcome, job,
+    /// pool and label (asks the HTTP API of a scheduler, http.api).
+    Runs(RunsArgs),
     /// Inspect, replay and purge dead letters.
     #[command(subcommand)]
     Dlq(DlqCmd),
@@ -91,6 +102,49 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Options of the history commands.
+#[derive(Debug, Args, Clone)]
+pub struct HistoryArgs {
+    /// The API to ask, e.g. http://127.0.0.1:9797 (http.api).
+    #[arg(long, value_name = "URL")]
+    pub api: Option<String>,
+    /// Print JSON (one page, with `next` to continue).
+    #[arg(long)]
+    pub json: bool,
+    /// Print each run's output under it.
+    #[arg(long)]
+    pub output: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Runs since: a duration ago (1h) or an RFC 3339 instant.
+    #[arg(long, default_value = "1h", value_name = "TIME")]
+    pub since: String,
+    /// Runs before: a duration ago or an RFC 3339 instant.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// running, succeeded, failed, dead or skipped.
+    #[arg(long, value_name = "OUTCOME")]
+    pub outcome: Option<String>,
+    /// Jobs whose id starts with this.
+    #[arg(long, value_name = "PREFIX")]
+    pub job: Option<String>,
+    #[arg(long, value_name = "NAME")]
+    pub pool: Option<String>,
+    /// Jobs with this label.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Option<String>,
+    /// How many runs (the newest).
+    #[arg(short = 'n', default_value_t = 50, value_name = "N")]
+    pub count: usize,
+    /// Continue from a previous page's `next` (with --json).
+    #[arg(long, value_name = "CURSOR")]
+    pub cursor: Option<String>,
+    #[command(flatten)]
+    pub history: HistoryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -251,6 +305,16 @@ pub enum JobCmd {
         id: String,
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// A job's last runs, oldest first, with outcome, duration and reason,
+    /// and its summary (asks the HTTP API of a scheduler, http.api).
+    History {
+        id: String,
+        /// How many runs (the newest).
+        #[arg(short = 'n', default_value_t = 20, value_name = "N")]
+        count: usize,
+        #[command(flatten)]
+        history: HistoryArgs,
     },
 }
 

@@ -108,12 +108,29 @@ fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Scheduler(args) => commands::scheduler::run(&settings, args.node),
         Command::Worker(args) => commands::worker::run(settings, &args),
         Command::Run(args) => commands::run::run(settings, &args),
-        Command::Ledger { window, json } => commands::runtime()?.block_on(commands::ledger::run(
-            &settings,
-            window.into(),
+        Command::Ledger {
+            window,
+            from,
+            to,
             json,
-            &mut stdout,
-        )),
+        } => {
+            let window = match (from, to) {
+                (Some(from), Some(to)) => commands::ledger::Window::Past {
+                    from: commands::history::instant("--from", &from)?,
+                    to: commands::history::instant("--to", &to)?,
+                },
+                _ => commands::ledger::Window::Next(window.into()),
+            };
+            commands::runtime()?.block_on(commands::ledger::run(
+                &settings,
+                window,
+                json,
+                &mut stdout,
+            ))
+        }
+        Command::Runs(args) => {
+            commands::runtime()?.block_on(commands::history::runs(&settings, &args, &mut stdout))
+        }
         Command::Status { listen, json } => commands::runtime()?.block_on(commands::status::run(
             &settings,
             listen.map(Into::into),

@@ -72,8 +72,7 @@ impl Handler<StopWatcher> for DlqWatcher {
 
 impl DlqWatcher {
     pub fn new(cfg: DlqWatchConfig) -> Result<Self, crate::Error> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let http = crate::http::client_builder()
             .timeout(Duration::from_secs(10))
             .build()?;
         Ok(Self {

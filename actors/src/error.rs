@@ -39,6 +39,24 @@ pub enum Error {
         #[source]
         source: Box<crate::publish::PublishError>,
     },
+    /// A run record did not reach the history stream (its batch was
+    /// nacked, returned, or its channel failed).
+    #[error("run record not stored: {0}")]
+    RecordNotStored(String),
+    /// The history index file could not be opened, read or written.
+    #[error("history index {path}: {what}: {source}")]
+    HistoryIndex {
+        path: std::path::PathBuf,
+        what: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The history index file is held by another process.
+    #[error("history index {path} is in use by another process ({why}); set history.path to a file of this process's own, or history.enabled = false")]
+    HistoryLocked {
+        path: std::path::PathBuf,
+        why: String,
+    },
     /// The broker connection (or a channel on it) closed.
     #[error("connection lost: {0}")]
     ConnectionLost(&'static str),

@@ -103,6 +103,7 @@ pub async fn serve(
     listen: Listen,
     metrics: PrometheusHandle,
     health: Arc<Health>,
+    history: Option<Arc<crate::history::Index>>,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), Error> {
     let listener = bind(&listen).await?;
@@ -110,8 +111,13 @@ pub async fn serve(
         addr: format!("{listen:?}"),
         why: e.to_string(),
     })?;
-    info!(listen = %addr, "serving /metrics /healthz /readyz on http://{addr}");
-    let task = tokio::spawn(accept_loop(listener, metrics, health, shutdown));
+    info!(listen = %addr, "serving /metrics /healthz /readyz /api/v1 on http://{addr}");
+    let state = Arc::new(State {
+        metrics,
+        health,
+        history,
+    });
+    let task = tokio::spawn(accept_loop(listener, state, shutdown));
     Ok((addr, task))
 }
 
@@ -144,10 +150,16 @@ async fn bind(listen: &Listen) -> Result<tokio::net::TcpListener, Error> {
     }
 }
 
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
+/// What the endpoint answers from.
+struct State {
     metrics: PrometheusHandle,
     health: Arc<Health>,
+    history: Option<Arc<crate::history::Index>>,
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    state: Arc<State>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -163,11 +175,11 @@ async fn accept_loop(
                 }
             },
         };
-        let (metrics, health) = (metrics.clone(), health.clone());
+        let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let (metrics, health) = (metrics.clone(), health.clone());
-                async move { Ok::<_, Infallible>(route(&req, &metrics, &health)) }
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&req, &state).await) }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(sock), service)
@@ -176,11 +188,7 @@ async fn accept_loop(
     }
 }
 
-fn route<B>(
-    req: &Request<B>,
-    metrics: &PrometheusHandle,
-    health: &Health,
-) -> Response<Full<Bytes>> {
+async fn route<B>(req: &Request<B>, state: &State) -> Response<Full<Bytes>> {
     let text = |status: StatusCode, body: String, ct: &'static str| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
@@ -193,14 +201,31 @@ fn route<B>(
     if req.method() != hyper::Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into(), PLAIN);
     }
-    match req.uri().path() {
+    let path = req.uri().path();
+    if path.starts_with("/api/") {
+        let (status, body) = match crate::history::api::route(
+            state.history.as_ref(),
+            path,
+            req.uri().query(),
+        )
+        .await
+        {
+            Some(a) => a,
+            None => (
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": {"field": null, "message": format!("no such endpoint: {path} (docs/api.md lists them)")}}),
+            ),
+        };
+        return text(status, body.to_string(), "application/json");
+    }
+    match path {
         "/metrics" => text(
             StatusCode::OK,
-            metrics.render(),
+            state.metrics.render(),
             "text/plain; version=0.0.4; charset=utf-8",
         ),
         "/healthz" => text(StatusCode::OK, "ok\n".into(), PLAIN),
-        "/readyz" => match health.ready() {
+        "/readyz" => match state.health.ready() {
             Ok(()) => text(StatusCode::OK, "ready\n".into(), PLAIN),
             Err(why) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -214,4 +239,12 @@ fn route<B>(
             PLAIN,
         ),
     }
+}
+
+/// A builder for an HTTP client (http jobs, webhooks, the CLI's history
+/// commands): rustls with ring as its provider, as lapin uses (reqwest is
+/// built without one), and Sundial's user agent.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().user_agent(concat!("sundial/", env!("CARGO_PKG_VERSION")))
 }

@@ -100,6 +100,7 @@ pub mod client;
 pub mod dlq;
 pub mod dlq_watcher;
 pub mod error;
+pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod publish;

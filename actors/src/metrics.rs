@@ -39,3 +39,13 @@ pub const OVERLAP_SKIPS_TOTAL: &str = "sundial_overlap_skips_total";
 pub const SHARDS_OWNED: &str = "sundial_shards_owned";
 /// Restarts after a failure, by actor (`scheduler`, `worker`).
 pub const RESTARTS_TOTAL: &str = "sundial_restarts_total";
+/// Run records published to the history stream, by pool.
+pub const HISTORY_RECORDS_TOTAL: &str = "sundial_history_records_total";
+/// History messages published (each a batch of run records).
+pub const HISTORY_BATCHES_TOTAL: &str = "sundial_history_batches_total";
+/// Run records written to this process's history index.
+pub const HISTORY_INDEXED_TOTAL: &str = "sundial_history_indexed_total";
+/// History stream messages the index could not read and skipped.
+pub const HISTORY_SKIPPED_TOTAL: &str = "sundial_history_skipped_total";
+/// Stream offset the history index has reached.
+pub const HISTORY_OFFSET: &str = "sundial_history_offset";

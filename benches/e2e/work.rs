@@ -42,6 +42,8 @@ fn topology() -> Topology {
         retry_tiers: vec![HumanDuration::from_secs(10)],
         delivery_limit: 10,
         registry_max_age: Duration::from_secs(7 * 86_400),
+        history_max_age: Duration::from_secs(7 * 86_400),
+        history_max_bytes: 1 << 30,
     }
 }
 

@@ -227,38 +227,30 @@ impl RecentFires {
     }
 }
 
-/// Which run events a worker publishes (`worker.run_events`), and the rule
-/// for each step of an attempt.
+/// Which run records a worker also publishes one by one on `sundial.events`
+/// (`worker.run_events`), for consumers that bind per job or per kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RunEvents {
-    /// `started` and the outcome of every attempt.
-    #[default]
+    /// Every record: `started` and the outcome of every attempt.
     All,
-    /// Outcomes only; `started` only where it is needed (below).
+    /// Outcomes: also `succeeded`.
     Outcomes,
-    /// Only what went wrong: `failed`, `retrying`, `dead`, `skipped`. A
-    /// successful run publishes nothing (it is counted in
-    /// `sundial_runs_total`).
-    ///
-    /// In every mode, fires whose `overlap` is `forbid` or `replace` (the
-    /// schedulers' run tracker needs their start and end) and manual
-    /// triggers get every event.
+    /// Only what went wrong: `failed`, `retrying`, `dead`, `skipped`.
+    #[default]
     Failures,
 }
 
 impl RunEvents {
-    /// Whether a fire whose job has `overlap` and which is `manual` or not
-    /// gets a `started` event.
-    pub fn started(self, overlap: crate::job::Overlap, manual: bool) -> bool {
-        self == Self::All || Self::always(overlap, manual)
-    }
-
-    /// Whether it gets a `succeeded` event.
-    pub fn succeeded(self, overlap: crate::job::Overlap, manual: bool) -> bool {
-        self != Self::Failures || Self::always(overlap, manual)
-    }
-
-    fn always(overlap: crate::job::Overlap, manual: bool) -> bool {
-        manual || overlap != crate::job::Overlap::Allow
+    /// Whether a record of `kind`, of a fire that is `manual` or not, is
+    /// also published on its own on `sundial.events` (every record is in
+    /// the history stream either way, ADR 0015). What went wrong always is;
+    /// so is every record of a manual trigger (someone is watching).
+    pub fn publishes(self, kind: crate::protocol::run::RunKind, manual: bool) -> bool {
+        use crate::protocol::run::RunKind as K;
+        match kind {
+            K::Failed | K::Retrying | K::Dead | K::Skipped => true,
+            K::Succeeded => manual || self != Self::Failures,
+            K::Started | K::Fired => manual || self == Self::All,
+        }
     }
 }

@@ -33,6 +33,7 @@ pub mod control;
 pub mod duration;
 pub mod error;
 pub mod fire_id;
+pub mod history;
 pub mod job;
 pub mod lease;
 pub mod ledger;

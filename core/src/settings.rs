@@ -22,6 +22,7 @@ pub struct RawSettings {
     pub worker: RawWorker,
     pub control: RawControl,
     pub registry: RawRegistry,
+    pub history: RawHistory,
     pub http: RawHttp,
     pub log: RawLog,
     pub supervisor: RawSupervisor,
@@ -81,6 +82,37 @@ impl Default for RawRegistry {
         Self {
             snapshot_after_bytes: 8 * 1024 * 1024,
             max_age: "7days".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawHistory {
+    /// Whether schedulers keep a history index (the history stream is
+    /// written either way).
+    pub enabled: bool,
+    /// The index file (SQLite); one process holds it at a time.
+    pub path: String,
+    /// History stream retention (`x-max-age`) and index retention by age.
+    pub max_age: String,
+    /// History stream retention by size (`x-max-length-bytes`).
+    pub max_bytes: u64,
+    /// The index keeps at most this many attempts per job (newest).
+    pub keep_per_job: u32,
+    /// A worker's run records per history message, at most.
+    pub batch_max: u32,
+}
+
+impl Default for RawHistory {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "sundial-history.db".into(),
+            max_age: "7days".into(),
+            max_bytes: 10 * 1024 * 1024 * 1024,
+            keep_per_job: 10_000,
+            batch_max: 500,
         }
     }
 }
@@ -161,6 +193,9 @@ pub struct RawHttp {
     pub enabled: bool,
     /// Unset: the role's default range ([`HttpSettings::listen`]).
     pub listen: Option<String>,
+    /// The HTTP API the CLI's history commands ask (`sundial job history`,
+    /// `sundial runs`): a scheduler's or `sundial run`'s endpoint.
+    pub api: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -203,7 +238,7 @@ impl Default for RawWorker {
             consumer_timeout: "30m".into(),
             dlq_check_interval: "15s".into(),
             dlq_webhook: None,
-            run_events: "all".into(),
+            run_events: "failures".into(),
             shell: RawShell::default(),
         }
     }
@@ -214,6 +249,7 @@ impl Default for RawHttp {
         Self {
             enabled: true,
             listen: None,
+            api: "http://127.0.0.1:9797".into(),
         }
     }
 }
@@ -262,6 +298,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub control: ControlSettings,
     pub registry: RegistrySettings,
+    pub history: HistorySettings,
     pub http: HttpSettings,
     pub log: LogSettings,
     pub supervisor: SupervisorSettings,
@@ -294,6 +331,25 @@ pub struct RegistrySettings {
     pub snapshot_after_bytes: u64,
     /// Also the topology's `registry_max_age`.
     pub max_age: Duration,
+}
+
+/// `[history]`: the run history stream and index (ADR 0015).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistorySettings {
+    pub enabled: bool,
+    pub path: std::path::PathBuf,
+    /// Also the topology's `history_max_age`.
+    pub max_age: Duration,
+    /// Also the topology's `history_max_bytes`.
+    pub max_bytes: u64,
+    pub keep_per_job: u32,
+    pub batch_max: u32,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        history(RawHistory::default()).unwrap_or_else(|_| unreachable!("the defaults are valid"))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -368,6 +424,8 @@ pub struct HttpSettings {
     /// `None`: the first free port of the process's role range on
     /// 127.0.0.1 ([`default_listen_ports`], ADR 0012).
     pub listen: Option<SocketAddr>,
+    /// Base URL of the API the CLI asks (`http.api`).
+    pub api: String,
 }
 
 /// A process kind, for its default `/metrics` port range.
@@ -440,12 +498,14 @@ impl TryFrom<RawSettings> for Settings {
 
     fn try_from(raw: RawSettings) -> Result<Self, Self::Error> {
         let registry = registry(raw.registry)?;
+        let history = history(raw.history)?;
         Ok(Settings {
             broker: broker(raw.broker)?,
-            topology: topology(raw.topology, registry.max_age)?,
+            topology: topology(raw.topology, registry.max_age, &history)?,
             worker: worker(raw.worker)?,
             control: control(raw.control)?,
             registry,
+            history,
             http: http(raw.http)?,
             log: log(raw.log)?,
             supervisor: supervisor(raw.supervisor)?,
@@ -503,7 +563,11 @@ fn broker(raw: RawBroker) -> Result<BrokerSettings, ValidationError> {
     Ok(BrokerSettings { url, urls, tls })
 }
 
-fn topology(t: RawTopology, registry_max_age: Duration) -> Result<Topology, ValidationError> {
+fn topology(
+    t: RawTopology,
+    registry_max_age: Duration,
+    history: &HistorySettings,
+) -> Result<Topology, ValidationError> {
     let prefix_ok = !t.prefix.is_empty()
         && t.prefix.len() <= 64
         && t.prefix
@@ -558,6 +622,44 @@ fn topology(t: RawTopology, registry_max_age: Duration) -> Result<Topology, Vali
         retry_tiers,
         delivery_limit: t.delivery_limit,
         registry_max_age,
+        history_max_age: history.max_age,
+        history_max_bytes: history.max_bytes,
+    })
+}
+
+fn history(h: RawHistory) -> Result<HistorySettings, ValidationError> {
+    let max_age = duration("history.max_age", &h.max_age)?;
+    if max_age < Duration::from_secs(60) {
+        return Err(err("history.max_age", "must be at least 1m"));
+    }
+    if h.max_bytes < 1024 * 1024 {
+        return Err(err(
+            "history.max_bytes",
+            format!("must be at least 1048576 (1 MiB), got {}", h.max_bytes),
+        ));
+    }
+    if h.path.trim().is_empty() && h.enabled {
+        return Err(err(
+            "history.path",
+            "must name the index file (or set history.enabled = false)",
+        ));
+    }
+    if h.keep_per_job == 0 {
+        return Err(err("history.keep_per_job", "must be at least 1"));
+    }
+    if !(1..=10_000).contains(&h.batch_max) {
+        return Err(err(
+            "history.batch_max",
+            format!("must be 1..=10000, got {}", h.batch_max),
+        ));
+    }
+    Ok(HistorySettings {
+        enabled: h.enabled,
+        path: h.path.trim().into(),
+        max_age,
+        max_bytes: h.max_bytes,
+        keep_per_job: h.keep_per_job,
+        batch_max: h.batch_max,
     })
 }
 
@@ -652,9 +754,17 @@ fn http(h: RawHttp) -> Result<HttpSettings, ValidationError> {
             })
         })
         .transpose()?;
+    let api = h.api.trim().trim_end_matches('/').to_string();
+    if !(api.starts_with("http://") || api.starts_with("https://")) {
+        return Err(err(
+            "http.api",
+            format!("must be an http:// or https:// URL, got \"{}\"", h.api),
+        ));
+    }
     Ok(HttpSettings {
         enabled: h.enabled,
         listen,
+        api,
     })
 }
 

@@ -13,6 +13,8 @@ use crate::duration::HumanDuration;
 pub const CONTROL_DEAD_KEY: &str = "control";
 /// Registry stream segment size (retention deletes whole segments).
 pub const REGISTRY_SEGMENT_BYTES: i64 = 8 * 1024 * 1024;
+/// Segment size of the history stream: retention drops whole segments.
+pub const HISTORY_SEGMENT_BYTES: i64 = 64 * 1024 * 1024;
 /// Header on retry publishes that selects the retry tier queue.
 /// Not `x-` prefixed: RabbitMQ's headers exchange ignores `x-` headers when
 /// matching, so such a binding would match every message (every tier).
@@ -117,6 +119,10 @@ pub struct Topology {
     /// the scheduler writes a complete snapshot at least every quarter of it
     /// (docs/semantics.md §5).
     pub registry_max_age: std::time::Duration,
+    /// History stream retention by age (`x-max-age`).
+    pub history_max_age: std::time::Duration,
+    /// History stream retention by size (`x-max-length-bytes`).
+    pub history_max_bytes: u64,
 }
 
 impl Topology {
@@ -128,6 +134,10 @@ impl Topology {
     }
     pub fn registry_stream(&self) -> String {
         format!("{}.registry", self.prefix)
+    }
+    /// The run history stream: every run record, in batches (ADR 0015).
+    pub fn history_stream(&self) -> String {
+        format!("{}.history", self.prefix)
     }
     /// Last-value queue naming the newest complete registry snapshot.
     pub fn registry_index_queue(&self) -> String {
@@ -231,6 +241,24 @@ impl Topology {
                 (
                     "x-max-age".into(),
                     ArgValue::Str(format!("{}s", self.registry_max_age.as_secs().max(1))),
+                ),
+            ]),
+        });
+        d.queues.push(QueueDecl {
+            name: self.history_stream(),
+            args: Args::from([
+                ("x-queue-type".into(), ArgValue::Str("stream".into())),
+                (
+                    "x-stream-max-segment-size-bytes".into(),
+                    ArgValue::Int(HISTORY_SEGMENT_BYTES),
+                ),
+                (
+                    "x-max-age".into(),
+                    ArgValue::Str(format!("{}s", self.history_max_age.as_secs().max(1))),
+                ),
+                (
+                    "x-max-length-bytes".into(),
+                    ArgValue::Int(i64::try_from(self.history_max_bytes).unwrap_or(i64::MAX)),
                 ),
             ]),
         });

@@ -78,6 +78,10 @@ pub async fn run(
     out: &mut impl Write,
 ) -> Result<(), CommandError> {
     let client_args = match cmd {
+        // Asks the HTTP API, not the control queue.
+        JobCmd::History { id, count, history } => {
+            return super::history::job_history(settings, id, *count, history, out).await;
+        }
         JobCmd::Apply { client, .. }
         | JobCmd::Next { client, .. }
         | JobCmd::List { client, .. }
@@ -158,7 +162,7 @@ fn simple_command(cmd: &JobCmd) -> Result<Command, CommandError> {
         JobCmd::Pause { id, .. } => Command::Pause { id: id.clone() },
         JobCmd::Resume { id, .. } => Command::Resume { id: id.clone() },
         JobCmd::Trigger { id, .. } => Command::Trigger { id: id.clone() },
-        JobCmd::Apply { .. } | JobCmd::Next { .. } => {
+        JobCmd::Apply { .. } | JobCmd::Next { .. } | JobCmd::History { .. } => {
             return Err(CommandError::Failed("not a single command".into()))
         }
     })

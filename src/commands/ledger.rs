@@ -1,21 +1,23 @@
-//! `sundial ledger --for DURATION`: watches run events for a window, then
-//! compares the fire ids the schedules say were due in it with those seen:
-//! each run of attempt 1 (counted by its `started` events, or by its
-//! outcomes, `succeeded`/`failed`, where workers publish outcomes only), and
-//! `skipped`: missing and duplicate fire ids. Exit 1 when any expected fire
-//! id is missing.
+//! `sundial ledger`: compares the fire ids the schedules say were due in a
+//! window with the runs recorded in the history stream: each run of
+//! attempt 1 (its `started` record, or its outcome) and each `skipped`
+//! record. `--for 60s` watches the next window as it happens; `--from T1
+//! --to T2` reads a past one from the stream (as far back as its
+//! retention, `history.max_age`). Reports missing, duplicated and
+//! unexpected fire ids; exit 1 when any expected one is missing.
 
 use std::{collections::BTreeMap, io::Write, time::Duration};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
+use lapin::options::BasicAckOptions;
 use serde_json::Value;
-use sundial_actors::broker::{meta_of, subscribe};
+use sundial_actors::broker::{consume_stream, meta_of, StreamStart};
 use sundial_core::{
     codec::decode,
     fire_id::FireId,
     ledger::{expected, Ledger},
-    protocol::run::{RunEvent, RunKind},
+    protocol::run::{RunBatch, RunKind},
     registry::JobEntry,
     settings::Settings,
     JobSpec,
@@ -23,8 +25,26 @@ use sundial_core::{
 
 use super::CommandError;
 
-/// After the window, how long late events of its fires may still arrive.
+/// After the window, how long late records of its fires may still arrive.
 const GRACE: Duration = Duration::from_secs(5);
+/// Reading a past window: the stream has nothing more once it stays quiet
+/// this long.
+const QUIET: Duration = Duration::from_secs(2);
+/// Reading a past window: records are looked for from this long before it
+/// (stream chunks are found by time to the second; clocks differ a little).
+const LOOKBACK: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
+
+/// Which window.
+#[derive(Debug, Clone, Copy)]
+pub enum Window {
+    /// From now, this long, watched live.
+    Next(Duration),
+    /// A past window, read from the history stream.
+    Past {
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    },
+}
 
 fn failed(e: impl ToString) -> CommandError {
     CommandError::Failed(e.to_string())
@@ -32,44 +52,73 @@ fn failed(e: impl ToString) -> CommandError {
 
 pub async fn run(
     settings: &Settings,
-    window: Duration,
+    window: Window,
     json: bool,
     out: &mut impl Write,
 ) -> Result<(), CommandError> {
+    let (from, to, start) = match window {
+        Window::Next(d) => {
+            let from = Utc::now();
+            (
+                from,
+                from + chrono::Duration::from_std(d).map_err(failed)?,
+                StreamStart::Next,
+            )
+        }
+        Window::Past { from, to } => {
+            if to <= from {
+                return Err(CommandError::Usage("--to must be after --from".into()));
+            }
+            if to > Utc::now() {
+                return Err(CommandError::Usage(
+                    "--to is in the future: watch a coming window with --for".into(),
+                ));
+            }
+            (from, to, StreamStart::Since(from - LOOKBACK))
+        }
+    };
     let conn = sundial_actors::broker::connect_to(&settings.broker, "sundial ledger").await?;
-    let (_ch, mut events) = subscribe(
-        &conn,
-        &settings.topology.events_exchange(),
-        &["#.started", "#.succeeded", "#.failed", "#.skipped"],
-    )
-    .await?;
-    let from = Utc::now();
-    let to = from + chrono::Duration::from_std(window).map_err(failed)?;
+    let (_ch, mut records) =
+        consume_stream(&conn, &settings.topology.history_stream(), start, 500).await?;
     // Per fire id: (started, outcomes, skipped) of attempt 1.
     let mut counts: BTreeMap<String, (u32, u32, u32)> = BTreeMap::new();
-    let stop = tokio::time::sleep(window + GRACE);
-    tokio::pin!(stop);
+    let live_end = tokio::time::Instant::now()
+        + match window {
+            Window::Next(d) => d + GRACE,
+            Window::Past { .. } => Duration::ZERO,
+        };
     loop {
-        let d = tokio::select! {
-            () = &mut stop => break,
-            d = events.next() => d,
+        let wait = match window {
+            Window::Next(_) => tokio::time::timeout_at(live_end, records.next()).await,
+            Window::Past { .. } => tokio::time::timeout(QUIET, records.next()).await,
         };
-        let Some(Ok(d)) = d else {
-            return Err(failed("the event subscription ended early"));
+        let d = match wait {
+            Err(_) => break,
+            Ok(Some(Ok(d))) => d,
+            Ok(_) => return Err(failed("the history stream consumer ended early")),
         };
-        let Ok(ev) = decode::<RunEvent>(&meta_of(&d.properties), &d.data) else {
+        let _ = d.acker.ack(BasicAckOptions::default()).await;
+        let Ok(batch) = decode::<RunBatch>(&meta_of(&d.properties), &d.data) else {
             continue;
         };
-        let in_window = FireId::parse(&ev.fire_id).is_some_and(|(_, at)| at > from && at <= to);
-        if !in_window {
-            continue;
+        // A past window is done once the stream has moved past it.
+        let past_it = matches!(window, Window::Past { .. })
+            && batch.records.iter().any(|ev| ev.at > to + GRACE);
+        for ev in batch.records {
+            let in_window = FireId::parse(&ev.fire_id).is_some_and(|(_, at)| at > from && at <= to);
+            if !in_window {
+                continue;
+            }
+            let c = counts.entry(ev.fire_id).or_default();
+            match ev.kind {
+                RunKind::Started if ev.attempt == 1 => c.0 += 1,
+                RunKind::Succeeded | RunKind::Failed if ev.attempt == 1 => c.1 += 1,
+                RunKind::Skipped => c.2 += 1,
+                _ => {}
+            }
         }
-        let c = counts.entry(ev.fire_id).or_default();
-        match ev.kind {
-            RunKind::Started if ev.attempt == 1 => c.0 += 1,
-            RunKind::Succeeded | RunKind::Failed if ev.attempt == 1 => c.1 += 1,
-            RunKind::Skipped => c.2 += 1,
-            _ => {}
+        if past_it {
+            break;
         }
     }
     let jobs = jobs(settings, &conn).await?;

@@ -3,6 +3,7 @@
 
 pub mod config_show;
 pub mod dlq;
+pub mod history;
 pub mod job;
 pub mod ledger;
 mod ops;

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use sundial_actors::http::{install_recorder, serve, Health, Listen};
+use sundial_actors::{
+    history::Index,
+    http::{install_recorder, serve, Health, Listen},
+};
 use sundial_core::settings::{default_listen_ports, Role, Settings};
 use tokio_util::sync::CancellationToken;
 
@@ -16,10 +19,11 @@ pub(crate) async fn start_service(
     settings: &Settings,
     role: Role,
     health: Arc<Health>,
+    history: Option<Arc<Index>>,
 ) -> Result<CancellationToken, CommandError> {
     let shutdown = CancellationToken::new();
     tokio::spawn(super::scheduler::cancel_on_signal(shutdown.clone()));
-    start_http(settings, role, health, shutdown.clone()).await?;
+    start_http(settings, role, health, history, shutdown.clone()).await?;
     Ok(shutdown)
 }
 
@@ -31,6 +35,7 @@ pub(crate) async fn start_http(
     settings: &Settings,
     role: Role,
     health: Arc<Health>,
+    history: Option<Arc<Index>>,
     shutdown: CancellationToken,
 ) -> Result<(), CommandError> {
     if !settings.http.enabled {
@@ -41,7 +46,7 @@ pub(crate) async fn start_http(
         Some(addr) => Listen::Exactly(addr),
         None => Listen::FirstFree(default_listen_ports(role)),
     };
-    serve(listen, metrics, health, shutdown)
+    serve(listen, metrics, health, history, shutdown)
         .await
         .map(|_| ())
         .map_err(CommandError::from)

@@ -13,7 +13,7 @@ use sundial_actors::{
 };
 use sundial_core::{
     codec::decode,
-    protocol::run::{RunEvent, RunKind},
+    protocol::run::{RunBatch, RunEvent, RunKind},
     settings::{mask_url_password, Settings},
 };
 use tokio_util::sync::CancellationToken;
@@ -30,7 +30,7 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
         .node
         .clone()
         .unwrap_or_else(super::scheduler::default_node_name);
-    let scheduler_cfg = SchedulerConfig::from_settings(&settings, node.clone());
+    let mut scheduler_cfg = SchedulerConfig::from_settings(&settings, node.clone());
     let mut worker_cfg = WorkerConfig::from_settings(&settings, node);
     // One endpoint for both halves: ready when both are.
     worker_cfg.health = scheduler_cfg.health.clone();
@@ -60,7 +60,8 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
         let _ = probe.close(200, "probe".into()).await;
         declared?;
 
-        super::ops::start_http(&settings, sundial_core::settings::Role::Scheduler, scheduler_cfg.health.clone(), shutdown.clone()).await?;
+        scheduler_cfg.history = sundial_actors::history::open(&settings.history, &scheduler_cfg.health);
+        super::ops::start_http(&settings, sundial_core::settings::Role::Scheduler, scheduler_cfg.health.clone(), scheduler_cfg.history.clone(), shutdown.clone()).await?;
         let watcher = {
             let pools = vec![settings.worker.pool.clone()];
             sundial_actors::dlq_watcher::DlqWatcher::new(super::worker::watch_config(&settings, pools))?
@@ -136,9 +137,14 @@ async fn print_events_inner(
 ) -> Result<(), sundial_actors::Error> {
     // The topology was declared before this task started.
     let conn = sundial_actors::broker::connect_to(&settings.broker, "sundial run events").await?;
-    let (_ch, mut consumer) =
-        sundial_actors::broker::subscribe(&conn, &settings.topology.events_exchange(), &["#"])
-            .await?;
+    // Every run record, from the history stream (batched by the worker).
+    let (_ch, mut consumer) = sundial_actors::broker::consume_stream(
+        &conn,
+        &settings.topology.history_stream(),
+        sundial_actors::broker::StreamStart::Next,
+        100,
+    )
+    .await?;
     let mut out = std::io::stdout();
     loop {
         let d = tokio::select! {
@@ -146,16 +152,22 @@ async fn print_events_inner(
             d = consumer.next() => d,
         };
         let Some(Ok(d)) = d else { break };
-        let Ok(ev) = decode::<RunEvent>(&meta_of(&d.properties), &d.data) else {
+        let _ = d
+            .acker
+            .ack(lapin::options::BasicAckOptions::default())
+            .await;
+        let Ok(batch) = decode::<RunBatch>(&meta_of(&d.properties), &d.data) else {
             continue;
         };
-        if let Err(e) = writeln!(out, "{}", line(&ev)) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                // Nobody reads what this process is for (`sundial run |
-                // head`): stop, as any command whose output is closed.
-                stop.cancel();
-                break;
-            }
+        let closed = batch.records.iter().any(|ev| {
+            let written = writeln!(out, "{}", line(ev));
+            written.is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if closed {
+            // Nobody reads what this process is for (`sundial run | head`):
+            // stop, as any command whose output is closed.
+            stop.cancel();
+            break;
         }
     }
     let _ = conn.close(200, "done".into()).await;

@@ -21,12 +21,18 @@ pub fn default_node_name() -> String {
 /// Runs the scheduler on an actix system over a multi-thread tokio runtime
 /// (on actix's default current-thread runtime lapin's I/O is starved).
 pub fn run(settings: &Settings, node: Option<String>) -> Result<(), CommandError> {
-    let cfg = SchedulerConfig::from_settings(settings, node.unwrap_or_else(default_node_name));
+    let mut cfg = SchedulerConfig::from_settings(settings, node.unwrap_or_else(default_node_name));
     let settings = settings.clone();
     let system = super::actix_system()?;
     system.block_on(async move {
-        let shutdown =
-            super::ops::start_service(&settings, Role::Scheduler, cfg.health.clone()).await?;
+        cfg.history = sundial_actors::history::open(&settings.history, &cfg.health);
+        let shutdown = super::ops::start_service(
+            &settings,
+            Role::Scheduler,
+            cfg.health.clone(),
+            cfg.history.clone(),
+        )
+        .await?;
         scheduler::run(cfg, shutdown)
             .await
             .map_err(CommandError::from)

@@ -215,6 +215,7 @@ impl InProcess {
                 within: Duration::from_secs(60),
             },
             run_events: sundial_core::settings::RunEvents::All,
+            history_batch_max: 500,
         };
         let worker = build(Worker::builder(cfg)).build();
         let stop = CancellationToken::new();

@@ -177,6 +177,8 @@ pub(crate) fn test_topology() -> sundial_core::topology::Topology {
         ],
         delivery_limit: 10,
         registry_max_age: Duration::from_secs(7 * 86_400),
+        history_max_age: Duration::from_secs(7 * 86_400),
+        history_max_bytes: 1 << 30,
     }
 }
 

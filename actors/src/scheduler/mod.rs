@@ -54,6 +54,8 @@ pub struct SchedulerConfig {
     pub supervisor: sundial_core::settings::SupervisorSettings,
     /// Heartbeats and failover timing.
     pub scheduler: sundial_core::settings::SchedulerSettings,
+    /// The history index this node keeps, if any ([`crate::history::open`]).
+    pub history: Option<Arc<crate::history::Index>>,
 }
 
 impl SchedulerConfig {
@@ -68,6 +70,7 @@ impl SchedulerConfig {
             hmac_key: s.control.hmac_key.as_deref().map(Arc::from),
             supervisor: s.supervisor,
             scheduler: s.scheduler,
+            history: None,
         }
     }
 }
@@ -195,6 +198,24 @@ async fn run_once(
             stop.clone(),
         );
         let tracker = runs::track(&conn, &topo, runs, stop.clone());
+        let history = async {
+            match &cfg.history {
+                Some(index) => {
+                    crate::history::ingest::ingest(
+                        &conn,
+                        &topo,
+                        index.clone(),
+                        Some(registry.clone().recipient()),
+                        stop.clone(),
+                    )
+                    .await
+                }
+                None => {
+                    stop.cancelled().await;
+                    Ok(())
+                }
+            }
+        };
         let leases = leases::run(
             leases::LeaseParts {
                 lease_conn: &lease_conn,
@@ -212,17 +233,19 @@ async fn run_once(
         );
         tokio::pin!(control);
         tokio::pin!(tracker);
+        tokio::pin!(history);
         tokio::pin!(leases);
         tokio::select! {
             r = &mut control => r,
             r = &mut tracker => r.and(Err(Error::TaskStopped("run tracker"))),
+            r = &mut history => r.and(Err(Error::TaskStopped("history index"))),
             r = &mut leases => r.and(Err(Error::TaskStopped("lease task"))),
             () = shutdown.cancelled() => {
                 // Leases hand every shard back: final watermarks, then the
                 // lease queues go, and peers hear of it at once.
                 stop.cancel();
-                let (c, t, l) = tokio::join!(control, tracker, leases);
-                c.and(t).and(l)
+                let (c, t, h, l) = tokio::join!(control, tracker, history, leases);
+                c.and(t).and(h).and(l)
             }
             () = lost.cancelled() => Err(Error::ConnectionLost("connection closed")),
             () = lease_lost.cancelled() => Err(Error::ConnectionLost("lease connection closed")),

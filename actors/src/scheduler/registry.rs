@@ -379,6 +379,21 @@ impl Handler<Pools> for Registry {
     }
 }
 
+impl Handler<crate::history::LabelsOf> for Registry {
+    type Result = actix::MessageResult<crate::history::LabelsOf>;
+
+    fn handle(&mut self, m: crate::history::LabelsOf, _ctx: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(
+            m.0.into_iter()
+                .filter_map(|id| {
+                    let labels = self.view.get(&id)?.spec.labels.clone();
+                    (!labels.is_empty()).then_some((id, labels))
+                })
+                .collect(),
+        )
+    }
+}
+
 /// Append a complete snapshot of the view, then point the index at it.
 #[derive(Message)]
 #[rtype(result = "()")]

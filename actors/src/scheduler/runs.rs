@@ -2,10 +2,10 @@
 //! timer shards can apply each job's `overlap` policy (`forbid` skips a fire
 //! while the previous run runs; `replace` cancels it).
 //!
-//! The tracker reads a private queue bound to `sundial.events`, so a
-//! restarted scheduler starts with no knowledge of runs already going: until
-//! their next event, their jobs behave as `allow` (documented in
-//! docs/semantics.md). A run whose end it never hears of (a worker killed
+//! The tracker reads the history stream from its end (run records, batched
+//! by the workers), so a restarted scheduler starts with no knowledge of
+//! runs already going: until their next record, their jobs behave as
+//! `allow` (documented in docs/semantics.md). A run whose end it never hears of (a worker killed
 //! and the fire dead-lettered by the broker) is forgotten at its deadline.
 
 use std::{
@@ -18,17 +18,19 @@ use futures_util::StreamExt;
 use lapin::Connection;
 use sundial_core::{
     codec::{decode, encode},
-    protocol::run::{CancelRun, RunEvent, RunKind},
+    protocol::run::{CancelRun, RunBatch, RunEvent, RunKind},
     topology::Topology,
 };
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info};
 
 use crate::{broker::meta_of, error::Error, publish::publish_event};
 
 /// When a `started` event carries no deadline, the run is forgotten after
 /// this long without news.
 const DEFAULT_STALE: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+/// History stream messages in flight to the tracker.
+const PREFETCH: u16 = 200;
 /// Grace after a run's deadline before it is forgotten (the worker needs a
 /// moment to kill it and report).
 const DEADLINE_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
@@ -94,27 +96,21 @@ impl RunningJobs {
     }
 }
 
-/// Consumes run events into `runs` until `shutdown` (Ok) or the channel
-/// fails (Err).
+/// Follows the run records of the history stream (from now on) into
+/// `runs`, until `shutdown` (Ok) or the channel fails (Err).
 pub(crate) async fn track(
     conn: &Connection,
     topo: &Topology,
     runs: Arc<RunningJobs>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    // Job ids may contain dots, so match on the last word only.
-    let keys: Vec<String> = [
-        RunKind::Started,
-        RunKind::Succeeded,
-        RunKind::Failed,
-        RunKind::Retrying,
-        RunKind::Dead,
-    ]
-    .iter()
-    .map(|k| format!("#.{}", k.as_str()))
-    .collect();
-    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let (ch, mut consumer) = crate::broker::subscribe(conn, &topo.events_exchange(), &keys).await?;
+    let (ch, mut consumer) = crate::broker::consume_stream(
+        conn,
+        &topo.history_stream(),
+        crate::broker::StreamStart::Next,
+        PREFETCH,
+    )
+    .await?;
     loop {
         let d = tokio::select! {
             () = shutdown.cancelled() => {
@@ -124,12 +120,19 @@ pub(crate) async fn track(
             d = consumer.next() => d,
         };
         match d {
-            Some(Ok(d)) => match decode::<RunEvent>(&meta_of(&d.properties), &d.data) {
-                Ok(ev) => runs.apply(&ev),
-                Err(e) => warn!(error = %e, "run event not understood; ignored"),
-            },
+            Some(Ok(d)) => {
+                match decode::<RunBatch>(&meta_of(&d.properties), &d.data) {
+                    Ok(batch) => batch.records.iter().for_each(|r| runs.apply(r)),
+                    // The history index counts and logs these.
+                    Err(e) => debug!(error = %e, "history record not understood; ignored"),
+                }
+                d.acker
+                    .ack(lapin::options::BasicAckOptions::default())
+                    .await
+                    .map_err(Error::broker("basic.ack history"))?;
+            }
             Some(Err(e)) => return Err(Error::broker("run tracker delivery")(e)),
-            None => return Err(Error::StreamEnded("run tracker's event consumer")),
+            None => return Err(Error::StreamEnded("run tracker's history consumer")),
         }
     }
 }

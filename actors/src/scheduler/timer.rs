@@ -19,7 +19,7 @@ use sundial_core::{
     protocol::{
         fire::{FireEvent, Origin, Watermark},
         headers,
-        run::{RunEvent, RunKind},
+        run::{RunBatch, RunEvent, RunKind},
     },
     registry::JobEntry,
     timer::{Actions, DueFire, ShardTimer},
@@ -284,16 +284,25 @@ impl TimerShard {
             reason: Some("overlap-forbid".into()),
             output: None,
             deadline: None,
+            scheduled_at: sundial_core::FireId::parse(fire_id).map(|(_, at)| at),
         };
         let Ok(enc) = encode(&ev) else { return };
+        let Ok(record) = encode(&RunBatch {
+            records: vec![ev.clone()],
+        }) else {
+            return;
+        };
         let ch = self.channel.clone();
         let exchange = self.topo.events_exchange();
+        let stream = self.topo.history_stream();
         let key = Topology::event_routing_key(&ev.pool, &ev.job_id, ev.kind.as_str());
+        // On sundial.events (always published, as failures are) and in the
+        // history stream.
         let fut = async move {
-            match publish_event(&ch, &exchange, &key, &enc).await {
-                Ok(confirm) => confirm.await,
-                Err(e) => Err(e),
-            }
+            let event = publish_event(&ch, &exchange, &key, &enc).await?;
+            let recorded = publish_event(&ch, "", &stream, &record).await?;
+            let (a, b) = futures_util::join!(event, recorded);
+            a.and(b)
         };
         ctx.spawn(fut.into_actor(self).map(|res, act, _| {
             if let Err(e) = res {

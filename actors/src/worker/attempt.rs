@@ -62,8 +62,10 @@ pub(crate) struct Shared {
     pub(crate) running: Mutex<HashMap<String, Replaceable>>,
     /// When set, shell jobs need a fire event signed with it.
     pub(crate) hmac_key: Option<Arc<[u8]>>,
-    /// Whether every attempt gets a `started` event.
+    /// Which run records are also published one by one on `sundial.events`.
     pub(crate) run_events: sundial_core::settings::RunEvents,
+    /// Every run record goes to the history stream, in batches.
+    pub(crate) recorder: crate::history::Recorder,
 }
 
 /// A running attempt that a cancel request can stop.
@@ -121,7 +123,10 @@ async fn run_fire(shared: &Shared, d: &Delivery, fire: FireEvent) -> Result<(), 
         info!("duplicate fire dropped");
         metrics::counter!(m::DUPLICATE_FIRES_TOTAL, "pool" => shared.pool.clone()).increment(1);
         let ev = event(shared, &fire, RunKind::Skipped, Some("duplicate".into()));
-        emit(shared, &ev).await?.await.map_err(publish_failed)?;
+        emit(shared, &fire, &ev)
+            .await?
+            .await
+            .map_err(publish_failed)?;
         return ack(d).await;
     }
     let result = attempt(shared, d, &fire).await;
@@ -143,22 +148,14 @@ async fn attempt(shared: &Shared, d: &Delivery, fire: &FireEvent) -> Result<bool
         .record(lateness);
     warn_long_timeout(shared, fire);
     let timeout = fire.timeout.get();
-    // `started` carries the deadline the scheduler's overlap policies use;
-    // `worker.run_events` says which other fires get one.
-    let started = if shared.run_events.started(fire.overlap, fire.manual) {
+    // `started` carries the deadline the scheduler's overlap policies use.
+    // Its confirm is awaited with the outcome's, before the ack.
+    let started = {
         let mut started = event(shared, fire, RunKind::Started, None);
         started.deadline = chrono::Duration::from_std(timeout)
             .ok()
             .and_then(|t| started.at.checked_add_signed(t));
-        Some(emit(shared, &started).await?)
-    } else {
-        None
-    };
-    let started = async move {
-        match started {
-            Some(confirm) => confirm.await,
-            None => Ok(()),
-        }
+        emit(shared, fire, &started).await?
     };
 
     let cancel = shared.abandon.child_token();
@@ -206,11 +203,11 @@ async fn attempt(shared: &Shared, d: &Delivery, fire: &FireEvent) -> Result<bool
     if let Some(reason) = replaced.get() {
         // Cancelled on request (overlap `replace`: the newer fire does the
         // work); this attempt ends here, reported, not retried.
-        started.await.map_err(publish_failed)?;
         let mut ev = event(shared, fire, RunKind::Failed, Some(reason.clone()));
         ev.duration_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
         ev.output = executed.output;
-        emit(shared, &ev).await?.await.map_err(publish_failed)?;
+        let (a, b) = tokio::join!(started, emit(shared, fire, &ev).await?);
+        a.and(b).map_err(publish_failed)?;
         let outcome = if fire.overlap == sundial_core::job::Overlap::Replace {
             "replaced"
         } else {
@@ -238,17 +235,13 @@ async fn attempt(shared: &Shared, d: &Delivery, fire: &FireEvent) -> Result<bool
 
     let failure = match executed.result {
         Ok(()) => {
-            if shared.run_events.succeeded(fire.overlap, fire.manual) {
-                let mut ev = event(shared, fire, RunKind::Succeeded, None);
-                ev.duration_ms = Some(duration_ms);
-                ev.output = executed.output;
-                // Both events' confirms pipelined, awaited before the ack.
-                let done = emit(shared, &ev).await?;
-                let (a, b) = tokio::join!(started, done);
-                a.and(b).map_err(publish_failed)?;
-            } else {
-                started.await.map_err(publish_failed)?;
-            }
+            let mut ev = event(shared, fire, RunKind::Succeeded, None);
+            ev.duration_ms = Some(duration_ms);
+            ev.output = executed.output;
+            // Both records' confirms pipelined, awaited before the ack.
+            let done = emit(shared, fire, &ev).await?;
+            let (a, b) = tokio::join!(started, done);
+            a.and(b).map_err(publish_failed)?;
             metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "succeeded").increment(1);
             debug!(duration_ms, "attempt succeeded");
             ack(d).await?;
@@ -284,7 +277,7 @@ async fn settle_failure(
     let mut failed = event(shared, fire, RunKind::Failed, Some(failure.reason().into()));
     failed.duration_ms = Some(duration_ms);
     failed.output = output;
-    let failed_confirm = emit(shared, &failed).await?;
+    let failed_confirm = emit(shared, fire, &failed).await?;
     let now = Utc::now();
     let first_failure = fire.first_failure.unwrap_or(now);
     let tiers = &shared.topo.retry_tiers;
@@ -299,7 +292,10 @@ async fn settle_failure(
                     RunKind::Retrying,
                     Some(failure.reason().into()),
                 );
-                emit(shared, &ev).await?.await.map_err(publish_failed)?;
+                emit(shared, fire, &ev)
+                    .await?
+                    .await
+                    .map_err(publish_failed)?;
                 metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "retrying").increment(1);
             }
             Err(PublishError::Returned { .. }) => {
@@ -323,7 +319,10 @@ async fn settle_failure(
         .await?;
         warn!(%reason, "attempt failed; dead-lettered");
         let ev = event(shared, fire, RunKind::Dead, Some(reason));
-        emit(shared, &ev).await?.await.map_err(publish_failed)?;
+        emit(shared, fire, &ev)
+            .await?
+            .await
+            .map_err(publish_failed)?;
         metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "dead")
             .increment(1);
     }
@@ -429,19 +428,39 @@ fn event(shared: &Shared, fire: &FireEvent, kind: RunKind, reason: Option<String
         reason,
         output: None,
         deadline: None,
+        scheduled_at: Some(fire.scheduled_at),
     }
 }
 
-/// Publishes a run event; returns its confirm to await before the ack.
+/// Records `ev` in history (batched) and, where `worker.run_events` says
+/// so, publishes it on `sundial.events` too; returns one confirm for both,
+/// to await before the ack.
 async fn emit(
     shared: &Shared,
+    fire: &FireEvent,
     ev: &RunEvent,
-) -> Result<impl std::future::Future<Output = Result<(), PublishError>>, Error> {
-    let enc = encode(ev)?;
-    let key = Topology::event_routing_key(&ev.pool, &ev.job_id, ev.kind.as_str());
-    publish_event(&shared.out, &shared.topo.events_exchange(), &key, &enc)
-        .await
-        .map_err(publish_failed)
+) -> Result<impl std::future::Future<Output = Result<(), PublishError>> + use<>, Error> {
+    let recorded = shared.recorder.record(ev.clone());
+    let published = if shared.run_events.publishes(ev.kind, fire.manual) {
+        let enc = encode(ev)?;
+        let key = Topology::event_routing_key(&ev.pool, &ev.job_id, ev.kind.as_str());
+        Some(
+            publish_event(&shared.out, &shared.topo.events_exchange(), &key, &enc)
+                .await
+                .map_err(publish_failed)?,
+        )
+    } else {
+        None
+    };
+    Ok(async move {
+        let (a, b) = tokio::join!(recorded, async move {
+            match published {
+                Some(c) => c.await,
+                None => Ok(()),
+            }
+        });
+        a.and(b)
+    })
 }
 
 fn publish_failed(e: PublishError) -> Error {

@@ -67,8 +67,10 @@ pub struct WorkerConfig {
     pub hmac_key: Option<Arc<[u8]>>,
     /// Restart intensity of the supervision loop.
     pub supervisor: sundial_core::settings::SupervisorSettings,
-    /// Whether `started` events are published for every attempt.
+    /// Which run records are also published one by one on `sundial.events`.
     pub run_events: sundial_core::settings::RunEvents,
+    /// Run records per history stream message, at most.
+    pub history_batch_max: u32,
 }
 
 impl WorkerConfig {
@@ -86,6 +88,7 @@ impl WorkerConfig {
             hmac_key: s.control.hmac_key.as_deref().map(Arc::from),
             supervisor: s.supervisor,
             run_events: s.worker.run_events,
+            history_batch_max: s.history.batch_max,
         }
     }
 }
@@ -232,6 +235,11 @@ impl Worker {
             .map_err(Error::broker("basic.qos"))?;
         let out = crate::broker::confirming_channel(&conn).await?;
         let abandon = CancellationToken::new();
+        let recorder = crate::history::Recorder::start(
+            out.clone(),
+            topo.history_stream(),
+            cfg.history_batch_max as usize,
+        );
         let shared = Arc::new(Shared {
             topo: topo.clone(),
             pool: cfg.pool.clone(),
@@ -249,6 +257,7 @@ impl Worker {
             running: Mutex::new(HashMap::new()),
             hmac_key: cfg.hmac_key.clone(),
             run_events: cfg.run_events,
+            recorder,
         });
         let cancels =
             cancel::listen(&conn, &topo, &cfg.id, shared.clone(), abandon.clone()).await?;

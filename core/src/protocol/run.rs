@@ -58,6 +58,28 @@ pub struct RunEvent {
     /// The RunTracker forgets a run it never heard the end of after this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<DateTime<Utc>>,
+    /// The occurrence this attempt runs (the fire's `scheduled_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<DateTime<Utc>>,
+}
+
+/// Run records of one worker (or scheduler node), published together as
+/// one message on the history stream `sundial.history`: each record is a
+/// [`RunEvent`], in the order they happened. One message carries many runs,
+/// so recording every attempt costs a fraction of a broker message per run
+/// (ADR 0015).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunBatch {
+    pub records: Vec<RunEvent>,
+}
+
+impl Message for RunBatch {
+    const KIND: &'static str = "sundial.run-batch";
+    const PRIMARY: Format = Format::Json;
+    const FORMATS: &'static [Format] = &[Format::Json];
+    /// A batch holds at most `history.batch_max` records of at most 64 KiB.
+    const MAX_SIZE: usize = 16 * 1024 * 1024;
 }
 
 impl Message for RunEvent {

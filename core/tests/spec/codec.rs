@@ -77,6 +77,7 @@ fn run_event() -> RunEvent {
         reason: None,
         output: Some("ok\n".into()),
         deadline: Some(utc("2026-03-08T08:00:00Z")),
+        scheduled_at: Some(utc("2026-03-08T07:00:00Z")),
     }
 }
 

@@ -104,7 +104,7 @@ fn secrets_are_masked() {
 
 #[test]
 fn run_event_modes_keep_what_trackers_and_operators_need() {
-    use sundial_core::{job::Overlap, settings::RunEvents};
+    use sundial_core::settings::RunEvents;
     let parse = |mode: &str| {
         let mut raw = RawSettings::default();
         raw.worker.run_events = mode.into();
@@ -116,24 +116,32 @@ fn run_event_modes_keep_what_trackers_and_operators_need() {
     assert_eq!(parse("all"), RunEvents::All);
     assert_eq!(parse("outcomes"), RunEvents::Outcomes);
     assert_eq!(parse("failures"), RunEvents::Failures);
-    // (mode, overlap, manual) → (started, succeeded)
+    assert_eq!(
+        Settings::try_from(RawSettings::default())
+            .expect("defaults")
+            .worker
+            .run_events,
+        RunEvents::Failures,
+        "history records every run, so the events exchange carries failures by default"
+    );
+    use sundial_core::protocol::run::RunKind as K;
+    // (mode, manual) → (started, succeeded) published on their own.
     let table = [
-        (RunEvents::All, Overlap::Allow, false, (true, true)),
-        (RunEvents::Outcomes, Overlap::Allow, false, (false, true)),
-        (RunEvents::Failures, Overlap::Allow, false, (false, false)),
-        // The run tracker needs start and end of forbid/replace jobs.
-        (RunEvents::Outcomes, Overlap::Forbid, false, (true, true)),
-        (RunEvents::Failures, Overlap::Forbid, false, (true, true)),
-        (RunEvents::Failures, Overlap::Replace, false, (true, true)),
+        (RunEvents::All, false, (true, true)),
+        (RunEvents::Outcomes, false, (false, true)),
+        (RunEvents::Failures, false, (false, false)),
         // A manual trigger is watched by whoever pressed it.
-        (RunEvents::Outcomes, Overlap::Allow, true, (true, true)),
-        (RunEvents::Failures, Overlap::Allow, true, (true, true)),
+        (RunEvents::Outcomes, true, (true, true)),
+        (RunEvents::Failures, true, (true, true)),
     ];
-    for (mode, overlap, manual, want) in table {
+    for (mode, manual, want) in table {
         let got = (
-            mode.started(overlap, manual),
-            mode.succeeded(overlap, manual),
+            mode.publishes(K::Started, manual),
+            mode.publishes(K::Succeeded, manual),
         );
-        assert_eq!(got, want, "{mode:?} {overlap:?} manual={manual}");
+        assert_eq!(got, want, "{mode:?} manual={manual}");
+        for k in [K::Failed, K::Retrying, K::Dead, K::Skipped] {
+            assert!(mode.publishes(k, manual), "{mode:?} always publishes {k:?}");
+        }
     }
 }

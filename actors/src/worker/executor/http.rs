@@ -20,10 +20,7 @@ pub(crate) struct Client(reqwest::Client);
 
 impl Client {
     pub(crate) fn new() -> Result<Self, crate::Error> {
-        // reqwest is built without a bundled provider; use ring, as lapin does.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::builder()
-            .user_agent(concat!("sundial/", env!("CARGO_PKG_VERSION")))
+        crate::http::client_builder()
             .build()
             .map(Client)
             .map_err(crate::Error::HttpClient)

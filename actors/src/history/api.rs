@@ -1,0 +1,176 @@
+//! The history part of the HTTP API (`/api/v1`, docs/api.md), served by a
+//! process that keeps a history index:
+//!
+//! - `GET /api/v1/runs?since=&until=&outcome=&pool=&job=&label=&limit=&cursor=`
+//! - `GET /api/v1/jobs/{id}/runs?limit=&cursor=`
+//! - `GET /api/v1/jobs/{id}/summary?since=`
+//!
+//! Runs come newest first, a page at a time; `next` is the cursor of the
+//! following page. Errors are `{"error": {"field", "message"}}`.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use hyper::StatusCode;
+use serde_json::{json, Value};
+use sundial_core::history::{Cursor, Outcome, RunQuery};
+
+use super::Index;
+
+/// Page size when a query gives none.
+pub const DEFAULT_LIMIT: usize = 50;
+
+/// An API answer: status and JSON body.
+pub type Answer = (StatusCode, Value);
+
+fn error(status: StatusCode, field: Option<&str>, message: impl Into<String>) -> Answer {
+    (
+        status,
+        json!({"error": {"field": field, "message": message.into()}}),
+    )
+}
+
+/// Answers `path` (under `/api/v1/`) with `query`, or `None` when the path
+/// is not one of history's.
+pub async fn route(index: Option<&Arc<Index>>, path: &str, query: Option<&str>) -> Option<Answer> {
+    let rest = path.strip_prefix("/api/v1/")?;
+    let segments: Vec<String> = rest
+        .split('/')
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let kind = match seg.as_slice() {
+        ["runs"] => Kind::Runs,
+        ["jobs", id, "runs"] if !id.is_empty() => Kind::JobRuns((*id).to_string()),
+        ["jobs", id, "summary"] if !id.is_empty() => Kind::Summary((*id).to_string()),
+        _ => return None,
+    };
+    let Some(index) = index else {
+        return Some(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            "this process keeps no history index (history.enabled = false, or its file is in use by another process): ask a scheduler or `sundial run` that keeps one",
+        ));
+    };
+    let params: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect();
+    Some(match answer(index, kind, &params, Utc::now()).await {
+        Ok(a) => a,
+        Err(a) => a,
+    })
+}
+
+enum Kind {
+    Runs,
+    JobRuns(String),
+    Summary(String),
+}
+
+async fn answer(
+    index: &Index,
+    kind: Kind,
+    params: &[(String, String)],
+    now: DateTime<Utc>,
+) -> Result<Answer, Answer> {
+    let allowed: &[&str] = match kind {
+        Kind::Runs => &[
+            "since", "until", "outcome", "pool", "job", "label", "limit", "cursor",
+        ],
+        Kind::JobRuns(_) => &["limit", "cursor", "outcome", "since", "until"],
+        Kind::Summary(_) => &["since"],
+    };
+    if let Some((k, _)) = params.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            Some(k),
+            format!(
+                "unknown query parameter; this endpoint takes {}",
+                allowed.join(", ")
+            ),
+        ));
+    }
+    let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.as_str());
+    let internal = |e: crate::Error| error(StatusCode::INTERNAL_SERVER_ERROR, None, e.to_string());
+    match kind {
+        Kind::Summary(job) => {
+            let since = instant(get("since").unwrap_or("24h"), "since", now)?;
+            let s = index.summary(job, since).await.map_err(internal)?;
+            Ok((StatusCode::OK, json!(s)))
+        }
+        Kind::Runs | Kind::JobRuns(_) => {
+            let mut q = RunQuery {
+                limit: DEFAULT_LIMIT,
+                ..RunQuery::default()
+            };
+            if let Kind::JobRuns(job) = kind {
+                q.job = Some(job);
+            }
+            if let Some(v) = get("since") {
+                q.since = Some(instant(v, "since", now)?);
+            }
+            if let Some(v) = get("until") {
+                q.until = Some(instant(v, "until", now)?);
+            }
+            if let Some(v) = get("outcome") {
+                q.outcome = Some(
+                    v.parse::<Outcome>()
+                        .map_err(|e| error(StatusCode::BAD_REQUEST, Some("outcome"), e))?,
+                );
+            }
+            q.pool = get("pool").map(str::to_string);
+            q.job_prefix = get("job").map(str::to_string);
+            if let Some(v) = get("label") {
+                let (k, val) = v.split_once('=').ok_or_else(|| {
+                    error(StatusCode::BAD_REQUEST, Some("label"), "must be key=value")
+                })?;
+                q.label = Some((k.to_string(), val.to_string()));
+            }
+            if let Some(v) = get("limit") {
+                q.limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=sundial_core::history::MAX_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        error(
+                            StatusCode::BAD_REQUEST,
+                            Some("limit"),
+                            format!("must be 1..={}", sundial_core::history::MAX_PAGE),
+                        )
+                    })?;
+            }
+            if let Some(v) = get("cursor") {
+                q.after = Some(
+                    v.parse::<Cursor>()
+                        .map_err(|e| error(StatusCode::BAD_REQUEST, Some("cursor"), e))?,
+                );
+            }
+            let page = index.runs(q).await.map_err(internal)?;
+            Ok((StatusCode::OK, json!(page)))
+        }
+    }
+}
+
+/// `1h` (that long before `now`) or an RFC 3339 instant.
+pub fn instant(v: &str, field: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Answer> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    v.parse::<sundial_core::HumanDuration>()
+        .ok()
+        .and_then(|d| chrono::Duration::from_std(d.get()).ok())
+        .and_then(|d| now.checked_sub_signed(d))
+        .ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                Some(field),
+                format!(
+                    "must be a duration before now (1h, 30m) or an RFC 3339 instant, got \"{v}\""
+                ),
+            )
+        })
+}

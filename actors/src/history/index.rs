@@ -1,0 +1,572 @@
+//! `Index`: the history index, one SQLite file (WAL) built from the history
+//! stream (ADR 0015). One thread writes, in one transaction per group of
+//! stream messages, the rows and the stream offset they reach, so a process
+//! killed mid-write reopens at a consistent point and resumes after it; a
+//! second connection answers queries meanwhile. A lock file keeps a second
+//! process off the same index.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use sundial_core::{
+    history::{Cursor, Outcome, RunPage, RunQuery, RunRow, Summary, MAX_PAGE},
+    protocol::run::RunEvent,
+    settings::HistorySettings,
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use crate::{error::Error, http::Health, metrics as m, ratelimit::Every};
+
+/// The readiness part the index reports under.
+pub const HEALTH_PART: &str = "history index";
+/// How long the writer waits before trying a failed write again.
+const WRITE_RETRY: Duration = Duration::from_secs(2);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id           INTEGER PRIMARY KEY,
+    fire_id      TEXT    NOT NULL,
+    attempt      INTEGER NOT NULL,
+    job_id       TEXT    NOT NULL,
+    pool         TEXT    NOT NULL,
+    labels       TEXT,
+    scheduled_at INTEGER,
+    started_at   INTEGER,
+    finished_at  INTEGER,
+    at           INTEGER NOT NULL,
+    outcome      TEXT    NOT NULL,
+    retried      INTEGER NOT NULL DEFAULT 0,
+    duration_ms  INTEGER,
+    worker       TEXT    NOT NULL,
+    reason       TEXT,
+    output       TEXT,
+    UNIQUE (fire_id, attempt)
+);
+CREATE INDEX IF NOT EXISTS runs_job_at ON runs (job_id, at);
+CREATE INDEX IF NOT EXISTS runs_at ON runs (at);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+";
+
+const COLUMNS: &str = "id, fire_id, attempt, job_id, pool, labels, scheduled_at, started_at, \
+                       finished_at, outcome, retried, duration_ms, worker, reason, output";
+
+/// One history stream message: its offset and its records (none when it
+/// could not be read: it is skipped, and the offset still moves past it).
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub offset: u64,
+    pub records: Vec<RunEvent>,
+}
+
+enum Job {
+    /// Rows of `batches`, with the labels of their jobs.
+    Write {
+        batches: Vec<Batch>,
+        labels: HashMap<String, BTreeMap<String, String>>,
+        done: oneshot::Sender<()>,
+    },
+    /// Drop rows past the retention.
+    Retain,
+}
+
+/// The history index of this process.
+pub struct Index {
+    path: PathBuf,
+    reader: Arc<Mutex<Connection>>,
+    writer: mpsc::Sender<Job>,
+    _lock: std::fs::File,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index").field("path", &self.path).finish()
+    }
+}
+
+impl Index {
+    /// Opens (creating) the index at `settings.path` and starts its writer
+    /// thread; readiness part [`HEALTH_PART`] says when writes fail.
+    pub fn open(settings: &HistorySettings, health: Arc<Health>) -> Result<Arc<Self>, Error> {
+        let path = settings.path.clone();
+        let lock = lock(&path)?;
+        let writer_conn = open_conn(&path)?;
+        writer_conn
+            .execute_batch(SCHEMA)
+            .map_err(sql(&path, "creating the schema"))?;
+        let reader = open_conn(&path)?;
+        let (tx, rx) = mpsc::channel(4);
+        let retention = Retention {
+            max_age: settings.max_age,
+            keep_per_job: settings.keep_per_job,
+        };
+        let thread_path = path.clone();
+        std::thread::Builder::new()
+            .name("history-index".into())
+            .spawn(move || write_loop(writer_conn, rx, retention, health, thread_path))
+            .map_err(|e| Error::HistoryLocked {
+                path: path.clone(),
+                why: format!("cannot start its writer thread: {e}"),
+            })?;
+        Ok(Arc::new(Self {
+            path,
+            reader: Arc::new(Mutex::new(reader)),
+            writer: tx,
+            _lock: lock,
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The stream offset to read from: just after the last one written.
+    pub async fn resume_offset(&self) -> Result<Option<u64>, Error> {
+        self.read(|c, path| {
+            let v: Option<i64> = c
+                .query_row("SELECT value FROM meta WHERE key = 'offset'", [], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(sql(path, "reading the offset"))?;
+            Ok(v.and_then(|v| u64::try_from(v).ok()).map(|v| v + 1))
+        })
+        .await
+    }
+
+    /// Queues `batches` for the writer; resolves when they are written.
+    /// Waits while the writer is behind (or failing: the records wait in
+    /// the stream).
+    pub async fn write(
+        &self,
+        batches: Vec<Batch>,
+        labels: HashMap<String, BTreeMap<String, String>>,
+    ) -> Result<oneshot::Receiver<()>, Error> {
+        let (done, wait) = oneshot::channel();
+        self.writer
+            .send(Job::Write {
+                batches,
+                labels,
+                done,
+            })
+            .await
+            .map_err(|_| Error::TaskStopped("history index writer"))?;
+        Ok(wait)
+    }
+
+    /// Asks the writer to apply the retention now.
+    pub async fn retain(&self) -> Result<(), Error> {
+        self.writer
+            .send(Job::Retain)
+            .await
+            .map_err(|_| Error::TaskStopped("history index writer"))
+    }
+
+    /// Runs matching `q`, newest first, one page.
+    pub async fn runs(&self, q: RunQuery) -> Result<RunPage, Error> {
+        self.read(move |c, path| query_runs(c, &q).map_err(sql(path, "querying runs")))
+            .await
+    }
+
+    /// `job_id`'s finished attempts since `since`.
+    pub async fn summary(&self, job_id: String, since: DateTime<Utc>) -> Result<Summary, Error> {
+        self.read(move |c, path| summarise(c, &job_id, since).map_err(sql(path, "summarising")))
+            .await
+    }
+
+    /// Rows in the index.
+    pub async fn count(&self) -> Result<u64, Error> {
+        self.read(|c, path| {
+            c.query_row("SELECT count(*) FROM runs", [], |r| r.get::<_, i64>(0))
+                .map(|n| u64::try_from(n).unwrap_or(0))
+                .map_err(sql(path, "counting"))
+        })
+        .await
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &Path) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let reader = self.reader.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let c = reader
+                .lock()
+                .map_err(|_| Error::TaskStopped("history index reader"))?;
+            f(&c, &path)
+        })
+        .await
+        .map_err(|_| Error::TaskStopped("history index query"))?
+    }
+}
+
+fn sql(path: &Path, what: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::HistoryIndex { path, what, source }
+}
+
+/// Takes `{path}.lock` for this process (released when it exits, however).
+fn lock(path: &Path) -> Result<std::fs::File, Error> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::HistoryLocked {
+            path: path.to_path_buf(),
+            why: format!("cannot create {}: {e}", dir.display()),
+        })?;
+    }
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&name)
+        .map_err(|e| Error::HistoryLocked {
+            path: path.to_path_buf(),
+            why: format!("cannot open its lock file: {e}"),
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::HistoryLocked {
+            path: path.to_path_buf(),
+            why: "its lock file is held".into(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::HistoryLocked {
+            path: path.to_path_buf(),
+            why: format!("cannot lock it: {e}"),
+        }),
+    }
+}
+
+fn open_conn(path: &Path) -> Result<Connection, Error> {
+    let c = Connection::open(path).map_err(sql(path, "opening"))?;
+    // WAL: readers never wait for the writer; NORMAL: a crash loses at most
+    // the last transactions, which the stream still holds.
+    c.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
+    )
+    .map_err(sql(path, "setting it up"))?;
+    Ok(c)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Retention {
+    max_age: Duration,
+    keep_per_job: u32,
+}
+
+fn write_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    retention: Retention,
+    health: Arc<Health>,
+    path: PathBuf,
+) {
+    let mut touched: HashSet<String> = HashSet::new();
+    let mut failing = Every::new(Duration::from_secs(60));
+    health.set(HEALTH_PART, None);
+    while let Some(job) = rx.blocking_recv() {
+        match job {
+            Job::Write {
+                batches,
+                labels,
+                done,
+            } => loop {
+                match apply(&mut conn, &batches, &labels) {
+                    Ok(n) => {
+                        health.set(HEALTH_PART, None);
+                        metrics::counter!(m::HISTORY_INDEXED_TOTAL).increment(n as u64);
+                        if let Some(last) = batches.last() {
+                            metrics::gauge!(m::HISTORY_OFFSET).set(last.offset as f64);
+                        }
+                        touched.extend(
+                            batches
+                                .iter()
+                                .flat_map(|b| b.records.iter().map(|r| r.job_id.clone())),
+                        );
+                        let _ = done.send(());
+                        break;
+                    }
+                    Err(e) => {
+                        // A full disk, a file made read-only: not ready, and
+                        // nothing lost (the records wait in the stream; this
+                        // write is tried again).
+                        health.set(HEALTH_PART, Some(format!("cannot write: {e}")));
+                        if let Some(held) = failing.allow(std::time::Instant::now()) {
+                            warn!(path = %path.display(), error = %e, held_back = held, "history index write failed; retrying (the records wait in the stream)");
+                        }
+                        std::thread::sleep(WRITE_RETRY);
+                        if rx.is_closed() {
+                            return;
+                        }
+                    }
+                }
+            },
+            Job::Retain => {
+                let jobs: Vec<String> = touched.drain().collect();
+                match retain(&conn, retention, &jobs, Utc::now()) {
+                    Ok(0) => {}
+                    Ok(n) => info!(path = %path.display(), dropped = n, "history index retention"),
+                    Err(e) => {
+                        warn!(path = %path.display(), error = %e, "history index retention failed")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes the rows of `batches` and the offset they reach, in one
+/// transaction; returns the number of records applied.
+fn apply(
+    conn: &mut Connection,
+    batches: &[Batch],
+    labels: &HashMap<String, BTreeMap<String, String>>,
+) -> rusqlite::Result<usize> {
+    let tx = conn.transaction()?;
+    let mut n = 0;
+    {
+        let mut get = tx.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM runs WHERE fire_id = ?1 AND attempt = ?2"
+        ))?;
+        let mut rows: HashMap<(String, u32), RunRow> = HashMap::new();
+        let mut order: Vec<(String, u32)> = Vec::new();
+        for r in batches.iter().flat_map(|b| b.records.iter()) {
+            let key = (r.fire_id.clone(), r.attempt);
+            if let Some(row) = rows.get_mut(&key) {
+                row.apply(r);
+            } else {
+                let stored = get
+                    .query_row(params![r.fire_id, r.attempt], |row| {
+                        from_sql(row).map(|(_, r)| r)
+                    })
+                    .optional()?;
+                let row = match stored {
+                    Some(mut row) => {
+                        row.apply(r);
+                        Some(row)
+                    }
+                    None => RunRow::from_record(r),
+                };
+                if let Some(mut row) = row {
+                    if row.labels.is_empty() {
+                        if let Some(l) = labels.get(&row.job_id) {
+                            row.labels = l.clone();
+                        }
+                    }
+                    order.push(key.clone());
+                    rows.insert(key, row);
+                }
+            }
+            n += 1;
+        }
+        let mut put = tx.prepare_cached(
+            "INSERT INTO runs (fire_id, attempt, job_id, pool, labels, scheduled_at, started_at, \
+             finished_at, at, outcome, retried, duration_ms, worker, reason, output) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+             ON CONFLICT (fire_id, attempt) DO UPDATE SET labels = excluded.labels, \
+             scheduled_at = excluded.scheduled_at, started_at = excluded.started_at, \
+             finished_at = excluded.finished_at, at = excluded.at, outcome = excluded.outcome, \
+             retried = excluded.retried, duration_ms = excluded.duration_ms, \
+             worker = excluded.worker, reason = excluded.reason, output = excluded.output",
+        )?;
+        for key in &order {
+            let Some(row) = rows.get(key) else { continue };
+            let labels = (!row.labels.is_empty())
+                .then(|| serde_json::to_string(&row.labels).ok())
+                .flatten();
+            put.execute(params![
+                row.fire_id,
+                row.attempt,
+                row.job_id,
+                row.pool,
+                labels,
+                row.scheduled_at.map(|t| t.timestamp_millis()),
+                row.started_at.map(|t| t.timestamp_millis()),
+                row.finished_at.map(|t| t.timestamp_millis()),
+                row.at().timestamp_millis(),
+                row.outcome.as_str(),
+                row.retried,
+                row.duration_ms.and_then(|d| i64::try_from(d).ok()),
+                row.worker,
+                row.reason,
+                row.output,
+            ])?;
+        }
+        if let Some(last) = batches.last() {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('offset', ?1) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![i64::try_from(last.offset).unwrap_or(i64::MAX)],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(n)
+}
+
+fn time(ms: Option<i64>) -> Option<DateTime<Utc>> {
+    ms.and_then(DateTime::from_timestamp_millis)
+}
+
+/// A row of `SELECT {COLUMNS}`, with its id.
+fn from_sql(r: &Row<'_>) -> rusqlite::Result<(i64, RunRow)> {
+    let labels: Option<String> = r.get(5)?;
+    let outcome: String = r.get(9)?;
+    let duration: Option<i64> = r.get(11)?;
+    Ok((
+        r.get(0)?,
+        RunRow {
+            fire_id: r.get(1)?,
+            attempt: r.get(2)?,
+            job_id: r.get(3)?,
+            pool: r.get(4)?,
+            labels: labels
+                .and_then(|l| serde_json::from_str(&l).ok())
+                .unwrap_or_default(),
+            scheduled_at: time(r.get(6)?),
+            started_at: time(r.get(7)?),
+            finished_at: time(r.get(8)?),
+            outcome: outcome.parse().unwrap_or(Outcome::Running),
+            retried: r.get(10)?,
+            duration_ms: duration.and_then(|d| u64::try_from(d).ok()),
+            worker: r.get(12)?,
+            reason: r.get(13)?,
+            output: r.get(14)?,
+        },
+    ))
+}
+
+fn query_runs(c: &Connection, q: &RunQuery) -> rusqlite::Result<RunPage> {
+    let mut sql = format!("SELECT {COLUMNS}, at FROM runs WHERE 1 = 1");
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut arg = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
+        args.push(v);
+        sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+    };
+    use rusqlite::types::Value as V;
+    if let Some(j) = &q.job {
+        arg(&mut sql, " AND job_id = ?", V::Text(j.clone()));
+    }
+    if let Some(p) = q.job_prefix.as_ref().filter(|p| !p.is_empty()) {
+        // A range on job_id: the index serves it, and no LIKE escaping.
+        arg(&mut sql, " AND job_id >= ?", V::Text(p.clone()));
+        arg(
+            &mut sql,
+            " AND job_id < ?",
+            V::Text(format!("{p}\u{10FFFF}")),
+        );
+    }
+    if let Some(p) = &q.pool {
+        arg(&mut sql, " AND pool = ?", V::Text(p.clone()));
+    }
+    if let Some(o) = q.outcome {
+        arg(&mut sql, " AND outcome = ?", V::Text(o.as_str().into()));
+    }
+    if let Some((k, v)) = &q.label {
+        let path = format!("$.\"{}\"", k.replace('"', ""));
+        arg(&mut sql, " AND json_extract(labels, ?", V::Text(path));
+        arg(&mut sql, ") = ?", V::Text(v.clone()));
+    }
+    if let Some(t) = q.since {
+        arg(&mut sql, " AND at >= ?", V::Integer(t.timestamp_millis()));
+    }
+    if let Some(t) = q.until {
+        arg(&mut sql, " AND at < ?", V::Integer(t.timestamp_millis()));
+    }
+    if let Some(cur) = q.after {
+        arg(&mut sql, " AND (at < ?", V::Integer(cur.at_ms));
+        arg(&mut sql, " OR (at = ?", V::Integer(cur.at_ms));
+        arg(&mut sql, " AND id < ?))", V::Integer(cur.id));
+    }
+    let limit = q.limit.clamp(1, MAX_PAGE);
+    sql.push_str(&format!(" ORDER BY at DESC, id DESC LIMIT {}", limit + 1));
+    let mut stmt = c.prepare_cached(&sql)?;
+    let mut found: Vec<(i64, i64, RunRow)> = stmt
+        .query_map(rusqlite::params_from_iter(args), |r| {
+            let (id, row) = from_sql(r)?;
+            Ok((id, r.get::<_, i64>(15)?, row))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let more = found.len() > limit;
+    found.truncate(limit);
+    let next = if more {
+        found.last().map(|(id, at, _)| {
+            Cursor {
+                at_ms: *at,
+                id: *id,
+            }
+            .to_string()
+        })
+    } else {
+        None
+    };
+    Ok(RunPage {
+        runs: found.into_iter().map(|(_, _, r)| r).collect(),
+        next,
+    })
+}
+
+fn summarise(c: &Connection, job: &str, since: DateTime<Utc>) -> rusqlite::Result<Summary> {
+    let mut stmt = c.prepare_cached(
+        "SELECT outcome, duration_ms FROM runs WHERE job_id = ?1 AND at >= ?2 \
+         AND outcome NOT IN ('running', 'skipped')",
+    )?;
+    let rows: Vec<(Outcome, Option<u64>)> = stmt
+        .query_map(params![job, since.timestamp_millis()], |r| {
+            let o: String = r.get(0)?;
+            let d: Option<i64> = r.get(1)?;
+            Ok((
+                o.parse().unwrap_or(Outcome::Running),
+                d.and_then(|d| u64::try_from(d).ok()),
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let last = |outcomes: &str| -> rusqlite::Result<Option<DateTime<Utc>>> {
+        c.query_row(
+            &format!(
+                "SELECT max(coalesce(finished_at, at)) FROM runs WHERE job_id = ?1 AND outcome IN ({outcomes})"
+            ),
+            params![job],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+        .map(time)
+    };
+    Ok(Summary::of(
+        job,
+        since,
+        &rows,
+        last("'succeeded'")?,
+        last("'failed', 'dead'")?,
+    ))
+}
+
+/// Drops rows older than the retention age, and the oldest of each of
+/// `jobs` past `keep_per_job`; returns how many went.
+fn retain(
+    c: &Connection,
+    r: Retention,
+    jobs: &[String],
+    now: DateTime<Utc>,
+) -> rusqlite::Result<usize> {
+    let age = chrono::Duration::from_std(r.max_age).unwrap_or(chrono::TimeDelta::MAX);
+    let cutoff = now
+        .checked_sub_signed(age)
+        .unwrap_or(DateTime::UNIX_EPOCH)
+        .timestamp_millis();
+    let mut n = c.execute("DELETE FROM runs WHERE at < ?1", params![cutoff])?;
+    let mut per_job = c.prepare_cached(
+        "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE job_id = ?1 \
+         ORDER BY at DESC, id DESC LIMIT -1 OFFSET ?2)",
+    )?;
+    for j in jobs {
+        n += per_job.execute(params![j, r.keep_per_job])?;
+    }
+    Ok(n)
+}

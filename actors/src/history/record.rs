@@ -1,0 +1,152 @@
+//! `Recorder`: a worker's run records, published to the history stream in
+//! batches by group commit. Each record's confirm is awaited by its attempt
+//! before the ack (nothing is acked that history does not hold); while one
+//! batch waits for its confirm the next fills, so a busy worker sends one
+//! message per many runs and an idle one sends each record at once.
+
+use std::future::Future;
+
+use lapin::Channel;
+use sundial_core::{
+    codec::encode,
+    protocol::run::{RunBatch, RunEvent},
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use crate::{
+    error::Error,
+    metrics as m,
+    publish::{publish_event, PublishError},
+};
+
+/// How many batches may wait for their confirm at once: one more fills
+/// meanwhile.
+const IN_FLIGHT: usize = 2;
+
+type Waiter = oneshot::Sender<Result<(), String>>;
+
+/// Hands run records to the batching task.
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::UnboundedSender<(RunEvent, Waiter)>,
+}
+
+impl Recorder {
+    /// Starts the batching task publishing on `ch` (confirm mode) to the
+    /// stream `stream`, at most `batch_max` records per message. The task
+    /// ends when every `Recorder` clone is dropped, or when a publish fails
+    /// (every waiting record then gets the error).
+    pub fn start(ch: Channel, stream: String, batch_max: usize) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(ch, stream, batch_max.max(1), rx));
+        Self { tx }
+    }
+
+    /// Queues `ev`; the returned future resolves once the broker holds it.
+    pub fn record(&self, ev: RunEvent) -> impl Future<Output = Result<(), PublishError>> + use<> {
+        let (done, wait) = oneshot::channel();
+        let queued = self.tx.send((ev, done)).is_ok();
+        async move {
+            if !queued {
+                return Err(stopped());
+            }
+            match wait.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(why)) => Err(PublishError::Broker(Error::RecordNotStored(why))),
+                Err(_) => Err(stopped()),
+            }
+        }
+    }
+}
+
+fn stopped() -> PublishError {
+    PublishError::Broker(Error::TaskStopped("run recorder"))
+}
+
+async fn run(
+    ch: Channel,
+    stream: String,
+    batch_max: usize,
+    mut rx: mpsc::UnboundedReceiver<(RunEvent, Waiter)>,
+) {
+    let mut in_flight = futures_util::stream::FuturesOrdered::new();
+    loop {
+        // Take what is queued (up to a batch) once a confirm slot is free;
+        // wait for a confirm when all are taken or nothing is queued.
+        let room = in_flight.len() < IN_FLIGHT;
+        let first = tokio::select! {
+            biased;
+            Some(r) = futures_util::StreamExt::next(&mut in_flight), if !in_flight.is_empty() && (!room || rx.is_empty()) => {
+                let (res, waiters): (Result<(), String>, Vec<Waiter>) = r;
+                let failed = res.is_err();
+                for w in waiters {
+                    let _ = w.send(res.clone());
+                }
+                if failed {
+                    fail_all(&mut rx, "an earlier history publish failed");
+                    return;
+                }
+                continue;
+            }
+            r = rx.recv(), if room => match r {
+                Some(r) => r,
+                None => break,
+            },
+        };
+        let mut records = vec![first.0];
+        let mut waiters = vec![first.1];
+        while records.len() < batch_max {
+            match rx.try_recv() {
+                Ok((ev, w)) => {
+                    records.push(ev);
+                    waiters.push(w);
+                }
+                Err(_) => break,
+            }
+        }
+        let n = records.len();
+        let published = publish(&ch, &stream, RunBatch { records }).await;
+        match published {
+            Ok(confirm) => {
+                metrics::counter!(m::HISTORY_BATCHES_TOTAL).increment(1);
+                metrics::counter!(m::HISTORY_RECORDS_TOTAL).increment(n as u64);
+                in_flight
+                    .push_back(async move { (confirm.await.map_err(|e| e.to_string()), waiters) });
+            }
+            Err(e) => {
+                debug!(error = %e, "history batch not published");
+                let why = e.to_string();
+                for w in waiters {
+                    let _ = w.send(Err(why.clone()));
+                }
+                fail_all(&mut rx, &why);
+                return;
+            }
+        }
+    }
+    // Every recorder is gone: settle what is still waiting.
+    while let Some((res, waiters)) = futures_util::StreamExt::next(&mut in_flight).await {
+        for w in waiters {
+            let _ = w.send(res.clone());
+        }
+    }
+}
+
+/// Answers every queued record with `why` and closes the queue.
+fn fail_all(rx: &mut mpsc::UnboundedReceiver<(RunEvent, Waiter)>, why: &str) {
+    rx.close();
+    while let Ok((_, w)) = rx.try_recv() {
+        let _ = w.send(Err(why.to_string()));
+    }
+}
+
+async fn publish(
+    ch: &Channel,
+    stream: &str,
+    batch: RunBatch,
+) -> Result<impl Future<Output = Result<(), PublishError>>, PublishError> {
+    let enc = encode(&batch).map_err(|e| PublishError::Broker(Error::Codec(e)))?;
+    // The default exchange routes to the stream by name.
+    publish_event(ch, "", stream, &enc).await
+}

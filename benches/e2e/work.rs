@@ -42,8 +42,8 @@ fn topology() -> Topology {
         retry_tiers: vec![HumanDuration::from_secs(10)],
         delivery_limit: 10,
         registry_max_age: Duration::from_secs(7 * 86_400),
-        history_max_age: Duration::from_secs(7 * 86_400),
-        history_max_bytes: 1 << 30,
+        history_max_age: sundial_core::settings::HistorySettings::default().max_age,
+        history_max_bytes: sundial_core::settings::HistorySettings::default().max_bytes,
     }
 }
 
@@ -329,36 +329,61 @@ fn count_runs(
 
 type Scheduled = Arc<Mutex<HashMap<String, chrono::DateTime<Utc>>>>;
 
-/// Consumes every run event, as one scheduler node's run tracker does
-/// (decoded, auto-acked), and records the fire-to-start latency of the
-/// `started` events of fires in `scheduled`.
+/// Reads what one scheduler node reads of every run: the history stream,
+/// twice (its run tracker and its history index each consume it), and the
+/// events exchange bound to `#` (what a dashboard or alerting consumer
+/// does). Records the fire-to-start latency of the `started` records of
+/// fires in `scheduled`.
 async fn listen(
     conn: &lapin::Connection,
     seen: Arc<Mutex<Seen>>,
     scheduled: Scheduled,
-) -> (lapin::Channel, tokio::task::JoinHandle<()>) {
-    let (ch, mut events) = subscribe(conn, &topology().events_exchange(), &["#"])
+) -> (Vec<lapin::Channel>, Vec<tokio::task::JoinHandle<()>>) {
+    use sundial_actors::broker::{consume_stream, StreamStart};
+    use sundial_core::protocol::run::RunBatch;
+    let topo = topology();
+    let (events_ch, mut events) = subscribe(conn, &topo.events_exchange(), &["#"])
         .await
         .expect("subscribe");
-    let task = tokio::spawn(async move {
+    let mut channels = vec![events_ch];
+    let mut tasks = vec![tokio::spawn(async move {
         while let Some(Ok(d)) = events.next().await {
-            let Ok(ev) = decode::<RunEvent>(&meta_of(&d.properties), &d.data) else {
-                continue;
-            };
-            if ev.kind != RunKind::Started {
-                continue;
-            }
-            let at = scheduled
-                .lock()
-                .ok()
-                .and_then(|mut m| m.remove(&ev.fire_id));
-            if let (Some(at), Ok(mut s)) = (at, seen.lock()) {
-                s.latency
-                    .push((ev.at - at).num_microseconds().unwrap_or(0) as f64 / 1e6);
-            }
+            let _ = decode::<RunEvent>(&meta_of(&d.properties), &d.data);
         }
-    });
-    (ch, task)
+    })];
+    for timed in [true, false] {
+        let (ch, mut records) =
+            consume_stream(conn, &topo.history_stream(), StreamStart::Next, 500)
+                .await
+                .expect("history consumer");
+        channels.push(ch);
+        let (seen, scheduled) = (seen.clone(), scheduled.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Some(Ok(d)) = records.next().await {
+                let _ = d
+                    .acker
+                    .ack(lapin::options::BasicAckOptions::default())
+                    .await;
+                let Ok(batch) = decode::<RunBatch>(&meta_of(&d.properties), &d.data) else {
+                    continue;
+                };
+                if !timed {
+                    continue;
+                }
+                for ev in batch.records.iter().filter(|e| e.kind == RunKind::Started) {
+                    let at = scheduled
+                        .lock()
+                        .ok()
+                        .and_then(|mut m| m.remove(&ev.fire_id));
+                    if let (Some(at), Ok(mut s)) = (at, seen.lock()) {
+                        s.latency
+                            .push((ev.at - at).num_microseconds().unwrap_or(0) as f64 / 1e6);
+                    }
+                }
+            }
+        }));
+    }
+    (channels, tasks)
 }
 
 /// Sundial: k worker processes; fires published straight to `sundial.fire`.

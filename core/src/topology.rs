@@ -139,6 +139,12 @@ impl Topology {
     pub fn history_stream(&self) -> String {
         format!("{}.history", self.prefix)
     }
+    /// The fanout exchange run records are published to (bound to the
+    /// stream of the same name): a worker's user may write to it without
+    /// being allowed the default exchange, which reaches every queue.
+    pub fn history_exchange(&self) -> String {
+        format!("{}.history", self.prefix)
+    }
     /// Last-value queue naming the newest complete registry snapshot.
     pub fn registry_index_queue(&self) -> String {
         format!("{}.registry.index", self.prefix)
@@ -206,6 +212,7 @@ impl Topology {
             ex(self.events_exchange(), ExchangeKind::Topic),
             ex(self.nodes_exchange(), ExchangeKind::Fanout),
             ex(self.cancel_exchange(), ExchangeKind::Direct),
+            ex(self.history_exchange(), ExchangeKind::Fanout),
         ];
 
         let bind = |queue: &str, exchange: String, key: String| BindingDecl {
@@ -262,6 +269,11 @@ impl Topology {
                 ),
             ]),
         });
+        d.bindings.push(bind(
+            &self.history_stream(),
+            self.history_exchange(),
+            String::new(),
+        ));
         d.queues.push(QueueDecl {
             name: self.registry_index_queue(),
             args: Args::from([

@@ -84,9 +84,16 @@ pub(crate) async fn publish(ch: &Channel, fires: &[FireEvent]) {
     }
 }
 
-/// Every run event of the vhost, from a private queue bound with `#`.
+/// Every run record of the vhost from now on: from the history stream
+/// (every record, batched: [`EventTap::new`]) or from `sundial.events`
+/// bound with `#` (what `worker.run_events` publishes one by one:
+/// [`EventTap::events`]).
 pub(crate) struct EventTap {
     events: Consumer,
+    /// Whether `events` reads the history stream (batches, acked).
+    history: bool,
+    /// Records of a batch not handed out yet.
+    pending: std::collections::VecDeque<RunEvent>,
     /// Held so the subscription's channel lives as long as the tap.
     _ch: Channel,
     /// Events read while waiting for another fire's, in arrival order.
@@ -94,27 +101,64 @@ pub(crate) struct EventTap {
 }
 
 impl EventTap {
+    /// Every run record, from the history stream.
     pub(crate) async fn new(conn: &Connection) -> Self {
+        let (ch, events) = bounded(
+            "consume the history stream",
+            sundial_actors::broker::consume_stream(
+                conn,
+                "sundial.history",
+                sundial_actors::broker::StreamStart::Next,
+                100,
+            ),
+        )
+        .await
+        .expect("history consumer");
+        Self::of(ch, events, true)
+    }
+
+    /// The run events published one by one on `sundial.events`.
+    pub(crate) async fn events(conn: &Connection) -> Self {
         let (ch, events) = bounded(
             "subscribe to run events",
             sundial_actors::broker::subscribe(conn, "sundial.events", &["#"]),
         )
         .await
         .expect("event subscription");
+        Self::of(ch, events, false)
+    }
+
+    fn of(ch: Channel, events: Consumer, history: bool) -> Self {
         Self {
             events,
+            history,
+            pending: Default::default(),
             _ch: ch,
             backlog: Default::default(),
         }
     }
 
     async fn receive(&mut self) -> RunEvent {
-        let d = bounded("a run event", self.events.next())
-            .await
-            .expect("event stream open")
-            .expect("delivery");
-        decode::<RunEvent>(&sundial_actors::broker::meta_of(&d.properties), &d.data)
-            .expect("run event decodes")
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                return ev;
+            }
+            let d = bounded("a run record", self.events.next())
+                .await
+                .expect("event stream open")
+                .expect("delivery");
+            let meta = sundial_actors::broker::meta_of(&d.properties);
+            if !self.history {
+                return decode::<RunEvent>(&meta, &d.data).expect("run event decodes");
+            }
+            d.acker
+                .ack(lapin::options::BasicAckOptions::default())
+                .await
+                .expect("ack");
+            let batch = decode::<sundial_core::protocol::run::RunBatch>(&meta, &d.data)
+                .expect("run records decode");
+            self.pending.extend(batch.records);
+        }
     }
 
     /// The next event of any fire.

@@ -11,6 +11,7 @@
 //! | `exits`    | every early exit is one line and its status, never a panic or a hang (closed pipes, SIGTERM in start-up and replay); a scheduler and three workers on one host with default ports |
 //! | `cli_output` | completions, aligned tables with long ids, progress on a terminal only |
 //! | `deploy`   | deployment files parse and carry the keys Sundial relies on |
+//! | `history` | run history: attempts recorded, indexed, queried (CLI and /api/v1), surviving a SIGKILL, rebuilt by a fresh node; poison records skipped |
 //! | `failover` | two schedulers: shards split by lease, handover and takeover judged by a fire ledger, commands through either node |
 //! | `ops`      | `/metrics` with real values, `/healthz`, `/readyz`; a taken address fails at start |
 //! | `overlap`  | `forbid` skips fires while a run runs; `replace` cancels the running attempt |
@@ -48,6 +49,7 @@ mod exits;
 mod failover;
 mod fires;
 mod firing;
+mod history;
 mod job_cli;
 mod misfires;
 mod ops;

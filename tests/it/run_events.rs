@@ -1,4 +1,6 @@
-//! `worker.run_events` levels: which run events each level publishes.
+//! `worker.run_events` levels: which run records each level also publishes
+//! one by one on `sundial.events` (every record is in the history stream at
+//! every level).
 
 use sundial_core::{
     job::Executor,
@@ -10,11 +12,12 @@ use crate::util::{Daemon, Vhost};
 use crate::fires::{connect, fire, noop_fire, publish, wait_for_consumers, EventTap};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_outcome_events_only_started_is_sent_just_where_overlap_needs_it() {
+async fn with_outcome_events_started_is_only_in_the_history() {
     let v = Vhost::new("w-outcomes");
     crate::util::topology_apply(&v);
     let conn = connect(&v).await;
-    let mut tap = EventTap::new(&conn).await;
+    let mut tap = EventTap::events(&conn).await;
+    let mut history = EventTap::new(&conn).await;
     let _w = Daemon::worker(&v, "quiet", &[("SUNDIAL__WORKER__RUN_EVENTS", "outcomes")]);
     wait_for_consumers(&v, 1).await;
     let plain = noop_fire("plain");
@@ -24,18 +27,23 @@ async fn with_outcome_events_only_started_is_sent_just_where_overlap_needs_it() 
         .await
         .expect("channel");
     publish(&ch, &[plain.clone(), guarded.clone()]).await;
-    let g = tap.until(&guarded.fire_id, RunKind::Succeeded).await;
-    assert_eq!(
-        g.iter().map(|e| e.kind).collect::<Vec<_>>(),
-        [RunKind::Started, RunKind::Succeeded],
-        "forbid needs the started event (and its deadline)"
-    );
-    let p = tap.until(&plain.fire_id, RunKind::Succeeded).await;
-    assert_eq!(
-        p.iter().map(|e| e.kind).collect::<Vec<_>>(),
-        [RunKind::Succeeded],
-        "an overlap-allow job reports its outcome only"
-    );
+    let kinds = |evs: Vec<RunEvent>| evs.iter().map(|e| e.kind).collect::<Vec<_>>();
+    for f in [&guarded, &plain] {
+        assert_eq!(
+            kinds(tap.until(&f.fire_id, RunKind::Succeeded).await),
+            [RunKind::Succeeded],
+            "{}: the outcome only, on sundial.events",
+            f.job_id
+        );
+        let recorded = history.until(&f.fire_id, RunKind::Succeeded).await;
+        assert_eq!(
+            kinds(recorded.clone()),
+            [RunKind::Started, RunKind::Succeeded],
+            "{}: every record in the history (the run tracker reads it there)",
+            f.job_id
+        );
+        assert!(recorded[0].deadline.is_some(), "{recorded:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +51,8 @@ async fn with_failure_events_only_a_successful_run_is_silent() {
     let v = Vhost::new("w-failures");
     crate::util::topology_apply(&v);
     let conn = connect(&v).await;
-    let mut tap = EventTap::new(&conn).await;
+    let mut tap = EventTap::events(&conn).await;
+    let mut history = EventTap::new(&conn).await;
     // One run at a time: a fire is taken only after the previous one was
     // settled (its events confirmed, then acked).
     let env = [
@@ -84,9 +93,9 @@ async fn with_failure_events_only_a_successful_run_is_silent() {
     );
     publish(&ch, &[guarded.clone(), manual.clone(), broken.clone()]).await;
     assert_eq!(
-        of(tap.until(&guarded.fire_id, RunKind::Succeeded).await),
+        of(history.until(&guarded.fire_id, RunKind::Succeeded).await),
         [RunKind::Started, RunKind::Succeeded],
-        "the run tracker needs a forbid job's start and end"
+        "the history has a silent run's start and end (the run tracker reads them there)"
     );
     assert_eq!(
         of(tap.until(&manual.fire_id, RunKind::Succeeded).await),
@@ -102,10 +111,12 @@ async fn with_failure_events_only_a_successful_run_is_silent() {
             .is_some_and(|r| r.contains("handler-not-registered")),
         "{dead:?}"
     );
-    // Any event of the plain run was queued before all of these.
+    // Any event of the plain or guarded run was queued before these.
     assert!(
-        tap.backlog.iter().all(|e| e.fire_id != plain.fire_id),
-        "a successful overlap-allow run published {:?}",
+        tap.backlog
+            .iter()
+            .all(|e| e.fire_id != plain.fire_id && e.fire_id != guarded.fire_id),
+        "a successful run published {:?}",
         tap.backlog
     );
 }

@@ -59,6 +59,8 @@ async fn a_nacked_run_event_requeues_the_fire_and_the_worker_goes_on() {
     .expect("bind");
     let mut env: Vec<(&str, &str)> = limit.to_vec();
     env.push(("SUNDIAL__WORKER__CONCURRENCY", "1"));
+    // Every record also on the exchange, so a success is nacked too.
+    env.push(("SUNDIAL__WORKER__RUN_EVENTS", "all"));
     let _w = Daemon::worker(&v, "settler", &env);
     wait_for_consumers(&v, 1).await;
 

@@ -163,6 +163,9 @@ pub(crate) const TEST_ENV: &[(&str, &str)] = &[
     ("SUNDIAL__TOPOLOGY__RETRY_TIERS", "1s,2s"),
     // Many processes share the host: no endpoint unless a test asks.
     ("SUNDIAL__HTTP__ENABLED", "false"),
+    // Nor a history index (it would be ./sundial-history.db, one per host):
+    // the history tests give each scheduler its own file.
+    ("SUNDIAL__HISTORY__ENABLED", "false"),
 ];
 
 /// The topology the test processes use, for in-process actors.
@@ -177,8 +180,8 @@ pub(crate) fn test_topology() -> sundial_core::topology::Topology {
         ],
         delivery_limit: 10,
         registry_max_age: Duration::from_secs(7 * 86_400),
-        history_max_age: Duration::from_secs(7 * 86_400),
-        history_max_bytes: 1 << 30,
+        history_max_age: sundial_core::settings::HistorySettings::default().max_age,
+        history_max_bytes: sundial_core::settings::HistorySettings::default().max_bytes,
     }
 }
 

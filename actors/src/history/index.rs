@@ -570,3 +570,144 @@ fn retain(
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use sundial_core::protocol::run::RunKind;
+
+    use super::*;
+
+    fn record(job: &str, at: DateTime<Utc>, kind: RunKind) -> RunEvent {
+        RunEvent {
+            kind,
+            fire_id: sundial_core::FireId::new(job, at).to_string(),
+            job_id: job.into(),
+            pool: "default".into(),
+            attempt: 1,
+            worker: "w".into(),
+            at,
+            duration_ms: (kind != RunKind::Started).then_some(5),
+            reason: None,
+            output: None,
+            deadline: None,
+            scheduled_at: Some(at),
+        }
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sundial-index-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.join("h.db")
+    }
+
+    fn settings(path: &Path, keep_per_job: u32) -> HistorySettings {
+        HistorySettings {
+            path: path.to_path_buf(),
+            keep_per_job,
+            ..HistorySettings::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn retention_drops_runs_past_the_age_and_past_the_count_per_job() {
+        let path = temp("retain");
+        let index = Index::open(&settings(&path, 3), crate::http::Health::new()).expect("opens");
+        let now = Utc::now();
+        let mut records = vec![record(
+            "old",
+            now - chrono::TimeDelta::days(8),
+            RunKind::Succeeded,
+        )];
+        for i in 0..5 {
+            let at = now - chrono::TimeDelta::minutes(10 - i);
+            records.push(record("busy", at, RunKind::Started));
+            records.push(record("busy", at, RunKind::Succeeded));
+        }
+        let done = index
+            .write(vec![Batch { offset: 7, records }], HashMap::new())
+            .await
+            .expect("queued");
+        done.await.expect("written");
+        assert_eq!(index.count().await.expect("count"), 6);
+        index.retain().await.expect("queued");
+        // The writer applies jobs in order: a write after the retention
+        // resolves once the retention is done.
+        index
+            .write(
+                vec![Batch {
+                    offset: 8,
+                    records: vec![],
+                }],
+                HashMap::new(),
+            )
+            .await
+            .expect("queued")
+            .await
+            .expect("written");
+        assert_eq!(
+            index.count().await.expect("count"),
+            3,
+            "8 days old and the 2 oldest of busy go"
+        );
+        let page = index
+            .runs(RunQuery {
+                job: Some("busy".into()),
+                limit: 10,
+                ..RunQuery::default()
+            })
+            .await
+            .expect("query");
+        let newest = now - chrono::TimeDelta::minutes(6);
+        assert_eq!(
+            page.runs[0].started_at.map(|t| t.timestamp_millis()),
+            Some(newest.timestamp_millis())
+        );
+        assert_eq!(page.runs.len(), 3);
+        assert_eq!(index.resume_offset().await.expect("offset"), Some(9));
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+
+    #[tokio::test]
+    async fn a_second_process_is_refused_and_pages_continue_where_they_ended() {
+        let path = temp("pages");
+        let index = Index::open(&settings(&path, 100), crate::http::Health::new()).expect("opens");
+        assert!(
+            matches!(lock(&path), Err(Error::HistoryLocked { .. })),
+            "the lock is held"
+        );
+        let now = Utc::now();
+        let records: Vec<RunEvent> = (0..7)
+            .map(|i| record("p", now - chrono::TimeDelta::seconds(i), RunKind::Succeeded))
+            .collect();
+        index
+            .write(vec![Batch { offset: 0, records }], HashMap::new())
+            .await
+            .expect("queued")
+            .await
+            .expect("written");
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = index
+                .runs(RunQuery {
+                    job_prefix: Some("p".into()),
+                    limit: 3,
+                    after,
+                    ..RunQuery::default()
+                })
+                .await
+                .expect("page");
+            seen.extend(page.runs.iter().map(|r| r.fire_id.clone()));
+            match page.next {
+                Some(c) => after = Some(c.parse().expect("cursor")),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 7, "{seen:?}");
+        let mut sorted = seen.clone();
+        sorted.sort();
+        sorted.reverse();
+        assert_eq!(seen, sorted, "newest first, no repeats");
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+}

@@ -33,13 +33,13 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Starts the batching task publishing on `ch` (confirm mode) to the
-    /// stream `stream`, at most `batch_max` records per message. The task
+    /// Starts the batching task publishing on `ch` (confirm mode) to
+    /// `exchange` (the history exchange, bound to the stream), at most `batch_max` records per message. The task
     /// ends when every `Recorder` clone is dropped, or when a publish fails
     /// (every waiting record then gets the error).
-    pub fn start(ch: Channel, stream: String, batch_max: usize) -> Self {
+    pub fn start(ch: Channel, exchange: String, batch_max: usize) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(ch, stream, batch_max.max(1), rx));
+        tokio::spawn(run(ch, exchange, batch_max.max(1), rx));
         Self { tx }
     }
 
@@ -66,7 +66,7 @@ fn stopped() -> PublishError {
 
 async fn run(
     ch: Channel,
-    stream: String,
+    exchange: String,
     batch_max: usize,
     mut rx: mpsc::UnboundedReceiver<(RunEvent, Waiter)>,
 ) {
@@ -106,7 +106,7 @@ async fn run(
             }
         }
         let n = records.len();
-        let published = publish(&ch, &stream, RunBatch { records }).await;
+        let published = publish(&ch, &exchange, RunBatch { records }).await;
         match published {
             Ok(confirm) => {
                 metrics::counter!(m::HISTORY_BATCHES_TOTAL).increment(1);
@@ -143,10 +143,9 @@ fn fail_all(rx: &mut mpsc::UnboundedReceiver<(RunEvent, Waiter)>, why: &str) {
 
 async fn publish(
     ch: &Channel,
-    stream: &str,
+    exchange: &str,
     batch: RunBatch,
 ) -> Result<impl Future<Output = Result<(), PublishError>>, PublishError> {
     let enc = encode(&batch).map_err(|e| PublishError::Broker(Error::Codec(e)))?;
-    // The default exchange routes to the stream by name.
-    publish_event(ch, "", stream, &enc).await
+    publish_event(ch, exchange, "", &enc).await
 }

@@ -294,13 +294,13 @@ impl TimerShard {
         };
         let ch = self.channel.clone();
         let exchange = self.topo.events_exchange();
-        let stream = self.topo.history_stream();
+        let history = self.topo.history_exchange();
         let key = Topology::event_routing_key(&ev.pool, &ev.job_id, ev.kind.as_str());
         // On sundial.events (always published, as failures are) and in the
         // history stream.
         let fut = async move {
             let event = publish_event(&ch, &exchange, &key, &enc).await?;
-            let recorded = publish_event(&ch, "", &stream, &record).await?;
+            let recorded = publish_event(&ch, &history, "", &record).await?;
             let (a, b) = futures_util::join!(event, recorded);
             a.and(b)
         };

@@ -237,7 +237,7 @@ impl Worker {
         let abandon = CancellationToken::new();
         let recorder = crate::history::Recorder::start(
             out.clone(),
-            topo.history_stream(),
+            topo.history_exchange(),
             cfg.history_batch_max as usize,
         );
         let shared = Arc::new(Shared {

@@ -10,6 +10,7 @@
 //! | `schedules`  | `@every`, `@at`, parse errors, never-fires validation |
 //! | `model`      | an independent minute-walk model of the DST rule, compared on random expressions |
 //! | `properties` | proptest: `next_after` strictly increasing and after its argument |
+//! | `history`    | an attempt's history row merged from its records in any order; summary and percentiles |
 //! | `ledger`     | expected fire ids of a window; missing, duplicate, unexpected |
 //! | `jobs`       | job files (TOML/JSON), validation messages, fire ids |
 //! | `codec`      | round trips of every message, and each kind of bad input |
@@ -21,6 +22,7 @@ mod attempt;
 mod codec;
 mod docs;
 mod dst;
+mod history;
 mod jobs;
 mod ledger;
 mod model;

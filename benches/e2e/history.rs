@@ -1,0 +1,157 @@
+//! Phase 7, the history index (ADR 0015): records/s written into a fresh index
+//! the way the indexer writes them (groups of stream messages of a few
+//! hundred records, each attempt a `started` and a `succeeded` record),
+//! size on disk, process RSS growth, and query latency with it full:
+//! "the last 50 runs of a job" and "the failed runs of one pool in a given
+//! hour" (newest 50). No broker: this is the store alone.
+
+use std::{collections::HashMap, path::PathBuf, time::Instant};
+
+use chrono::{TimeDelta, Utc};
+use sundial_actors::history::{index::Batch, Index};
+use sundial_core::{
+    history::{Outcome, RunQuery},
+    protocol::run::{RunEvent, RunKind},
+    settings::HistorySettings,
+};
+
+use crate::sched::rss_mib;
+
+/// Jobs the rows are spread over, and the time they span.
+const JOBS: usize = 10_000;
+const SPAN_HOURS: i64 = 24;
+/// Records per stream message, and messages per write (as the indexer).
+const PER_MESSAGE: usize = 250;
+const PER_WRITE: usize = 40;
+
+pub(crate) struct HistoryResult {
+    pub(crate) rows: usize,
+    pub(crate) records_per_s: f64,
+    pub(crate) bytes: u64,
+    pub(crate) rss_growth_mib: f64,
+    pub(crate) last_50_of_a_job: Vec<f64>,
+    pub(crate) failed_in_an_hour: Vec<f64>,
+}
+
+fn record(i: usize, kind: RunKind, now: chrono::DateTime<Utc>, rows: usize) -> RunEvent {
+    // Row i is at a point of the span, oldest first; every 100th fails.
+    let span_ms = SPAN_HOURS * 3_600_000;
+    let at = now - TimeDelta::milliseconds(span_ms - (i as i64 * span_ms) / rows.max(1) as i64);
+    let job = format!("job-{:05}", i % JOBS);
+    let failed = i.is_multiple_of(100);
+    RunEvent {
+        kind,
+        fire_id: format!(
+            "{job}@{}",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ),
+        job_id: job,
+        pool: if i.is_multiple_of(2) {
+            "default"
+        } else {
+            "batch"
+        }
+        .into(),
+        attempt: 1,
+        worker: "bench-worker".into(),
+        at,
+        duration_ms: (kind != RunKind::Started).then_some(5 + (i % 1000) as u64),
+        reason: (failed && kind == RunKind::Failed).then(|| "exit status 1".into()),
+        output: (kind != RunKind::Started).then(|| "done\n".into()),
+        deadline: None,
+        scheduled_at: Some(at),
+    }
+}
+
+pub(crate) async fn history(rows: usize, mut progress: impl FnMut(u64)) -> HistoryResult {
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("sundial-bench-history-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let settings = HistorySettings {
+        path: dir.join("history.db"),
+        keep_per_job: u32::MAX,
+        ..HistorySettings::default()
+    };
+    let rss_before = rss_mib();
+    let index = Index::open(&settings, sundial_actors::http::Health::new()).expect("index opens");
+    let now = Utc::now();
+    let started = Instant::now();
+    let mut offset = 0u64;
+    let mut i = 0;
+    let mut last = None;
+    while i < rows {
+        let mut batches = Vec::with_capacity(PER_WRITE);
+        for _ in 0..PER_WRITE {
+            let mut records = Vec::with_capacity(PER_MESSAGE);
+            while records.len() < PER_MESSAGE && i < rows {
+                let outcome = if i.is_multiple_of(100) {
+                    RunKind::Failed
+                } else {
+                    RunKind::Succeeded
+                };
+                records.push(record(i, RunKind::Started, now, rows));
+                records.push(record(i, outcome, now, rows));
+                i += 1;
+            }
+            if records.is_empty() {
+                break;
+            }
+            batches.push(Batch { offset, records });
+            offset += 1;
+        }
+        // Up to the writer's queue ahead, as the indexer does.
+        last = Some(index.write(batches, HashMap::new()).await.expect("queued"));
+        progress(i as u64);
+    }
+    if let Some(done) = last {
+        done.await.expect("written");
+    }
+    let records_per_s = (2 * rows) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    let rss_growth_mib = rss_mib() - rss_before;
+
+    let mut last_50_of_a_job = Vec::new();
+    let mut failed_in_an_hour = Vec::new();
+    for q in 0..200 {
+        let t = Instant::now();
+        let page = index
+            .runs(RunQuery {
+                job: Some(format!("job-{:05}", (q * 7919) % JOBS)),
+                limit: 50,
+                ..RunQuery::default()
+            })
+            .await
+            .expect("query");
+        last_50_of_a_job.push(t.elapsed().as_secs_f64());
+        assert!(!page.runs.is_empty());
+        let hour = now - TimeDelta::hours(1 + (q as i64 % (SPAN_HOURS - 1)));
+        let t = Instant::now();
+        let page = index
+            .runs(RunQuery {
+                pool: Some("default".into()),
+                outcome: Some(Outcome::Failed),
+                since: Some(hour),
+                until: Some(hour + TimeDelta::hours(1)),
+                limit: 50,
+                ..RunQuery::default()
+            })
+            .await
+            .expect("query");
+        failed_in_an_hour.push(t.elapsed().as_secs_f64());
+        assert!(!page.runs.is_empty());
+    }
+    let bytes = ["history.db", "history.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    drop(index);
+    let _ = std::fs::remove_dir_all(&dir);
+    HistoryResult {
+        rows,
+        records_per_s,
+        bytes,
+        rss_growth_mib,
+        last_50_of_a_job,
+        failed_in_an_hour,
+    }
+}

@@ -7,7 +7,7 @@
 //! sleep 1 s every 2 s. In turn: every scheduler connection is closed by the
 //! broker (`rabbitmqctl close_connection`), a worker is SIGKILLed while
 //! jobs run on it, and the broker app restarts. Judged by a ledger over run
-//! events: every occurrence due in the window has a terminal event
+//! records (history stream): every occurrence due in the window has a terminal record
 //! (`succeeded` or `dead`). Duplicates are allowed (at least once).
 
 #[path = "it/util.rs"]
@@ -23,16 +23,8 @@ use std::{
 
 use chrono::Utc;
 use futures_util::StreamExt;
-use lapin::{
-    options::{QueueBindOptions, QueueDeclareOptions},
-    types::FieldTable,
-};
 use sundial_core::{
-    codec::decode,
-    ledger::expected,
-    protocol::run::{RunEvent, RunKind},
-    registry::JobEntry,
-    JobSpec,
+    codec::decode, ledger::expected, protocol::run::RunKind, registry::JobEntry, JobSpec,
 };
 use util::{apply_jobs, rabbitmqctl, AppGuard, Daemon, SchedulerProcess, Vhost};
 
@@ -65,8 +57,7 @@ fn close_connections(vhost: &str, name: &str) -> usize {
     closed
 }
 
-/// Run events by fire id, collected from a durable queue of the test's own
-/// (it keeps what is published while the test reconnects after a restart).
+/// Run records by fire id, collected from the history stream.
 #[derive(Clone, Default)]
 struct Events {
     by_fire: Arc<Mutex<BTreeMap<String, Vec<RunKind>>>>,
@@ -75,14 +66,14 @@ struct Events {
 }
 
 impl Events {
-    fn start(url: String, queue: String) -> (Self, tokio::task::JoinHandle<()>) {
+    fn start(url: String) -> (Self, tokio::task::JoinHandle<()>) {
         let events = Self::default();
         let out = events.clone();
         let task = tokio::spawn(async move {
             loop {
                 // Reconnects after the broker restart; each failure retries
                 // in 300 ms (the test's own deadlines bound the whole).
-                if let Err(e) = out.follow(&url, &queue).await {
+                if let Err(e) = out.follow(&url).await {
                     eprintln!("event tap: {e}; reconnecting");
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
@@ -91,44 +82,36 @@ impl Events {
         (events, task)
     }
 
-    async fn follow(&self, url: &str, queue: &str) -> Result<(), String> {
+    async fn follow(&self, url: &str) -> Result<(), String> {
         let conn = sundial_actors::broker::connect(url, "it-faults-tap")
             .await
             .map_err(|e| e.to_string())?;
-        let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
-        ch.queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
+        // Every run record, from the start of the history stream (it keeps
+        // what is recorded while the tap reconnects after a restart; a
+        // record read twice changes nothing below).
+        let (_ch, mut consumer) = sundial_actors::broker::consume_stream(
+            &conn,
+            "sundial.history",
+            sundial_actors::broker::StreamStart::First,
+            200,
         )
         .await
         .map_err(|e| e.to_string())?;
-        ch.queue_bind(
-            queue.into(),
-            "sundial.events".into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let mut consumer = sundial_actors::broker::consume_no_ack(&ch, queue)
-            .await
-            .map_err(|e| e.to_string())?;
         while let Some(d) = consumer.next().await {
             let d = d.map_err(|e| e.to_string())?;
-            if let Ok(ev) =
-                decode::<RunEvent>(&sundial_actors::broker::meta_of(&d.properties), &d.data)
-            {
-                self.by_fire
-                    .lock()
-                    .expect("events lock")
-                    .entry(ev.fire_id)
-                    .or_default()
-                    .push(ev.kind);
+            let _ = d
+                .acker
+                .ack(lapin::options::BasicAckOptions::default())
+                .await;
+            if let Ok(batch) = decode::<sundial_core::protocol::run::RunBatch>(
+                &sundial_actors::broker::meta_of(&d.properties),
+                &d.data,
+            ) {
+                let mut by_fire = self.by_fire.lock().expect("events lock");
+                for ev in batch.records {
+                    by_fire.entry(ev.fire_id).or_default().push(ev.kind);
+                }
+                drop(by_fire);
                 self.changed.notify_waiters();
             }
         }
@@ -181,8 +164,7 @@ async fn forced_closes_a_killed_worker_and_a_broker_restart_lose_no_run() {
     let mut b = Daemon::spawn(&v, &["scheduler", "--node", "fb"], "fb", &[]);
     let mut w1 = Daemon::worker(&v, "fw1", &allow);
     let mut w2 = Daemon::worker(&v, "fw2", &allow);
-    let queue = format!("it-events-{}", v.name);
-    let (events, tap) = Events::start(v.url(), queue);
+    let (events, tap) = Events::start(v.url());
 
     let mut toml = String::new();
     let mut jobs = Vec::new();

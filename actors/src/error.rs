@@ -51,6 +51,12 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    /// The history index file or its directory cannot be created or opened.
+    #[error("history index {path}: {why}")]
+    HistoryFile {
+        path: std::path::PathBuf,
+        why: String,
+    },
     /// The history index file is held by another process.
     #[error("history index {path} is in use by another process ({why}); set history.path to a file of this process's own, or history.enabled = false")]
     HistoryLocked {

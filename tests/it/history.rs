@@ -350,3 +350,35 @@ fn the_api_names_a_bad_parameter_and_a_process_without_an_index_says_so() {
     assert!(body.contains("keeps no history index"), "{body}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_index_that_cannot_be_written_makes_the_scheduler_not_ready_and_it_still_fires() {
+    let v = Vhost::new("histbad");
+    let addr = free_addr();
+    // /dev/null is a file: no directory can be made under it.
+    let _s = scheduler(&v, "bad-a", Path::new("/dev/null/sub/history.db"), &addr);
+    let body = wait_status(&addr, "/readyz", 503, Duration::from_secs(30));
+    assert!(
+        body.contains("history index") && body.contains("/dev/null/sub"),
+        "{body}"
+    );
+    // The rest works: a job fires and runs (the worker reports no index).
+    let _w = Daemon::worker(&v, "bad-w", &[]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let c = crate::fires::connect(&v).await;
+        let mut tap = crate::fires::EventTap::new(&c).await;
+        apply_jobs(
+            &v,
+            "[[jobs]]\nid = \"still\"\nschedule = \"* * * * * *\"\n[jobs.executor]\ntype = \"noop\"\n",
+        );
+        let ev = loop {
+            let ev = tap.next().await;
+            if ev.job_id == "still" && ev.kind == sundial_core::protocol::run::RunKind::Succeeded {
+                break ev;
+            }
+        };
+        assert_eq!(ev.attempt, 1);
+        let _ = c.close(200, "done".into()).await;
+    });
+}

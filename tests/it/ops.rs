@@ -146,6 +146,7 @@ async fn ledger_finds_every_expected_fire_of_a_window() {
         "[[jobs]]\nid = \"tick\"\nschedule = \"* * * * * *\"\n[jobs.executor]\ntype = \"noop\"\n\
          [[jobs]]\nid = \"tock\"\nschedule = \"*/2 * * * * *\"\n[jobs.executor]\ntype = \"noop\"\n",
     );
+    let t0 = chrono::Utc::now();
     let out = sundial()
         .args(["ledger", "--for", "4s", "--json", "--broker", &v.url()])
         .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
@@ -162,6 +163,27 @@ async fn ledger_finds_every_expected_fire_of_a_window() {
     assert_eq!(l["missing"], serde_json::json!([]), "{l}");
     assert_eq!(l["duplicates"], serde_json::json!({}), "{l}");
     assert_eq!(l["expected"], l["observed"], "{l}");
+
+    // The same window after the fact, from the history stream.
+    let at =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let past = sundial()
+        .args(["ledger", "--json", "--broker", &v.url()])
+        .args([
+            "--from",
+            &at(t0),
+            "--to",
+            &at(t0 + chrono::TimeDelta::seconds(4)),
+        ])
+        .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
+        .output()
+        .expect("ledger runs");
+    assert!(past.status.success(), "{}", stderr(&past));
+    let p: serde_json::Value = serde_json::from_slice(&past.stdout).expect("JSON");
+    assert!(p["expected"].as_u64().is_some_and(|n| n >= 5), "{p}");
+    assert_eq!(p["missing"], serde_json::json!([]), "{p}");
+    assert_eq!(p["duplicates"], serde_json::json!({}), "{p}");
+    assert_eq!(p["expected"], p["observed"], "{p}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -110,7 +110,7 @@ impl Index {
         std::thread::Builder::new()
             .name("history-index".into())
             .spawn(move || write_loop(writer_conn, rx, retention, health, thread_path))
-            .map_err(|e| Error::HistoryLocked {
+            .map_err(|e| Error::HistoryFile {
                 path: path.clone(),
                 why: format!("cannot start its writer thread: {e}"),
             })?;
@@ -215,7 +215,7 @@ fn sql(path: &Path, what: &'static str) -> impl FnOnce(rusqlite::Error) -> Error
 /// Takes `{path}.lock` for this process (released when it exits, however).
 fn lock(path: &Path) -> Result<std::fs::File, Error> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::HistoryLocked {
+        std::fs::create_dir_all(dir).map_err(|e| Error::HistoryFile {
             path: path.to_path_buf(),
             why: format!("cannot create {}: {e}", dir.display()),
         })?;
@@ -227,7 +227,7 @@ fn lock(path: &Path) -> Result<std::fs::File, Error> {
         .truncate(false)
         .write(true)
         .open(&name)
-        .map_err(|e| Error::HistoryLocked {
+        .map_err(|e| Error::HistoryFile {
             path: path.to_path_buf(),
             why: format!("cannot open its lock file: {e}"),
         })?;
@@ -237,7 +237,7 @@ fn lock(path: &Path) -> Result<std::fs::File, Error> {
             path: path.to_path_buf(),
             why: "its lock file is held".into(),
         }),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::HistoryLocked {
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::HistoryFile {
             path: path.to_path_buf(),
             why: format!("cannot lock it: {e}"),
         }),

@@ -8,7 +8,7 @@
 //! |--------------|----------------|
 //! | [`cli`]      | clap definitions of every subcommand and global flag |
 //! | [`load`]     | defaults < `sundial.toml` < `SUNDIAL__SECTION__KEY` < flags, via the `config` crate |
-//! | [`commands`] | every subcommand: `scheduler`, `worker`, `run`, `job`, `dlq`, `status`, `ledger`, `schedule next`, `topology apply`, `config show`, `completions` |
+//! | [`commands`] | every subcommand: `scheduler`, `worker`, `run`, `job`, `dlq`, `status`, `ledger`, `runs` and `job history` (`commands::history`), `schedule next`, `topology apply`, `config show`, `completions` |
 //! | [`logging`]  | tracing subscriber (text or JSON, to stderr); lapin's own lines off |
 //! | [`table`]    | aligned tables for people (comfy-table) |
 //! | [`progress`] | progress bars on a terminal, nothing when piped (indicatif) |

@@ -11,7 +11,8 @@
 //! | module       | responsibility |
 //! |--------------|----------------|
 //! | [`broker`]   | connecting with lapin (`broker::connect_to`); `codec::Meta` ⇄ AMQP properties and headers |
-//! | [`http`]     | `/metrics`, `/healthz`, `/readyz` (hyper + the Prometheus recorder) |
+//! | [`http`]     | `/metrics`, `/healthz`, `/readyz`, `/api/v1` (hyper + the Prometheus recorder) |
+//! | [`history`]  | run history: the worker's `Recorder` (batches to `sundial.history`), the scheduler's `Index` (SQLite) and `ingest::ingest`, the `/api/v1` runs endpoints |
 //! | [`metrics`]  | metric names (recorded through the `metrics` facade) |
 //! | [`publish`]  | mandatory, persistent publishes with an awaited confirm each |
 //! | [`scheduler`] | the scheduler: `Registry`, `control::run`, `leases::run`, `TimerShard`s, `runs::track` |
@@ -37,7 +38,9 @@
 //!      │    together when either connection or the Registry goes]
 //!      ├─ broker::connect_to × 2   the connection, and the lease connection
 //!      ├─ Registry        actor; a DropGuard cancels the run if it stops or panics
-//!      ├─ control::run, runs::track   tasks; an error or stream end ends the run
+//!      ├─ control::run, runs::track, history::ingest::ingest   tasks; an
+//!      │    error or stream end ends the run (history::Index, its writer
+//!      │    thread and file outlive the run: opened once per process)
 //!      └─ leases::run     task (state: leases::State): heartbeats, leases, rebalancing
 //!          └─ OneForOne("timer-shard", same intensity; exceeded → escalate to run_once)
 //!              └─ TimerShard × held shards   actors on 1–4 arbiters, each over a
@@ -47,6 +50,8 @@
 //! worker::Worker::run ─ Supervisor
 //!  └─ Worker::run_once [rest-for-one]
 //!      ├─ broker::connect_to
+//!      ├─ history::Recorder   task batching run records (a failed publish
+//!      │   fails every waiting attempt, which ends run_once)
 //!      ├─ shard consumers → attempt::handle per delivery (tasks; a panicking
 //!      │   handler is caught per attempt and reported as a failed run; an
 //!      │   attempt that cannot settle its delivery on a live connection
@@ -81,7 +86,8 @@
 //! 4. `actors/src/worker/attempt.rs` — `attempt::handle` decodes, drops
 //!    duplicates, runs the executor under the timeout, and ends in exactly
 //!    one outcome: ack, a retry tier (`core::attempt::after_failure`) or a
-//!    dead letter, each confirmed before the ack.
+//!    dead letter, each confirmed before the ack, as are its run records
+//!    (`history::Recorder`, batched onto `sundial.history`).
 //!
 //! ```text
 //! TimerShard ──publish(mandatory, confirm, message_id = fire_id)──▶ sundial.fire
@@ -93,6 +99,8 @@
 //!                     success: ack ◀───────────────────────────────┤
 //!  failure: publish sundial.retry (tier header) → TTL → sundial.fire┤
 //!                exhausted/abort: sundial.dead → sundial.dead.{pool}┘
+//!   every step: Recorder ──batch──▶ sundial.history (stream) ──▶ runs::track,
+//!                                                    history::ingest → Index
 //! ```
 
 pub mod broker;

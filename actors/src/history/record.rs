@@ -2,7 +2,8 @@
 //! batches by group commit. Each record's confirm is awaited by its attempt
 //! before the ack (nothing is acked that history does not hold); while one
 //! batch waits for its confirm the next fills, so a busy worker sends one
-//! message per many runs and an idle one sends each record at once.
+//! message per many runs and an idle one sends each record at once. A
+//! `started` record whose attempt ended within the same batch is left out.
 
 use std::future::Future;
 
@@ -22,7 +23,7 @@ use crate::{
 
 /// How many batches may wait for their confirm at once: one more fills
 /// meanwhile.
-const IN_FLIGHT: usize = 2;
+const IN_FLIGHT: usize = 4;
 
 type Waiter = oneshot::Sender<Result<(), String>>;
 
@@ -105,6 +106,7 @@ async fn run(
                 Err(_) => break,
             }
         }
+        let records = without_settled_starts(records);
         let n = records.len();
         let published = publish(&ch, &exchange, RunBatch { records }).await;
         match published {
@@ -131,6 +133,31 @@ async fn run(
             let _ = w.send(res.clone());
         }
     }
+}
+
+/// Drops the `started` record of an attempt whose outcome is in the same
+/// batch: nobody needs to know it is running, and its start is its end less
+/// its duration (the history index derives it). Short jobs then cost one
+/// record, not two.
+fn without_settled_starts(records: Vec<RunEvent>) -> Vec<RunEvent> {
+    use sundial_core::protocol::run::RunKind;
+    let settled: std::collections::HashSet<(&str, u32)> = records
+        .iter()
+        .filter(|r| matches!(r.kind, RunKind::Succeeded | RunKind::Failed))
+        .map(|r| (r.fire_id.as_str(), r.attempt))
+        .collect();
+    if settled.is_empty() {
+        return records;
+    }
+    let drop: Vec<bool> = records
+        .iter()
+        .map(|r| r.kind == RunKind::Started && settled.contains(&(r.fire_id.as_str(), r.attempt)))
+        .collect();
+    records
+        .into_iter()
+        .zip(drop)
+        .filter_map(|(r, d)| (!d).then_some(r))
+        .collect()
 }
 
 /// Answers every queued record with `why` and closes the queue.

@@ -207,7 +207,12 @@ struct Logged {
 }
 
 fn spawn_logged(args: &[&str], env: &[(&str, &str)]) -> Logged {
+    // Default settings put the history index in the working directory:
+    // not the repository's.
+    let cwd = std::env::temp_dir().join("sundial-it-exits-cwd");
+    std::fs::create_dir_all(&cwd).expect("working directory");
     let mut child = sundial()
+        .current_dir(&cwd)
         .args(args)
         .env("RUST_LOG", "info")
         .envs(env.iter().copied())

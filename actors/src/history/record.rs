@@ -24,6 +24,10 @@ use crate::{
 /// How many batches may wait for their confirm at once: one more fills
 /// meanwhile.
 const IN_FLIGHT: usize = 4;
+/// Under load (a batch already awaits its confirm), how long a new batch
+/// may wait to fill before it is sent: fewer, larger messages are what
+/// the broker is limited by.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 type Waiter = oneshot::Sender<Result<(), String>>;
 
@@ -97,13 +101,22 @@ async fn run(
         };
         let mut records = vec![first.0];
         let mut waiters = vec![first.1];
+        // Idle: send at once. Busy: fill for up to LINGER.
+        let until = (!in_flight.is_empty()).then(|| tokio::time::Instant::now() + LINGER);
         while records.len() < batch_max {
-            match rx.try_recv() {
-                Ok((ev, w)) => {
+            let next = match rx.try_recv() {
+                Ok(r) => Some(r),
+                Err(_) => match until {
+                    Some(t) => tokio::time::timeout_at(t, rx.recv()).await.ok().flatten(),
+                    None => None,
+                },
+            };
+            match next {
+                Some((ev, w)) => {
                     records.push(ev);
                     waiters.push(w);
                 }
-                Err(_) => break,
+                None => break,
             }
         }
         let records = without_settled_starts(records);

@@ -94,7 +94,14 @@ impl Shared {
 
 /// Handles one delivery. An `Err` means the broker link failed (the
 /// delivery stays unacked and will be redelivered).
-pub(crate) async fn handle(shared: &Shared, d: Delivery) -> Result<(), Error> {
+///
+/// `permit` is one of `worker.concurrency`: held while the executor runs,
+/// given back before the outcome is settled.
+pub(crate) async fn handle(
+    shared: &Shared,
+    d: Delivery,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(), Error> {
     let meta = meta_of(&d.properties);
     let fire = match decode::<FireEvent>(&meta, &d.data) {
         Ok(f) => f,
@@ -108,10 +115,15 @@ pub(crate) async fn handle(shared: &Shared, d: Delivery) -> Result<(), Error> {
         }
     };
     let span = tracing::info_span!("attempt", job_id = %fire.job_id, fire_id = %fire.fire_id, shard = fire.shard, attempt = fire.attempt);
-    run_fire(shared, &d, fire).instrument(span).await
+    run_fire(shared, &d, fire, permit).instrument(span).await
 }
 
-async fn run_fire(shared: &Shared, d: &Delivery, fire: FireEvent) -> Result<(), Error> {
+async fn run_fire(
+    shared: &Shared,
+    d: &Delivery,
+    fire: FireEvent,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(), Error> {
     let replay = replay_marker(&d.properties);
     let key = RecentFires::key(&fire.fire_id, fire.attempt, replay.as_deref());
     let fresh = shared
@@ -129,7 +141,7 @@ async fn run_fire(shared: &Shared, d: &Delivery, fire: FireEvent) -> Result<(), 
             .map_err(publish_failed)?;
         return ack(d).await;
     }
-    let result = attempt(shared, d, &fire).await;
+    let result = attempt(shared, d, &fire, permit).await;
     if !matches!(result, Ok(true)) {
         // Abandoned or failed before its outcome: the broker will deliver it
         // again, and that delivery is not a duplicate.
@@ -141,7 +153,12 @@ async fn run_fire(shared: &Shared, d: &Delivery, fire: FireEvent) -> Result<(), 
 }
 
 /// Runs the attempt and settles it; `Ok(false)` when it was abandoned.
-async fn attempt(shared: &Shared, d: &Delivery, fire: &FireEvent) -> Result<bool, Error> {
+async fn attempt(
+    shared: &Shared,
+    d: &Delivery,
+    fire: &FireEvent,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<bool, Error> {
     let started_at = Utc::now();
     let lateness = (started_at - fire.scheduled_at).num_milliseconds().max(0) as f64 / 1000.0;
     metrics::histogram!(m::RUN_START_LATENESS_SECONDS, "pool" => shared.pool.clone())
@@ -197,6 +214,7 @@ async fn attempt(shared: &Shared, d: &Delivery, fire: &FireEvent) -> Result<bool
         }
     };
     let took = clock.elapsed();
+    drop(permit);
     if let Ok(mut running) = shared.running.lock() {
         running.remove(&fire.fire_id);
     }

@@ -6,10 +6,11 @@
 //!  └─ run_once: connection "sundial worker {id}"
 //!      ├─ topology apply (idempotent)
 //!      ├─ in:  one channel, basic.qos(concurrency) per consumer, S consumers
-//!      ├─ out: one confirming channel (run events, retries, dead letters)
+//!      ├─ out: one confirming channel (run records, run events, retries, dead letters)
 //!      └─ loop: permit (Semaphore = concurrency) → delivery → task:
 //!               decode → duplicate? → started → executor under timeout →
-//!               ack | retry tier + ack | dead letter + ack
+//!               (permit back) → ack | retry tier + ack | dead letter + ack,
+//!               each after its run records are confirmed (history::Recorder)
 //! ```
 //!
 //! Several worker processes on one pool need no coordination: each consumes
@@ -315,11 +316,12 @@ impl Worker {
             let broken = broken.clone();
             // Kept to settle the delivery when the attempt could not.
             let acker = delivery.acker.clone();
+            // The permit goes when the executor is done: settling (records,
+            // retry, ack) overlaps the next runs.
             tasks.spawn(async move {
-                if let Err(e) = attempt::handle(&shared, delivery).await {
+                if let Err(e) = attempt::handle(&shared, delivery, permit).await {
                     settle_unsettled(&shared, &acker, &e, &broken).await;
                 }
-                drop(permit);
             });
         };
 

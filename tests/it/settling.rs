@@ -48,15 +48,18 @@ async fn a_nacked_run_event_requeues_the_fire_and_the_worker_goes_on() {
     )
     .await
     .expect("declare");
-    ch.queue_bind(
-        "nack-every-event".into(),
-        "sundial.events".into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("bind");
+    // ... and to the history exchange: every batch of run records too.
+    for (exchange, key) in [("sundial.events", "#"), ("sundial.history", "")] {
+        ch.queue_bind(
+            "nack-every-event".into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+    }
     let mut env: Vec<(&str, &str)> = limit.to_vec();
     env.push(("SUNDIAL__WORKER__CONCURRENCY", "1"));
     // Every record also on the exchange, so a success is nacked too.
@@ -87,14 +90,18 @@ async fn a_nacked_run_event_requeues_the_fire_and_the_worker_goes_on() {
     assert_eq!(reason.as_deref(), Some("delivery_limit"));
 
     // With concurrency 1, the next fire runs only if the slot was freed.
-    ch.queue_unbind(
-        "nack-every-event".into(),
-        "sundial.events".into(),
-        "#".into(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("unbind");
+    // A nacked history batch failed its own attempts only: the recorder
+    // goes on once the broker takes its batches again.
+    for (exchange, key) in [("sundial.events", "#"), ("sundial.history", "")] {
+        ch.queue_unbind(
+            "nack-every-event".into(),
+            exchange.into(),
+            key.into(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("unbind");
+    }
     let mut tap = EventTap::new(&conn).await;
     let next = noop_fire("reports-fine");
     publish(&ch, std::slice::from_ref(&next)).await;

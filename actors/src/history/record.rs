@@ -39,9 +39,10 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts the batching task publishing on `ch` (confirm mode) to
-    /// `exchange` (the history exchange, bound to the stream), at most `batch_max` records per message. The task
-    /// ends when every `Recorder` clone is dropped, or when a publish fails
-    /// (every waiting record then gets the error).
+    /// `exchange` (the history exchange, bound to the stream), at most
+    /// `batch_max` records per message. The task ends when every
+    /// `Recorder` clone is dropped; a batch that is nacked or cannot be sent
+    /// fails its own records only (their attempts are requeued).
     pub fn start(ch: Channel, exchange: String, batch_max: usize) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(ch, exchange, batch_max.max(1), rx));
@@ -83,14 +84,11 @@ async fn run(
         let first = tokio::select! {
             biased;
             Some(r) = futures_util::StreamExt::next(&mut in_flight), if !in_flight.is_empty() && (!room || rx.is_empty()) => {
+                // A nacked batch fails its own attempts only (they are
+                // requeued and run again); the next batches go on.
                 let (res, waiters): (Result<(), String>, Vec<Waiter>) = r;
-                let failed = res.is_err();
                 for w in waiters {
                     let _ = w.send(res.clone());
-                }
-                if failed {
-                    fail_all(&mut rx, "an earlier history publish failed");
-                    return;
                 }
                 continue;
             }
@@ -130,13 +128,13 @@ async fn run(
                     .push_back(async move { (confirm.await.map_err(|e| e.to_string()), waiters) });
             }
             Err(e) => {
+                // The channel failed: these attempts fail, and so will the
+                // next ones until the worker reconnects with a new recorder.
                 debug!(error = %e, "history batch not published");
                 let why = e.to_string();
                 for w in waiters {
                     let _ = w.send(Err(why.clone()));
                 }
-                fail_all(&mut rx, &why);
-                return;
             }
         }
     }
@@ -171,14 +169,6 @@ fn without_settled_starts(records: Vec<RunEvent>) -> Vec<RunEvent> {
         .zip(drop)
         .filter_map(|(r, d)| (!d).then_some(r))
         .collect()
-}
-
-/// Answers every queued record with `why` and closes the queue.
-fn fail_all(rx: &mut mpsc::UnboundedReceiver<(RunEvent, Waiter)>, why: &str) {
-    rx.close();
-    while let Ok((_, w)) = rx.try_recv() {
-        let _ = w.send(Err(why.to_string()));
-    }
 }
 
 async fn publish(

@@ -310,6 +310,21 @@ impl Summary {
     }
 }
 
+/// `v` as an instant: a duration that long before `now` (`1h`, `30m`,
+/// `7d`) or an RFC 3339 instant. The error says what is accepted.
+pub fn instant(v: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    v.parse::<crate::HumanDuration>()
+        .ok()
+        .and_then(|d| chrono::Duration::from_std(d.get()).ok())
+        .and_then(|d| now.checked_sub_signed(d))
+        .ok_or_else(|| {
+            format!("must be a duration before now (1h, 30m) or an RFC 3339 instant, got \"{v}\"")
+        })
+}
+
 /// Nearest-rank percentile `p` (0–100] of `sorted` (ascending).
 pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     if sorted.is_empty() {

@@ -24,12 +24,8 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 /// `--from 2h`, `--to 2026-12-01T10:00:00Z`: a duration before now or an
 /// RFC 3339 instant; a usage error naming `flag` otherwise.
 pub fn instant(flag: &str, v: &str) -> Result<DateTime<Utc>, CommandError> {
-    sundial_actors::history::api::instant(v, flag, Utc::now()).map_err(|(_, body)| {
-        CommandError::Usage(format!(
-            "{flag}: {}",
-            body["error"]["message"].as_str().unwrap_or("not a time")
-        ))
-    })
+    sundial_core::history::instant(v, Utc::now())
+        .map_err(|e| CommandError::Usage(format!("{flag}: {e}")))
 }
 
 pub async fn job_history(

@@ -155,22 +155,9 @@ async fn answer(
     }
 }
 
-/// `1h` (that long before `now`) or an RFC 3339 instant.
-pub fn instant(v: &str, field: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Answer> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    v.parse::<sundial_core::HumanDuration>()
-        .ok()
-        .and_then(|d| chrono::Duration::from_std(d.get()).ok())
-        .and_then(|d| now.checked_sub_signed(d))
-        .ok_or_else(|| {
-            error(
-                StatusCode::BAD_REQUEST,
-                Some(field),
-                format!(
-                    "must be a duration before now (1h, 30m) or an RFC 3339 instant, got \"{v}\""
-                ),
-            )
-        })
+/// `field` as an instant ([`sundial_core::history::instant`]); a 400 naming
+/// it otherwise.
+fn instant(v: &str, field: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Answer> {
+    sundial_core::history::instant(v, now)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, Some(field), e))
 }

@@ -291,6 +291,9 @@ pub enum JobCmd {
     /// Pause a job: it fires nothing until resumed.
     Pause {
         id: String,
+        /// Why (stored and shown by `job get`, `job list` and the dashboard).
+        #[arg(long)]
+        reason: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -303,6 +306,23 @@ pub enum JobCmd {
     /// Fire a job now, outside its schedule.
     Trigger {
         id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Fire every occurrence of a past window [FROM, TO) now, each with its
+    /// own fire id (ID@backfill:OCCURRENCE).
+    Backfill {
+        id: String,
+        /// Start of the window: a duration ago (`6h`) or an RFC 3339 instant.
+        #[arg(long)]
+        from: String,
+        /// End of the window (not included); at most now.
+        #[arg(long)]
+        to: String,
+        /// allow (fire all), forbid (the first only) or replace (the last
+        /// only); default: the job's overlap policy.
+        #[arg(long)]
+        overlap: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },

@@ -55,6 +55,9 @@ pub async fn list_all(
     loop {
         let cmd = Command::List {
             labels: labels.clone(),
+            q: None,
+            pool: None,
+            paused: None,
             after: after.take(),
             limit: Some(LIST_MAX_LIMIT),
         };

@@ -104,6 +104,7 @@ pub async fn serve(
     metrics: PrometheusHandle,
     health: Arc<Health>,
     history: Option<Arc<crate::history::Index>>,
+    api: Option<Arc<crate::api::Api>>,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), Error> {
     let listener = bind(&listen).await?;
@@ -111,11 +112,17 @@ pub async fn serve(
         addr: format!("{listen:?}"),
         why: e.to_string(),
     })?;
-    info!(listen = %addr, "serving /metrics /healthz /readyz /api/v1 on http://{addr}");
+    if let Some(api) = &api {
+        api.bound(addr);
+        info!(listen = %addr, "serving the dashboard, /api/v1, /metrics, /healthz and /readyz on http://{addr}");
+    } else {
+        info!(listen = %addr, "serving /metrics /healthz /readyz /api/v1 on http://{addr}");
+    }
     let state = Arc::new(State {
         metrics,
         health,
         history,
+        api,
     });
     let task = tokio::spawn(accept_loop(listener, state, shutdown));
     Ok((addr, task))
@@ -155,6 +162,8 @@ struct State {
     metrics: PrometheusHandle,
     health: Arc<Health>,
     history: Option<Arc<crate::history::Index>>,
+    /// The API and dashboard (schedulers and `sundial run`).
+    api: Option<Arc<crate::api::Api>>,
 }
 
 async fn accept_loop(
@@ -179,7 +188,7 @@ async fn accept_loop(
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&req, &state).await) }
+                async move { Ok::<_, Infallible>(route(req, &state).await) }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(sock), service)
@@ -188,7 +197,7 @@ async fn accept_loop(
     }
 }
 
-async fn route<B>(req: &Request<B>, state: &State) -> Response<Full<Bytes>> {
+async fn route(req: Request<hyper::body::Incoming>, state: &State) -> Response<Full<Bytes>> {
     let text = |status: StatusCode, body: String, ct: &'static str| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
@@ -198,6 +207,17 @@ async fn route<B>(req: &Request<B>, state: &State) -> Response<Full<Bytes>> {
         r
     };
     const PLAIN: &str = "text/plain; charset=utf-8";
+    let ops = matches!(req.uri().path(), "/metrics" | "/healthz" | "/readyz");
+    if let (Some(api), false) = (&state.api, ops) {
+        if let Some(r) = api.handle(req).await {
+            return r;
+        }
+        return text(
+            StatusCode::NOT_FOUND,
+            "not found: try /, /api/v1/openapi.json, /metrics, /healthz or /readyz\n".into(),
+            PLAIN,
+        );
+    }
     if req.method() != hyper::Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into(), PLAIN);
     }

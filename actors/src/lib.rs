@@ -103,6 +103,7 @@
 //!                                                    history::ingest → Index
 //! ```
 
+pub mod api;
 pub mod broker;
 pub mod client;
 pub mod dlq;

@@ -28,6 +28,13 @@ pub enum Decision {
     },
     /// Fire job `id` now, outside its schedule, then answer.
     Trigger { id: String, reply: Reply },
+    /// Fire job `id`'s occurrences `at` (a past window, oldest first), then
+    /// answer with `reply` (it counts them and those `skipped` by overlap).
+    Backfill {
+        id: String,
+        at: Vec<DateTime<Utc>>,
+        reply: Reply,
+    },
 }
 
 fn not_found(command: &str, id: &str) -> Decision {
@@ -59,6 +66,8 @@ pub fn describe(j: &JobEntry, now: DateTime<Utc>) -> Value {
         "timezone": j.spec.timezone,
         "pool": j.spec.pool,
         "paused": j.paused,
+        "paused_reason": j.paused_reason,
+        "paused_at": j.paused_at.map(rfc3339),
         "created_at": rfc3339(j.created_at),
         "next": if j.paused { None } else { j.next_after(now).map(rfc3339) },
         "labels": j.spec.labels,
@@ -109,6 +118,8 @@ fn batched(records: Vec<RegistryRecord>) -> Vec<RegistryRecord> {
                 job: *job,
                 created_at,
                 paused: None,
+                paused_reason: None,
+                paused_at: None,
             }),
             _ => None,
         })
@@ -213,16 +224,24 @@ pub fn decide(
                 reply: Reply::ok(name, Some(json!({"id": id}))),
             },
         },
-        Command::Pause { id } | Command::Resume { id } => {
-            let pause = matches!(cmd, Command::Pause { .. });
+        Command::Pause { id, .. } | Command::Resume { id } => {
+            let reason = match cmd {
+                Command::Pause { reason, .. } => Some(reason.clone()),
+                _ => None,
+            };
+            let pause = reason.is_some();
             match view.get(id) {
                 None => not_found(name, id),
                 Some(j) if j.paused == pause => {
                     Decision::Reply(Reply::ok(name, Some(json!({"id": id, "changed": false}))))
                 }
                 Some(_) => Decision::Append {
-                    records: vec![if pause {
-                        RegistryRecord::Pause { id: id.clone() }
+                    records: vec![if let Some(reason) = reason {
+                        RegistryRecord::Pause {
+                            id: id.clone(),
+                            at: Some(now),
+                            reason,
+                        }
                     } else {
                         RegistryRecord::Resume { id: id.clone() }
                     }],
@@ -237,6 +256,15 @@ pub fn decide(
                 reply: Reply::ok(name, Some(json!({"id": id}))),
             },
         },
+        Command::Backfill {
+            id,
+            from,
+            to,
+            overlap,
+        } => match view.get(id) {
+            None => not_found(name, id),
+            Some(j) => backfill(name, j, *from, *to, *overlap, now),
+        },
         Command::Get { id } => match view.get(id) {
             None => not_found(name, id),
             Some(j) => {
@@ -247,11 +275,20 @@ pub fn decide(
         },
         Command::List {
             labels,
+            q,
+            pool,
+            paused,
             after,
             limit,
         } => {
             let limit = limit.unwrap_or(crate::protocol::control::LIST_DEFAULT_LIMIT);
-            let (page, more) = view.list(labels, after.as_deref(), limit);
+            let filter = crate::registry::JobFilter {
+                labels: labels.clone(),
+                q: q.clone(),
+                pool: pool.clone(),
+                paused: *paused,
+            };
+            let (page, more) = view.list(&filter, after.as_deref(), limit);
             // The cursor of the next page; null on the last one.
             let next_after = more
                 .then(|| page.last().map(|j| j.spec.id.clone()))
@@ -262,5 +299,81 @@ pub fn decide(
                 Some(json!({ "jobs": jobs, "next_after": next_after })),
             ))
         }
+    }
+}
+
+/// The occurrences of `j` in `[from, to)` a backfill fires, as `overlap`
+/// (the job's when `None`) allows: they would all run at once, so `forbid`
+/// keeps the first and `replace` the last.
+fn backfill(
+    name: &str,
+    j: &JobEntry,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    overlap: Option<crate::job::Overlap>,
+    now: DateTime<Utc>,
+) -> Decision {
+    use crate::{job::Overlap, protocol::control::BACKFILL_MAX};
+    let refuse = |field: &str, message: String| {
+        Decision::Reply(Reply::error(
+            Some(name),
+            ReplyError {
+                field: field.into(),
+                message,
+            },
+        ))
+    };
+    if to > now {
+        return refuse(
+            "to",
+            format!(
+                "must not be in the future (now is {}): the schedule fires what is to come",
+                rfc3339(now)
+            ),
+        );
+    }
+    let mut at = Vec::new();
+    let mut t = from - chrono::Duration::milliseconds(1);
+    while let Some(next) = j.next_after(t).filter(|n| *n < to) {
+        if at.len() == BACKFILL_MAX {
+            return refuse(
+                "to",
+                format!(
+                    "the window holds more than {BACKFILL_MAX} occurrences: backfill it in parts"
+                ),
+            );
+        }
+        at.push(next);
+        t = next;
+    }
+    let found = at.len();
+    let overlap = overlap.unwrap_or(j.spec.overlap);
+    match overlap {
+        Overlap::Allow => {}
+        Overlap::Forbid => at.truncate(1),
+        Overlap::Replace => {
+            let last = at.pop();
+            at = last.into_iter().collect();
+        }
+    }
+    let reply = Reply::ok(
+        name,
+        Some(json!({
+            "id": j.spec.id,
+            "occurrences": found,
+            "fired": at.len(),
+            "skipped": found - at.len(),
+            "overlap": overlap,
+            "first": at.first().map(|t| rfc3339(*t)),
+            "last": at.last().map(|t| rfc3339(*t)),
+        })),
+    );
+    if at.is_empty() {
+        return Decision::Reply(reply);
+    }
+    Decision::Backfill {
+        id: j.spec.id.clone(),
+        at,
+        reply,
     }
 }

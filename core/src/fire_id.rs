@@ -29,6 +29,18 @@ impl FireId {
         ))
     }
 
+    /// A `backfill` fires a past occurrence again, outside the watermark's
+    /// order: `backfill:` marks it so it never collides with the scheduled
+    /// fire of the same occurrence (which may have run), while a repeated
+    /// backfill of the same window carries the same ids (workers skip
+    /// duplicates).
+    pub fn for_backfill(job_id: &str, scheduled: DateTime<Utc>) -> Self {
+        Self(format!(
+            "{job_id}@backfill:{}",
+            scheduled.to_rfc3339_opts(SecondsFormat::Millis, true)
+        ))
+    }
+
     /// Splits into `(job_id, instant)`; `None` for trigger ids and garbage.
     pub fn parse(s: &str) -> Option<(&str, DateTime<Utc>)> {
         let (job, at) = s.rsplit_once('@')?;

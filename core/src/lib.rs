@@ -28,6 +28,7 @@
 //! | [`error`]    | the crate's error types |
 
 pub mod attempt;
+pub mod auth;
 pub mod codec;
 pub mod control;
 pub mod duration;

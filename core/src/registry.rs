@@ -2,10 +2,7 @@
 //! `sundial.registry` stream and kept current by applying each accepted
 //! record. Pure: the scheduler's actors own one and feed it records.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-};
+use std::{collections::BTreeMap, ops::Bound, sync::Arc};
 
 use chrono::{DateTime, Utc};
 
@@ -24,6 +21,10 @@ pub struct JobEntry {
     pub schedule: Schedule,
     /// `spec.paused`, then toggled by pause/resume records.
     pub paused: bool,
+    /// Why and when the pause record that paused it was written (`None`
+    /// when running, or paused without a reason).
+    pub paused_reason: Option<String>,
+    pub paused_at: Option<DateTime<Utc>>,
 }
 
 impl JobEntry {
@@ -36,6 +37,8 @@ impl JobEntry {
         let schedule = Schedule::parse(&spec.schedule, tz, anchor).map_err(|e| e.to_string())?;
         Ok(Self {
             paused: spec.paused,
+            paused_reason: None,
+            paused_at: None,
             spec,
             created_at,
             schedule,
@@ -70,14 +73,39 @@ pub enum Change {
     None,
 }
 
-/// The current definitions, by id. Entries are shared (`Arc`) with the timer
-/// shards that fire them: one copy of each definition per process.
+/// Which jobs a `list` (or the API's job search) wants; every given part
+/// must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Every pair must be among the job's labels.
+    pub labels: BTreeMap<String, String>,
+    /// A substring of the id.
+    pub q: Option<String>,
+    pub pool: Option<String>,
+    pub paused: Option<bool>,
+}
+
+impl JobFilter {
+    pub fn matches(&self, j: &JobEntry) -> bool {
+        self.q.as_deref().is_none_or(|q| j.spec.id.contains(q))
+            && self.pool.as_deref().is_none_or(|p| j.spec.pool == p)
+            && self.paused.is_none_or(|p| j.paused == p)
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| j.spec.labels.get(k) == Some(v))
+    }
+}
+
+/// The current definitions, by id (sorted, so a page of a million jobs is
+/// a range walk). Entries are shared (`Arc`) with the timer shards that
+/// fire them: one copy of each definition per process.
 #[derive(Debug, Default)]
 pub struct RegistryView {
-    jobs: HashMap<String, Arc<JobEntry>>,
+    jobs: BTreeMap<String, Arc<JobEntry>>,
     /// The entries of a snapshot being read: its id, the next part, the
     /// entries so far.
-    pending_snapshot: Option<(String, u32, HashMap<String, Arc<JobEntry>>)>,
+    pending_snapshot: Option<(String, u32, BTreeMap<String, Arc<JobEntry>>)>,
 }
 
 impl RegistryView {
@@ -107,35 +135,36 @@ impl RegistryView {
         self.jobs.values().map(|j| &**j)
     }
 
-    /// One page of the jobs whose labels include every pair of `labels`:
-    /// the first `limit` by id among ids greater than `after`, sorted, and
-    /// whether more follow. One pass over the jobs and a partial sort, so
-    /// paging through a million jobs costs milliseconds per page.
+    /// One page of the jobs `filter` matches: the first `limit` by id
+    /// among ids greater than `after`, sorted, and whether more follow. A
+    /// walk of the sorted ids from `after`: a page costs what it holds plus
+    /// the jobs the filter passes over.
     pub fn list(
         &self,
-        labels: &BTreeMap<String, String>,
+        filter: &JobFilter,
         after: Option<&str>,
         limit: usize,
     ) -> (Vec<&JobEntry>, bool) {
-        let mut v: Vec<&JobEntry> = self
+        let from = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        let mut it = self
             .jobs
-            .values()
-            .map(|j| &**j)
-            .filter(|j| after.is_none_or(|a| j.spec.id.as_str() > a))
-            .filter(|j| {
-                labels
-                    .iter()
-                    .all(|(k, val)| j.spec.labels.get(k) == Some(val))
-            })
-            .collect();
-        let by_id = |a: &&JobEntry, b: &&JobEntry| a.spec.id.cmp(&b.spec.id);
-        let more = v.len() > limit;
-        if more {
-            v.select_nth_unstable_by(limit, by_id);
-            v.truncate(limit);
+            .range::<str, _>((from, Bound::Unbounded))
+            .map(|(_, j)| &**j)
+            .filter(|j| filter.matches(j));
+        let page: Vec<&JobEntry> = it.by_ref().take(limit).collect();
+        let more = it.next().is_some();
+        (page, more)
+    }
+
+    /// How many jobs `filter` matches (a walk over every job).
+    pub fn count(&self, filter: &JobFilter) -> usize {
+        if filter == &JobFilter::default() {
+            return self.jobs.len();
         }
-        v.sort_unstable_by(by_id);
-        (v, more)
+        self.jobs.values().filter(|j| filter.matches(j)).count()
     }
 
     /// Applies one record. Records that cannot be applied (a definition whose
@@ -169,8 +198,8 @@ impl RegistryView {
                 Some(_) => Change::Deleted(id),
                 None => Change::None,
             },
-            RegistryRecord::Pause { id } => self.set_paused(&id, true),
-            RegistryRecord::Resume { id } => self.set_paused(&id, false),
+            RegistryRecord::Pause { id, reason, at } => self.set_paused(&id, true, reason, at),
+            RegistryRecord::Resume { id } => self.set_paused(&id, false, None, None),
             RegistryRecord::Snapshot {
                 snapshot_id,
                 part,
@@ -181,11 +210,20 @@ impl RegistryView {
         })
     }
 
-    fn set_paused(&mut self, id: &str, paused: bool) -> Change {
+    fn set_paused(
+        &mut self,
+        id: &str,
+        paused: bool,
+        reason: Option<String>,
+        at: Option<DateTime<Utc>>,
+    ) -> Change {
         match self.jobs.get_mut(id) {
             Some(j) if j.paused != paused => {
                 // Copy-on-write: a shard may still hold the old entry.
-                Arc::make_mut(j).paused = paused;
+                let e = Arc::make_mut(j);
+                e.paused = paused;
+                e.paused_reason = reason;
+                e.paused_at = at;
                 if paused {
                     Change::Paused(id.to_string())
                 } else {
@@ -207,7 +245,7 @@ impl RegistryView {
     ) -> Result<Change, String> {
         let mut fresh = match self.pending_snapshot.take() {
             Some((id, next, acc)) if id == sid && next == part => acc,
-            _ if part == 0 => HashMap::with_capacity(jobs.len() * parts as usize),
+            _ if part == 0 => BTreeMap::new(),
             // A part out of order (a writer died mid-snapshot): ignore it.
             _ => return Ok(Change::None),
         };
@@ -219,7 +257,10 @@ impl RegistryView {
                 .jobs
                 .get(&s.job.id)
                 .filter(|old| {
-                    old.spec == s.job && old.created_at == s.created_at && old.paused == paused
+                    old.spec == s.job
+                        && old.created_at == s.created_at
+                        && old.paused == paused
+                        && old.paused_reason == s.paused_reason
                 })
                 .cloned();
             let entry = match kept {
@@ -242,5 +283,9 @@ fn entry_of(s: StoredJob) -> Result<Arc<JobEntry>, String> {
     let paused = s.paused.unwrap_or(s.job.paused);
     let mut e = JobEntry::new(s.job, s.created_at)?;
     e.paused = paused;
+    if paused {
+        e.paused_reason = s.paused_reason;
+        e.paused_at = s.paused_at;
+    }
     Ok(Arc::new(e))
 }

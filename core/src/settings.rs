@@ -196,6 +196,20 @@ pub struct RawHttp {
     /// The HTTP API the CLI's history commands ask (`sundial job history`,
     /// `sundial runs`): a scheduler's or `sundial run`'s endpoint.
     pub api: String,
+    /// Tokens of the HTTP API and dashboard (hashes only).
+    pub tokens: Vec<RawToken>,
+    /// Ask for a token even on loopback (behind a reverse proxy, say).
+    pub require_tokens: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    pub name: String,
+    /// `read` or `admin`.
+    pub role: String,
+    /// SHA-256 of the token, hex (`printf %s "$TOKEN" | sha256sum`).
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -250,6 +264,8 @@ impl Default for RawHttp {
             enabled: true,
             listen: None,
             api: "http://127.0.0.1:9797".into(),
+            tokens: Vec::new(),
+            require_tokens: false,
         }
     }
 }
@@ -426,6 +442,19 @@ pub struct HttpSettings {
     pub listen: Option<SocketAddr>,
     /// Base URL of the API the CLI asks (`http.api`).
     pub api: String,
+    /// The API's tokens (`http.tokens`).
+    pub tokens: Vec<crate::auth::ApiToken>,
+    /// `http.require_tokens`: tokens even on loopback.
+    pub require_tokens: bool,
+}
+
+impl HttpSettings {
+    /// Whether the API asks for tokens on `addr`: always beyond loopback
+    /// (an API that changes jobs must not be open to a network), and on
+    /// loopback when `http.require_tokens` says so.
+    pub fn tokens_required(&self, addr: SocketAddr) -> bool {
+        self.require_tokens || !addr.ip().is_loopback()
+    }
 }
 
 /// A process kind, for its default `/metrics` port range.
@@ -761,10 +790,36 @@ fn http(h: RawHttp) -> Result<HttpSettings, ValidationError> {
             format!("must be an http:// or https:// URL, got \"{}\"", h.api),
         ));
     }
+    let mut tokens = Vec::with_capacity(h.tokens.len());
+    for (i, t) in h.tokens.into_iter().enumerate() {
+        let role = match t.role.as_str() {
+            "read" => crate::auth::TokenRole::Read,
+            "admin" => crate::auth::TokenRole::Admin,
+            other => {
+                return Err(err(
+                    &format!("http.tokens[{i}].role"),
+                    format!("must be read or admin, got \"{other}\""),
+                ))
+            }
+        };
+        let sha256 = crate::auth::parse_hash(&t.sha256).ok_or_else(|| {
+            err(
+                &format!("http.tokens[{i}].sha256"),
+                "must be 64 hex digits: the SHA-256 of the token (printf %s \"$TOKEN\" | sha256sum), never the token itself",
+            )
+        })?;
+        tokens.push(crate::auth::ApiToken {
+            name: t.name,
+            role,
+            sha256,
+        });
+    }
     Ok(HttpSettings {
         enabled: h.enabled,
         listen,
         api,
+        tokens,
+        require_tokens: h.require_tokens,
     })
 }
 

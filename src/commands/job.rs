@@ -89,7 +89,8 @@ pub async fn run(
         | JobCmd::Delete { client, .. }
         | JobCmd::Pause { client, .. }
         | JobCmd::Resume { client, .. }
-        | JobCmd::Trigger { client, .. } => client,
+        | JobCmd::Trigger { client, .. }
+        | JobCmd::Backfill { client, .. } => client,
     };
     // Read the file before connecting: a bad file is a usage error (exit 2).
     let file_jobs = match cmd {
@@ -153,13 +154,41 @@ fn simple_command(cmd: &JobCmd) -> Result<Command, CommandError> {
             }
             Command::List {
                 labels: map,
+                q: None,
+                pool: None,
+                paused: None,
                 after: None,
                 limit: None,
             }
         }
         JobCmd::Get { id, .. } => Command::Get { id: id.clone() },
         JobCmd::Delete { id, .. } => Command::Delete { id: id.clone() },
-        JobCmd::Pause { id, .. } => Command::Pause { id: id.clone() },
+        JobCmd::Pause { id, reason, .. } => Command::Pause {
+            id: id.clone(),
+            reason: reason.clone(),
+        },
+        JobCmd::Backfill {
+            id,
+            from,
+            to,
+            overlap,
+            ..
+        } => Command::Backfill {
+            id: id.clone(),
+            from: super::history::instant("--from", from)?,
+            to: super::history::instant("--to", to)?,
+            overlap: match overlap.as_deref() {
+                None => None,
+                Some("allow") => Some(sundial_core::job::Overlap::Allow),
+                Some("forbid") => Some(sundial_core::job::Overlap::Forbid),
+                Some("replace") => Some(sundial_core::job::Overlap::Replace),
+                Some(other) => {
+                    return Err(CommandError::Usage(format!(
+                        "--overlap must be allow, forbid or replace, got \"{other}\""
+                    )))
+                }
+            },
+        },
         JobCmd::Resume { id, .. } => Command::Resume { id: id.clone() },
         JobCmd::Trigger { id, .. } => Command::Trigger { id: id.clone() },
         JobCmd::Apply { .. } | JobCmd::Next { .. } | JobCmd::History { .. } => {
@@ -409,6 +438,20 @@ fn print_reply(reply: &Reply, json: bool, out: &mut impl Write) -> std::io::Resu
             "trigger: {id} fired ({})",
             result.get("fire_id").and_then(Value::as_str).unwrap_or("-")
         ),
+        (Some("backfill"), _) => {
+            let n = |k: &str| result.get(k).and_then(Value::as_u64).unwrap_or(0);
+            let t = |k: &str| result.get(k).and_then(Value::as_str).unwrap_or("-");
+            writeln!(
+                out,
+                "backfill: {id}: {} of {} occurrences fired ({} left out by overlap {}), {} … {}",
+                n("fired"),
+                n("occurrences"),
+                n("skipped"),
+                t("overlap"),
+                t("first"),
+                t("last")
+            )
+        }
         (Some(c), Some(false)) => writeln!(out, "{c}: {id} unchanged"),
         (Some(c), _) => writeln!(out, "{c}: {id} ok"),
         (None, _) => writeln!(out, "ok"),

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use sundial_actors::{
+    api::Api,
     history::Index,
     http::{install_recorder, serve, Health, Listen},
 };
@@ -20,10 +21,11 @@ pub(crate) async fn start_service(
     role: Role,
     health: Arc<Health>,
     history: Option<Arc<Index>>,
+    api: Option<Arc<Api>>,
 ) -> Result<CancellationToken, CommandError> {
     let shutdown = CancellationToken::new();
     tokio::spawn(super::scheduler::cancel_on_signal(shutdown.clone()));
-    start_http(settings, role, health, history, shutdown.clone()).await?;
+    start_http(settings, role, health, history, api, shutdown.clone()).await?;
     Ok(shutdown)
 }
 
@@ -36,6 +38,7 @@ pub(crate) async fn start_http(
     role: Role,
     health: Arc<Health>,
     history: Option<Arc<Index>>,
+    api: Option<Arc<Api>>,
     shutdown: CancellationToken,
 ) -> Result<(), CommandError> {
     if !settings.http.enabled {
@@ -46,7 +49,7 @@ pub(crate) async fn start_http(
         Some(addr) => Listen::Exactly(addr),
         None => Listen::FirstFree(default_listen_ports(role)),
     };
-    serve(listen, metrics, health, history, shutdown)
+    serve(listen, metrics, health, history, api, shutdown)
         .await
         .map(|_| ())
         .map_err(CommandError::from)

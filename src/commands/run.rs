@@ -61,7 +61,12 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
         declared?;
 
         scheduler_cfg.history = sundial_actors::history::open(&settings.history, &scheduler_cfg.health);
-        super::ops::start_http(&settings, sundial_core::settings::Role::Scheduler, scheduler_cfg.health.clone(), scheduler_cfg.history.clone(), shutdown.clone()).await?;
+        scheduler_cfg.api = Some(sundial_actors::api::Api::new(sundial_actors::api::ApiConfig::from_settings(
+            &settings,
+            &scheduler_cfg.node,
+            scheduler_cfg.history.clone(),
+        )));
+        super::ops::start_http(&settings, sundial_core::settings::Role::Scheduler, scheduler_cfg.health.clone(), scheduler_cfg.history.clone(), scheduler_cfg.api.clone(), shutdown.clone()).await?;
         let watcher = {
             let pools = vec![settings.worker.pool.clone()];
             sundial_actors::dlq_watcher::DlqWatcher::new(super::worker::watch_config(&settings, pools))?

@@ -1,6 +1,9 @@
 //! `sundial scheduler`: runs the scheduler until SIGTERM or Ctrl-C.
 
-use sundial_actors::scheduler::{self, SchedulerConfig};
+use sundial_actors::{
+    api::{Api, ApiConfig},
+    scheduler::{self, SchedulerConfig},
+};
 use sundial_core::settings::{Role, Settings};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -26,11 +29,17 @@ pub fn run(settings: &Settings, node: Option<String>) -> Result<(), CommandError
     let system = super::actix_system()?;
     system.block_on(async move {
         cfg.history = sundial_actors::history::open(&settings.history, &cfg.health);
+        cfg.api = Some(Api::new(ApiConfig::from_settings(
+            &settings,
+            &cfg.node,
+            cfg.history.clone(),
+        )));
         let shutdown = super::ops::start_service(
             &settings,
             Role::Scheduler,
             cfg.health.clone(),
             cfg.history.clone(),
+            cfg.api.clone(),
         )
         .await?;
         scheduler::run(cfg, shutdown)

@@ -131,6 +131,9 @@ fn job_apply_sends_a_large_file_in_batches_and_reports_each_job() {
         loop {
             let cmd = sundial_core::protocol::control::Command::List {
                 labels: Default::default(),
+                q: None,
+                pool: None,
+                paused: None,
                 after: after.take(),
                 limit: Some(500),
             };

@@ -4,6 +4,7 @@
 //!
 //! | module     | behaviour |
 //! |------------|-----------|
+//! | `api`      | `/api/v1`: job search and paging, next fires with DST notes, writes through the control queue (pause with a reason, backfill, …), error statuses, read and admin tokens |
 //! | `brokers`  | `broker.urls`: an unreachable address skipped, status names the one in use, heartbeats on, an error naming every address |
 //! | `cli`      | `schedule next` output and exit codes, `config show` layering and masking |
 //! | `dlq_reads` | fifty reads leave every dead letter unchanged; the delivery limit of the dead-letter queues; an older release's queue kept with a warning |
@@ -36,6 +37,7 @@
 //! | `fires`    | helpers: fire events as a scheduler publishes them, the event tap, an in-process worker |
 //! | `util`     | vhosts, the binary under test, bounded waits |
 
+mod api;
 mod brokers;
 mod cli;
 mod cli_output;

@@ -416,14 +416,37 @@ pub(crate) fn free_addr() -> String {
 
 /// `GET path` on `addr` → (status, body); `None` while nothing listens.
 pub(crate) fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    http_call(addr, "GET", path, &[], None)
+}
+
+/// `method path` on `addr` with `headers` and a body → (status, body);
+/// `None` while nothing listens.
+pub(crate) fn http_call(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).ok()?;
+    if let Some(b) = body {
+        // The server may answer (413) before reading it all.
+        let _ = s.write_all(b);
+    }
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;

@@ -34,14 +34,7 @@ fn error(status: StatusCode, field: Option<&str>, message: impl Into<String>) ->
 /// is not one of history's.
 pub async fn route(index: Option<&Arc<Index>>, path: &str, query: Option<&str>) -> Option<Answer> {
     let rest = path.strip_prefix("/api/v1/")?;
-    let segments: Vec<String> = rest
-        .split('/')
-        .map(|s| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-        .collect();
+    let segments = crate::api::path_segments(rest);
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
     let kind = match seg.as_slice() {
         ["runs"] => Kind::Runs,

@@ -180,6 +180,32 @@ impl Index {
             .await
     }
 
+    /// Per minute since `since` (oldest first): the minute (ms since the
+    /// epoch), attempts that started in it, and those of them that failed
+    /// (`failed` or `dead`). Minutes without runs are left out.
+    pub async fn per_minute(&self, since: DateTime<Utc>) -> Result<Vec<(i64, u64, u64)>, Error> {
+        self.read(move |c, path| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT at / 60000, count(*), sum(outcome IN ('failed', 'dead')) \
+                     FROM runs WHERE at >= ?1 GROUP BY 1 ORDER BY 1",
+                )
+                .map_err(sql(path, "counting runs per minute"))?;
+            let rows = st
+                .query_map([since.timestamp_millis()], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? * 60_000,
+                        u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                        u64::try_from(r.get::<_, Option<i64>>(2)?.unwrap_or(0)).unwrap_or(0),
+                    ))
+                })
+                .and_then(Iterator::collect)
+                .map_err(sql(path, "counting runs per minute"))?;
+            Ok(rows)
+        })
+        .await
+    }
+
     /// Rows in the index.
     pub async fn count(&self) -> Result<u64, Error> {
         self.read(|c, path| {

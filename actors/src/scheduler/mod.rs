@@ -56,6 +56,8 @@ pub struct SchedulerConfig {
     pub scheduler: sundial_core::settings::SchedulerSettings,
     /// The history index this node keeps, if any ([`crate::history::open`]).
     pub history: Option<Arc<crate::history::Index>>,
+    /// The HTTP API this node serves, if any: it reads this node's registry.
+    pub api: Option<Arc<crate::api::Api>>,
 }
 
 impl SchedulerConfig {
@@ -71,6 +73,7 @@ impl SchedulerConfig {
             supervisor: s.supervisor,
             scheduler: s.scheduler,
             history: None,
+            api: None,
         }
     }
 }
@@ -179,6 +182,9 @@ async fn run_once(
         },
     )
     .start();
+    if let Some(api) = &cfg.api {
+        api.set_registry(Some(registry.clone().recipient()));
+    }
     info!(node = %cfg.node, shards = topo.shards, jobs, "scheduler running");
     // Ready means: connected, registry replayed, control consumer attached
     // and the first lease round done (actors/src/http.rs).
@@ -260,6 +266,9 @@ async fn run_once(
     let bye = Duration::from_secs(5);
     let _ = tokio::time::timeout(bye, lease_conn.close(200, "scheduler stopping".into())).await;
     let _ = tokio::time::timeout(bye, conn.close(200, "scheduler stopping".into())).await;
+    if let Some(api) = &cfg.api {
+        api.set_registry(None);
+    }
     registry.do_send(StopRegistry);
     for a in &arbiters {
         a.stop();

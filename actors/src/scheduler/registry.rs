@@ -217,6 +217,62 @@ impl Registry {
         }
     }
 
+    /// Publishes one manual fire per occurrence in `at` (ids
+    /// `{job}@backfill:{occurrence}`, epoch 0), all confirmed before `reply`.
+    fn backfill(
+        &self,
+        job: &sundial_core::registry::JobEntry,
+        at: Vec<chrono::DateTime<Utc>>,
+        reply: Reply,
+    ) -> impl std::future::Future<Output = Reply> {
+        let now = Utc::now();
+        let shard = self.topo.shard_of(&job.spec.id);
+        let encoded: Result<Vec<_>, _> = at
+            .iter()
+            .map(|t| {
+                encode(&sundial_core::protocol::fire::FireEvent::of(
+                    job,
+                    sundial_core::protocol::fire::Origin::Backfill {
+                        scheduled: *t,
+                        shard,
+                    },
+                    now,
+                    self.key.as_deref(),
+                ))
+            })
+            .collect();
+        let ch = self.channel.clone();
+        let exchange = self.topo.fire_exchange();
+        let routing_key = Topology::work_routing_key(&job.spec.pool, shard);
+        let job_id = job.spec.id.clone();
+        async move {
+            let sent = match encoded {
+                Ok(enc) => publish_all_confirmed(&ch, &exchange, &routing_key, &enc)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match sent {
+                Ok(()) => {
+                    info!(job_id = %job_id, fires = at.len(), "backfill fired");
+                    reply
+                }
+                Err(e) => {
+                    warn!(job_id = %job_id, error = %e, "backfill not (entirely) fired");
+                    Reply::error(
+                        Some("backfill"),
+                        ReplyError {
+                            field: "id".into(),
+                            message: format!(
+                                "not every fire was confirmed ({e}); backfilling again fires the same ids, which workers skip when they ran"
+                            ),
+                        },
+                    )
+                }
+            }
+        }
+    }
+
     fn entry(&self, id: &str) -> Option<Arc<sundial_core::registry::JobEntry>> {
         self.view.get_shared(id)
     }
@@ -443,6 +499,8 @@ impl Handler<WriteSnapshot> for Registry {
                                 job: j.spec.clone(),
                                 created_at: j.created_at,
                                 paused: Some(j.paused),
+                                paused_reason: j.paused_reason.clone(),
+                                paused_at: j.paused_at,
                             })
                             .collect(),
                     };
@@ -510,6 +568,12 @@ impl Handler<Execute> for Registry {
                 };
                 AtomicResponse::new(Box::pin(self.trigger(&entry, reply).into_actor(self)))
             }
+            Decision::Backfill { id, at, reply } => {
+                let Some(entry) = self.entry(&id) else {
+                    return AtomicResponse::new(Box::pin(fut::ready(reply)));
+                };
+                AtomicResponse::new(Box::pin(self.backfill(&entry, at, reply).into_actor(self)))
+            }
             Decision::Append { records, reply } => {
                 let encoded: Result<Vec<_>, _> =
                     records.iter().map(crate::broker::encode_stamped).collect();
@@ -566,5 +630,19 @@ impl Handler<Execute> for Registry {
                 ))
             }
         }
+    }
+}
+
+/// A read of the view for the HTTP API (`/api/v1/jobs`): answered on the
+/// registry's own thread, between commands, so it sees a consistent view.
+impl Handler<crate::api::jobs::JobsRead> for Registry {
+    type Result = MessageResult<crate::api::jobs::JobsRead>;
+
+    fn handle(
+        &mut self,
+        crate::api::jobs::JobsRead(q): crate::api::jobs::JobsRead,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        MessageResult(crate::api::jobs::answer(&self.view, &q, Utc::now()))
     }
 }

@@ -23,8 +23,12 @@ pub enum Command {
     Delete {
         id: String,
     },
+    /// Stop firing until `resume`. `reason` is stored and shown by `get`,
+    /// `list` and the dashboard (who paused it and why).
     Pause {
         id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     Resume {
         id: String,
@@ -33,15 +37,33 @@ pub enum Command {
     Trigger {
         id: String,
     },
+    /// Fire every occurrence of the job in `[from, to)` (a past window),
+    /// each with its own fire id (`{id}@backfill:{occurrence}`), as the
+    /// `overlap` policy (the job's when absent) allows: `allow` fires all,
+    /// `forbid` the first only, `replace` the last only.
+    Backfill {
+        id: String,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        overlap: Option<crate::job::Overlap>,
+    },
     Get {
         id: String,
     },
-    /// Jobs whose labels include every given pair, sorted by id, one page
+    /// Jobs whose labels include every given pair (and, when given, whose
+    /// id contains `q`, of `pool`, paused or not), sorted by id, one page
     /// at a time: ids greater than `after`, at most `limit`
     /// ([`LIST_DEFAULT_LIMIT`] when absent, at most [`LIST_MAX_LIMIT`]).
     List {
         #[serde(default)]
         labels: BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        q: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pool: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        paused: Option<bool>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         after: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,6 +75,10 @@ pub enum Command {
 pub const LIST_DEFAULT_LIMIT: usize = 1_000;
 /// The largest `limit` of a `list` command (a page of ~2 MB of JSON).
 pub const LIST_MAX_LIMIT: usize = 10_000;
+/// The longest pause reason, in characters.
+pub const PAUSE_REASON_MAX: usize = 500;
+/// The most occurrences one `backfill` may fire.
+pub const BACKFILL_MAX: usize = 10_000;
 
 impl Command {
     /// Names accepted in the `command` field.
@@ -63,6 +89,7 @@ impl Command {
         "pause",
         "resume",
         "trigger",
+        "backfill",
         "get",
         "list",
     ];
@@ -75,6 +102,7 @@ impl Command {
             Command::Pause { .. } => "pause",
             Command::Resume { .. } => "resume",
             Command::Trigger { .. } => "trigger",
+            Command::Backfill { .. } => "backfill",
             Command::Get { .. } => "get",
             Command::List { .. } => "list",
         }
@@ -117,7 +145,33 @@ impl Message for Command {
                 jobs: decode_field::<UpsertManyBody>(rest)?.jobs,
             },
             "delete" => Command::Delete { id: id(rest)? },
-            "pause" => Command::Pause { id: id(rest)? },
+            "pause" => {
+                let body = decode_field::<PauseBody>(rest)?;
+                if let Some(r) = &body.reason {
+                    if r.chars().count() > PAUSE_REASON_MAX {
+                        return Err(JsonError::new(
+                            "reason",
+                            format!("at most {PAUSE_REASON_MAX} characters"),
+                        ));
+                    }
+                }
+                Command::Pause {
+                    id: body.id,
+                    reason: body.reason.filter(|r| !r.trim().is_empty()),
+                }
+            }
+            "backfill" => {
+                let b = decode_field::<BackfillBody>(rest)?;
+                if b.to <= b.from {
+                    return Err(JsonError::new("to", "must be after `from`"));
+                }
+                Command::Backfill {
+                    id: b.id,
+                    from: b.from,
+                    to: b.to,
+                    overlap: b.overlap,
+                }
+            }
             "resume" => Command::Resume { id: id(rest)? },
             "trigger" => Command::Trigger { id: id(rest)? },
             "get" => Command::Get { id: id(rest)? },
@@ -131,6 +185,9 @@ impl Message for Command {
                 }
                 Command::List {
                     labels: body.labels,
+                    q: body.q.filter(|q| !q.is_empty()),
+                    pool: body.pool,
+                    paused: body.paused,
                     after: body.after,
                     limit: body.limit,
                 }
@@ -168,9 +225,33 @@ struct IdBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct PauseBody {
+    id: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackfillBody {
+    id: String,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+    #[serde(default)]
+    overlap: Option<crate::job::Overlap>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListBody {
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default)]
+    pool: Option<String>,
+    #[serde(default)]
+    paused: Option<bool>,
     #[serde(default)]
     after: Option<String>,
     #[serde(default)]

@@ -56,6 +56,11 @@ pub enum Origin {
     /// `trigger` at `now`: its own fire id, epoch 0 (no shard owner is
     /// involved).
     Manual { shard: u32 },
+    /// `backfill` of occurrence `scheduled`: manual, epoch 0, its own id.
+    Backfill {
+        scheduled: DateTime<Utc>,
+        shard: u32,
+    },
 }
 
 impl FireEvent {
@@ -83,6 +88,13 @@ impl FireEvent {
             Origin::Manual { shard } => (
                 crate::FireId::for_trigger(&job.spec.id, now),
                 now,
+                shard,
+                0,
+                true,
+            ),
+            Origin::Backfill { scheduled, shard } => (
+                crate::FireId::for_backfill(&job.spec.id, scheduled),
+                scheduled,
                 shard,
                 0,
                 true,

@@ -21,6 +21,11 @@ pub struct StoredJob {
     /// `job.paused`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
+    /// Why and when it was paused, when the pause gave a reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,8 +44,14 @@ pub enum RegistryRecord {
     Delete {
         id: String,
     },
+    /// `reason` and `at` are absent in records of releases before the
+    /// dashboard (and when the command gave no reason).
     Pause {
         id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<DateTime<Utc>>,
     },
     Resume {
         id: String,

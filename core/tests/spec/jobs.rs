@@ -268,11 +268,19 @@ fn registry_view_applies_records_and_complete_snapshots_only() {
         );
     }
     assert_eq!(
-        view.apply(&RegistryRecord::Pause { id: "a".into() }),
+        view.apply(&RegistryRecord::Pause {
+            id: "a".into(),
+            reason: Some("disk full".into()),
+            at: Some(t),
+        }),
         Ok(Change::Paused("a".into()))
     );
     assert_eq!(
-        view.apply(&RegistryRecord::Pause { id: "a".into() }),
+        view.apply(&RegistryRecord::Pause {
+            id: "a".into(),
+            reason: None,
+            at: None,
+        }),
         Ok(Change::None),
         "already paused"
     );
@@ -288,6 +296,8 @@ fn registry_view_applies_records_and_complete_snapshots_only() {
         job: job(id),
         created_at: t,
         paused: (id == "q").then_some(true),
+        paused_reason: (id == "q").then(|| "kept".to_string()),
+        paused_at: None,
     };
     let part = |sid: &str, part, parts, ids: &[&str]| RegistryRecord::Snapshot {
         snapshot_id: sid.into(),
@@ -450,6 +460,9 @@ fn list_pages_through_every_job_in_id_order() {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            q: None,
+            pool: None,
+            paused: None,
             after: after.map(str::to_string),
             limit,
         };

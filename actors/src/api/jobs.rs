@@ -1,0 +1,160 @@
+//! The job reads of the API (`GET /api/v1/jobs`, `GET /api/v1/jobs/{id}`),
+//! answered from the registry view on the registry actor's thread.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use hyper::StatusCode;
+use serde_json::{json, Value};
+use sundial_core::registry::{JobEntry, JobFilter, RegistryView};
+
+use super::{error, Answer};
+
+/// Most jobs one page of `/api/v1/jobs` holds.
+pub const MAX_PAGE: usize = 1_000;
+/// Jobs on a page when the query gives no `limit`.
+pub const DEFAULT_PAGE: usize = 50;
+/// `sort=next` computes every matching job's next fire: the search must
+/// narrow to at most this many jobs.
+pub const SORT_NEXT_MAX: usize = 50_000;
+/// Most upcoming fires `GET /api/v1/jobs/{id}?next=N` lists.
+pub const MAX_NEXT: usize = 100;
+
+/// A read of the registry view.
+#[derive(Debug, Clone)]
+pub enum JobsQuery {
+    List {
+        filter: JobFilter,
+        /// `sort=id` (default): the cursor is the last id; `sort=next`: an
+        /// offset.
+        sort_next: bool,
+        cursor: Option<String>,
+        limit: usize,
+    },
+    One {
+        id: String,
+        next: usize,
+    },
+}
+
+/// The message the registry actor answers.
+#[derive(actix::Message)]
+#[rtype(result = "Answer")]
+pub struct JobsRead(pub JobsQuery);
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Answers `q` from `view` at `now`.
+pub fn answer(view: &RegistryView, q: &JobsQuery, now: DateTime<Utc>) -> Answer {
+    match q {
+        JobsQuery::One { id, next } => match view.get(id) {
+            None => error(
+                StatusCode::NOT_FOUND,
+                Some("id"),
+                format!("no job \"{id}\""),
+            ),
+            Some(j) => {
+                let mut v = sundial_core::control::describe(j, now);
+                v["job"] = serde_json::to_value(&j.spec).unwrap_or(Value::Null);
+                v["upcoming"] = Value::Array(upcoming(j, now, *next));
+                (StatusCode::OK, v)
+            }
+        },
+        JobsQuery::List {
+            filter,
+            sort_next: false,
+            cursor,
+            limit,
+        } => {
+            let (page, more) = view.list(filter, cursor.as_deref(), *limit);
+            let next = more
+                .then(|| page.last().map(|j| j.spec.id.clone()))
+                .flatten();
+            let jobs: Vec<Value> = page
+                .into_iter()
+                .map(|j| sundial_core::control::describe(j, now))
+                .collect();
+            (
+                StatusCode::OK,
+                json!({"jobs": jobs, "next": next, "total": view.count(filter)}),
+            )
+        }
+        JobsQuery::List {
+            filter,
+            sort_next: true,
+            cursor,
+            limit,
+        } => {
+            let offset = match cursor.as_deref().map(str::parse::<usize>) {
+                None => 0,
+                Some(Ok(n)) => n,
+                Some(Err(_)) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        Some("cursor"),
+                        "not a cursor of a sort=next page",
+                    )
+                }
+            };
+            let total = view.count(filter);
+            if total > SORT_NEXT_MAX {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    Some("sort"),
+                    format!(
+                        "{total} jobs match: narrow the search (q, pool, label, paused) to at most {SORT_NEXT_MAX} to sort them by next fire"
+                    ),
+                );
+            }
+            let (all, _) = view.list(filter, None, usize::MAX);
+            // Paused and finished jobs (no next fire) sort last, by id.
+            let mut keyed: Vec<(Option<DateTime<Utc>>, &JobEntry)> = all
+                .into_iter()
+                .map(|j| ((!j.paused).then(|| j.next_after(now)).flatten(), j))
+                .collect();
+            keyed.sort_by(|(a, ja), (b, jb)| match (a, b) {
+                (Some(a), Some(b)) => a.cmp(b).then_with(|| ja.spec.id.cmp(&jb.spec.id)),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => ja.spec.id.cmp(&jb.spec.id),
+            });
+            let end = offset.saturating_add(*limit).min(keyed.len());
+            let jobs: Vec<Value> = keyed
+                .get(offset.min(end)..end)
+                .unwrap_or_default()
+                .iter()
+                .map(|(_, j)| sundial_core::control::describe(j, now))
+                .collect();
+            let next = (end < keyed.len()).then(|| end.to_string());
+            (
+                StatusCode::OK,
+                json!({"jobs": jobs, "next": next, "total": total}),
+            )
+        }
+    }
+}
+
+/// The next `n` fires of `j` after `now` with their DST notes (as
+/// `sundial schedule next` prints them), in the job's zone and in UTC;
+/// none while paused.
+fn upcoming(j: &JobEntry, now: DateTime<Utc>, n: usize) -> Vec<Value> {
+    let tz = j.schedule.timezone();
+    let mut out = Vec::new();
+    let mut t = now;
+    while out.len() < n {
+        let Some(at) = j.next_after(t) else { break };
+        // The note belongs to the occurrence the schedule itself reports.
+        let note = j
+            .schedule
+            .next_after(at - chrono::Duration::milliseconds(1))
+            .filter(|o| o.at == at)
+            .and_then(|o| o.note.map(|n| n.as_str()));
+        out.push(json!({
+            "at": rfc3339(at),
+            "local": at.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::Secs, false),
+            "note": note,
+        }));
+        t = at;
+    }
+    out
+}

@@ -1,0 +1,807 @@
+//! The HTTP API (`/api/v1`, docs/api.md) and the dashboard (`/`), served by
+//! schedulers and `sundial run` on `http.listen` beside `/metrics`.
+//!
+//! Reads come from this node's registry view (jobs), the status collector
+//! (nodes, shards, pools), the history index (runs) and the dead-letter
+//! queues (read without consuming). Writes go through the control queue as
+//! signed commands (`control.hmac_key`), so validation, the error shape and
+//! the order of changes are the ones every other client gets; dead-letter
+//! replay and purge act on the queue, as `sundial dlq` does. Auth: see
+//! [`Api::authorize`] and ADR 0016.
+
+pub mod jobs;
+mod openapi;
+mod ui;
+
+use std::{
+    sync::{Arc, OnceLock, RwLock},
+    time::{Duration, Instant},
+};
+
+use actix::Recipient;
+use chrono::Utc;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{body::Bytes, header, Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use sundial_core::{
+    auth::{authenticate, TokenRole},
+    protocol::control::{Command, Reply},
+    registry::JobFilter,
+    settings::{BrokerSettings, HttpSettings},
+    topology::Topology,
+};
+use tracing::{info, warn};
+
+use self::jobs::{JobsQuery, JobsRead};
+use crate::{client::ClientError, history::Index};
+
+/// An API answer: status and JSON body.
+pub type Answer = (StatusCode, Value);
+
+/// The largest request body (a job definition, a batch of fire ids).
+pub const MAX_BODY: usize = 1024 * 1024;
+/// How long a write waits for the control reply.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a status answer is reused (the dashboard polls it).
+const STATUS_TTL: Duration = Duration::from_secs(2);
+/// Most dead letters one list answer holds.
+const DEAD_PAGE_MAX: usize = 1_000;
+
+pub(crate) fn error(status: StatusCode, field: Option<&str>, message: impl Into<String>) -> Answer {
+    (
+        status,
+        json!({"error": {"field": field, "message": message.into()}}),
+    )
+}
+
+/// What the API needs of its process.
+pub struct ApiConfig {
+    pub node: String,
+    pub broker: BrokerSettings,
+    pub topology: Topology,
+    pub http: HttpSettings,
+    /// Signs the commands the API sends (`control.hmac_key`).
+    pub hmac_key: Option<Arc<[u8]>>,
+    /// How long status listens for heartbeats (a heartbeat interval).
+    pub heartbeat_interval: Duration,
+    pub history: Option<Arc<Index>>,
+}
+
+impl ApiConfig {
+    /// The API of node `node` as the settings describe it.
+    pub fn from_settings(
+        s: &sundial_core::settings::Settings,
+        node: &str,
+        history: Option<Arc<Index>>,
+    ) -> Self {
+        Self {
+            node: node.to_string(),
+            broker: s.broker.clone(),
+            topology: s.topology.clone(),
+            http: s.http.clone(),
+            hmac_key: s.control.hmac_key.as_deref().map(Arc::from),
+            heartbeat_interval: s.scheduler.heartbeat_interval,
+            history,
+        }
+    }
+}
+
+/// The API of one process.
+pub struct Api {
+    cfg: ApiConfig,
+    /// This node's registry, while it has one (set by the scheduler on
+    /// every (re)connection).
+    registry: RwLock<Option<Recipient<JobsRead>>>,
+    /// The connection writes, status and dead letters use (opened on first
+    /// use, again after a loss).
+    conn: tokio::sync::Mutex<Option<Arc<lapin::Connection>>>,
+    status: tokio::sync::Mutex<Option<(Instant, Value)>>,
+    /// Whether requests need a token: known once the listener is bound.
+    tokens_required: OnceLock<bool>,
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    /// No token is asked for here (loopback without `http.require_tokens`).
+    Open,
+    Token(TokenRole),
+}
+
+impl Caller {
+    fn may_write(self) -> bool {
+        matches!(self, Caller::Open | Caller::Token(TokenRole::Admin))
+    }
+}
+
+impl Api {
+    pub fn new(cfg: ApiConfig) -> Arc<Self> {
+        Arc::new(Self {
+            cfg,
+            registry: RwLock::new(None),
+            conn: tokio::sync::Mutex::new(None),
+            status: tokio::sync::Mutex::new(None),
+            tokens_required: OnceLock::new(),
+        })
+    }
+
+    /// The registry the job reads ask (`None`: this node is reconnecting).
+    pub fn set_registry(&self, r: Option<Recipient<JobsRead>>) {
+        if let Ok(mut slot) = self.registry.write() {
+            *slot = r;
+        }
+    }
+
+    /// Called once the endpoint is bound: beyond loopback (or with
+    /// `http.require_tokens`) every API request needs a token.
+    pub(crate) fn bound(&self, addr: std::net::SocketAddr) {
+        let required = self.cfg.http.tokens_required(addr);
+        let _ = self.tokens_required.set(required);
+        if required && self.cfg.http.tokens.is_empty() {
+            warn!(listen = %addr, "the API and dashboard need a token here (not loopback, or http.require_tokens) and http.tokens is empty: every request is refused (401)");
+        } else if required {
+            info!(listen = %addr, tokens = self.cfg.http.tokens.len(), "the API asks for a bearer token");
+        }
+    }
+
+    /// Serves `/`, `/assets/*` and `/api/v1/*`; `None` for other paths.
+    pub async fn handle(
+        &self,
+        req: Request<hyper::body::Incoming>,
+    ) -> Option<Response<Full<Bytes>>> {
+        let path = req.uri().path().to_string();
+        if !path.starts_with("/api/") {
+            return ui::asset(&path, req.method());
+        }
+        let (status, body) = self.api(req, &path).await;
+        let mut r = json_response(status, &body);
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"sundial\""),
+            );
+        }
+        Some(r)
+    }
+
+    fn authorize(&self, req: &Request<hyper::body::Incoming>) -> Result<Caller, Answer> {
+        if !self.tokens_required.get().copied().unwrap_or(true) {
+            return Ok(Caller::Open);
+        }
+        let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                Some("authorization"),
+                "this endpoint needs a token: send `Authorization: Bearer TOKEN` (http.tokens)",
+            ));
+        };
+        let presented = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or("");
+        match authenticate(&self.cfg.http.tokens, presented) {
+            Some(t) => Ok(Caller::Token(t.role)),
+            None => Err(error(
+                StatusCode::UNAUTHORIZED,
+                Some("authorization"),
+                "unknown token (expected `Authorization: Bearer TOKEN` with a token of http.tokens)",
+            )),
+        }
+    }
+
+    async fn api(&self, req: Request<hyper::body::Incoming>, path: &str) -> Answer {
+        let caller = match self.authorize(&req) {
+            Ok(c) => c,
+            Err(a) => return a,
+        };
+        let method = req.method().clone();
+        let Some(rest) = path.strip_prefix("/api/v1/") else {
+            return not_found(path);
+        };
+        let segments = path_segments(rest);
+        let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let params: Vec<(String, String)> =
+            form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        if method != Method::GET && method != Method::HEAD {
+            if !caller.may_write() {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    Some("authorization"),
+                    "this token may read only (role read); writes need an admin token",
+                );
+            }
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(a) => return a,
+            };
+            return self.write(&method, &seg, body).await;
+        }
+        match seg.as_slice() {
+            ["openapi.json"] => (StatusCode::OK, openapi::document()),
+            ["status"] => match only(&params, &[]) {
+                Err(a) => a,
+                Ok(()) => self.status().await,
+            },
+            ["jobs"] => self.list_jobs(&params).await,
+            ["jobs", id] if !id.is_empty() => {
+                let next = match only(&params, &["next"])
+                    .and_then(|()| number(&params, "next", 10, 0..=jobs::MAX_NEXT))
+                {
+                    Ok(n) => n,
+                    Err(a) => return a,
+                };
+                self.ask_registry(JobsQuery::One {
+                    id: (*id).to_string(),
+                    next,
+                })
+                .await
+            }
+            ["runs", "per-minute"] => self.per_minute(&params).await,
+            ["pools", pool, "dead"] if !pool.is_empty() => self.dead_letters(pool, &params).await,
+            _ => match crate::history::api::route(
+                self.cfg.history.as_ref(),
+                path,
+                req_query(&params).as_deref(),
+            )
+            .await
+            {
+                Some(a) => a,
+                None => not_found(path),
+            },
+        }
+    }
+
+    async fn list_jobs(&self, params: &[(String, String)]) -> Answer {
+        let allowed = ["q", "pool", "label", "paused", "limit", "cursor", "sort"];
+        if let Err(a) = only(params, &allowed) {
+            return a;
+        }
+        let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.as_str());
+        let mut filter = JobFilter {
+            q: get("q").filter(|q| !q.is_empty()).map(str::to_string),
+            pool: get("pool").filter(|p| !p.is_empty()).map(str::to_string),
+            ..JobFilter::default()
+        };
+        for (k, v) in params.iter().filter(|(k, _)| k == "label") {
+            let Some((lk, lv)) = v.split_once('=') else {
+                return error(StatusCode::BAD_REQUEST, Some(k), "must be key=value");
+            };
+            filter.labels.insert(lk.to_string(), lv.to_string());
+        }
+        filter.paused = match get("paused") {
+            None | Some("") => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    Some("paused"),
+                    "must be true or false",
+                )
+            }
+        };
+        let sort_next = match get("sort") {
+            None | Some("id") => false,
+            Some("next") => true,
+            Some(_) => return error(StatusCode::BAD_REQUEST, Some("sort"), "must be id or next"),
+        };
+        let limit = match number(params, "limit", jobs::DEFAULT_PAGE, 1..=jobs::MAX_PAGE) {
+            Ok(n) => n,
+            Err(a) => return a,
+        };
+        self.ask_registry(JobsQuery::List {
+            filter,
+            sort_next,
+            cursor: get("cursor").map(str::to_string),
+            limit,
+        })
+        .await
+    }
+
+    async fn ask_registry(&self, q: JobsQuery) -> Answer {
+        let registry = self.registry.read().ok().and_then(|r| r.clone());
+        let Some(registry) = registry else {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                "this process holds no registry right now (connecting to the broker, or not a scheduler): try again, or ask a scheduler",
+            );
+        };
+        match registry.send(JobsRead(q)).await {
+            Ok(a) => a,
+            Err(e) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                format!("the registry did not answer ({e}): it is restarting; try again"),
+            ),
+        }
+    }
+
+    /// The connection for writes, status and dead letters.
+    async fn connection(&self) -> Result<Arc<lapin::Connection>, Answer> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| c.status().connected()) {
+            return Ok(c.clone());
+        }
+        match crate::broker::connect_any(
+            &self.cfg.broker,
+            &format!("sundial api {}", self.cfg.node),
+        )
+        .await
+        {
+            Ok((c, _)) => {
+                let c = Arc::new(c);
+                *slot = Some(c.clone());
+                Ok(c)
+            }
+            Err(e) => Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                format!("cannot reach the broker: {e}"),
+            )),
+        }
+    }
+
+    async fn status(&self) -> Answer {
+        let mut cached = self.status.lock().await;
+        if let Some((at, v)) = cached.as_ref() {
+            if at.elapsed() < STATUS_TTL {
+                return (StatusCode::OK, v.clone());
+            }
+        }
+        let conn = match self.connection().await {
+            Ok(c) => c,
+            Err(a) => return a,
+        };
+        let listen = self.cfg.heartbeat_interval + Duration::from_millis(250);
+        match crate::status::gather(&conn, &self.cfg.topology, listen).await {
+            Ok(s) => {
+                let v = json!(s);
+                *cached = Some((Instant::now(), v.clone()));
+                (StatusCode::OK, v)
+            }
+            Err(e) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                format!("status could not be read: {e}"),
+            ),
+        }
+    }
+
+    async fn per_minute(&self, params: &[(String, String)]) -> Answer {
+        if let Err(a) = only(params, &["since"]) {
+            return a;
+        }
+        let Some(index) = &self.cfg.history else {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                "this process keeps no history index",
+            );
+        };
+        let since = params
+            .iter()
+            .find(|(k, _)| k == "since")
+            .map_or("1h", |(_, v)| v.as_str());
+        let since = match sundial_core::history::instant(since, Utc::now()) {
+            Ok(t) => t,
+            Err(e) => return error(StatusCode::BAD_REQUEST, Some("since"), e),
+        };
+        match index.per_minute(since).await {
+            Ok(rows) => {
+                let minutes: Vec<Value> = rows
+                    .into_iter()
+                    .map(|(m, runs, failed)| {
+                        json!({
+                            "minute": chrono::DateTime::from_timestamp_millis(m)
+                                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                            "runs": runs,
+                            "failed": failed,
+                        })
+                    })
+                    .collect();
+                (StatusCode::OK, json!({ "minutes": minutes }))
+            }
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, None, e.to_string()),
+        }
+    }
+
+    async fn dead_letters(&self, pool: &str, params: &[(String, String)]) -> Answer {
+        if let Err(a) = only(params, &["limit"]) {
+            return a;
+        }
+        let limit = match number(params, "limit", 100, 1..=DEAD_PAGE_MAX) {
+            Ok(n) => n,
+            Err(a) => return a,
+        };
+        if !self.cfg.topology.pools.iter().any(|p| p == pool) && !self.pool_known(pool).await {
+            return error(
+                StatusCode::NOT_FOUND,
+                Some("pool"),
+                format!("no pool \"{pool}\""),
+            );
+        }
+        let conn = match self.connection().await {
+            Ok(c) => c,
+            Err(a) => return a,
+        };
+        let dlq = crate::dlq::Dlq::new(&conn, &self.cfg.topology, pool);
+        let total = dlq.depth().await.ok().flatten();
+        match dlq.list().await {
+            Ok(mut letters) => {
+                letters.truncate(limit);
+                (
+                    StatusCode::OK,
+                    json!({"pool": pool, "total": total, "letters": letters}),
+                )
+            }
+            Err(e) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                format!("the dead-letter queue could not be read: {e}"),
+            ),
+        }
+    }
+
+    /// Whether `pool` has a dead-letter queue on the broker.
+    async fn pool_known(&self, pool: &str) -> bool {
+        let Ok(conn) = self.connection().await else {
+            return false;
+        };
+        matches!(
+            crate::broker::passive_declare(&conn, &self.cfg.topology.dead_queue(pool)).await,
+            Ok(Some(_))
+        )
+    }
+
+    async fn write(&self, method: &Method, seg: &[&str], body: Option<Value>) -> Answer {
+        let cmd = match (method, seg) {
+            (&Method::POST, ["jobs"]) => {
+                let Some(job) = body else {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        Some("body"),
+                        "send the job definition as JSON (docs/protocol.md §4)",
+                    );
+                };
+                json!({"command": "upsert", "job": job})
+            }
+            (&Method::DELETE, ["jobs", id]) => json!({"command": "delete", "id": id}),
+            (&Method::POST, ["jobs", id, verb @ ("pause" | "resume" | "trigger" | "backfill")]) => {
+                let mut cmd = match body {
+                    None => json!({}),
+                    Some(Value::Object(o)) => Value::Object(o),
+                    Some(_) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            Some("body"),
+                            "must be a JSON object",
+                        )
+                    }
+                };
+                cmd["command"] = json!(verb);
+                cmd["id"] = json!(id);
+                cmd
+            }
+            (&Method::POST, ["pools", pool, "dead", verb @ ("replay" | "purge")]) => {
+                return self.settle(pool, verb, body).await;
+            }
+            _ => {
+                return error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    None,
+                    format!("{method} is not served here (docs/api.md lists the endpoints)"),
+                )
+            }
+        };
+        // The command's own decoder: the same field paths as on the queue.
+        let cmd = match <Command as sundial_core::protocol::Message>::from_json(cmd) {
+            Ok(c) => c,
+            Err(e) => return error(StatusCode::BAD_REQUEST, Some(&e.path), e.detail),
+        };
+        self.control(&cmd).await
+    }
+
+    /// Sends `cmd` through the control queue and turns its reply into an
+    /// answer.
+    async fn control(&self, cmd: &Command) -> Answer {
+        let conn = match self.connection().await {
+            Ok(c) => c,
+            Err(a) => return a,
+        };
+        let reply = crate::client::call_signed(
+            &conn,
+            &self.cfg.topology,
+            cmd,
+            CONTROL_TIMEOUT,
+            self.cfg.hmac_key.as_deref(),
+        )
+        .await;
+        match reply {
+            Ok(r) => reply_answer(r),
+            Err(ClientError::Timeout(t)) => error(
+                StatusCode::GATEWAY_TIMEOUT,
+                None,
+                format!("no reply from a scheduler within {t:?}"),
+            ),
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, None, e.to_string()),
+        }
+    }
+
+    async fn settle(&self, pool: &str, verb: &str, body: Option<Value>) -> Answer {
+        // {"fire_ids": [...]} selects letters; {"all": true} takes every one.
+        let mut ids: Option<Vec<String>> = None;
+        let mut all = false;
+        match body {
+            Some(Value::Object(o)) => {
+                for (k, v) in o {
+                    match (k.as_str(), v) {
+                        ("all", Value::Bool(b)) => all = b,
+                        ("fire_ids", Value::Array(a)) => {
+                            let mut v = Vec::with_capacity(a.len());
+                            for (i, x) in a.into_iter().enumerate() {
+                                match x {
+                                    Value::String(s) => v.push(s),
+                                    _ => {
+                                        return error(
+                                            StatusCode::BAD_REQUEST,
+                                            Some(&format!("fire_ids[{i}]")),
+                                            "must be a string",
+                                        )
+                                    }
+                                }
+                            }
+                            ids = Some(v);
+                        }
+                        ("all" | "fire_ids", _) => {
+                            return error(
+                                StatusCode::BAD_REQUEST,
+                                Some(&k),
+                                if k == "all" {
+                                    "must be true or false"
+                                } else {
+                                    "must be an array of fire ids"
+                                },
+                            )
+                        }
+                        _ => {
+                            return error(
+                                StatusCode::BAD_REQUEST,
+                                Some(&k),
+                                "unknown field; expected fire_ids or all",
+                            )
+                        }
+                    }
+                }
+            }
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    Some("body"),
+                    "send {\"fire_ids\": [...]} or {\"all\": true}",
+                )
+            }
+        }
+        if ids.is_none() && !all {
+            return error(
+                StatusCode::BAD_REQUEST,
+                Some("fire_ids"),
+                "missing: name the fire ids, or send {\"all\": true}",
+            );
+        }
+        let conn = match self.connection().await {
+            Ok(c) => c,
+            Err(a) => return a,
+        };
+        let dlq = crate::dlq::Dlq::new(&conn, &self.cfg.topology, pool);
+        let action = if verb == "replay" {
+            crate::dlq::Action::Replay
+        } else {
+            crate::dlq::Action::Purge
+        };
+        let wanted = ids.clone();
+        let settled = dlq
+            .settle(
+                action,
+                |dl| match &wanted {
+                    None => true,
+                    Some(ids) => dl.fire_id.as_ref().is_some_and(|f| ids.contains(f)),
+                },
+                || {},
+            )
+            .await;
+        match settled {
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, None, e.to_string()),
+            Ok(s) => {
+                let missing: Vec<&String> = ids
+                    .iter()
+                    .flatten()
+                    .filter(|id| !s.done.contains(id) && !s.skipped.iter().any(|(d, _)| d == *id))
+                    .collect();
+                info!(
+                    pool,
+                    action = verb,
+                    done = s.done.len(),
+                    skipped = s.skipped.len(),
+                    "dead letters settled from the API"
+                );
+                let body = json!({
+                    "done": s.done,
+                    "skipped": s.skipped.iter().map(|(id, why)| json!({"fire_id": id, "reason": why})).collect::<Vec<_>>(),
+                    "missing": missing,
+                });
+                if missing.is_empty() {
+                    (StatusCode::OK, body)
+                } else {
+                    // Some were not (any longer) in the queue.
+                    let mut b = error(StatusCode::CONFLICT, Some("fire_ids"), format!("{} of the named letters are not in sundial.dead.{pool} (replayed or purged already?); the others were {verb}ed", missing.len())).1;
+                    b["result"] = body;
+                    (StatusCode::CONFLICT, b)
+                }
+            }
+        }
+    }
+}
+
+/// The status a control reply deserves.
+fn reply_answer(r: Reply) -> Answer {
+    if r.ok {
+        return (StatusCode::OK, json!({"result": r.result}));
+    }
+    let Some(e) = r.error else {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, None, "refused");
+    };
+    let status = match e.field.as_str() {
+        "id" if e.message.starts_with("no job") => StatusCode::NOT_FOUND,
+        "registry" => StatusCode::SERVICE_UNAVAILABLE,
+        "body" => StatusCode::BAD_REQUEST,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    let mut body = json!({"error": {"field": e.field, "message": e.message}});
+    if let Some(results) = r.results {
+        body["results"] = json!(results);
+    }
+    if let Some(result) = r.result {
+        body["result"] = result;
+    }
+    (status, body)
+}
+
+/// The percent-decoded segments of a path below `/api/v1/`.
+pub(crate) fn path_segments(rest: &str) -> Vec<String> {
+    rest.split('/')
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+fn not_found(path: &str) -> Answer {
+    error(
+        StatusCode::NOT_FOUND,
+        None,
+        format!("no such endpoint: {path} (GET /api/v1/openapi.json lists them)"),
+    )
+}
+
+/// Refuses parameters outside `allowed`, naming the first.
+fn only(params: &[(String, String)], allowed: &[&str]) -> Result<(), Answer> {
+    match params.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+        None => Ok(()),
+        Some((k, _)) => Err(error(
+            StatusCode::BAD_REQUEST,
+            Some(k),
+            if allowed.is_empty() {
+                "unknown query parameter; this endpoint takes none".to_string()
+            } else {
+                format!(
+                    "unknown query parameter; this endpoint takes {}",
+                    allowed.join(", ")
+                )
+            },
+        )),
+    }
+}
+
+fn number(
+    params: &[(String, String)],
+    key: &str,
+    default: usize,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<usize, Answer> {
+    match params.iter().find(|(k, _)| k == key) {
+        None => Ok(default),
+        Some((_, v)) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    Some(key),
+                    format!("must be a number in {}..={}", range.start(), range.end()),
+                )
+            }),
+    }
+}
+
+/// The query string again (the history routes parse their own).
+fn req_query(params: &[(String, String)]) -> Option<String> {
+    if params.is_empty() {
+        return None;
+    }
+    Some(
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params)
+            .finish(),
+    )
+}
+
+/// Reads a JSON body of at most [`MAX_BODY`] bytes; `None` when empty.
+async fn read_body(req: Request<hyper::body::Incoming>) -> Result<Option<Value>, Answer> {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Some("body"),
+            format!("larger than {MAX_BODY} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        Err(e) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                Some("body"),
+                format!("could not be read: {e}"),
+            ))
+        }
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            Some("body"),
+            format!("not JSON: {e}"),
+        )
+    })
+}
+
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("node", &self.cfg.node)
+            .finish_non_exhaustive()
+    }
+}

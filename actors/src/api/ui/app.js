@@ -1,0 +1,560 @@
+// Sundial dashboard: one small script, no framework, no build step.
+// Every page is rendered from /api/v1 (docs/api.md); writes go through the
+// same API (and so through the control queue). ADR 0016 says why.
+"use strict";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const main = () => $("#main");
+
+// ---- elements -------------------------------------------------------------
+
+// h("tag.class#id", {attr: v, onclick: f}, child, ...): an element.
+function h(spec, attrs, ...children) {
+  const m = spec.match(/^([a-z0-9]+)?((?:[.#][\w-]+)*)$/i);
+  const el = document.createElement((m && m[1]) || "div");
+  for (const part of ((m && m[2]) || "").match(/[.#][\w-]+/g) || []) {
+    if (part[0] === ".") el.classList.add(part.slice(1)); else el.id = part.slice(1);
+  }
+  if (attrs) {
+    for (const [k, v] of Object.entries(attrs)) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+      else if (k === "dataset") Object.assign(el.dataset, v);
+      else el.setAttribute(k, v === true ? "" : v);
+    }
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+// Replaces el's children, leaving out null, undefined and false.
+function put(el, ...children) {
+  el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+}
+
+const svgNS = "http://www.w3.org/2000/svg";
+function s(tag, attrs, ...children) {
+  const el = document.createElementNS(svgNS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, v);
+  for (const c of children) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return el;
+}
+
+function table(headers, rows, id) {
+  return h("table", id ? { id } : null,
+    h("thead", null, h("tr", null, headers.map((x) =>
+      h("th", x.endsWith(" ") ? { class: "num" } : null, x.trim())))),
+    h("tbody", null, rows));
+}
+
+// ---- formatting -----------------------------------------------------------
+
+function ago(iso) {
+  if (!iso) return "—";
+  const ms = Date.now() - Date.parse(iso);
+  const a = Math.abs(ms), sign = ms < 0 ? "in " : "";
+  const t = a < 60e3 ? `${Math.round(a / 1e3)}s` : a < 3600e3 ? `${Math.round(a / 60e3)}m`
+    : a < 86400e3 ? `${Math.round(a / 3600e3)}h` : `${Math.round(a / 86400e3)}d`;
+  return ms < 0 ? sign + t : t + " ago";
+}
+function when(iso) {
+  if (!iso) return "—";
+  return h("span", { title: iso }, iso.replace("T", " ").replace(/\.\d+Z$/, "Z"), " ",
+    h("span.muted", null, `(${ago(iso)})`));
+}
+function dur(ms) {
+  if (ms === null || ms === undefined) return "—";
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 60e3) return `${(ms / 1000).toFixed(1)} s`;
+  return `${Math.floor(ms / 60e3)}m ${Math.round((ms % 60e3) / 1000)}s`;
+}
+const outcome = (o) => h(`span.pill.o-${o}`, null, o);
+const enc = encodeURIComponent;
+
+// ---- API ------------------------------------------------------------------
+
+const token = {
+  get: () => sessionStorage.getItem("sundial-token") || "",
+  set: (t) => t ? sessionStorage.setItem("sundial-token", t) : sessionStorage.removeItem("sundial-token"),
+};
+
+class ApiError extends Error {
+  constructor(status, field, message) {
+    super(field ? `${field}: ${message}` : message);
+    this.status = status; this.field = field;
+  }
+}
+
+async function api(path, opts = {}) {
+  const headers = { Accept: "application/json" };
+  if (token.get()) headers.Authorization = `Bearer ${token.get()}`;
+  if (opts.body !== undefined) headers["Content-Type"] = "application/json";
+  const r = await fetch(`/api/v1${path}`, {
+    method: opts.method || "GET", headers,
+    body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+  });
+  let body = null;
+  try { body = await r.json(); } catch (_) { /* not JSON */ }
+  if (!r.ok) {
+    const e = (body && body.error) || {};
+    if (r.status === 401) askToken(e.message);
+    throw new ApiError(r.status, e.field, e.message || `HTTP ${r.status}`);
+  }
+  return body;
+}
+
+function toast(text, bad) {
+  const t = $("#toast");
+  t.textContent = text;
+  t.className = bad ? "toast bad" : "toast";
+  t.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { t.hidden = true; }, bad ? 8000 : 3500);
+}
+
+// ---- dialogs --------------------------------------------------------------
+
+// Shows a dialog; resolves with the field values on OK, null on Cancel.
+// `run(values)` may throw to keep the dialog open with the error shown.
+function dialog({ title, text, fields = [], ok = "OK", danger = false, run }) {
+  return new Promise((resolve) => {
+    const modal = $("#modal"), form = $("#modal-form"), err = $("#modal-error");
+    $("#modal-title").textContent = title;
+    $("#modal-text").textContent = text || "";
+    const box = $("#modal-fields");
+    put(box, ...fields.map((f) => h("div", null,
+      h("label", { for: `field-${f.name}` }, f.label),
+      f.options
+        ? h("select", { id: `field-${f.name}`, name: f.name }, f.options.map((o) => h("option", { value: o }, o)))
+        : h(f.multiline ? "textarea" : "input", {
+          id: `field-${f.name}`, name: f.name, type: f.type || "text", value: f.value || "",
+          placeholder: f.placeholder || "", required: f.required, rows: f.multiline ? 3 : null,
+        }))));
+    const okButton = $("#modal-ok");
+    okButton.textContent = ok;
+    okButton.className = danger ? "danger" : "primary";
+    err.hidden = true;
+    modal.hidden = false;
+    const first = box.querySelector("input, textarea, select");
+    (first || okButton).focus();
+    const close = (v) => {
+      modal.hidden = true;
+      form.onsubmit = null; $("#modal-cancel").onclick = null;
+      resolve(v);
+    };
+    $("#modal-cancel").onclick = () => close(null);
+    form.onsubmit = async (ev) => {
+      ev.preventDefault();
+      const values = {};
+      for (const f of fields) values[f.name] = form.elements[f.name].value.trim();
+      const missing = fields.find((f) => f.required && !values[f.name]);
+      if (missing) { err.textContent = `${missing.label} is required`; err.hidden = false; return; }
+      okButton.disabled = true;
+      try {
+        const result = run ? await run(values) : values;
+        close(result === undefined ? values : result);
+      } catch (e) {
+        err.textContent = e.message; err.hidden = false;
+      } finally { okButton.disabled = false; }
+    };
+  });
+}
+
+function askToken(why) {
+  if (askToken.open) return;
+  askToken.open = true;
+  dialog({
+    title: "API token",
+    text: why || "This endpoint asks for a token (http.tokens).",
+    fields: [{ name: "token", label: "Bearer token", type: "password", value: token.get() }],
+    ok: "Use token",
+  }).then((v) => {
+    askToken.open = false;
+    if (v) { token.set(v.token); route(); }
+  });
+}
+
+// ---- job actions ----------------------------------------------------------
+
+const actions = {
+  async pause(id) {
+    return dialog({
+      title: `Pause ${id}`,
+      text: "It fires nothing until resumed. The reason is stored and shown to everyone.",
+      fields: [{ name: "reason", label: "Reason", required: true, multiline: true, placeholder: "why, and who to ask" }],
+      ok: "Pause",
+      run: async (v) => {
+        await api(`/jobs/${enc(id)}/pause`, { method: "POST", body: { reason: v.reason } });
+        toast(`${id} paused`);
+        return v;
+      },
+    });
+  },
+  async resume(id) {
+    return dialog({
+      title: `Resume ${id}`, text: "Its misfire policy decides about the occurrences missed while paused.", ok: "Resume",
+      run: async () => { await api(`/jobs/${enc(id)}/resume`, { method: "POST" }); toast(`${id} resumed`); },
+    });
+  },
+  async trigger(id) {
+    return dialog({
+      title: `Trigger ${id}`, text: "Fire it now, outside its schedule, with its own fire id.", ok: "Trigger",
+      run: async () => {
+        const r = await api(`/jobs/${enc(id)}/trigger`, { method: "POST" });
+        toast(`fired ${r.result.fire_id}`);
+      },
+    });
+  },
+  async backfill(id) {
+    const hourAgo = new Date(Date.now() - 3600e3).toISOString().replace(/\.\d+Z$/, "Z");
+    const now = new Date().toISOString().replace(/\.\d+Z$/, "Z");
+    return dialog({
+      title: `Backfill ${id}`,
+      text: "Fire every occurrence of a past window [from, to), each as its own fire (ID@backfill:OCCURRENCE).",
+      fields: [
+        { name: "from", label: "From (RFC 3339)", value: hourAgo, required: true },
+        { name: "to", label: "To (RFC 3339, at most now)", value: now, required: true },
+        { name: "overlap", label: "Overlap", options: ["(the job's)", "allow", "forbid", "replace"] },
+      ],
+      ok: "Backfill",
+      run: async (v) => {
+        const body = { from: v.from, to: v.to };
+        if (v.overlap !== "(the job's)") body.overlap = v.overlap;
+        const r = await api(`/jobs/${enc(id)}/backfill`, { method: "POST", body });
+        toast(`backfill: ${r.result.fired} fired, ${r.result.skipped} skipped by overlap`);
+      },
+    });
+  },
+};
+
+function jobButtons(j, after) {
+  const act = (name, label, cls) => h(`button.${name}${cls ? "." + cls : ""}`, {
+    type: "button", dataset: { id: j.id },
+    onclick: async () => { if (await actions[name](j.id)) after(); },
+  }, label);
+  return h("span.actions", null,
+    j.paused ? act("resume", "Resume") : act("pause", "Pause"),
+    act("trigger", "Trigger"));
+}
+
+// ---- pages ----------------------------------------------------------------
+
+let timers = [];
+function every(ms, f) { timers.push(setInterval(f, ms)); }
+
+async function overview() {
+  const root = h("div", null, h("h1", null, "Overview"), h("p.muted", null, "loading…"));
+  put(main(), root);
+  const [st, pm] = await Promise.all([
+    api("/status"),
+    api("/runs/per-minute?since=1h").catch(() => null),
+  ]);
+  const owners = [...new Set(st.shards.map((x) => x.owner).filter(Boolean))];
+  const palette = ["#c2410c", "#1d4ed8", "#15803d", "#7c3aed", "#be185d", "#0e7490", "#a16207", "#4d7c0f"];
+  const color = (o) => palette[owners.indexOf(o) % palette.length];
+  const unowned = st.shards.filter((x) => !x.owner).length;
+  const maxLag = Math.max(0, ...st.shards.map((x) => x.lag_ms || 0));
+  const queued = st.pools.reduce((a, p) => a + p.queued, 0);
+  const dead = st.pools.reduce((a, p) => a + p.dead, 0);
+  const card = (n, l, cls) => h(`div.card${cls ? "." + cls : ""}`, null, h("div.n", null, n), h("div.l", null, l));
+  const runs = pm ? pm.minutes.reduce((a, m) => a + m.runs, 0) : null;
+  const failed = pm ? pm.minutes.reduce((a, m) => a + m.failed, 0) : null;
+  put(root, 
+    h("h1", null, "Overview"),
+    h("div.cards#overview-cards", null,
+      card(st.nodes.length, "scheduler nodes"),
+      card(`${st.shards.length - unowned}/${st.shards.length}`, "shards owned", unowned ? "error" : null),
+      card(`${(maxLag / 1000).toFixed(1)} s`, "max watermark lag"),
+      card(queued, "fires queued"),
+      card(dead, "dead letters", dead ? "error" : null),
+      card(runs === null ? "—" : runs, "runs, last hour"),
+      card(failed === null ? "—" : failed, "failures, last hour", failed ? "error" : null)),
+    h("h2", null, "Runs and failures per minute (last hour)"),
+    pm ? rateChart(pm.minutes) : h("p.muted", null, "no history index on this process"),
+    h("div.two", null,
+      h("div", null,
+        h("h2", null, "Nodes"),
+        table(["node", "broker", "shards ", "heartbeat", "version", "unroutable "], st.nodes.map((n) => h("tr", null,
+          h("td", null, h("span.pill", { dataset: {} }, n.node)), h("td", null, n.broker || "—"),
+          h("td.num", null, n.owned.length), h("td", null, `${(n.last_heartbeat_ms / 1000).toFixed(1)} s ago`),
+          h("td", null, n.version), h("td.num", null, n.unroutable))), "nodes-table"),
+        h("h2", null, "Pools"),
+        table(["pool", "queued ", "workers ", "dead letters ", ""], st.pools.map((p) => h("tr", null,
+          h("td", null, p.pool), h("td.num", null, p.queued), h("td.num", null, p.workers),
+          h("td.num", null, p.dead ? h("a", { href: `#/dead?pool=${enc(p.pool)}` }, p.dead) : "0"),
+          h("td", null, p.missing_queues ? h("span.error", null, `${p.missing_queues} queues missing`) : ""))), "pools-table")),
+      h("div", null,
+        h("h2", null, "Shards"),
+        h("div.legend", null, owners.map((o) => {
+          const sp = h("span", null, o); sp.style.setProperty("--c", color(o)); return sp;
+        }), unowned ? (() => { const sp = h("span", null, "unowned"); sp.style.setProperty("--c", "#9ca3af"); return sp; })() : null),
+        h("div.grid#shard-grid", null, st.shards.map((x) => {
+          const el = h(`div.shard${x.owner ? "" : ".none"}`, {
+            title: `shard ${x.shard}: ${x.owner || "unowned"}, epoch ${x.epoch ?? "—"}, lag ${x.lag_ms ?? "—"} ms`,
+          }, x.shard);
+          if (x.owner) el.style.background = color(x.owner);
+          return el;
+        })))),
+    h("p.muted", null, `as of ${st.at}`));
+}
+
+function rateChart(minutes) {
+  const W = 720, H = 160, pad = 22;
+  const now = Math.floor(Date.now() / 60e3) * 60e3;
+  const byMinute = new Map(minutes.map((m) => [Date.parse(m.minute), m]));
+  const slots = [];
+  for (let i = 59; i >= 0; i--) slots.push(byMinute.get(now - i * 60e3) || { runs: 0, failed: 0 });
+  const max = Math.max(1, ...slots.map((m) => m.runs));
+  const bw = (W - pad) / slots.length;
+  const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": "runs per minute" });
+  slots.forEach((m, i) => {
+    const x = pad + i * bw, hr = (m.runs / max) * (H - pad), hf = (m.failed / max) * (H - pad);
+    svg.append(s("rect", { x, y: H - pad - hr, width: bw - 1, height: hr, fill: "#fdba74" },
+      s("title", {}, `${m.runs} runs, ${m.failed} failed`)));
+    if (m.failed) svg.append(s("rect", { x, y: H - pad - hf, width: bw - 1, height: hf, fill: "#b91c1c" }));
+  });
+  svg.append(s("text", { x: 2, y: 12 }, max), s("text", { x: pad, y: H - 6 }, "-60 min"), s("text", { x: W - 30, y: H - 6 }, "now"));
+  return svg;
+}
+
+async function jobsPage(params) {
+  const q = params.get("q") || "", pool = params.get("pool") || "", paused = params.get("paused") || "";
+  const sort = params.get("sort") || "id", cursor = params.get("cursor") || "";
+  const search = h("input#search", { type: "search", placeholder: "search job ids…", value: q, "aria-label": "search" });
+  const poolSel = h("select#pool-filter", { "aria-label": "pool" }, h("option", { value: "" }, "all pools"));
+  const pausedSel = h("select#paused-filter", { "aria-label": "paused" },
+    h("option", { value: "" }, "running and paused"), h("option", { value: "false" }, "running"), h("option", { value: "true" }, "paused"));
+  pausedSel.value = paused;
+  const sortSel = h("select#sort", { "aria-label": "sort" }, h("option", { value: "id" }, "sort by id"), h("option", { value: "next" }, "sort by next fire"));
+  sortSel.value = sort;
+  const go = (extra = {}) => {
+    const p = new URLSearchParams();
+    const v = { q: search.value.trim(), pool: poolSel.value, paused: pausedSel.value, sort: sortSel.value, ...extra };
+    for (const [k, x] of Object.entries(v)) if (x && !(k === "sort" && x === "id")) p.set(k, x);
+    location.hash = `#/jobs${p.toString() ? "?" + p : ""}`;
+  };
+  let debounce;
+  search.addEventListener("input", () => { clearTimeout(debounce); debounce = setTimeout(() => go(), 300); });
+  for (const el of [poolSel, pausedSel, sortSel]) el.addEventListener("change", () => go());
+  const body = h("div", null, h("p.muted", null, "loading…"));
+  put(main(), h("h1", null, "Jobs"), h("div.toolbar", null, search, poolSel, pausedSel, sortSel), body);
+  api("/status").then((st) => {
+    for (const p of st.pools) poolSel.append(h("option", { value: p.pool }, p.pool));
+    poolSel.value = pool;
+  }).catch(() => { if (pool) { poolSel.append(h("option", { value: pool }, pool)); poolSel.value = pool; } });
+  const qs = new URLSearchParams({ limit: "50" });
+  if (q) qs.set("q", q); if (pool) qs.set("pool", pool); if (paused) qs.set("paused", paused);
+  if (sort !== "id") qs.set("sort", sort); if (cursor) qs.set("cursor", cursor);
+  let page;
+  try { page = await api(`/jobs?${qs}`); } catch (e) { put(body, h("p.error", null, e.message)); return; }
+  const reload = () => route();
+  const rows = page.jobs.map((j) => h("tr", { dataset: { id: j.id } },
+    h("td", null, h("a.job-link", { href: `#/job/${enc(j.id)}` }, j.id),
+      Object.keys(j.labels || {}).length ? h("div.muted", null, Object.entries(j.labels).map(([k, v]) => `${k}=${v}`).join(" ")) : null),
+    h("td", null, h("code", null, j.schedule)), h("td", null, j.timezone), h("td", null, j.pool),
+    h("td.state", null, j.paused ? h("span.paused", { title: j.paused_reason || "" }, "paused",
+      j.paused_reason ? h("div.muted.reason", null, j.paused_reason) : null) : "active"),
+    h("td", null, j.next ? when(j.next) : "—"),
+    h("td", null, jobButtons(j, reload))));
+  put(body, 
+    h("p.muted#job-count", null, `${page.total} job${page.total === 1 ? "" : "s"} match`),
+    table(["id", "schedule", "zone", "pool", "state", "next fire", ""], rows, "jobs-table"),
+    h("div.pager", null,
+      cursor ? h("button", { type: "button", onclick: () => go({ cursor: "" }) }, "« first page") : null,
+      page.next ? h("button#next-page", { type: "button", onclick: () => go({ cursor: page.next }) }, "next page »") : null));
+}
+
+async function jobPage(id) {
+  const root = h("div", null, h("h1", null, id), h("p.muted", null, "loading…"));
+  put(main(), root);
+  let j;
+  try { j = await api(`/jobs/${enc(id)}?next=10`); } catch (e) { put(root, h("h1", null, id), h("p.error", null, e.message)); return; }
+  const [runs, summary] = await Promise.all([
+    api(`/jobs/${enc(id)}/runs?limit=50`).catch((e) => ({ error: e.message, runs: [] })),
+    api(`/jobs/${enc(id)}/summary?since=7d`).catch(() => null),
+  ]);
+  const reload = () => route();
+  const act = (name, label) => h(`button.${name}`, { type: "button", onclick: async () => { if (await actions[name](id)) reload(); } }, label);
+  put(root, 
+    h("h1", null, id, " ", j.paused ? h("span.pill.paused#job-state", null, "paused") : h("span.pill.o-succeeded#job-state", null, "active")),
+    j.paused && j.paused_reason ? h("p.paused#pause-reason", null, `Paused ${j.paused_at ? ago(j.paused_at) : ""}: ${j.paused_reason}`) : null,
+    h("div.toolbar", null, j.paused ? act("resume", "Resume") : act("pause", "Pause"), act("trigger", "Trigger"), act("backfill", "Backfill…"),
+      h("button.danger", { type: "button", onclick: async () => {
+        const ok = await dialog({ title: `Delete ${id}`, text: "The definition goes; its history stays.", ok: "Delete", danger: true,
+          run: async () => { await api(`/jobs/${enc(id)}`, { method: "DELETE" }); } });
+        if (ok) { toast(`${id} deleted`); location.hash = "#/jobs"; }
+      } }, "Delete")),
+    h("div.two", null,
+      h("div", null,
+        h("h2", null, "Definition"),
+        h("dl.kv", null,
+          h("dt", null, "schedule"), h("dd", null, h("code", null, j.schedule)),
+          h("dt", null, "zone"), h("dd", null, j.timezone),
+          h("dt", null, "pool"), h("dd", null, j.pool),
+          h("dt", null, "created"), h("dd", null, when(j.created_at)),
+          h("dt", null, "next"), h("dd", null, when(j.next))),
+        h("pre#job-definition", null, JSON.stringify(j.job, null, 2))),
+      h("div", null,
+        h("h2", null, "Next fires"),
+        table(["in its zone", "UTC", "DST note"], j.upcoming.map((o) => h("tr", null,
+          h("td", null, o.local), h("td", null, h("span.muted", null, o.at)), h("td", null, o.note || ""))), "upcoming-table"),
+        summary ? h("div", null, h("h2", null, "Last 7 days"), h("dl.kv#job-summary", null,
+          h("dt", null, "runs"), h("dd", null, `${summary.runs} (${summary.succeeded} succeeded, ${summary.failed} failed)`),
+          h("dt", null, "success rate"), h("dd", null, summary.success_rate === null || summary.success_rate === undefined ? "—" : `${(summary.success_rate * 100).toFixed(1)} %`),
+          h("dt", null, "duration p50 / p95"), h("dd", null, `${dur(summary.p50_ms)} / ${dur(summary.p95_ms)}`),
+          h("dt", null, "last success"), h("dd", null, when(summary.last_success)))) : null)),
+    h("h2", null, "Duration of the last runs"),
+    durationChart(runs.runs),
+    h("h2", null, "History"),
+    runs.error ? h("p.error", null, runs.error) : runsTable(runs.runs, "history-table"));
+}
+
+function durationChart(runs) {
+  const W = 720, H = 140, pad = 22;
+  const done = runs.filter((r) => r.duration_ms !== null && r.duration_ms !== undefined).slice().reverse();
+  const svg = s("svg", { class: "chart", id: "duration-chart", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": "durations" });
+  if (!done.length) { svg.append(s("text", { x: 10, y: 20 }, "no finished runs yet")); return svg; }
+  const max = Math.max(1, ...done.map((r) => r.duration_ms));
+  const bw = (W - pad) / Math.max(done.length, 10);
+  done.forEach((r, i) => {
+    const hh = Math.max(1, (r.duration_ms / max) * (H - pad));
+    svg.append(s("rect", { x: pad + i * bw, y: H - pad - hh, width: Math.max(1, bw - 2), height: hh,
+      fill: r.outcome === "succeeded" ? "#15803d" : r.outcome === "skipped" ? "#a16207" : "#b91c1c" },
+    s("title", {}, `${r.fire_id} attempt ${r.attempt}: ${r.outcome}, ${dur(r.duration_ms)}`)));
+  });
+  svg.append(s("text", { x: 2, y: 12 }, dur(max)), s("text", { x: pad, y: H - 6 }, "older"), s("text", { x: W - 36, y: H - 6 }, "newer"));
+  return svg;
+}
+
+function runsTable(runs, id) {
+  return table(["started", "job", "attempt ", "outcome", "duration ", "worker", "reason / output"], runs.map((r) => {
+    const out = r.output ? h("details", null, h("summary", null, "output"), h("pre", null, r.output)) : null;
+    return h("tr", { dataset: { fire: r.fire_id, attempt: r.attempt } },
+      h("td", null, when(r.started_at || r.scheduled_at)),
+      h("td", null, h("a", { href: `#/job/${enc(r.job_id)}` }, r.job_id), h("div.muted", null, r.fire_id)),
+      h("td.num", null, r.attempt), h("td", null, outcome(r.outcome), r.retried ? h("span.muted", null, " (retried)") : null),
+      h("td.num", null, dur(r.duration_ms)), h("td", null, r.worker),
+      h("td", null, r.reason ? h("div", null, r.reason) : null, out));
+  }), id);
+}
+
+async function runsPage(params) {
+  const want = params.get("outcome") || "";
+  const sel = h("select#outcome-filter", { "aria-label": "outcome" }, h("option", { value: "" }, "every outcome"),
+    ["running", "succeeded", "failed", "dead", "skipped"].map((o) => h("option", { value: o }, o)));
+  sel.value = want;
+  sel.addEventListener("change", () => { location.hash = sel.value ? `#/runs?outcome=${sel.value}` : "#/runs"; });
+  const live = h("input#live", { type: "checkbox", checked: true });
+  const body = h("div", null, h("p.muted", null, "loading…"));
+  put(main(), h("h1", null, "Runs"),
+    h("div.toolbar", null, sel, h("label", null, live, " live (every 2 s)")), body);
+  const load = async () => {
+    const qs = new URLSearchParams({ limit: "100", since: "24h" });
+    if (want) qs.set("outcome", want);
+    try {
+      const page = await api(`/runs?${qs}`);
+      put(body, page.runs.length ? runsTable(page.runs, "runs-table") : h("p.muted#runs-empty", null, "no runs in the last 24 hours"));
+    } catch (e) { put(body, h("p.error", null, e.message)); }
+  };
+  await load();
+  every(2000, () => { if (live.checked && !document.hidden) load(); });
+}
+
+async function deadPage(params) {
+  const root = h("div", null, h("h1", null, "Dead letters"), h("p.muted", null, "loading…"));
+  put(main(), root);
+  let pools = [];
+  try { pools = (await api("/status")).pools; } catch (e) { root.append(h("p.error", null, e.message)); }
+  const pool = params.get("pool") || (pools.find((p) => p.dead) || pools[0] || {}).pool || "default";
+  const sel = h("select#dead-pool", { "aria-label": "pool" }, pools.map((p) => h("option", { value: p.pool }, `${p.pool} (${p.dead})`)));
+  sel.value = pool;
+  sel.addEventListener("change", () => { location.hash = `#/dead?pool=${enc(sel.value)}`; });
+  let d;
+  try { d = await api(`/pools/${enc(pool)}/dead?limit=200`); } catch (e) { put(root, h("h1", null, "Dead letters"), sel, h("p.error", null, e.message)); return; }
+  const checks = [];
+  const detail = h("div#dead-detail");
+  const rows = d.letters.map((l) => {
+    const cb = h("input.pick", { type: "checkbox", value: l.fire_id || "", "aria-label": `select ${l.fire_id}` });
+    checks.push(cb);
+    return h("tr", { dataset: { fire: l.fire_id || "" } },
+      h("td", null, cb),
+      h("td", null, h("a.inspect", { href: "#", onclick: (ev) => { ev.preventDefault(); inspect(l, detail); } }, l.fire_id || "(no id)")),
+      h("td", null, l.job_id || "—"), h("td.num", null, l.attempts ?? "—"),
+      h("td.error", null, l.error), h("td", null, when(l.dead_at)));
+  });
+  const picked = () => checks.filter((c) => c.checked).map((c) => c.value).filter(Boolean);
+  const settle = (verb) => async () => {
+    const ids = picked();
+    if (!ids.length) { toast("select letters first", true); return; }
+    const ok = await dialog({
+      title: `${verb === "replay" ? "Replay" : "Purge"} ${ids.length} dead letter${ids.length === 1 ? "" : "s"}?`,
+      text: verb === "replay" ? "Each is fired again as attempt 1 and leaves the dead-letter queue."
+        : "They are deleted for good.",
+      ok: verb === "replay" ? "Replay" : "Purge", danger: verb === "purge",
+      run: async () => {
+        const r = await api(`/pools/${enc(pool)}/dead/${verb}`, { method: "POST", body: { fire_ids: ids } });
+        toast(`${verb}: ${r.done.length} done${r.skipped.length ? `, ${r.skipped.length} skipped` : ""}`);
+      },
+    });
+    if (ok) route();
+  };
+  put(root, h("h1", null, "Dead letters"),
+    h("div.toolbar", null, sel, h("span.muted", null, `${d.total ?? d.letters.length} in sundial.dead.${pool}`),
+      h("button#replay", { type: "button", onclick: settle("replay") }, "Replay selected"),
+      h("button.danger#purge", { type: "button", onclick: settle("purge") }, "Purge selected")),
+    d.letters.length
+      ? table(["", "fire id", "job", "attempts ", "reason", "dead-lettered"], rows, "dead-table")
+      : h("p.muted#dead-empty", null, "no dead letters in this pool"),
+    detail);
+}
+
+async function inspect(l, box) {
+  const out = h("div", null, h("p.muted", null, "looking up the last attempt's output…"));
+  put(box, h("h2", null, l.fire_id),
+    h("div.two", null,
+      h("div", null, h("h2", null, "Headers"), h("dl.kv#dead-headers", null,
+        Object.entries(l.headers).flatMap(([k, v]) => [h("dt", null, k), h("dd", null, h("code", null, v))]))),
+      h("div", null, h("h2", null, "Fire event"), h("pre", null, l.fire ? JSON.stringify(l.fire, null, 2) : l.undecodable || ""))),
+    h("h2", null, "Output"), out);
+  if (!l.job_id) { put(out, h("p.muted", null, "not a fire event")); return; }
+  try {
+    const r = await api(`/jobs/${enc(l.job_id)}/runs?limit=200`);
+    const last = r.runs.find((x) => x.fire_id === l.fire_id && x.output);
+    put(out, last ? h("pre#dead-output", null, last.output) : h("p.muted", null, "no output recorded (run_events, or the history index has none)"));
+  } catch (e) { put(out, h("p.muted", null, e.message)); }
+  box.scrollIntoView({ behavior: "smooth" });
+}
+
+// ---- router ---------------------------------------------------------------
+
+async function route() {
+  for (const t of timers) clearInterval(t);
+  timers = [];
+  const hash = location.hash.replace(/^#/, "") || "/";
+  const [path, query] = hash.split("?");
+  const params = new URLSearchParams(query || "");
+  const section = path.startsWith("/jobs") || path.startsWith("/job/") ? "jobs"
+    : path.startsWith("/runs") ? "runs" : path.startsWith("/dead") ? "dead" : "overview";
+  for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === section);
+  document.title = `Sundial · ${section}`;
+  try {
+    if (path.startsWith("/job/")) await jobPage(decodeURIComponent(path.slice(5)));
+    else if (path === "/jobs") await jobsPage(params);
+    else if (path === "/runs") await runsPage(params);
+    else if (path === "/dead") await deadPage(params);
+    else { await overview(); every(5000, () => { if (!document.hidden && $("#modal").hidden) overview().catch(() => {}); }); }
+  } catch (e) {
+    put(main(), h("h1", null, "Something went wrong"), h("p.error", null, e.message));
+  }
+  document.body.dataset.page = section;
+  document.body.dataset.ready = String(Date.now());
+}
+
+window.addEventListener("hashchange", route);
+document.addEventListener("DOMContentLoaded", () => {
+  $("#token-button").addEventListener("click", () => askToken("Paste a token of http.tokens (kept for this tab only)."));
+  route();
+});

@@ -60,6 +60,7 @@ fn record(i: usize, kind: RunKind, now: chrono::DateTime<Utc>, rows: usize) -> R
         output: (kind != RunKind::Started).then(|| "done\n".into()),
         deadline: None,
         scheduled_at: Some(at),
+        replay: None,
     }
 }
 

@@ -92,6 +92,10 @@ pub struct RunRow {
     pub reason: Option<String>,
     /// Last bytes of the attempt's output.
     pub output: Option<String>,
+    /// When the fire was replayed from the dead letters, for the runs of a
+    /// replay (attempt numbers start again at 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<DateTime<Utc>>,
 }
 
 impl RunRow {
@@ -119,6 +123,7 @@ impl RunRow {
             worker: r.worker.clone(),
             reason: None,
             output: None,
+            replay: r.replay,
         };
         if r.kind == RunKind::Skipped {
             row.outcome = Outcome::Skipped;

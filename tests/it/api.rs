@@ -145,26 +145,7 @@ fn jobs_are_searched_paged_and_changed_through_the_api() {
     );
     assert_eq!(status, 200, "{r}");
     assert_eq!(r["result"]["changed"], true);
-    let out = sundial()
-        .args([
-            "job",
-            "get",
-            "berlin-weekly",
-            "--json",
-            "--broker",
-            &v.url(),
-        ])
-        .envs(TEST_ENV.iter().copied())
-        .output()
-        .expect("job get");
-    assert!(out.status.success(), "{}", stderr(&out));
-    let got: Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)));
-    let got = if got.get("result").is_some() {
-        got["result"].clone()
-    } else {
-        got
-    };
+    let got = crate::util::job_get(&v, "berlin-weekly");
     assert_eq!(got["paused"], true, "{got}");
     assert_eq!(got["paused_reason"], "DB migration until Friday (ana)");
     let (_, p) = get(&addr, "/api/v1/jobs?paused=true");

@@ -472,6 +472,20 @@ pub(crate) fn wait_status(addr: &str, path: &str, want: u16, within: Duration) -
     }
 }
 
+/// `sundial job get ID --json`: the job as the control protocol's `get`
+/// describes it (the reply's `result`).
+pub(crate) fn job_get(v: &Vhost, id: &str) -> serde_json::Value {
+    let out = sundial()
+        .args(["job", "get", id, "--json", "--broker", &v.url()])
+        .envs(TEST_ENV.iter().copied())
+        .output()
+        .expect("job get runs");
+    assert!(out.status.success(), "job get {id}: {}", stderr(&out));
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("job get {id}: not JSON ({e}): {}", stdout(&out)));
+    reply["result"].clone()
+}
+
 /// `sundial job apply -f` of a TOML jobs file with `toml`; asserts success.
 pub(crate) fn apply_jobs(v: &Vhost, toml: &str) {
     let out = job_apply(v, toml.as_bytes(), "toml", &[]);

@@ -135,8 +135,8 @@ pub fn answer(view: &RegistryView, q: &JobsQuery, now: DateTime<Utc>) -> Answer 
 }
 
 /// The next `n` fires of `j` after `now` with their DST notes (as
-/// `sundial schedule next` prints them), in the job's zone and in UTC;
-/// none while paused.
+/// `sundial schedule next` prints them), in the job's zone and in UTC. A
+/// paused job lists the fires it would have once resumed.
 fn upcoming(j: &JobEntry, now: DateTime<Utc>, n: usize) -> Vec<Value> {
     let tz = j.schedule.timezone();
     let mut out = Vec::new();

@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS runs (
     worker       TEXT    NOT NULL,
     reason       TEXT,
     output       TEXT,
-    UNIQUE (fire_id, attempt)
+    replay       INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (fire_id, attempt, replay)
 );
 CREATE INDEX IF NOT EXISTS runs_job_at ON runs (job_id, at);
 CREATE INDEX IF NOT EXISTS runs_at ON runs (at);
@@ -55,7 +56,12 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 ";
 
 const COLUMNS: &str = "id, fire_id, attempt, job_id, pool, labels, scheduled_at, started_at, \
-                       finished_at, outcome, retried, duration_ms, worker, reason, output";
+                       finished_at, outcome, retried, duration_ms, worker, reason, output, replay";
+
+/// The layout [`SCHEMA`] creates (meta key `schema`). An index of another
+/// layout is dropped and rebuilt from the stream, from its first offset
+/// (the index is a cache of the stream).
+const SCHEMA_VERSION: i64 = 2;
 
 /// One history stream message: its offset and its records (none when it
 /// could not be read: it is skipped, and the offset still moves past it).
@@ -97,9 +103,7 @@ impl Index {
         let path = settings.path.clone();
         let lock = lock(&path)?;
         let writer_conn = open_conn(&path)?;
-        writer_conn
-            .execute_batch(SCHEMA)
-            .map_err(sql(&path, "creating the schema"))?;
+        migrate(&writer_conn, &path)?;
         let reader = open_conn(&path)?;
         let (tx, rx) = mpsc::channel(4);
         let retention = Retention {
@@ -359,17 +363,18 @@ fn apply(
     let mut n = 0;
     {
         let mut get = tx.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM runs WHERE fire_id = ?1 AND attempt = ?2"
+            "SELECT {COLUMNS} FROM runs WHERE fire_id = ?1 AND attempt = ?2 AND replay = ?3"
         ))?;
-        let mut rows: HashMap<(String, u32), RunRow> = HashMap::new();
-        let mut order: Vec<(String, u32)> = Vec::new();
+        let mut rows: HashMap<(String, u32, i64), RunRow> = HashMap::new();
+        let mut order: Vec<(String, u32, i64)> = Vec::new();
         for r in batches.iter().flat_map(|b| b.records.iter()) {
-            let key = (r.fire_id.clone(), r.attempt);
+            let replay = replay_ms(r.replay);
+            let key = (r.fire_id.clone(), r.attempt, replay);
             if let Some(row) = rows.get_mut(&key) {
                 row.apply(r);
             } else {
                 let stored = get
-                    .query_row(params![r.fire_id, r.attempt], |row| {
+                    .query_row(params![r.fire_id, r.attempt, replay], |row| {
                         from_sql(row).map(|(_, r)| r)
                     })
                     .optional()?;
@@ -394,9 +399,9 @@ fn apply(
         }
         let mut put = tx.prepare_cached(
             "INSERT INTO runs (fire_id, attempt, job_id, pool, labels, scheduled_at, started_at, \
-             finished_at, at, outcome, retried, duration_ms, worker, reason, output) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
-             ON CONFLICT (fire_id, attempt) DO UPDATE SET labels = excluded.labels, \
+             finished_at, at, outcome, retried, duration_ms, worker, reason, output, replay) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+             ON CONFLICT (fire_id, attempt, replay) DO UPDATE SET labels = excluded.labels, \
              scheduled_at = excluded.scheduled_at, started_at = excluded.started_at, \
              finished_at = excluded.finished_at, at = excluded.at, outcome = excluded.outcome, \
              retried = excluded.retried, duration_ms = excluded.duration_ms, \
@@ -423,6 +428,7 @@ fn apply(
                 row.worker,
                 row.reason,
                 row.output,
+                replay_ms(row.replay),
             ])?;
         }
         if let Some(last) = batches.last() {
@@ -435,6 +441,46 @@ fn apply(
     }
     tx.commit()?;
     Ok(n)
+}
+
+/// A replay's key part: 0 for the runs of no replay.
+fn replay_ms(replay: Option<DateTime<Utc>>) -> i64 {
+    replay.map_or(0, |t| t.timestamp_millis())
+}
+
+/// Creates the schema, or rebuilds an index of an older layout (its rows
+/// and offset go; ingest reads the stream again from its first offset).
+fn migrate(c: &Connection, path: &Path) -> Result<(), Error> {
+    let has_runs: bool = c
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'runs'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+        .map_err(sql(path, "reading the schema"))?;
+    let version: Option<i64> = if has_runs {
+        c.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+            r.get(0)
+        })
+        .optional()
+        .unwrap_or(None)
+    } else {
+        Some(SCHEMA_VERSION)
+    };
+    if version != Some(SCHEMA_VERSION) {
+        tracing::warn!(path = %path.display(), found = ?version, want = SCHEMA_VERSION, "history index of an older layout: rebuilding it from the history stream");
+        c.execute_batch("DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS meta;")
+            .map_err(sql(path, "dropping an old layout"))?;
+    }
+    c.execute_batch(SCHEMA)
+        .map_err(sql(path, "creating the schema"))?;
+    c.execute(
+        "INSERT INTO meta (key, value) VALUES ('schema', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![SCHEMA_VERSION],
+    )
+    .map_err(sql(path, "recording the schema"))?;
+    Ok(())
 }
 
 fn time(ms: Option<i64>) -> Option<DateTime<Utc>> {
@@ -465,6 +511,9 @@ fn from_sql(r: &Row<'_>) -> rusqlite::Result<(i64, RunRow)> {
             worker: r.get(12)?,
             reason: r.get(13)?,
             output: r.get(14)?,
+            replay: Some(r.get::<_, i64>(15)?)
+                .filter(|ms| *ms != 0)
+                .and_then(DateTime::from_timestamp_millis),
         },
     ))
 }
@@ -517,7 +566,7 @@ fn query_runs(c: &Connection, q: &RunQuery) -> rusqlite::Result<RunPage> {
     let mut found: Vec<(i64, i64, RunRow)> = stmt
         .query_map(rusqlite::params_from_iter(args), |r| {
             let (id, row) = from_sql(r)?;
-            Ok((id, r.get::<_, i64>(15)?, row))
+            Ok((id, r.get::<_, i64>(16)?, row))
         })?
         .collect::<rusqlite::Result<_>>()?;
     let more = found.len() > limit;
@@ -617,6 +666,7 @@ mod tests {
             output: None,
             deadline: None,
             scheduled_at: Some(at),
+            replay: None,
         }
     }
 
@@ -734,6 +784,62 @@ mod tests {
         sorted.sort();
         sorted.reverse();
         assert_eq!(seen, sorted, "newest first, no repeats");
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+
+    #[tokio::test]
+    async fn a_replay_is_its_own_run_and_an_old_layout_is_rebuilt() {
+        let path = temp("replay");
+        let now = Utc::now();
+        {
+            let index =
+                Index::open(&settings(&path, 100), crate::http::Health::new()).expect("opens");
+            let died = record("feed", now, RunKind::Dead);
+            let mut replayed = record("feed", now, RunKind::Succeeded);
+            replayed.at = now + chrono::TimeDelta::seconds(30);
+            replayed.replay = Some(now + chrono::TimeDelta::seconds(29));
+            index
+                .write(
+                    vec![Batch {
+                        offset: 3,
+                        records: vec![died, replayed],
+                    }],
+                    HashMap::new(),
+                )
+                .await
+                .expect("queued")
+                .await
+                .expect("written");
+            let page = index
+                .runs(RunQuery {
+                    limit: 10,
+                    ..RunQuery::default()
+                })
+                .await
+                .expect("runs");
+            let outcomes: Vec<(Outcome, bool)> = page
+                .runs
+                .iter()
+                .map(|r| (r.outcome, r.replay.is_some()))
+                .collect();
+            assert_eq!(
+                outcomes,
+                [(Outcome::Succeeded, true), (Outcome::Dead, false)],
+                "the replay does not undo the death: two runs of attempt 1"
+            );
+        }
+        // An index of the layout before replays: dropped and read again.
+        let c = Connection::open(&path).expect("reopen");
+        c.execute_batch("DROP TABLE runs; DELETE FROM meta WHERE key = 'schema'; CREATE TABLE runs (id INTEGER PRIMARY KEY, fire_id TEXT NOT NULL, attempt INTEGER NOT NULL, UNIQUE (fire_id, attempt));")
+            .expect("old layout");
+        drop(c);
+        let index = Index::open(&settings(&path, 100), crate::http::Health::new()).expect("opens");
+        assert_eq!(
+            index.resume_offset().await.expect("offset"),
+            None,
+            "read from the first offset"
+        );
+        assert_eq!(index.count().await.expect("count"), 0);
         let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
     }
 }

@@ -285,6 +285,7 @@ impl TimerShard {
             output: None,
             deadline: None,
             scheduled_at: sundial_core::FireId::parse(fire_id).map(|(_, at)| at),
+            replay: None,
         };
         let Ok(enc) = encode(&ev) else { return };
         let Ok(record) = encode(&RunBatch {

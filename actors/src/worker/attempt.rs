@@ -134,7 +134,7 @@ async fn run_fire(
     if !fresh {
         info!("duplicate fire dropped");
         metrics::counter!(m::DUPLICATE_FIRES_TOTAL, "pool" => shared.pool.clone()).increment(1);
-        let ev = event(shared, &fire, RunKind::Skipped, Some("duplicate".into()));
+        let ev = event(shared, d, &fire, RunKind::Skipped, Some("duplicate".into()));
         emit(shared, &fire, &ev)
             .await?
             .await
@@ -168,7 +168,7 @@ async fn attempt(
     // `started` carries the deadline the scheduler's overlap policies use.
     // Its confirm is awaited with the outcome's, before the ack.
     let started = {
-        let mut started = event(shared, fire, RunKind::Started, None);
+        let mut started = event(shared, d, fire, RunKind::Started, None);
         started.deadline = chrono::Duration::from_std(timeout)
             .ok()
             .and_then(|t| started.at.checked_add_signed(t));
@@ -221,7 +221,7 @@ async fn attempt(
     if let Some(reason) = replaced.get() {
         // Cancelled on request (overlap `replace`: the newer fire does the
         // work); this attempt ends here, reported, not retried.
-        let mut ev = event(shared, fire, RunKind::Failed, Some(reason.clone()));
+        let mut ev = event(shared, d, fire, RunKind::Failed, Some(reason.clone()));
         ev.duration_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
         ev.output = executed.output;
         let (a, b) = tokio::join!(started, emit(shared, fire, &ev).await?);
@@ -253,7 +253,7 @@ async fn attempt(
 
     let failure = match executed.result {
         Ok(()) => {
-            let mut ev = event(shared, fire, RunKind::Succeeded, None);
+            let mut ev = event(shared, d, fire, RunKind::Succeeded, None);
             ev.duration_ms = Some(duration_ms);
             ev.output = executed.output;
             // Both records' confirms pipelined, awaited before the ack.
@@ -292,7 +292,13 @@ async fn settle_failure(
     duration_ms: u64,
     started: impl std::future::Future<Output = Result<(), PublishError>>,
 ) -> Result<bool, Error> {
-    let mut failed = event(shared, fire, RunKind::Failed, Some(failure.reason().into()));
+    let mut failed = event(
+        shared,
+        d,
+        fire,
+        RunKind::Failed,
+        Some(failure.reason().into()),
+    );
     failed.duration_ms = Some(duration_ms);
     failed.output = output;
     let failed_confirm = emit(shared, fire, &failed).await?;
@@ -306,6 +312,7 @@ async fn settle_failure(
                 warn!(reason = failure.reason(), tier = %tier, next_attempt = attempt, "attempt failed; retrying");
                 let ev = event(
                     shared,
+                    d,
                     fire,
                     RunKind::Retrying,
                     Some(failure.reason().into()),
@@ -336,7 +343,7 @@ async fn settle_failure(
         )
         .await?;
         warn!(%reason, "attempt failed; dead-lettered");
-        let ev = event(shared, fire, RunKind::Dead, Some(reason));
+        let ev = event(shared, d, fire, RunKind::Dead, Some(reason));
         emit(shared, fire, &ev)
             .await?
             .await
@@ -433,7 +440,13 @@ fn replay_marker(props: &BasicProperties) -> Option<String> {
     crate::broker::header_string(props, headers::REPLAY)
 }
 
-fn event(shared: &Shared, fire: &FireEvent, kind: RunKind, reason: Option<String>) -> RunEvent {
+fn event(
+    shared: &Shared,
+    d: &Delivery,
+    fire: &FireEvent,
+    kind: RunKind,
+    reason: Option<String>,
+) -> RunEvent {
     RunEvent {
         kind,
         fire_id: fire.fire_id.clone(),
@@ -447,6 +460,9 @@ fn event(shared: &Shared, fire: &FireEvent, kind: RunKind, reason: Option<String
         output: None,
         deadline: None,
         scheduled_at: Some(fire.scheduled_at),
+        replay: replay_marker(&d.properties)
+            .and_then(|r| DateTime::parse_from_rfc3339(&r).ok())
+            .map(|r| r.with_timezone(&Utc)),
     }
 }
 

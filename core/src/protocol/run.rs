@@ -61,6 +61,11 @@ pub struct RunEvent {
     /// The occurrence this attempt runs (the fire's `scheduled_at`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_at: Option<DateTime<Utc>>,
+    /// When the fire was replayed from its dead-letter queue (its
+    /// `x-sundial-replay` header, carried by its retries): a replay runs
+    /// attempt 1 again, and is another run than the one that died.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<DateTime<Utc>>,
 }
 
 /// Run records of one worker (or scheduler node), published together as

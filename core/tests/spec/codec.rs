@@ -78,6 +78,7 @@ fn run_event() -> RunEvent {
         output: Some("ok\n".into()),
         deadline: Some(utc("2026-03-08T08:00:00Z")),
         scheduled_at: Some(utc("2026-03-08T07:00:00Z")),
+        replay: None,
     }
 }
 

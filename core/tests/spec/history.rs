@@ -22,6 +22,7 @@ fn rec(kind: RunKind, when: &str, worker: &str) -> RunEvent {
         output: (kind == RunKind::Failed).then(|| "boom\n".into()),
         deadline: None,
         scheduled_at: None,
+        replay: None,
     }
 }
 

@@ -398,7 +398,7 @@ async function jobPage(id) {
           h("dt", null, "next"), h("dd", null, when(j.next))),
         h("pre#job-definition", null, JSON.stringify(j.job, null, 2))),
       h("div", null,
-        h("h2", null, "Next fires"),
+        h("h2", null, j.paused ? "Next fires (once resumed)" : "Next fires"),
         table(["in its zone", "UTC", "DST note"], j.upcoming.map((o) => h("tr", null,
           h("td", null, o.local), h("td", null, h("span.muted", null, o.at)), h("td", null, o.note || ""))), "upcoming-table"),
         summary ? h("div", null, h("h2", null, "Last 7 days"), h("dl.kv#job-summary", null,
@@ -435,7 +435,8 @@ function runsTable(runs, id) {
     return h("tr", { dataset: { fire: r.fire_id, attempt: r.attempt } },
       h("td", null, when(r.started_at || r.scheduled_at)),
       h("td", null, h("a", { href: `#/job/${enc(r.job_id)}` }, r.job_id), h("div.muted", null, r.fire_id)),
-      h("td.num", null, r.attempt), h("td", null, outcome(r.outcome), r.retried ? h("span.muted", null, " (retried)") : null),
+      h("td.num", null, r.attempt), h("td", null, outcome(r.outcome), r.retried ? h("span.muted", null, " (retried)") : null,
+        r.replay ? h("span.muted", { title: `replayed ${r.replay}` }, " (replay)") : null),
       h("td.num", null, dur(r.duration_ms)), h("td", null, r.worker),
       h("td", null, r.reason ? h("div", null, r.reason) : null, out));
   }), id);

@@ -1,0 +1,461 @@
+//! The dashboard in a real browser: Debian's headless Chromium driven over
+//! WebDriver (chromedriver, fantoccini) against a real scheduler and worker
+//! on the real broker. Load the overview; search a job; pause it with a
+//! reason and see `sundial job get` report it; trigger it and see the run
+//! in its history; replay a dead letter and see it leave the list. Each
+//! page is saved as a screenshot under `target/tmp/dashboard/` (the ones
+//! in docs/dashboard.md come from here).
+//!
+//! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (`.ci/run`
+//! installs Debian's `chromium` and `chromium-driver`); a missing one fails
+//! the test naming the package.
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "it/util.rs"]
+mod util;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use util::{
+    apply_jobs, free_addr, http_call, stderr, sundial, wait_status, Daemon, Vhost, TEST_ENV,
+};
+
+/// Every wait on the page.
+const PAGE_WAIT: Duration = Duration::from_secs(30);
+
+/// chromedriver on a free port, killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start() -> Self {
+        for (bin, package) in [
+            ("/usr/bin/chromedriver", "chromium-driver"),
+            ("/usr/bin/chromium", "chromium"),
+        ] {
+            assert!(
+                Path::new(bin).exists(),
+                "{bin} is missing: apt-get install {package} (.ci/run does)"
+            );
+        }
+        let addr = free_addr();
+        let port = addr.rsplit(':').next().expect("port").to_string();
+        let child = Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        // Listening is ready (its HTTP server keeps connections open, so a
+        // read-to-end client would wait).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver does not listen on {addr} within 20s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let profile = std::env::temp_dir().join(format!("sundial-chromium-{}", std::process::id()));
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--disable-dev-shm-usage", "--window-size=1280,1000",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .unwrap_or_else(|e| panic!("a Chromium session through chromedriver: {e}"))
+}
+
+fn shots_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&d).expect("screenshot dir");
+    d
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("screenshot");
+    let path = shots_dir().join(format!("{name}.png"));
+    std::fs::write(&path, png).expect("write screenshot");
+    println!("screenshot: {}", path.display());
+}
+
+/// Waits (bounded) until `f` finds what it looks for.
+async fn until<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + PAGE_WAIT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {PAGE_WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// The texts of the elements `css` matches (empty while there are none).
+async fn texts(c: &Client, css: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in c.find_all(Locator::Css(css)).await.unwrap_or_default() {
+        out.push(e.text().await.unwrap_or_default());
+    }
+    out
+}
+
+/// The ids (`data-id` / `data-fire`) of the rows of a table.
+async fn row_keys(c: &Client, css: &str, attr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in c.find_all(Locator::Css(css)).await.unwrap_or_default() {
+        if let Ok(Some(v)) = e.attr(attr).await {
+            out.push(v);
+        }
+    }
+    out
+}
+
+async fn click(c: &Client, css: &str) {
+    c.wait()
+        .at_most(PAGE_WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css} on the page: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
+/// Confirms the open dialog (after filling `fields`) and waits until it
+/// closed (the action succeeded; an error keeps it open and fails here).
+async fn confirm(c: &Client, fields: &[(&str, &str)]) {
+    c.wait()
+        .at_most(PAGE_WAIT)
+        .for_element(Locator::Css("#modal:not([hidden]) #modal-ok"))
+        .await
+        .expect("the confirmation dialog opens");
+    for (name, text) in fields {
+        c.find(Locator::Css(&format!("#field-{name}")))
+            .await
+            .expect("dialog field")
+            .send_keys(text)
+            .await
+            .expect("type into the dialog");
+    }
+    click(c, "#modal-ok").await;
+    until("the dialog closes", || async {
+        let hidden = c
+            .find(Locator::Css("#modal"))
+            .await
+            .ok()?
+            .attr("hidden")
+            .await
+            .ok()?;
+        if hidden.is_some() {
+            return Some(());
+        }
+        let err = texts(c, "#modal-error:not([hidden])").await;
+        assert!(err.is_empty(), "the dialog shows an error: {err:?}");
+        None
+    })
+    .await;
+}
+
+fn api(addr: &str, path: &str) -> Value {
+    let (status, text) = http_call(addr, "GET", path, &[], None).expect("API answers");
+    assert_eq!(status, 200, "GET {path}: {text}");
+    serde_json::from_str(&text).expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_and_steers_jobs_in_a_real_browser() {
+    let v = Vhost::new("dashboard");
+    let work = std::env::temp_dir().join(format!("{}-work", v.name));
+    std::fs::create_dir_all(&work).expect("work dir");
+    let marker = work.join("hook-is-back");
+    let addr = free_addr();
+    let db = work.join("history.db");
+    let db_s = db.display().to_string();
+    let _scheduler = Daemon::start_with_env(
+        &v,
+        "dash-node",
+        &[
+            ("SUNDIAL__HTTP__ENABLED", "true"),
+            ("SUNDIAL__HTTP__LISTEN", &addr),
+            ("SUNDIAL__HISTORY__ENABLED", "true"),
+            ("SUNDIAL__HISTORY__PATH", &db_s),
+        ],
+    );
+    let _worker = Daemon::worker(
+        &v,
+        "dash-worker",
+        &[("SUNDIAL__WORKER__SHELL__ALLOW", "/bin/sh")],
+    );
+    wait_status(&addr, "/readyz", 200, Duration::from_secs(30));
+    let mut jobs = String::from(
+        r#"
+[[jobs]]
+id = "report-nightly"
+schedule = "0 3 * * *"
+timezone = "Europe/Berlin"
+executor = { type = "noop" }
+labels = { team = "finance" }
+
+[[jobs]]
+id = "cleanup-hourly"
+schedule = "0 * * * *"
+executor = { type = "noop" }
+"#,
+    );
+    jobs.push_str(&format!(
+        "\n[[jobs]]\nid = \"sync-partner-feed\"\nschedule = \"0 0 1 1 *\"\nretry = {{ max_attempts = 1 }}\nexecutor = {{ type = \"shell\", command = [\"/bin/sh\", \"-c\", \"test -e {} || {{ echo 'partner API: 503 Service Unavailable' >&2; exit 3; }}\"] }}\n",
+        marker.display()
+    ));
+    for i in 0..120 {
+        jobs.push_str(&format!(
+            "\n[[jobs]]\nid = \"tenant-{i:03}-export\"\nschedule = \"{} 4 * * *\"\nexecutor = {{ type = \"noop\" }}\nlabels = {{ tenant = \"t{i:03}\" }}\n",
+            i % 60
+        ));
+    }
+    apply_jobs(&v, &jobs);
+
+    // A dead letter to replay: the feed fails once and is dead-lettered.
+    let trigger = sundial()
+        .args(["job", "trigger", "sync-partner-feed", "--broker", &v.url()])
+        .envs(TEST_ENV.iter().copied())
+        .output()
+        .expect("job trigger");
+    assert!(trigger.status.success(), "{}", stderr(&trigger));
+    let dead_fire = until("the failing feed is dead-lettered", || async {
+        let d = api(&addr, "/api/v1/pools/default/dead");
+        d["letters"][0]["fire_id"].as_str().map(str::to_string)
+    })
+    .await;
+    // And a few runs for the charts.
+    for _ in 0..3 {
+        let (status, text) = http_call(
+            &addr,
+            "POST",
+            "/api/v1/jobs/cleanup-hourly/trigger",
+            &[],
+            None,
+        )
+        .expect("trigger");
+        assert_eq!(status, 200, "{text}");
+    }
+
+    let driver = Driver::start();
+    let c = browser(&driver).await;
+    let base = format!("http://{addr}/");
+
+    // Overview: nodes, shards, pools, rates.
+    c.goto(&base).await.expect("open the dashboard");
+    c.wait()
+        .at_most(PAGE_WAIT)
+        .for_element(Locator::Css("#overview-cards"))
+        .await
+        .expect("the overview renders");
+    let cards = texts(&c, "#overview-cards .card")
+        .await
+        .join(" | ")
+        .to_lowercase();
+    assert!(cards.contains("scheduler nodes"), "{cards}");
+    assert!(
+        cards.contains("4/4") && cards.contains("shards owned"),
+        "every shard owned: {cards}"
+    );
+    let nodes = texts(&c, "#nodes-table tbody tr").await.join("\n");
+    assert!(nodes.contains("dash-node"), "the node is listed: {nodes}");
+    let pools = texts(&c, "#pools-table tbody tr").await.join("\n");
+    assert!(pools.starts_with("default"), "{pools}");
+    screenshot(&c, "overview").await;
+
+    // Jobs: 123 of them; a search narrows to one.
+    c.goto(&format!("{base}#/jobs")).await.expect("jobs page");
+    until("the job list", || async {
+        let n = texts(&c, "#job-count").await;
+        n.first().filter(|t| t.starts_with("123 jobs")).cloned()
+    })
+    .await;
+    assert_eq!(
+        row_keys(&c, "#jobs-table tbody tr", "data-id").await.len(),
+        50,
+        "one page of 50"
+    );
+    let search = c.find(Locator::Css("#search")).await.expect("search box");
+    search.send_keys("report").await.expect("type a search");
+    until("the search result", || async {
+        let rows = row_keys(&c, "#jobs-table tbody tr", "data-id").await;
+        (rows == ["report-nightly"]).then_some(())
+    })
+    .await;
+    screenshot(&c, "jobs").await;
+
+    // Pause it with a reason from the list; the CLI sees the pause.
+    click(&c, "#jobs-table tr[data-id='report-nightly'] button.pause").await;
+    confirm(
+        &c,
+        &[("reason", "month-end close: finance asked to hold it (ana)")],
+    )
+    .await;
+    until("the row shows the pause", || async {
+        let state = texts(&c, "#jobs-table tr[data-id='report-nightly'] td.state").await;
+        state
+            .first()
+            .filter(|s| s.contains("month-end close"))
+            .cloned()
+    })
+    .await;
+    let reply = util::job_get(&v, "report-nightly");
+    assert_eq!(reply["paused"], true, "{reply}");
+    assert_eq!(
+        reply["paused_reason"],
+        "month-end close: finance asked to hold it (ana)"
+    );
+
+    // Its page: trigger it, and the run appears in its history.
+    c.goto(&format!("{base}#/job/report-nightly"))
+        .await
+        .expect("job page");
+    c.wait()
+        .at_most(PAGE_WAIT)
+        .for_element(Locator::Css("#upcoming-table"))
+        .await
+        .expect("the job page renders");
+    let reason = texts(&c, "#pause-reason").await.join("");
+    assert!(
+        reason.contains("month-end close"),
+        "the page shows why: {reason}"
+    );
+    assert_eq!(
+        texts(&c, "#upcoming-table tbody tr").await.len(),
+        10,
+        "next 10 fires"
+    );
+    click(&c, "button.trigger").await;
+    confirm(&c, &[]).await;
+    let fire = until("the triggered run in the history", || async {
+        c.refresh().await.ok()?;
+        c.wait()
+            .at_most(PAGE_WAIT)
+            .for_element(Locator::Css("#duration-chart"))
+            .await
+            .ok()?;
+        let fires = row_keys(&c, "#history-table tbody tr", "data-fire").await;
+        let rows = texts(&c, "#history-table tbody tr").await;
+        let i = fires
+            .iter()
+            .position(|f| f.starts_with("report-nightly@trigger:"))?;
+        rows.get(i)
+            .filter(|r| r.contains("succeeded"))
+            .map(|_| fires[i].clone())
+    })
+    .await;
+    screenshot(&c, "job").await;
+
+    // Runs: the live tail has it.
+    c.goto(&format!("{base}#/runs")).await.expect("runs page");
+    until("the runs tail", || async {
+        let fires = row_keys(&c, "#runs-table tbody tr", "data-fire").await;
+        fires.contains(&fire).then_some(())
+    })
+    .await;
+    screenshot(&c, "runs").await;
+
+    // Dead letters: inspect, then replay (the partner is back) and see it
+    // leave the list.
+    c.goto(&format!("{base}#/dead?pool=default"))
+        .await
+        .expect("dead letters page");
+    until("the dead letter", || async {
+        let fires = row_keys(&c, "#dead-table tbody tr", "data-fire").await;
+        fires.contains(&dead_fire).then_some(())
+    })
+    .await;
+    click(
+        &c,
+        &format!("#dead-table tr[data-fire='{dead_fire}'] a.inspect"),
+    )
+    .await;
+    let headers = until("the letter's headers", || async {
+        let t = texts(&c, "#dead-headers").await.join("\n");
+        t.contains("x-sundial-error").then_some(t)
+    })
+    .await;
+    assert!(
+        headers.contains("/bin/sh exited with"),
+        "the reason is shown: {headers}"
+    );
+    let output = until("the last attempt's output", || async {
+        texts(&c, "#dead-output").await.into_iter().next()
+    })
+    .await;
+    assert!(output.contains("503 Service Unavailable"), "{output}");
+    screenshot(&c, "dead-letters").await;
+    std::fs::write(&marker, b"").expect("the partner is back");
+    click(
+        &c,
+        &format!("#dead-table tr[data-fire='{dead_fire}'] input.pick"),
+    )
+    .await;
+    click(&c, "#replay").await;
+    confirm(&c, &[]).await;
+    until("the letter leaves the list", || async {
+        let fires = row_keys(&c, "#dead-table tbody tr", "data-fire").await;
+        let page = texts(&c, "h1").await;
+        (page.iter().any(|h| h == "Dead letters") && !fires.contains(&dead_fire)).then_some(())
+    })
+    .await;
+    // The replay ran and succeeded.
+    until("the replayed run succeeds", || async {
+        let runs = api(&addr, "/api/v1/jobs/sync-partner-feed/runs");
+        runs["runs"]
+            .as_array()?
+            .iter()
+            .any(|r| r["outcome"] == "succeeded")
+            .then_some(())
+    })
+    .await;
+    let d = api(&addr, "/api/v1/pools/default/dead");
+    assert_eq!(d["letters"], json!([]), "{d}");
+
+    let _ = c.close().await;
+    let _ = std::fs::remove_dir_all(&work);
+}

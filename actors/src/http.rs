@@ -44,6 +44,13 @@ pub fn install_recorder() -> Result<PrometheusHandle, Error> {
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
+/// A Prometheus handle whose recorder is not installed: for a process
+/// (a benchmark) that installs a recorder of its own and still serves the
+/// endpoint.
+pub fn detached_recorder() -> PrometheusHandle {
+    PrometheusBuilder::new().build_recorder().handle()
+}
+
 /// Readiness, set by the components of the process. Ready when every
 /// registered component says so.
 #[derive(Debug, Default)]

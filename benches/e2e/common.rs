@@ -99,3 +99,42 @@ pub(crate) async fn raw_queues(conn: &lapin::Connection, queues: u32) -> lapin::
     }
     ch
 }
+
+/// `GET path` on `addr`, timed: (status, seconds, body bytes). One
+/// connection per request, as a browser's first request of a page.
+pub(crate) fn timed_get(addr: &std::net::SocketAddr, path: &str) -> (u16, f64, usize) {
+    use std::io::{Read, Write};
+    let t = std::time::Instant::now();
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the API");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("request");
+    let mut text = Vec::new();
+    s.read_to_end(&mut text).expect("response");
+    let secs = t.elapsed().as_secs_f64();
+    let head_end = text.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(text.len());
+    let status = std::str::from_utf8(&text[..head_end.min(text.len())])
+        .ok()
+        .and_then(|h| h.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, secs, text.len().saturating_sub(head_end + 4))
+}
+
+/// Serves `api` (and `history`) on an ephemeral loopback port until
+/// `stop`; returns its address.
+pub(crate) async fn serve_api(
+    api: Option<std::sync::Arc<sundial_actors::api::Api>>,
+    history: Option<std::sync::Arc<sundial_actors::history::Index>>,
+    stop: tokio_util::sync::CancellationToken,
+) -> std::net::SocketAddr {
+    let (addr, _task) = sundial_actors::http::serve(
+        sundial_actors::http::Listen::Exactly(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        sundial_actors::http::detached_recorder(),
+        sundial_actors::http::Health::new(),
+        history,
+        api,
+        stop,
+    )
+    .await
+    .expect("serve the API");
+    addr
+}

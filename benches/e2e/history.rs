@@ -31,6 +31,8 @@ pub(crate) struct HistoryResult {
     pub(crate) rss_growth_mib: f64,
     pub(crate) last_50_of_a_job: Vec<f64>,
     pub(crate) failed_in_an_hour: Vec<f64>,
+    /// `GET /api/v1/jobs/{id}/runs?limit=50` over HTTP, seconds.
+    pub(crate) api_runs_of_a_job: Vec<f64>,
 }
 
 fn record(i: usize, kind: RunKind, now: chrono::DateTime<Utc>, rows: usize) -> RunEvent {
@@ -140,6 +142,21 @@ pub(crate) async fn history(rows: usize, mut progress: impl FnMut(u64)) -> Histo
         failed_in_an_hour.push(t.elapsed().as_secs_f64());
         assert!(!page.runs.is_empty());
     }
+    // The same read through the HTTP API (what the dashboard's job page
+    // asks).
+    let stop = tokio_util::sync::CancellationToken::new();
+    let addr = crate::common::serve_api(None, Some(index.clone()), stop.clone()).await;
+    let mut api_runs_of_a_job = Vec::new();
+    for q in 0..200 {
+        let path = format!("/api/v1/jobs/job-{:05}/runs?limit=50", (q * 7919 + 13) % JOBS);
+        let (status, secs, bytes) =
+            tokio::task::spawn_blocking(move || crate::common::timed_get(&addr, &path))
+                .await
+                .expect("request task");
+        assert!(status == 200 && bytes > 1000, "the API answers a page of runs");
+        api_runs_of_a_job.push(secs);
+    }
+    stop.cancel();
     let bytes = ["history.db", "history.db-wal"]
         .iter()
         .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
@@ -154,5 +171,6 @@ pub(crate) async fn history(rows: usize, mut progress: impl FnMut(u64)) -> Histo
         rss_growth_mib,
         last_50_of_a_job,
         failed_in_an_hour,
+        api_runs_of_a_job,
     }
 }

@@ -19,9 +19,11 @@
 //! 4. Sundial fire lateness: jobs spread evenly, fires/s and the histogram.
 //! 5. Sundial end to end: fires run by `sundial worker` processes (no-op).
 //! 6. Scale: N jobs registered through the control queue, RSS, lateness at
-//!    ~5,000 fires/s, replay time of a fresh node.
+//!    ~5,000 fires/s, replay time of a fresh node, and that node's jobs API
+//!    over HTTP (a page, one job, a search).
 //! 7. History index: records/s into a fresh index, size on disk, query p99
-//!    with it full (`--history N` rows: 1M quick, 10M full; no broker).
+//!    with it full (`--history N` rows: 1M quick, 10M full; no broker), and
+//!    a job's runs through the HTTP API.
 
 /// The allocator the `sundial` binary uses (ADR 0010), so RSS figures match.
 #[global_allocator]
@@ -284,9 +286,21 @@ fn main() {
                 hist_line(&mut sc.steady.lateness),
                 ms(pct(&mut sc.steady.precision, 0.99)),
             );
+            println!(
+                "jobs API, {} jobs: a page of 50 p50 {} p99 {}; one job with 10 next fires p50 {} p99 {} (targets < 20 ms); a search walking every id p50 {} p99 {}",
+                sc.jobs,
+                ms(pct(&mut sc.api_page, 0.5)),
+                ms(pct(&mut sc.api_page, 0.99)),
+                ms(pct(&mut sc.api_job, 0.5)),
+                ms(pct(&mut sc.api_job, 0.99)),
+                ms(pct(&mut sc.api_search, 0.5)),
+                ms(pct(&mut sc.api_search, 0.99)),
+            );
             out["scale"] = json!({"jobs": sc.jobs, "register_s": sc.register_s, "rss_growth_mib": sc.rss_growth_mib,
                 "replay_s": sc.replay_s, "fires_per_s": sc.steady.fires_per_s, "due_per_s": sc.steady.due_per_s,
-                "lateness": percentiles(&mut sc.steady.lateness), "precision": percentiles(&mut sc.steady.precision)});
+                "lateness": percentiles(&mut sc.steady.lateness), "precision": percentiles(&mut sc.steady.precision),
+                "api_page": percentiles(&mut sc.api_page), "api_job": percentiles(&mut sc.api_job),
+                "api_search": percentiles(&mut sc.api_search)});
         }
 
         // 7. History index.
@@ -306,9 +320,16 @@ fn main() {
                 ms(pct(&mut h.failed_in_an_hour, 0.5)),
                 ms(pct(&mut h.failed_in_an_hour, 0.99)),
             );
+            println!(
+                "history API, {} rows: GET /api/v1/jobs/ID/runs?limit=50 p50 {} p99 {} (target < 20 ms)",
+                h.rows,
+                ms(pct(&mut h.api_runs_of_a_job, 0.5)),
+                ms(pct(&mut h.api_runs_of_a_job, 0.99)),
+            );
             out["history"] = json!({"rows": h.rows, "records_per_s": h.records_per_s, "bytes": h.bytes,
                 "rss_growth_mib": h.rss_growth_mib, "last_50_of_a_job": percentiles(&mut h.last_50_of_a_job),
-                "failed_in_an_hour": percentiles(&mut h.failed_in_an_hour)});
+                "failed_in_an_hour": percentiles(&mut h.failed_in_an_hour),
+                "api_runs_of_a_job": percentiles(&mut h.api_runs_of_a_job)});
         }
         out
     });

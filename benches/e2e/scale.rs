@@ -25,6 +25,12 @@ pub(crate) struct Scale {
     pub(crate) rss_growth_mib: f64,
     pub(crate) replay_s: f64,
     pub(crate) steady: Steady,
+    /// The replayed node's API over HTTP, seconds per request: a page of 50
+    /// jobs at a random place of the list, a search that matches one job
+    /// (a walk over every id), one job with its next 10 fires.
+    pub(crate) api_page: Vec<f64>,
+    pub(crate) api_search: Vec<f64>,
+    pub(crate) api_job: Vec<f64>,
 }
 
 /// Fires per second due in the scale phase.
@@ -80,13 +86,36 @@ pub(crate) async fn scale(
     // Node 2: a fresh start replays the registry (from its snapshot).
     progress("replaying", 0, 1);
     let token = CancellationToken::new();
-    let cfg = SchedulerConfig::from_settings(&s, "scale-b".into());
+    let mut cfg = SchedulerConfig::from_settings(&s, "scale-b".into());
+    let api = sundial_actors::api::Api::new(sundial_actors::api::ApiConfig::from_settings(
+        &s, "scale-b", None,
+    ));
+    cfg.api = Some(api.clone());
     let health = cfg.health.clone();
     let t1 = Instant::now();
     let node = actix::spawn(scheduler::run(cfg, token.clone()));
     wait_ready(&health).await;
     let replay_s = t1.elapsed().as_secs_f64();
     progress("replaying", 1, 1);
+    let addr = crate::common::serve_api(Some(api), None, token.clone()).await;
+    let get = |path: String| async move {
+        let (status, secs, bytes) =
+            tokio::task::spawn_blocking(move || crate::common::timed_get(&addr, &path))
+                .await
+                .expect("request task");
+        assert_eq!(status, 200, "the API answers");
+        (secs, bytes)
+    };
+    let (mut api_page, mut api_search, mut api_job) = (Vec::new(), Vec::new(), Vec::new());
+    for q in 0..200usize {
+        progress("API", q as u64, 200);
+        let at = (q * 7919) % n;
+        api_page.push(get(format!("/api/v1/jobs?limit=50&cursor=s-{at}")).await.0);
+        api_job.push(get(format!("/api/v1/jobs/s-{at}?next=10")).await.0);
+        if q < 20 {
+            api_search.push(get(format!("/api/v1/jobs?limit=50&q=s-{at}x")).await.0);
+        }
+    }
     token.cancel();
     let _ = node.await;
     let _ = conn.close(200, "".into()).await;
@@ -97,6 +126,9 @@ pub(crate) async fn scale(
         rss_growth_mib,
         replay_s,
         steady,
+        api_page,
+        api_search,
+        api_job,
     }
 }
 

@@ -106,11 +106,18 @@ pub(crate) fn timed_get(addr: &std::net::SocketAddr, path: &str) -> (u16, f64, u
     use std::io::{Read, Write};
     let t = std::time::Instant::now();
     let mut s = std::net::TcpStream::connect(addr).expect("connect to the API");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("request");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
     let mut text = Vec::new();
     s.read_to_end(&mut text).expect("response");
     let secs = t.elapsed().as_secs_f64();
-    let head_end = text.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(text.len());
+    let head_end = text
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(text.len());
     let status = std::str::from_utf8(&text[..head_end.min(text.len())])
         .ok()
         .and_then(|h| h.split_whitespace().nth(1))

@@ -148,12 +148,18 @@ pub(crate) async fn history(rows: usize, mut progress: impl FnMut(u64)) -> Histo
     let addr = crate::common::serve_api(None, Some(index.clone()), stop.clone()).await;
     let mut api_runs_of_a_job = Vec::new();
     for q in 0..200 {
-        let path = format!("/api/v1/jobs/job-{:05}/runs?limit=50", (q * 7919 + 13) % JOBS);
+        let path = format!(
+            "/api/v1/jobs/job-{:05}/runs?limit=50",
+            (q * 7919 + 13) % JOBS
+        );
         let (status, secs, bytes) =
             tokio::task::spawn_blocking(move || crate::common::timed_get(&addr, &path))
                 .await
                 .expect("request task");
-        assert!(status == 200 && bytes > 1000, "the API answers a page of runs");
+        assert!(
+            status == 200 && bytes > 1000,
+            "the API answers a page of runs"
+        );
         api_runs_of_a_job.push(secs);
     }
     stop.cancel();

@@ -323,6 +323,9 @@ fn backfill(
             },
         ))
     };
+    if to <= from {
+        return refuse("to", "must be after `from`".into());
+    }
     if to > now {
         return refuse(
             "to",

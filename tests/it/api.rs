@@ -309,6 +309,35 @@ fn jobs_are_searched_paged_and_changed_through_the_api() {
     let (status, _) = call(&addr, "PUT", "/api/v1/jobs", Some(json!({})), None);
     assert_eq!(status, 405);
 
+    // Dead letters: an unknown pool, a replay of letters that are not there.
+    refused(get(&addr, "/api/v1/pools/no-such-pool/dead"), 404, "pool");
+    let (status, d) = get(&addr, "/api/v1/pools/default/dead");
+    assert_eq!((status, &d["letters"]), (200, &json!([])), "{d}");
+    let msg = refused(
+        post(
+            &addr,
+            "/api/v1/pools/default/dead/replay",
+            json!({"fire_ids": ["gone@2026-01-01T00:00:00.000Z"]}),
+        ),
+        409,
+        "fire_ids",
+    );
+    assert!(msg.contains("not in sundial.dead.default"), "{msg}");
+    refused(
+        post(&addr, "/api/v1/pools/default/dead/purge", json!({})),
+        400,
+        "fire_ids",
+    );
+    refused(
+        post(
+            &addr,
+            "/api/v1/pools/default/dead/purge",
+            json!({"every": true}),
+        ),
+        400,
+        "every",
+    );
+
     // The OpenAPI document is served.
     let (status, doc) = get(&addr, "/api/v1/openapi.json");
     assert_eq!(status, 200);

@@ -589,3 +589,231 @@ fn jobs_of_a_pool_without_queues_are_refused_naming_pool() {
         panic!("accepted");
     };
 }
+
+/// A view with `jobs` (id, schedule, extra fields) applied.
+fn view_of(jobs: &[(&str, &str, serde_json::Value)]) -> sundial_core::registry::RegistryView {
+    use sundial_core::protocol::registry::RegistryRecord;
+    let mut view = sundial_core::registry::RegistryView::default();
+    for (id, schedule, extra) in jobs {
+        let mut j =
+            serde_json::json!({"id": id, "schedule": schedule, "executor": {"type": "noop"}});
+        if let (Some(o), Some(e)) = (j.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        view.apply(&RegistryRecord::Upsert {
+            job: Box::new(serde_json::from_value(j).expect("job")),
+            created_at: utc("2020-01-01T00:00:00Z"),
+        })
+        .expect("applies");
+    }
+    view
+}
+
+#[test]
+fn backfill_fires_the_window_as_the_overlap_policy_allows() {
+    use sundial_core::{
+        control::{decide, Decision},
+        protocol::control::Command,
+    };
+    let view = view_of(&[
+        ("hourly", "0 * * * *", serde_json::json!({})),
+        (
+            "hourly-forbid",
+            "0 * * * *",
+            serde_json::json!({"overlap": "forbid"}),
+        ),
+    ]);
+    let now = utc("2026-06-01T12:00:00Z");
+    let backfill = |id: &str, from: &str, to: &str, overlap: Option<Overlap>| {
+        decide(
+            &Command::Backfill {
+                id: id.into(),
+                from: utc(from),
+                to: utc(to),
+                overlap,
+            },
+            &view,
+            &Default::default(),
+            now,
+        )
+    };
+    // [from, to): 09:00, 10:00, 11:00; not 12:00.
+    let Decision::Backfill { at, reply, .. } = backfill(
+        "hourly",
+        "2026-06-01T09:00:00Z",
+        "2026-06-01T12:00:00Z",
+        None,
+    ) else {
+        panic!("a backfill fires");
+    };
+    assert_eq!(
+        at,
+        ["09:00", "10:00", "11:00"].map(|h| utc(&format!("2026-06-01T{h}:00Z")))
+    );
+    let r = reply.result.expect("result");
+    assert_eq!(
+        (
+            r["occurrences"].clone(),
+            r["fired"].clone(),
+            r["skipped"].clone()
+        ),
+        (3.into(), 3.into(), 0.into())
+    );
+    // The job's forbid keeps the first; an override to replace keeps the last.
+    let Decision::Backfill { at, .. } = backfill(
+        "hourly-forbid",
+        "2026-06-01T09:00:00Z",
+        "2026-06-01T12:00:00Z",
+        None,
+    ) else {
+        panic!("fires one");
+    };
+    assert_eq!(at, [utc("2026-06-01T09:00:00Z")]);
+    let Decision::Backfill { at, .. } = backfill(
+        "hourly-forbid",
+        "2026-06-01T09:00:00Z",
+        "2026-06-01T12:00:00Z",
+        Some(Overlap::Replace),
+    ) else {
+        panic!("fires one");
+    };
+    assert_eq!(at, [utc("2026-06-01T11:00:00Z")]);
+    // The future, an empty window, too many occurrences, an unknown job.
+    let refused = |d: Decision| match d {
+        Decision::Reply(r) if !r.ok => r.error.expect("error").field,
+        other => panic!("refused: {other:?}"),
+    };
+    assert_eq!(
+        refused(backfill(
+            "hourly",
+            "2026-06-01T09:00:00Z",
+            "2026-06-01T13:00:00Z",
+            None
+        )),
+        "to"
+    );
+    assert_eq!(
+        refused(backfill(
+            "hourly",
+            "2026-06-01T09:00:00Z",
+            "2026-06-01T09:00:00Z",
+            None
+        )),
+        "to"
+    );
+    assert_eq!(
+        refused(backfill(
+            "hourly",
+            "2020-01-01T00:00:00Z",
+            "2026-06-01T00:00:00Z",
+            None
+        )),
+        "to",
+        "more than 10,000 hours"
+    );
+    assert_eq!(
+        refused(backfill(
+            "nope",
+            "2026-06-01T09:00:00Z",
+            "2026-06-01T10:00:00Z",
+            None
+        )),
+        "id"
+    );
+    // Nothing in the window: answered, nothing fired.
+    let quiet = backfill(
+        "hourly",
+        "2026-06-01T09:10:00Z",
+        "2026-06-01T09:20:00Z",
+        None,
+    );
+    assert!(
+        matches!(&quiet, Decision::Reply(r) if r.ok && r.result.as_ref().is_some_and(|v| v["fired"] == 0)),
+        "{quiet:?}"
+    );
+    assert_eq!(
+        FireId::for_backfill("hourly", utc("2026-06-01T09:00:00Z")).as_str(),
+        "hourly@backfill:2026-06-01T09:00:00.000Z"
+    );
+}
+
+#[test]
+fn list_filters_by_id_substring_pool_pause_and_labels_and_pages_in_order() {
+    use sundial_core::{protocol::registry::RegistryRecord, registry::JobFilter};
+    let mut view = view_of(&[
+        (
+            "etl-a",
+            "@hourly",
+            serde_json::json!({"labels": {"team": "data"}}),
+        ),
+        (
+            "etl-b",
+            "@hourly",
+            serde_json::json!({"labels": {"team": "data"}, "pool": "gpu"}),
+        ),
+        (
+            "report",
+            "@daily",
+            serde_json::json!({"labels": {"team": "fin"}}),
+        ),
+        ("xetl", "@daily", serde_json::json!({})),
+    ]);
+    view.apply(&RegistryRecord::Pause {
+        id: "etl-a".into(),
+        reason: Some("backfill running".into()),
+        at: Some(utc("2026-06-01T00:00:00Z")),
+    })
+    .expect("pause");
+    let ids = |f: &JobFilter, after: Option<&str>, limit: usize| {
+        let (page, more) = view.list(f, after, limit);
+        (
+            page.iter().map(|j| j.spec.id.clone()).collect::<Vec<_>>(),
+            more,
+        )
+    };
+    let q = |s: &str| JobFilter {
+        q: Some(s.into()),
+        ..JobFilter::default()
+    };
+    assert_eq!(
+        ids(&q("etl"), None, 10),
+        (vec!["etl-a".into(), "etl-b".into(), "xetl".into()], false)
+    );
+    assert_eq!(
+        ids(&q("etl"), None, 2),
+        (vec!["etl-a".into(), "etl-b".into()], true)
+    );
+    assert_eq!(
+        ids(&q("etl"), Some("etl-b"), 2),
+        (vec!["xetl".into()], false)
+    );
+    let gpu = JobFilter {
+        pool: Some("gpu".into()),
+        ..JobFilter::default()
+    };
+    assert_eq!(ids(&gpu, None, 10).0, ["etl-b"]);
+    let paused = JobFilter {
+        paused: Some(true),
+        ..JobFilter::default()
+    };
+    assert_eq!(ids(&paused, None, 10).0, ["etl-a"]);
+    assert_eq!(
+        view.get("etl-a")
+            .and_then(|j| j.paused_reason.clone())
+            .as_deref(),
+        Some("backfill running")
+    );
+    let data = JobFilter {
+        labels: [("team".to_string(), "data".to_string())].into(),
+        paused: Some(false),
+        ..JobFilter::default()
+    };
+    assert_eq!(ids(&data, None, 10).0, ["etl-b"]);
+    assert_eq!(view.count(&q("etl")), 3);
+    assert_eq!(view.count(&JobFilter::default()), 4);
+    // A resume clears the reason.
+    view.apply(&RegistryRecord::Resume { id: "etl-a".into() })
+        .expect("resume");
+    let a = view.get("etl-a").expect("job");
+    assert!(!a.paused && a.paused_reason.is_none() && a.paused_at.is_none());
+}

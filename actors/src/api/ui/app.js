@@ -452,13 +452,18 @@ async function runsPage(params) {
   const body = h("div", null, h("p.muted", null, "loading…"));
   put(main(), h("h1", null, "Runs"),
     h("div.toolbar", null, sel, h("label", null, live, " live (every 2 s)")), body);
+  let shown = null;
   const load = async () => {
     const qs = new URLSearchParams({ limit: "100", since: "24h" });
     if (want) qs.set("outcome", want);
     try {
       const page = await api(`/runs?${qs}`);
+      // Re-rendered only when something changed (an open output stays open).
+      const seen = page.runs.map((r) => `${r.fire_id}/${r.attempt}/${r.replay || ""}/${r.outcome}`).join("|");
+      if (seen === shown) return;
+      shown = seen;
       put(body, page.runs.length ? runsTable(page.runs, "runs-table") : h("p.muted#runs-empty", null, "no runs in the last 24 hours"));
-    } catch (e) { put(body, h("p.error", null, e.message)); }
+    } catch (e) { shown = null; put(body, h("p.error", null, e.message)); }
   };
   await load();
   every(2000, () => { if (live.checked && !document.hidden) load(); });

@@ -121,7 +121,7 @@ pub async fn serve(
     })?;
     if let Some(api) = &api {
         api.bound(addr);
-        info!(listen = %addr, "serving the dashboard, /api/v1, /metrics, /healthz and /readyz on http://{addr}");
+        info!(listen = %addr, "serving /metrics /healthz /readyz /api/v1 and the dashboard on http://{addr}");
     } else {
         info!(listen = %addr, "serving /metrics /healthz /readyz /api/v1 on http://{addr}");
     }

@@ -338,6 +338,40 @@ fn jobs_are_searched_paged_and_changed_through_the_api() {
         "every",
     );
 
+    // Another site's page cannot use the open API through the browser: a
+    // cross-origin write, or a host name rebound to 127.0.0.1.
+    let pause = "/api/v1/jobs/yearly-05/pause";
+    let (status, text) = http_call(
+        &addr,
+        "POST",
+        pause,
+        &[("Origin", "http://evil.example")],
+        Some(b"{}"),
+    )
+    .expect("answer");
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("\"field\":\"origin\""), "{text}");
+    let (status, text) = http_call(
+        &addr,
+        "GET",
+        "/api/v1/jobs",
+        &[("Host", "evil.example:9797")],
+        None,
+    )
+    .expect("answer");
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("\"field\":\"host\""), "{text}");
+    let own = format!("http://{addr}");
+    let (status, text) = http_call(
+        &addr,
+        "POST",
+        pause,
+        &[("Origin", own.as_str())],
+        Some(b"{}"),
+    )
+    .expect("answer");
+    assert_eq!(status, 200, "the dashboard's own origin may write: {text}");
+
     // The OpenAPI document is served.
     let (status, doc) = get(&addr, "/api/v1/openapi.json");
     assert_eq!(status, 200);

@@ -70,13 +70,19 @@ pub fn answer(view: &RegistryView, q: &JobsQuery, now: DateTime<Utc>) -> Answer 
             let next = more
                 .then(|| page.last().map(|j| j.spec.id.clone()))
                 .flatten();
+            // A first page that holds every match needs no second walk.
+            let total = if cursor.is_none() && !more {
+                page.len()
+            } else {
+                view.count(filter)
+            };
             let jobs: Vec<Value> = page
                 .into_iter()
                 .map(|j| sundial_core::control::describe(j, now))
                 .collect();
             (
                 StatusCode::OK,
-                json!({"jobs": jobs, "next": next, "total": view.count(filter)}),
+                json!({"jobs": jobs, "next": next, "total": total}),
             )
         }
         JobsQuery::List {

@@ -196,6 +196,9 @@ impl Api {
             Ok(c) => c,
             Err(a) => return a,
         };
+        if let Err(a) = same_origin(&req, caller) {
+            return a;
+        }
         let method = req.method().clone();
         let Some(rest) = path.strip_prefix("/api/v1/") else {
             return not_found(path);
@@ -647,6 +650,55 @@ impl Api {
     }
 }
 
+/// Refuses what a browser sends on another site's behalf. Open (loopback,
+/// no token) the API would otherwise take a write from any page the
+/// operator visits (a form posting to 127.0.0.1), or answer a page whose
+/// host name was rebound to 127.0.0.1: so there the `Host` must be a
+/// loopback name, and every write that carries an `Origin` (browsers send
+/// it on cross-origin requests) must come from this very origin. curl and
+/// other clients send no `Origin`; the dashboard's own requests match.
+fn same_origin(req: &Request<hyper::body::Incoming>, caller: Caller) -> Result<(), Answer> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if caller == Caller::Open && !loopback_host(host) {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            Some("host"),
+            format!("the open (loopback) API answers loopback host names only, not \"{host}\"; use 127.0.0.1 or localhost, or configure http.tokens"),
+        ));
+    }
+    let write = !matches!(*req.method(), Method::GET | Method::HEAD);
+    if let (true, Some(origin)) = (write, req.headers().get(header::ORIGIN)) {
+        let origin = origin.to_str().unwrap_or("");
+        let own = ["http://", "https://"]
+            .iter()
+            .any(|scheme| origin.strip_prefix(scheme) == Some(host));
+        if !own {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                Some("origin"),
+                format!("a write from another origin ({origin}) is refused"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The status a control reply deserves.
 fn reply_answer(r: Reply) -> Answer {
     if r.ok {
@@ -803,5 +855,30 @@ impl std::fmt::Debug for Api {
         f.debug_struct("Api")
             .field("node", &self.cfg.node)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_host_names() {
+        for h in [
+            "127.0.0.1:9797",
+            "localhost",
+            "LOCALHOST:80",
+            "[::1]:9797",
+            "127.1.2.3",
+        ] {
+            assert!(super::loopback_host(h), "{h}");
+        }
+        for h in [
+            "evil.example:9797",
+            "10.0.0.1:9797",
+            "",
+            "[::2]:1",
+            "localhost.evil.example",
+        ] {
+            assert!(!super::loopback_host(h), "{h}");
+        }
     }
 }

@@ -134,13 +134,20 @@ impl<'a> Dlq<'a> {
 
     /// Every dead letter (up to [`READ_LIMIT`]), left in the queue.
     pub async fn list(&self) -> Result<Vec<DeadLetter>, Error> {
+        self.first(READ_LIMIT).await
+    }
+
+    /// The first `limit` dead letters (at most [`READ_LIMIT`]), in queue
+    /// order, left in the queue.
+    pub async fn first(&self, limit: usize) -> Result<Vec<DeadLetter>, Error> {
+        let limit = limit.min(READ_LIMIT);
         let ch = self
             .conn
             .create_channel()
             .await
             .map_err(Error::broker("channel.open"))?;
         let mut out = Vec::new();
-        while out.len() < READ_LIMIT {
+        while out.len() < limit {
             let Some(m) = self.get(&ch).await? else { break };
             out.push(DeadLetter::read(&m.delivery.properties, &m.delivery.data));
         }

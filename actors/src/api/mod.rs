@@ -101,16 +101,25 @@ pub struct Api {
 }
 
 /// Who is asking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Caller {
     /// No token is asked for here (loopback without `http.require_tokens`).
     Open,
-    Token(TokenRole),
+    /// A token of `http.tokens`: its role and name.
+    Token(TokenRole, String),
 }
 
 impl Caller {
-    fn may_write(self) -> bool {
-        matches!(self, Caller::Open | Caller::Token(TokenRole::Admin))
+    fn may_write(&self) -> bool {
+        matches!(self, Caller::Open | Caller::Token(TokenRole::Admin, _))
+    }
+
+    /// Who, for the log of writes.
+    fn name(&self) -> &str {
+        match self {
+            Caller::Open => "(loopback)",
+            Caller::Token(_, name) => name,
+        }
     }
 }
 
@@ -182,7 +191,7 @@ impl Api {
             .map(str::trim)
             .unwrap_or("");
         match authenticate(&self.cfg.http.tokens, presented) {
-            Some(t) => Ok(Caller::Token(t.role)),
+            Some(t) => Ok(Caller::Token(t.role, t.name.clone())),
             None => Err(error(
                 StatusCode::UNAUTHORIZED,
                 Some("authorization"),
@@ -196,7 +205,7 @@ impl Api {
             Ok(c) => c,
             Err(a) => return a,
         };
-        if let Err(a) = same_origin(&req, caller) {
+        if let Err(a) = same_origin(&req, &caller) {
             return a;
         }
         let method = req.method().clone();
@@ -221,7 +230,11 @@ impl Api {
                 Ok(b) => b,
                 Err(a) => return a,
             };
-            return self.write(&method, &seg, body).await;
+            let answer = self.write(&method, &seg, body).await;
+            // Every write, with who sent it (the token's name) and how it
+            // ended: the dashboard's audit trail.
+            info!(caller = caller.name(), method = %method, path, status = answer.0.as_u16(), "api write");
+            return answer;
         }
         match seg.as_slice() {
             ["openapi.json"] => (StatusCode::OK, openapi::document()),
@@ -434,14 +447,11 @@ impl Api {
         };
         let dlq = crate::dlq::Dlq::new(&conn, &self.cfg.topology, pool);
         let total = dlq.depth().await.ok().flatten();
-        match dlq.list().await {
-            Ok(mut letters) => {
-                letters.truncate(limit);
-                (
-                    StatusCode::OK,
-                    json!({"pool": pool, "total": total, "letters": letters}),
-                )
-            }
+        match dlq.first(limit).await {
+            Ok(letters) => (
+                StatusCode::OK,
+                json!({"pool": pool, "total": total, "letters": letters}),
+            ),
             Err(e) => error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 None,
@@ -657,13 +667,13 @@ impl Api {
 /// loopback name, and every write that carries an `Origin` (browsers send
 /// it on cross-origin requests) must come from this very origin. curl and
 /// other clients send no `Origin`; the dashboard's own requests match.
-fn same_origin(req: &Request<hyper::body::Incoming>, caller: Caller) -> Result<(), Answer> {
+fn same_origin(req: &Request<hyper::body::Incoming>, caller: &Caller) -> Result<(), Answer> {
     let host = req
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    if caller == Caller::Open && !loopback_host(host) {
+    if *caller == Caller::Open && !loopback_host(host) {
         return Err(error(
             StatusCode::FORBIDDEN,
             Some("host"),

@@ -7,6 +7,8 @@
 pub const FIRES_TOTAL: &str = "sundial_fires_total";
 /// Fire publishes that were nacked, returned or failed and will be retried.
 pub const FIRE_RETRIES_TOTAL: &str = "sundial_fire_retries_total";
+/// Fresh channels a timer shard opened after a nacked fire.
+pub const FIRE_CHANNEL_RENEWALS_TOTAL: &str = "sundial_fire_channel_renewals_total";
 /// Fires set aside after staying unroutable (no queue bound for their
 /// pool and shard): dead-lettered with the reason instead of holding the
 /// shard's watermark back.

@@ -46,10 +46,11 @@ fn declare_err<'a>(what: &'static str, name: &'a str) -> impl FnOnce(lapin::Erro
 
 /// Whether a 406 on `queue` names an argument added after that queue may
 /// have been declared by an older release.
-fn predates(d: &Declarations, queue: &str, detail: &str) -> bool {
+fn predates<'a>(d: &'a Declarations, queue: &str, detail: &str) -> Option<&'a str> {
     d.added_later
         .iter()
-        .any(|(q, arg)| q == queue && detail.contains(arg))
+        .find(|(q, arg, _)| q == queue && detail.contains(arg))
+        .map(|(_, _, why)| *why)
 }
 
 fn lapin_kind(k: Kind) -> ExchangeKind {
@@ -94,8 +95,9 @@ pub async fn apply(conn: &Connection, d: &Declarations) -> Result<Applied, Error
             .map_err(declare_err("queue", &q.name));
         match declared {
             Ok(_) => debug!(queue = %q.name, "declared queue"),
-            Err(Error::Conflict { detail, .. }) if predates(d, &q.name, &detail) => {
-                warn!(queue = %q.name, %detail, "queue declared by an older Sundial, kept as it is: before running RabbitMQ 4.x apply the dead-letter policy of docs/operations.md (Upgrades), or reading dead letters more than 20 times may drop them");
+            Err(Error::Conflict { detail, .. }) if predates(d, &q.name, &detail).is_some() => {
+                let why = predates(d, &q.name, &detail).unwrap_or_default();
+                warn!(queue = %q.name, %detail, "queue declared by an older Sundial, kept as it is: {why}");
                 // The 406 closed the channel.
                 ch = conn
                     .create_channel()

@@ -44,6 +44,7 @@ fn topology() -> Topology {
         registry_max_age: Duration::from_secs(7 * 86_400),
         history_max_age: sundial_core::settings::HistorySettings::default().max_age,
         history_max_bytes: sundial_core::settings::HistorySettings::default().max_bytes,
+        replicas: 3,
     }
 }
 

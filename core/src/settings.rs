@@ -149,6 +149,8 @@ pub struct RawTopology {
     pub pools: Vec<String>,
     pub retry_tiers: Vec<String>,
     pub delivery_limit: u32,
+    /// Members of each quorum queue and stream (capped by the cluster).
+    pub replicas: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -239,6 +241,7 @@ impl Default for RawTopology {
             pools: vec![DEFAULT_POOL.into()],
             retry_tiers: vec!["10s".into(), "1m".into(), "10m".into(), "1h".into()],
             delivery_limit: 10,
+            replicas: 3,
         }
     }
 }
@@ -644,7 +647,17 @@ fn topology(
             format!("must be 1..=1000, got {}", t.delivery_limit),
         ));
     }
+    if !(1..=9).contains(&t.replicas) {
+        return Err(err(
+            "topology.replicas",
+            format!(
+                "must be 1..=9 (members of each quorum queue and stream), got {}",
+                t.replicas
+            ),
+        ));
+    }
     Ok(Topology {
+        replicas: t.replicas,
         prefix: t.prefix,
         shards: t.shards,
         pools: t.pools,

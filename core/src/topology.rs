@@ -75,12 +75,19 @@ pub struct Declarations {
     pub exchanges: Vec<ExchangeDecl>,
     pub queues: Vec<QueueDecl>,
     pub bindings: Vec<BindingDecl>,
-    /// `(queue, argument)`: an argument added to that queue after the first
-    /// release. A queue an older Sundial declared without it is kept as it
-    /// is, with a warning saying what to do (the broker cannot change a
-    /// queue's arguments, only a policy can).
-    pub added_later: Vec<(String, &'static str)>,
+    /// `(queue, argument, what it costs to keep the old queue)`: an argument
+    /// added to that queue after the first release. A queue an older Sundial
+    /// declared without it is kept as it is, with a warning saying what to
+    /// do (the broker cannot change a queue's arguments, only a policy can).
+    pub added_later: Vec<(String, &'static str, &'static str)>,
 }
+
+/// Why an older delivery-limit-less dead-letter queue matters.
+pub const OLD_DEAD_LETTER_QUEUE: &str = "before running RabbitMQ 4.x apply the dead-letter policy of docs/operations.md (Upgrades), or reading dead letters more than 20 times may drop them";
+/// Why an older queue without replication arguments matters.
+pub const OLD_UNREPLICATED_QUEUE: &str = "declared before replication settings (topology.replicas, balanced leaders): on a cluster it keeps its old placement; docs/operations.md (Cluster) says how to recreate it";
+/// Why an older classic last-value queue matters.
+pub const OLD_CLASSIC_LAST_VALUE: &str = "a classic queue lives on one node: on a cluster, losing that node loses the value (docs/operations.md, Cluster: delete it once while no scheduler runs, then `sundial topology apply`)";
 
 /// The delivery limit of the dead-letter queues: reading a dead letter
 /// (`basic.get`, then returned) counts as a delivery on RabbitMQ 3.x and
@@ -123,6 +130,9 @@ pub struct Topology {
     pub history_max_age: std::time::Duration,
     /// History stream retention by size (`x-max-length-bytes`).
     pub history_max_bytes: u64,
+    /// Members of every quorum queue and stream (`topology.replicas`; the
+    /// broker caps it at the nodes it has).
+    pub replicas: u32,
 }
 
 impl Topology {
@@ -274,21 +284,26 @@ impl Topology {
             self.history_exchange(),
             String::new(),
         ));
+        let index = self.registry_index_queue();
         d.queues.push(QueueDecl {
-            name: self.registry_index_queue(),
-            args: Args::from([
-                ("x-queue-type".into(), ArgValue::Str("classic".into())),
-                ("x-max-length".into(), ArgValue::Int(1)),
-            ]),
+            name: index.clone(),
+            args: last_value_queue(),
         });
+        for arg in LAST_VALUE_ARGS {
+            d.added_later
+                .push((index.clone(), arg, OLD_CLASSIC_LAST_VALUE));
+        }
 
         let dead_control = self.dead_queue(CONTROL_DEAD_KEY);
         d.queues.push(QueueDecl {
             name: dead_control.clone(),
             args: dead_letter_queue(),
         });
-        d.added_later
-            .push((dead_control.clone(), "x-delivery-limit"));
+        d.added_later.push((
+            dead_control.clone(),
+            "x-delivery-limit",
+            OLD_DEAD_LETTER_QUEUE,
+        ));
         d.bindings.push(bind(
             &dead_control,
             self.dead_exchange(),
@@ -301,7 +316,8 @@ impl Topology {
                 name: dead.clone(),
                 args: dead_letter_queue(),
             });
-            d.added_later.push((dead.clone(), "x-delivery-limit"));
+            d.added_later
+                .push((dead.clone(), "x-delivery-limit", OLD_DEAD_LETTER_QUEUE));
             d.bindings
                 .push(bind(&dead, self.dead_exchange(), pool.clone()));
             for shard in 0..self.shards {
@@ -353,15 +369,40 @@ impl Topology {
         }
 
         for shard in 0..self.shards {
+            let q = self.watermark_queue(shard);
             d.queues.push(QueueDecl {
-                name: self.watermark_queue(shard),
-                args: Args::from([
-                    ("x-queue-type".into(), ArgValue::Str("classic".into())),
-                    ("x-max-length".into(), ArgValue::Int(1)),
-                ]),
+                name: q.clone(),
+                args: last_value_queue(),
             });
+            for arg in LAST_VALUE_ARGS {
+                d.added_later.push((q.clone(), arg, OLD_CLASSIC_LAST_VALUE));
+            }
         }
+        self.replicate(&mut d);
         d
+    }
+
+    /// Every quorum queue and stream gets `replicas` members (the broker
+    /// takes as many as the cluster has nodes, so 3 is right for one node
+    /// too) and leaders spread over the nodes.
+    fn replicate(&self, d: &mut Declarations) {
+        for q in &mut d.queues {
+            let size_arg = match q.args.get("x-queue-type") {
+                Some(ArgValue::Str(t)) if t == "quorum" => "x-quorum-initial-group-size",
+                Some(ArgValue::Str(t)) if t == "stream" => "x-initial-cluster-size",
+                _ => continue,
+            };
+            q.args
+                .insert(size_arg.into(), ArgValue::Int(i64::from(self.replicas)));
+            q.args.insert(
+                "x-queue-leader-locator".into(),
+                ArgValue::Str(LEADER_LOCATOR.into()),
+            );
+            for arg in [size_arg, "x-queue-leader-locator"] {
+                d.added_later
+                    .push((q.name.clone(), arg, OLD_UNREPLICATED_QUEUE));
+            }
+        }
     }
 
     /// A quorum queue that dead-letters at-least-once to the dead exchange
@@ -388,6 +429,32 @@ impl Topology {
         a.insert("x-overflow".into(), ArgValue::Str("reject-publish".into()));
         a
     }
+}
+
+/// Where quorum queue and stream leaders go: the node with the fewest
+/// (RabbitMQ 3.10 accepts `client-local` and `balanced`).
+pub const LEADER_LOCATOR: &str = "balanced";
+
+/// The arguments a last-value queue gained when it became a quorum queue.
+const LAST_VALUE_ARGS: [&str; 4] = [
+    "x-queue-type",
+    "x-overflow",
+    "x-delivery-limit",
+    "x-max-length",
+];
+
+/// A replicated "last value" (a watermark, the registry index): a quorum
+/// queue that keeps its newest message only. Read by `basic.get` and
+/// returned (a delivery each time): the limit is one reading never reaches.
+fn last_value_queue() -> Args {
+    let mut a = quorum();
+    a.insert("x-max-length".into(), ArgValue::Int(1));
+    a.insert("x-overflow".into(), ArgValue::Str("drop-head".into()));
+    a.insert(
+        "x-delivery-limit".into(),
+        ArgValue::Int(DEAD_LETTER_DELIVERY_LIMIT),
+    );
+    a
 }
 
 fn quorum() -> Args {

@@ -305,3 +305,26 @@ pub(crate) async fn wait_for_consumers(v: &Vhost, n: usize) {
     })
     .await;
 }
+
+/// Declares `name`: a full queue that rejects every publish (max length 0,
+/// `reject-publish`). Bound beside a real queue, it makes the broker nack
+/// each message routed to it while the connection stays fine.
+pub(crate) async fn declare_rejecting_queue(ch: &lapin::Channel, name: &str) {
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString(LongString::from("reject-publish")),
+    );
+    ch.queue_declare(
+        name.into(),
+        lapin::options::QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .expect("declare the rejecting queue");
+}

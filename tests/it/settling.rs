@@ -4,10 +4,7 @@
 //! of holding a prefetch slot for ever.
 
 use futures_util::StreamExt;
-use lapin::{
-    options::{QueueBindOptions, QueueDeclareOptions},
-    types::{AMQPValue, FieldTable, LongString},
-};
+use lapin::{options::QueueBindOptions, types::FieldTable};
 use sundial_core::protocol::run::RunKind;
 
 use crate::{
@@ -32,22 +29,7 @@ async fn a_nacked_run_event_requeues_the_fire_and_the_worker_goes_on() {
         .expect("channel");
     // A full queue that rejects publishes, bound to every run event: the
     // broker nacks each event while the connection stays fine.
-    let mut args = FieldTable::default();
-    args.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
-    args.insert(
-        "x-overflow".into(),
-        AMQPValue::LongString(LongString::from("reject-publish")),
-    );
-    ch.queue_declare(
-        "nack-every-event".into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        args,
-    )
-    .await
-    .expect("declare");
+    crate::fires::declare_rejecting_queue(&ch, "nack-every-event").await;
     // ... and to the history exchange: every batch of run records too.
     for (exchange, key) in [("sundial.events", "#"), ("sundial.history", "")] {
         ch.queue_bind(

@@ -70,7 +70,18 @@ async fn apply_twice_is_idempotent() {
     );
     assert!(line("sundial.registry").contains("stream"));
     assert!(line("sundial.retry.10s").contains("x-message-ttl"));
-    assert!(line("sundial.watermark.0").contains("x-max-length"));
+    // Replicated: quorum last-value queues, a member count, balanced leaders.
+    let wm = line("sundial.watermark.0");
+    assert!(
+        wm.contains("quorum") && wm.contains("x-max-length") && wm.contains("drop-head"),
+        "{wm}"
+    );
+    assert!(line("sundial.registry.index").contains("quorum"));
+    assert!(
+        work.contains("x-quorum-initial-group-size") && work.contains("balanced"),
+        "{work}"
+    );
+    assert!(line("sundial.history").contains("x-initial-cluster-size"));
     assert!(
         exchanges
             .iter()
@@ -163,4 +174,57 @@ fn cli_topology_apply_twice_succeeds() {
         .list("list_queues", &["name"])
         .iter()
         .any(|q| q == "acme.work.default.1"));
+}
+
+/// An installation of a release before replication keeps its classic
+/// watermark queue (and its value), with a warning saying how to replace it.
+#[test]
+fn a_classic_watermark_queue_of_an_older_release_is_kept_with_a_warning() {
+    let v = Vhost::new("wm-old");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let conn = bounded(
+            "connect",
+            sundial_actors::broker::connect(&v.url(), "it-wm-old"),
+        )
+        .await
+        .expect("connects");
+        let ch = conn.create_channel().await.expect("channel");
+        let mut args = lapin::types::FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            lapin::types::AMQPValue::LongString("classic".into()),
+        );
+        args.insert(
+            "x-max-length".into(),
+            lapin::types::AMQPValue::LongLongInt(1),
+        );
+        ch.queue_declare(
+            "sundial.watermark.0".into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .expect("declare the old queue");
+        let _ = conn.close(200, "done".into()).await;
+    });
+    let out = crate::util::sundial()
+        .args(["topology", "apply", "--broker", &v.url()])
+        .envs(crate::util::TEST_ENV.iter().copied())
+        .output()
+        .expect("topology apply");
+    assert!(out.status.success(), "{}", crate::util::stderr(&out));
+    let err = crate::util::stderr(&out);
+    assert!(
+        err.contains("sundial.watermark.0") && err.contains("classic queue lives on one node"),
+        "{err}"
+    );
+    let kept = v.list("list_queues", &["name", "type"]);
+    assert!(
+        kept.iter().any(|l| l == "sundial.watermark.0\tclassic"),
+        "{kept:?}"
+    );
 }

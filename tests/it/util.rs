@@ -182,6 +182,7 @@ pub(crate) fn test_topology() -> sundial_core::topology::Topology {
         registry_max_age: Duration::from_secs(7 * 86_400),
         history_max_age: sundial_core::settings::HistorySettings::default().max_age,
         history_max_bytes: sundial_core::settings::HistorySettings::default().max_bytes,
+        replicas: 3,
     }
 }
 

@@ -156,7 +156,9 @@ async fn run_once(
     // Shards are spread over a few threads (actix arbiters) so that one
     // second's burst of fires is encoded and published on every core.
     let runs = Arc::new(runs::RunningJobs::default());
+    let (open_tx, open_rx) = tokio::sync::mpsc::channel(16);
     let common = timer::ShardCommon {
+        opener: timer::ChannelOpener(open_tx),
         node: cfg.node.clone(),
         topo: topo.clone(),
         runs: runs.clone(),
@@ -237,6 +239,8 @@ async fn run_once(
             },
             stop.clone(),
         );
+        let opener = timer::serve_channels(&conn, open_rx, stop.clone());
+        tokio::pin!(opener);
         tokio::pin!(control);
         tokio::pin!(tracker);
         tokio::pin!(history);
@@ -246,6 +250,7 @@ async fn run_once(
             r = &mut tracker => r.and(Err(Error::TaskStopped("run tracker"))),
             r = &mut history => r.and(Err(Error::TaskStopped("history index"))),
             r = &mut leases => r.and(Err(Error::TaskStopped("lease task"))),
+            () = &mut opener => Err(Error::TaskStopped("channel opener")),
             () = shutdown.cancelled() => {
                 // Leases hand every shard back: final watermarks, then the
                 // lease queues go, and peers hear of it at once.

@@ -80,6 +80,51 @@ pub(crate) struct TimerShard {
     unroutable: HashMap<String, std::time::Instant>,
     /// Rate limit of "fire set aside" lines.
     set_aside_log: crate::ratelimit::Every,
+    /// Opens fresh channels on the node's connection.
+    opener: ChannelOpener,
+    /// Set while a fresh channel is being opened (after a nack).
+    renewing: bool,
+}
+
+/// Asks the scheduler's connection for a fresh confirm-mode channel: a
+/// timer shard replaces its channel after a nack. (RabbitMQ 3.10 can hand a
+/// publisher that reconnects during a quorum election a channel on which
+/// every publish is nacked for as long as it lives; a new channel recovers
+/// at once.)
+/// A request for a fresh channel: where to send it.
+pub(crate) type ChannelRequest = tokio::sync::oneshot::Sender<Result<Channel, crate::Error>>;
+
+#[derive(Clone)]
+pub(crate) struct ChannelOpener(pub(crate) tokio::sync::mpsc::Sender<ChannelRequest>);
+
+impl ChannelOpener {
+    async fn open(&self) -> Result<Channel, crate::Error> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.0
+            .send(tx)
+            .await
+            .map_err(|_| crate::Error::TaskStopped("channel opener"))?;
+        rx.await
+            .map_err(|_| crate::Error::TaskStopped("channel opener"))?
+    }
+}
+
+/// Serves [`ChannelOpener`] requests on `conn` until `stop`.
+pub(crate) async fn serve_channels(
+    conn: &lapin::Connection,
+    mut requests: tokio::sync::mpsc::Receiver<ChannelRequest>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let reply = tokio::select! {
+            () = stop.cancelled() => return,
+            r = requests.recv() => match r {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        let _ = reply.send(crate::broker::confirming_channel(conn).await);
+    }
 }
 
 /// Fires this node set aside as unroutable: how many, and the last reason
@@ -114,6 +159,7 @@ pub(crate) struct ShardCommon {
     pub(crate) runs: Arc<RunningJobs>,
     pub(crate) key: Option<Arc<[u8]>>,
     pub(crate) set_aside: Arc<SetAside>,
+    pub(crate) opener: ChannelOpener,
 }
 
 impl TimerShard {
@@ -131,6 +177,7 @@ impl TimerShard {
             runs,
             key,
             set_aside,
+            opener,
         } = common.clone();
         Self {
             shard,
@@ -148,6 +195,8 @@ impl TimerShard {
             retry_log: crate::ratelimit::Every::new(RETRY_LOG_EVERY),
             unroutable: HashMap::new(),
             set_aside_log: crate::ratelimit::Every::new(RETRY_LOG_EVERY),
+            opener,
+            renewing: false,
         }
     }
 
@@ -350,6 +399,9 @@ impl TimerShard {
                         return;
                     }
                 }
+                if matches!(e, PublishError::Nacked) {
+                    act.renew_channel(ctx);
+                }
                 let delay = RETRY_MIN
                     .saturating_mul(2u32.saturating_pow(retries.min(16)))
                     .min(RETRY_MAX);
@@ -360,6 +412,37 @@ impl TimerShard {
                 ctx.run_later(delay, move |act, ctx| act.send(out, retries + 1, ctx));
             }
         }));
+    }
+
+    /// Replaces the shard's channel with a fresh one (once at a time). Fires
+    /// in flight on the old channel fail with it and are sent again on the
+    /// new one: the same bytes and fire id (workers drop the duplicate), and
+    /// the watermark waits for them as before.
+    fn renew_channel(&mut self, ctx: &mut Context<Self>) {
+        if self.renewing {
+            return;
+        }
+        self.renewing = true;
+        let opener = self.opener.clone();
+        ctx.spawn(async move { opener.open().await }.into_actor(self).map(
+            |res, act, ctx| {
+                act.renewing = false;
+                match res {
+                    Ok(ch) => {
+                        let old = std::mem::replace(&mut act.channel, ch);
+                        metrics::counter!(m::FIRE_CHANNEL_RENEWALS_TOTAL).increment(1);
+                        warn!(shard = act.shard, "a fire was nacked: publishing on a fresh channel");
+                        ctx.spawn(
+                            async move {
+                                let _ = old.close(200, "replaced after a nack".into()).await;
+                            }
+                            .into_actor(act),
+                        );
+                    }
+                    Err(e) => warn!(shard = act.shard, error = %e, "no fresh channel after a nack; retrying on the old one"),
+                }
+            },
+        ));
     }
 
     /// Takes a fire that stays unroutable out of the shard's way: it is

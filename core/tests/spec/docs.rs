@@ -58,9 +58,21 @@ fn block_after(doc: &str, heading: &str) -> String {
 fn command_examples_decode() {
     let doc = protocol_md();
     let commands = lines_starting(&doc, "{\"command\"");
-    assert_eq!(commands.len(), 8, "one example per command");
+    assert_eq!(
+        commands.len(),
+        Command::NAMES.len(),
+        "one example per command"
+    );
     for c in &commands {
         decodes::<Command>(c);
+    }
+    for name in Command::NAMES {
+        assert!(
+            commands
+                .iter()
+                .any(|c| c.contains(&format!("\"command\": \"{name}\""))),
+            "no example of {name}"
+        );
     }
     for r in lines_starting(&doc, "{\"ok\"") {
         decodes::<Reply>(&r);

@@ -79,6 +79,12 @@ start_node() {
 }
 
 await_node() {
+  # await_startup needs the node registered with epmd first.
+  local i
+  for i in $(seq 1 600); do
+    ctl "$1" -q ping >/dev/null 2>&1 && break
+    sleep 0.1
+  done
   ctl "$1" -q await_startup --timeout 120 >/dev/null
 }
 

@@ -1,0 +1,363 @@
+//! Sundial on a 3-node RabbitMQ cluster (tests/cluster/cluster.sh: nodes
+//! sd1..sd3@localhost beside the system broker, AMQP 5701–5703). Drills
+//! judged by fire ids (`sundial ledger` over the history stream): a
+//! scheduler and two workers spread over the nodes, 200 every-second jobs;
+//! SIGKILL the node that leads most work queues → every process is ready
+//! again within 5 s and no fire of the window is missing (duplicates are
+//! counted and printed); start the node again → it rejoins and every work
+//! queue has its three members online, with no manual step; SIGKILL the
+//! node holding the scheduler's connections → it reconnects and loses
+//! nothing; SIGSTOP a node for 20 s → nothing lost.
+//!
+//! Its own test binary: it starts and kills broker nodes (never the
+//! system one), so it runs alone (cargo runs test binaries one after
+//! another).
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "it/util.rs"]
+mod util;
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Output},
+    time::{Duration, Instant},
+};
+
+use chrono::{DurationRound, Utc};
+use util::{free_addr, http_get, stderr, stdout, sundial, TEST_ENV};
+
+const JOBS: usize = 200;
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cluster/cluster.sh")
+}
+
+/// The cluster's directory: private to this run.
+fn cluster_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("sundial-cluster-{}", std::process::id()))
+}
+
+fn cluster(args: &[&str]) -> Output {
+    let out = Command::new(script())
+        .args(args)
+        .env("SUNDIAL_CLUSTER_DIR", cluster_dir())
+        .output()
+        .expect("cluster.sh runs");
+    assert!(
+        out.status.success(),
+        "cluster.sh {args:?}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
+/// Stops and deletes the cluster however the test ends.
+struct Cluster;
+
+impl Cluster {
+    fn up() -> Self {
+        let t = Instant::now();
+        cluster(&["up"]);
+        println!("cluster up in {:.1} s", t.elapsed().as_secs_f64());
+        Cluster
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(script())
+            .arg("down")
+            .env("SUNDIAL_CLUSTER_DIR", cluster_dir())
+            .output();
+    }
+}
+
+fn url(n: u32) -> String {
+    format!("amqp://guest:guest@127.0.0.1:{}/%2f", 5700 + n)
+}
+
+/// `broker.urls` starting at node `first`.
+fn urls(first: u32) -> String {
+    (0..3)
+        .map(|i| url((first - 1 + i) % 3 + 1))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A long-running `sundial` process on the cluster; killed on drop.
+struct Proc {
+    child: Child,
+    http: String,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn start(args: &[&str], name: &str, first: u32) -> Self {
+        let log = cluster_dir().join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let http = free_addr();
+        let child = sundial()
+            .args(args)
+            .envs(TEST_ENV.iter().copied())
+            .env("SUNDIAL__BROKER__URLS", urls(first))
+            .env("SUNDIAL__HTTP__ENABLED", "true")
+            .env("SUNDIAL__HTTP__LISTEN", &http)
+            .env("RUST_LOG", "info")
+            .stdout(file.try_clone().expect("log handle"))
+            .stderr(file)
+            .spawn()
+            .expect("sundial starts");
+        Self { child, http, log }
+    }
+
+    fn ready(&self) -> bool {
+        matches!(http_get(&self.http, "/readyz"), Some((200, _)))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `sundial ARGS` against the cluster (urls from node `first`).
+fn cli(args: &[&str], first: u32) -> Output {
+    sundial()
+        .args(args)
+        .envs(TEST_ENV.iter().copied())
+        .env("SUNDIAL__BROKER__URLS", urls(first))
+        .output()
+        .expect("sundial runs")
+}
+
+/// Waits (bounded) until `f` holds.
+fn wait(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    t.elapsed()
+}
+
+/// `name COLUMN` of every work queue, as node 1 lists them (`None` while
+/// node 1 cannot answer).
+fn work_queues(column: &str) -> Option<Vec<(String, String)>> {
+    let out = Command::new(script())
+        .args([
+            "ctl",
+            "1",
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "name",
+            column,
+        ])
+        .env("SUNDIAL_CLUSTER_DIR", cluster_dir())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    Some(
+        stdout(&out)
+            .lines()
+            .filter_map(|l| l.split_once(char::is_whitespace))
+            .map(|(q, rest)| (q.to_string(), rest.trim().to_string()))
+            .filter(|(q, _)| q.starts_with("sundial.work."))
+            .collect(),
+    )
+}
+
+#[test]
+fn node_losses_and_a_frozen_node_lose_no_fire() {
+    let _c = Cluster::up();
+    let applied = cli(&["topology", "apply"], 1);
+    assert!(applied.status.success(), "{}", stderr(&applied));
+
+    // A scheduler on node 1, workers on nodes 2 and 3 (their first address).
+    let scheduler = Proc::start(&["scheduler", "--node", "drill-sched"], "scheduler", 1);
+    let w2 = Proc::start(&["worker", "--id", "drill-w2"], "worker-2", 2);
+    let w3 = Proc::start(&["worker", "--id", "drill-w3"], "worker-3", 3);
+    let procs = [&scheduler, &w2, &w3];
+    wait("every process ready", Duration::from_secs(60), || {
+        procs.iter().all(|p| p.ready())
+    });
+    let mut jobs = String::new();
+    for i in 0..JOBS {
+        jobs.push_str(&format!(
+            "[[jobs]]\nid = \"drill-{i:03}\"\nschedule = \"* * * * * *\"\nexecutor = {{ type = \"noop\" }}\n"
+        ));
+    }
+    let file = cluster_dir().join("jobs.toml");
+    std::fs::write(&file, jobs).expect("jobs file");
+    let path = file.display().to_string();
+    let applied = cli(&["job", "apply", "-f", &path], 1);
+    assert!(applied.status.success(), "{}", stderr(&applied));
+
+    // Steady: the window starts once the fires run.
+    std::thread::sleep(Duration::from_secs(3));
+    let from = next_second();
+    let leaders = work_queues("leader").expect("node 1 lists its queues");
+    let mut count: std::collections::BTreeMap<String, usize> = Default::default();
+    for (_, l) in &leaders {
+        *count.entry(l.clone()).or_default() += 1;
+    }
+    println!("work queue leaders: {count:?}");
+    let victim = count
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(node, _)| node.clone())
+        .expect("a leader");
+    let n: u32 = victim
+        .trim_start_matches("sd")
+        .split('@')
+        .next()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("a node of the test cluster: {victim}"));
+    std::thread::sleep(Duration::from_secs(4));
+    let status_before = cli(&["status"], (n % 3) + 1);
+    println!("{}", stdout(&status_before));
+    cluster(&["kill", &n.to_string()]);
+    let killed = Instant::now();
+    println!(
+        "SIGKILLed {victim} (leader of {} work queues)",
+        count[&victim]
+    );
+    // Every process notices at once (the killed node's connections are
+    // reset) and is ready again on a survivor within 5 s of the kill.
+    std::thread::sleep(Duration::from_secs(1));
+    wait("every process ready again", Duration::from_secs(4), || {
+        procs.iter().all(|p| p.ready())
+    });
+    println!(
+        "every process ready {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    let survivor = (n % 3) + 1;
+    let status = cli(&["status"], survivor);
+    println!("{}", stdout(&status));
+    assert!(
+        !stdout(&status).contains(&format!(":{}/", 5700 + n)),
+        "no process is on the dead node any more: {}",
+        stdout(&status)
+    );
+    std::thread::sleep(Duration::from_secs(10));
+    let to = this_second();
+    judge("a", from, to, survivor);
+
+    // (c) The node comes back and its queues regain their members.
+    cluster(&["start", &n.to_string()]);
+    let rejoined = wait(
+        "every work queue has 3 members online",
+        Duration::from_secs(90),
+        || {
+            work_queues("online").is_some_and(|w| {
+                !w.is_empty()
+                    && w.iter()
+                        .all(|(_, online)| online.matches("@localhost").count() == 3)
+            })
+        },
+    );
+    println!("drill (c): {victim} rejoined; every work queue has 3 online members {:.1} s after its start", rejoined.as_secs_f64());
+    // (b) SIGKILL the node holding the scheduler's connections (node 1,
+    // its first address): it reconnects to a survivor, takes its shards
+    // again and catches up what fell due meanwhile.
+    let from = next_second();
+    std::thread::sleep(Duration::from_secs(2));
+    cluster(&["kill", "1"]);
+    let killed = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    wait("the scheduler ready again", Duration::from_secs(9), || {
+        scheduler.ready()
+    });
+    println!(
+        "drill (b): the scheduler is ready again {:.1} s after its node was killed",
+        killed.elapsed().as_secs_f64()
+    );
+    let status = cli(&["status"], 2);
+    println!("{}", stdout(&status));
+    assert!(
+        !stdout(&status).contains(":5701/"),
+        "the scheduler left node 1: {}",
+        stdout(&status)
+    );
+    std::thread::sleep(Duration::from_secs(8));
+    let to = this_second();
+    judge("b", from, to, 2);
+    cluster(&["start", "1"]);
+
+    // (d) SIGSTOP a node for 20 s (noticed only through heartbeats), then
+    // SIGCONT: nothing is lost.
+    let from = next_second();
+    std::thread::sleep(Duration::from_secs(2));
+    cluster(&["freeze", "3"]);
+    std::thread::sleep(Duration::from_secs(20));
+    cluster(&["thaw", "3"]);
+    wait(
+        "every process ready after the thaw",
+        Duration::from_secs(30),
+        || procs.iter().all(|p| p.ready()),
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let to = this_second();
+    judge("d", from, to, 1);
+
+    for p in procs {
+        assert!(p.ready(), "still ready; log {}", p.log.display());
+    }
+}
+
+fn this_second() -> chrono::DateTime<Utc> {
+    Utc::now()
+        .duration_trunc(chrono::Duration::seconds(1))
+        .expect("trunc")
+}
+
+fn next_second() -> chrono::DateTime<Utc> {
+    this_second() + chrono::Duration::seconds(1)
+}
+
+/// `sundial ledger --from --to` on node `node`: no expected fire of the
+/// window may be missing; prints the counts (duplicates included).
+fn judge(drill: &str, from: chrono::DateTime<Utc>, to: chrono::DateTime<Utc>, node: u32) {
+    let t = |x: chrono::DateTime<Utc>| x.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let ledger = sundial()
+        .args([
+            "ledger",
+            "--json",
+            "--from",
+            &t(from),
+            "--to",
+            &t(to),
+            "--broker",
+            &url(node),
+        ])
+        .envs(TEST_ENV.iter().copied())
+        .output()
+        .expect("ledger");
+    let l: serde_json::Value = serde_json::from_slice(&ledger.stdout)
+        .unwrap_or_else(|e| panic!("ledger JSON ({e}): {}{}", stdout(&ledger), stderr(&ledger)));
+    let dups = l["duplicates"].as_object().map_or(0, |d| d.len());
+    let secs = (to - from).num_seconds().max(1) as u64;
+    println!(
+        "drill ({drill}): window {} .. {}: expected {}, observed {}, missing {}, duplicated fire ids {dups}",
+        t(from),
+        t(to),
+        l["expected"],
+        l["observed"],
+        l["missing"].as_array().map_or(0, Vec::len)
+    );
+    assert!(
+        l["expected"]
+            .as_u64()
+            .is_some_and(|e| e >= JOBS as u64 * secs / 2),
+        "drill ({drill}): the window held the drill: {l}"
+    );
+    assert_eq!(
+        l["missing"],
+        serde_json::json!([]),
+        "drill ({drill}): no fire lost: {l}"
+    );
+}

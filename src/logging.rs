@@ -6,6 +6,8 @@
 //!   every channel the broker closes at ERROR (a passive declare of a
 //!   missing queue is one) and every returned message, bytes and all, at
 //!   WARN; Sundial reports those conditions itself, once, with context.
+//!   The same for `rustls_platform_verifier`, which logs a certificate it
+//!   refuses at ERROR before the connection fails with that very reason.
 //! - a write to a closed stderr is dropped, never reported (reporting it
 //!   would write to stderr again; `eprintln!` would panic).
 
@@ -36,18 +38,20 @@ pub fn directives(log: &LogSettings, mode: Mode, rust_log: Option<&str>) -> Stri
 }
 
 fn with_lapin_off(filter: &str) -> String {
-    if filter.contains("lapin") {
-        filter.to_string()
-    } else {
-        format!("{filter},lapin=off")
+    let mut f = filter.to_string();
+    for quiet in ["lapin", "rustls_platform_verifier"] {
+        if !filter.contains(quiet) {
+            f.push_str(&format!(",{quiet}=off"));
+        }
     }
+    f
 }
 
 /// Installs the global subscriber.
 pub fn init(log: &LogSettings, mode: Mode) {
     let rust_log = std::env::var("RUST_LOG").ok();
     let filter = EnvFilter::try_new(directives(log, mode, rust_log.as_deref()))
-        .unwrap_or_else(|_| EnvFilter::new("info,lapin=off"));
+        .unwrap_or_else(|_| EnvFilter::new("info,lapin=off,rustls_platform_verifier=off"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(Stderr)
@@ -100,23 +104,23 @@ mod tests {
     fn lapin_is_off_unless_named_and_commands_log_warnings_only() {
         assert_eq!(
             directives(&log("info"), Mode::Service, None),
-            "info,lapin=off"
+            "info,lapin=off,rustls_platform_verifier=off"
         );
         assert_eq!(
             directives(&log("info"), Mode::Command, None),
-            "warn,lapin=off"
+            "warn,lapin=off,rustls_platform_verifier=off"
         );
         assert_eq!(
             directives(&log("debug"), Mode::Command, None),
-            "debug,lapin=off"
+            "debug,lapin=off,rustls_platform_verifier=off"
         );
         assert_eq!(
             directives(&log("info,lapin=warn"), Mode::Service, None),
-            "info,lapin=warn"
+            "info,lapin=warn,rustls_platform_verifier=off"
         );
         assert_eq!(
             directives(&log("info"), Mode::Command, Some("trace")),
-            "trace,lapin=off"
+            "trace,lapin=off,rustls_platform_verifier=off"
         );
     }
 }

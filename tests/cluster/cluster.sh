@@ -11,8 +11,10 @@
 #   tests/cluster/cluster.sh ctl N ARGS…   # rabbitmqctl against node N
 #   tests/cluster/cluster.sh pid N         # the beam pid of node N
 #
-# Node N is sdN@localhost: AMQP on 127.0.0.1:570N, distribution port
-# 2570N, data under $SUNDIAL_CLUSTER_DIR (default /tmp/sundial-cluster). The
+# Node N is sdN@localhost: AMQP on 127.0.0.1:570N, AMQP over TLS on
+# 127.0.0.1:571N (certificates made at `up` under $SUNDIAL_CLUSTER_DIR/tls:
+# ca.pem, server.pem, client.pem/client.key, other-ca.pem), distribution
+# port 2570N, data under $SUNDIAL_CLUSTER_DIR (default /tmp/sundial-cluster). The
 # nodes have their own HOME and Erlang cookie, so they can never reach the
 # system node (which shares epmd with them: never kill epmd).
 set -euo pipefail
@@ -46,6 +48,7 @@ prepare() {
   fi
   echo '[].' > "$BASE/enabled_plugins"
   : > "$BASE/empty-env.conf"
+  make_tls
   for n in "${NODES[@]}"; do
     local dir="$BASE/sd$n"
     mkdir -p "$dir/mnesia" "$dir/log"
@@ -58,8 +61,35 @@ cluster_formation.classic_config.nodes.3 = sd3@localhost
 cluster_partition_handling = autoheal
 loopback_users = none
 log.file.level = warning
+listeners.ssl.default = 127.0.0.1:$((5710 + n))
+ssl_options.cacertfile = $BASE/tls/ca.pem
+ssl_options.certfile = $BASE/tls/server.pem
+ssl_options.keyfile = $BASE/tls/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false
 CONF
   done
+}
+
+# A CA, a server certificate for localhost/127.0.0.1, a client
+# certificate (CN sundial-test-client) and an unrelated CA, under
+# $BASE/tls: for the TLS listeners (127.0.0.1:571N).
+make_tls() {
+  local t="$BASE/tls"
+  [ -f "$t/client.pem" ] && return
+  mkdir -p "$t"
+  (
+    cd "$t"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=sundial-test-ca"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout other-ca.key -out other-ca.pem -days 2 -subj "/CN=another-ca"
+    openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=localhost"
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext
+    openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj "/CN=sundial-test-client"
+    printf 'extendedKeyUsage=clientAuth\n' > client.ext
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 -extfile client.ext
+    chmod 644 ./*.key
+  ) >/dev/null 2>&1 || die "openssl could not make the test certificates (apt-get install openssl)"
 }
 
 ctl() {

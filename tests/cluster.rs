@@ -28,6 +28,16 @@ use util::{free_addr, http_get, stderr, stdout, sundial, TEST_ENV};
 
 const JOBS: usize = 200;
 
+/// A line for the test output even when the test passes (libtest captures
+/// `println!`, not writes to the stderr handle): the drills' counts belong
+/// in CI's log.
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cluster/cluster.sh")
 }
@@ -59,7 +69,7 @@ impl Cluster {
     fn up() -> Self {
         let t = Instant::now();
         cluster(&["up"]);
-        println!("cluster up in {:.1} s", t.elapsed().as_secs_f64());
+        report!("cluster up in {:.1} s", t.elapsed().as_secs_f64());
         Cluster
     }
 }
@@ -205,7 +215,7 @@ fn node_losses_and_a_frozen_node_lose_no_fire() {
     for (_, l) in &leaders {
         *count.entry(l.clone()).or_default() += 1;
     }
-    println!("work queue leaders: {count:?}");
+    report!("work queue leaders: {count:?}");
     let victim = count
         .iter()
         .max_by_key(|(_, n)| **n)
@@ -219,10 +229,10 @@ fn node_losses_and_a_frozen_node_lose_no_fire() {
         .unwrap_or_else(|| panic!("a node of the test cluster: {victim}"));
     std::thread::sleep(Duration::from_secs(4));
     let status_before = cli(&["status"], (n % 3) + 1);
-    println!("{}", stdout(&status_before));
+    report!("{}", stdout(&status_before));
     cluster(&["kill", &n.to_string()]);
     let killed = Instant::now();
-    println!(
+    report!(
         "SIGKILLed {victim} (leader of {} work queues)",
         count[&victim]
     );
@@ -232,13 +242,13 @@ fn node_losses_and_a_frozen_node_lose_no_fire() {
     wait("every process ready again", Duration::from_secs(4), || {
         procs.iter().all(|p| p.ready())
     });
-    println!(
+    report!(
         "every process ready {:.1} s after the kill",
         killed.elapsed().as_secs_f64()
     );
     let survivor = (n % 3) + 1;
     let status = cli(&["status"], survivor);
-    println!("{}", stdout(&status));
+    report!("{}", stdout(&status));
     assert!(
         !on_node(&stdout(&status), n) && (1..=3).any(|k| on_node(&stdout(&status), k)),
         "the scheduler is on a surviving node (BROKER column): {}",
@@ -261,7 +271,7 @@ fn node_losses_and_a_frozen_node_lose_no_fire() {
             })
         },
     );
-    println!("drill (c): {victim} rejoined; every work queue has 3 online members {:.1} s after its start", rejoined.as_secs_f64());
+    report!("drill (c): {victim} rejoined; every work queue has 3 online members {:.1} s after its start", rejoined.as_secs_f64());
     // (b) SIGKILL the node holding the scheduler's connections (node 1,
     // its first address): it reconnects to a survivor, takes its shards
     // again and catches up what fell due meanwhile.
@@ -279,7 +289,7 @@ fn node_losses_and_a_frozen_node_lose_no_fire() {
             !on_node(&status, 1) && (2..=3).any(|k| on_node(&status, k))
         },
     );
-    println!(
+    report!(
         "drill (b): the scheduler heartbeats from a surviving node {:.1} s after its node was killed\n{status}",
         killed.elapsed().as_secs_f64()
     );
@@ -351,7 +361,7 @@ fn judge(drill: &str, from: chrono::DateTime<Utc>, to: chrono::DateTime<Utc>, no
         .unwrap_or_else(|e| panic!("ledger JSON ({e}): {}{}", stdout(&ledger), stderr(&ledger)));
     let dups = l["duplicates"].as_object().map_or(0, |d| d.len());
     let secs = (to - from).num_seconds().max(1) as u64;
-    println!(
+    report!(
         "drill ({drill}): window {} .. {}: expected {}, observed {}, missing {}, duplicated fire ids {dups}",
         t(from),
         t(to),
@@ -401,7 +411,7 @@ fn tls_against_a_real_listener() {
         why.to_lowercase().contains("certificate") || why.contains("UnknownIssuer"),
         "the error says it is the certificate: {why}"
     );
-    println!("TLS, wrong CA: {}", why.trim());
+    report!("TLS, wrong CA: {}", why.trim());
     // Mutual TLS: a worker presents its client certificate.
     let log = cluster_dir().join("tls-worker.log");
     let out = std::fs::File::create(&log).expect("log");
@@ -431,7 +441,7 @@ fn tls_against_a_real_listener() {
         Duration::from_secs(30),
         || stdout(&subjects()).contains("CN=sundial-test-client"),
     );
-    println!(
+    report!(
         "mutual TLS: the worker's certificate seen by the broker after {:.1} s",
         seen.as_secs_f64()
     );

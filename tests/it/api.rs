@@ -455,6 +455,21 @@ fn tokens_separate_readers_from_admins() {
         Some("read-secret"),
     );
     assert_eq!(j["paused_reason"], "by ops");
+    // Behind a reverse proxy (another Host and Origin) the token is what
+    // counts.
+    let (status, text) = http_call(
+        &addr,
+        "POST",
+        "/api/v1/jobs/berlin-weekly/resume",
+        &[
+            ("Authorization", "Bearer admin-secret"),
+            ("Host", "sundial.example.com"),
+            ("Origin", "https://sundial.example.com"),
+        ],
+        Some(b"{}"),
+    )
+    .expect("answer");
+    assert_eq!(status, 200, "{text}");
     let (status, _) = crate::util::http_get(&addr, "/metrics").expect("metrics");
     assert_eq!(status, 200, "/metrics needs no token");
     let _ = std::fs::remove_file(&config);

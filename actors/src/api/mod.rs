@@ -667,6 +667,7 @@ impl Api {
 /// loopback name, and every write that carries an `Origin` (browsers send
 /// it on cross-origin requests) must come from this very origin. curl and
 /// other clients send no `Origin`; the dashboard's own requests match.
+/// With tokens neither check applies.
 fn same_origin(req: &Request<hyper::body::Incoming>, caller: &Caller) -> Result<(), Answer> {
     let host = req
         .headers()
@@ -680,8 +681,11 @@ fn same_origin(req: &Request<hyper::body::Incoming>, caller: &Caller) -> Result<
             format!("the open (loopback) API answers loopback host names only, not \"{host}\"; use 127.0.0.1 or localhost, or configure http.tokens"),
         ));
     }
+    // With tokens the bearer header already is the proof (a browser never
+    // adds it on its own), and a reverse proxy may rewrite `Host`.
     let write = !matches!(*req.method(), Method::GET | Method::HEAD);
-    if let (true, Some(origin)) = (write, req.headers().get(header::ORIGIN)) {
+    let open = *caller == Caller::Open;
+    if let (true, true, Some(origin)) = (open, write, req.headers().get(header::ORIGIN)) {
         let origin = origin.to_str().unwrap_or("");
         let own = ["http://", "https://"]
             .iter()

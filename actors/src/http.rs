@@ -230,13 +230,18 @@ async fn route(req: Request<hyper::body::Incoming>, state: &State) -> Response<F
     }
     let path = req.uri().path();
     if path.starts_with("/api/") {
-        let (status, body) = match crate::history::api::route(
-            state.history.as_ref(),
-            path,
-            req.uri().query(),
-        )
-        .await
-        {
+        let segments = path
+            .strip_prefix("/api/v1/")
+            .map(crate::api::path_segments)
+            .unwrap_or_default();
+        let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let params = crate::api::query_params(req.uri().query());
+        let found = if seg.is_empty() {
+            None
+        } else {
+            crate::history::api::route(state.history.as_ref(), &seg, &params).await
+        };
+        let (status, body) = match found {
             Some(a) => a,
             None => (
                 StatusCode::NOT_FOUND,

@@ -102,8 +102,10 @@ pub fn answer(view: &RegistryView, q: &JobsQuery, now: DateTime<Utc>) -> Answer 
                     )
                 }
             };
-            let total = view.count(filter);
-            if total > SORT_NEXT_MAX {
+            // One walk, stopped past the bound; the count only on refusal.
+            let (all, more) = view.list(filter, None, SORT_NEXT_MAX);
+            if more {
+                let total = view.count(filter);
                 return error(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     Some("sort"),
@@ -112,7 +114,7 @@ pub fn answer(view: &RegistryView, q: &JobsQuery, now: DateTime<Utc>) -> Answer 
                     ),
                 );
             }
-            let (all, _) = view.list(filter, None, usize::MAX);
+            let total = all.len();
             // Paused and finished jobs (no next fire) sort last, by id.
             let mut keyed: Vec<(Option<DateTime<Utc>>, &JobEntry)> = all
                 .into_iter()

@@ -214,10 +214,7 @@ impl Api {
         };
         let segments = path_segments(rest);
         let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
-        let params: Vec<(String, String)> =
-            form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-                .into_owned()
-                .collect();
+        let params = query_params(req.uri().query());
         if method != Method::GET && method != Method::HEAD {
             if !caller.may_write() {
                 return error(
@@ -258,13 +255,7 @@ impl Api {
             }
             ["runs", "per-minute"] => self.per_minute(&params).await,
             ["pools", pool, "dead"] if !pool.is_empty() => self.dead_letters(pool, &params).await,
-            _ => match crate::history::api::route(
-                self.cfg.history.as_ref(),
-                path,
-                req_query(&params).as_deref(),
-            )
-            .await
-            {
+            _ => match crate::history::api::route(self.cfg.history.as_ref(), &seg, &params).await {
                 Some(a) => a,
                 None => not_found(path),
             },
@@ -403,9 +394,9 @@ impl Api {
             .iter()
             .find(|(k, _)| k == "since")
             .map_or("1h", |(_, v)| v.as_str());
-        let since = match sundial_core::history::instant(since, Utc::now()) {
+        let since = match crate::history::api::instant(since, "since", Utc::now()) {
             Ok(t) => t,
-            Err(e) => return error(StatusCode::BAD_REQUEST, Some("since"), e),
+            Err(a) => return a,
         };
         match index.per_minute(since).await {
             Ok(rows) => {
@@ -757,7 +748,7 @@ fn not_found(path: &str) -> Answer {
 }
 
 /// Refuses parameters outside `allowed`, naming the first.
-fn only(params: &[(String, String)], allowed: &[&str]) -> Result<(), Answer> {
+pub(crate) fn only(params: &[(String, String)], allowed: &[&str]) -> Result<(), Answer> {
     match params.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
         None => Ok(()),
         Some((k, _)) => Err(error(
@@ -797,16 +788,11 @@ fn number(
     }
 }
 
-/// The query string again (the history routes parse their own).
-fn req_query(params: &[(String, String)]) -> Option<String> {
-    if params.is_empty() {
-        return None;
-    }
-    Some(
-        form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(params)
-            .finish(),
-    )
+/// The decoded `key=value` pairs of a query string.
+pub(crate) fn query_params(query: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
 }
 
 /// Reads a JSON body of at most [`MAX_BODY`] bytes; `None` when empty.

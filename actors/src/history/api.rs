@@ -12,31 +12,23 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use hyper::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 use sundial_core::history::{Cursor, Outcome, RunQuery};
 
 use super::Index;
+use crate::api::{error, only, Answer};
 
 /// Page size when a query gives none.
 pub const DEFAULT_LIMIT: usize = 50;
 
-/// An API answer: status and JSON body.
-pub type Answer = (StatusCode, Value);
-
-fn error(status: StatusCode, field: Option<&str>, message: impl Into<String>) -> Answer {
-    (
-        status,
-        json!({"error": {"field": field, "message": message.into()}}),
-    )
-}
-
-/// Answers `path` (under `/api/v1/`) with `query`, or `None` when the path
-/// is not one of history's.
-pub async fn route(index: Option<&Arc<Index>>, path: &str, query: Option<&str>) -> Option<Answer> {
-    let rest = path.strip_prefix("/api/v1/")?;
-    let segments = crate::api::path_segments(rest);
-    let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let kind = match seg.as_slice() {
+/// Answers the path below `/api/v1/` (its decoded segments `seg`) with the
+/// query's `params`, or `None` when the path is not one of history's.
+pub async fn route(
+    index: Option<&Arc<Index>>,
+    seg: &[&str],
+    params: &[(String, String)],
+) -> Option<Answer> {
+    let kind = match seg {
         ["runs"] => Kind::Runs,
         ["jobs", id, "runs"] if !id.is_empty() => Kind::JobRuns((*id).to_string()),
         ["jobs", id, "summary"] if !id.is_empty() => Kind::Summary((*id).to_string()),
@@ -49,10 +41,7 @@ pub async fn route(index: Option<&Arc<Index>>, path: &str, query: Option<&str>) 
             "this process keeps no history index (history.enabled = false, or its file is in use by another process): ask a scheduler or `sundial run` that keeps one",
         ));
     };
-    let params: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
-    Some(match answer(index, kind, &params, Utc::now()).await {
+    Some(match answer(index, kind, params, Utc::now()).await {
         Ok(a) => a,
         Err(a) => a,
     })
@@ -77,16 +66,7 @@ async fn answer(
         Kind::JobRuns(_) => &["limit", "cursor", "outcome", "since", "until"],
         Kind::Summary(_) => &["since"],
     };
-    if let Some((k, _)) = params.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            Some(k),
-            format!(
-                "unknown query parameter; this endpoint takes {}",
-                allowed.join(", ")
-            ),
-        ));
-    }
+    only(params, allowed)?;
     let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.as_str());
     let internal = |e: crate::Error| error(StatusCode::INTERNAL_SERVER_ERROR, None, e.to_string());
     match kind {
@@ -150,7 +130,7 @@ async fn answer(
 
 /// `field` as an instant ([`sundial_core::history::instant`]); a 400 naming
 /// it otherwise.
-fn instant(v: &str, field: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Answer> {
+pub(crate) fn instant(v: &str, field: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Answer> {
     sundial_core::history::instant(v, now)
         .map_err(|e| error(StatusCode::BAD_REQUEST, Some(field), e))
 }

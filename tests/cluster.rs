@@ -1,13 +1,14 @@
 //! Sundial on a 3-node RabbitMQ cluster (tests/cluster/cluster.sh: nodes
 //! sd1..sd3@localhost beside the system broker, AMQP 5701–5703). Drills
-//! judged by fire ids (`sundial ledger` over the history stream): a
-//! scheduler and two workers spread over the nodes, 200 every-second jobs;
+//! judged by fire ids (`sundial ledger` over the history stream): two
+//! schedulers and two workers spread over the nodes, 200 every-second jobs;
 //! SIGKILL the node that leads most work queues → every process is ready
 //! again within 5 s and no fire of the window is missing (duplicates are
 //! counted and printed); start the node again → it rejoins and every work
 //! queue has its three members online, with no manual step; SIGKILL the
-//! node holding the scheduler's connections → it reconnects and loses
-//! nothing; SIGSTOP a node for 20 s → nothing lost.
+//! node holding one scheduler's connections (its leases) → every shard is
+//! owned again from a surviving node and nothing is lost; SIGSTOP a node
+//! for 20 s → nothing lost.
 //!
 //! Its own test binary: it starts and kills broker nodes (never the
 //! system one), so it runs alone (cargo runs test binaries one after
@@ -187,11 +188,13 @@ fn node_losses_and_a_frozen_node_lose_no_fire() {
     let applied = cli(&["topology", "apply"], 1);
     assert!(applied.status.success(), "{}", stderr(&applied));
 
-    // A scheduler on node 1, workers on nodes 2 and 3 (their first address).
+    // Schedulers on nodes 1 and 2, workers on nodes 2 and 3 (their first
+    // address): the 4 timer shards split between the schedulers by lease.
     let scheduler = Proc::start(&["scheduler", "--node", "drill-sched"], "scheduler", 1);
+    let scheduler_b = Proc::start(&["scheduler", "--node", "drill-sched-b"], "scheduler-b", 2);
     let w2 = Proc::start(&["worker", "--id", "drill-w2"], "worker-2", 2);
     let w3 = Proc::start(&["worker", "--id", "drill-w3"], "worker-3", 3);
-    let procs = [&scheduler, &w2, &w3];
+    let procs = [&scheduler, &scheduler_b, &w2, &w3];
     wait("every process ready", Duration::from_secs(60), || {
         procs.iter().all(|p| p.ready())
     });
@@ -228,8 +231,20 @@ fn node_losses_and_a_frozen_node_lose_no_fire() {
         .and_then(|d| d.parse().ok())
         .unwrap_or_else(|| panic!("a node of the test cluster: {victim}"));
     std::thread::sleep(Duration::from_secs(4));
-    let status_before = cli(&["status"], (n % 3) + 1);
-    report!("{}", stdout(&status_before));
+    // Each process on the node its broker.urls start at.
+    let mut status_before = String::new();
+    wait(
+        "status lists every process on its first node",
+        Duration::from_secs(10),
+        || {
+            status_before = stdout(&cli(&["status"], (n % 3) + 1));
+            PROCESSES
+                .iter()
+                .all(|(p, k)| node_of(&status_before, p) == Some(*k))
+                && unowned(&status_before) == Some(0)
+        },
+    );
+    report!("{status_before}");
     cluster(&["kill", &n.to_string()]);
     let killed = Instant::now();
     report!(
@@ -247,13 +262,19 @@ fn node_losses_and_a_frozen_node_lose_no_fire() {
         killed.elapsed().as_secs_f64()
     );
     let survivor = (n % 3) + 1;
-    let status = cli(&["status"], survivor);
-    report!("{}", stdout(&status));
-    assert!(
-        !on_node(&stdout(&status), n) && (1..=3).any(|k| on_node(&stdout(&status), k)),
-        "the scheduler is on a surviving node (BROKER column): {}",
-        stdout(&status)
+    // `sundial status` names each process's node: all three on survivors.
+    let mut status = String::new();
+    wait(
+        "status lists both schedulers and both workers on surviving nodes",
+        Duration::from_secs(10),
+        || {
+            status = stdout(&cli(&["status"], survivor));
+            PROCESSES
+                .iter()
+                .all(|(p, _)| node_of(&status, p).is_some_and(|k| k != n))
+        },
     );
+    report!("{status}");
     std::thread::sleep(Duration::from_secs(10));
     let to = this_second();
     judge("a", from, to, survivor);
@@ -272,29 +293,41 @@ fn node_losses_and_a_frozen_node_lose_no_fire() {
         },
     );
     report!("drill (c): {victim} rejoined; every work queue has 3 online members {:.1} s after its start", rejoined.as_secs_f64());
-    // (b) SIGKILL the node holding the scheduler's connections (node 1,
-    // its first address): it reconnects to a survivor, takes its shards
-    // again and catches up what fell due meanwhile.
+    // (b) SIGKILL the node holding drill-sched's connections (node 1, its
+    // first address; its leases are exclusive queues there): its shards are
+    // owned again from a surviving node (drill-sched reconnected, or
+    // drill-sched-b after its heartbeat timeout), and what fell due
+    // meanwhile fires.
+    let before = stdout(&cli(&["status"], 2));
+    let held_by_a = owners(&before)
+        .iter()
+        .filter(|o| *o == "drill-sched")
+        .count();
+    report!("drill (b): before, drill-sched owns {held_by_a} of the shards\n{before}");
     let from = next_second();
     std::thread::sleep(Duration::from_secs(2));
     cluster(&["kill", "1"]);
     let killed = Instant::now();
-    // Back when its heartbeat names a surviving node (`sundial status`).
+    // Every shard owned by a scheduler heartbeating from a survivor.
     let mut status = String::new();
     wait(
-        "the scheduler heard from a surviving node",
+        "every shard owned from a surviving node",
         Duration::from_secs(15),
         || {
             status = stdout(&cli(&["status"], 2));
-            !on_node(&status, 1) && (2..=3).any(|k| on_node(&status, k))
+            let o = owners(&status);
+            unowned(&status) == Some(0)
+                && !o.is_empty()
+                && o.iter()
+                    .all(|x| node_of(&status, x).is_some_and(|k| k != 1))
         },
     );
     report!(
-        "drill (b): the scheduler heartbeats from a surviving node {:.1} s after its node was killed\n{status}",
+        "drill (b): every shard owned from a surviving node {:.1} s after node 1 was killed\n{status}",
         killed.elapsed().as_secs_f64()
     );
-    wait("the scheduler ready", Duration::from_secs(5), || {
-        scheduler.ready()
+    wait("both schedulers ready", Duration::from_secs(10), || {
+        scheduler.ready() && scheduler_b.ready()
     });
     std::thread::sleep(Duration::from_secs(8));
     let to = this_second();
@@ -322,11 +355,43 @@ fn node_losses_and_a_frozen_node_lose_no_fire() {
     }
 }
 
-/// Whether `sundial status` shows a scheduler connected to node `n` (its
-/// BROKER column ends the node's line).
-fn on_node(status: &str, n: u32) -> bool {
-    let addr = format!("127.0.0.1:{}", 5700 + n);
-    status.lines().any(|l| l.trim_end().ends_with(&addr))
+/// The schedulers and the workers, by the names `sundial status` lists,
+/// with the node their `broker.urls` start at.
+const PROCESSES: [(&str, u32); 4] = [
+    ("drill-sched", 1),
+    ("drill-sched-b", 2),
+    ("drill-w2", 2),
+    ("drill-w3", 3),
+];
+
+/// `N` of `sundial status`'s "timer shards: S (N unowned)" line.
+fn unowned(status: &str) -> Option<usize> {
+    let line = status.lines().find(|l| l.starts_with("timer shards:"))?;
+    let (_, rest) = line.split_once('(')?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// Owner of each shard in `sundial status`'s shard table.
+fn owners(status: &str) -> Vec<String> {
+    status
+        .lines()
+        .skip_while(|l| !l.starts_with("timer shards:"))
+        .skip(2)
+        .take_while(|l| l.starts_with("  ") && !l.trim_start().starts_with("POOL"))
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .collect()
+}
+
+/// The node (1..=3) that `sundial status` shows process `name` connected to
+/// (the BROKER column ends its line); `None` while it is not listed.
+fn node_of(status: &str, name: &str) -> Option<u32> {
+    let line = status
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))?;
+    (1..=3).find(|n| {
+        line.trim_end()
+            .ends_with(&format!("127.0.0.1:{}", 5700 + n))
+    })
 }
 
 fn this_second() -> chrono::DateTime<Utc> {

@@ -303,6 +303,11 @@ executor = { type = "noop" }
     );
     let nodes = texts(&c, "#nodes-table tbody tr").await.join("\n");
     assert!(nodes.contains("dash-node"), "the node is listed: {nodes}");
+    let workers = texts(&c, "#workers-table tbody tr").await.join("\n");
+    assert!(
+        workers.contains("dash-worker") && workers.contains("default"),
+        "the worker is listed with its pool: {workers}"
+    );
     let pools = texts(&c, "#pools-table tbody tr").await.join("\n");
     assert!(pools.starts_with("default"), "{pools}");
     screenshot(&c, "overview").await;

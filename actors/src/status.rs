@@ -1,6 +1,6 @@
-//! What `sundial status` shows: scheduler nodes (from their heartbeats),
-//! who holds each timer shard and how far its watermark lags, and per pool
-//! the queued fires, connected workers and dead letters.
+//! What `sundial status` shows: scheduler nodes and workers (from their
+//! heartbeats), who holds each timer shard and how far its watermark lags,
+//! and per pool the queued fires, connected workers and dead letters.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -8,7 +8,11 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use lapin::Connection;
 use serde::Serialize;
-use sundial_core::{codec::decode, protocol::node::Heartbeat, topology::Topology};
+use sundial_core::{
+    codec::decode,
+    protocol::node::{Heartbeat, WorkerBeat},
+    topology::Topology,
+};
 
 use crate::{
     broker::{meta_of, subscribe},
@@ -19,6 +23,8 @@ use crate::{
 pub struct Status {
     pub at: DateTime<Utc>,
     pub nodes: Vec<Node>,
+    /// Workers heard on `sundial.workers` (by id).
+    pub workers: Vec<Worker>,
     pub shards: Vec<Shard>,
     pub pools: Vec<Pool>,
 }
@@ -34,6 +40,21 @@ pub struct Node {
     /// Fires it set aside as unroutable since it started (dead-lettered).
     pub unroutable: u64,
     pub unroutable_last: Option<String>,
+    /// The broker address it is connected to.
+    pub broker: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Worker {
+    pub worker: String,
+    pub pool: String,
+    pub started_at: DateTime<Utc>,
+    /// Age of its last heartbeat.
+    pub last_heartbeat_ms: i64,
+    /// Attempts running, and at most.
+    pub running: u32,
+    pub concurrency: u32,
+    pub version: String,
     /// The broker address it is connected to.
     pub broker: Option<String>,
 }
@@ -63,30 +84,54 @@ pub struct Pool {
     pub missing_queues: u32,
 }
 
-/// Listens to heartbeats for `listen` (at least one heartbeat interval),
-/// then reads watermarks and queue depths.
+/// Listens to heartbeats (schedulers' and workers') for `listen` (at least
+/// one heartbeat interval), then reads watermarks and queue depths.
 pub async fn gather(conn: &Connection, topo: &Topology, listen: Duration) -> Result<Status, Error> {
     let (ch, mut beats) = subscribe(conn, &topo.nodes_exchange(), &[""]).await?;
+    // A topology applied by an older release has no workers exchange: no
+    // workers listed, the rest as before.
+    let (wch, mut wbeats) = match subscribe(conn, &topo.workers_exchange(), &[""]).await {
+        Ok((c, b)) => (Some(c), Some(b)),
+        Err(e) if e.is_not_found() => (None, None),
+        Err(e) => return Err(e),
+    };
     let mut latest: BTreeMap<String, (Heartbeat, DateTime<Utc>)> = BTreeMap::new();
+    let mut workers: BTreeMap<String, (WorkerBeat, DateTime<Utc>)> = BTreeMap::new();
     let deadline = tokio::time::sleep(listen);
     tokio::pin!(deadline);
     loop {
-        let d = tokio::select! {
+        tokio::select! {
             () = &mut deadline => break,
-            d = beats.next() => d,
-        };
-        let Some(Ok(d)) = d else {
-            return Err(Error::StreamEnded("heartbeat subscription"));
-        };
-        if let Ok(h) = decode::<Heartbeat>(&meta_of(&d.properties), &d.data) {
-            if h.leaving {
-                latest.remove(&h.node);
-            } else {
-                latest.insert(h.node.clone(), (h, Utc::now()));
+            d = beats.next() => {
+                let Some(Ok(d)) = d else {
+                    return Err(Error::StreamEnded("heartbeat subscription"));
+                };
+                if let Ok(h) = decode::<Heartbeat>(&meta_of(&d.properties), &d.data) {
+                    if h.leaving {
+                        latest.remove(&h.node);
+                    } else {
+                        latest.insert(h.node.clone(), (h, Utc::now()));
+                    }
+                }
+            }
+            Some(d) = async { match wbeats.as_mut() { Some(b) => b.next().await, None => None } } => {
+                let Ok(d) = d else {
+                    return Err(Error::StreamEnded("worker heartbeat subscription"));
+                };
+                if let Ok(w) = decode::<WorkerBeat>(&meta_of(&d.properties), &d.data) {
+                    if w.leaving {
+                        workers.remove(&w.worker);
+                    } else {
+                        workers.insert(w.worker.clone(), (w, Utc::now()));
+                    }
+                }
             }
         }
     }
     let _ = ch.close(200, "status".into()).await;
+    if let Some(wch) = wch {
+        let _ = wch.close(200, "status".into()).await;
+    }
     let now = Utc::now();
 
     let mut owner_of: BTreeMap<u32, String> = BTreeMap::new();
@@ -107,6 +152,22 @@ pub async fn gather(conn: &Connection, topo: &Topology, listen: Duration) -> Res
                 unroutable: h.unroutable,
                 unroutable_last: h.unroutable_last.clone(),
                 broker: h.broker.clone(),
+            }
+        })
+        .collect();
+    let workers: Vec<Worker> = workers
+        .into_values()
+        .map(|(w, seen)| {
+            pools.push(w.pool.clone());
+            Worker {
+                worker: w.worker,
+                pool: w.pool,
+                started_at: w.started_at,
+                last_heartbeat_ms: (now - seen).num_milliseconds(),
+                running: w.running,
+                concurrency: w.concurrency,
+                version: w.version,
+                broker: w.broker,
             }
         })
         .collect();
@@ -156,6 +217,7 @@ pub async fn gather(conn: &Connection, topo: &Topology, listen: Duration) -> Res
     Ok(Status {
         at: now,
         nodes,
+        workers,
         shards,
         pools: out,
     })

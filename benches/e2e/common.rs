@@ -1,5 +1,6 @@
 //! Helpers shared by the load benchmarks (included with `#[path]`): a
-//! private vhost, percentiles, the raw lapin publish.
+//! private vhost (on the system broker or the 3-node test cluster),
+//! percentiles, the raw lapin publish.
 
 #![allow(dead_code)]
 
@@ -20,17 +21,79 @@ pub(crate) fn ms(s: f64) -> String {
     format!("{:.2} ms", s * 1000.0)
 }
 
+/// Which RabbitMQ the harness measures: the system broker on 5672, or
+/// (`--cluster`) the 3-node test cluster of `tests/cluster/cluster.sh`,
+/// every client (raw lapin and Sundial alike) connected to node 1.
+static CLUSTER: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+fn cluster_script() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cluster/cluster.sh")
+}
+
+/// The 3-node cluster, up for the whole run; stopped and deleted on drop.
+pub(crate) struct Cluster(std::path::PathBuf);
+
+impl Cluster {
+    pub(crate) fn up() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("sundial-bench-cluster-{}", std::process::id()));
+        let out = Command::new(cluster_script())
+            .arg("up")
+            .env("SUNDIAL_CLUSTER_DIR", &dir)
+            .output()
+            .expect("tests/cluster/cluster.sh runs");
+        assert!(
+            out.status.success(),
+            "cluster.sh up: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        CLUSTER.set(dir.clone()).expect("one cluster per run");
+        Self(dir)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(cluster_script())
+            .arg("down")
+            .env("SUNDIAL_CLUSTER_DIR", &self.0)
+            .output();
+    }
+}
+
+/// `rabbitmqctl` of the measured broker (node 1 of the cluster).
+pub(crate) fn rabbitmqctl() -> Command {
+    match CLUSTER.get() {
+        Some(dir) => {
+            let mut c = Command::new(cluster_script());
+            c.args(["ctl", "1"]).env("SUNDIAL_CLUSTER_DIR", dir);
+            c
+        }
+        None => Command::new("rabbitmqctl"),
+    }
+}
+
+/// The AMQP port every client of the run connects to.
+fn amqp_port() -> u16 {
+    if CLUSTER.get().is_some() {
+        5701
+    } else {
+        5672
+    }
+}
+
 pub(crate) struct Vhost(pub(crate) String);
 
 impl Vhost {
     pub(crate) fn new(tag: &str) -> Self {
         let name = format!("sundial-bench-{tag}-{}", std::process::id());
-        let ok = Command::new("rabbitmqctl")
+        let ok = rabbitmqctl()
             .args(["add_vhost", &name])
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false)
-            && Command::new("rabbitmqctl")
+            && rabbitmqctl()
                 .args(["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"])
                 .output()
                 .map(|o| o.status.success())
@@ -39,15 +102,13 @@ impl Vhost {
         Self(name)
     }
     pub(crate) fn url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.0)
+        format!("amqp://guest:guest@127.0.0.1:{}/{}", amqp_port(), self.0)
     }
 }
 
 impl Drop for Vhost {
     fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl")
-            .args(["delete_vhost", &self.0])
-            .output();
+        let _ = rabbitmqctl().args(["delete_vhost", &self.0]).output();
     }
 }
 
@@ -84,6 +145,16 @@ pub(crate) async fn raw_queues(conn: &lapin::Connection, queues: u32) -> lapin::
     args.insert(
         "x-queue-type".into(),
         lapin::types::AMQPValue::LongString("quorum".into()),
+    );
+    // As Sundial's work queues (`topology.replicas` = 3): three members,
+    // leaders spread over the nodes of a cluster (one node: no difference).
+    args.insert(
+        "x-queue-leader-locator".into(),
+        lapin::types::AMQPValue::LongString("balanced".into()),
+    );
+    args.insert(
+        "x-quorum-initial-group-size".into(),
+        lapin::types::AMQPValue::LongInt(3),
     );
     for q in 0..queues {
         ch.queue_declare(

@@ -9,11 +9,18 @@
 //! cargo bench --bench e2e -- --json results.json   # also write the results as JSON
 //! cargo bench --bench e2e -- --jobs 300000         # scale phase size
 //! cargo bench --bench e2e -- --only lateness,scale  # some phases (raw baselines always run)
+//! cargo bench --bench e2e -- --quick --cluster     # on a 3-node test cluster (burst, lateness, e2e)
 //! ```
 //!
+//! `--cluster` starts `tests/cluster/cluster.sh up` (three RabbitMQ nodes
+//! beside the system broker, ~25 s) and takes it down at the end; every
+//! client, raw lapin and Sundial alike, connects to node 1, and every quorum
+//! queue has three members with leaders spread over the nodes.
+//!
 //! Phases (each in its own vhost, created and deleted with rabbitmqctl):
-//! 1. raw publish-with-confirms: ceiling (8 channels, 1,000 in flight) and
-//!    confirm latency paced at 5,000/s, to 64 quorum queues.
+//! 1. raw publish-with-confirms: ceiling (the best of 8 channels with 1,000
+//!    in flight and 64 channels with 10,000, after a warm-up) and confirm
+//!    latency paced at the lateness phase's rate, to 64 quorum queues.
 //! 2. raw publish + consume with acks: throughput and latency at 500/s.
 //! 3. Sundial fire throughput: a burst of cron jobs due in one second.
 //! 4. Sundial fire lateness: jobs spread evenly, fires/s and the histogram.
@@ -52,6 +59,8 @@ struct Args {
     history: Option<usize>,
     /// Phases to run (`--only lateness,scale`); the raw baselines always run.
     only: Option<Vec<String>>,
+    /// On the 3-node test cluster instead of the system broker.
+    cluster: bool,
 }
 
 impl Args {
@@ -69,11 +78,13 @@ fn args() -> Args {
         jobs: None,
         history: None,
         only: None,
+        cluster: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
         match x.as_str() {
             "--quick" => a.quick = true,
+            "--cluster" => a.cluster = true,
             "--json" => a.json = it.next(),
             "--jobs" => a.jobs = it.next().and_then(|n| n.replace('_', "").parse().ok()),
             "--history" => a.history = it.next().and_then(|n| n.replace('_', "").parse().ok()),
@@ -84,6 +95,11 @@ fn args() -> Args {
             }
             _ => {} // cargo bench passes --bench
         }
+    }
+    // The scale and history phases measure one process and its index, not
+    // the broker: on the cluster only what the broker's replication changes.
+    if a.cluster && a.only.is_none() {
+        a.only = Some(["burst", "lateness", "e2e"].map(str::to_string).to_vec());
     }
     a
 }
@@ -137,6 +153,16 @@ fn main() {
     let [do_burst, do_lateness, do_e2e, do_scale, do_history] =
         ["burst", "lateness", "e2e", "scale", "history"].map(|p| a.runs(p));
 
+    let _cluster = a.cluster.then(|| {
+        let t = std::time::Instant::now();
+        let c = common::Cluster::up();
+        println!(
+            "3-node test cluster up in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        c
+    });
+    let on_cluster = a.cluster;
     let samples = Arc::new(sched::Samples::default());
     metrics::set_global_recorder(sched::Rec(samples.clone())).expect("first recorder");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -145,9 +171,14 @@ fn main() {
         .expect("tokio runtime");
     let report = actix::System::with_tokio_rt(move || rt).block_on(async move {
         println!(
-            "sundial benchmark harness ({} mode): {SHARDS} shards, quorum queues, {} cores",
+            "sundial benchmark harness ({} mode): {SHARDS} shards, quorum queues, {} cores, {}",
             if quick { "quick" } else { "full" },
-            std::thread::available_parallelism().map_or(0, |n| n.get())
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            if on_cluster {
+                "3-node test cluster (clients on node 1, 3 members per quorum queue)"
+            } else {
+                "system broker (one node)"
+            }
         );
 
         // 1. Raw publish with confirms.
@@ -155,12 +186,23 @@ fn main() {
         let v = Vhost::new("raw");
         let conn = sundial_actors::broker::connect(&v.url(), "bench-raw").await.expect("connect");
         let paced = std::time::Duration::from_secs(if quick { 3 } else { 5 });
-        let (ceiling, raw_p50, raw_p99) = sched::raw_baseline(&conn, SHARDS, 20_000, 1_000, 5_000, paced).await;
+        // Paced at the lateness phase's rate (its jobs are `@every 20s`), so
+        // that phase's p99 is compared at the same load.
+        let paced_rate = u32::try_from(steady_jobs / 20).unwrap_or(5_000);
+        let (raw_ceiling, raw_p50, raw_p99) =
+            sched::raw_baseline(&conn, SHARDS, 20_000, &[(8, 1_000), (64, 10_000)], paced_rate, paced).await;
+        let ceiling = raw_ceiling.best;
         let _ = conn.close(200, "".into()).await;
         drop(v);
         pb.finish_and_clear();
+        let shapes: Vec<String> = raw_ceiling
+            .per_shape
+            .iter()
+            .map(|(c, w, r)| format!("{r:.0} from {c} channels with {w} in flight"))
+            .collect();
         println!(
-            "raw lapin publish+confirm: ceiling {ceiling:.0} msg/s; confirm latency at 5k/s p50 {} p99 {}",
+            "raw lapin publish+confirm: ceiling {ceiling:.0} msg/s (best of {}); confirm latency at {paced_rate}/s p50 {} p99 {}",
+            shapes.join(", "),
             ms(raw_p50),
             ms(raw_p99)
         );
@@ -182,9 +224,12 @@ fn main() {
 
         let mut out = json!({
             "mode": if quick { "quick" } else { "full" },
+            "broker": if on_cluster { "cluster-3" } else { "single" },
             "shards": SHARDS,
             "raw": {
                 "publish_confirm_ceiling_per_s": ceiling,
+                "publish_confirm_per_shape": raw_ceiling.per_shape.iter().map(|(c, w, r)| json!({"channels": c, "in_flight": w, "per_s": r})).collect::<Vec<_>>(),
+                "confirm_latency_paced_per_s": paced_rate,
                 "confirm_latency_p50_ms": raw_p50 * 1e3, "confirm_latency_p99_ms": raw_p99 * 1e3,
                 "publish_consume_per_s": raw_pc, "publish_to_delivery": percentiles(&mut raw_lat),
             },

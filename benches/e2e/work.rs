@@ -251,7 +251,7 @@ fn workers(v: &Vhost, k: usize, env: &[(&str, &str)]) -> Vec<WorkerProc> {
         .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let out = Command::new("rabbitmqctl")
+        let out = crate::common::rabbitmqctl()
             .args([
                 "list_queues",
                 "-p",
@@ -333,8 +333,9 @@ type Scheduled = Arc<Mutex<HashMap<String, chrono::DateTime<Utc>>>>;
 /// Reads what one scheduler node reads of every run: the history stream,
 /// twice (its run tracker and its history index each consume it), and the
 /// events exchange bound to `#` (what a dashboard or alerting consumer
-/// does). Records the fire-to-start latency of the `started` records of
-/// fires in `scheduled`.
+/// does). Records the fire-to-start latency of the fires in `scheduled`
+/// (from their `started` record, or their outcome's end − duration when the
+/// start was folded into it).
 async fn listen(
     conn: &lapin::Connection,
     seen: Arc<Mutex<Seen>>,
@@ -371,14 +372,27 @@ async fn listen(
                 if !timed {
                     continue;
                 }
-                for ev in batch.records.iter().filter(|e| e.kind == RunKind::Started) {
+                // A `started` whose outcome is in the same batch is left out
+                // of it (start = end − duration): the outcome counts then.
+                for ev in batch
+                    .records
+                    .iter()
+                    .filter(|e| e.kind == RunKind::Started || e.kind == RunKind::Succeeded)
+                {
                     let at = scheduled
                         .lock()
                         .ok()
                         .and_then(|mut m| m.remove(&ev.fire_id));
+                    let start = match ev.kind {
+                        RunKind::Started => ev.at,
+                        _ => {
+                            let took = i64::try_from(ev.duration_ms.unwrap_or(0)).unwrap_or(0);
+                            ev.at - chrono::Duration::milliseconds(took)
+                        }
+                    };
                     if let (Some(at), Ok(mut s)) = (at, seen.lock()) {
                         s.latency
-                            .push((ev.at - at).num_microseconds().unwrap_or(0) as f64 / 1e6);
+                            .push((start - at).num_microseconds().unwrap_or(0) as f64 / 1e6);
                     }
                 }
             }

@@ -203,6 +203,10 @@ impl Topology {
     pub fn nodes_exchange(&self) -> String {
         format!("{}.nodes", self.prefix)
     }
+    /// Fanout exchange for worker heartbeats (read by `sundial status`).
+    pub fn workers_exchange(&self) -> String {
+        format!("{}.workers", self.prefix)
+    }
 
     /// `shard = fnv1a64(job_id) mod shards`. FNV-1a is fixed here forever:
     /// changing it would move every job to another shard.
@@ -223,6 +227,7 @@ impl Topology {
             ex(self.nodes_exchange(), ExchangeKind::Fanout),
             ex(self.cancel_exchange(), ExchangeKind::Direct),
             ex(self.history_exchange(), ExchangeKind::Fanout),
+            ex(self.workers_exchange(), ExchangeKind::Fanout),
         ];
 
         let bind = |queue: &str, exchange: String, key: String| BindingDecl {

@@ -1,4 +1,5 @@
-//! `sundial status [--json]`: nodes, shard owners and watermark lag, pools.
+//! `sundial status [--json]`: scheduler nodes, workers, shard owners and
+//! watermark lag, pools.
 
 use std::{io::Write, time::Duration};
 
@@ -82,6 +83,33 @@ pub async fn run(
             n.unroutable_last.as_deref().unwrap_or("?")
         )
         .map_err(io)?;
+    }
+    writeln!(out, "workers: {}", status.workers.len()).map_err(io)?;
+    let mut workers = Rows::new(
+        &[
+            "WORKER",
+            "POOL",
+            "RUNNING",
+            "HEARTBEAT",
+            "UP SINCE",
+            "VERSION",
+            "BROKER",
+        ],
+        &[2, 3],
+    );
+    for w in &status.workers {
+        workers.push([
+            w.worker.clone(),
+            w.pool.clone(),
+            format!("{}/{}", w.running, w.concurrency),
+            format!("{} ms ago", w.last_heartbeat_ms),
+            sundial_core::protocol::timestamp(w.started_at),
+            format!("v{}", w.version),
+            w.broker.as_deref().map_or_else(|| "-".into(), broker_host),
+        ]);
+    }
+    if !status.workers.is_empty() {
+        write!(out, "{}", workers.render("  ")).map_err(io)?;
     }
     let unowned = status.shards.iter().filter(|s| s.owner.is_none()).count();
     writeln!(

@@ -260,6 +260,7 @@ impl InProcess {
             },
             run_events: sundial_core::settings::RunEvents::All,
             history_batch_max: 500,
+            heartbeat_interval: Duration::from_secs(1),
         };
         let worker = build(Worker::builder(cfg)).build();
         let stop = CancellationToken::new();

@@ -76,6 +76,11 @@ pub(crate) struct Replaceable {
 }
 
 impl Shared {
+    /// Attempts whose executor is running now.
+    pub(crate) fn running_count(&self) -> usize {
+        self.running.lock().map_or(0, |r| r.len())
+    }
+
     /// Cancels the attempt of `fire_id` running here, if any, with `reason`.
     pub(crate) fn cancel(&self, fire_id: &str, reason: &str) -> bool {
         let Ok(running) = self.running.lock() else {

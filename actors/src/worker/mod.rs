@@ -5,6 +5,7 @@
 //! Worker::run (reconnects with backoff: the root of a rest-for-one restart)
 //!  └─ run_once: connection "sundial worker {id}"
 //!      ├─ topology apply (idempotent)
+//!      ├─ heartbeat task on sundial.workers (for `sundial status`)
 //!      ├─ in:  one channel, basic.qos(concurrency) per consumer, S consumers
 //!      ├─ out: one confirming channel (run records, run events, retries, dead letters)
 //!      └─ loop: permit (Semaphore = concurrency) → delivery → task:
@@ -18,6 +19,7 @@
 //! queue, bounded by the prefetch).
 
 mod attempt;
+mod beat;
 mod cancel;
 mod executor;
 mod handler;
@@ -72,6 +74,10 @@ pub struct WorkerConfig {
     pub run_events: sundial_core::settings::RunEvents,
     /// Run records per history stream message, at most.
     pub history_batch_max: u32,
+    /// How often it announces itself on `sundial.workers`
+    /// (`scheduler.heartbeat_interval`, so `sundial status` hears every
+    /// process within one interval).
+    pub heartbeat_interval: Duration,
 }
 
 impl WorkerConfig {
@@ -90,6 +96,7 @@ impl WorkerConfig {
             supervisor: s.supervisor,
             run_events: s.worker.run_events,
             history_batch_max: s.history.batch_max,
+            heartbeat_interval: s.scheduler.heartbeat_interval,
         }
     }
 }
@@ -190,12 +197,13 @@ impl Worker {
     /// consumers after a backoff; unacked fires are redelivered by the broker.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let recent = Arc::new(Mutex::new(RecentFires::new(DEDUP_WINDOW, DEDUP_CAPACITY)));
+        let started_at = chrono::Utc::now();
         let mut supervisor = crate::supervise::Supervisor::new("worker", self.cfg.supervisor);
         self.cfg
             .health
             .set(HEALTH_PART, Some("connecting to the broker".into()));
         loop {
-            match self.run_once(&shutdown, recent.clone()).await {
+            match self.run_once(&shutdown, recent.clone(), started_at).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     self.cfg.health.set(
@@ -215,12 +223,13 @@ impl Worker {
         &self,
         shutdown: &CancellationToken,
         recent: Arc<Mutex<RecentFires>>,
+        started_at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), Error> {
         let cfg = &self.cfg;
         let topo = Arc::new(cfg.topology.clone());
-        let conn = Arc::new(
-            crate::broker::connect_to(&cfg.broker, &format!("sundial worker {}", cfg.id)).await?,
-        );
+        let (conn, broker) =
+            crate::broker::connect_any(&cfg.broker, &format!("sundial worker {}", cfg.id)).await?;
+        let conn = Arc::new(conn);
         let lost = crate::broker::on_connection_error(&conn);
         crate::topology::apply_if_permitted(&conn, &topo.declarations()).await?;
 
@@ -284,6 +293,22 @@ impl Worker {
         }
         let mut deliveries = select_all(consumers);
         let permits = Arc::new(Semaphore::new(usize::from(cfg.concurrency)));
+        let beat_stop = CancellationToken::new();
+        let beats = beat::start(
+            conn.clone(),
+            &topo,
+            beat::Identity {
+                worker: cfg.id.clone(),
+                pool: cfg.pool.clone(),
+                started_at,
+                concurrency: cfg.concurrency,
+                broker,
+                interval: cfg.heartbeat_interval,
+            },
+            shared.clone(),
+            beat_stop.clone(),
+            shutdown.clone(),
+        );
         let tasks = TaskTracker::new();
         info!(worker = %cfg.id, pool = %cfg.pool, shards = topo.shards, concurrency = cfg.concurrency, "worker consuming");
         cfg.health.set(HEALTH_PART, None);
@@ -347,6 +372,9 @@ impl Worker {
         }
         abandon.cancel();
         let _ = cancels.await;
+        beat_stop.cancel();
+        // Its last heartbeat (`leaving`) never holds up a stop.
+        let _ = tokio::time::timeout(Duration::from_secs(2), beats).await;
         // Closing the channel returns every unacked delivery to its queue.
         let _ = input.close(200, "worker stopping".into()).await;
         let _ = shared.out.close(200, "worker stopping".into()).await;

@@ -12,6 +12,7 @@
 //! | `sundial.run`       | [`run::RunEvent`]         | JSON           |      |
 //! | `sundial.cancel`    | [`run::CancelRun`]        | JSON           |      |
 //! | `sundial.heartbeat` | [`node::Heartbeat`]       | JSON           |      |
+//! | `sundial.worker-heartbeat` | [`node::WorkerBeat`] | JSON         |      |
 
 pub mod control;
 pub mod fire;

@@ -1,5 +1,6 @@
 //! Scheduler heartbeats on the nodes exchange (fanout): how schedulers learn
-//! of each other and `sundial status` learns who owns what.
+//! of each other and `sundial status` learns who owns what; worker
+//! heartbeats on the workers exchange (fanout): which workers run where.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,37 @@ fn is_zero(n: &u64) -> bool {
 
 impl Message for Heartbeat {
     const KIND: &'static str = "sundial.heartbeat";
+    const PRIMARY: Format = Format::Json;
+    const FORMATS: &'static [Format] = &[Format::Json];
+    const MAX_SIZE: usize = 64 * 1024;
+}
+
+/// A worker's heartbeat on `sundial.workers` (fanout), every
+/// `scheduler.heartbeat_interval`: which workers are up, on which pool and
+/// which broker node. Nothing depends on it but `sundial status` (a worker
+/// needs no coordination); a separate exchange, so schedulers never mistake
+/// a worker for a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerBeat {
+    /// The worker's id (`--id`, default hostname-pid).
+    pub worker: String,
+    pub pool: String,
+    pub started_at: DateTime<Utc>,
+    pub at: DateTime<Utc>,
+    /// Attempts running now, and at most (`worker.concurrency`).
+    pub running: u32,
+    pub concurrency: u32,
+    /// The broker address its connection went to (password masked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    /// Last heartbeat of a worker stopping gracefully.
+    #[serde(default)]
+    pub leaving: bool,
+    pub version: String,
+}
+
+impl Message for WorkerBeat {
+    const KIND: &'static str = "sundial.worker-heartbeat";
     const PRIMARY: Format = Format::Json;
     const FORMATS: &'static [Format] = &[Format::Json];
     const MAX_SIZE: usize = 64 * 1024;

@@ -281,6 +281,13 @@ async function overview() {
           h("td", null, h("span.pill", { dataset: {} }, n.node)), h("td", null, n.broker || "—"),
           h("td.num", null, n.owned.length), h("td", null, `${(n.last_heartbeat_ms / 1000).toFixed(1)} s ago`),
           h("td", null, n.version), h("td.num", null, n.unroutable))), "nodes-table"),
+        h("h2", null, "Workers"),
+        (st.workers || []).length
+          ? table(["worker", "pool", "broker", "running ", "heartbeat", "version"], st.workers.map((w) => h("tr", null,
+            h("td", null, w.worker), h("td", null, w.pool), h("td", null, w.broker || "—"),
+            h("td.num", null, `${w.running}/${w.concurrency}`),
+            h("td", null, `${(w.last_heartbeat_ms / 1000).toFixed(1)} s ago`), h("td", null, w.version))), "workers-table")
+          : h("p.muted", null, "no worker heard"),
         h("h2", null, "Pools"),
         table(["pool", "queued ", "workers ", "dead letters ", ""], st.pools.map((p) => h("tr", null,
           h("td", null, p.pool), h("td.num", null, p.queued), h("td.num", null, p.workers),

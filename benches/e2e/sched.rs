@@ -361,8 +361,18 @@ pub(crate) async fn burst(samples: &Samples, n: usize, shards: u32) -> (f64, f64
             })
             .collect();
         register(&conn, &s, jobs).await;
+        // Measure one whole round: start counting just before the next
+        // 15 s boundary, when no fire of an earlier round (one that began
+        // while the jobs were being registered) is still in flight.
+        let now = chrono::Utc::now();
+        let ms_into = now.timestamp_millis().rem_euclid(15_000);
+        let mut wait_ms = 15_000 - ms_into - 300;
+        if wait_ms < 2_000 {
+            wait_ms += 15_000;
+        }
+        tokio::time::sleep(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0))).await;
         samples.take(m::FIRE_LATENESS_SECONDS);
-        // Wait for one full round of `n` confirmed fires.
+        // Wait for the round's `n` confirmed fires.
         let start = Instant::now();
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -379,6 +389,11 @@ pub(crate) async fn burst(samples: &Samples, n: usize, shards: u32) -> (f64, f64
         samples.take(m::FIRE_LATENESS_SECONDS)
     })
     .await;
+    assert!(
+        late.len() >= n,
+        "burst: {} of {n} fires confirmed within 60 s",
+        late.len()
+    );
     let last = pct(&mut late, 1.0);
-    (late.len() as f64 / last.max(1e-9), last)
+    (n as f64 / last.max(1e-9), last)
 }

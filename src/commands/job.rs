@@ -406,7 +406,9 @@ fn print_reply(reply: &Reply, json: bool, out: &mut impl Write) -> std::io::Resu
     };
     if let Some(jobs) = result.get("jobs").and_then(Value::as_array) {
         let mut t = crate::table::Rows::new(
-            &["ID", "SCHEDULE", "TIMEZONE", "POOL", "PAUSED", "NEXT"],
+            &[
+                "ID", "SCHEDULE", "TIMEZONE", "POOL", "PAUSED", "NEXT", "REASON",
+            ],
             &[],
         );
         for j in jobs {
@@ -419,6 +421,7 @@ fn print_reply(reply: &Reply, json: bool, out: &mut impl Write) -> std::io::Resu
                 s("pool"),
                 paused.to_string(),
                 s("next"),
+                short(&s("paused_reason"), 60),
             ]);
         }
         return write!(out, "{}", t.render(""));
@@ -456,4 +459,15 @@ fn print_reply(reply: &Reply, json: bool, out: &mut impl Write) -> std::io::Resu
         (Some(c), _) => writeln!(out, "{c}: {id} ok"),
         (None, _) => writeln!(out, "ok"),
     }
+}
+
+/// `text` cut to `max` characters (an ellipsis says so): a long pause
+/// reason must not push the table off the screen (`get` shows it whole).
+fn short(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }

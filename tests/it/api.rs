@@ -148,6 +148,17 @@ fn jobs_are_searched_paged_and_changed_through_the_api() {
     let got = crate::util::job_get(&v, "berlin-weekly");
     assert_eq!(got["paused"], true, "{got}");
     assert_eq!(got["paused_reason"], "DB migration until Friday (ana)");
+    let listed = crate::util::sundial()
+        .args(["job", "list", "--broker", &v.url()])
+        .envs(crate::util::TEST_ENV.iter().copied())
+        .output()
+        .expect("job list");
+    let table = crate::util::stdout(&listed);
+    assert!(
+        table.lines().any(|l| l.starts_with("berlin-weekly")
+            && l.trim_end().ends_with("DB migration until Friday (ana)")),
+        "`sundial job list` shows the reason: {table}"
+    );
     let (_, p) = get(&addr, "/api/v1/jobs?paused=true");
     assert_eq!(
         p["jobs"][0]["paused_reason"],
@@ -308,6 +319,8 @@ fn jobs_are_searched_paged_and_changed_through_the_api() {
     assert_eq!(status, 404);
     let (status, _) = call(&addr, "PUT", "/api/v1/jobs", Some(json!({})), None);
     assert_eq!(status, 405);
+    let (status, _) = call(&addr, "POST", "/api/v1/nothing-here", Some(json!({})), None);
+    assert_eq!(status, 404, "a write to no endpoint is a 404, not a 405");
 
     // Dead letters: an unknown pool, a replay of letters that are not there.
     refused(get(&addr, "/api/v1/pools/no-such-pool/dead"), 404, "pool");

@@ -228,3 +228,43 @@ fn a_classic_watermark_queue_of_an_older_release_is_kept_with_a_warning() {
         "{kept:?}"
     );
 }
+
+#[test]
+fn status_on_a_topology_without_the_workers_exchange_lists_no_workers() {
+    // A topology applied by a release before worker heartbeats: no
+    // `sundial.workers`; `sundial status` answers as before.
+    let v = Vhost::new("no-workers-ex");
+    crate::util::topology_apply(&v);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let conn = bounded(
+            "connect",
+            sundial_actors::broker::connect(&v.url(), "it-no-workers-ex"),
+        )
+        .await
+        .expect("connects");
+        let ch = conn.create_channel().await.expect("channel");
+        ch.exchange_delete(
+            "sundial.workers".into(),
+            lapin::options::ExchangeDeleteOptions::default(),
+        )
+        .await
+        .expect("delete the workers exchange");
+        let _ = conn.close(200, "done".into()).await;
+    });
+    assert!(
+        !v.list("list_exchanges", &["name"])
+            .iter()
+            .any(|e| e == "sundial.workers"),
+        "the exchange is gone"
+    );
+    let out = sundial()
+        .args(["status", "--broker", &v.url()])
+        .envs(crate::util::TEST_ENV.iter().copied())
+        .output()
+        .expect("status");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("workers: 0"), "{text}");
+    assert!(text.contains("timer shards:"), "{text}");
+}

@@ -494,6 +494,9 @@ impl Api {
             (&Method::POST, ["pools", pool, "dead", verb @ ("replay" | "purge")]) => {
                 return self.settle(pool, verb, body).await;
             }
+            _ if !is_endpoint(seg) => {
+                return not_found(&format!("/api/v1/{}", seg.join("/")));
+            }
             _ => {
                 return error(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -737,6 +740,24 @@ pub(crate) fn path_segments(rest: &str) -> Vec<String> {
                 .into_owned()
         })
         .collect()
+}
+
+/// Whether `/api/v1/{seg}` is an endpoint for some method: another method
+/// on it is a 405, anything else a 404.
+fn is_endpoint(seg: &[&str]) -> bool {
+    matches!(
+        seg,
+        ["openapi.json" | "status" | "jobs" | "runs"]
+            | ["runs", "per-minute"]
+            | ["jobs", _]
+            | [
+                "jobs",
+                _,
+                "runs" | "summary" | "pause" | "resume" | "trigger" | "backfill"
+            ]
+            | ["pools", _, "dead"]
+            | ["pools", _, "dead", "replay" | "purge"]
+    )
 }
 
 fn not_found(path: &str) -> Answer {

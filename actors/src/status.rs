@@ -84,54 +84,196 @@ pub struct Pool {
     pub missing_queues: u32,
 }
 
+/// The heartbeats heard so far: the last of each scheduler and worker, with
+/// when it arrived.
+#[derive(Debug, Clone, Default)]
+pub struct Heard {
+    nodes: BTreeMap<String, (Heartbeat, DateTime<Utc>)>,
+    workers: BTreeMap<String, (WorkerBeat, DateTime<Utc>)>,
+}
+
+impl Heard {
+    fn node(&mut self, h: Heartbeat) {
+        if h.leaving {
+            self.nodes.remove(&h.node);
+        } else {
+            self.nodes.insert(h.node.clone(), (h, Utc::now()));
+        }
+    }
+
+    fn worker(&mut self, w: WorkerBeat) {
+        if w.leaving {
+            self.workers.remove(&w.worker);
+        } else {
+            self.workers.insert(w.worker.clone(), (w, Utc::now()));
+        }
+    }
+
+    /// Forgets processes silent for longer than `gone`.
+    fn expire(&mut self, gone: Duration) {
+        let Ok(gone) = chrono::Duration::from_std(gone) else {
+            return;
+        };
+        let cutoff = Utc::now() - gone;
+        self.nodes.retain(|_, (_, seen)| *seen >= cutoff);
+        self.workers.retain(|_, (_, seen)| *seen >= cutoff);
+    }
+}
+
+/// Both heartbeat subscriptions; the workers' is `None` on a topology
+/// applied by an older release (no `sundial.workers`: no workers listed).
+struct Subscriptions {
+    channels: Vec<lapin::Channel>,
+    nodes: lapin::Consumer,
+    workers: Option<lapin::Consumer>,
+}
+
+impl Subscriptions {
+    async fn open(conn: &Connection, topo: &Topology) -> Result<Self, Error> {
+        let (ch, nodes) = subscribe(conn, &topo.nodes_exchange(), &[""]).await?;
+        let mut channels = vec![ch];
+        let workers = match subscribe(conn, &topo.workers_exchange(), &[""]).await {
+            Ok((c, b)) => {
+                channels.push(c);
+                Some(b)
+            }
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        Ok(Self {
+            channels,
+            nodes,
+            workers,
+        })
+    }
+
+    /// Takes the next heartbeat into `heard`; an error when a subscription
+    /// ended (the channel or connection closed).
+    async fn next(&mut self, heard: &std::sync::Mutex<Heard>) -> Result<(), Error> {
+        let workers = async {
+            match self.workers.as_mut() {
+                Some(w) => w.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            d = self.nodes.next() => {
+                let Some(Ok(d)) = d else {
+                    return Err(Error::StreamEnded("heartbeat subscription"));
+                };
+                if let Ok(h) = decode::<Heartbeat>(&meta_of(&d.properties), &d.data) {
+                    if let Ok(mut heard) = heard.lock() {
+                        heard.node(h);
+                    }
+                }
+            }
+            d = workers => {
+                let Some(Ok(d)) = d else {
+                    return Err(Error::StreamEnded("worker heartbeat subscription"));
+                };
+                if let Ok(w) = decode::<WorkerBeat>(&meta_of(&d.properties), &d.data) {
+                    if let Ok(mut heard) = heard.lock() {
+                        heard.worker(w);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(self) {
+        for ch in self.channels {
+            let _ = ch.close(200, "status".into()).await;
+        }
+    }
+}
+
 /// Listens to heartbeats (schedulers' and workers') for `listen` (at least
 /// one heartbeat interval), then reads watermarks and queue depths.
 pub async fn gather(conn: &Connection, topo: &Topology, listen: Duration) -> Result<Status, Error> {
-    let (ch, mut beats) = subscribe(conn, &topo.nodes_exchange(), &[""]).await?;
-    // A topology applied by an older release has no workers exchange: no
-    // workers listed, the rest as before.
-    let (wch, mut wbeats) = match subscribe(conn, &topo.workers_exchange(), &[""]).await {
-        Ok((c, b)) => (Some(c), Some(b)),
-        Err(e) if e.is_not_found() => (None, None),
-        Err(e) => return Err(e),
-    };
-    let mut latest: BTreeMap<String, (Heartbeat, DateTime<Utc>)> = BTreeMap::new();
-    let mut workers: BTreeMap<String, (WorkerBeat, DateTime<Utc>)> = BTreeMap::new();
+    let mut subs = Subscriptions::open(conn, topo).await?;
+    let heard = std::sync::Mutex::new(Heard::default());
     let deadline = tokio::time::sleep(listen);
     tokio::pin!(deadline);
     loop {
         tokio::select! {
             () = &mut deadline => break,
-            d = beats.next() => {
-                let Some(Ok(d)) = d else {
-                    return Err(Error::StreamEnded("heartbeat subscription"));
-                };
-                if let Ok(h) = decode::<Heartbeat>(&meta_of(&d.properties), &d.data) {
-                    if h.leaving {
-                        latest.remove(&h.node);
-                    } else {
-                        latest.insert(h.node.clone(), (h, Utc::now()));
-                    }
-                }
-            }
-            Some(d) = async { match wbeats.as_mut() { Some(b) => b.next().await, None => None } } => {
-                let Ok(d) = d else {
-                    return Err(Error::StreamEnded("worker heartbeat subscription"));
-                };
-                if let Ok(w) = decode::<WorkerBeat>(&meta_of(&d.properties), &d.data) {
-                    if w.leaving {
-                        workers.remove(&w.worker);
-                    } else {
-                        workers.insert(w.worker.clone(), (w, Utc::now()));
-                    }
-                }
-            }
+            r = subs.next(&heard) => r?,
         }
     }
-    let _ = ch.close(200, "status".into()).await;
-    if let Some(wch) = wch {
-        let _ = wch.close(200, "status".into()).await;
+    subs.close().await;
+    let heard = heard.into_inner().unwrap_or_default();
+    assemble(conn, topo, heard).await
+}
+
+/// A standing heartbeat subscription (the API's): `status` answers from
+/// what it heard instead of listening an interval on every call.
+pub struct Watch {
+    heard: std::sync::Arc<std::sync::Mutex<Heard>>,
+    since: std::time::Instant,
+    /// Processes silent this long are left out.
+    gone: Duration,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watch {
+    /// Subscribes on `conn`; processes silent for `gone` are dropped.
+    pub async fn start(conn: &Connection, topo: &Topology, gone: Duration) -> Result<Self, Error> {
+        let mut subs = Subscriptions::open(conn, topo).await?;
+        let heard = std::sync::Arc::new(std::sync::Mutex::new(Heard::default()));
+        let h = heard.clone();
+        let task = tokio::spawn(async move {
+            while subs.next(&h).await.is_ok() {}
+            subs.close().await;
+        });
+        Ok(Self {
+            heard,
+            since: std::time::Instant::now(),
+            gone,
+            task,
+        })
     }
+
+    /// Whether the subscription still runs (it ends with its connection).
+    pub fn alive(&self) -> bool {
+        !self.task.is_finished()
+    }
+
+    /// The status from what was heard, after at least `listen` of listening
+    /// (waits the rest on the first calls).
+    pub async fn status(
+        &self,
+        conn: &Connection,
+        topo: &Topology,
+        listen: Duration,
+    ) -> Result<Status, Error> {
+        if let Some(rest) = listen.checked_sub(self.since.elapsed()) {
+            tokio::time::sleep(rest).await;
+        }
+        let heard = match self.heard.lock() {
+            Ok(mut h) => {
+                h.expire(self.gone);
+                h.clone()
+            }
+            Err(_) => Heard::default(),
+        };
+        assemble(conn, topo, heard).await
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The status from `heard` and what the broker says now: watermarks and
+/// queue depths.
+async fn assemble(conn: &Connection, topo: &Topology, heard: Heard) -> Result<Status, Error> {
+    let Heard {
+        nodes: latest,
+        workers,
+    } = heard;
     let now = Utc::now();
 
     let mut owner_of: BTreeMap<u32, String> = BTreeMap::new();

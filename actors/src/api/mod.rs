@@ -96,6 +96,9 @@ pub struct Api {
     /// use, again after a loss).
     conn: tokio::sync::Mutex<Option<Arc<lapin::Connection>>>,
     status: tokio::sync::Mutex<Option<(Instant, Value)>>,
+    /// Heartbeats heard since the first status request (on `conn`), so a
+    /// status answers without listening an interval each time.
+    watch: tokio::sync::Mutex<Option<crate::status::Watch>>,
     /// Whether requests need a token: known once the listener is bound.
     tokens_required: OnceLock<bool>,
 }
@@ -130,6 +133,7 @@ impl Api {
             registry: RwLock::new(None),
             conn: tokio::sync::Mutex::new(None),
             status: tokio::sync::Mutex::new(None),
+            watch: tokio::sync::Mutex::new(None),
             tokens_required: OnceLock::new(),
         })
     }
@@ -365,7 +369,26 @@ impl Api {
             Err(a) => return a,
         };
         let listen = self.cfg.heartbeat_interval + Duration::from_millis(250);
-        match crate::status::gather(&conn, &self.cfg.topology, listen).await {
+        let mut watch = self.watch.lock().await;
+        if !watch.as_ref().is_some_and(crate::status::Watch::alive) {
+            // Silent for three intervals (the default heartbeat timeout):
+            // left out, as a one-shot `sundial status` would not hear it.
+            let gone = self.cfg.heartbeat_interval * 3;
+            match crate::status::Watch::start(&conn, &self.cfg.topology, gone).await {
+                Ok(w) => *watch = Some(w),
+                Err(e) => {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        None,
+                        format!("status could not be read: {e}"),
+                    )
+                }
+            }
+        }
+        let Some(w) = watch.as_ref() else {
+            return error(StatusCode::SERVICE_UNAVAILABLE, None, "no heartbeat watch");
+        };
+        match w.status(&conn, &self.cfg.topology, listen).await {
             Ok(s) => {
                 let v = json!(s);
                 *cached = Some((Instant::now(), v.clone()));

@@ -64,6 +64,9 @@ pub struct ApiConfig {
     pub hmac_key: Option<Arc<[u8]>>,
     /// How long status listens for heartbeats (a heartbeat interval).
     pub heartbeat_interval: Duration,
+    /// A process silent this long is left out of the status
+    /// (`scheduler.heartbeat_timeout`, as schedulers judge each other).
+    pub heartbeat_timeout: Duration,
     pub history: Option<Arc<Index>>,
 }
 
@@ -81,6 +84,7 @@ impl ApiConfig {
             http: s.http.clone(),
             hmac_key: s.control.hmac_key.as_deref().map(Arc::from),
             heartbeat_interval: s.scheduler.heartbeat_interval,
+            heartbeat_timeout: s.scheduler.heartbeat_timeout,
             history,
         }
     }
@@ -371,9 +375,9 @@ impl Api {
         let listen = self.cfg.heartbeat_interval + Duration::from_millis(250);
         let mut watch = self.watch.lock().await;
         if !watch.as_ref().is_some_and(crate::status::Watch::alive) {
-            // Silent for three intervals (the default heartbeat timeout):
-            // left out, as a one-shot `sundial status` would not hear it.
-            let gone = self.cfg.heartbeat_interval * 3;
+            // Silent past the heartbeat timeout: left out, as schedulers
+            // count it gone (and a one-shot `sundial status` would not hear it).
+            let gone = self.cfg.heartbeat_timeout;
             match crate::status::Watch::start(&conn, &self.cfg.topology, gone).await {
                 Ok(w) => *watch = Some(w),
                 Err(e) => {

@@ -92,20 +92,26 @@ pub struct Heard {
     workers: BTreeMap<String, (WorkerBeat, DateTime<Utc>)>,
 }
 
-impl Heard {
-    fn node(&mut self, h: Heartbeat) {
-        if h.leaving {
-            self.nodes.remove(&h.node);
-        } else {
-            self.nodes.insert(h.node.clone(), (h, Utc::now()));
-        }
-    }
+/// One heartbeat, a scheduler's or a worker's.
+enum Beat {
+    Node(Heartbeat),
+    Worker(WorkerBeat),
+}
 
-    fn worker(&mut self, w: WorkerBeat) {
-        if w.leaving {
-            self.workers.remove(&w.worker);
-        } else {
-            self.workers.insert(w.worker.clone(), (w, Utc::now()));
+/// Keeps `beat` as the last of `name`, or forgets `name` when it is leaving.
+fn keep<T>(map: &mut BTreeMap<String, (T, DateTime<Utc>)>, name: &str, leaving: bool, beat: T) {
+    if leaving {
+        map.remove(name);
+    } else {
+        map.insert(name.to_string(), (beat, Utc::now()));
+    }
+}
+
+impl Heard {
+    fn take(&mut self, beat: Beat) {
+        match beat {
+            Beat::Node(h) => keep(&mut self.nodes, &h.node.clone(), h.leaving, h),
+            Beat::Worker(w) => keep(&mut self.workers, &w.worker.clone(), w.leaving, w),
         }
     }
 
@@ -147,38 +153,29 @@ impl Subscriptions {
         })
     }
 
-    /// Takes the next heartbeat into `heard`; an error when a subscription
-    /// ended (the channel or connection closed).
-    async fn next(&mut self, heard: &std::sync::Mutex<Heard>) -> Result<(), Error> {
+    /// The next heartbeat (`None`: a message that is none); an error when a
+    /// subscription ended (the channel or connection closed).
+    async fn next(&mut self) -> Result<Option<Beat>, Error> {
         let workers = async {
             match self.workers.as_mut() {
                 Some(w) => w.next().await,
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        Ok(tokio::select! {
             d = self.nodes.next() => {
                 let Some(Ok(d)) = d else {
                     return Err(Error::StreamEnded("heartbeat subscription"));
                 };
-                if let Ok(h) = decode::<Heartbeat>(&meta_of(&d.properties), &d.data) {
-                    if let Ok(mut heard) = heard.lock() {
-                        heard.node(h);
-                    }
-                }
+                decode::<Heartbeat>(&meta_of(&d.properties), &d.data).ok().map(Beat::Node)
             }
             d = workers => {
                 let Some(Ok(d)) = d else {
                     return Err(Error::StreamEnded("worker heartbeat subscription"));
                 };
-                if let Ok(w) = decode::<WorkerBeat>(&meta_of(&d.properties), &d.data) {
-                    if let Ok(mut heard) = heard.lock() {
-                        heard.worker(w);
-                    }
-                }
+                decode::<WorkerBeat>(&meta_of(&d.properties), &d.data).ok().map(Beat::Worker)
             }
-        }
-        Ok(())
+        })
     }
 
     async fn close(self) {
@@ -192,17 +189,18 @@ impl Subscriptions {
 /// one heartbeat interval), then reads watermarks and queue depths.
 pub async fn gather(conn: &Connection, topo: &Topology, listen: Duration) -> Result<Status, Error> {
     let mut subs = Subscriptions::open(conn, topo).await?;
-    let heard = std::sync::Mutex::new(Heard::default());
+    let mut heard = Heard::default();
     let deadline = tokio::time::sleep(listen);
     tokio::pin!(deadline);
     loop {
         tokio::select! {
             () = &mut deadline => break,
-            r = subs.next(&heard) => r?,
+            b = subs.next() => if let Some(b) = b? {
+                heard.take(b);
+            },
         }
     }
     subs.close().await;
-    let heard = heard.into_inner().unwrap_or_default();
     assemble(conn, topo, heard).await
 }
 
@@ -223,7 +221,11 @@ impl Watch {
         let heard = std::sync::Arc::new(std::sync::Mutex::new(Heard::default()));
         let h = heard.clone();
         let task = tokio::spawn(async move {
-            while subs.next(&h).await.is_ok() {}
+            while let Ok(b) = subs.next().await {
+                if let (Some(b), Ok(mut h)) = (b, h.lock()) {
+                    h.take(b);
+                }
+            }
             subs.close().await;
         });
         Ok(Self {

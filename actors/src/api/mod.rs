@@ -374,24 +374,25 @@ impl Api {
         };
         let listen = self.cfg.heartbeat_interval + Duration::from_millis(250);
         let mut watch = self.watch.lock().await;
-        if !watch.as_ref().is_some_and(crate::status::Watch::alive) {
+        let w = match watch.take().filter(crate::status::Watch::alive) {
+            Some(w) => w,
             // Silent past the heartbeat timeout: left out, as schedulers
             // count it gone (and a one-shot `sundial status` would not hear it).
-            let gone = self.cfg.heartbeat_timeout;
-            match crate::status::Watch::start(&conn, &self.cfg.topology, gone).await {
-                Ok(w) => *watch = Some(w),
-                Err(e) => {
-                    return error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        None,
-                        format!("status could not be read: {e}"),
-                    )
+            None => {
+                let gone = self.cfg.heartbeat_timeout;
+                match crate::status::Watch::start(&conn, &self.cfg.topology, gone).await {
+                    Ok(w) => w,
+                    Err(e) => {
+                        return error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            None,
+                            format!("status could not be read: {e}"),
+                        )
+                    }
                 }
             }
-        }
-        let Some(w) = watch.as_ref() else {
-            return error(StatusCode::SERVICE_UNAVAILABLE, None, "no heartbeat watch");
         };
+        let w = watch.insert(w);
         match w.status(&conn, &self.cfg.topology, listen).await {
             Ok(s) => {
                 let v = json!(s);

@@ -20,9 +20,9 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use futures_util::{stream, StreamExt};
 use lapin::{
-    options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions},
+    options::{QueueDeclareOptions, QueueDeleteOptions},
     types::FieldTable,
-    BasicProperties, Channel, Connection,
+    Channel, Connection,
 };
 use sundial_core::{
     codec::{decode, encode},
@@ -39,7 +39,7 @@ use super::{
     timer::{self, ShardCommon, TimerShard},
 };
 use crate::{
-    broker::{meta_of, properties},
+    broker::meta_of,
     error::Error,
     supervise::{Obituary, OneForOne},
 };
@@ -410,19 +410,9 @@ impl State<'_> {
             broker: Some(self.parts.broker.clone()),
         };
         let Ok(enc) = encode(&h) else { return };
-        let props: BasicProperties = properties(&enc.meta);
         let exchange = self.parts.common.topo.nodes_exchange();
-        if let Err(e) = self
-            .hb
-            .basic_publish(
-                exchange.as_str().into(),
-                "".into(),
-                BasicPublishOptions::default(),
-                &enc.body,
-                props,
-            )
-            .await
-        {
+        // Not confirmed: a lost heartbeat is made good by the next one.
+        if let Err(e) = crate::publish::publish_event(&self.hb, &exchange, "", &enc).await {
             debug!(error = %e, "heartbeat not sent");
         }
     }

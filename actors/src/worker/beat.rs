@@ -7,14 +7,14 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use lapin::{options::BasicPublishOptions, BasicProperties, Channel, Connection};
+use lapin::{Channel, Connection};
 use sundial_core::{codec::encode, protocol::node::WorkerBeat, topology::Topology};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::attempt::Shared;
-use crate::broker::properties;
+use crate::publish::{publish_event, PublishError};
 
 /// Who this worker is, for its heartbeats.
 pub(super) struct Identity {
@@ -71,7 +71,7 @@ async fn send(
     id: &Identity,
     running: u32,
     leaving: bool,
-) -> Result<(), lapin::Error> {
+) -> Result<(), PublishError> {
     let beat = WorkerBeat {
         worker: id.worker.clone(),
         pool: id.pool.clone(),
@@ -86,14 +86,6 @@ async fn send(
     let Ok(enc) = encode(&beat) else {
         return Ok(());
     };
-    let props: BasicProperties = properties(&enc.meta);
-    ch.basic_publish(
-        exchange.into(),
-        "".into(),
-        BasicPublishOptions::default(),
-        &enc.body,
-        props,
-    )
-    .await
-    .map(|_| ())
+    // Not confirmed: a lost heartbeat is made good by the next one.
+    publish_event(ch, exchange, "", &enc).await.map(drop)
 }

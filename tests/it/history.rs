@@ -215,7 +215,16 @@ fn five_runs_and_a_retry_are_six_attempts_that_survive_a_kill_and_rebuild_elsewh
     let a = scheduler(&v, "hist-a", &db_a, &addr_a);
     let again = wait_for_runs(&v, &api_a, "backup", 6, Duration::from_secs(30));
     assert_eq!(keys(&again), ks, "same history, no duplicate rows");
-    let log = plain(&std::fs::read_to_string(&a.log).unwrap_or_default());
+    // The rows kept in the file answer before the restarted ingest logs
+    // where it starts: wait (bounded) for that line.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let log = loop {
+        let log = plain(&std::fs::read_to_string(&a.log).unwrap_or_default());
+        if log.contains("start=Offset(") || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(
         log.contains("start=First") && log.contains("start=Offset("),
         "first start reads from the first record, the restart from its offset: {log}"

@@ -4,7 +4,13 @@ use lapin::{
     types::{AMQPValue, FieldTable, LongString, ShortString},
     BasicProperties, Connection, ConnectionProperties,
 };
-use sundial_core::{codec::Meta, protocol::VERSION_HEADER, settings::mask_url_password};
+use std::time::Duration;
+
+use sundial_core::{
+    codec::Meta,
+    protocol::VERSION_HEADER,
+    settings::{mask_url_password, DEFAULT_CONNECT_TIMEOUT},
+};
 
 use crate::error::Error;
 
@@ -28,14 +34,37 @@ fn with_heartbeat(url: &str) -> String {
 /// Opens a connection named `name` (shown in the management UI and in
 /// `rabbitmqctl list_connections`, which makes fault tests and operators'
 /// lives easier).
+///
+/// Bounded by [`DEFAULT_CONNECT_TIMEOUT`]; services use [`connect_to`], which
+/// takes `broker.connect_timeout`.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, Error> {
+    connect_within(url, name, DEFAULT_CONNECT_TIMEOUT).await
+}
+
+async fn connect_within(url: &str, name: &str, within: Duration) -> Result<Connection, Error> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(&with_heartbeat(url), props)
-        .await
-        .map_err(|source| Error::Connect {
+    let full = with_heartbeat(url);
+    bounded(url, within, Connection::connect(&full, props)).await
+}
+
+/// `connecting` within `within`: a broker that takes the socket and never
+/// answers the handshake is an unreachable address, not a wait for ever.
+async fn bounded(
+    url: &str,
+    within: Duration,
+    connecting: impl std::future::Future<Output = lapin::Result<Connection>>,
+) -> Result<Connection, Error> {
+    match tokio::time::timeout(within, connecting).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(source)) => Err(Error::Connect {
             url: mask_url_password(url),
             source,
-        })
+        }),
+        Err(_) => Err(Error::ConnectTimeout {
+            url: mask_url_password(url),
+            after: sundial_core::HumanDuration(within),
+        }),
+    }
 }
 
 /// Connects with the broker settings: each of `broker.urls` in turn (the
@@ -66,19 +95,22 @@ pub async fn connect_any(
     for url in &urls {
         match connect_one(b, url, name).await {
             Ok(c) => return Ok((c, mask_url_password(url))),
-            Err(Error::Connect { source, .. }) => {
-                tracing::debug!(url = %mask_url_password(url), error = %source, "broker address not reachable; trying the next");
-                last = Some(source);
+            Err(e @ (Error::Connect { .. } | Error::ConnectTimeout { .. })) => {
+                tracing::debug!(url = %mask_url_password(url), error = %e, "broker address not reachable; trying the next");
+                last = Some(e);
             }
             Err(e) => return Err(e),
         }
     }
-    let tried: Vec<String> = urls.iter().map(|u| mask_url_password(u)).collect();
+    let url = urls
+        .iter()
+        .map(|u| mask_url_password(u))
+        .collect::<Vec<_>>()
+        .join(", ");
     match last {
-        Some(source) => Err(Error::Connect {
-            url: tried.join(", "),
-            source,
-        }),
+        Some(Error::Connect { source, .. }) => Err(Error::Connect { url, source }),
+        Some(Error::ConnectTimeout { after, .. }) => Err(Error::ConnectTimeout { url, after }),
+        Some(e) => Err(e),
         None => Err(Error::ConnectionLost("no broker address configured")),
     }
 }
@@ -89,7 +121,7 @@ async fn connect_one(
     name: &str,
 ) -> Result<Connection, Error> {
     if b.tls.is_empty() {
-        return connect(url, name).await;
+        return connect_within(url, name, b.connect_timeout).await;
     }
     let (cert_chain, identity) = read_tls(b)?;
     let props = ConnectionProperties::default().with_connection_name(name.into());
@@ -97,20 +129,17 @@ async fn connect_one(
         url: mask_url_password(url),
         source,
     })?;
-    Connection::connect_with_config(
-        &with_heartbeat(url),
+    let full = with_heartbeat(url);
+    let connecting = Connection::connect_with_config(
+        &full,
         props,
         lapin::tcp::OwnedTLSConfig {
             identity,
             cert_chain,
         },
         runtime,
-    )
-    .await
-    .map_err(|source| Error::Connect {
-        url: mask_url_password(url),
-        source,
-    })
+    );
+    bounded(url, b.connect_timeout, connecting).await
 }
 
 /// Reads the TLS files of `b` (CA, client certificate and key) as

@@ -118,14 +118,21 @@ pub async fn call_signed(
         .with_correlation_id(ShortString::from(correlation.as_str()));
     if let Some(key) = key {
         let at = chrono::Utc::now().timestamp();
+        // The message id is unique to this command (process id, start time,
+        // counter): it is the nonce, so an honest repeat is a new command.
+        let nonce = correlation.as_str();
         let mut h = props.headers().clone().unwrap_or_default();
         h.insert(
             ShortString::from(sundial_core::sign::SIGNATURE_HEADER),
             lapin::types::AMQPValue::LongString(
-                sundial_core::sign::sign_command(key, at, &enc.body)
+                sundial_core::sign::sign_command(key, at, Some(nonce), &enc.body)
                     .as_str()
                     .into(),
             ),
+        );
+        h.insert(
+            ShortString::from(sundial_core::sign::NONCE_HEADER),
+            lapin::types::AMQPValue::LongString(nonce.into()),
         );
         h.insert(
             ShortString::from(sundial_core::sign::SIGNED_AT_HEADER),

@@ -188,6 +188,12 @@ impl<'a> Dlq<'a> {
                         .push((id, format!("not a fire event: {why}")));
                     continue;
                 };
+                if let Err(e) = fire.check_names() {
+                    settled
+                        .skipped
+                        .push((id, format!("not a valid fire event: {e}")));
+                    continue;
+                }
                 fire.attempt = 1;
                 fire.first_failure = None;
                 let enc = encode(&fire)?;

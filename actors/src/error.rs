@@ -12,6 +12,15 @@ pub enum Error {
         #[source]
         source: lapin::Error,
     },
+    /// The address took the socket but did not finish the AMQP handshake in
+    /// time (a broker at its file-handle limit does this), or did not
+    /// answer at all.
+    #[error("cannot connect to {url}: no answer within {after} (TCP connect and AMQP handshake; broker.connect_timeout)")]
+    ConnectTimeout {
+        /// The broker URL with its password masked.
+        url: String,
+        after: sundial_core::HumanDuration,
+    },
     /// An existing exchange or queue has other arguments than Sundial
     /// declares; `detail` is the broker's message naming the argument.
     #[error("{what} \"{name}\" already exists with different settings: {detail}")]

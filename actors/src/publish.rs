@@ -150,8 +150,50 @@ pub async fn publish_all_confirmed(
     Ok(())
 }
 
+/// The most bytes of the original message's headers a dead letter keeps
+/// (RabbitMQ's frame limit is 128 KiB; Sundial's own reason headers take at
+/// most a few `MAX_TEXT`s).
+const KEPT_HEADERS_MAX: usize = 96 * 1024;
+
+/// About how many bytes `t` takes on the wire (strings and nested tables
+/// counted, other values as 16).
+fn table_size(t: &lapin::types::FieldTable) -> usize {
+    fn value(v: &lapin::types::AMQPValue) -> usize {
+        use lapin::types::AMQPValue;
+        match v {
+            AMQPValue::LongString(s) => s.as_bytes().len() + 5,
+            AMQPValue::ShortString(s) => s.as_str().len() + 2,
+            AMQPValue::FieldTable(t) => table_size(t),
+            AMQPValue::FieldArray(a) => a.as_slice().iter().map(value).sum::<usize>() + 5,
+            AMQPValue::ByteArray(b) => b.as_slice().len() + 5,
+            _ => 16,
+        }
+    }
+    t.inner()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + 1 + value(v))
+        .sum::<usize>()
+        + 4
+}
+
+/// A text header value cut to `headers::MAX_TEXT` bytes (a longer one could
+/// pass the broker's frame size and close the whole connection); other
+/// values as they are.
+pub(crate) fn bounded(v: lapin::types::AMQPValue) -> lapin::types::AMQPValue {
+    use lapin::types::{AMQPValue, LongString};
+    use sundial_core::protocol::headers::{bounded_to, MAX_TEXT};
+    match v {
+        AMQPValue::LongString(s) if s.as_bytes().len() > MAX_TEXT => {
+            let text = String::from_utf8_lossy(s.as_bytes());
+            AMQPValue::LongString(LongString::from(bounded_to(&text, MAX_TEXT).as_ref()))
+        }
+        v => v,
+    }
+}
+
 /// Republishes a message to the dead-letter exchange with its original
-/// properties plus `reason_headers`, persistent, and awaits the confirm. An
+/// properties plus `reason_headers` (text cut to `headers::MAX_TEXT`
+/// bytes), persistent, and awaits the confirm. An
 /// `Err` means it was not stored: the caller must not ack the original.
 pub async fn dead_letter(
     ch: &Channel,
@@ -162,8 +204,17 @@ pub async fn dead_letter(
     reason_headers: impl IntoIterator<Item = (&'static str, lapin::types::AMQPValue)>,
 ) -> Result<(), Error> {
     let mut h = props.headers().clone().unwrap_or_default();
+    if table_size(&h) > KEPT_HEADERS_MAX {
+        // The original's headers could fit a frame that ours no longer fit
+        // beside them: keep only what Sundial adds (the body is kept).
+        tracing::warn!(
+            bytes = table_size(&h),
+            "dead letter: the original headers are too large to keep"
+        );
+        h = lapin::types::FieldTable::default();
+    }
     for (k, v) in reason_headers {
-        h.insert(k.into(), v);
+        h.insert(k.into(), bounded(v));
     }
     let props = props.clone().with_headers(h).with_delivery_mode(2);
     publish_raw_confirmed(ch, exchange, routing_key, body, props)

@@ -315,6 +315,9 @@ async fn assemble(conn: &Connection, topo: &Topology, heard: Heard) -> Result<St
             }
         })
         .collect();
+    // Heartbeats are input: a name that could be no pool never becomes a
+    // queue name.
+    pools.retain(|p| sundial_core::job::check_pool("pool", p).is_ok());
     pools.sort();
     pools.dedup();
 

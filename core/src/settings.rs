@@ -126,6 +126,10 @@ pub struct RawBroker {
     /// `url` is not used.
     pub urls: Vec<String>,
     pub tls: RawTls,
+    /// How long a connection may take, TCP connect and AMQP handshake
+    /// together, before the address counts as unreachable (a broker at its
+    /// file-handle limit accepts the socket and never answers).
+    pub connect_timeout: String,
 }
 
 /// TLS files for `amqps://` (PEM). Without them the server is verified
@@ -229,6 +233,7 @@ impl Default for RawBroker {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             urls: Vec::new(),
             tls: RawTls::default(),
+            connect_timeout: "10s".into(),
         }
     }
 }
@@ -378,6 +383,8 @@ pub struct BrokerSettings {
     /// Every address, tried in this order on each (re)connect; `url` first.
     pub urls: Vec<String>,
     pub tls: TlsSettings,
+    /// Bound on connect + handshake of one address.
+    pub connect_timeout: Duration,
 }
 
 /// Paths of the TLS files (read when connecting).
@@ -394,6 +401,9 @@ impl TlsSettings {
     }
 }
 
+/// `broker.connect_timeout` by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl BrokerSettings {
     /// Plain settings for a URL (tests, benchmarks, tools).
     pub fn from_url(url: impl Into<String>) -> Self {
@@ -402,6 +412,7 @@ impl BrokerSettings {
             urls: vec![url.clone()],
             url,
             tls: TlsSettings::default(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
 }
@@ -592,7 +603,19 @@ fn broker(raw: RawBroker) -> Result<BrokerSettings, ValidationError> {
             format!("TLS files are set but {key} is not amqps://"),
         ));
     }
-    Ok(BrokerSettings { url, urls, tls })
+    let connect_timeout = duration("broker.connect_timeout", &raw.connect_timeout)?;
+    if connect_timeout < Duration::from_millis(100) || connect_timeout > Duration::from_secs(600) {
+        return Err(err(
+            "broker.connect_timeout",
+            format!("must be between 100ms and 10m, got {}", raw.connect_timeout),
+        ));
+    }
+    Ok(BrokerSettings {
+        url,
+        urls,
+        tls,
+        connect_timeout,
+    })
 }
 
 fn topology(

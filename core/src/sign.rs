@@ -1,9 +1,12 @@
 //! HMAC-SHA256 signatures (`control.hmac_key`): control commands are signed
 //! by clients and verified by the scheduler; fire events are signed by the
-//! scheduler and verified by workers before running a `shell` job.
+//! scheduler and verified by workers before running any fire.
 //!
-//! Command signature: `hex(HMAC(key, "{signed_at}\n" ++ body))`, sent in the
-//! headers [`SIGNATURE_HEADER`] and [`SIGNED_AT_HEADER`] (Unix seconds). A
+//! Command signature: `hex(HMAC(key, "{signed_at}\n{nonce}\n" ++ body))`,
+//! sent in the headers [`SIGNATURE_HEADER`], [`SIGNED_AT_HEADER`] (Unix
+//! seconds) and [`NONCE_HEADER`] (unique per command, so the same command
+//! sent twice in one second is two commands). Without a nonce header the
+//! signed text is `"{signed_at}\n" ++ body` (clients before the nonce). A
 //! command signed more than [`MAX_AGE`] ago (or more than [`MAX_SKEW`] in the
 //! future) is refused, so a captured command cannot be replayed later; the
 //! scheduler also refuses a signature it has already seen within the window.
@@ -23,6 +26,10 @@ use crate::protocol::fire::FireEvent;
 pub const SIGNATURE_HEADER: &str = "x-sundial-signature";
 /// When it was signed, Unix seconds (integer or decimal string).
 pub const SIGNED_AT_HEADER: &str = "x-sundial-signed-at";
+/// A value unique to each signed command (1-128 printable ASCII bytes).
+pub const NONCE_HEADER: &str = "x-sundial-nonce";
+/// Longest nonce accepted.
+pub const MAX_NONCE_LEN: usize = 128;
 /// Oldest signed command accepted.
 pub const MAX_AGE: Duration = Duration::from_secs(300);
 /// Clock skew tolerated for commands "from the future".
@@ -39,8 +46,16 @@ pub enum SignError {
     TooOld { age_secs: i64, max_secs: u64 },
     #[error("signed {ahead_secs} s in the future; check the client's clock")]
     FromTheFuture { ahead_secs: i64 },
-    #[error("this signature was already used (replay)")]
+    #[error(
+        "this signature was already used (replay); send a new {NONCE_HEADER} with each command"
+    )]
     Replayed,
+    #[error("{NONCE_HEADER} must be 1-{MAX_NONCE_LEN} printable ASCII bytes")]
+    BadNonce,
+    #[error("unsigned fire event: control.hmac_key is set, so workers run only fires signed by a scheduler")]
+    UnsignedFire,
+    #[error("fire signature does not match: signed with another key, or the fire was altered")]
+    FireMismatch,
 }
 
 fn mac(key: &[u8]) -> Hmac<Sha256> {
@@ -62,12 +77,23 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// The signature of a command body signed at `signed_at` (Unix seconds).
-pub fn sign_command(key: &[u8], signed_at: i64, body: &[u8]) -> String {
+fn command_mac(key: &[u8], signed_at: i64, nonce: Option<&str>, body: &[u8]) -> Hmac<Sha256> {
     let mut m = mac(key);
     m.update(format!("{signed_at}\n").as_bytes());
+    if let Some(n) = nonce {
+        m.update(n.as_bytes());
+        m.update(b"\n");
+    }
     m.update(body);
-    hex(&m.finalize().into_bytes())
+    m
+}
+
+/// The signature of a command body signed at `signed_at` (Unix seconds)
+/// with `nonce` (sent as [`NONCE_HEADER`]; `None` for the form without).
+pub fn sign_command(key: &[u8], signed_at: i64, nonce: Option<&str>, body: &[u8]) -> String {
+    hex(&command_mac(key, signed_at, nonce, body)
+        .finalize()
+        .into_bytes())
 }
 
 /// Checks a command's signature and age at `now` (Unix seconds). Constant
@@ -76,16 +102,21 @@ pub fn verify_command(
     key: &[u8],
     signature: Option<&str>,
     signed_at: Option<i64>,
+    nonce: Option<&str>,
     body: &[u8],
     now: i64,
 ) -> Result<(), SignError> {
     let signature = signature.ok_or(SignError::Missing(SIGNATURE_HEADER))?;
     let signed_at = signed_at.ok_or(SignError::Missing(SIGNED_AT_HEADER))?;
+    if let Some(n) = nonce {
+        if n.is_empty() || n.len() > MAX_NONCE_LEN || !n.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(SignError::BadNonce);
+        }
+    }
     let given = unhex(signature.trim()).ok_or(SignError::Mismatch)?;
-    let mut m = mac(key);
-    m.update(format!("{signed_at}\n").as_bytes());
-    m.update(body);
-    m.verify_slice(&given).map_err(|_| SignError::Mismatch)?;
+    command_mac(key, signed_at, nonce, body)
+        .verify_slice(&given)
+        .map_err(|_| SignError::Mismatch)?;
     let age = now - signed_at;
     if age > MAX_AGE.as_secs() as i64 {
         return Err(SignError::TooOld {
@@ -115,9 +146,9 @@ pub fn verify_fire(key: &[u8], f: &FireEvent) -> Result<(), SignError> {
     let given = f
         .signature
         .as_deref()
-        .ok_or(SignError::Missing("signature"))
-        .and_then(|s| unhex(s).ok_or(SignError::Mismatch))?;
+        .ok_or(SignError::UnsignedFire)
+        .and_then(|s| unhex(s).ok_or(SignError::FireMismatch))?;
     let mut m = mac(key);
     m.update(&fire_content(f));
-    m.verify_slice(&given).map_err(|_| SignError::Mismatch)
+    m.verify_slice(&given).map_err(|_| SignError::FireMismatch)
 }

@@ -41,6 +41,8 @@ pub async fn run(
         .pool
         .clone()
         .unwrap_or_else(|| settings.worker.pool.clone());
+    sundial_core::job::check_pool("--pool", &pool)
+        .map_err(|e| CommandError::Usage(e.to_string()))?;
     let conn = sundial_actors::broker::connect_to(&settings.broker, "sundial dlq").await?;
     let dlq = Dlq::new(&conn, &settings.topology, &pool);
     let result = run_on(&dlq, cmd, args, out).await;

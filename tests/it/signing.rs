@@ -15,13 +15,24 @@ use crate::{
 const KEY: &str = "it-signing-key-0123456789";
 
 fn signed(body: &[u8], at: i64, key: &str) -> lapin::BasicProperties {
+    signed_with(body, at, key, None)
+}
+
+fn signed_with(body: &[u8], at: i64, key: &str, nonce: Option<&str>) -> lapin::BasicProperties {
     let props = v1();
     let mut h = props.headers().clone().unwrap_or_default();
     h.insert(
         "x-sundial-signature".into(),
-        AMQPValue::LongString(sign_command(key.as_bytes(), at, body).as_str().into()),
+        AMQPValue::LongString(
+            sign_command(key.as_bytes(), at, nonce, body)
+                .as_str()
+                .into(),
+        ),
     );
     h.insert("x-sundial-signed-at".into(), AMQPValue::LongLongInt(at));
+    if let Some(n) = nonce {
+        h.insert("x-sundial-nonce".into(), AMQPValue::LongString(n.into()));
+    }
     props.with_headers(h)
 }
 
@@ -81,10 +92,24 @@ async fn commands_must_be_signed_and_fresh_and_fires_are_signed() {
         .message
         .contains("already used"));
 
+    // Honest repeats in one second carry their own nonces: both accepted;
+    // the same nonce again is a replay.
+    let again = body("again");
+    for nonce in ["n-1", "n-2"] {
+        let reply = client
+            .call(&again, signed_with(&again, now, KEY, Some(nonce)))
+            .await;
+        assert!(reply.ok, "repeat with nonce {nonce}: {:?}", reply.error);
+    }
+    let replay = client
+        .call(&again, signed_with(&again, now, KEY, Some("n-2")))
+        .await;
+    assert!(!replay.ok, "the same nonce again");
+
     // Refused commands are dead-lettered with the reason.
     let ch = conn.create_channel().await.expect("channel");
     let dead = drain(&ch, "sundial.dead.control").await.len();
-    assert_eq!(dead, 5, "four bad commands and one replay");
+    assert_eq!(dead, 6, "four bad commands and two replays");
 
     // The CLI signs with the configured key, and fails clearly without it.
     let file = std::env::temp_dir().join(format!("{}-jobs.toml", v.name));
@@ -145,4 +170,40 @@ async fn commands_must_be_signed_and_fresh_and_fires_are_signed() {
         .and_then(|e| e.reason.clone())
         .unwrap_or_default();
     assert!(reason.starts_with("signature-invalid"), "{reason}");
+
+    // Every executor is verified, not only shell: an unsigned http fire
+    // aimed at the scheduler's API is dead-lettered, never sent.
+    let mut forged_http = crate::fires::noop_fire("forged-http");
+    forged_http.executor = sundial_core::job::Executor::Http(sundial_core::job::HttpExecutor {
+        method: "POST".into(),
+        url: "http://127.0.0.1:9/api/v1/jobs".into(),
+        headers: Default::default(),
+        body: None,
+        expect: Vec::new(),
+    });
+    publish(&pch, std::slice::from_ref(&forged_http)).await;
+    let evs = tap.until(&forged_http.fire_id, RunKind::Dead).await;
+    let reason = evs
+        .last()
+        .and_then(|e| e.reason.clone())
+        .unwrap_or_default();
+    assert!(
+        reason.contains("unsigned fire event"),
+        "an unsigned fire says so: {reason}"
+    );
+    assert!(
+        !evs.iter().any(|e| e.kind == RunKind::Succeeded),
+        "the unsigned http fire ran"
+    );
+
+    // The CLI sends the same trigger twice in one second: both accepted.
+    for i in 0..2 {
+        let out = sundial()
+            .args(["job", "trigger", "shelly", "--broker", &v.url()])
+            .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
+            .env("SUNDIAL__CONTROL__HMAC_KEY", KEY)
+            .output()
+            .expect("job trigger runs");
+        assert!(out.status.success(), "trigger {i}: {}", stderr(&out));
+    }
 }

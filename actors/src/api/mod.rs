@@ -453,12 +453,8 @@ impl Api {
             Ok(n) => n,
             Err(a) => return a,
         };
-        if !self.cfg.topology.pools.iter().any(|p| p == pool) && !self.pool_known(pool).await {
-            return error(
-                StatusCode::NOT_FOUND,
-                Some("pool"),
-                format!("no pool \"{pool}\""),
-            );
+        if let Err(a) = self.known_pool(pool).await {
+            return a;
         }
         let conn = match self.connection().await {
             Ok(c) => c,
@@ -479,15 +475,37 @@ impl Api {
         }
     }
 
-    /// Whether `pool` has a dead-letter queue on the broker.
-    async fn pool_known(&self, pool: &str) -> bool {
-        let Ok(conn) = self.connection().await else {
-            return false;
+    /// `Ok` when `pool` is a pool name that this installation knows (in
+    /// `topology.pools`, or with a dead-letter queue on the broker); else
+    /// the 404 to answer. A name that could be no pool is never used in a
+    /// queue name.
+    async fn known_pool(&self, pool: &str) -> Result<(), Answer> {
+        let unknown = || {
+            error(
+                StatusCode::NOT_FOUND,
+                Some("pool"),
+                format!(
+                    "no pool \"{}\"",
+                    sundial_core::protocol::headers::bounded_to(pool, 80)
+                ),
+            )
         };
-        matches!(
-            crate::broker::passive_declare(&conn, &self.cfg.topology.dead_queue(pool)).await,
-            Ok(Some(_))
-        )
+        if sundial_core::job::check_pool("pool", pool).is_err() {
+            return Err(unknown());
+        }
+        if self.cfg.topology.pools.iter().any(|p| p == pool) {
+            return Ok(());
+        }
+        let conn = self.connection().await?;
+        match crate::broker::passive_declare(&conn, &self.cfg.topology.dead_queue(pool)).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(unknown()),
+            Err(e) => Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                format!("the broker could not be asked about pool \"{pool}\": {e}"),
+            )),
+        }
     }
 
     async fn write(&self, method: &Method, seg: &[&str], body: Option<Value>) -> Answer {
@@ -627,6 +645,9 @@ impl Api {
                 Some("fire_ids"),
                 "missing: name the fire ids, or send {\"all\": true}",
             );
+        }
+        if let Err(a) = self.known_pool(pool).await {
+            return a;
         }
         let conn = match self.connection().await {
             Ok(c) => c,

@@ -242,7 +242,9 @@ impl<'a> PoolCheck<'a> {
         };
         let mut missing = std::collections::BTreeSet::new();
         for pool in pools {
-            if self.known.contains(pool) {
+            // A name that is no pool is refused by the job's validation,
+            // naming the field; it never becomes a queue name.
+            if self.known.contains(pool) || sundial_core::job::check_pool("pool", pool).is_err() {
                 continue;
             }
             let queue = self.topo.work_queue(pool, 0);
@@ -282,8 +284,16 @@ impl Signatures {
         let get = |name: &str| headers.and_then(|h| h.inner().get(name));
         let signature = crate::broker::header_string(&d.properties, sign::SIGNATURE_HEADER);
         let signed_at = get(sign::SIGNED_AT_HEADER).and_then(crate::broker::integer);
+        let nonce = crate::broker::header_string(&d.properties, sign::NONCE_HEADER);
         let now = chrono::Utc::now().timestamp();
-        sign::verify_command(key, signature.as_deref(), signed_at, &d.data, now)?;
+        sign::verify_command(
+            key,
+            signature.as_deref(),
+            signed_at,
+            nonce.as_deref(),
+            &d.data,
+            now,
+        )?;
         let max_age = i64::try_from(sign::MAX_AGE.as_secs()).unwrap_or(i64::MAX);
         self.seen.retain(|_, at| now - *at <= max_age);
         let signature = signature.unwrap_or_default();

@@ -456,7 +456,8 @@ impl TimerShard {
         let topo = self.topo.clone();
         let (node, msg, reason) = (self.node.clone(), out.clone(), why.clone());
         let fut = async move {
-            let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+            let text =
+                |s: &str| AMQPValue::LongString(LongString::from(headers::bounded(s).as_ref()));
             let mut h = FieldTable::default();
             h.insert(headers::ERROR.into(), text(&reason));
             h.insert(headers::ATTEMPTS.into(), AMQPValue::LongLongInt(0));

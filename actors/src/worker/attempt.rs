@@ -60,7 +60,7 @@ pub(crate) struct Shared {
     /// Running attempts by fire id, for cancel requests (overlap `replace`,
     /// or anyone's `sundial.cancel` message).
     pub(crate) running: Mutex<HashMap<String, Replaceable>>,
-    /// When set, shell jobs need a fire event signed with it.
+    /// When set, every fire must be signed with it to run.
     pub(crate) hmac_key: Option<Arc<[u8]>>,
     /// Which run records are also published one by one on `sundial.events`.
     pub(crate) run_events: sundial_core::settings::RunEvents,
@@ -104,23 +104,28 @@ impl Shared {
 /// given back before the outcome is settled.
 pub(crate) async fn handle(
     shared: &Shared,
-    d: Delivery,
+    d: &Delivery,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<(), Error> {
     let meta = meta_of(&d.properties);
-    let fire = match decode::<FireEvent>(&meta, &d.data) {
+    let checked = decode::<FireEvent>(&meta, &d.data)
+        .map_err(|e| format!("undecodable fire event: {e}"))
+        .and_then(|f| match f.check_names() {
+            Ok(()) => Ok(f),
+            Err(e) => Err(format!("invalid fire event: {e}")),
+        });
+    let fire = match checked {
         Ok(f) => f,
-        Err(e) => {
-            let reason = format!("undecodable fire event: {e}");
+        Err(reason) => {
             warn!(pool = %shared.pool, %reason, "dead-lettering a message the worker cannot read");
             let now = Utc::now();
             dead_letter(shared, &d.data, &d.properties, &reason, 1, now, now).await?;
             metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "undecodable").increment(1);
-            return ack(&d).await;
+            return ack(d).await;
         }
     };
     let span = tracing::info_span!("attempt", job_id = %fire.job_id, fire_id = %fire.fire_id, shard = fire.shard, attempt = fire.attempt);
-    run_fire(shared, &d, fire, permit).instrument(span).await
+    run_fire(shared, d, fire, permit).instrument(span).await
 }
 
 async fn run_fire(
@@ -182,12 +187,12 @@ async fn attempt(
 
     let cancel = shared.abandon.child_token();
     let replaced = Arc::new(OnceLock::new());
-    let refused = match (&shared.hmac_key, &fire.executor) {
-        (Some(key), sundial_core::job::Executor::Shell(_)) => {
-            sundial_core::sign::verify_fire(key, fire).err()
-        }
-        _ => None,
-    };
+    // With a key set, every fire must be signed by a scheduler: an http or
+    // publish job reaches other systems as surely as a shell job runs code.
+    let refused = shared
+        .hmac_key
+        .as_ref()
+        .and_then(|key| sundial_core::sign::verify_fire(key, fire).err());
     // Every attempt can be cancelled on request (docs/protocol.md §8): the
     // scheduler does it for `replace` jobs, anyone may for the others.
     if let Ok(mut running) = shared.running.lock() {
@@ -400,6 +405,23 @@ async fn retry(
     .await
 }
 
+/// Ends a delivery whose attempt panicked: dead-lettered with the panic's
+/// message as its reason, then acked, so it neither holds a prefetch slot
+/// for ever nor runs again (a panic is a bug that the same input repeats).
+pub(crate) async fn dead_letter_panicked(
+    shared: &Shared,
+    d: &Delivery,
+    panic: &str,
+) -> Result<(), Error> {
+    let reason = format!("worker panicked on this fire (a bug; please report it): {panic}");
+    tracing::error!(pool = %shared.pool, %reason, "dead-lettering a fire whose attempt panicked");
+    let now = Utc::now();
+    dead_letter(shared, &d.data, &d.properties, &reason, 1, now, now).await?;
+    metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "panicked")
+        .increment(1);
+    ack(d).await
+}
+
 /// Publishes the delivery's body, with its properties plus the reason
 /// headers, to `sundial.dead` → `sundial.dead.{pool}`, and awaits the confirm.
 async fn dead_letter(
@@ -442,7 +464,8 @@ async fn dead_letter(
 
 /// The `x-sundial-replay` header of a delivery, if it is a replay.
 fn replay_marker(props: &BasicProperties) -> Option<String> {
-    crate::broker::header_string(props, headers::REPLAY)
+    // An instant (RFC 3339); anything longer is not ours and is not carried.
+    crate::broker::header_string(props, headers::REPLAY).filter(|r| r.len() <= 64)
 }
 
 fn event(

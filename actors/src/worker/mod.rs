@@ -65,8 +65,8 @@ pub struct WorkerConfig {
     pub consumer_timeout: Duration,
     /// Where the worker reports readiness (`/readyz`).
     pub health: Arc<crate::http::Health>,
-    /// `control.hmac_key`: when set, a `shell` job runs only from a fire
-    /// event signed with it.
+    /// `control.hmac_key`: when set, a fire runs only when a scheduler
+    /// signed it with this key (whatever its executor).
     pub hmac_key: Option<Arc<[u8]>>,
     /// Restart intensity of the supervision loop.
     pub supervisor: sundial_core::settings::SupervisorSettings,
@@ -120,6 +120,16 @@ const ABANDON_GRACE: Duration = Duration::from_secs(5);
 /// immediate requeue would spin. The work queue's `x-delivery-limit`
 /// dead-letters a delivery that keeps failing this way.
 const UNSETTLED_REQUEUE_DELAY: Duration = Duration::from_secs(1);
+
+/// The text of a caught panic (`panic!` with a literal or a formatted
+/// message), for the dead letter's reason.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
 
 /// After `attempt::handle` failed, settles its delivery so that it never
 /// holds a prefetch slot: requeued when the connection is fine, left to the
@@ -344,7 +354,19 @@ impl Worker {
             // The permit goes when the executor is done: settling (records,
             // retry, ack) overlaps the next runs.
             tasks.spawn(async move {
-                if let Err(e) = attempt::handle(&shared, delivery, permit).await {
+                use futures_util::FutureExt;
+                let handled =
+                    std::panic::AssertUnwindSafe(attempt::handle(&shared, &delivery, permit))
+                        .catch_unwind()
+                        .await;
+                let result = match handled {
+                    Ok(r) => r,
+                    Err(panic) => {
+                        attempt::dead_letter_panicked(&shared, &delivery, &panic_message(&*panic))
+                            .await
+                    }
+                };
+                if let Err(e) = result {
                     settle_unsettled(&shared, &acker, &e, &broken).await;
                 }
             });

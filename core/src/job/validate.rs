@@ -51,8 +51,29 @@ fn check_name(
     if value.is_empty() || value.len() > max || !value.chars().all(ok_char) {
         return Err(err(
             field,
-            format!("must match {chars}{{1,{max}}}, got \"{value}\""),
+            format!(
+                "must match {chars}{{1,{max}}}, got \"{}\"",
+                crate::protocol::headers::bounded_to(value, 80)
+            ),
         ));
+    }
+    Ok(())
+}
+
+/// Checks a job id as an upsert does (`[a-z0-9._-]{1,128}`): ids reach the
+/// broker inside routing keys, which AMQP bounds at 255 bytes.
+pub fn check_job_id(field: &str, id: &str) -> Result<(), ValidationError> {
+    check_name(field, id, MAX_ID_LEN, true)
+}
+
+/// Checks a pool name as an upsert does (`[a-z0-9_-]{1,64}`): pools reach
+/// the broker in queue names and routing keys (255 bytes at most), so every
+/// pool that comes from outside (a command, a fire, an API path, a CLI
+/// argument) is checked before it is used in one.
+pub fn check_pool(field: &str, pool: &str) -> Result<(), ValidationError> {
+    check_name(field, pool, MAX_POOL_LEN, false)?;
+    if RESERVED_POOLS.contains(&pool) {
+        return Err(err(field, format!("\"{pool}\" is reserved")));
     }
     Ok(())
 }
@@ -86,11 +107,8 @@ impl JobSpec {
         created_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Schedule, ValidationError> {
-        check_name("id", &self.id, MAX_ID_LEN, true)?;
-        check_name("pool", &self.pool, MAX_POOL_LEN, false)?;
-        if RESERVED_POOLS.contains(&self.pool.as_str()) {
-            return Err(err("pool", format!("\"{}\" is reserved", self.pool)));
-        }
+        check_job_id("id", &self.id)?;
+        check_pool("pool", &self.pool)?;
         let tz = parse_zone(&self.timezone).map_err(|e| err("timezone", e.to_string()))?;
         check_range(
             "timeout",

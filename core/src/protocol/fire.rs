@@ -64,6 +64,22 @@ pub enum Origin {
 }
 
 impl FireEvent {
+    /// Checks the names a worker puts on the broker (routing keys of its
+    /// retries and run events, the message id): a fire from anyone who may
+    /// publish to a work queue is input like any other. Errors name the
+    /// field, as an upsert's do.
+    pub fn check_names(&self) -> Result<(), crate::error::ValidationError> {
+        crate::job::check_job_id("job_id", &self.job_id)?;
+        crate::job::check_pool("pool", &self.pool)?;
+        if self.fire_id.is_empty() || self.fire_id.len() > 255 {
+            return Err(crate::error::ValidationError::new(
+                "fire_id",
+                format!("must be 1-255 bytes, got {}", self.fire_id.len()),
+            ));
+        }
+        Ok(())
+    }
+
     /// The one place a fire event is built, from the job's stored entry:
     /// attempt 1, the job snapshot a worker runs without asking anyone,
     /// signed when `key` is set (docs/protocol.md §6, §10).

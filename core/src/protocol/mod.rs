@@ -43,6 +43,34 @@ pub mod headers {
     /// Set by `dlq replay` (the replay's time) and carried by its retries:
     /// a replayed fire is not a duplicate of its first run.
     pub const REPLAY: &str = "x-sundial-replay";
+
+    /// The most bytes of text Sundial writes into one header value. Error
+    /// texts can echo user input (a 100k-entry cron list, a 200 KB field
+    /// name); RabbitMQ closes the whole connection when a header frame
+    /// passes its `frame_max` (128 KiB), so every text header is cut to
+    /// this with [`bounded`] (the whole text stays in the reply body or the
+    /// run history).
+    pub const MAX_TEXT: usize = 4096;
+
+    /// `text` cut to [`MAX_TEXT`] bytes (see [`bounded_to`]).
+    pub fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
+        bounded_to(text, MAX_TEXT)
+    }
+
+    /// `text` itself when it has at most `max` bytes; else its first bytes
+    /// (on a character boundary) followed by `… (cut: N bytes in all)`, the
+    /// whole no longer than `max` (for `max` ≥ 64).
+    pub fn bounded_to(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+        if text.len() <= max {
+            return std::borrow::Cow::Borrowed(text);
+        }
+        let note = format!("… (cut: {} bytes in all)", text.len());
+        let mut end = max.saturating_sub(note.len());
+        while end > 0 && !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        std::borrow::Cow::Owned(format!("{}{note}", &text[..end]))
+    }
 }
 
 /// What a job is told about its run, by executor (docs/protocol.md §9):

@@ -13,18 +13,25 @@ const KEY: &[u8] = b"0123456789abcdef-test-key";
 #[test]
 fn a_signed_command_verifies_and_any_change_breaks_it() {
     let body = br#"{"command":"delete","id":"a"}"#;
-    let sig = sign_command(KEY, 1_000, body);
+    let sig = sign_command(KEY, 1_000, None, body);
     assert_eq!(sig.len(), 64, "hex SHA-256");
     assert_eq!(
-        verify_command(KEY, Some(&sig), Some(1_000), body, 1_010),
+        verify_command(KEY, Some(&sig), Some(1_000), None, body, 1_010),
         Ok(())
     );
     assert_eq!(
-        verify_command(b"another-key-0123456", Some(&sig), Some(1_000), body, 1_010),
+        verify_command(
+            b"another-key-0123456",
+            Some(&sig),
+            Some(1_000),
+            None,
+            body,
+            1_010
+        ),
         Err(SignError::Mismatch)
     );
     assert_eq!(
-        verify_command(KEY, Some(&sig), Some(1_001), body, 1_010),
+        verify_command(KEY, Some(&sig), Some(1_001), None, body, 1_010),
         Err(SignError::Mismatch),
         "the time is signed too"
     );
@@ -33,35 +40,67 @@ fn a_signed_command_verifies_and_any_change_breaks_it() {
             KEY,
             Some(&sig),
             Some(1_000),
+            None,
             br#"{"command":"delete","id":"b"}"#,
             1_010
         ),
         Err(SignError::Mismatch)
     );
     assert_eq!(
-        verify_command(KEY, Some("zz"), Some(1_000), body, 1_010),
+        verify_command(KEY, Some("zz"), Some(1_000), None, body, 1_010),
         Err(SignError::Mismatch)
     );
+}
+
+#[test]
+fn a_nonce_is_signed_and_makes_the_same_command_in_one_second_another_signature() {
+    let body = br#"{"command":"trigger","id":"a"}"#;
+    let a = sign_command(KEY, 1_000, Some("n-1"), body);
+    let b = sign_command(KEY, 1_000, Some("n-2"), body);
+    assert_ne!(a, b, "two honest repeats in one second differ");
+    assert_ne!(a, sign_command(KEY, 1_000, None, body));
+    assert_eq!(
+        verify_command(KEY, Some(&a), Some(1_000), Some("n-1"), body, 1_000),
+        Ok(())
+    );
+    assert_eq!(
+        verify_command(KEY, Some(&a), Some(1_000), Some("n-2"), body, 1_000),
+        Err(SignError::Mismatch),
+        "the nonce is signed"
+    );
+    assert_eq!(
+        verify_command(KEY, Some(&a), Some(1_000), None, body, 1_000),
+        Err(SignError::Mismatch),
+        "a nonce cannot be dropped"
+    );
+    let long = "n".repeat(129);
+    for bad in ["", "with space", long.as_str()] {
+        assert_eq!(
+            verify_command(KEY, Some(&a), Some(1_000), Some(bad), body, 1_000),
+            Err(SignError::BadNonce),
+            "{bad:?}"
+        );
+    }
 }
 
 #[test]
 fn unsigned_old_and_future_commands_are_refused() {
     let body = b"{}";
     assert!(matches!(
-        verify_command(KEY, None, Some(1), body, 1),
+        verify_command(KEY, None, Some(1), None, body, 1),
         Err(SignError::Missing(_))
     ));
     assert!(matches!(
-        verify_command(KEY, Some("00"), None, body, 1),
+        verify_command(KEY, Some("00"), None, None, body, 1),
         Err(SignError::Missing(_))
     ));
-    let old = sign_command(KEY, 1_000, body);
+    let old = sign_command(KEY, 1_000, None, body);
     assert!(matches!(
-        verify_command(KEY, Some(&old), Some(1_000), body, 1_000 + 301),
+        verify_command(KEY, Some(&old), Some(1_000), None, body, 1_000 + 301),
         Err(SignError::TooOld { .. })
     ));
     assert!(matches!(
-        verify_command(KEY, Some(&old), Some(1_000), body, 1_000 - 61),
+        verify_command(KEY, Some(&old), Some(1_000), None, body, 1_000 - 61),
         Err(SignError::FromTheFuture { .. })
     ));
 }
@@ -94,7 +133,7 @@ fn shell_fire() -> FireEvent {
 #[test]
 fn a_fire_signature_survives_retries_but_not_a_changed_command() {
     let mut f = shell_fire();
-    assert!(matches!(verify_fire(KEY, &f), Err(SignError::Missing(_))));
+    assert_eq!(verify_fire(KEY, &f), Err(SignError::UnsignedFire));
     f.signature = Some(sign_fire(KEY, &f));
     assert_eq!(verify_fire(KEY, &f), Ok(()));
     let mut retry = f.clone();
@@ -111,9 +150,9 @@ fn a_fire_signature_survives_retries_but_not_a_changed_command() {
         env: Default::default(),
         cwd: None,
     });
-    assert_eq!(verify_fire(KEY, &evil), Err(SignError::Mismatch));
+    assert_eq!(verify_fire(KEY, &evil), Err(SignError::FireMismatch));
     assert_eq!(
         verify_fire(b"wrong-key-0123456789", &f),
-        Err(SignError::Mismatch)
+        Err(SignError::FireMismatch)
     );
 }

@@ -265,9 +265,81 @@ pub async fn consume_no_ack(ch: &lapin::Channel, queue: &str) -> Result<lapin::C
     .map_err(Error::broker(format!("basic.consume {queue}")))
 }
 
+/// Channels a [`Probe`] connection opens before it is replaced: below
+/// RabbitMQ's default `channel_max` (2,047), where lapin starts reusing
+/// channel ids.
+const PROBE_CHANNELS_MAX: u32 = 1_000;
+
+/// How long one probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection of its own for operations that fail by design: the passive
+/// declare of a queue that may not exist (an unknown pool, a pool whose
+/// queues were deleted). The broker answers such a probe by closing its
+/// channel with 404, and lapin (4.12) keeps that error for the channel id:
+/// once ids wrap around at `channel_max`, a new channel that gets a used id
+/// fails to open with an old request's error. Probes therefore never share
+/// a connection with real work, and their connection is replaced (the old
+/// one closed once its last probe is done) before its ids wrap. Each probe
+/// gets its own short-lived channel, and its error answers its own request.
+pub struct Probe {
+    broker: sundial_core::settings::BrokerSettings,
+    name: String,
+    /// The current connection and how many channels it has opened.
+    slot: tokio::sync::Mutex<Option<(std::sync::Arc<Connection>, u32)>>,
+}
+
+impl Probe {
+    /// Probes on connections to `broker` named `name` (opened on first use).
+    pub fn new(broker: sundial_core::settings::BrokerSettings, name: impl Into<String>) -> Self {
+        Self {
+            broker,
+            name: name.into(),
+            slot: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn connection(&self) -> Result<std::sync::Arc<Connection>, Error> {
+        let mut slot = self.slot.lock().await;
+        if let Some((c, used)) = slot.as_mut() {
+            if c.status().connected() && *used < PROBE_CHANNELS_MAX {
+                *used += 1;
+                return Ok(c.clone());
+            }
+            // lapin closes a connection when its last handle goes: when the
+            // probes still running on this one are done.
+            *slot = None;
+        }
+        let c = std::sync::Arc::new(connect_to(&self.broker, &self.name).await?);
+        *slot = Some((c.clone(), 1));
+        Ok(c)
+    }
+
+    /// `(messages ready, consumers)` of `queue`, or `None` when it does not
+    /// exist; bounded by [`PROBE_TIMEOUT`].
+    pub async fn passive_declare(&self, queue: &str) -> Result<Option<(u32, u32)>, Error> {
+        let conn = self.connection().await?;
+        match tokio::time::timeout(PROBE_TIMEOUT, passive_declare(&conn, queue)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::ConnectionLost(
+                "queue.declare passive: no answer within 10s",
+            )),
+        }
+    }
+
+    /// Closes the current connection.
+    pub async fn close(&self) {
+        if let Some((c, _)) = self.slot.lock().await.take() {
+            let _ = c.close(200, "probes done".into()).await;
+        }
+    }
+}
+
 /// `(messages ready, consumers)` of a queue, or `None` when it does not
 /// exist. A passive declare needs no permission; a 404 closes the channel
-/// it happens on, so each one opens its own.
+/// it happens on, so each one opens its own — and poisons that channel id
+/// for the connection's life (see [`Probe`]): on a long-lived connection,
+/// probe queues that may be missing through a [`Probe`].
 pub(crate) async fn passive_declare(
     conn: &Connection,
     queue: &str,

@@ -3,19 +3,19 @@
 //! gauge, logs a warning when it grows and, if configured, POSTs a JSON
 //! alert to a webhook.
 //!
-//! Its connection is its own and is dropped on any error; the next tick
-//! connects again (a watcher that cannot reach the broker logs, and keeps
-//! trying, it never stops the worker).
+//! It probes through a [`Probe`] of its own (a pool's queue may not exist
+//! yet, and a probe of a missing queue must not spoil a shared connection);
+//! a watcher that cannot reach the broker logs, and keeps trying at the
+//! next tick, it never stops the worker.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use actix::prelude::*;
 use chrono::Utc;
-use lapin::Connection;
 use sundial_core::topology::Topology;
 use tracing::{debug, warn};
 
-use crate::{dlq::Dlq, metrics as m};
+use crate::{broker::Probe, metrics as m};
 
 /// What the watcher needs.
 #[derive(Debug, Clone)]
@@ -31,7 +31,7 @@ pub struct DlqWatchConfig {
 
 pub struct DlqWatcher {
     cfg: Arc<DlqWatchConfig>,
-    conn: Option<Arc<Connection>>,
+    probe: Arc<Probe>,
     /// Depth seen at the previous check, by pool; growth is measured from it.
     last: HashMap<String, u32>,
     /// A check is running: the next tick skips instead of piling up.
@@ -75,9 +75,10 @@ impl DlqWatcher {
         let http = crate::http::client_builder()
             .timeout(Duration::from_secs(10))
             .build()?;
+        let probe = Arc::new(Probe::new(cfg.broker.clone(), "sundial dlq-watcher"));
         Ok(Self {
             cfg: Arc::new(cfg),
-            conn: None,
+            probe,
             last: HashMap::new(),
             busy: false,
             http,
@@ -101,33 +102,31 @@ impl DlqWatcher {
         }
         self.busy = true;
         let cfg = self.cfg.clone();
-        let conn = self.conn.clone();
+        let probe = self.probe.clone();
         let fut = async move {
-            let conn = match conn {
-                Some(c) if c.status().connected() => c,
-                _ => Arc::new(crate::broker::connect_to(&cfg.broker, "sundial dlq-watcher").await?),
-            };
             let mut depths = Vec::with_capacity(cfg.pools.len());
             for pool in &cfg.pools {
-                match Dlq::new(&conn, &cfg.topology, pool).depth().await? {
+                match probe
+                    .passive_declare(&cfg.topology.dead_queue(pool))
+                    .await?
+                    .map(|(n, _)| n)
+                {
                     Some(depth) => depths.push((pool.clone(), depth)),
                     // The worker declares it a moment after the first tick.
                     None => debug!(%pool, "dead-letter queue not declared yet"),
                 }
             }
-            Ok::<_, crate::Error>((conn, depths))
+            Ok::<_, crate::Error>(depths)
         };
         ctx.spawn(fut.into_actor(self).map(|res, act, _| {
             act.busy = false;
             match res {
-                Ok((conn, depths)) => {
-                    act.conn = Some(conn);
+                Ok(depths) => {
                     for (pool, depth) in depths {
                         act.observe(pool, depth);
                     }
                 }
                 Err(e) => {
-                    act.conn = None;
                     warn!(error = %e, "dead-letter depth not read; retrying next tick");
                 }
             }

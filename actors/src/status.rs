@@ -187,7 +187,13 @@ impl Subscriptions {
 
 /// Listens to heartbeats (schedulers' and workers') for `listen` (at least
 /// one heartbeat interval), then reads watermarks and queue depths.
-pub async fn gather(conn: &Connection, topo: &Topology, listen: Duration) -> Result<Status, Error> {
+/// Queues are probed through `probe` (a pool heard of may have none).
+pub async fn gather(
+    conn: &Connection,
+    probe: &crate::broker::Probe,
+    topo: &Topology,
+    listen: Duration,
+) -> Result<Status, Error> {
     let mut subs = Subscriptions::open(conn, topo).await?;
     let mut heard = Heard::default();
     let deadline = tokio::time::sleep(listen);
@@ -201,7 +207,7 @@ pub async fn gather(conn: &Connection, topo: &Topology, listen: Duration) -> Res
         }
     }
     subs.close().await;
-    assemble(conn, topo, heard).await
+    assemble(conn, probe, topo, heard).await
 }
 
 /// A standing heartbeat subscription (the API's): `status` answers from
@@ -246,6 +252,7 @@ impl Watch {
     pub async fn status(
         &self,
         conn: &Connection,
+        probe: &crate::broker::Probe,
         topo: &Topology,
         listen: Duration,
     ) -> Result<Status, Error> {
@@ -259,7 +266,7 @@ impl Watch {
             }
             Err(_) => Heard::default(),
         };
-        assemble(conn, topo, heard).await
+        assemble(conn, probe, topo, heard).await
     }
 }
 
@@ -271,7 +278,12 @@ impl Drop for Watch {
 
 /// The status from `heard` and what the broker says now: watermarks and
 /// queue depths.
-async fn assemble(conn: &Connection, topo: &Topology, heard: Heard) -> Result<Status, Error> {
+async fn assemble(
+    conn: &Connection,
+    probe: &crate::broker::Probe,
+    topo: &Topology,
+    heard: Heard,
+) -> Result<Status, Error> {
     let Heard {
         nodes: latest,
         workers,
@@ -347,7 +359,10 @@ async fn assemble(conn: &Connection, topo: &Topology, heard: Heard) -> Result<St
             missing_queues: 0,
         };
         for shard in 0..topo.shards {
-            match crate::broker::passive_declare(conn, &topo.work_queue(&pool, shard)).await? {
+            match probe
+                .passive_declare(&topo.work_queue(&pool, shard))
+                .await?
+            {
                 Some((messages, consumers)) => {
                     p.queued += u64::from(messages);
                     p.workers = p.workers.max(consumers);
@@ -355,7 +370,7 @@ async fn assemble(conn: &Connection, topo: &Topology, heard: Heard) -> Result<St
                 None => p.missing_queues += 1,
             }
         }
-        match crate::broker::passive_declare(conn, &topo.dead_queue(&pool)).await? {
+        match probe.passive_declare(&topo.dead_queue(&pool)).await? {
             Some((messages, _)) => p.dead = u64::from(messages),
             None => p.missing_queues += 1,
         }

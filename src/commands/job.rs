@@ -97,10 +97,21 @@ pub async fn run(
         JobCmd::Apply { file, .. } => {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| CommandError::Usage(format!("cannot read {}: {e}", file.display())))?;
-            Some(
-                parse_job_file(&text, FileFormat::from_path(file))
-                    .map_err(|e| CommandError::Usage(format!("{}: {e}", file.display())))?,
-            )
+            let jobs = parse_job_file(&text, FileFormat::from_path(file))
+                .map_err(|e| CommandError::Usage(format!("{}: {e}", file.display())))?;
+            // The scheduler's own rules, before anything is sent: an invalid
+            // job is a usage error, with --dry-run too.
+            let now = Utc::now();
+            for (i, job) in jobs.iter().enumerate() {
+                job.validate(now, now).map_err(|e| {
+                    CommandError::Usage(format!(
+                        "{}: jobs[{i}] (\"{}\"): {e}",
+                        file.display(),
+                        sundial_core::protocol::headers::bounded_to(&job.id, 80)
+                    ))
+                })?;
+            }
+            Some(jobs)
         }
         _ => None,
     };

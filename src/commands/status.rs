@@ -28,7 +28,9 @@ pub async fn run(
     let listen =
         listen.unwrap_or(settings.scheduler.heartbeat_interval * 2 + Duration::from_millis(200));
     let conn = sundial_actors::broker::connect_to(&settings.broker, "sundial status").await?;
-    let status = sundial_actors::status::gather(&conn, &settings.topology, listen)
+    let probe =
+        sundial_actors::broker::Probe::new(settings.broker.clone(), "sundial status probes");
+    let status = sundial_actors::status::gather(&conn, &probe, &settings.topology, listen)
         .await
         .map_err(|e| {
             if e.is_not_found() {
@@ -40,6 +42,7 @@ pub async fn run(
                 failed(e)
             }
         })?;
+    probe.close().await;
     let _ = conn.close(200, "done".into()).await;
     let io = CommandError::output;
     if json {

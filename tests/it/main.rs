@@ -52,6 +52,7 @@ mod failover;
 mod fires;
 mod firing;
 mod history;
+mod hostile;
 mod job_cli;
 mod misfires;
 mod ops;

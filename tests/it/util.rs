@@ -239,6 +239,13 @@ impl Daemon {
         }
     }
 
+    /// Whether the process is still running (it did not exit or crash).
+    pub(crate) fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// SIGKILL: no cleanup, as a crash or the OOM killer would.
     pub(crate) fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -99,6 +99,8 @@ pub struct Api {
     /// The connection writes, status and dead letters use (opened on first
     /// use, again after a loss).
     conn: tokio::sync::Mutex<Option<Arc<lapin::Connection>>>,
+    /// Queue probes (pools that may not exist) on a connection of their own.
+    probe: crate::broker::Probe,
     status: tokio::sync::Mutex<Option<(Instant, Value)>>,
     /// Heartbeats heard since the first status request (on `conn`), so a
     /// status answers without listening an interval each time.
@@ -132,10 +134,15 @@ impl Caller {
 
 impl Api {
     pub fn new(cfg: ApiConfig) -> Arc<Self> {
+        let probe = crate::broker::Probe::new(
+            cfg.broker.clone(),
+            format!("sundial api {} probes", cfg.node),
+        );
         Arc::new(Self {
             cfg,
             registry: RwLock::new(None),
             conn: tokio::sync::Mutex::new(None),
+            probe,
             status: tokio::sync::Mutex::new(None),
             watch: tokio::sync::Mutex::new(None),
             tokens_required: OnceLock::new(),
@@ -393,7 +400,10 @@ impl Api {
             }
         };
         let w = watch.insert(w);
-        match w.status(&conn, &self.cfg.topology, listen).await {
+        match w
+            .status(&conn, &self.probe, &self.cfg.topology, listen)
+            .await
+        {
             Ok(s) => {
                 let v = json!(s);
                 *cached = Some((Instant::now(), v.clone()));
@@ -496,8 +506,11 @@ impl Api {
         if self.cfg.topology.pools.iter().any(|p| p == pool) {
             return Ok(());
         }
-        let conn = self.connection().await?;
-        match crate::broker::passive_declare(&conn, &self.cfg.topology.dead_queue(pool)).await {
+        match self
+            .probe
+            .passive_declare(&self.cfg.topology.dead_queue(pool))
+            .await
+        {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err(unknown()),
             Err(e) => Err(error(

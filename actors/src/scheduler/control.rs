@@ -33,8 +33,12 @@ const CONTROL_PREFETCH: u16 = 16;
 pub(crate) const HEALTH_PART: &str = "control";
 
 /// Consumes until `shutdown` is cancelled (`Ok`) or the channel fails (`Err`).
+/// Pools named by commands are probed through `probe`, never on `conn`.
+// Each argument is one thing the consumer uses; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     conn: &Connection,
+    probe: &crate::broker::Probe,
     topo: &Topology,
     node: &str,
     registry: Addr<Registry>,
@@ -43,7 +47,7 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let mut seen = Signatures::default();
-    let mut pools = PoolCheck::new(conn, topo);
+    let mut pools = PoolCheck::new(probe, topo);
     let ch = crate::broker::confirming_channel(conn).await?;
     ch.basic_qos(CONTROL_PREFETCH, BasicQosOptions::default())
         .await
@@ -216,15 +220,15 @@ fn command_name(body: &[u8]) -> Option<&'static str> {
 /// one is asked again at its next command (a worker may have declared it
 /// meanwhile).
 struct PoolCheck<'a> {
-    conn: &'a Connection,
+    probe: &'a crate::broker::Probe,
     topo: Topology,
     known: std::collections::HashSet<String>,
 }
 
 impl<'a> PoolCheck<'a> {
-    fn new(conn: &'a Connection, topo: &Topology) -> Self {
+    fn new(probe: &'a crate::broker::Probe, topo: &Topology) -> Self {
         Self {
-            conn,
+            probe,
             topo: topo.clone(),
             known: topo.pools.iter().cloned().collect(),
         }
@@ -248,7 +252,7 @@ impl<'a> PoolCheck<'a> {
                 continue;
             }
             let queue = self.topo.work_queue(pool, 0);
-            match crate::broker::passive_declare(self.conn, &queue).await {
+            match self.probe.passive_declare(&queue).await {
                 Ok(Some(_)) => {
                     self.known.insert(pool.to_string());
                 }

@@ -195,9 +195,14 @@ async fn run_once(
     // The control consumer, run tracker and leases stop on shutdown or on
     // connection loss.
     let stop = CancellationToken::new();
+    let probe = crate::broker::Probe::new(
+        cfg.broker.clone(),
+        format!("sundial scheduler {} probes", cfg.node),
+    );
     let result = {
         let control = control::run(
             &conn,
+            &probe,
             &topo,
             &cfg.node,
             registry.clone(),

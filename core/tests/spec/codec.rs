@@ -432,3 +432,22 @@ fn polyglot_client_without_type_or_content_type_is_accepted() {
     let cmd: Command = decode(&meta, br#"{"command":"get","id":"a"}"#).expect("decodes");
     assert_eq!(cmd, Command::Get { id: "a".into() });
 }
+
+#[test]
+fn header_texts_are_cut_to_their_bound_on_a_character_boundary_and_say_so() {
+    use sundial_core::protocol::headers::{bounded, bounded_to, MAX_TEXT};
+    assert_eq!(bounded("short"), "short");
+    let exact = "x".repeat(MAX_TEXT);
+    assert_eq!(bounded(&exact), exact.as_str(), "at the bound: whole");
+    let long = "é".repeat(100_000); // 2 bytes each: cuts fall inside one
+    let cut = bounded(&long);
+    assert!(cut.len() <= MAX_TEXT, "{} bytes", cut.len());
+    assert!(
+        cut.ends_with("… (cut: 200000 bytes in all)"),
+        "{}",
+        &cut[cut.len() - 40..]
+    );
+    assert!(cut.starts_with("éé"));
+    let small = bounded_to(&long, 80);
+    assert!(small.len() <= 80, "{small}");
+}

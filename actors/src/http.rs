@@ -173,11 +173,24 @@ struct State {
     api: Option<Arc<crate::api::Api>>,
 }
 
+/// Connections served at once; one more is closed at accept. Each holds a
+/// file handle, which the process shares with its broker connections: 300
+/// idle clients under `ulimit -n 256` once took `/readyz` and then the
+/// broker reconnects down (`Too many open files`).
+const MAX_CONNECTIONS: usize = 128;
+
+/// A client must send a request's headers within this (the first request,
+/// and each next one on a kept-alive connection): an idle or slow client
+/// does not hold a connection slot for long.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     state: Arc<State>,
     shutdown: CancellationToken,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut refused = crate::ratelimit::Every::new(std::time::Duration::from_secs(60));
     loop {
         let (sock, _) = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -191,6 +204,16 @@ async fn accept_loop(
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if let Some(held_back) = refused.allow(std::time::Instant::now()) {
+                warn!(
+                    max = MAX_CONNECTIONS,
+                    held_back, "http: too many connections; closing new ones until some end"
+                );
+            }
+            drop(sock);
+            continue;
+        };
         let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
@@ -198,8 +221,11 @@ async fn accept_loop(
                 async move { Ok::<_, Infallible>(route(req, &state).await) }
             });
             let _ = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(sock), service)
                 .await;
+            drop(slot);
         });
     }
 }

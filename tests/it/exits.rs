@@ -467,3 +467,46 @@ fn lapin_lines_never_reach_a_commands_output() {
         "says what to do: {all}"
     );
 }
+
+/// A broker that takes the TCP connection and never answers the AMQP
+/// handshake (RabbitMQ at its file-handle limit does this): every command
+/// gives up within `broker.connect_timeout`, exit 1, one line naming the
+/// address.
+#[test]
+fn a_listener_that_never_answers_the_handshake_is_an_error_within_the_bound() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = silent.local_addr().expect("addr");
+    // Accepts (the kernel does, into the backlog) and reads nothing.
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for s in silent.incoming().take(8).flatten() {
+            open.push(s);
+        }
+        open
+    });
+    let url = format!("amqp://guest:guest@{addr}/%2f");
+    for args in [
+        &["job", "list"][..],
+        &["topology", "apply"][..],
+        &["status"][..],
+    ] {
+        let mut cmd = sundial();
+        cmd.args(args)
+            .args(["--broker", &url])
+            .env("SUNDIAL__BROKER__CONNECT_TIMEOUT", "2s");
+        let started = Instant::now();
+        let out = run_bounded(cmd, &format!("sundial {args:?}"));
+        let took = started.elapsed();
+        assert_no_panic(&out, &format!("{args:?}"));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
+        assert!(
+            err.contains(&addr.to_string()),
+            "{args:?} names the address: {err}"
+        );
+        assert!(err.contains("no answer within 2s"), "{args:?}: {err}");
+        assert!(took < Duration::from_secs(15), "{args:?} took {took:?}");
+    }
+    drop(held);
+}

@@ -143,6 +143,15 @@ fn five_runs_and_a_retry_are_six_attempts_that_survive_a_kill_and_rebuild_elsewh
     let api_a = format!("http://{addr_a}");
     let runs = wait_for_runs(&v, &api_a, "backup", 6, Duration::from_secs(60));
     assert_eq!(runs.len(), 6, "{runs:#?}");
+    // The WAL index is in memory (exclusive locking): no memory-mapped
+    // `-shm` file that could kill the process with SIGBUS.
+    let mut shm = db_a.as_os_str().to_owned();
+    shm.push("-shm");
+    assert!(
+        !Path::new(&shm).exists(),
+        "the index maps a -shm file: {}",
+        Path::new(&shm).display()
+    );
     let ks = keys(&runs);
     // In order: the first occurrence fails, its retry succeeds later; the
     // other four succeed at once.
@@ -228,6 +237,10 @@ fn five_runs_and_a_retry_are_six_attempts_that_survive_a_kill_and_rebuild_elsewh
     assert!(
         log.contains("start=First") && log.contains("start=Offset("),
         "first start reads from the first record, the restart from its offset: {log}"
+    );
+    assert!(
+        !log.contains("history index emptied"),
+        "the same stream resumes, it is not rebuilt: {log}"
     );
 
     // A node with no index builds the same history from the stream.
@@ -390,4 +403,57 @@ fn an_index_that_cannot_be_written_makes_the_scheduler_not_ready_and_it_still_fi
         assert_eq!(ev.attempt, 1);
         let _ = c.close(200, "done".into()).await;
     });
+}
+
+/// The quickstart in one vhost, then in another from the same directory:
+/// the index belongs to one stream. The second installation's index is
+/// emptied (one line says why) and holds its own runs from its first
+/// record; the first one's runs are not shown as its own.
+#[test]
+fn an_index_from_another_vhost_is_rebuilt_and_shows_only_its_own_runs() {
+    let (one, two) = (Vhost::new("idx-one"), Vhost::new("idx-two"));
+    let dir = temp_dir(&one);
+    let db = dir.join("shared.db");
+    let job = |id: &str| {
+        format!("[[jobs]]\nid = \"{id}\"\nschedule = \"* * * * * *\"\n[jobs.executor]\ntype = \"noop\"\n")
+    };
+
+    let addr = free_addr();
+    let mut s1 = scheduler(&one, "idx-a", &db, &addr);
+    let mut w1 = Daemon::worker(&one, "idx-w1", &[]);
+    apply_jobs(&one, &job("in-one"));
+    // Enough records that the first vhost's offset is past the second's.
+    wait_for_runs(
+        &one,
+        &format!("http://{addr}"),
+        "in-one",
+        5,
+        Duration::from_secs(30),
+    );
+    w1.stop();
+    s1.stop();
+
+    let addr = free_addr();
+    let api = format!("http://{addr}");
+    let s2 = scheduler(&two, "idx-b", &db, &addr);
+    let _w2 = Daemon::worker(&two, "idx-w2", &[]);
+    apply_jobs(&two, &job("in-two"));
+    let runs = wait_for_runs(&two, &api, "in-two", 2, Duration::from_secs(30));
+    let first = runs.first().expect("a run");
+    assert!(
+        first["fire_id"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("in-two@")),
+        "{runs:#?}"
+    );
+    assert!(
+        job_history(&two, &api, "in-one").is_empty(),
+        "the other vhost's runs are shown as this one's"
+    );
+    let log = plain(&std::fs::read_to_string(&s2.log).unwrap_or_default());
+    assert!(
+        log.contains("history index emptied") && log.contains("another stream"),
+        "one line says why the index was rebuilt: {log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,14 +1,20 @@
 //! `Index`: the history index, one SQLite file (WAL) built from the history
-//! stream (ADR 0015). One thread writes, in one transaction per group of
-//! stream messages, the rows and the stream offset they reach, so a process
-//! killed mid-write reopens at a consistent point and resumes after it; a
-//! second connection answers queries meanwhile. A lock file keeps a second
-//! process off the same index.
+//! stream (ADR 0015). One thread owns the file's one connection: it writes,
+//! in one transaction per group of stream messages, the rows and the stream
+//! offset they reach, so a process killed mid-write reopens at a consistent
+//! point and resumes after it, and answers queries between writes. A lock
+//! file keeps a second process off the same index.
+//!
+//! The connection holds the file in SQLite's exclusive locking mode, so the
+//! WAL index lives in the process's memory, not in a memory-mapped `-shm`
+//! file: a `-shm` that cannot be written, or a file system remounted
+//! read-only, is then a write error (not ready, with the reason) instead of
+//! a SIGBUS that kills the process without a word.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
@@ -53,6 +59,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_job_at ON runs (job_id, at);
 CREATE INDEX IF NOT EXISTS runs_at ON runs (at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS origin (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
 
 const COLUMNS: &str = "id, fire_id, attempt, job_id, pool, labels, scheduled_at, started_at, \
@@ -68,6 +75,9 @@ const SCHEMA_VERSION: i64 = 2;
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub offset: u64,
+    /// The stream message's `message_id`: with the offset, it identifies the
+    /// stream the index follows (a recreated stream has other ids there).
+    pub id: Option<String>,
     pub records: Vec<RunEvent>,
 }
 
@@ -77,18 +87,37 @@ enum Job {
         batches: Vec<Batch>,
         labels: HashMap<String, BTreeMap<String, String>>,
         done: oneshot::Sender<()>,
+        /// One of [`WRITES_IN_FLIGHT`]: the ingest waits while the writer
+        /// is behind (the records wait in the stream).
+        _permit: tokio::sync::OwnedSemaphorePermit,
     },
     /// Drop rows past the retention.
     Retain,
+    /// A query, answered between writes.
+    Read(Box<dyn FnOnce(&Connection) + Send>),
+    /// Make the index the one of `stream`, emptied when `why` is set (or
+    /// when it belonged to another stream); answers whether it was emptied.
+    Bind {
+        stream: String,
+        rebuild: Option<String>,
+        done: oneshot::Sender<Result<bool, Error>>,
+    },
 }
 
 /// The history index of this process.
 pub struct Index {
     path: PathBuf,
-    reader: Arc<Mutex<Connection>>,
-    writer: mpsc::Sender<Job>,
+    /// The index thread's queue: writes, queries, retention, binding.
+    jobs: mpsc::Sender<Job>,
+    /// Writes queued or running, at most [`WRITES_IN_FLIGHT`].
+    writes: Arc<tokio::sync::Semaphore>,
     _lock: std::fs::File,
 }
+
+/// Groups of stream messages queued for the writer at most.
+const WRITES_IN_FLIGHT: usize = 4;
+/// Jobs (mostly queries) queued for the index thread at most.
+const QUEUE: usize = 64;
 
 impl std::fmt::Debug for Index {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -102,10 +131,9 @@ impl Index {
     pub fn open(settings: &HistorySettings, health: Arc<Health>) -> Result<Arc<Self>, Error> {
         let path = settings.path.clone();
         let lock = lock(&path)?;
-        let writer_conn = open_conn(&path)?;
-        migrate(&writer_conn, &path)?;
-        let reader = open_conn(&path)?;
-        let (tx, rx) = mpsc::channel(4);
+        let conn = open_conn(&path)?;
+        migrate(&conn, &path)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
         let retention = Retention {
             max_age: settings.max_age,
             keep_per_job: settings.keep_per_job,
@@ -113,15 +141,15 @@ impl Index {
         let thread_path = path.clone();
         std::thread::Builder::new()
             .name("history-index".into())
-            .spawn(move || write_loop(writer_conn, rx, retention, health, thread_path))
+            .spawn(move || write_loop(conn, rx, retention, health, thread_path))
             .map_err(|e| Error::HistoryFile {
                 path: path.clone(),
                 why: format!("cannot start its writer thread: {e}"),
             })?;
         Ok(Arc::new(Self {
             path,
-            reader: Arc::new(Mutex::new(reader)),
-            writer: tx,
+            jobs: tx,
+            writes: Arc::new(tokio::sync::Semaphore::new(WRITES_IN_FLIGHT)),
             _lock: lock,
         }))
     }
@@ -144,6 +172,57 @@ impl Index {
         .await
     }
 
+    /// The last stream message indexed: its offset and message id.
+    pub async fn last_indexed(&self) -> Result<Option<(u64, Option<String>)>, Error> {
+        self.read(|c, path| {
+            let offset: Option<i64> = c
+                .query_row("SELECT value FROM meta WHERE key = 'offset'", [], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(sql(path, "reading the offset"))?;
+            let id: Option<String> = c
+                .query_row("SELECT value FROM origin WHERE key = 'last_id'", [], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(sql(path, "reading the last message id"))?;
+            Ok(offset.and_then(|o| u64::try_from(o).ok()).map(|o| (o, id)))
+        })
+        .await
+    }
+
+    /// Binds the index to `stream` (the broker's addresses, the vhost and
+    /// the stream's name): an index built from another stream, or from no
+    /// known one (an older release), is emptied and rebuilt from this
+    /// stream, with one log line saying why. Returns whether it was emptied.
+    pub async fn bind(&self, stream: &str) -> Result<bool, Error> {
+        self.bind_job(stream, None).await
+    }
+
+    /// Empties the index (it is rebuilt from `stream`'s first record),
+    /// logging `why`.
+    pub async fn rebuild(&self, stream: &str, why: String) -> Result<(), Error> {
+        self.bind_job(stream, Some(why)).await.map(|_| ())
+    }
+
+    async fn bind_job(&self, stream: &str, rebuild: Option<String>) -> Result<bool, Error> {
+        let (done, wait) = oneshot::channel();
+        let gone = || Error::HistoryFile {
+            path: self.path.clone(),
+            why: "its writer thread stopped".into(),
+        };
+        self.jobs
+            .send(Job::Bind {
+                stream: stream.to_string(),
+                rebuild,
+                done,
+            })
+            .await
+            .map_err(|_| gone())?;
+        wait.await.map_err(|_| gone())?
+    }
+
     /// Queues `batches` for the writer; resolves when they are written.
     /// Waits while the writer is behind (or failing: the records wait in
     /// the stream).
@@ -153,11 +232,18 @@ impl Index {
         labels: HashMap<String, BTreeMap<String, String>>,
     ) -> Result<oneshot::Receiver<()>, Error> {
         let (done, wait) = oneshot::channel();
-        self.writer
+        let permit = self
+            .writes
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::TaskStopped("history index writer"))?;
+        self.jobs
             .send(Job::Write {
                 batches,
                 labels,
                 done,
+                _permit: permit,
             })
             .await
             .map_err(|_| Error::TaskStopped("history index writer"))?;
@@ -166,7 +252,7 @@ impl Index {
 
     /// Asks the writer to apply the retention now.
     pub async fn retain(&self) -> Result<(), Error> {
-        self.writer
+        self.jobs
             .send(Job::Retain)
             .await
             .map_err(|_| Error::TaskStopped("history index writer"))
@@ -224,16 +310,17 @@ impl Index {
         &self,
         f: impl FnOnce(&Connection, &Path) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let reader = self.reader.clone();
+        let (tx, rx) = oneshot::channel();
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let c = reader
-                .lock()
-                .map_err(|_| Error::TaskStopped("history index reader"))?;
-            f(&c, &path)
-        })
-        .await
-        .map_err(|_| Error::TaskStopped("history index query"))?
+        let job = Job::Read(Box::new(move |c| {
+            let _ = tx.send(f(c, &path));
+        }));
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| Error::TaskStopped("history index thread"))?;
+        rx.await
+            .map_err(|_| Error::TaskStopped("history index query"))?
     }
 }
 
@@ -276,10 +363,13 @@ fn lock(path: &Path) -> Result<std::fs::File, Error> {
 
 fn open_conn(path: &Path) -> Result<Connection, Error> {
     let c = Connection::open(path).map_err(sql(path, "opening"))?;
-    // WAL: readers never wait for the writer; NORMAL: a crash loses at most
-    // the last transactions, which the stream still holds.
+    // Exclusive, before WAL is first used: the WAL index is kept in memory,
+    // no `-shm` file is mapped (the process is the index's only user; its
+    // lock file says so). WAL: a write appends; NORMAL: a crash loses at
+    // most the last transactions, which the stream still holds.
     c.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
+        "PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; \
+         PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
     )
     .map_err(sql(path, "setting it up"))?;
     Ok(c)
@@ -300,13 +390,20 @@ fn write_loop(
 ) {
     let mut touched: HashSet<String> = HashSet::new();
     let mut failing = Every::new(Duration::from_secs(60));
+    // Jobs taken while a failing write waited to be tried again.
+    let mut deferred: VecDeque<Job> = VecDeque::new();
     health.set(HEALTH_PART, None);
-    while let Some(job) = rx.blocking_recv() {
+    loop {
+        let Some(job) = deferred.pop_front().or_else(|| rx.blocking_recv()) else {
+            return;
+        };
         match job {
+            Job::Read(f) => f(&conn),
             Job::Write {
                 batches,
                 labels,
                 done,
+                _permit,
             } => loop {
                 match apply(&mut conn, &batches, &labels) {
                     Ok(n) => {
@@ -326,18 +423,24 @@ fn write_loop(
                     Err(e) => {
                         // A full disk, a file made read-only: not ready, and
                         // nothing lost (the records wait in the stream; this
-                        // write is tried again).
+                        // write is tried again). Queries are answered meanwhile.
                         health.set(HEALTH_PART, Some(format!("cannot write: {e}")));
                         if let Some(held) = failing.allow(std::time::Instant::now()) {
                             warn!(path = %path.display(), error = %e, held_back = held, "history index write failed; retrying (the records wait in the stream)");
                         }
-                        std::thread::sleep(WRITE_RETRY);
-                        if rx.is_closed() {
+                        if !answer_reads_for(&conn, &mut rx, &mut deferred, WRITE_RETRY) {
                             return;
                         }
                     }
                 }
             },
+            Job::Bind {
+                stream,
+                rebuild,
+                done,
+            } => {
+                let _ = done.send(bind(&mut conn, &path, &stream, rebuild));
+            }
             Job::Retain => {
                 let jobs: Vec<String> = touched.drain().collect();
                 match retain(&conn, retention, &jobs, Utc::now()) {
@@ -350,6 +453,30 @@ fn write_loop(
             }
         }
     }
+}
+
+/// How often a failing write's wait looks for queries to answer.
+const READ_POLL: Duration = Duration::from_millis(20);
+
+/// Waits `wait` before a failed write is tried again, answering the queries
+/// that arrive meanwhile (other jobs wait in `deferred`). `false` when the
+/// index is closed.
+fn answer_reads_for(
+    conn: &Connection,
+    rx: &mut mpsc::Receiver<Job>,
+    deferred: &mut VecDeque<Job>,
+    wait: Duration,
+) -> bool {
+    let until = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < until {
+        match rx.try_recv() {
+            Ok(Job::Read(f)) => f(conn),
+            Ok(other) => deferred.push_back(other),
+            Err(mpsc::error::TryRecvError::Empty) => std::thread::sleep(READ_POLL),
+            Err(mpsc::error::TryRecvError::Disconnected) => return false,
+        }
+    }
+    true
 }
 
 /// Writes the rows of `batches` and the offset they reach, in one
@@ -437,10 +564,68 @@ fn apply(
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 params![i64::try_from(last.offset).unwrap_or(i64::MAX)],
             )?;
+            match &last.id {
+                Some(id) => tx.execute(
+                    "INSERT INTO origin (key, value) VALUES ('last_id', ?1) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    params![id],
+                )?,
+                None => tx.execute("DELETE FROM origin WHERE key = 'last_id'", [])?,
+            };
         }
     }
     tx.commit()?;
     Ok(n)
+}
+
+/// Records `stream` as the index's stream; empties the index first when
+/// `rebuild` says why, or when it was built from another stream (or from
+/// one it did not record: an older release). Returns whether it emptied it.
+fn bind(
+    conn: &mut Connection,
+    path: &Path,
+    stream: &str,
+    rebuild: Option<String>,
+) -> Result<bool, Error> {
+    let stored: Option<String> = conn
+        .query_row("SELECT value FROM origin WHERE key = 'stream'", [], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(sql(path, "reading the index's stream"))?;
+    let indexed: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM meta WHERE key = 'offset')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql(path, "reading the offset"))?;
+    let why = match (rebuild, stored) {
+        (Some(why), _) => Some(why),
+        (None, Some(s)) if s != stream => Some(format!("it was built from another stream ({s})")),
+        (None, None) if indexed => {
+            Some("it does not say which stream it was built from (an older release)".into())
+        }
+        (None, _) => None,
+    };
+    let tx = conn
+        .transaction()
+        .map_err(sql(path, "binding to the stream"))?;
+    if let Some(why) = &why {
+        tx.execute_batch(
+            "DELETE FROM runs; DELETE FROM meta WHERE key = 'offset'; DELETE FROM origin;",
+        )
+        .map_err(sql(path, "emptying the index"))?;
+        warn!(path = %path.display(), %stream, reason = %why, "history index emptied; rebuilding it from the stream");
+    }
+    tx.execute(
+        "INSERT INTO origin (key, value) VALUES ('stream', ?1) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![stream],
+    )
+    .map_err(sql(path, "recording the index's stream"))?;
+    tx.commit().map_err(sql(path, "binding to the stream"))?;
+    Ok(why.is_some())
 }
 
 /// A replay's key part: 0 for the runs of no replay.
@@ -700,7 +885,14 @@ mod tests {
             records.push(record("busy", at, RunKind::Succeeded));
         }
         let done = index
-            .write(vec![Batch { offset: 7, records }], HashMap::new())
+            .write(
+                vec![Batch {
+                    offset: 7,
+                    id: None,
+                    records,
+                }],
+                HashMap::new(),
+            )
             .await
             .expect("queued");
         done.await.expect("written");
@@ -712,6 +904,7 @@ mod tests {
             .write(
                 vec![Batch {
                     offset: 8,
+                    id: None,
                     records: vec![],
                 }],
                 HashMap::new(),
@@ -756,7 +949,14 @@ mod tests {
             .map(|i| record("p", now - chrono::TimeDelta::seconds(i), RunKind::Succeeded))
             .collect();
         index
-            .write(vec![Batch { offset: 0, records }], HashMap::new())
+            .write(
+                vec![Batch {
+                    offset: 0,
+                    id: None,
+                    records,
+                }],
+                HashMap::new(),
+            )
             .await
             .expect("queued")
             .await
@@ -802,6 +1002,7 @@ mod tests {
                 .write(
                     vec![Batch {
                         offset: 3,
+                        id: None,
                         records: vec![died, replayed],
                     }],
                     HashMap::new(),
@@ -841,5 +1042,45 @@ mod tests {
         );
         assert_eq!(index.count().await.expect("count"), 0);
         let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+
+    #[tokio::test]
+    async fn an_index_of_another_stream_is_emptied_and_one_of_its_own_is_kept() {
+        let path = temp("bind");
+        let index = Index::open(&settings(&path, 100), crate::http::Health::new()).expect("opens");
+        assert!(
+            !index.bind("a").await.expect("bind"),
+            "a new index has nothing to empty"
+        );
+        let records = vec![record("job", Utc::now(), RunKind::Succeeded)];
+        index
+            .write(
+                vec![Batch {
+                    offset: 5,
+                    id: Some("m-5".into()),
+                    records,
+                }],
+                HashMap::new(),
+            )
+            .await
+            .expect("queued")
+            .await
+            .expect("written");
+        assert_eq!(
+            index.last_indexed().await.expect("last"),
+            Some((5, Some("m-5".into())))
+        );
+        assert!(
+            !index.bind("a").await.expect("bind"),
+            "its own stream: kept"
+        );
+        assert_eq!(index.count().await.expect("count"), 1);
+        assert!(
+            index.bind("b").await.expect("bind"),
+            "another stream: emptied"
+        );
+        assert_eq!(index.count().await.expect("count"), 0);
+        assert_eq!(index.last_indexed().await.expect("last"), None);
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -217,6 +217,7 @@ async fn run_once(
                     crate::history::ingest::ingest(
                         &conn,
                         &topo,
+                        &crate::history::stream_identity(&cfg.broker, &topo),
                         index.clone(),
                         Some(registry.clone().recipient()),
                         stop.clone(),

@@ -9,16 +9,38 @@ use serde::Serialize;
 
 use crate::{fire_id::FireId, registry::JobEntry};
 
-/// Every occurrence of the (unpaused) `jobs` in `(from, to]`, as fire ids.
+/// Whether occurrence `at` of `job` was due, the one rule for what should
+/// have fired (the ledger, and alerts): not before the job existed
+/// (`created_at`), not before its `start_at`, not at or after its `end_at`,
+/// and not while it is paused (a job paused at `paused_at` owed what came
+/// before; paused with no known instant, nothing). A deleted job is not in
+/// the registry, so none of its occurrences is due.
+pub fn due(job: &JobEntry, at: DateTime<Utc>) -> bool {
+    if at < job.created_at
+        || job.spec.start_at.is_some_and(|s| at < s)
+        || job.spec.end_at.is_some_and(|e| at >= e)
+    {
+        return false;
+    }
+    if job.paused {
+        return job.paused_at.is_some_and(|p| at < p);
+    }
+    true
+}
+
+/// Every occurrence of `jobs` in `(from, to]` that was [`due`], as fire ids.
 pub fn expected(jobs: &[JobEntry], from: DateTime<Utc>, to: DateTime<Utc>) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for j in jobs.iter().filter(|j| !j.paused) {
-        let mut t = from;
+    for j in jobs {
+        // Occurrences before creation are not walked at all.
+        let mut t = from.max(j.created_at - chrono::Duration::milliseconds(1));
         while let Some(at) = j.next_after(t) {
-            if at > to {
+            if at > to || (j.paused && !due(j, at)) {
                 break;
             }
-            out.insert(FireId::new(&j.spec.id, at).to_string());
+            if due(j, at) {
+                out.insert(FireId::new(&j.spec.id, at).to_string());
+            }
             t = at;
         }
     }

@@ -141,6 +141,7 @@ async fn ledger_finds_every_expected_fire_of_a_window() {
     let _s = SchedulerProcess::start(&v, "led1");
     let _w = Daemon::worker(&v, "led-w1", &[]);
     wait_for_consumers(&v, 1).await;
+    let before_jobs = chrono::Utc::now();
     apply_jobs(
         &v,
         "[[jobs]]\nid = \"tick\"\nschedule = \"* * * * * *\"\n[jobs.executor]\ntype = \"noop\"\n\
@@ -184,6 +185,29 @@ async fn ledger_finds_every_expected_fire_of_a_window() {
     assert_eq!(p["missing"], serde_json::json!([]), "{p}");
     assert_eq!(p["duplicates"], serde_json::json!({}), "{p}");
     assert_eq!(p["expected"], p["observed"], "{p}");
+
+    // A window that starts 5 s before the jobs existed: what came before
+    // their creation was not due (the ledger used to call it missing).
+    let across = sundial()
+        .args(["ledger", "--json", "--broker", &v.url()])
+        .args([
+            "--from",
+            &at(before_jobs - chrono::TimeDelta::seconds(5)),
+            "--to",
+            &at(t0 + chrono::TimeDelta::seconds(4)),
+        ])
+        .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
+        .output()
+        .expect("ledger runs");
+    assert!(
+        across.status.success(),
+        "{}{}",
+        crate::util::stdout(&across),
+        stderr(&across)
+    );
+    let a: serde_json::Value = serde_json::from_slice(&across.stdout).expect("JSON");
+    assert_eq!(a["missing"], serde_json::json!([]), "{a}");
+    assert!(a["expected"].as_u64().is_some_and(|n| n >= 5), "{a}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

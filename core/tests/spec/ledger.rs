@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use sundial_core::{
-    ledger::{expected, Ledger},
+    ledger::{due, expected, Ledger},
     registry::JobEntry,
     JobSpec,
 };
@@ -56,4 +56,62 @@ fn compare_reports_missing_duplicate_and_unexpected() {
     assert_eq!(l.duplicates.get("a@2"), Some(&2));
     assert_eq!(l.unexpected, vec!["b@9".to_string()]);
     assert_eq!((l.expected, l.observed), (3, 3));
+}
+
+#[test]
+fn only_occurrences_while_the_job_existed_unpaused_and_inside_its_window_are_due() {
+    let created = utc("2026-03-01T10:00:05Z");
+    let entry = |patch: serde_json::Value, paused_at: Option<&str>| {
+        let mut v =
+            serde_json::json!({"id": "j", "schedule": "* * * * * *", "executor": {"type": "noop"}});
+        if let (Some(o), Some(p)) = (v.as_object_mut(), patch.as_object()) {
+            o.extend(p.clone());
+        }
+        let spec: JobSpec = serde_json::from_value(v).expect("spec");
+        let mut e = JobEntry::new(spec, created).expect("entry");
+        if let Some(p) = paused_at {
+            e.paused = true;
+            e.paused_at = Some(utc(p));
+        }
+        e
+    };
+    let plain = entry(serde_json::json!({}), None);
+    let ended = entry(serde_json::json!({"end_at": "2026-03-01T10:00:08Z"}), None);
+    let started = entry(
+        serde_json::json!({"start_at": "2026-03-01T10:00:07Z"}),
+        None,
+    );
+    let paused = entry(serde_json::json!({}), Some("2026-03-01T10:00:07Z"));
+    let mut paused_unknown = entry(serde_json::json!({}), None);
+    paused_unknown.paused = true;
+    // (job, occurrence, due?)
+    let table = [
+        (&plain, "2026-03-01T10:00:04Z", false), // before it existed
+        (&plain, "2026-03-01T10:00:05Z", true),  // the instant it was created
+        (&plain, "2026-03-01T10:00:06Z", true),
+        (&ended, "2026-03-01T10:00:07Z", true),
+        (&ended, "2026-03-01T10:00:08Z", false), // end_at is exclusive
+        (&started, "2026-03-01T10:00:06Z", false),
+        (&started, "2026-03-01T10:00:07Z", true),
+        (&paused, "2026-03-01T10:00:06Z", true), // owed before the pause
+        (&paused, "2026-03-01T10:00:07Z", false),
+        (&paused, "2026-03-01T10:00:09Z", false),
+        (&paused_unknown, "2026-03-01T10:00:06Z", false),
+    ];
+    for (job, at, want) in table {
+        assert_eq!(due(job, utc(at)), want, "{at} of {:?}", job.spec);
+    }
+    // The window starts before the job was created: 5 s later it was.
+    let ids = expected(
+        std::slice::from_ref(&plain),
+        utc("2026-03-01T10:00:00Z"),
+        utc("2026-03-01T10:00:10Z"),
+    );
+    assert_eq!(ids.len(), 6, "10:00:05 ..= 10:00:10: {ids:?}");
+    let ids = expected(
+        std::slice::from_ref(&paused),
+        utc("2026-03-01T10:00:00Z"),
+        utc("2026-03-01T10:00:10Z"),
+    );
+    assert_eq!(ids.len(), 2, "10:00:05 and :06, then paused: {ids:?}");
 }

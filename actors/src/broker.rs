@@ -217,10 +217,7 @@ pub async fn subscribe(
     keys: &[&str],
 ) -> Result<(lapin::Channel, lapin::Consumer), Error> {
     use lapin::options::{QueueBindOptions, QueueDeclareOptions};
-    let ch = conn
-        .create_channel()
-        .await
-        .map_err(Error::broker("channel.open"))?;
+    let ch = open_channel(conn).await?;
     let q = ch
         .queue_declare(
             "".into(),
@@ -263,6 +260,32 @@ pub async fn consume_no_ack(ch: &lapin::Channel, queue: &str) -> Result<lapin::C
     )
     .await
     .map_err(Error::broker(format!("basic.consume {queue}")))
+}
+
+/// Opens a channel on `conn`. lapin (4.12) keeps the error of a channel the
+/// broker closed (a 404 probe, a 405 lease that another node holds) for its
+/// id, and reuses ids once they wrap around at `channel_max`: opening a
+/// channel that gets such an id fails at once with that old error. A fresh
+/// `channel.open` never fails with a protocol error of its own, so such a
+/// failure is retried on the next id, at most once per id (lapin refuses
+/// such an open locally, without a round trip to the broker).
+pub async fn open_channel(conn: &Connection) -> Result<lapin::Channel, Error> {
+    let ids = usize::from(conn.configuration().channel_max()).max(1);
+    let mut tries = 0;
+    loop {
+        match conn.create_channel().await {
+            Ok(ch) => return Ok(ch),
+            Err(e)
+                if tries < ids
+                    && matches!(e.kind(), lapin::ErrorKind::ProtocolError(_))
+                    && conn.status().connected() =>
+            {
+                tries += 1;
+                tracing::debug!(error = %e, "channel id holds an old channel's error; opening on the next one");
+            }
+            Err(e) => return Err(Error::broker("channel.open")(e)),
+        }
+    }
 }
 
 /// Channels a [`Probe`] connection opens before it is replaced: below
@@ -344,10 +367,7 @@ pub(crate) async fn passive_declare(
     conn: &Connection,
     queue: &str,
 ) -> Result<Option<(u32, u32)>, Error> {
-    let ch = conn
-        .create_channel()
-        .await
-        .map_err(Error::broker("channel.open"))?;
+    let ch = open_channel(conn).await?;
     match ch
         .queue_declare(
             queue.into(),
@@ -372,10 +392,7 @@ pub(crate) async fn passive_declare(
 
 /// A new channel in publisher-confirm mode.
 pub async fn confirming_channel(conn: &Connection) -> Result<lapin::Channel, Error> {
-    let ch = conn
-        .create_channel()
-        .await
-        .map_err(Error::broker("channel.open"))?;
+    let ch = open_channel(conn).await?;
     ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
         .await
         .map_err(Error::broker("confirm.select"))?;
@@ -521,10 +538,7 @@ pub async fn consume_stream(
     prefetch: u16,
 ) -> Result<(lapin::Channel, lapin::Consumer), Error> {
     use lapin::options::{BasicConsumeOptions, BasicQosOptions};
-    let ch = conn
-        .create_channel()
-        .await
-        .map_err(Error::broker("channel.open"))?;
+    let ch = open_channel(conn).await?;
     ch.basic_qos(prefetch, BasicQosOptions::default())
         .await
         .map_err(Error::broker("basic.qos"))?;

@@ -141,11 +141,7 @@ impl<'a> Dlq<'a> {
     /// order, left in the queue.
     pub async fn first(&self, limit: usize) -> Result<Vec<DeadLetter>, Error> {
         let limit = limit.min(READ_LIMIT);
-        let ch = self
-            .conn
-            .create_channel()
-            .await
-            .map_err(Error::broker("channel.open"))?;
+        let ch = crate::broker::open_channel(self.conn).await?;
         let mut out = Vec::new();
         while out.len() < limit {
             let Some(m) = self.get(&ch).await? else { break };

@@ -64,10 +64,7 @@ fn lapin_kind(k: Kind) -> ExchangeKind {
 
 /// Declares every exchange, queue and binding in `d` on one channel.
 pub async fn apply(conn: &Connection, d: &Declarations) -> Result<Applied, Error> {
-    let ch = conn
-        .create_channel()
-        .await
-        .map_err(Error::broker("channel.open"))?;
+    let ch = crate::broker::open_channel(conn).await?;
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
@@ -99,10 +96,7 @@ pub async fn apply(conn: &Connection, d: &Declarations) -> Result<Applied, Error
                 let why = predates(d, &q.name, &detail).unwrap_or_default();
                 warn!(queue = %q.name, %detail, "queue declared by an older Sundial, kept as it is: {why}");
                 // The 406 closed the channel.
-                ch = conn
-                    .create_channel()
-                    .await
-                    .map_err(Error::broker("channel.open"))?;
+                ch = crate::broker::open_channel(conn).await?;
             }
             Err(e) => return Err(e),
         }

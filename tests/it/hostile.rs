@@ -249,3 +249,62 @@ async fn a_fire_with_names_too_long_for_amqp_is_dead_lettered_and_the_worker_goe
     s.tap.until(&good.fire_id, RunKind::Succeeded).await;
     w.stop().await;
 }
+
+/// lapin keeps a broker-closed channel's error for its id: once ids wrap at
+/// `channel_max` (2,047), a new channel on such an id fails at once with
+/// the old error. `broker::open_channel` skips those ids (the lease
+/// connection gets a 405 for every shard a peer still holds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_opens_after_channel_ids_closed_by_the_broker_are_reused() {
+    let v = Vhost::new("hostile-ids");
+    let conn = connect(&v).await;
+    // Every other channel id closed by the broker (404), the rest closed by
+    // us; then past channel_max, so ids are reused.
+    for i in 0..2_100 {
+        let Ok(ch) = conn.create_channel().await else {
+            continue;
+        };
+        if i % 2 == 0 {
+            let r = ch
+                .queue_declare(
+                    format!("missing-{i}").as_str().into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    lapin::types::FieldTable::default(),
+                )
+                .await;
+            assert!(r.is_err(), "passive declare of a missing queue");
+        } else {
+            ch.close(200, "done".into()).await.expect("close");
+        }
+    }
+    // What lapin does (if this starts failing, lapin fixed it).
+    let mut plain_failures = 0;
+    for _ in 0..4 {
+        match conn.create_channel().await {
+            Ok(ch) => {
+                let _ = ch.close(200, "done".into()).await;
+            }
+            Err(_) => plain_failures += 1,
+        }
+    }
+    assert!(
+        plain_failures > 0,
+        "lapin reused a closed id without its old error"
+    );
+    for _ in 0..8 {
+        let ch = crate::util::bounded("open_channel", sundial_actors::broker::open_channel(&conn))
+            .await
+            .expect("a channel opens on a connection with closed ids");
+        ch.queue_declare(
+            "present".into(),
+            lapin::options::QueueDeclareOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("and works");
+        ch.close(200, "done".into()).await.expect("close");
+    }
+}

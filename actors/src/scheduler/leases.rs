@@ -426,11 +426,7 @@ async fn take(
     obituary: Obituary,
 ) -> Result<Option<(u32, Held)>, Error> {
     let topo = &parts.common.topo;
-    let lease = parts
-        .lease_conn
-        .create_channel()
-        .await
-        .map_err(Error::broker("channel.open lease"))?;
+    let lease = crate::broker::open_channel(parts.lease_conn).await?;
     let queue = topo.lease_queue(shard);
     if let Err(e) = lease
         .queue_declare(

@@ -159,10 +159,7 @@ pub(crate) async fn read_last_value<M: sundial_core::protocol::Message>(
     conn: &Connection,
     queue: &str,
 ) -> Result<Option<M>, Error> {
-    let ch = conn
-        .create_channel()
-        .await
-        .map_err(Error::broker("channel.open"))?;
+    let ch = crate::broker::open_channel(conn).await?;
     let got = ch
         .basic_get(queue.into(), BasicGetOptions { no_ack: false })
         .await

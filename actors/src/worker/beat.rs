@@ -38,7 +38,7 @@ pub(super) fn start(
 ) -> JoinHandle<()> {
     let exchange = topo.workers_exchange();
     tokio::spawn(async move {
-        let ch = match conn.create_channel().await {
+        let ch = match crate::broker::open_channel(&conn).await {
             Ok(ch) => ch,
             Err(e) => {
                 debug!(error = %e, "no channel for worker heartbeats");

@@ -243,10 +243,7 @@ impl Worker {
         let lost = crate::broker::on_connection_error(&conn);
         crate::topology::apply_if_permitted(&conn, &topo.declarations()).await?;
 
-        let input = conn
-            .create_channel()
-            .await
-            .map_err(Error::broker("channel.open"))?;
+        let input = crate::broker::open_channel(&conn).await?;
         // Per consumer (global=false): global QoS on a quorum queue closes
         // the connection in RabbitMQ 3.10.
         input

@@ -252,7 +252,12 @@ async fn route(req: Request<hyper::body::Incoming>, state: &State) -> Response<F
         );
     }
     if req.method() != hyper::Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into(), PLAIN);
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into(), PLAIN);
+        r.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static("GET"),
+        );
+        return r;
     }
     let path = req.uri().path();
     if path.starts_with("/api/") {

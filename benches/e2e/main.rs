@@ -49,7 +49,7 @@ use serde_json::{json, Value};
 
 use common::{ms, pct, Vhost};
 
-const SHARDS: u32 = 64;
+use work::shards;
 
 struct Args {
     quick: bool,
@@ -171,8 +171,9 @@ fn main() {
         .expect("tokio runtime");
     let report = actix::System::with_tokio_rt(move || rt).block_on(async move {
         println!(
-            "sundial benchmark harness ({} mode): {SHARDS} shards, quorum queues, {} cores, {}",
+            "sundial benchmark harness ({} mode): {} shards, quorum queues, {} cores, {}",
             if quick { "quick" } else { "full" },
+            shards(),
             std::thread::available_parallelism().map_or(0, |n| n.get()),
             if on_cluster {
                 "3-node test cluster (clients on node 1, 3 members per quorum queue)"
@@ -190,7 +191,7 @@ fn main() {
         // that phase's p99 is compared at the same load.
         let paced_rate = u32::try_from(steady_jobs / 20).unwrap_or(5_000);
         let (raw_ceiling, raw_p50, raw_p99) =
-            sched::raw_baseline(&conn, SHARDS, 20_000, &[(8, 1_000), (64, 10_000)], paced_rate, paced).await;
+            sched::raw_baseline(&conn, shards(), 20_000, &[(8, 1_000), (64, 10_000)], paced_rate, paced).await;
         let ceiling = raw_ceiling.best;
         let _ = conn.close(200, "".into()).await;
         drop(v);
@@ -225,7 +226,7 @@ fn main() {
         let mut out = json!({
             "mode": if quick { "quick" } else { "full" },
             "broker": if on_cluster { "cluster-3" } else { "single" },
-            "shards": SHARDS,
+            "shards": shards(),
             "raw": {
                 "publish_confirm_ceiling_per_s": ceiling,
                 "publish_confirm_per_shape": raw_ceiling.per_shape.iter().map(|(c, w, r)| json!({"channels": c, "in_flight": w, "per_s": r})).collect::<Vec<_>>(),
@@ -238,7 +239,7 @@ fn main() {
         // 3. Fire throughput.
         if do_burst {
             let pb = bar("sundial fire burst", 1);
-            let (burst_rate, burst_secs) = sched::burst(&samples, burst_jobs, SHARDS).await;
+            let (burst_rate, burst_secs) = sched::burst(&samples, burst_jobs, shards()).await;
             pb.finish_and_clear();
             let burst_ratio = burst_rate / ceiling;
             println!(
@@ -251,7 +252,7 @@ fn main() {
         // 4. Fire lateness.
         if do_lateness {
             let pb = bar(&format!("sundial lateness {steady_jobs} jobs"), window);
-            let mut st = sched::steady(&samples, steady_jobs, window, SHARDS, |t| pb.set_position(t)).await;
+            let mut st = sched::steady(&samples, steady_jobs, window, shards(), |t| pb.set_position(t)).await;
             pb.finish_and_clear();
             let late_ratio = pct(&mut st.lateness, 0.99) / raw_p99;
             println!(
@@ -312,7 +313,7 @@ fn main() {
         // 6. Scale.
         if do_scale {
             let pb = bar(&format!("scale {scale_jobs} jobs"), scale_jobs as u64);
-            let mut sc = scale::scale(&samples, scale_jobs, SHARDS, window, settle, |phase, pos, len| {
+            let mut sc = scale::scale(&samples, scale_jobs, shards(), window, settle, |phase, pos, len| {
                 pb.set_message(phase.to_string());
                 pb.set_length(len);
                 pb.set_position(pos);

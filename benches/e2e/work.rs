@@ -27,7 +27,18 @@ use sundial_core::{
 
 use crate::common::{raw_queues, Vhost};
 
-pub(crate) const SHARDS: u32 = 64;
+/// Shards of the benchmark's installation: 64 (the default), or
+/// `SUNDIAL_BENCH_SHARDS` (to measure what fewer shards cost).
+pub(crate) fn shards() -> u32 {
+    static SHARDS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *SHARDS.get_or_init(|| {
+        std::env::var("SUNDIAL_BENCH_SHARDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .filter(|n| (1..=1024).contains(n))
+            .unwrap_or(64)
+    })
+}
 /// Worker concurrency, and the raw consumers' prefetch: the same number.
 pub(crate) const CONCURRENCY: u16 = 128;
 /// Confirms in flight while publishing pipelined (both sides).
@@ -37,7 +48,7 @@ pub(crate) const PACED_RATE: u32 = 500;
 fn topology() -> Topology {
     Topology {
         prefix: "sundial".into(),
-        shards: SHARDS,
+        shards: shards(),
         pools: vec!["default".into()],
         retry_tiers: vec![HumanDuration::from_secs(10)],
         delivery_limit: 10,
@@ -53,7 +64,7 @@ fn fire(i: usize, run: &str) -> FireEvent {
     let now = Utc::now();
     FireEvent {
         fire_id: format!("{job}@{i}"),
-        shard: shard_of(&job, SHARDS),
+        shard: shard_of(&job, shards()),
         job_id: job,
         pool: "default".into(),
         epoch: 1,
@@ -145,7 +156,7 @@ async fn drive(
 /// prefetch CONCURRENCY each, every delivery acked in its own task.
 pub(crate) async fn raw(v: &Vhost, n: usize, paced: usize) -> ((f64, Vec<f64>), (f64, Vec<f64>)) {
     let conn = connect(&v.url(), "bench-raw").await.expect("connect");
-    let ch = raw_queues(&conn, SHARDS).await;
+    let ch = raw_queues(&conn, shards()).await;
     let consumer_conn = connect(&v.url(), "bench-raw-consumer")
         .await
         .expect("connect");
@@ -154,7 +165,7 @@ pub(crate) async fn raw(v: &Vhost, n: usize, paced: usize) -> ((f64, Vec<f64>), 
         .await
         .expect("qos");
     let mut consumers = Vec::new();
-    for q in 0..SHARDS {
+    for q in 0..shards() {
         let name = format!("raw.{q}");
         consumers.push(
             cch.basic_consume(
@@ -201,7 +212,7 @@ pub(crate) async fn raw(v: &Vhost, n: usize, paced: usize) -> ((f64, Vec<f64>), 
     let thr = drive(&ch, n, None, &seen, |i| {
         (
             String::new(),
-            format!("raw.{}", i as u32 % SHARDS),
+            format!("raw.{}", i as u32 % shards()),
             body_for(),
             props.clone(),
         )
@@ -210,7 +221,7 @@ pub(crate) async fn raw(v: &Vhost, n: usize, paced: usize) -> ((f64, Vec<f64>), 
     let lat = drive(&ch, paced, Some(PACED_RATE), &seen, |i| {
         (
             String::new(),
-            format!("raw.{}", i as u32 % SHARDS),
+            format!("raw.{}", i as u32 % shards()),
             body_for(),
             props.clone(),
         )
@@ -269,7 +280,7 @@ fn workers(v: &Vhost, k: usize, env: &[(&str, &str)]) -> Vec<WorkerProc> {
             .filter(|l| l.starts_with("sundial.work.default."))
             .filter(|l| l.split_whitespace().nth(1) == Some(&k.to_string()))
             .count();
-        if ready == SHARDS as usize {
+        if ready == shards() as usize {
             return procs;
         }
         assert!(

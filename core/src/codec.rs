@@ -178,9 +178,14 @@ fn decode_bincode<M: Message>(body: &[u8]) -> Result<M, CodecError> {
                 kind: M::KIND,
                 detail: format!("{additional} more bytes needed"),
             },
-            DecodeError::LimitExceeded => CodecError::TooLarge {
-                size: body.len(),
-                limit: BINCODE_LIMIT,
+            // The body is small; a length prefix inside it claims more.
+            DecodeError::LimitExceeded => CodecError::Malformed {
+                kind: M::KIND,
+                path: "body".to_string(),
+                detail: format!(
+                    "a length prefix claims more than the {BINCODE_LIMIT}-byte limit in a {}-byte body",
+                    body.len()
+                ),
             },
             other => CodecError::Malformed {
                 kind: M::KIND,

@@ -158,8 +158,11 @@ fn default_timezone() -> String {
 fn default_pool() -> String {
     DEFAULT_POOL.to_string()
 }
+/// 20 minutes: below RabbitMQ's default `consumer_timeout` (30 minutes),
+/// with room to settle the outcome, so a default job never outlives its
+/// delivery (a longer one would be redelivered and run twice).
 fn default_timeout() -> HumanDuration {
-    HumanDuration::from_secs(3600)
+    HumanDuration::from_secs(20 * 60)
 }
 fn default_max_attempts() -> u32 {
     3

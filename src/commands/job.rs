@@ -110,6 +110,19 @@ pub async fn run(
                         sundial_core::protocol::headers::bounded_to(&job.id, 80)
                     ))
                 })?;
+                let advice = job.advisories(
+                    settings.worker.consumer_timeout,
+                    &settings.topology.retry_tiers,
+                );
+                for a in advice {
+                    // Not eprintln!: a closed stderr must not panic.
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "warning: {}: jobs[{i}] (\"{}\"): {a}",
+                        file.display(),
+                        job.id
+                    );
+                }
             }
             Some(jobs)
         }
@@ -230,11 +243,24 @@ async fn upsert_in_batches(client: &Client<'_>, jobs: Vec<JobSpec>) -> Result<Re
     let progress = crate::progress::bar(total as u64, "applying jobs");
     for (n, batch) in jobs.chunks(APPLY_BATCH).enumerate() {
         progress.inc(batch.len() as u64);
-        let reply = client
-            .call(&Command::UpsertMany {
-                jobs: batch.to_vec(),
-            })
-            .await?;
+        // Stopped part-way (the scheduler went away, Ctrl-C): say how far
+        // it got; applying the file again is safe (upserts are idempotent).
+        let applied = n * APPLY_BATCH;
+        let stopped = |why: String| {
+            progress.finish_and_clear();
+            failed(format!(
+                "{why}; {applied} of {total} jobs were applied (jobs[0..{applied}]), jobs[{applied}..{}] may or may not have been; apply the file again to finish (it is idempotent)",
+                applied + batch.len()
+            ))
+        };
+        let cmd = Command::UpsertMany {
+            jobs: batch.to_vec(),
+        };
+        let call = client.call(&cmd);
+        let reply = tokio::select! {
+            r = call => r.map_err(|e| stopped(e.to_string()))?,
+            _ = tokio::signal::ctrl_c() => return Err(stopped("interrupted".into())),
+        };
         changed += reply
             .result
             .as_ref()

@@ -317,8 +317,14 @@ fn jobs_are_searched_paged_and_changed_through_the_api() {
     assert_eq!(status, 413, "{text}");
     let (status, _) = get(&addr, "/api/v1/nothing-here");
     assert_eq!(status, 404);
-    let (status, _) = call(&addr, "PUT", "/api/v1/jobs", Some(json!({})), None);
+    let (status, head, _) =
+        crate::util::http_exchange(&addr, "PUT", "/api/v1/jobs", &[], Some(b"{}")).expect("answer");
     assert_eq!(status, 405);
+    assert!(
+        head.iter()
+            .any(|(k, v)| k == "allow" && v == "GET, HEAD, POST"),
+        "a 405 says what is allowed: {head:?}"
+    );
     let (status, _) = call(&addr, "POST", "/api/v1/nothing-here", Some(json!({})), None);
     assert_eq!(status, 404, "a write to no endpoint is a 404, not a 405");
 
@@ -434,6 +440,16 @@ fn tokens_separate_readers_from_admins() {
     );
     let (status, page) = call(&addr, "GET", jobs, None, Some("read-secret"));
     assert_eq!((status, &page["total"]), (200, &json!(1)), "{page}");
+    // The scheme is case-insensitive (RFC 9110).
+    let (status, text) = http_call(
+        &addr,
+        "GET",
+        jobs,
+        &[("Authorization", "bearer read-secret")],
+        None,
+    )
+    .expect("answer");
+    assert_eq!(status, 200, "lower-case scheme: {text}");
     let pause = "/api/v1/jobs/berlin-weekly/pause";
     let msg = refused(
         call(

@@ -436,6 +436,17 @@ pub(crate) fn http_call(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Option<(u16, String)> {
+    http_exchange(addr, method, path, headers, body).map(|(status, _, body)| (status, body))
+}
+
+/// As [`http_call`], with the response's header lines too (lowercase names).
+pub(crate) fn http_exchange(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Option<(u16, Vec<(String, String)>, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
@@ -462,7 +473,13 @@ pub(crate) fn http_call(
     s.read_to_string(&mut text).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
+    let fields = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Some((status, fields, body.to_string()))
 }
 
 /// Polls `GET path` until its status is `want` (bounded by `within`).

@@ -179,6 +179,17 @@ impl Api {
         }
         let (status, body) = self.api(req, &path).await;
         let mut r = json_response(status, &body);
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            let seg: Vec<&str> = path
+                .strip_prefix("/api/v1/")
+                .unwrap_or_default()
+                .split('/')
+                .collect();
+            r.headers_mut().insert(
+                header::ALLOW,
+                header::HeaderValue::from_static(allowed(&seg)),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -199,12 +210,13 @@ impl Api {
                 "this endpoint needs a token: send `Authorization: Bearer TOKEN` (http.tokens)",
             ));
         };
+        // RFC 9110: the scheme is case-insensitive (`bearer`, `BEARER`).
         let presented = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .unwrap_or("");
+            .and_then(|v| v.trim_start().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token.trim());
         match authenticate(&self.cfg.http.tokens, presented) {
             Some(t) => Ok(Caller::Token(t.role, t.name.clone())),
             None => Err(error(
@@ -820,6 +832,17 @@ fn is_endpoint(seg: &[&str]) -> bool {
             | ["pools", _, "dead"]
             | ["pools", _, "dead", "replay" | "purge"]
     )
+}
+
+/// The `Allow` header of an endpoint (for its 405 answers).
+fn allowed(seg: &[&str]) -> &'static str {
+    match seg {
+        ["jobs"] => "GET, HEAD, POST",
+        ["jobs", _] => "GET, HEAD, DELETE",
+        ["jobs", _, "pause" | "resume" | "trigger" | "backfill"]
+        | ["pools", _, "dead", "replay" | "purge"] => "POST",
+        _ => "GET, HEAD",
+    }
 }
 
 fn not_found(path: &str) -> Answer {

@@ -20,6 +20,8 @@ pub(super) fn asset(path: &str, method: &Method) -> Option<Response<Full<Bytes>>
     if method != Method::GET && method != Method::HEAD {
         let mut r = Response::new(Full::new(Bytes::from_static(b"GET only\n")));
         *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        r.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
         return Some(r);
     }
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));

@@ -30,6 +30,12 @@ struct Many {
 
 /// Parses a job file into its jobs (not yet validated).
 pub fn parse_job_file(text: &str, format: FileFormat) -> Result<Vec<JobSpec>, ValidationError> {
+    if format == FileFormat::Json {
+        // Syntax first: its error names the real line (a comma missing on
+        // line 900 is not "unknown field" on line 2).
+        serde_json::from_str::<serde::de::IgnoredAny>(text)
+            .map_err(|e| ValidationError::new("body", e.to_string()))?;
+    }
     let many = text_has_jobs_key(text, format);
     match (format, many) {
         // A bare JSON array is a list of jobs too.

@@ -99,6 +99,37 @@ fn check_range(
 }
 
 impl JobSpec {
+    /// What is valid but will not do what it says, one line each naming the
+    /// field: a `timeout` past the broker's `consumer_timeout` (a longer run
+    /// is redelivered and runs twice), a `retry.backoff` delay shorter than
+    /// the shortest retry tier (the retry waits for the tier).
+    pub fn advisories(
+        &self,
+        consumer_timeout: Duration,
+        retry_tiers: &[crate::HumanDuration],
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.timeout.get() > consumer_timeout {
+            out.push(format!(
+                "timeout: {} exceeds the broker's consumer_timeout ({}): a run that long is redelivered and runs twice; raise consumer_timeout in rabbitmq.conf and worker.consumer_timeout",
+                self.timeout,
+                crate::HumanDuration(consumer_timeout)
+            ));
+        }
+        if self.retry.max_attempts > 1 {
+            for (i, d) in self.retry.backoff.iter().enumerate() {
+                if let Some(tier) = crate::attempt::tier_for(d.get(), retry_tiers) {
+                    if tier.get() > d.get() {
+                        out.push(format!(
+                            "retry.backoff[{i}]: {d} is shorter than the shortest retry tier that fits ({tier}): the retry waits {tier} (topology.retry_tiers)"
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Checks every rule and returns the parsed schedule. `created_at` anchors
     /// `@every` when there is no `start_at`; `now` is when the definition is
     /// submitted (an expression that never fires after `now` is refused).

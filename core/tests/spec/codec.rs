@@ -281,11 +281,13 @@ fn oversized_input() {
     assert!(
         matches!(
             e,
-            CodecError::TooLarge { .. }
-                | CodecError::Truncated { .. }
-                | CodecError::Malformed { .. }
+            CodecError::Truncated { .. } | CodecError::Malformed { .. }
         ),
         "{e}"
+    );
+    assert!(
+        !e.to_string().contains("too large"),
+        "a 9-byte body is not too large: {e}"
     );
 }
 

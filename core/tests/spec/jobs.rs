@@ -817,3 +817,48 @@ fn list_filters_by_id_substring_pool_pause_and_labels_and_pages_in_order() {
     let a = view.get("etl-a").expect("job");
     assert!(!a.paused && a.paused_reason.is_none() && a.paused_at.is_none());
 }
+
+#[test]
+fn a_json_syntax_error_names_its_own_line() {
+    let mut text = String::from("{\"jobs\": [\n");
+    for i in 0..300 {
+        text.push_str(&format!(
+            "  {{\"id\": \"j{i}\", \"schedule\": \"@hourly\", \"executor\": {{\"type\": \"noop\"}}}},\n"
+        ));
+    }
+    // Line 302: a missing comma between two jobs.
+    text.push_str(
+        "  {\"id\": \"a\", \"schedule\": \"@hourly\", \"executor\": {\"type\": \"noop\"}}\n",
+    );
+    text.push_str(
+        "  {\"id\": \"b\", \"schedule\": \"@hourly\", \"executor\": {\"type\": \"noop\"}}\n]}\n",
+    );
+    let e = parse_job_file(&text, FileFormat::Json).expect_err("a syntax error");
+    assert!(e.message.contains("line 303"), "{e}");
+}
+
+#[test]
+fn advisories_name_a_timeout_past_consumer_timeout_and_a_backoff_below_the_tiers() {
+    let spec: sundial_core::JobSpec = serde_json::from_value(serde_json::json!({
+        "id": "long", "schedule": "@hourly", "executor": {"type": "noop"},
+        "timeout": "2h", "retry": {"max_attempts": 3, "backoff": ["5s", "1m"]}
+    }))
+    .expect("spec");
+    let tiers = [
+        sundial_core::HumanDuration::from_secs(10),
+        sundial_core::HumanDuration::from_secs(60),
+    ];
+    let advice = spec.advisories(std::time::Duration::from_secs(1800), &tiers);
+    assert_eq!(advice.len(), 2, "{advice:?}");
+    assert!(advice[0].starts_with("timeout:"), "{advice:?}");
+    assert!(advice[1].starts_with("retry.backoff[0]:"), "{advice:?}");
+    let default: sundial_core::JobSpec = serde_json::from_value(serde_json::json!({
+        "id": "plain", "schedule": "@hourly", "executor": {"type": "noop"}
+    }))
+    .expect("spec");
+    assert_eq!(
+        default.advisories(std::time::Duration::from_secs(1800), &tiers),
+        Vec::<String>::new(),
+        "the defaults agree with each other"
+    );
+}

@@ -39,8 +39,14 @@ fn signed_with(body: &[u8], at: i64, key: &str, nonce: Option<&str>) -> lapin::B
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_must_be_signed_and_fresh_and_fires_are_signed() {
     let v = Vhost::new("sign");
-    let key_env = [("SUNDIAL__CONTROL__HMAC_KEY", KEY)];
+    let addr = crate::util::free_addr();
+    let key_env = [
+        ("SUNDIAL__CONTROL__HMAC_KEY", KEY),
+        ("SUNDIAL__HTTP__ENABLED", "true"),
+        ("SUNDIAL__HTTP__LISTEN", addr.as_str()),
+    ];
     let _s = SchedulerProcess::start_with_env(&v, "signer", &key_env);
+    crate::util::wait_status(&addr, "/readyz", 200, std::time::Duration::from_secs(30));
     let conn = connect(&v).await;
     let mut client = RawClient::new(&conn).await;
     let now = chrono::Utc::now().timestamp();
@@ -172,13 +178,15 @@ async fn commands_must_be_signed_and_fresh_and_fires_are_signed() {
     assert!(reason.starts_with("signature-invalid"), "{reason}");
 
     // Every executor is verified, not only shell: an unsigned http fire
-    // aimed at the scheduler's API is dead-lettered, never sent.
+    // aimed at the scheduler's open API (which signs what it forwards) is
+    // dead-lettered, never sent: no job is created.
+    let evil = r#"{"id": "evil", "schedule": "@every 1h", "executor": {"type": "shell", "command": ["/bin/true"]}}"#;
     let mut forged_http = crate::fires::noop_fire("forged-http");
     forged_http.executor = sundial_core::job::Executor::Http(sundial_core::job::HttpExecutor {
         method: "POST".into(),
-        url: "http://127.0.0.1:9/api/v1/jobs".into(),
+        url: format!("http://{addr}/api/v1/jobs"),
         headers: Default::default(),
-        body: None,
+        body: Some(evil.into()),
         expect: Vec::new(),
     });
     publish(&pch, std::slice::from_ref(&forged_http)).await;
@@ -195,6 +203,28 @@ async fn commands_must_be_signed_and_fresh_and_fires_are_signed() {
         !evs.iter().any(|e| e.kind == RunKind::Succeeded),
         "the unsigned http fire ran"
     );
+    let (status, _) = crate::util::http_get(&addr, "/api/v1/jobs/evil").expect("answer");
+    assert_eq!(status, 404, "the forged fire created a job");
+
+    // A job's own http request (it carries the fire headers) cannot write
+    // through the open API while a key is set; the same request without
+    // them (an operator's curl) can.
+    let headers = [("X-Sundial-Fire-Id", "some-job@2026-01-01T00:00:00.000Z")];
+    let (status, text) = crate::util::http_call(
+        &addr,
+        "POST",
+        "/api/v1/jobs",
+        &headers,
+        Some(evil.as_bytes()),
+    )
+    .expect("answer");
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("x-sundial-fire-id"), "{text}");
+    let fine = r#"{"id": "by-hand", "schedule": "@every 1h", "executor": {"type": "noop"}}"#;
+    let (status, text) =
+        crate::util::http_call(&addr, "POST", "/api/v1/jobs", &[], Some(fine.as_bytes()))
+            .expect("answer");
+    assert_eq!(status, 200, "{text}");
 
     // The CLI sends the same trigger twice in one second: both accepted.
     for i in 0..2 {

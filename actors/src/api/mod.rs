@@ -235,6 +235,9 @@ impl Api {
         if let Err(a) = same_origin(&req, &caller) {
             return a;
         }
+        if let Err(a) = not_from_a_job(&req, &caller, self.cfg.hmac_key.is_some()) {
+            return a;
+        }
         let method = req.method().clone();
         let Some(rest) = path.strip_prefix("/api/v1/") else {
             return not_found(path);
@@ -767,6 +770,35 @@ fn same_origin(req: &Request<hyper::body::Incoming>, caller: &Caller) -> Result<
         }
     }
     Ok(())
+}
+
+/// With `control.hmac_key` set, the open API does not write for a job: a
+/// request that carries the headers a job's http executor adds
+/// (`X-Sundial-Fire-Id`, `X-Sundial-Job-Id`) is refused. The open API signs
+/// what it forwards with the key, so a job that could write through it
+/// would turn an http fire into signed commands (docs/semantics.md,
+/// "Signing"); a job that must write gets a token (`http.tokens`).
+fn not_from_a_job(
+    req: &Request<hyper::body::Incoming>,
+    caller: &Caller,
+    signing: bool,
+) -> Result<(), Answer> {
+    use sundial_core::protocol::run_context::{HEADER_FIRE_ID, HEADER_JOB_ID};
+    let write = !matches!(*req.method(), Method::GET | Method::HEAD);
+    if !(signing && write && *caller == Caller::Open) {
+        return Ok(());
+    }
+    match [HEADER_FIRE_ID, HEADER_JOB_ID]
+        .into_iter()
+        .find(|h| req.headers().contains_key(*h))
+    {
+        Some(h) => Err(error(
+            StatusCode::FORBIDDEN,
+            Some(&h.to_ascii_lowercase()),
+            "a job's http request cannot write through the open API while control.hmac_key is set (it would sign what the job sends); give the job a token of http.tokens",
+        )),
+        None => Ok(()),
+    }
 }
 
 /// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.

@@ -99,7 +99,11 @@ pub(crate) async fn history(rows: usize, mut progress: impl FnMut(u64)) -> Histo
             if records.is_empty() {
                 break;
             }
-            batches.push(Batch { offset, records });
+            batches.push(Batch {
+                offset,
+                id: None,
+                records,
+            });
             offset += 1;
         }
         // Up to the writer's queue ahead, as the indexer does.

@@ -4,7 +4,7 @@
 //! it; every delivery is acked exactly once, after its reply and dead letter.
 
 use actix::Addr;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::{
     message::Delivery,
     options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions},
@@ -80,7 +80,24 @@ pub(crate) async fn run(
             Some(k) => seen.check(k, &delivery),
             None => Ok(()),
         };
-        handle(&ch, topo, &registry, &mut pools, &delivery, checked).await?;
+        // A panic here is a bug that the same command repeats: it ends this
+        // command (dead-lettered with the reason, acked), not the scheduler
+        // (which would take it again at every restart).
+        let handled = std::panic::AssertUnwindSafe(handle(
+            &ch, topo, &registry, &mut pools, &delivery, checked,
+        ))
+        .catch_unwind()
+        .await;
+        match handled {
+            Ok(r) => r?,
+            Err(panic) => {
+                let what = crate::error::panic_text(&*panic);
+                let reason =
+                    format!("scheduler panicked on this command (a bug; please report it): {what}");
+                tracing::error!(%reason, "control command dead-lettered");
+                dead_letter(&ch, topo, &delivery, &reason).await?;
+            }
+        }
         delivery
             .acker
             .ack(BasicAckOptions::default())

@@ -121,16 +121,6 @@ const ABANDON_GRACE: Duration = Duration::from_secs(5);
 /// dead-letters a delivery that keeps failing this way.
 const UNSETTLED_REQUEUE_DELAY: Duration = Duration::from_secs(1);
 
-/// The text of a caught panic (`panic!` with a literal or a formatted
-/// message), for the dead letter's reason.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
-}
-
 /// After `attempt::handle` failed, settles its delivery so that it never
 /// holds a prefetch slot: requeued when the connection is fine, left to the
 /// broker (which redelivers unacked messages when the channel closes) when
@@ -359,8 +349,12 @@ impl Worker {
                 let result = match handled {
                     Ok(r) => r,
                     Err(panic) => {
-                        attempt::dead_letter_panicked(&shared, &delivery, &panic_message(&*panic))
-                            .await
+                        attempt::dead_letter_panicked(
+                            &shared,
+                            &delivery,
+                            &crate::error::panic_text(&*panic),
+                        )
+                        .await
                     }
                 };
                 if let Err(e) = result {

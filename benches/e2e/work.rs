@@ -251,6 +251,7 @@ fn workers(v: &Vhost, k: usize, env: &[(&str, &str)]) -> Vec<WorkerProc> {
                 .args(["--concurrency", &CONCURRENCY.to_string()])
                 .args(["--http", &http])
                 .env("SUNDIAL__TOPOLOGY__RETRY_TIERS", "10s")
+                .env("SUNDIAL__TOPOLOGY__SHARDS", shards().to_string())
                 .env("RUST_LOG", "warn")
                 .envs(env.iter().copied())
                 .stdout(Stdio::null())

@@ -439,14 +439,17 @@ pub(crate) fn http_call(
     http_exchange(addr, method, path, headers, body).map(|(status, _, body)| (status, body))
 }
 
-/// As [`http_call`], with the response's header lines too (lowercase names).
+/// A response's header fields: (lowercase name, value).
+pub(crate) type Fields = Vec<(String, String)>;
+
+/// As [`http_call`], with the response's header fields too.
 pub(crate) fn http_exchange(
     addr: &str,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
-) -> Option<(u16, Vec<(String, String)>, String)> {
+) -> Option<(u16, Fields, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;

@@ -510,3 +510,51 @@ fn a_listener_that_never_answers_the_handshake_is_an_error_within_the_bound() {
     }
     drop(held);
 }
+
+/// A service facing a broker that never answers the handshake is not ready,
+/// says why, and keeps trying (it neither hangs at start nor exits).
+#[test]
+fn a_scheduler_facing_a_silent_broker_is_not_ready_and_says_why() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "amqp://guest:guest@{}/%2f",
+        silent.local_addr().expect("addr")
+    );
+    let held = std::thread::spawn(move || silent.incoming().take(32).flatten().collect::<Vec<_>>());
+    let addr = free_addr();
+    let mut child = sundial()
+        .args([
+            "scheduler",
+            "--node",
+            "silent",
+            "--broker",
+            &url,
+            "--http",
+            &addr,
+        ])
+        .env("SUNDIAL__BROKER__CONNECT_TIMEOUT", "1s")
+        .env("SUNDIAL__HISTORY__ENABLED", "false")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("scheduler starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let got = crate::util::http_get(&addr, "/readyz");
+        if let Some((503, body)) = &got {
+            if body.contains("no answer within 1s") {
+                break body.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "/readyz never said why: {got:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        matches!(child.try_wait(), Ok(None)),
+        "the scheduler gave up instead of retrying: {body}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(held);
+}

@@ -99,17 +99,9 @@ pub async fn run(
                 .map_err(|e| CommandError::Usage(format!("cannot read {}: {e}", file.display())))?;
             let jobs = parse_job_file(&text, FileFormat::from_path(file))
                 .map_err(|e| CommandError::Usage(format!("{}: {e}", file.display())))?;
-            // The scheduler's own rules, before anything is sent: an invalid
-            // job is a usage error, with --dry-run too.
-            let now = Utc::now();
+            // Valid but not doing what it says: one warning line each (the
+            // scheduler validates; --dry-run shows invalid jobs in its plan).
             for (i, job) in jobs.iter().enumerate() {
-                job.validate(now, now).map_err(|e| {
-                    CommandError::Usage(format!(
-                        "{}: jobs[{i}] (\"{}\"): {e}",
-                        file.display(),
-                        sundial_core::protocol::headers::bounded_to(&job.id, 80)
-                    ))
-                })?;
                 let advice = job.advisories(
                     settings.worker.consumer_timeout,
                     &settings.topology.retry_tiers,
@@ -336,8 +328,18 @@ async fn apply(
         Vec::new()
     };
     if dry_run {
-        let mut plan = Vec::new();
-        for job in &jobs {
+        // The scheduler's own rules: an invalid job is in the plan as such
+        // (and the dry run exits 2), never as "create".
+        let now = Utc::now();
+        let mut plan: Vec<(String, String)> = Vec::new();
+        let mut invalid = 0;
+        for (i, job) in jobs.iter().enumerate() {
+            let shown = sundial_core::protocol::headers::bounded_to(&job.id, 80).into_owned();
+            if let Err(e) = job.validate(now, now) {
+                invalid += 1;
+                plan.push((shown, format!("invalid jobs[{i}].{e}")));
+                continue;
+            }
             let reply = client.call(&Command::Get { id: job.id.clone() }).await?;
             let stored = reply.result.as_ref().and_then(|r| r.get("job"));
             let action = match stored {
@@ -345,9 +347,13 @@ async fn apply(
                 Some(s) if serde_json::to_value(job).ok().as_ref() == Some(s) => "unchanged",
                 Some(_) => "update",
             };
-            plan.push((job.id.clone(), action));
+            plan.push((shown, action.to_string()));
         }
-        plan.extend(to_delete.iter().map(|id| (id.clone(), "delete")));
+        plan.extend(
+            to_delete
+                .iter()
+                .map(|id| (id.clone(), "delete".to_string())),
+        );
         if json {
             let v: Vec<Value> = plan
                 .iter()
@@ -362,9 +368,15 @@ async fn apply(
         } else {
             let mut t = crate::table::Rows::new(&["ID", "ACTION"], &[]);
             for (id, action) in &plan {
-                t.push([id.as_str(), action]);
+                t.push([id.as_str(), action.as_str()]);
             }
             write!(out, "{}", t.render("")).map_err(io)?;
+        }
+        if invalid > 0 {
+            return Err(CommandError::Usage(format!(
+                "{invalid} of {} jobs are invalid (see the plan)",
+                jobs.len()
+            )));
         }
         return Ok(());
     }

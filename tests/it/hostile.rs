@@ -216,8 +216,15 @@ async fn a_fire_with_names_too_long_for_amqp_is_dead_lettered_and_the_worker_goe
     let mut bad_pool = noop_fire("ok2");
     bad_pool.pool = long(300);
     bad_pool.fire_id = "bad-pool@1".into();
+    // A publish executor whose routing key no AMQP publish can carry.
+    let mut bad_key = noop_fire("ok3");
+    bad_key.fire_id = "bad-key@1".into();
+    bad_key.executor = sundial_core::job::Executor::Publish(sundial_core::job::PublishExecutor {
+        exchange: "elsewhere".into(),
+        routing_key: long(300),
+    });
     // Routed as a fire of the default pool; its body names the long pool.
-    for f in [&bad_id, &bad_pool] {
+    for f in [&bad_id, &bad_pool, &bad_key] {
         let enc = sundial_core::codec::encode(f).expect("encodes");
         sundial_actors::publish::publish_confirmed(
             &s.ch,
@@ -230,9 +237,9 @@ async fn a_fire_with_names_too_long_for_amqp_is_dead_lettered_and_the_worker_goe
         .expect("published");
     }
     let ch = s.conn.create_channel().await.expect("channel");
-    let dead = crate::util::bounded("two dead letters", async {
+    let dead = crate::util::bounded("three dead letters", async {
         let mut dead = Vec::new();
-        while dead.len() < 2 {
+        while dead.len() < 3 {
             dead.extend(drain(&ch, "sundial.dead.default").await);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -248,6 +255,10 @@ async fn a_fire_with_names_too_long_for_amqp_is_dead_lettered_and_the_worker_goe
         .collect();
     assert!(reasons.iter().any(|r| r.contains("job_id")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("pool")), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("executor.routing_key")),
+        "{reasons:?}"
+    );
     // The worker still runs fires (no prefetch slot held, no dead task).
     let good = noop_fire("good");
     publish(&s.ch, std::slice::from_ref(&good)).await;

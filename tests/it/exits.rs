@@ -385,12 +385,18 @@ fn a_closed_output_pipe_ends_the_command_quietly() {
         "[[jobs]]\nid = \"tick\"\nschedule = \"* * * * * *\"\n[jobs.executor]\ntype = \"noop\"\n",
     )
     .expect("jobs file");
+    // `run` keeps a history index in its working directory: a scratch one,
+    // not the repository.
+    let cwd = std::env::temp_dir().join(format!("{}-cwd", v.name));
+    std::fs::create_dir_all(&cwd).expect("scratch dir");
     let mut cmd = Command::new("bash");
     cmd.args(["-c", script, bin, &url, &jobs.to_string_lossy()])
+        .current_dir(&cwd)
         .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
         .env("SUNDIAL__HTTP__ENABLED", "false");
     let out = run_bounded(cmd, "run | head -c 1");
     let _ = std::fs::remove_file(&jobs);
+    let _ = std::fs::remove_dir_all(&cwd);
     let err = stderr(&out);
     assert_no_panic(&out, "run | head -c 1");
     assert!(err.contains("status=0"), "run | head -c 1: {err}");

@@ -324,3 +324,54 @@ async fn a_channel_opens_after_channel_ids_closed_by_the_broker_are_reused() {
         ch.close(200, "done".into()).await.expect("close");
     }
 }
+
+/// Idle clients cannot take the process's file handles: the HTTP endpoint
+/// serves at most 128 connections (more are closed at accept) and drops a
+/// client that sends no request headers within 10 s, so `/readyz` answers
+/// again and the broker connections never run out of handles.
+#[test]
+fn idle_http_clients_are_bounded_and_dropped() {
+    let v = Vhost::new("hostile-idle");
+    let addr = free_addr();
+    let s = Daemon::start_with_env(
+        &v,
+        "idle",
+        &[
+            ("SUNDIAL__HTTP__ENABLED", "true"),
+            ("SUNDIAL__HTTP__LISTEN", &addr),
+        ],
+    );
+    wait_status(&addr, "/readyz", 200, Duration::from_secs(30));
+    let pid = s.pid().expect("running");
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let before = fds();
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .filter_map(|_| std::net::TcpStream::connect(&addr).ok())
+        .collect();
+    assert!(idle.len() >= 250, "connected {}", idle.len());
+    // The server accepts them all (it closes those past its cap at once):
+    // wait until its accept queue is drained, bounded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut during = fds();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = fds();
+        if now == during || std::time::Instant::now() > deadline {
+            break;
+        }
+        during = now;
+    }
+    assert!(
+        during <= before + 140,
+        "300 idle clients hold {} more file handles (cap 128)",
+        during.saturating_sub(before)
+    );
+    // The idle ones are dropped within the header timeout, and it answers
+    // while they are still connected.
+    wait_status(&addr, "/readyz", 200, Duration::from_secs(30));
+    drop(idle);
+}

@@ -239,6 +239,11 @@ impl Daemon {
         }
     }
 
+    /// The process id, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// Whether the process is still running (it did not exit or crash).
     pub(crate) fn alive(&mut self) -> bool {
         self.child

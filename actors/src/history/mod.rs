@@ -65,6 +65,8 @@ pub fn stream_identity(
     }
     hosts.sort();
     hosts.dedup();
+    // The vhost as a URL writes it (`/` is `%2f`).
+    let vhost = vhost.replace('%', "%25").replace('/', "%2f");
     format!(
         "amqp://{}/{vhost} stream {}",
         hosts.join(","),

@@ -1,11 +1,11 @@
 //! Connecting to RabbitMQ, and mapping `codec::Meta` to AMQP properties.
 
+use std::time::Duration;
+
 use lapin::{
     types::{AMQPValue, FieldTable, LongString, ShortString},
     BasicProperties, Connection, ConnectionProperties,
 };
-use std::time::Duration;
-
 use sundial_core::{
     codec::Meta,
     protocol::VERSION_HEADER,

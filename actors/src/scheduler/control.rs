@@ -96,6 +96,17 @@ pub(crate) async fn run(
                     format!("scheduler panicked on this command (a bug; please report it): {what}");
                 tracing::error!(%reason, "control command dead-lettered");
                 dead_letter(&ch, topo, &delivery, &reason).await?;
+                if let Some(reply_to) = delivery.properties.reply_to() {
+                    let reply = Reply::error(
+                        command_name(&delivery.data),
+                        ReplyError {
+                            field: "body".into(),
+                            message: reason,
+                        },
+                    );
+                    let correlation = delivery.properties.correlation_id().clone();
+                    send_reply(&ch, reply_to.as_str(), correlation, &reply).await;
+                }
             }
         }
         delivery

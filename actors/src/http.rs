@@ -218,7 +218,7 @@ async fn accept_loop(
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(req, &state).await) }
+                async move { Ok::<_, Infallible>(answer(req, &state).await) }
             });
             let _ = http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -227,6 +227,30 @@ async fn accept_loop(
                 .await;
             drop(slot);
         });
+    }
+}
+
+/// [`route`], with a panic (a bug) answered as a 500 naming it instead of a
+/// dropped connection.
+async fn answer(req: Request<hyper::body::Incoming>, state: &State) -> Response<Full<Bytes>> {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(route(req, state))
+        .catch_unwind()
+        .await
+    {
+        Ok(r) => r,
+        Err(panic) => {
+            let what = crate::error::panic_text(&*panic);
+            tracing::error!(panic = %what, "http request panicked (a bug; please report it)");
+            let body = serde_json::json!({"error": {"field": null, "message": format!("internal error: {what}")}});
+            let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use crate::duration::HumanDuration;
 
 pub use executor::{Executor, HttpExecutor, PublishExecutor, ShellExecutor};
 pub use file::{parse_job_file, FileFormat};
-pub use validate::{check_executor, check_job_id, check_pool};
+pub use validate::{check_job_id, check_pool};
 
 /// One job definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

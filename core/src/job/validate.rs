@@ -250,12 +250,6 @@ fn schedule_err(e: ScheduleError) -> ValidationError {
     }
 }
 
-/// Checks an executor as an upsert does (a fire carries one: its names and
-/// sizes are input too).
-pub fn check_executor(e: &Executor) -> Result<(), ValidationError> {
-    validate_executor(e)
-}
-
 fn validate_executor(e: &Executor) -> Result<(), ValidationError> {
     match e {
         Executor::Noop => Ok(()),

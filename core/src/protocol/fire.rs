@@ -65,14 +65,29 @@ pub enum Origin {
 
 impl FireEvent {
     /// Checks the names a worker puts on the broker (routing keys of its
-    /// retries and run events, the message id, a publish executor's
-    /// exchange and routing key) with the upsert's rules: a fire from anyone
-    /// who may publish to a work queue is input like any other. Errors name
-    /// the field, as an upsert's do.
+    /// retries and run events, the message id: the upsert's rules for job
+    /// ids and pools; a publish executor's exchange and routing key: AMQP's
+    /// 255 bytes): a fire from anyone who may publish to a work queue is
+    /// input like any other. Errors name the field, as an upsert's do.
     pub fn check_names(&self) -> Result<(), crate::error::ValidationError> {
         crate::job::check_job_id("job_id", &self.job_id)?;
         crate::job::check_pool("pool", &self.pool)?;
-        crate::job::check_executor(&self.executor)?;
+        // What reaches the broker from the executor: a publish job's
+        // exchange and routing key (other executor rules are the
+        // executor's own, checked when it runs).
+        if let Executor::Publish(p) = &self.executor {
+            for (field, value) in [
+                ("executor.exchange", &p.exchange),
+                ("executor.routing_key", &p.routing_key),
+            ] {
+                if value.len() > 255 {
+                    return Err(crate::error::ValidationError::new(
+                        field,
+                        format!("must be at most 255 bytes, got {}", value.len()),
+                    ));
+                }
+            }
+        }
         if self.fire_id.is_empty() || self.fire_id.len() > 255 {
             return Err(crate::error::ValidationError::new(
                 "fire_id",

@@ -95,8 +95,9 @@ enum Job {
     Retain,
     /// A query, answered between writes.
     Read(Box<dyn FnOnce(&Connection) + Send>),
-    /// Make the index the one of `stream`, emptied when `why` is set (or
-    /// when it belonged to another stream); answers whether it was emptied.
+    /// Make the index the one of `stream`, emptied first when `rebuild`
+    /// says why (or when it belonged to another stream); answers whether it
+    /// was emptied.
     Bind {
         stream: String,
         rebuild: Option<String>,

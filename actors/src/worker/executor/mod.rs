@@ -119,9 +119,5 @@ impl Executors {
 }
 
 fn panic_text(e: tokio::task::JoinError) -> String {
-    let p = e.into_panic();
-    p.downcast_ref::<&str>()
-        .map(|s| (*s).to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic".into())
+    crate::error::panic_text(&*e.into_panic())
 }

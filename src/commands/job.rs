@@ -112,7 +112,7 @@ pub async fn run(
                         std::io::stderr(),
                         "warning: {}: jobs[{i}] (\"{}\"): {a}",
                         file.display(),
-                        job.id
+                        sundial_core::protocol::headers::bounded_to(&job.id, 80)
                     );
                 }
             }

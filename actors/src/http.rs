@@ -242,14 +242,12 @@ async fn answer(req: Request<hyper::body::Incoming>, state: &State) -> Response<
         Err(panic) => {
             let what = crate::error::panic_text(&*panic);
             tracing::error!(panic = %what, "http request panicked (a bug; please report it)");
-            let body = serde_json::json!({"error": {"field": null, "message": format!("internal error: {what}")}});
-            let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
-            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-            r.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("application/json"),
+            let (status, body) = crate::api::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                format!("internal error: {what}"),
             );
-            r
+            crate::api::json_response(status, &body)
         }
     }
 }

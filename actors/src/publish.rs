@@ -204,11 +204,12 @@ pub async fn dead_letter(
     reason_headers: impl IntoIterator<Item = (&'static str, lapin::types::AMQPValue)>,
 ) -> Result<(), Error> {
     let mut h = props.headers().clone().unwrap_or_default();
-    if table_size(&h) > KEPT_HEADERS_MAX {
+    let kept = table_size(&h);
+    if kept > KEPT_HEADERS_MAX {
         // The original's headers could fit a frame that ours no longer fit
         // beside them: keep only what Sundial adds (the body is kept).
         tracing::warn!(
-            bytes = table_size(&h),
+            bytes = kept,
             "dead letter: the original headers are too large to keep"
         );
         h = lapin::types::FieldTable::default();

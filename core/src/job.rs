@@ -5,7 +5,7 @@
 
 mod executor;
 mod file;
-mod validate;
+pub(crate) mod validate;
 
 use std::collections::BTreeMap;
 

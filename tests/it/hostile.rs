@@ -19,6 +19,21 @@ fn long(n: usize) -> String {
     "p".repeat(n)
 }
 
+/// A scheduler on `v` serving the open API on a free loopback port, ready.
+fn scheduler_with_api(v: &Vhost, node: &str) -> (Daemon, String) {
+    let addr = free_addr();
+    let d = Daemon::start_with_env(
+        v,
+        node,
+        &[
+            ("SUNDIAL__HTTP__ENABLED", "true"),
+            ("SUNDIAL__HTTP__LISTEN", &addr),
+        ],
+    );
+    wait_status(&addr, "/readyz", 200, Duration::from_secs(30));
+    (d, addr)
+}
+
 /// (status, JSON body) of an API call without a token.
 fn api(
     addr: &str,
@@ -37,16 +52,7 @@ fn api(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_names_and_huge_error_texts_never_crash_the_scheduler() {
     let v = Vhost::new("hostile-names");
-    let addr = free_addr();
-    let mut s = Daemon::start_with_env(
-        &v,
-        "hostile",
-        &[
-            ("SUNDIAL__HTTP__ENABLED", "true"),
-            ("SUNDIAL__HTTP__LISTEN", &addr),
-        ],
-    );
-    wait_status(&addr, "/readyz", 200, Duration::from_secs(30));
+    let (mut s, addr) = scheduler_with_api(&v, "hostile");
     let conn = connect(&v).await;
     let mut client = RawClient::new(&conn).await;
     let job = |id: &str, pool: &str| json!({"id": id, "pool": pool, "schedule": "@every 1h", "executor": {"type": "noop"}});
@@ -152,16 +158,7 @@ async fn long_names_and_huge_error_texts_never_crash_the_scheduler() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_probes_for_unknown_pools_leave_the_api_working() {
     let v = Vhost::new("hostile-probes");
-    let addr = free_addr();
-    let _s = Daemon::start_with_env(
-        &v,
-        "probes",
-        &[
-            ("SUNDIAL__HTTP__ENABLED", "true"),
-            ("SUNDIAL__HTTP__LISTEN", &addr),
-        ],
-    );
-    wait_status(&addr, "/readyz", 200, Duration::from_secs(30));
+    let (_s, addr) = scheduler_with_api(&v, "probes");
     let addr2 = addr.clone();
     tokio::task::spawn_blocking(move || {
         for i in 0..2_200 {
@@ -237,11 +234,19 @@ async fn a_fire_with_names_too_long_for_amqp_is_dead_lettered_and_the_worker_goe
         .expect("published");
     }
     let ch = s.conn.create_channel().await.expect("channel");
+    let mut letters = sundial_actors::broker::consume_no_ack(&ch, "sundial.dead.default")
+        .await
+        .expect("consume the dead letters");
     let dead = crate::util::bounded("three dead letters", async {
         let mut dead = Vec::new();
         while dead.len() < 3 {
-            dead.extend(drain(&ch, "sundial.dead.default").await);
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            use futures_util::StreamExt;
+            let d = letters
+                .next()
+                .await
+                .expect("consumer open")
+                .expect("delivery");
+            dead.push(d);
         }
         dead
     })
@@ -332,16 +337,7 @@ async fn a_channel_opens_after_channel_ids_closed_by_the_broker_are_reused() {
 #[test]
 fn idle_http_clients_are_bounded_and_dropped() {
     let v = Vhost::new("hostile-idle");
-    let addr = free_addr();
-    let s = Daemon::start_with_env(
-        &v,
-        "idle",
-        &[
-            ("SUNDIAL__HTTP__ENABLED", "true"),
-            ("SUNDIAL__HTTP__LISTEN", &addr),
-        ],
-    );
-    wait_status(&addr, "/readyz", 200, Duration::from_secs(30));
+    let (s, addr) = scheduler_with_api(&v, "idle");
     let pid = s.pid().expect("running");
     let fds = || {
         std::fs::read_dir(format!("/proc/{pid}/fd"))

@@ -478,15 +478,15 @@ impl Api {
             Ok(n) => n,
             Err(a) => return a,
         };
-        if let Err(a) = self.known_pool(pool).await {
-            return a;
-        }
+        let total = match self.dead_depth(pool).await {
+            Ok(n) => n,
+            Err(a) => return a,
+        };
         let conn = match self.connection().await {
             Ok(c) => c,
             Err(a) => return a,
         };
         let dlq = crate::dlq::Dlq::new(&conn, &self.cfg.topology, pool);
-        let total = dlq.depth().await.ok().flatten();
         match dlq.first(limit).await {
             Ok(letters) => (
                 StatusCode::OK,
@@ -500,11 +500,13 @@ impl Api {
         }
     }
 
-    /// `Ok` when `pool` is a pool name that this installation knows (in
-    /// `topology.pools`, or with a dead-letter queue on the broker); else
-    /// the 404 to answer. A name that could be no pool is never used in a
-    /// queue name.
-    async fn known_pool(&self, pool: &str) -> Result<(), Answer> {
+    /// The depth of `pool`'s dead-letter queue, asked through the probe
+    /// connection (the queue may be missing; on the API's own connection a
+    /// 404 would spoil a channel id): a name that could be no pool, or one
+    /// neither configured nor declared, is a 404; a configured pool whose
+    /// queue is not declared, a 503 saying so. A name that could be no pool
+    /// is never used in a queue name.
+    async fn dead_depth(&self, pool: &str) -> Result<u32, Answer> {
         let unknown = || {
             error(
                 StatusCode::NOT_FOUND,
@@ -518,15 +520,14 @@ impl Api {
         if sundial_core::job::check_pool("pool", pool).is_err() {
             return Err(unknown());
         }
-        if self.cfg.topology.pools.iter().any(|p| p == pool) {
-            return Ok(());
-        }
-        match self
-            .probe
-            .passive_declare(&self.cfg.topology.dead_queue(pool))
-            .await
-        {
-            Ok(Some(_)) => Ok(()),
+        let queue = self.cfg.topology.dead_queue(pool);
+        match self.probe.passive_declare(&queue).await {
+            Ok(Some((messages, _))) => Ok(messages),
+            Ok(None) if self.cfg.topology.pools.iter().any(|p| p == pool) => Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                format!("{queue} is not declared: run `sundial topology apply`"),
+            )),
             Ok(None) => Err(unknown()),
             Err(e) => Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -674,7 +675,7 @@ impl Api {
                 "missing: name the fire ids, or send {\"all\": true}",
             );
         }
-        if let Err(a) = self.known_pool(pool).await {
+        if let Err(a) = self.dead_depth(pool).await {
             return a;
         }
         let conn = match self.connection().await {

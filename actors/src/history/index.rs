@@ -838,6 +838,23 @@ mod tests {
 
     use super::*;
 
+    /// Writes the records of one stream message and waits until they are.
+    async fn write_one(index: &Index, offset: u64, id: Option<&str>, records: Vec<RunEvent>) {
+        index
+            .write(
+                vec![Batch {
+                    offset,
+                    id: id.map(str::to_string),
+                    records,
+                }],
+                HashMap::new(),
+            )
+            .await
+            .expect("queued")
+            .await
+            .expect("written");
+    }
+
     fn record(job: &str, at: DateTime<Utc>, kind: RunKind) -> RunEvent {
         RunEvent {
             kind,
@@ -885,35 +902,12 @@ mod tests {
             records.push(record("busy", at, RunKind::Started));
             records.push(record("busy", at, RunKind::Succeeded));
         }
-        let done = index
-            .write(
-                vec![Batch {
-                    offset: 7,
-                    id: None,
-                    records,
-                }],
-                HashMap::new(),
-            )
-            .await
-            .expect("queued");
-        done.await.expect("written");
+        write_one(&index, 7, None, records).await;
         assert_eq!(index.count().await.expect("count"), 6);
         index.retain().await.expect("queued");
         // The writer applies jobs in order: a write after the retention
         // resolves once the retention is done.
-        index
-            .write(
-                vec![Batch {
-                    offset: 8,
-                    id: None,
-                    records: vec![],
-                }],
-                HashMap::new(),
-            )
-            .await
-            .expect("queued")
-            .await
-            .expect("written");
+        write_one(&index, 8, None, vec![]).await;
         assert_eq!(
             index.count().await.expect("count"),
             3,
@@ -949,19 +943,7 @@ mod tests {
         let records: Vec<RunEvent> = (0..7)
             .map(|i| record("p", now - chrono::TimeDelta::seconds(i), RunKind::Succeeded))
             .collect();
-        index
-            .write(
-                vec![Batch {
-                    offset: 0,
-                    id: None,
-                    records,
-                }],
-                HashMap::new(),
-            )
-            .await
-            .expect("queued")
-            .await
-            .expect("written");
+        write_one(&index, 0, None, records).await;
         let mut seen = Vec::new();
         let mut after = None;
         loop {
@@ -999,19 +981,7 @@ mod tests {
             let mut replayed = record("feed", now, RunKind::Succeeded);
             replayed.at = now + chrono::TimeDelta::seconds(30);
             replayed.replay = Some(now + chrono::TimeDelta::seconds(29));
-            index
-                .write(
-                    vec![Batch {
-                        offset: 3,
-                        id: None,
-                        records: vec![died, replayed],
-                    }],
-                    HashMap::new(),
-                )
-                .await
-                .expect("queued")
-                .await
-                .expect("written");
+            write_one(&index, 3, None, vec![died, replayed]).await;
             let page = index
                 .runs(RunQuery {
                     limit: 10,
@@ -1054,19 +1024,7 @@ mod tests {
             "a new index has nothing to empty"
         );
         let records = vec![record("job", Utc::now(), RunKind::Succeeded)];
-        index
-            .write(
-                vec![Batch {
-                    offset: 5,
-                    id: Some("m-5".into()),
-                    records,
-                }],
-                HashMap::new(),
-            )
-            .await
-            .expect("queued")
-            .await
-            .expect("written");
+        write_one(&index, 5, Some("m-5"), records).await;
         assert_eq!(
             index.last_indexed().await.expect("last"),
             Some((5, Some("m-5".into())))

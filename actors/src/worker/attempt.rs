@@ -118,10 +118,7 @@ pub(crate) async fn handle(
         Ok(f) => f,
         Err(reason) => {
             warn!(pool = %shared.pool, %reason, "dead-lettering a message the worker cannot read");
-            let now = Utc::now();
-            dead_letter(shared, &d.data, &d.properties, &reason, 1, now, now).await?;
-            metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "undecodable").increment(1);
-            return ack(d).await;
+            return set_aside(shared, d, &reason, "undecodable").await;
         }
     };
     let span = tracing::info_span!("attempt", job_id = %fire.job_id, fire_id = %fire.fire_id, shard = fire.shard, attempt = fire.attempt);
@@ -415,9 +412,20 @@ pub(crate) async fn dead_letter_panicked(
 ) -> Result<(), Error> {
     let reason = format!("worker panicked on this fire (a bug; please report it): {panic}");
     tracing::error!(pool = %shared.pool, %reason, "dead-lettering a fire whose attempt panicked");
+    set_aside(shared, d, &reason, "panicked").await
+}
+
+/// Dead-letters a delivery that is not run (attempt 1, failed now) with
+/// `reason`, counts it as `outcome`, and acks it.
+async fn set_aside(
+    shared: &Shared,
+    d: &Delivery,
+    reason: &str,
+    outcome: &'static str,
+) -> Result<(), Error> {
     let now = Utc::now();
-    dead_letter(shared, &d.data, &d.properties, &reason, 1, now, now).await?;
-    metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "panicked")
+    dead_letter(shared, &d.data, &d.properties, reason, 1, now, now).await?;
+    metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => outcome)
         .increment(1);
     ack(d).await
 }

@@ -250,6 +250,23 @@ fn schedule_err(e: ScheduleError) -> ValidationError {
     }
 }
 
+/// A publish executor's exchange and routing key fit an AMQP short string
+/// (255 bytes): checked at upsert and again on every fire a worker takes.
+pub(crate) fn check_publish_names(p: &super::PublishExecutor) -> Result<(), ValidationError> {
+    for (field, value) in [
+        ("executor.exchange", &p.exchange),
+        ("executor.routing_key", &p.routing_key),
+    ] {
+        if value.len() > 255 {
+            return Err(err(
+                field,
+                format!("must be at most 255 bytes, got {}", value.len()),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn validate_executor(e: &Executor) -> Result<(), ValidationError> {
     match e {
         Executor::Noop => Ok(()),
@@ -307,12 +324,7 @@ fn validate_executor(e: &Executor) -> Result<(), ValidationError> {
             Ok(())
         }
         Executor::Publish(p) => {
-            if p.exchange.len() > 255 || p.routing_key.len() > 255 {
-                return Err(err(
-                    "executor.routing_key",
-                    "exchange and routing_key must be at most 255 bytes",
-                ));
-            }
+            check_publish_names(p)?;
             if p.exchange.starts_with("amq.") {
                 return Err(err("executor.exchange", "must not be an amq.* exchange"));
             }

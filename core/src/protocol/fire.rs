@@ -76,17 +76,7 @@ impl FireEvent {
         // exchange and routing key (other executor rules are the
         // executor's own, checked when it runs).
         if let Executor::Publish(p) = &self.executor {
-            for (field, value) in [
-                ("executor.exchange", &p.exchange),
-                ("executor.routing_key", &p.routing_key),
-            ] {
-                if value.len() > 255 {
-                    return Err(crate::error::ValidationError::new(
-                        field,
-                        format!("must be at most 255 bytes, got {}", value.len()),
-                    ));
-                }
-            }
+            crate::job::validate::check_publish_names(p)?;
         }
         if self.fire_id.is_empty() || self.fire_id.len() > 255 {
             return Err(crate::error::ValidationError::new(

@@ -93,7 +93,7 @@ fn run(cli: Cli) -> Result<(), CommandError> {
     if !matches!(cli.command, Command::Config(_)) {
         // Unreadable TLS files are a settings error: one line, exit 2, before
         // any process starts retrying connections.
-        sundial_actors::broker::check_tls(&settings.broker)
+        sundial_amqp::broker::check_tls(&settings.broker)
             .map_err(|e| CommandError::Usage(e.to_string()))?;
     }
     match cli.command {

@@ -83,16 +83,16 @@ impl Events {
     }
 
     async fn follow(&self, url: &str) -> Result<(), String> {
-        let conn = sundial_actors::broker::connect(url, "it-faults-tap")
+        let conn = sundial_amqp::broker::connect(url, "it-faults-tap")
             .await
             .map_err(|e| e.to_string())?;
         // Every run record, from the start of the history stream (it keeps
         // what is recorded while the tap reconnects after a restart; a
         // record read twice changes nothing below).
-        let (_ch, mut consumer) = sundial_actors::broker::consume_stream(
+        let (_ch, mut consumer) = sundial_amqp::broker::consume_stream(
             &conn,
             "sundial.history",
-            sundial_actors::broker::StreamStart::First,
+            sundial_amqp::broker::StreamStart::First,
             200,
         )
         .await
@@ -104,7 +104,7 @@ impl Events {
                 .ack(lapin::options::BasicAckOptions::default())
                 .await;
             if let Ok(batch) = decode::<sundial_core::protocol::run::RunBatch>(
-                &sundial_actors::broker::meta_of(&d.properties),
+                &sundial_amqp::broker::meta_of(&d.properties),
                 &d.data,
             ) {
                 let mut by_fire = self.by_fire.lock().expect("events lock");

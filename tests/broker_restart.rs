@@ -34,7 +34,7 @@ async fn collect(
 ) {
     let conn = bounded(
         "connect",
-        sundial_actors::broker::connect(&v.url(), "it-restart"),
+        sundial_amqp::broker::connect(&v.url(), "it-restart"),
     )
     .await
     .expect("connects");

@@ -200,14 +200,14 @@ pub(crate) fn timed_get(addr: &std::net::SocketAddr, path: &str) -> (u16, f64, u
 /// Serves `api` (and `history`) on an ephemeral loopback port until
 /// `stop`; returns its address.
 pub(crate) async fn serve_api(
-    api: Option<std::sync::Arc<sundial_actors::api::Api>>,
-    history: Option<std::sync::Arc<sundial_actors::history::Index>>,
+    api: Option<std::sync::Arc<sundial_web::api::Api>>,
+    history: Option<std::sync::Arc<sundial_store::Index>>,
     stop: tokio_util::sync::CancellationToken,
 ) -> std::net::SocketAddr {
-    let (addr, _task) = sundial_actors::http::serve(
-        sundial_actors::http::Listen::Exactly(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
-        sundial_actors::http::detached_recorder(),
-        sundial_actors::http::Health::new(),
+    let (addr, _task) = sundial_web::ops::serve(
+        sundial_web::ops::Listen::Exactly(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        sundial_web::ops::detached_recorder(),
+        sundial_runtime::Health::new(),
         history,
         api,
         stop,

@@ -8,12 +8,12 @@
 use std::{collections::HashMap, path::PathBuf, time::Instant};
 
 use chrono::{TimeDelta, Utc};
-use sundial_actors::history::{index::Batch, Index};
 use sundial_core::{
     history::{Outcome, RunQuery},
     protocol::run::{RunEvent, RunKind},
     settings::HistorySettings,
 };
+use sundial_store::{Batch, Index};
 
 use crate::sched::rss_mib;
 
@@ -76,7 +76,7 @@ pub(crate) async fn history(rows: usize, mut progress: impl FnMut(u64)) -> Histo
         ..HistorySettings::default()
     };
     let rss_before = rss_mib();
-    let index = Index::open(&settings, sundial_actors::http::Health::new()).expect("index opens");
+    let index = Index::open(&settings, sundial_runtime::Health::new()).expect("index opens");
     let now = Utc::now();
     let started = Instant::now();
     let mut offset = 0u64;

@@ -185,7 +185,7 @@ fn main() {
         // 1. Raw publish with confirms.
         let pb = bar("raw publish+confirm", 1);
         let v = Vhost::new("raw");
-        let conn = sundial_actors::broker::connect(&v.url(), "bench-raw").await.expect("connect");
+        let conn = sundial_amqp::broker::connect(&v.url(), "bench-raw").await.expect("connect");
         let paced = std::time::Duration::from_secs(if quick { 3 } else { 5 });
         // Paced at the lateness phase's rate (its jobs are `@every 20s`), so
         // that phase's p99 is compared at the same load.

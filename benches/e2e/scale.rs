@@ -5,10 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use sundial_actors::{
-    broker::connect,
-    scheduler::{self, SchedulerConfig},
-};
+use sundial_amqp::broker::connect;
+use sundial_scheduler::{self as scheduler, SchedulerConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -47,7 +45,7 @@ pub(crate) async fn scale(
     let v = Vhost::new(&format!("scale{n}"));
     let s = settings(&v, shards);
     let conn = connect(&v.url(), "bench-scale").await.expect("connect");
-    sundial_actors::topology::apply(&conn, &s.topology.declarations())
+    sundial_amqp::topology::apply(&conn, &s.topology.declarations())
         .await
         .expect("topology");
     let period = (n / SCALE_RATE).max(1) as u64;
@@ -86,11 +84,13 @@ pub(crate) async fn scale(
     // Node 2: a fresh start replays the registry (from its snapshot).
     progress("replaying", 0, 1);
     let token = CancellationToken::new();
-    let mut cfg = SchedulerConfig::from_settings(&s, "scale-b".into());
-    let api = sundial_actors::api::Api::new(sundial_actors::api::ApiConfig::from_settings(
+    let cfg = SchedulerConfig::from_settings(&s, "scale-b".into());
+    let api = sundial_web::api::Api::new(sundial_web::api::ApiConfig::from_settings(
         &s, "scale-b", None,
     ));
-    cfg.api = Some(api.clone());
+    api.set_registry(Some(std::sync::Arc::new(sundial::wiring::SchedulerJobs(
+        cfg.reads.clone(),
+    ))));
     let health = cfg.health.clone();
     let t1 = Instant::now();
     let node = actix::spawn(scheduler::run(cfg, token.clone()));
@@ -133,7 +133,7 @@ pub(crate) async fn scale(
 }
 
 /// Until the scheduler reports ready (connected, registry replayed).
-async fn wait_ready(health: &sundial_actors::http::Health) {
+async fn wait_ready(health: &sundial_runtime::Health) {
     let deadline = Instant::now() + Duration::from_secs(600);
     while health.ready().is_err() {
         assert!(

@@ -13,16 +13,14 @@ use lapin::{options::*, BasicProperties, Connection};
 use metrics::{
     Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
-use sundial_actors::{
-    broker::connect,
-    client, metrics as m,
-    scheduler::{self, SchedulerConfig},
-};
+use sundial_amqp::{broker::connect, client};
 use sundial_core::{
     protocol::control::Command as Ctl,
     settings::{RawSettings, Settings},
     JobSpec,
 };
+use sundial_runtime::metrics as m;
+use sundial_scheduler::{self as scheduler, SchedulerConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{pct, raw_publish, raw_queues, Vhost};
@@ -256,7 +254,7 @@ pub(crate) async fn with_scheduler<T>(
     let conn = connect(&s.broker.url, "bench-topology")
         .await
         .expect("connect");
-    sundial_actors::topology::apply(&conn, &s.topology.declarations())
+    sundial_amqp::topology::apply(&conn, &s.topology.declarations())
         .await
         .expect("topology");
     let _ = conn.close(200, "".into()).await;

@@ -13,7 +13,7 @@ use std::{
 use chrono::Utc;
 use futures_util::StreamExt;
 use lapin::{options::*, types::FieldTable, BasicProperties};
-use sundial_actors::broker::{connect, meta_of, subscribe};
+use sundial_amqp::broker::{connect, meta_of, subscribe};
 use sundial_core::{
     codec::{decode, encode},
     job::{Executor, Overlap, RetryPolicy},
@@ -353,7 +353,7 @@ async fn listen(
     seen: Arc<Mutex<Seen>>,
     scheduled: Scheduled,
 ) -> (Vec<lapin::Channel>, Vec<tokio::task::JoinHandle<()>>) {
-    use sundial_actors::broker::{consume_stream, StreamStart};
+    use sundial_amqp::broker::{consume_stream, StreamStart};
     use sundial_core::protocol::run::RunBatch;
     let topo = topology();
     let (events_ch, mut events) = subscribe(conn, &topo.events_exchange(), &["#"])
@@ -423,7 +423,7 @@ pub(crate) async fn sundial(
 ) -> ((f64, Vec<f64>), (f64, Vec<f64>)) {
     let topo = topology();
     let conn = connect(&v.url(), "bench-fires").await.expect("connect");
-    sundial_actors::topology::apply(&conn, &topo.declarations())
+    sundial_amqp::topology::apply(&conn, &topo.declarations())
         .await
         .expect("topology");
     let procs = workers(v, k, env);
@@ -444,7 +444,7 @@ pub(crate) async fn sundial(
             exchange.clone(),
             Topology::work_routing_key(&f.pool, f.shard),
             enc.body,
-            sundial_actors::broker::properties(&enc.meta),
+            sundial_amqp::broker::properties(&enc.meta),
         )
     };
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

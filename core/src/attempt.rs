@@ -81,17 +81,7 @@ pub fn after_failure(fire: &FireEvent, failure: &Failure, tiers: &[HumanDuration
     }
 }
 
-/// The declared tier for a wanted delay: the shortest tier at least as long
-/// (a retry never comes early), else the longest tier. `None` when no tier
-/// is declared.
-pub fn tier_for(delay: Duration, tiers: &[HumanDuration]) -> Option<HumanDuration> {
-    tiers
-        .iter()
-        .filter(|t| t.get() >= delay)
-        .min()
-        .or_else(|| tiers.iter().max())
-        .copied()
-}
+pub use crate::backoff::tier_for;
 
 /// Keeps the last `limit` bytes of a stream of output chunks, cut at a
 /// character boundary so the result is valid UTF-8 (invalid bytes are

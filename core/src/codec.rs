@@ -77,7 +77,7 @@ pub fn encode_as<M: Message>(msg: &M, format: Format) -> Result<Encoded, CodecEr
     }
     // No clock and no process id here: the AMQP adapter stamps the send
     // time and gives a message without a natural id a unique one
-    // (`sundial_actors::broker::properties`).
+    // (`sundial_amqp::broker::properties`).
     let meta = Meta {
         kind: Some(M::KIND.to_string()),
         content_type: Some(format.content_type().to_string()),

@@ -94,7 +94,7 @@ impl CodecError {
         match self {
             CodecError::Malformed { path, .. } => path.clone(),
             CodecError::MissingHeader(h) => (*h).to_string(),
-            CodecError::UnsupportedVersion { .. } => crate::protocol::VERSION_HEADER.to_string(),
+            CodecError::UnsupportedVersion { .. } => crate::wire::VERSION_HEADER.to_string(),
             CodecError::WrongType { .. } => "type".to_string(),
             CodecError::UnsupportedContentType { .. } => "content_type".to_string(),
             CodecError::TooLarge { .. }

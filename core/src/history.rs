@@ -1,6 +1,6 @@
 //! Run history's model (ADR 0015): the row kept per attempt, built from the
 //! run records of the history stream, and the queries over those rows. The
-//! store itself is `sundial_actors::history::Index`; this is what it keeps
+//! store itself is `sundial_store::Index`; this is what it keeps
 //! and answers, free of I/O.
 
 use std::{collections::BTreeMap, fmt, str::FromStr};

@@ -1,7 +1,7 @@
-//! `JobSpec`: a job definition as users write it (TOML or JSON; DESIGN.md §6),
-//! and its validation. The field names are a user-facing contract: renaming a
-//! Rust field must never rename a file key (serde names are explicit where they
-//! differ).
+//! `JobSpec`: a job definition as users write it (TOML or JSON; README
+//! "Defining jobs", docs/protocol.md §4), and its validation. The field
+//! names are a user-facing contract: renaming a Rust field must never rename
+//! a file key (serde names are explicit where they differ).
 
 mod executor;
 mod file;

@@ -51,17 +51,8 @@ impl Intensity {
     /// `BACKOFF_MIN · 2^(n-1)`, at most `BACKOFF_MAX`, minus up to a quarter
     /// of it as jitter (`seed` spreads processes that failed together).
     pub fn backoff(n: usize, seed: u64) -> Duration {
-        let exp = u32::try_from(n.saturating_sub(1))
-            .unwrap_or(u32::MAX)
-            .min(16);
-        let base = BACKOFF_MIN
-            .saturating_mul(2u32.saturating_pow(exp))
-            .min(BACKOFF_MAX);
-        let mut x = seed ^ 0x9e37_79b9_7f4a_7c15;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let quarter = base.as_millis() as u64 / 4;
-        base.saturating_sub(Duration::from_millis(x % (quarter + 1)))
+        let exp = u32::try_from(n.saturating_sub(1)).unwrap_or(u32::MAX);
+        let base = crate::backoff::exponential(BACKOFF_MIN, BACKOFF_MAX, exp);
+        crate::backoff::jittered(base, seed)
     }
 }

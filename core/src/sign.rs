@@ -20,7 +20,14 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::protocol::fire::FireEvent;
+/// What a fire-event signature covers and where it is kept: implemented by
+/// `protocol::fire::FireEvent` (this module stays below the protocol).
+pub trait SignedFire {
+    /// The bytes signed: what the fire will run.
+    fn signed_content(&self) -> Vec<u8>;
+    /// The signature the event carries, if any.
+    fn signature(&self) -> Option<&str>;
+}
 
 /// Hex HMAC-SHA256 of a control command.
 pub const SIGNATURE_HEADER: &str = "x-sundial-signature";
@@ -130,25 +137,20 @@ pub fn verify_command(
     Ok(())
 }
 
-fn fire_content(f: &FireEvent) -> Vec<u8> {
-    serde_json::to_vec(&(&f.fire_id, &f.job_id, &f.executor, &f.payload)).unwrap_or_default()
-}
-
 /// The signature of a fire event (what it will run).
-pub fn sign_fire(key: &[u8], f: &FireEvent) -> String {
+pub fn sign_fire(key: &[u8], f: &impl SignedFire) -> String {
     let mut m = mac(key);
-    m.update(&fire_content(f));
+    m.update(&f.signed_content());
     hex(&m.finalize().into_bytes())
 }
 
 /// Checks a fire event's signature.
-pub fn verify_fire(key: &[u8], f: &FireEvent) -> Result<(), SignError> {
+pub fn verify_fire(key: &[u8], f: &impl SignedFire) -> Result<(), SignError> {
     let given = f
-        .signature
-        .as_deref()
+        .signature()
         .ok_or(SignError::UnsignedFire)
         .and_then(|s| unhex(s).ok_or(SignError::FireMismatch))?;
     let mut m = mac(key);
-    m.update(&fire_content(f));
+    m.update(&f.signed_content());
     m.verify_slice(&given).map_err(|_| SignError::FireMismatch)
 }

@@ -1,5 +1,5 @@
-//! Names and arguments of every exchange, queue and binding (DESIGN.md §3),
-//! under a configurable prefix. Pure data: `sundial-actors` declares it.
+//! Names and arguments of every exchange, queue and binding (docs/protocol.md
+//! §2), under a configurable prefix. Pure data: `sundial-amqp` declares it.
 //!
 //! These names are the wire contract with clients in other languages; they
 //! are documented in `docs/protocol.md`.

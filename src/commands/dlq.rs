@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use chrono::{SecondsFormat, Utc};
-use sundial_actors::dlq::{Action, DeadLetter, Dlq};
+use sundial_amqp::dlq::{Action, DeadLetter, Dlq};
 use sundial_core::settings::Settings;
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +43,7 @@ pub async fn run(
         .unwrap_or_else(|| settings.worker.pool.clone());
     sundial_core::job::check_pool("--pool", &pool)
         .map_err(|e| CommandError::Usage(e.to_string()))?;
-    let conn = sundial_actors::broker::connect_to(&settings.broker, "sundial dlq").await?;
+    let conn = sundial_amqp::broker::connect_to(&settings.broker, "sundial dlq").await?;
     let dlq = Dlq::new(&conn, &settings.topology, &pool);
     let result = run_on(&dlq, cmd, args, out).await;
     let _ = conn.close(200, "done".into()).await;
@@ -177,7 +177,7 @@ fn selected(d: &DeadLetter, job: Option<&str>, fire_ids: &[String]) -> bool {
 
 fn report(
     verb: &str,
-    settled: &sundial_actors::dlq::Settled,
+    settled: &sundial_amqp::dlq::Settled,
     as_json: bool,
     out: &mut impl Write,
 ) -> Result<(), CommandError> {

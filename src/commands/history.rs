@@ -202,7 +202,7 @@ fn percent_encode(s: &str) -> String {
 
 /// GETs `path` of `api`; an error answer is reported as the API words it.
 async fn get(api: &str, path: &str) -> Result<Value, CommandError> {
-    let client = sundial_actors::http::client_builder()
+    let client = sundial_runtime::http_client::builder()
         .timeout(TIMEOUT)
         .build()
         .map_err(|e| CommandError::Failed(format!("http client: {e}")))?;

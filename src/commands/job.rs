@@ -35,7 +35,7 @@ struct Client<'a> {
 
 impl Client<'_> {
     async fn call(&self, cmd: &Command) -> Result<Reply, CommandError> {
-        sundial_actors::client::call_signed(
+        sundial_amqp::client::call_signed(
             &self.conn,
             &self.settings.topology,
             cmd,
@@ -51,7 +51,7 @@ impl Client<'_> {
         &self,
         labels: &BTreeMap<String, String>,
     ) -> Result<Vec<Value>, CommandError> {
-        sundial_actors::client::list_all(
+        sundial_amqp::client::list_all(
             &self.conn,
             &self.settings.topology,
             labels,
@@ -120,7 +120,7 @@ pub async fn run(
         }
         _ => None,
     };
-    let conn = sundial_actors::broker::connect_to(&settings.broker, "sundial job").await?;
+    let conn = sundial_amqp::broker::connect_to(&settings.broker, "sundial job").await?;
     let client = Client {
         conn,
         settings,

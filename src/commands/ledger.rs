@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use lapin::options::BasicAckOptions;
 use serde_json::Value;
-use sundial_actors::broker::{consume_stream, meta_of, StreamStart};
+use sundial_amqp::broker::{consume_stream, meta_of, StreamStart};
 use sundial_core::{
     codec::decode,
     fire_id::FireId,
@@ -77,7 +77,7 @@ pub async fn run(
             (from, to, StreamStart::Since(from - LOOKBACK))
         }
     };
-    let conn = sundial_actors::broker::connect_to(&settings.broker, "sundial ledger").await?;
+    let conn = sundial_amqp::broker::connect_to(&settings.broker, "sundial ledger").await?;
     let (_ch, mut records) =
         consume_stream(&conn, &settings.topology.history_stream(), start, 500).await?;
     // Per fire id: (started, outcomes, skipped) of attempt 1.
@@ -175,7 +175,7 @@ async fn jobs(
     settings: &Settings,
     conn: &lapin::Connection,
 ) -> Result<Vec<JobEntry>, CommandError> {
-    let list = sundial_actors::client::list_all(
+    let list = sundial_amqp::client::list_all(
         conn,
         &settings.topology,
         &BTreeMap::new(),

@@ -30,13 +30,25 @@ pub enum CommandError {
     OutputClosed,
 }
 
-/// Any failure of the actors crate (broker, registry, TLS files, …) is a
-/// failure of the command (exit 1), reported as the error says it.
-impl From<sundial_actors::Error> for CommandError {
-    fn from(e: sundial_actors::Error) -> Self {
-        CommandError::Failed(e.to_string())
-    }
+/// Any failure of the crates below (broker, registry, TLS files, the
+/// history index, the listener, …) is a failure of the command (exit 1),
+/// reported as the error says it.
+macro_rules! failed_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for CommandError {
+            fn from(e: $t) -> Self {
+                CommandError::Failed(e.to_string())
+            }
+        }
+    )*};
 }
+failed_from!(
+    sundial_amqp::Error,
+    sundial_scheduler::Error,
+    sundial_worker::Error,
+    sundial_web::Error,
+    reqwest::Error
+);
 
 impl CommandError {
     /// A failed write of the command's own output: a closed pipe ends the

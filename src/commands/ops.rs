@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use sundial_actors::{
-    api::Api,
-    history::Index,
-    http::{install_recorder, serve, Health, Listen},
-};
 use sundial_core::settings::{default_listen_ports, Role, Settings};
+use sundial_runtime::Health;
+use sundial_store::Index;
+use sundial_web::{
+    api::Api,
+    ops::{install_recorder, serve, Listen},
+};
 use tokio_util::sync::CancellationToken;
 
 use super::CommandError;

@@ -6,16 +6,14 @@ use std::{io::Write, time::Duration};
 
 use chrono::SecondsFormat;
 use futures_util::StreamExt;
-use sundial_actors::{
-    broker::meta_of,
-    scheduler::{self, SchedulerConfig},
-    worker::{Worker, WorkerConfig},
-};
+use sundial_amqp::broker::meta_of;
 use sundial_core::{
     codec::decode,
     protocol::run::{RunBatch, RunEvent, RunKind},
     settings::{mask_url_password, Settings},
 };
+use sundial_scheduler::{self as scheduler, SchedulerConfig};
+use sundial_worker::{Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -40,7 +38,7 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
         // Say plainly when there is no broker, instead of retrying forever.
-        let probe = sundial_actors::broker::connect_to(&settings.broker, "sundial run probe");
+        let probe = sundial_amqp::broker::connect_to(&settings.broker, "sundial run probe");
         let probe = tokio::select! {
             p = probe => p,
             () = shutdown.cancelled() => return Ok(()),
@@ -56,32 +54,36 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
         // Declared before the jobs file is sent (the scheduler would too,
         // but the control exchange must exist before the first command).
         let declared =
-            sundial_actors::topology::apply(&probe, &settings.topology.declarations()).await;
+            sundial_amqp::topology::apply(&probe, &settings.topology.declarations()).await;
         let _ = probe.close(200, "probe".into()).await;
         declared?;
 
-        scheduler_cfg.history = sundial_actors::history::open(&settings.history, &scheduler_cfg.health);
-        scheduler_cfg.api = Some(sundial_actors::api::Api::new(sundial_actors::api::ApiConfig::from_settings(
+        scheduler_cfg.history = sundial_store::open(&settings.history, &scheduler_cfg.health);
+        let api = sundial_web::api::Api::new(sundial_web::api::ApiConfig::from_settings(
             &settings,
             &scheduler_cfg.node,
             scheduler_cfg.history.clone(),
-        )));
-        super::ops::start_http(&settings, sundial_core::settings::Role::Scheduler, scheduler_cfg.health.clone(), scheduler_cfg.history.clone(), scheduler_cfg.api.clone(), shutdown.clone()).await?;
+        ));
+        api.set_registry(Some(std::sync::Arc::new(crate::wiring::SchedulerJobs(scheduler_cfg.reads.clone()))));
+        super::ops::start_http(&settings, sundial_core::settings::Role::Scheduler, scheduler_cfg.health.clone(), scheduler_cfg.history.clone(), Some(api), shutdown.clone()).await?;
         let watcher = {
             let pools = vec![settings.worker.pool.clone()];
-            sundial_actors::dlq_watcher::DlqWatcher::new(super::worker::watch_config(&settings, pools))?
+            crate::dlq_watch::DlqWatcher::new(super::worker::watch_config(&settings, pools))?
                 .spawn()
         };
         let printer = tokio::spawn(print_events(settings.clone(), shutdown.clone()));
         // On this thread: the scheduler starts actix arbiters, which need
         // the System that `block_on` runs.
         // Either half giving up stops the other: the process exits non-zero.
-        let stop_all = |r: Result<(), sundial_actors::Error>, token: CancellationToken| {
+        fn stop_all<E>(r: Result<(), E>, token: CancellationToken) -> Result<(), CommandError>
+        where
+            CommandError: From<E>,
+        {
             if r.is_err() {
                 token.cancel();
             }
-            r
-        };
+            Ok(r?)
+        }
         let scheduler = {
             let token = shutdown.clone();
             actix::spawn(async move { stop_all(scheduler::run(scheduler_cfg, token.clone()).await, token) })
@@ -115,7 +117,7 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
         for r in [s, w] {
             match r {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(e.into()),
+                Ok(Err(e)) => return Err(e),
                 Err(e) => return Err(CommandError::Failed(format!("task failed: {e}"))),
             }
         }
@@ -123,7 +125,7 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
     })
 }
 
-fn source_text(e: &sundial_actors::Error) -> String {
+fn source_text(e: &sundial_amqp::Error) -> String {
     use std::error::Error as _;
     e.source()
         .map_or_else(|| e.to_string(), ToString::to_string)
@@ -139,14 +141,14 @@ async fn print_events(settings: Settings, stop: CancellationToken) {
 async fn print_events_inner(
     settings: &Settings,
     stop: &CancellationToken,
-) -> Result<(), sundial_actors::Error> {
+) -> Result<(), sundial_amqp::Error> {
     // The topology was declared before this task started.
-    let conn = sundial_actors::broker::connect_to(&settings.broker, "sundial run events").await?;
+    let conn = sundial_amqp::broker::connect_to(&settings.broker, "sundial run events").await?;
     // Every run record, from the history stream (batched by the worker).
-    let (_ch, mut consumer) = sundial_actors::broker::consume_stream(
+    let (_ch, mut consumer) = sundial_amqp::broker::consume_stream(
         &conn,
         &settings.topology.history_stream(),
-        sundial_actors::broker::StreamStart::Next,
+        sundial_amqp::broker::StreamStart::Next,
         100,
     )
     .await?;

@@ -1,10 +1,10 @@
 //! `sundial scheduler`: runs the scheduler until SIGTERM or Ctrl-C.
 
-use sundial_actors::{
-    api::{Api, ApiConfig},
-    scheduler::{self, SchedulerConfig},
-};
+use std::sync::Arc;
+
 use sundial_core::settings::{Role, Settings};
+use sundial_scheduler::{self as scheduler, SchedulerConfig};
+use sundial_web::api::{Api, ApiConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -28,18 +28,21 @@ pub fn run(settings: &Settings, node: Option<String>) -> Result<(), CommandError
     let settings = settings.clone();
     let system = super::actix_system()?;
     system.block_on(async move {
-        cfg.history = sundial_actors::history::open(&settings.history, &cfg.health);
-        cfg.api = Some(Api::new(ApiConfig::from_settings(
+        cfg.history = sundial_store::open(&settings.history, &cfg.health);
+        let api = Api::new(ApiConfig::from_settings(
             &settings,
             &cfg.node,
             cfg.history.clone(),
-        )));
+        ));
+        api.set_registry(Some(Arc::new(crate::wiring::SchedulerJobs(
+            cfg.reads.clone(),
+        ))));
         let shutdown = super::ops::start_service(
             &settings,
             Role::Scheduler,
             cfg.health.clone(),
             cfg.history.clone(),
-            cfg.api.clone(),
+            Some(api),
         )
         .await?;
         scheduler::run(cfg, shutdown)

@@ -27,10 +27,9 @@ pub async fn run(
 ) -> Result<(), CommandError> {
     let listen =
         listen.unwrap_or(settings.scheduler.heartbeat_interval * 2 + Duration::from_millis(200));
-    let conn = sundial_actors::broker::connect_to(&settings.broker, "sundial status").await?;
-    let probe =
-        sundial_actors::broker::Probe::new(settings.broker.clone(), "sundial status probes");
-    let status = sundial_actors::status::gather(&conn, &probe, &settings.topology, listen)
+    let conn = sundial_amqp::broker::connect_to(&settings.broker, "sundial status").await?;
+    let probe = sundial_amqp::broker::Probe::new(settings.broker.clone(), "sundial status probes");
+    let status = sundial_amqp::status::gather(&conn, &probe, &settings.topology, listen)
         .await
         .map_err(|e| {
             if e.is_not_found() {

@@ -1,14 +1,12 @@
 //! `sundial worker`: consumes a pool's fires until SIGTERM or Ctrl-C, then
 //! drains within `worker.shutdown_deadline` and exits 0.
 
-use sundial_actors::{
-    dlq_watcher::{DlqWatchConfig, DlqWatcher},
-    worker::{Worker, WorkerConfig},
-};
 use sundial_core::settings::{Role, Settings};
+use sundial_worker::{Worker, WorkerConfig};
 
 use super::CommandError;
 use crate::cli::WorkerArgs;
+use crate::dlq_watch::{DlqWatchConfig, DlqWatcher};
 
 pub fn run(mut settings: Settings, args: &WorkerArgs) -> Result<(), CommandError> {
     // --pool and --concurrency arrive through the settings (validated there).

@@ -8,7 +8,7 @@ use lapin::{
     types::{AMQPValue, FieldTable},
     BasicProperties, Channel, Connection, Consumer,
 };
-use sundial_actors::broker::meta_of;
+use sundial_amqp::broker::meta_of;
 use sundial_core::{codec::decode, protocol::control::Reply};
 
 use crate::util::bounded;
@@ -30,7 +30,7 @@ impl RawClient {
         // exchange, addressed to its name.
         let (ch, replies) = bounded(
             "reply queue",
-            sundial_actors::broker::subscribe(conn, "", &[]),
+            sundial_amqp::broker::subscribe(conn, "", &[]),
         )
         .await
         .expect("reply queue");

@@ -5,11 +5,12 @@
 use std::{collections::HashMap, time::Duration};
 
 use lapin::{options::BasicPublishOptions, BasicProperties};
-use sundial_actors::{dlq::Dlq, worker::JobError};
+use sundial_amqp::dlq::Dlq;
 use sundial_core::{
     job::Executor,
     protocol::{headers, run::RunKind},
 };
+use sundial_worker::JobError;
 
 use crate::util::{stderr, stdout, sundial, test_topology, Daemon, HttpSink};
 

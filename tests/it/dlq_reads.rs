@@ -7,7 +7,7 @@ use lapin::{
     types::{AMQPValue, FieldTable, LongString},
     BasicProperties,
 };
-use sundial_actors::dlq::{DeadLetter, Dlq};
+use sundial_amqp::dlq::{DeadLetter, Dlq};
 use sundial_core::{codec::encode, topology::DEAD_LETTER_DELIVERY_LIMIT};
 
 use crate::{
@@ -45,7 +45,7 @@ async fn fifty_reads_leave_every_dead_letter_unchanged() {
     let v = Vhost::new("dlq-reads");
     topology_apply(&v);
     let conn = connect(&v).await;
-    let ch = sundial_actors::broker::confirming_channel(&conn)
+    let ch = sundial_amqp::broker::confirming_channel(&conn)
         .await
         .expect("channel");
     for i in 0..3 {
@@ -56,7 +56,7 @@ async fn fifty_reads_leave_every_dead_letter_unchanged() {
         h.insert("x-sundial-error".into(), text(&format!("boom {i}")));
         h.insert("x-sundial-attempts".into(), AMQPValue::LongLongInt(3));
         h.insert("x-sundial-pool".into(), text("default"));
-        let base = sundial_actors::broker::properties(&enc.meta);
+        let base = sundial_amqp::broker::properties(&enc.meta);
         for (k, val) in base.headers().clone().unwrap_or_default().inner() {
             h.insert(k.clone(), val.clone());
         }

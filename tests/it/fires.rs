@@ -7,10 +7,7 @@ use std::{collections::BTreeMap, time::Duration};
 use chrono::Utc;
 use futures_util::StreamExt;
 use lapin::{Channel, Connection, Consumer};
-use sundial_actors::{
-    publish::publish_all_confirmed,
-    worker::{Worker, WorkerBuilder, WorkerConfig},
-};
+use sundial_amqp::publish::publish_all_confirmed;
 use sundial_core::{
     codec::{decode, encode, Encoded},
     job::{Executor, Overlap, RetryPolicy, ShellExecutor},
@@ -21,6 +18,7 @@ use sundial_core::{
     topology::{shard_of, Topology},
     HumanDuration,
 };
+use sundial_worker::{Worker, WorkerBuilder, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::util::{bounded, test_topology, topology_apply, Vhost, TEST_SHARDS};
@@ -28,7 +26,7 @@ use crate::util::{bounded, test_topology, topology_apply, Vhost, TEST_SHARDS};
 pub(crate) async fn connect(v: &Vhost) -> Connection {
     bounded(
         "connect",
-        sundial_actors::broker::connect(&v.url(), "it-worker"),
+        sundial_amqp::broker::connect(&v.url(), "it-worker"),
     )
     .await
     .expect("connects")
@@ -105,10 +103,10 @@ impl EventTap {
     pub(crate) async fn new(conn: &Connection) -> Self {
         let (ch, events) = bounded(
             "consume the history stream",
-            sundial_actors::broker::consume_stream(
+            sundial_amqp::broker::consume_stream(
                 conn,
                 "sundial.history",
-                sundial_actors::broker::StreamStart::Next,
+                sundial_amqp::broker::StreamStart::Next,
                 100,
             ),
         )
@@ -121,7 +119,7 @@ impl EventTap {
     pub(crate) async fn events(conn: &Connection) -> Self {
         let (ch, events) = bounded(
             "subscribe to run events",
-            sundial_actors::broker::subscribe(conn, "sundial.events", &["#"]),
+            sundial_amqp::broker::subscribe(conn, "sundial.events", &["#"]),
         )
         .await
         .expect("event subscription");
@@ -147,7 +145,7 @@ impl EventTap {
                 .await
                 .expect("event stream open")
                 .expect("delivery");
-            let meta = sundial_actors::broker::meta_of(&d.properties);
+            let meta = sundial_amqp::broker::meta_of(&d.properties);
             if !self.history {
                 return decode::<RunEvent>(&meta, &d.data).expect("run event decodes");
             }
@@ -208,7 +206,7 @@ pub(crate) async fn setup(tag: &str) -> Setup {
     topology_apply(&v);
     let conn = connect(&v).await;
     let tap = EventTap::new(&conn).await;
-    let ch = sundial_actors::broker::confirming_channel(&conn)
+    let ch = sundial_amqp::broker::confirming_channel(&conn)
         .await
         .expect("channel");
     Setup { v, conn, tap, ch }
@@ -252,7 +250,7 @@ impl InProcess {
             shell_allow: shell_allow.iter().map(|s| s.to_string()).collect(),
             id: "in-process".into(),
             consumer_timeout: Duration::from_secs(1800),
-            health: sundial_actors::http::Health::new(),
+            health: sundial_runtime::Health::new(),
             hmac_key: None,
             supervisor: sundial_core::settings::SupervisorSettings {
                 max_restarts: 10,

@@ -132,7 +132,7 @@ async fn nacked_fires_are_sent_again_on_a_fresh_channel_and_none_is_lost() {
         ],
     );
     let conn = connect(&v).await;
-    let ch = sundial_actors::broker::confirming_channel(&conn)
+    let ch = sundial_amqp::broker::confirming_channel(&conn)
         .await
         .expect("channel");
     // A full queue that rejects publishes, bound to the job's shard: the

@@ -223,7 +223,7 @@ async fn a_fire_with_names_too_long_for_amqp_is_dead_lettered_and_the_worker_goe
     // Routed as a fire of the default pool; its body names the long pool.
     for f in [&bad_id, &bad_pool, &bad_key] {
         let enc = sundial_core::codec::encode(f).expect("encodes");
-        sundial_actors::publish::publish_confirmed(
+        sundial_amqp::publish::publish_confirmed(
             &s.ch,
             "sundial.fire",
             &sundial_core::topology::Topology::work_routing_key("default", f.shard),
@@ -234,7 +234,7 @@ async fn a_fire_with_names_too_long_for_amqp_is_dead_lettered_and_the_worker_goe
         .expect("published");
     }
     let ch = s.conn.create_channel().await.expect("channel");
-    let mut letters = sundial_actors::broker::consume_no_ack(&ch, "sundial.dead.default")
+    let mut letters = sundial_amqp::broker::consume_no_ack(&ch, "sundial.dead.default")
         .await
         .expect("consume the dead letters");
     let dead = crate::util::bounded("three dead letters", async {
@@ -254,7 +254,7 @@ async fn a_fire_with_names_too_long_for_amqp_is_dead_lettered_and_the_worker_goe
     let reasons: Vec<String> = dead
         .iter()
         .map(|d| {
-            sundial_actors::broker::header_string(&d.properties, "x-sundial-error")
+            sundial_amqp::broker::header_string(&d.properties, "x-sundial-error")
                 .unwrap_or_default()
         })
         .collect();
@@ -316,7 +316,7 @@ async fn a_channel_opens_after_channel_ids_closed_by_the_broker_are_reused() {
         "lapin reused a closed id without its old error"
     );
     for _ in 0..8 {
-        let ch = crate::util::bounded("open_channel", sundial_actors::broker::open_channel(&conn))
+        let ch = crate::util::bounded("open_channel", sundial_amqp::broker::open_channel(&conn))
             .await
             .expect("a channel opens on a connection with closed ids");
         ch.queue_declare(

@@ -137,7 +137,7 @@ fn job_apply_sends_a_large_file_in_batches_and_reports_each_job() {
                 after: after.take(),
                 limit: Some(500),
             };
-            let reply = sundial_actors::client::call(
+            let reply = sundial_amqp::client::call(
                 &conn,
                 &crate::util::test_topology(),
                 &cmd,

@@ -223,7 +223,7 @@ async fn json_log_lines_about_a_job_carry_job_id_and_fire_id() {
     f.executor = sundial_core::job::Executor::Handler {
         name: "missing".into(),
     };
-    let ch = sundial_actors::broker::confirming_channel(&conn)
+    let ch = sundial_amqp::broker::confirming_channel(&conn)
         .await
         .expect("channel");
     crate::fires::publish(&ch, std::slice::from_ref(&f)).await;

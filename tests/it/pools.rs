@@ -42,7 +42,7 @@ async fn an_upsert_into_a_pool_without_queues_is_refused_naming_pool() {
     let ch = conn.create_channel().await.expect("channel");
     let dead = crate::util::drain(&ch, "sundial.dead.control").await;
     assert_eq!(dead.len(), 1, "one dead letter");
-    let reason = sundial_actors::broker::header_string(&dead[0].properties, "x-sundial-error");
+    let reason = sundial_amqp::broker::header_string(&dead[0].properties, "x-sundial-error");
     assert!(
         reason
             .as_deref()
@@ -97,7 +97,7 @@ async fn a_fire_that_stays_unroutable_is_set_aside_and_the_watermark_moves_on() 
     // A copy of every dead letter of the pool, to await the set-aside.
     let (_tap_ch, mut dead_tap) = bounded(
         "dead-letter tap",
-        sundial_actors::broker::subscribe(&conn, "sundial.dead", &["gone"]),
+        sundial_amqp::broker::subscribe(&conn, "sundial.dead", &["gone"]),
     )
     .await
     .expect("tap");
@@ -111,7 +111,7 @@ async fn a_fire_that_stays_unroutable_is_set_aside_and_the_watermark_moves_on() 
         .await
         .expect("tap open")
         .expect("dead letter");
-    let reason = sundial_actors::broker::header_string(&dead.properties, "x-sundial-error");
+    let reason = sundial_amqp::broker::header_string(&dead.properties, "x-sundial-error");
     assert!(
         reason
             .as_deref()

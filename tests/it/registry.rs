@@ -2,7 +2,7 @@
 
 use futures_util::StreamExt;
 use lapin::{options::BasicConsumeOptions, types::FieldTable};
-use sundial_actors::broker::meta_of;
+use sundial_amqp::broker::meta_of;
 use sundial_core::codec::decode;
 
 use crate::util::{bounded, SchedulerProcess, Vhost};

@@ -9,8 +9,9 @@ use std::{
     },
 };
 
-use sundial_actors::{dlq::Dlq, worker::JobError};
+use sundial_amqp::dlq::Dlq;
 use sundial_core::{job::Executor, protocol::run::RunKind};
+use sundial_worker::JobError;
 
 use crate::util::{test_topology, HttpSink};
 

@@ -23,7 +23,7 @@ async fn with_outcome_events_started_is_only_in_the_history() {
     let plain = noop_fire("plain");
     let mut guarded = noop_fire("guarded");
     guarded.overlap = sundial_core::job::Overlap::Forbid;
-    let ch = sundial_actors::broker::confirming_channel(&conn)
+    let ch = sundial_amqp::broker::confirming_channel(&conn)
         .await
         .expect("channel");
     publish(&ch, &[plain.clone(), guarded.clone()]).await;
@@ -61,7 +61,7 @@ async fn with_failure_events_only_a_successful_run_is_silent() {
     ];
     let _w = Daemon::worker(&v, "quiet", &env);
     wait_for_consumers(&v, 1).await;
-    let ch = sundial_actors::broker::confirming_channel(&conn)
+    let ch = sundial_amqp::broker::confirming_channel(&conn)
         .await
         .expect("channel");
 

@@ -78,14 +78,14 @@ async fn worker_credentials_run_jobs_but_cannot_publish_control_commands() {
     let user = User::from_definitions(&v, "sundial-worker");
 
     // Refused: publishing to the control exchange with the worker's user.
-    let conn = sundial_actors::broker::connect(&user.url(&v), "it-sec")
+    let conn = sundial_amqp::broker::connect(&user.url(&v), "it-sec")
         .await
         .expect("the worker user connects");
-    let ch = sundial_actors::broker::confirming_channel(&conn)
+    let ch = sundial_amqp::broker::confirming_channel(&conn)
         .await
         .expect("channel");
     let body = br#"{"command":"delete","id":"nightly-backup"}"#;
-    let sent = sundial_actors::publish::publish_raw_confirmed(
+    let sent = sundial_amqp::publish::publish_raw_confirmed(
         &ch,
         "sundial.control",
         "",
@@ -109,7 +109,7 @@ async fn worker_credentials_run_jobs_but_cannot_publish_control_commands() {
         KillOnDrop(c.spawn().expect("worker starts"))
     };
     wait_for_consumers(&v, 1).await;
-    let ch = sundial_actors::broker::confirming_channel(&guest)
+    let ch = sundial_amqp::broker::confirming_channel(&guest)
         .await
         .expect("channel");
     let f = crate::fires::noop_fire("least-job");

@@ -24,7 +24,7 @@ async fn a_nacked_run_event_requeues_the_fire_and_the_worker_goes_on() {
         .expect("topology apply");
     assert!(out.status.success(), "{}", stderr(&out));
     let conn = connect(&v).await;
-    let ch = sundial_actors::broker::confirming_channel(&conn)
+    let ch = sundial_amqp::broker::confirming_channel(&conn)
         .await
         .expect("channel");
     // A full queue that rejects publishes, bound to every run event: the
@@ -52,7 +52,7 @@ async fn a_nacked_run_event_requeues_the_fire_and_the_worker_goes_on() {
     // A copy of every dead letter of the pool, to await the settlement.
     let (_tap_ch, mut dead_tap) = bounded(
         "dead-letter tap",
-        sundial_actors::broker::subscribe(&conn, "sundial.dead", &["default"]),
+        sundial_amqp::broker::subscribe(&conn, "sundial.dead", &["default"]),
     )
     .await
     .expect("tap");
@@ -68,7 +68,7 @@ async fn a_nacked_run_event_requeues_the_fire_and_the_worker_goes_on() {
         dead.properties.message_id().as_ref().map(|m| m.as_str()),
         Some(stuck.fire_id.as_str())
     );
-    let reason = sundial_actors::broker::header_string(&dead.properties, "x-first-death-reason");
+    let reason = sundial_amqp::broker::header_string(&dead.properties, "x-first-death-reason");
     assert_eq!(reason.as_deref(), Some("delivery_limit"));
 
     // With concurrency 1, the next fire runs only if the slot was freed.

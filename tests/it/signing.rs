@@ -166,7 +166,7 @@ async fn commands_must_be_signed_and_fresh_and_fires_are_signed() {
         env: Default::default(),
         cwd: None,
     });
-    let pch = sundial_actors::broker::confirming_channel(&conn)
+    let pch = sundial_amqp::broker::confirming_channel(&conn)
         .await
         .expect("channel");
     publish(&pch, std::slice::from_ref(&forged)).await;

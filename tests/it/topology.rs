@@ -36,21 +36,21 @@ async fn apply_twice_is_idempotent() {
     let decl = s.topology.declarations();
     let conn = bounded(
         "connect",
-        sundial_actors::broker::connect(&s.broker.url, "it-topology"),
+        sundial_amqp::broker::connect(&s.broker.url, "it-topology"),
     )
     .await
     .expect("connects");
-    let first = bounded("apply", sundial_actors::topology::apply(&conn, &decl))
+    let first = bounded("apply", sundial_amqp::topology::apply(&conn, &decl))
         .await
         .expect("first apply");
     let before = snapshot(&v);
-    let second = bounded("apply again", sundial_actors::topology::apply(&conn, &decl))
+    let second = bounded("apply again", sundial_amqp::topology::apply(&conn, &decl))
         .await
         .expect("second apply");
     assert_eq!(first, second);
     assert_eq!(snapshot(&v), before, "a second apply changes nothing");
 
-    // What was declared is what DESIGN.md §3 says.
+    // What was declared is what docs/protocol.md §2 says.
     let (queues, exchanges, _) = before;
     assert_eq!(queues.len(), decl.queues.len());
     let line = |name: &str| {
@@ -97,7 +97,7 @@ async fn conflicting_queue_is_reported_with_its_name_and_argument() {
     let s = settings(&v);
     let conn = bounded(
         "connect",
-        sundial_actors::broker::connect(&s.broker.url, "it-conflict"),
+        sundial_amqp::broker::connect(&s.broker.url, "it-conflict"),
     )
     .await
     .expect("connects");
@@ -118,13 +118,13 @@ async fn conflicting_queue_is_reported_with_its_name_and_argument() {
     .expect("declares");
     let err = bounded(
         "apply",
-        sundial_actors::topology::apply(&conn, &s.topology.declarations()),
+        sundial_amqp::topology::apply(&conn, &s.topology.declarations()),
     )
     .await
     .expect_err("must conflict");
     let msg = err.to_string();
     assert!(
-        matches!(err, sundial_actors::Error::Conflict { what: "queue", .. }),
+        matches!(err, sundial_amqp::Error::Conflict { what: "queue", .. }),
         "{msg}"
     );
     assert!(
@@ -185,7 +185,7 @@ fn a_classic_watermark_queue_of_an_older_release_is_kept_with_a_warning() {
     rt.block_on(async {
         let conn = bounded(
             "connect",
-            sundial_actors::broker::connect(&v.url(), "it-wm-old"),
+            sundial_amqp::broker::connect(&v.url(), "it-wm-old"),
         )
         .await
         .expect("connects");
@@ -239,7 +239,7 @@ fn status_on_a_topology_without_the_workers_exchange_lists_no_workers() {
     rt.block_on(async {
         let conn = bounded(
             "connect",
-            sundial_actors::broker::connect(&v.url(), "it-no-workers-ex"),
+            sundial_amqp::broker::connect(&v.url(), "it-no-workers-ex"),
         )
         .await
         .expect("connects");

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use sundial_actors::broker::meta_of;
+use sundial_amqp::broker::meta_of;
 use sundial_core::{codec::decode, protocol::fire::FireEvent, topology::shard_of};
 
 use std::{
@@ -309,7 +309,7 @@ impl FireTap {
         for shard in 0..TEST_SHARDS {
             let q = format!("sundial.work.default.{shard}");
             consumers.push(
-                sundial_actors::broker::consume_no_ack(&ch, &q)
+                sundial_amqp::broker::consume_no_ack(&ch, &q)
                     .await
                     .expect("consume work queue"),
             );

@@ -7,7 +7,7 @@ use lapin::{
     types::{AMQPValue, FieldTable, LongString},
     BasicProperties,
 };
-use sundial_actors::broker::{meta_of, properties};
+use sundial_amqp::broker::{meta_of, properties};
 use sundial_core::{
     codec::decode,
     protocol::{control::Command, fire::Watermark},
@@ -22,7 +22,7 @@ async fn confirming_channel_with_queue(
 ) -> (lapin::Connection, lapin::Channel) {
     let conn = bounded(
         "connect",
-        sundial_actors::broker::connect(&v.url(), "it-wire"),
+        sundial_amqp::broker::connect(&v.url(), "it-wire"),
     )
     .await
     .expect("connects");
@@ -52,7 +52,7 @@ async fn meta_and_body_survive_the_broker() {
         owner: "n1".into(),
     };
     // Stamped as the processes send it (send time, id): all of it survives.
-    let enc = sundial_actors::broker::encode_stamped(&wm).expect("encodes");
+    let enc = sundial_amqp::broker::encode_stamped(&wm).expect("encodes");
     let confirm = bounded(
         "publish",
         ch.basic_publish(

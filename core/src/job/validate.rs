@@ -53,7 +53,7 @@ fn check_name(
             field,
             format!(
                 "must match {chars}{{1,{max}}}, got \"{}\"",
-                crate::protocol::headers::bounded_to(value, 80)
+                crate::wire::headers::bounded_to(value, 80)
             ),
         ));
     }
@@ -118,7 +118,7 @@ impl JobSpec {
         }
         if self.retry.max_attempts > 1 {
             for (i, d) in self.retry.backoff.iter().enumerate() {
-                if let Some(tier) = crate::attempt::tier_for(d.get(), retry_tiers) {
+                if let Some(tier) = crate::backoff::tier_for(d.get(), retry_tiers) {
                     if tier.get() > d.get() {
                         out.push(format!(
                             "retry.backoff[{i}]: {d} is shorter than the shortest retry tier that fits ({tier}): the retry waits {tier} (topology.retry_tiers)"

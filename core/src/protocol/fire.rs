@@ -87,11 +87,11 @@ impl FireEvent {
         Ok(())
     }
 
-    /// The one place a fire event is built, from the job's stored entry:
+    /// The one place a fire event is built, from the job's definition:
     /// attempt 1, the job snapshot a worker runs without asking anyone,
     /// signed when `key` is set (docs/protocol.md §6, §10).
     pub fn of(
-        job: &crate::registry::JobEntry,
+        job: &crate::job::JobSpec,
         origin: Origin,
         now: DateTime<Utc>,
         key: Option<&[u8]>,
@@ -102,21 +102,21 @@ impl FireEvent {
                 shard,
                 epoch,
             } => (
-                crate::FireId::new(&job.spec.id, scheduled),
+                crate::FireId::new(&job.id, scheduled),
                 scheduled,
                 shard,
                 epoch,
                 false,
             ),
             Origin::Manual { shard } => (
-                crate::FireId::for_trigger(&job.spec.id, now),
+                crate::FireId::for_trigger(&job.id, now),
                 now,
                 shard,
                 0,
                 true,
             ),
             Origin::Backfill { scheduled, shard } => (
-                crate::FireId::for_backfill(&job.spec.id, scheduled),
+                crate::FireId::for_backfill(&job.id, scheduled),
                 scheduled,
                 shard,
                 0,
@@ -125,19 +125,19 @@ impl FireEvent {
         };
         let mut ev = FireEvent {
             fire_id: fire_id.to_string(),
-            job_id: job.spec.id.clone(),
-            pool: job.spec.pool.clone(),
+            job_id: job.id.clone(),
+            pool: job.pool.clone(),
             shard,
             epoch,
             scheduled_at: scheduled,
             fired_at: now,
             attempt: 1,
             manual,
-            executor: job.spec.executor.clone(),
-            payload: job.spec.payload.clone(),
-            timeout: job.spec.timeout,
-            retry: job.spec.retry.clone(),
-            overlap: job.spec.overlap,
+            executor: job.executor.clone(),
+            payload: job.payload.clone(),
+            timeout: job.timeout,
+            retry: job.retry.clone(),
+            overlap: job.overlap,
             first_failure: None,
             signature: None,
         };
@@ -210,5 +210,18 @@ mod json_value {
             let text = String::deserialize(d)?;
             serde_json::from_str(&text).map_err(D::Error::custom)
         }
+    }
+}
+
+impl crate::sign::SignedFire for FireEvent {
+    /// The fire id, the job id, the executor and the payload: what the job
+    /// will do (docs/protocol.md §10).
+    fn signed_content(&self) -> Vec<u8> {
+        serde_json::to_vec(&(&self.fire_id, &self.job_id, &self.executor, &self.payload))
+            .unwrap_or_default()
+    }
+
+    fn signature(&self) -> Option<&str> {
+        self.signature.as_deref()
     }
 }

@@ -1,0 +1,188 @@
+//! Reads of the registry view: what the API's job endpoints (`GET
+//! /api/v1/jobs`, `GET /api/v1/jobs/{id}`) ask. The query is plain data;
+//! whoever holds a view answers it ([`answer`]; a scheduler does so on its
+//! registry actor's thread) with the JSON body or a [`ReadError`] whose
+//! [`ReadErrorKind`] decides the HTTP status.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Value};
+
+use crate::registry::{JobEntry, JobFilter, RegistryView};
+
+/// Most jobs one page of `/api/v1/jobs` holds.
+pub const MAX_PAGE: usize = 1_000;
+/// Jobs on a page when the query gives no `limit`.
+pub const DEFAULT_PAGE: usize = 50;
+/// `sort=next` computes every matching job's next fire: the search must
+/// narrow to at most this many jobs.
+pub const SORT_NEXT_MAX: usize = 50_000;
+/// Most upcoming fires `GET /api/v1/jobs/{id}?next=N` lists.
+pub const MAX_NEXT: usize = 100;
+
+/// A read of the registry view.
+#[derive(Debug, Clone)]
+pub enum JobsQuery {
+    List {
+        filter: JobFilter,
+        /// `sort=id` (default): the cursor is the last id; `sort=next`: an
+        /// offset.
+        sort_next: bool,
+        cursor: Option<String>,
+        limit: usize,
+    },
+    One {
+        id: String,
+        next: usize,
+    },
+}
+
+/// Why a read has no answer: the kind decides the status, the field and
+/// message are shown to the user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ReadError {
+    pub kind: ReadErrorKind,
+    /// The query parameter or path part at fault.
+    pub field: Option<&'static str>,
+    pub message: String,
+}
+
+/// What kind of refusal a [`ReadError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadErrorKind {
+    /// No such job (404).
+    NotFound,
+    /// The query is malformed (400).
+    Invalid,
+    /// The query is well formed but too broad to answer (422).
+    TooBroad,
+}
+
+/// A read's answer: the JSON body, or why not.
+pub type ReadAnswer = Result<Value, ReadError>;
+
+fn refuse(kind: ReadErrorKind, field: &'static str, message: impl Into<String>) -> ReadAnswer {
+    Err(ReadError {
+        kind,
+        field: Some(field),
+        message: message.into(),
+    })
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Answers `q` from `view` at `now`.
+pub fn answer(view: &RegistryView, q: &JobsQuery, now: DateTime<Utc>) -> ReadAnswer {
+    match q {
+        JobsQuery::One { id, next } => match view.get(id) {
+            None => refuse(ReadErrorKind::NotFound, "id", format!("no job \"{id}\"")),
+            Some(j) => {
+                let mut v = crate::control::describe(j, now);
+                v["job"] = serde_json::to_value(&j.spec).unwrap_or(Value::Null);
+                v["upcoming"] = Value::Array(upcoming(j, now, *next));
+                Ok(v)
+            }
+        },
+        JobsQuery::List {
+            filter,
+            sort_next: false,
+            cursor,
+            limit,
+        } => {
+            let (page, more) = view.list(filter, cursor.as_deref(), *limit);
+            let next = more
+                .then(|| page.last().map(|j| j.spec.id.clone()))
+                .flatten();
+            // A first page that holds every match needs no second walk.
+            let total = if cursor.is_none() && !more {
+                page.len()
+            } else {
+                view.count(filter)
+            };
+            let jobs: Vec<Value> = page
+                .into_iter()
+                .map(|j| crate::control::describe(j, now))
+                .collect();
+            Ok(json!({"jobs": jobs, "next": next, "total": total}))
+        }
+        JobsQuery::List {
+            filter,
+            sort_next: true,
+            cursor,
+            limit,
+        } => {
+            let offset = match cursor.as_deref().map(str::parse::<usize>) {
+                None => 0,
+                Some(Ok(n)) => n,
+                Some(Err(_)) => {
+                    return refuse(
+                        ReadErrorKind::Invalid,
+                        "cursor",
+                        "not a cursor of a sort=next page",
+                    )
+                }
+            };
+            // One walk, stopped past the bound; the count only on refusal.
+            let (all, more) = view.list(filter, None, SORT_NEXT_MAX);
+            if more {
+                let total = view.count(filter);
+                return refuse(
+                    ReadErrorKind::TooBroad,
+                    "sort",
+                    format!(
+                        "{total} jobs match: narrow the search (q, pool, label, paused) to at most {SORT_NEXT_MAX} to sort them by next fire"
+                    ),
+                );
+            }
+            let total = all.len();
+            // Paused and finished jobs (no next fire) sort last, by id.
+            let mut keyed: Vec<(Option<DateTime<Utc>>, &JobEntry)> = all
+                .into_iter()
+                .map(|j| ((!j.paused).then(|| j.next_after(now)).flatten(), j))
+                .collect();
+            keyed.sort_by(|(a, ja), (b, jb)| match (a, b) {
+                (Some(a), Some(b)) => a.cmp(b).then_with(|| ja.spec.id.cmp(&jb.spec.id)),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => ja.spec.id.cmp(&jb.spec.id),
+            });
+            let end = offset.saturating_add(*limit).min(keyed.len());
+            let jobs: Vec<Value> = keyed
+                .get(offset.min(end)..end)
+                .unwrap_or_default()
+                .iter()
+                .map(|(_, j)| crate::control::describe(j, now))
+                .collect();
+            let next = (end < keyed.len()).then(|| end.to_string());
+            Ok(json!({"jobs": jobs, "next": next, "total": total}))
+        }
+    }
+}
+
+/// The next `n` fires of `j` after `now` with their DST notes (as
+/// `sundial schedule next` prints them), in the job's zone and in UTC. A
+/// paused job lists the fires it would have once resumed.
+fn upcoming(j: &JobEntry, now: DateTime<Utc>, n: usize) -> Vec<Value> {
+    let tz = j.schedule.timezone();
+    let mut out = Vec::new();
+    let mut t = now;
+    while out.len() < n {
+        let Some(at) = j.next_after(t) else { break };
+        // The note belongs to the occurrence the schedule itself reports.
+        let note = j
+            .schedule
+            .next_after(at - chrono::Duration::milliseconds(1))
+            .filter(|o| o.at == at)
+            .and_then(|o| o.note.map(|n| n.as_str()));
+        out.push(json!({
+            "at": rfc3339(at),
+            "local": at.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::Secs, false),
+            "note": note,
+        }));
+        t = at;
+    }
+    out
+}

@@ -1,0 +1,656 @@
+//! `Registry`: owns the registry view, executes control commands one at a
+//! time (append to the stream with confirms, then apply, then answer),
+//! follows the stream for records other nodes append, and tells the timer
+//! shards this node holds what changed.
+
+use std::{collections::HashSet, sync::Arc};
+
+use actix::prelude::*;
+use chrono::Utc;
+use lapin::{message::Delivery, options::BasicAckOptions, Channel};
+use sundial_core::{
+    codec::{decode, encode},
+    control::{decide, Decision},
+    protocol::{
+        control::{Command, Reply, ReplyError},
+        registry::{RegistryIndex, RegistryRecord, StoredJob},
+    },
+    registry::{Change, RegistryView},
+    settings::RegistrySettings,
+    topology::Topology,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{
+    startup::Replayed,
+    timer::{JobChange, TimerShard},
+};
+use sundial_amqp::{
+    broker::meta_of,
+    publish::{publish_all_confirmed, publish_confirmed},
+};
+
+/// Definitions per snapshot part (~1 KB each: parts stay near 1 MB).
+const SNAPSHOT_PART_JOBS: usize = 1_000;
+/// Snapshot parts published before their confirms are awaited (~15 MB).
+const SNAPSHOT_PUBLISH_BATCH: usize = 50;
+/// About the size of one definition in a snapshot (JSON): the log since
+/// the last snapshot must exceed the snapshot's size before another is due.
+const SNAPSHOT_BYTES_PER_JOB: u64 = 256;
+/// How often the snapshot age is checked.
+const SNAPSHOT_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
+pub(crate) struct Registry {
+    view: RegistryView,
+    /// Bytes appended since the newest complete snapshot.
+    bytes_since_snapshot: u64,
+    /// When the newest complete snapshot was written.
+    last_snapshot: Option<chrono::DateTime<Utc>>,
+    /// Set while a snapshot is queued, so only one is.
+    snapshot_pending: bool,
+    settings: RegistrySettings,
+    node: String,
+    /// Confirm-mode channel for appends to the registry stream.
+    channel: Channel,
+    topo: Arc<Topology>,
+    /// Timer shard actors this node holds, indexed by shard number.
+    shards: Vec<Option<Addr<TimerShard>>>,
+    /// Message ids of records this node appended and already applied: the
+    /// follower skips them when they come back.
+    own: HashSet<String>,
+    /// Whether this node appended records (it is the active control
+    /// consumer): only then does the size rule write snapshots.
+    appender: bool,
+    /// The stream consumer positioned after replay; taken at start.
+    follow: Option<lapin::Consumer>,
+    /// Its channel, kept open while the registry lives.
+    _follow_channel: Channel,
+    /// Cancelled when following the stream fails (the scheduler restarts).
+    failed: CancellationToken,
+    /// Cancels `failed` when this actor goes, however it goes (a panic in a
+    /// handler included): everything that uses it restarts (rest-for-one).
+    _down: tokio_util::sync::DropGuard,
+    /// Signs manual fires when set.
+    key: Option<Arc<[u8]>>,
+    /// The pools the jobs use; `None` after a change.
+    pools: Option<Vec<String>>,
+}
+
+/// How a `Registry` is wired.
+pub(crate) struct RegistryParts {
+    pub(crate) channel: Channel,
+    pub(crate) topo: Arc<Topology>,
+    pub(crate) settings: RegistrySettings,
+    pub(crate) node: String,
+    pub(crate) failed: CancellationToken,
+    pub(crate) key: Option<Arc<[u8]>>,
+}
+
+impl Registry {
+    pub(crate) fn new(replayed: Replayed, parts: RegistryParts) -> Self {
+        let RegistryParts {
+            channel,
+            topo,
+            settings,
+            node,
+            failed,
+            key,
+        } = parts;
+        Self {
+            view: replayed.view,
+            bytes_since_snapshot: replayed.bytes_since_snapshot,
+            last_snapshot: replayed.last_snapshot,
+            snapshot_pending: false,
+            settings,
+            node,
+            channel,
+            shards: vec![None; topo.shards as usize],
+            topo,
+            own: HashSet::new(),
+            appender: false,
+            _down: failed.clone().drop_guard(),
+            follow: Some(replayed.follow),
+            _follow_channel: replayed.follow_channel,
+            failed,
+            key,
+            pools: None,
+        }
+    }
+
+    /// Pools the registered jobs use (for heartbeats and `status`).
+    /// Computed once per change of the view, not per heartbeat: with a
+    /// million jobs a walk over the view costs milliseconds (it once cloned
+    /// and sorted a million strings every second, and fire lateness paid).
+    pub(crate) fn pools(&mut self) -> Vec<String> {
+        if let Some(p) = &self.pools {
+            return p.clone();
+        }
+        let set: std::collections::BTreeSet<&str> =
+            self.view.iter().map(|j| j.spec.pool.as_str()).collect();
+        let p: Vec<String> = set.into_iter().map(str::to_string).collect();
+        self.pools = Some(p.clone());
+        p
+    }
+
+    /// Compaction rule (docs/semantics.md §5): snapshot when the log since
+    /// the last snapshot exceeds the threshold, or when the last snapshot is
+    /// older than a quarter of the stream's retention (so retention can
+    /// never delete the only copy of a live definition).
+    fn snapshot_due(&self, now: chrono::DateTime<Utc>) -> bool {
+        if self.snapshot_pending {
+            return false;
+        }
+        let quarter =
+            chrono::Duration::from_std(self.settings.max_age / 4).unwrap_or(chrono::Duration::MAX);
+        let stale = self
+            .last_snapshot
+            .map_or(self.bytes_since_snapshot > 0, |t| now - t > quarter);
+        // Amortised: the log since the last snapshot must also exceed that
+        // snapshot's size, so loading a million jobs writes O(jobs) snapshot
+        // bytes, not a growing snapshot every few megabytes.
+        let threshold = self
+            .settings
+            .snapshot_after_bytes
+            .max(self.view.len() as u64 * SNAPSHOT_BYTES_PER_JOB);
+        (self.appender && self.bytes_since_snapshot > threshold) || stale
+    }
+
+    fn maybe_snapshot(&mut self, ctx: &mut Context<Self>) {
+        if self.snapshot_due(Utc::now()) {
+            self.snapshot_pending = true;
+            ctx.notify(WriteSnapshot);
+        }
+    }
+
+    fn shard(&self, id: &str) -> Option<&Addr<TimerShard>> {
+        let i = usize::try_from(self.topo.shard_of(id)).ok()?;
+        self.shards.get(i)?.as_ref()
+    }
+
+    /// Publishes a manual fire of `job` (its own fire id, epoch 0: no shard
+    /// owner is involved) and answers with `reply` plus the fire id once the
+    /// broker confirmed it.
+    fn trigger(
+        &self,
+        job: &sundial_core::registry::JobEntry,
+        reply: Reply,
+    ) -> impl std::future::Future<Output = Reply> {
+        let now = Utc::now();
+        let shard = self.topo.shard_of(&job.spec.id);
+        let ev = sundial_core::protocol::fire::FireEvent::of(
+            &job.spec,
+            sundial_core::protocol::fire::Origin::Manual { shard },
+            now,
+            self.key.as_deref(),
+        );
+        let fire_id = ev.fire_id.clone();
+        let ch = self.channel.clone();
+        let exchange = self.topo.fire_exchange();
+        let routing_key = Topology::work_routing_key(&ev.pool, shard);
+        let job_id = job.spec.id.clone();
+        async move {
+            let sent = match encode(&ev) {
+                Ok(enc) => publish_confirmed(&ch, &exchange, &routing_key, &enc, || {})
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match sent {
+                Ok(()) => {
+                    info!(job_id = %job_id, fire_id = %fire_id, "manual trigger fired");
+                    let mut reply = reply;
+                    reply.result = Some(serde_json::json!({"id": job_id, "fire_id": fire_id}));
+                    reply
+                }
+                Err(e) => {
+                    warn!(job_id = %job_id, error = %e, "manual trigger not fired");
+                    Reply::error(
+                        Some("trigger"),
+                        ReplyError {
+                            field: "id".into(),
+                            message: format!("not fired, try again: {e}"),
+                        },
+                    )
+                }
+            }
+        }
+    }
+
+    /// Publishes one manual fire per occurrence in `at` (ids
+    /// `{job}@backfill:{occurrence}`, epoch 0), all confirmed before `reply`.
+    fn backfill(
+        &self,
+        job: &sundial_core::registry::JobEntry,
+        at: Vec<chrono::DateTime<Utc>>,
+        reply: Reply,
+    ) -> impl std::future::Future<Output = Reply> {
+        let now = Utc::now();
+        let shard = self.topo.shard_of(&job.spec.id);
+        let encoded: Result<Vec<_>, _> = at
+            .iter()
+            .map(|t| {
+                encode(&sundial_core::protocol::fire::FireEvent::of(
+                    &job.spec,
+                    sundial_core::protocol::fire::Origin::Backfill {
+                        scheduled: *t,
+                        shard,
+                    },
+                    now,
+                    self.key.as_deref(),
+                ))
+            })
+            .collect();
+        let ch = self.channel.clone();
+        let exchange = self.topo.fire_exchange();
+        let routing_key = Topology::work_routing_key(&job.spec.pool, shard);
+        let job_id = job.spec.id.clone();
+        async move {
+            let sent = match encoded {
+                Ok(enc) => publish_all_confirmed(&ch, &exchange, &routing_key, &enc)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match sent {
+                Ok(()) => {
+                    info!(job_id = %job_id, fires = at.len(), "backfill fired");
+                    reply
+                }
+                Err(e) => {
+                    warn!(job_id = %job_id, error = %e, "backfill not (entirely) fired");
+                    Reply::error(
+                        Some("backfill"),
+                        ReplyError {
+                            field: "id".into(),
+                            message: format!(
+                                "not every fire was confirmed ({e}); backfilling again fires the same ids, which workers skip when they ran"
+                            ),
+                        },
+                    )
+                }
+            }
+        }
+    }
+
+    fn entry(&self, id: &str) -> Option<Arc<sundial_core::registry::JobEntry>> {
+        self.view.get_shared(id)
+    }
+
+    fn apply(&mut self, record: RegistryRecord) {
+        self.pools = None;
+        let change = match self.view.apply_owned(record) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "accepted record could not be applied");
+                return;
+            }
+        };
+        if change == Change::Reloaded {
+            // A complete snapshot another node wrote: the log before it is
+            // superseded (the view it describes is the one we hold).
+            self.bytes_since_snapshot = 0;
+            self.last_snapshot = Some(Utc::now());
+        }
+        if let Change::UpsertedMany(ids) = change {
+            for id in ids {
+                if let (Some(e), Some(shard)) = (self.entry(&id), self.shard(&id)) {
+                    shard.do_send(JobChange::Upserted(e));
+                }
+            }
+            return;
+        }
+        let (id, msg) = match change {
+            Change::Upserted(id) => match self.entry(&id) {
+                Some(e) => (id, JobChange::Upserted(e)),
+                None => return,
+            },
+            Change::Deleted(id) => (id.clone(), JobChange::Deleted(id)),
+            Change::Paused(id) => (id.clone(), JobChange::Paused(id)),
+            Change::Resumed(id) => match self.entry(&id) {
+                Some(e) => (id, JobChange::Resumed(e)),
+                None => return,
+            },
+            Change::Reloaded | Change::None | Change::UpsertedMany(_) => return,
+        };
+        if let Some(shard) = self.shard(&id) {
+            shard.do_send(msg);
+        }
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        metrics::gauge!(sundial_runtime::metrics::REGISTRY_JOBS).set(self.view.len() as f64);
+        ctx.run_interval(SNAPSHOT_CHECK, |act, ctx| act.maybe_snapshot(ctx));
+        if let Some(consumer) = self.follow.take() {
+            ctx.add_stream(consumer);
+        }
+    }
+}
+
+/// Records from the stream after replay: other nodes' commands and
+/// snapshots (this node's own were applied when confirmed).
+impl StreamHandler<Result<Delivery, lapin::Error>> for Registry {
+    fn handle(&mut self, item: Result<Delivery, lapin::Error>, ctx: &mut Context<Self>) {
+        let delivery = match item {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(error = %e, "following the registry stream failed");
+                self.failed.cancel();
+                return;
+            }
+        };
+        let acker = delivery.acker.clone();
+        ctx.spawn(
+            async move {
+                let _ = acker.ack(BasicAckOptions::default()).await;
+            }
+            .into_actor(self),
+        );
+        let own = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .is_some_and(|id| self.own.remove(id.as_str()));
+        if own {
+            return;
+        }
+        match decode::<RegistryRecord>(&meta_of(&delivery.properties), &delivery.data) {
+            Ok(RegistryRecord::Sync { .. }) => {}
+            Ok(record) => {
+                self.bytes_since_snapshot += delivery.data.len() as u64;
+                self.apply(record);
+                metrics::gauge!(sundial_runtime::metrics::REGISTRY_JOBS)
+                    .set(self.view.len() as f64);
+                debug!(jobs = self.view.len(), "registry record followed");
+            }
+            Err(e) => warn!(error = %e, "undecodable registry record skipped"),
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        debug!("registry stream consumer ended");
+        self.failed.cancel();
+    }
+}
+
+/// This node now holds these shards: load their jobs into the new timers.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Attach {
+    pub(crate) shards: Vec<(u32, Addr<TimerShard>)>,
+    pub(crate) alive_since: chrono::DateTime<Utc>,
+}
+
+impl Handler<Attach> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Attach, _ctx: &mut Context<Self>) {
+        let mut loads: std::collections::HashMap<u32, Vec<Arc<sundial_core::registry::JobEntry>>> =
+            msg.shards.iter().map(|(s, _)| (*s, Vec::new())).collect();
+        for j in self.view.iter_shared() {
+            if let Some(v) = loads.get_mut(&self.topo.shard_of(&j.spec.id)) {
+                v.push(j.clone());
+            }
+        }
+        for (shard, addr) in msg.shards {
+            addr.do_send(super::timer::Load {
+                jobs: loads.remove(&shard).unwrap_or_default(),
+                alive_since: msg.alive_since,
+            });
+            if let Some(slot) = self.shards.get_mut(shard as usize) {
+                *slot = Some(addr);
+            }
+        }
+    }
+}
+
+/// This node no longer holds `shard`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Detach(pub(crate) u32);
+
+impl Handler<Detach> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, Detach(shard): Detach, _ctx: &mut Context<Self>) {
+        if let Some(slot) = self.shards.get_mut(shard as usize) {
+            *slot = None;
+        }
+    }
+}
+
+/// The pools the registered jobs use.
+#[derive(Message)]
+#[rtype(result = "Vec<String>")]
+pub(crate) struct Pools;
+
+impl Handler<Pools> for Registry {
+    type Result = Vec<String>;
+
+    fn handle(&mut self, _: Pools, _ctx: &mut Context<Self>) -> Vec<String> {
+        self.pools()
+    }
+}
+
+impl Handler<crate::ingest::LabelsOf> for Registry {
+    type Result = actix::MessageResult<crate::ingest::LabelsOf>;
+
+    fn handle(&mut self, m: crate::ingest::LabelsOf, _ctx: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(
+            m.0.into_iter()
+                .filter_map(|id| {
+                    let labels = self.view.get(&id)?.spec.labels.clone();
+                    (!labels.is_empty()).then_some((id, labels))
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Append a complete snapshot of the view, then point the index at it.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriteSnapshot;
+
+impl Handler<WriteSnapshot> for Registry {
+    /// Atomic: no command is applied between building the snapshot and
+    /// appending it, so it is exactly the state at its place in the log.
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _: WriteSnapshot, _ctx: &mut Context<Self>) -> Self::Result {
+        let now = Utc::now();
+        let snapshot_id = format!("{}-{}", self.node, now.timestamp_millis());
+        // The entries as they are now (shared, not copied); definitions are
+        // copied and encoded one part at a time while publishing.
+        let mut entries: Vec<Arc<sundial_core::registry::JobEntry>> =
+            self.view.iter_shared().cloned().collect();
+        entries.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
+        let jobs = entries.len() as u64;
+        let parts =
+            u32::try_from(entries.len().div_ceil(SNAPSHOT_PART_JOBS).max(1)).unwrap_or(u32::MAX);
+        // Timestamps are whole seconds on the stream; name the second before.
+        let written_at = now - chrono::Duration::seconds(1);
+        let index = RegistryIndex {
+            snapshot_id: snapshot_id.clone(),
+            written_at,
+            jobs,
+        };
+        let ch = self.channel.clone();
+        let stream = self.topo.registry_stream();
+        let index_queue = self.topo.registry_index_queue();
+        let sid = snapshot_id.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let mut ids = Vec::with_capacity(parts as usize);
+                let mut batch = Vec::new();
+                for part in 0..parts {
+                    let from = part as usize * SNAPSHOT_PART_JOBS;
+                    let to = (from + SNAPSHOT_PART_JOBS).min(entries.len());
+                    let record = RegistryRecord::Snapshot {
+                        snapshot_id: sid.clone(),
+                        part,
+                        parts,
+                        jobs: entries[from.min(to)..to]
+                            .iter()
+                            .map(|j| StoredJob {
+                                job: j.spec.clone(),
+                                created_at: j.created_at,
+                                paused: Some(j.paused),
+                                paused_reason: j.paused_reason.clone(),
+                                paused_at: j.paused_at,
+                            })
+                            .collect(),
+                    };
+                    let enc =
+                        sundial_amqp::broker::encode_stamped(&record).map_err(|e| e.to_string())?;
+                    ids.extend(enc.meta.message_id.clone());
+                    batch.push(enc);
+                    // Confirms awaited every few megabytes: bounded memory.
+                    if batch.len() == SNAPSHOT_PUBLISH_BATCH || part + 1 == parts {
+                        publish_all_confirmed(&ch, "", &stream, &batch)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        batch.clear();
+                    }
+                }
+                let index_enc = encode(&index).map_err(|e| e.to_string())?;
+                publish_all_confirmed(&ch, "", &index_queue, std::slice::from_ref(&index_enc))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(ids)
+            }
+            .into_actor(self)
+            .map(move |res: Result<Vec<String>, String>, act, _| {
+                act.snapshot_pending = false;
+                match res {
+                    Ok(ids) => {
+                        // Its parts come back through the follower (after
+                        // this: the actor waits for this future): skip them.
+                        act.own.extend(ids);
+                        act.bytes_since_snapshot = 0;
+                        act.last_snapshot = Some(written_at);
+                        info!(snapshot_id = %snapshot_id, jobs, parts, "registry snapshot written");
+                    }
+                    Err(e) => warn!(error = %e, "registry snapshot failed; will retry"),
+                }
+            }),
+        ))
+    }
+}
+
+/// Execute one control command; answers with the reply to send.
+#[derive(Message)]
+#[rtype(result = "Reply")]
+pub(crate) struct Execute {
+    pub(crate) cmd: Command,
+    /// Pools of the command's jobs that have no work queues (refused).
+    pub(crate) missing_pools: std::collections::BTreeSet<String>,
+}
+
+impl Handler<Execute> for Registry {
+    /// Atomic: one command at a time, so records are appended and applied
+    /// in the order they were decided.
+    type Result = AtomicResponse<Self, Reply>;
+
+    fn handle(
+        &mut self,
+        Execute { cmd, missing_pools }: Execute,
+        _ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let name = cmd.name();
+        match decide(&cmd, &self.view, &missing_pools, Utc::now()) {
+            Decision::Reply(reply) => AtomicResponse::new(Box::pin(fut::ready(reply))),
+            Decision::Trigger { id, reply } => {
+                let Some(entry) = self.entry(&id) else {
+                    return AtomicResponse::new(Box::pin(fut::ready(reply)));
+                };
+                AtomicResponse::new(Box::pin(self.trigger(&entry, reply).into_actor(self)))
+            }
+            Decision::Backfill { id, at, reply } => {
+                let Some(entry) = self.entry(&id) else {
+                    return AtomicResponse::new(Box::pin(fut::ready(reply)));
+                };
+                AtomicResponse::new(Box::pin(self.backfill(&entry, at, reply).into_actor(self)))
+            }
+            Decision::Append { records, reply } => {
+                let encoded: Result<Vec<_>, _> = records
+                    .iter()
+                    .map(sundial_amqp::broker::encode_stamped)
+                    .collect();
+                let encoded = match encoded {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let r = Reply::error(
+                            Some(name),
+                            ReplyError {
+                                field: "body".into(),
+                                message: e.to_string(),
+                            },
+                        );
+                        return AtomicResponse::new(Box::pin(fut::ready(r)));
+                    }
+                };
+                let ids: Vec<String> = encoded
+                    .iter()
+                    .filter_map(|e| e.meta.message_id.clone())
+                    .collect();
+                self.own.extend(ids.iter().cloned());
+                self.appender = true;
+                let ch = self.channel.clone();
+                let stream = self.topo.registry_stream();
+                let appended: u64 = encoded.iter().map(|e| e.body.len() as u64).sum();
+                AtomicResponse::new(Box::pin(
+                    async move { publish_all_confirmed(&ch, "", &stream, &encoded).await }
+                        .into_actor(self)
+                        .map(move |res, act, ctx| match res {
+                            Ok(()) => {
+                                let count = records.len();
+                                for r in records {
+                                    act.apply(r);
+                                }
+                                act.bytes_since_snapshot += appended;
+                                act.maybe_snapshot(ctx);
+                                metrics::gauge!(sundial_runtime::metrics::REGISTRY_JOBS).set(act.view.len() as f64);
+                                info!(command = name, records = count, jobs = act.view.len(), "registry updated");
+                                reply
+                            }
+                            Err(e) => {
+                                // If some did reach the stream after all, the
+                                // follower applies them, as every node does.
+                                for id in &ids {
+                                    act.own.remove(id);
+                                }
+                                warn!(command = name, error = %e, "registry append failed; nothing changed");
+                                Reply::error(
+                                    Some(name),
+                                    ReplyError { field: "registry".into(), message: format!("not stored, try again: {e}") },
+                                )
+                            }
+                        }),
+                ))
+            }
+        }
+    }
+}
+
+/// A read of the view for the HTTP API (`/api/v1/jobs`): answered on the
+/// registry's own thread, between commands, so it sees a consistent view.
+impl Handler<crate::reads::JobsRead> for Registry {
+    type Result = MessageResult<crate::reads::JobsRead>;
+
+    fn handle(
+        &mut self,
+        crate::reads::JobsRead(q): crate::reads::JobsRead,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        MessageResult(sundial_core::registry_read::answer(
+            &self.view,
+            &q,
+            Utc::now(),
+        ))
+    }
+}

@@ -1,0 +1,660 @@
+//! `TimerShard`: one actor per owned timer shard, a thin shell over
+//! [`ShardTimer`] (the deadlines, the in-flight fires and the watermark,
+//! clock injected). The actor reads the clock, sleeps until the next
+//! deadline, applies the overlap decision ([`overlap::decide`]), publishes
+//! each fire with `mandatory` and an awaited confirm, tells the timer what
+//! the broker answered, and writes the watermark the timer computes.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use lapin::{
+    types::{AMQPValue, FieldTable, LongString},
+    Channel,
+};
+use sundial_core::{
+    codec::encode,
+    overlap,
+    protocol::{
+        fire::{FireEvent, Origin, Watermark},
+        headers,
+        run::{RunBatch, RunEvent, RunKind},
+    },
+    registry::JobEntry,
+    timer::{Actions, DueFire, ShardTimer},
+    topology::{Topology, CONTROL_DEAD_KEY},
+    FireId,
+};
+use tracing::{debug, info, warn};
+
+use super::runs::{self, RunningJobs};
+use sundial_amqp::{
+    publish::{publish_confirmed, publish_event, publish_raw_confirmed, PublishError},
+    watermark,
+};
+use sundial_runtime::metrics as m;
+
+/// How often the watermark is written while it moves (docs/protocol.md §7).
+const WATERMARK_INTERVAL: Duration = Duration::from_millis(250);
+/// First retry delay of a nacked or returned fire; doubles up to the max.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Tries of a fire that keeps coming back unroutable before it is set aside
+/// (dead-lettered with the reason): ~11 s of backoff, long enough to ride
+/// out a queue being re-declared, short enough that the shard's watermark
+/// (and so every other job of the shard on a takeover) is not held back.
+const UNROUTABLE_TRIES: u32 = 8;
+/// A route (`{pool}.{shard}`) that had a fire set aside is known unroutable
+/// for this long: its next fires are set aside after one try, so a job
+/// firing every second does not keep the watermark ~11 s behind.
+const UNROUTABLE_MEMORY: Duration = Duration::from_secs(60);
+/// At most one log line per shard per this long for fires being retried.
+const RETRY_LOG_EVERY: Duration = Duration::from_secs(10);
+
+pub(crate) struct TimerShard {
+    shard: u32,
+    node: String,
+    /// Owner epoch, carried by every fire and watermark.
+    epoch: u64,
+    topo: Arc<Topology>,
+    /// A channel in confirm mode, used only by this shard.
+    channel: Channel,
+    /// Deadlines, in-flight fires, watermark: the shard's state.
+    timer: ShardTimer,
+    /// The pending wake-up at the timer's next deadline.
+    wake: Option<SpawnHandle>,
+    /// Set by [`Flush`]: signalled when the final watermark is written.
+    flushing: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Tells the lease task's one-for-one supervisor when this actor ends
+    /// (however it ends: a panic in a handler included).
+    _obituary: sundial_runtime::supervise::Obituary,
+    /// Runs in progress (from `runs::track`), for overlap policies.
+    runs: Arc<RunningJobs>,
+    /// Signs every fire event when set (`control.hmac_key`).
+    key: Option<Arc<[u8]>>,
+    /// Fires set aside as unroutable, shared with the heartbeat.
+    set_aside: Arc<SetAside>,
+    /// Rate limit of "fire not confirmed; retrying" lines.
+    retry_log: sundial_runtime::ratelimit::Every,
+    /// Routing keys whose last fire was set aside as unroutable, and when.
+    unroutable: HashMap<String, std::time::Instant>,
+    /// Rate limit of "fire set aside" lines.
+    set_aside_log: sundial_runtime::ratelimit::Every,
+    /// Opens fresh channels on the node's connection.
+    opener: ChannelOpener,
+    /// Set while a fresh channel is being opened (after a nack).
+    renewing: bool,
+}
+
+/// Asks the scheduler's connection for a fresh confirm-mode channel: a
+/// timer shard replaces its channel after a nack. (RabbitMQ 3.10 can hand a
+/// publisher that reconnects during a quorum election a channel on which
+/// every publish is nacked for as long as it lives; a new channel recovers
+/// at once.)
+/// A request for a fresh channel: where to send it.
+pub(crate) type ChannelRequest = tokio::sync::oneshot::Sender<Result<Channel, crate::Error>>;
+
+#[derive(Clone)]
+pub(crate) struct ChannelOpener(pub(crate) tokio::sync::mpsc::Sender<ChannelRequest>);
+
+impl ChannelOpener {
+    async fn open(&self) -> Result<Channel, crate::Error> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.0
+            .send(tx)
+            .await
+            .map_err(|_| crate::Error::TaskStopped("channel opener"))?;
+        rx.await
+            .map_err(|_| crate::Error::TaskStopped("channel opener"))?
+    }
+}
+
+/// Serves [`ChannelOpener`] requests on `conn` until `stop`.
+pub(crate) async fn serve_channels(
+    conn: &lapin::Connection,
+    mut requests: tokio::sync::mpsc::Receiver<ChannelRequest>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let reply = tokio::select! {
+            () = stop.cancelled() => return,
+            r = requests.recv() => match r {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        let _ = reply.send(
+            sundial_amqp::broker::confirming_channel(conn)
+                .await
+                .map_err(crate::Error::from),
+        );
+    }
+}
+
+/// Fires this node set aside as unroutable: how many, and the last reason
+/// (shown by `sundial status` through the heartbeat).
+#[derive(Debug, Default)]
+pub(crate) struct SetAside {
+    count: std::sync::atomic::AtomicU64,
+    last: std::sync::Mutex<Option<String>>,
+}
+
+impl SetAside {
+    fn record(&self, what: String) {
+        self.count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(what);
+        }
+    }
+
+    /// (count, last reason).
+    pub(crate) fn read(&self) -> (u64, Option<String>) {
+        let last = self.last.lock().ok().and_then(|l| l.clone());
+        (self.count.load(std::sync::atomic::Ordering::Relaxed), last)
+    }
+}
+
+/// What every timer shard of a node shares.
+#[derive(Clone)]
+pub(crate) struct ShardCommon {
+    pub(crate) node: String,
+    pub(crate) topo: Arc<Topology>,
+    pub(crate) runs: Arc<RunningJobs>,
+    pub(crate) key: Option<Arc<[u8]>>,
+    pub(crate) set_aside: Arc<SetAside>,
+    pub(crate) opener: ChannelOpener,
+}
+
+impl TimerShard {
+    pub(crate) fn new(
+        shard: u32,
+        epoch: u64,
+        channel: Channel,
+        floor: DateTime<Utc>,
+        common: &ShardCommon,
+        obituary: sundial_runtime::supervise::Obituary,
+    ) -> Self {
+        let ShardCommon {
+            node,
+            topo,
+            runs,
+            key,
+            set_aside,
+            opener,
+        } = common.clone();
+        Self {
+            shard,
+            node,
+            epoch,
+            topo,
+            channel,
+            timer: ShardTimer::new(floor),
+            wake: None,
+            flushing: None,
+            _obituary: obituary,
+            runs,
+            key,
+            set_aside,
+            retry_log: sundial_runtime::ratelimit::Every::new(RETRY_LOG_EVERY),
+            unroutable: HashMap::new(),
+            set_aside_log: sundial_runtime::ratelimit::Every::new(RETRY_LOG_EVERY),
+            opener,
+            renewing: false,
+        }
+    }
+
+    /// Sleeps until the timer's next deadline (re-armed on every change;
+    /// cheap).
+    fn rearm_wake(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.wake.take() {
+            ctx.cancel_future(h);
+        }
+        if let Some(at) = self.timer.next_wake() {
+            let delay = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            self.wake = Some(ctx.run_later(delay, |act, ctx| {
+                act.wake = None;
+                let due = act.timer.due(Utc::now());
+                act.publish_all(due, ctx);
+                act.rearm_wake(ctx);
+            }));
+        }
+    }
+
+    /// Does what the timer asked: reports skipped occurrences, publishes
+    /// the fires.
+    fn act(&mut self, actions: Actions, ctx: &mut Context<Self>) {
+        for s in &actions.skipped {
+            metrics::counter!(m::MISFIRES_TOTAL, "policy" => s.policy)
+                .increment(s.at.len() as u64 + s.unlisted);
+            for at in &s.at {
+                info!(job_id = %s.job_id, shard = self.shard, fire_id = %FireId::new(&s.job_id, *at), policy = s.policy, "missed occurrence skipped");
+            }
+            if s.unlisted > 0 {
+                info!(job_id = %s.job_id, shard = self.shard, count = s.unlisted, policy = s.policy, "older missed occurrences skipped");
+            }
+        }
+        for f in &actions.fire {
+            info!(job_id = %f.job.spec.id, shard = self.shard, fire_id = %FireId::new(&f.job.spec.id, f.scheduled), "firing missed occurrence");
+        }
+        self.publish_all(actions.fire, ctx);
+    }
+
+    fn publish_all(&mut self, fires: Vec<DueFire>, ctx: &mut Context<Self>) {
+        for f in fires {
+            self.publish(&f.job, f.scheduled, f.due, ctx);
+        }
+    }
+
+    /// Publishes one occurrence, after the job's overlap policy. `due` is
+    /// its planned send time when it came off the deadline queue (precision
+    /// is measured against it). (Manual triggers are published by the
+    /// registry: they need no timer state and the job's shard may be owned
+    /// by another node.)
+    fn publish(
+        &mut self,
+        job: &JobEntry,
+        scheduled: DateTime<Utc>,
+        due: Option<DateTime<Utc>>,
+        ctx: &mut Context<Self>,
+    ) {
+        let now = Utc::now();
+        let fire_id = FireId::new(&job.spec.id, scheduled);
+        let run = match job.spec.overlap {
+            sundial_core::job::Overlap::Allow => None,
+            _ => self.runs.running(&job.spec.id, now),
+        };
+        match overlap::decide(job.spec.overlap, run.as_ref().map(|r| r.fire_id.as_str())) {
+            overlap::Decision::Fire => {}
+            overlap::Decision::Skip { running } => {
+                self.skip_overlapping(job, fire_id.as_str(), &running, ctx);
+                return;
+            }
+            overlap::Decision::CancelThenFire { .. } => {
+                if let Some(run) = run {
+                    let (ch, topo, id, by) = (
+                        self.channel.clone(),
+                        self.topo.clone(),
+                        job.spec.id.clone(),
+                        fire_id.to_string(),
+                    );
+                    actix::spawn(async move {
+                        if let Err(e) = runs::cancel(&ch, &topo, &id, &run, &by).await {
+                            warn!(job_id = %id, fire_id = %run.fire_id, error = %e, "cancel request not sent; both runs go on");
+                        }
+                    });
+                }
+            }
+        }
+        let origin = Origin::Scheduled {
+            scheduled,
+            shard: self.shard,
+            epoch: self.epoch,
+        };
+        let ev = FireEvent::of(&job.spec, origin, now, self.key.as_deref());
+        match encode(&ev) {
+            Ok(enc) => {
+                self.timer.sent(scheduled);
+                let out = Outgoing {
+                    routing_key: Topology::work_routing_key(&ev.pool, self.shard),
+                    pool: ev.pool,
+                    enc,
+                    fire_id: ev.fire_id,
+                    job_id: ev.job_id,
+                    key: scheduled,
+                    due,
+                };
+                self.send(Arc::new(out), 0, ctx);
+            }
+            Err(e) => {
+                // Our own event always encodes unless the payload exceeds the
+                // limit, which validation prevents; never drop silently.
+                warn!(job_id = %job.spec.id, shard = self.shard, fire_id = %fire_id, error = %e, "fire event cannot be encoded; not fired");
+            }
+        }
+    }
+
+    /// `overlap = "forbid"`: this fire is skipped because `running` runs;
+    /// counted, logged, and reported as a `skipped` run event.
+    fn skip_overlapping(
+        &mut self,
+        job: &JobEntry,
+        fire_id: &str,
+        running: &str,
+        ctx: &mut Context<Self>,
+    ) {
+        metrics::counter!(m::OVERLAP_SKIPS_TOTAL, "pool" => job.spec.pool.clone()).increment(1);
+        info!(job_id = %job.spec.id, shard = self.shard, fire_id, running, "fire skipped: the previous run is still running (overlap forbid)");
+        let ev = RunEvent {
+            kind: RunKind::Skipped,
+            fire_id: fire_id.to_string(),
+            job_id: job.spec.id.clone(),
+            pool: job.spec.pool.clone(),
+            attempt: 1,
+            worker: self.node.clone(),
+            at: Utc::now(),
+            duration_ms: None,
+            reason: Some("overlap-forbid".into()),
+            output: None,
+            deadline: None,
+            scheduled_at: sundial_core::FireId::parse(fire_id).map(|(_, at)| at),
+            replay: None,
+        };
+        let Ok(enc) = encode(&ev) else { return };
+        let Ok(record) = encode(&RunBatch {
+            records: vec![ev.clone()],
+        }) else {
+            return;
+        };
+        let ch = self.channel.clone();
+        let exchange = self.topo.events_exchange();
+        let history = self.topo.history_exchange();
+        let key = Topology::event_routing_key(&ev.pool, &ev.job_id, ev.kind.as_str());
+        // On sundial.events (always published, as failures are) and in the
+        // history stream.
+        let fut = async move {
+            let event = publish_event(&ch, &exchange, &key, &enc).await?;
+            let recorded = publish_event(&ch, &history, "", &record).await?;
+            let (a, b) = futures_util::join!(event, recorded);
+            a.and(b)
+        };
+        ctx.spawn(fut.into_actor(self).map(|res, act, _| {
+            if let Err(e) = res {
+                warn!(shard = act.shard, error = %e, "skipped-run event not published");
+            }
+        }));
+    }
+
+    fn send(&mut self, out: Arc<Outgoing>, retries: u32, ctx: &mut Context<Self>) {
+        let ch = self.channel.clone();
+        let exchange = self.topo.fire_exchange();
+        let msg = out.clone();
+        let first = retries == 0;
+        let fut = async move {
+            let on_sent = || {
+                if let (true, Some(due)) = (first, msg.due) {
+                    let precision = (Utc::now() - due).to_std().unwrap_or_default();
+                    metrics::histogram!(m::FIRE_PRECISION_SECONDS).record(precision.as_secs_f64());
+                }
+            };
+            publish_confirmed(&ch, &exchange, &msg.routing_key, &msg.enc, on_sent).await
+        };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(()) => {
+                debug!(job_id = %out.job_id, shard = act.shard, fire_id = %out.fire_id, "fire confirmed");
+                if !act.unroutable.is_empty() {
+                    act.unroutable.remove(&out.routing_key);
+                }
+                act.timer.settled(out.key);
+                act.finish_if_drained(ctx);
+                metrics::counter!(m::FIRES_TOTAL, "pool" => out.pool.clone()).increment(1);
+                let lateness = (Utc::now() - out.key).to_std().unwrap_or_default();
+                metrics::histogram!(m::FIRE_LATENESS_SECONDS).record(lateness.as_secs_f64());
+            }
+            Err(e) => {
+                if matches!(e, PublishError::Returned { .. }) {
+                    let known = act
+                        .unroutable
+                        .get(&out.routing_key)
+                        .is_some_and(|t| t.elapsed() < UNROUTABLE_MEMORY);
+                    let tries = if known { 1 } else { UNROUTABLE_TRIES };
+                    if retries + 1 >= tries {
+                        act.set_aside(out, format!("unroutable: {e} after {} tries", retries + 1), ctx);
+                        return;
+                    }
+                }
+                if matches!(e, PublishError::Nacked) {
+                    act.renew_channel(ctx);
+                }
+                let delay = sundial_core::backoff::exponential(RETRY_MIN, RETRY_MAX, retries);
+                metrics::counter!(m::FIRE_RETRIES_TOTAL).increment(1);
+                if let Some(held_back) = act.retry_log.allow(std::time::Instant::now()) {
+                    warn!(job_id = %out.job_id, shard = act.shard, fire_id = %out.fire_id, attempt = retries + 1, error = %e, retry_in_ms = delay.as_millis() as u64, held_back, "fire not confirmed; retrying");
+                }
+                ctx.run_later(delay, move |act, ctx| act.send(out, retries + 1, ctx));
+            }
+        }));
+    }
+
+    /// Replaces the shard's channel with a fresh one (once at a time). Fires
+    /// in flight on the old channel fail with it and are sent again on the
+    /// new one: the same bytes and fire id (workers drop the duplicate), and
+    /// the watermark waits for them as before.
+    fn renew_channel(&mut self, ctx: &mut Context<Self>) {
+        if self.renewing {
+            return;
+        }
+        self.renewing = true;
+        let opener = self.opener.clone();
+        ctx.spawn(async move { opener.open().await }.into_actor(self).map(
+            |res, act, ctx| {
+                act.renewing = false;
+                match res {
+                    Ok(ch) => {
+                        let old = std::mem::replace(&mut act.channel, ch);
+                        metrics::counter!(m::FIRE_CHANNEL_RENEWALS_TOTAL).increment(1);
+                        warn!(shard = act.shard, "a fire was nacked: publishing on a fresh channel");
+                        ctx.spawn(
+                            async move {
+                                let _ = old.close(200, "replaced after a nack".into()).await;
+                            }
+                            .into_actor(act),
+                        );
+                    }
+                    Err(e) => warn!(shard = act.shard, error = %e, "no fresh channel after a nack; retrying on the old one"),
+                }
+            },
+        ));
+    }
+
+    /// Takes a fire that stays unroutable out of the shard's way: it is
+    /// dead-lettered with `why` (to its pool's dead-letter queue, or to
+    /// `sundial.dead.control` when the pool has none either), counted and
+    /// reported, and no longer holds the watermark back. Only if the dead
+    /// letter cannot be stored either does it stay in flight, tried again.
+    fn set_aside(&mut self, out: Arc<Outgoing>, why: String, ctx: &mut Context<Self>) {
+        let ch = self.channel.clone();
+        let exchange = self.topo.dead_exchange();
+        let topo = self.topo.clone();
+        let (node, msg, reason) = (self.node.clone(), out.clone(), why.clone());
+        let fut = async move {
+            let text =
+                |s: &str| AMQPValue::LongString(LongString::from(headers::bounded(s).as_ref()));
+            let mut h = FieldTable::default();
+            h.insert(headers::ERROR.into(), text(&reason));
+            h.insert(headers::ATTEMPTS.into(), AMQPValue::LongLongInt(0));
+            h.insert(headers::WORKER.into(), text(&node));
+            h.insert(headers::POOL.into(), text(&msg.pool));
+            let props = sundial_amqp::broker::properties(&msg.enc.meta).with_headers(h);
+            let mut last = None;
+            for key in [msg.pool.as_str(), CONTROL_DEAD_KEY] {
+                match publish_raw_confirmed(&ch, &exchange, key, &msg.enc.body, props.clone()).await
+                {
+                    Ok(()) => return Ok(topo.dead_queue(key)),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.map_or_else(|| "no dead-letter queue".to_string(), |e| e.to_string()))
+        };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(queue) => {
+                act.timer.settled(out.key);
+                metrics::counter!(m::UNROUTABLE_FIRES_TOTAL, "pool" => out.pool.clone()).increment(1);
+                act.set_aside.record(format!("{} (pool {}): {why}", out.fire_id, out.pool));
+                act.unroutable.insert(out.routing_key.clone(), std::time::Instant::now());
+                if let Some(held_back) = act.set_aside_log.allow(std::time::Instant::now()) {
+                    warn!(job_id = %out.job_id, shard = act.shard, fire_id = %out.fire_id, pool = %out.pool, %queue, reason = %why, held_back, "fire set aside: dead-lettered so the shard's watermark can move on");
+                }
+                act.finish_if_drained(ctx);
+            }
+            Err(e) => {
+                if let Some(held_back) = act.retry_log.allow(std::time::Instant::now()) {
+                    warn!(job_id = %out.job_id, shard = act.shard, fire_id = %out.fire_id, error = %e, held_back, "unroutable fire could not be dead-lettered either; trying again");
+                }
+                ctx.run_later(RETRY_MAX, move |act, ctx| act.set_aside(out, why, ctx));
+            }
+        }));
+    }
+
+    fn write_watermark(&mut self, ctx: &mut Context<Self>) {
+        let Some(up_to) = self.timer.tick(Utc::now()) else {
+            return;
+        };
+        let wm = Watermark {
+            shard: self.shard,
+            epoch: self.epoch,
+            up_to,
+            owner: self.node.clone(),
+        };
+        let ch = self.channel.clone();
+        let topo = self.topo.clone();
+        let fut = async move { watermark::write(&ch, &topo, &wm).await };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, _| match res {
+            Ok(()) => act.timer.written(up_to),
+            Err(e) => warn!(shard = act.shard, error = %e, "watermark not written; will retry"),
+        }));
+    }
+}
+
+/// A fire on its way to the broker, kept until confirmed (retries resend
+/// the same bytes, so a re-fire is identical).
+struct Outgoing {
+    enc: sundial_core::codec::Encoded,
+    routing_key: String,
+    pool: String,
+    fire_id: String,
+    job_id: String,
+    /// Its occurrence: what it holds back in the timer until settled.
+    key: DateTime<Utc>,
+    /// Planned send time, for the precision metric (scheduled fires only).
+    due: Option<DateTime<Utc>>,
+}
+
+impl Actor for TimerShard {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(WATERMARK_INTERVAL, |act, ctx| act.write_watermark(ctx));
+    }
+}
+
+/// Load the shard's jobs at start, applying misfire policies to
+/// `(floor, now]` (`floor` = the shard's watermark).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Load {
+    pub(crate) jobs: Vec<Arc<JobEntry>>,
+    /// When this scheduler process started: occurrences due after it were
+    /// missed only because the broker was away, and are all fired.
+    pub(crate) alive_since: DateTime<Utc>,
+}
+
+impl Handler<Load> for TimerShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Load, ctx: &mut Context<Self>) {
+        let actions = self.timer.load(msg.jobs, msg.alive_since, Utc::now());
+        self.act(actions, ctx);
+        self.rearm_wake(ctx);
+    }
+}
+
+/// A registry change for a job of this shard.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) enum JobChange {
+    Upserted(Arc<JobEntry>),
+    Deleted(String),
+    Paused(String),
+    Resumed(Arc<JobEntry>),
+}
+
+impl Handler<JobChange> for TimerShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: JobChange, ctx: &mut Context<Self>) {
+        let now = Utc::now();
+        match msg {
+            JobChange::Upserted(job) => self.timer.upsert(job, now),
+            JobChange::Deleted(id) => self.timer.delete(&id),
+            JobChange::Paused(id) => self.timer.pause(&id, now),
+            JobChange::Resumed(job) => {
+                let actions = self.timer.resume(job, now);
+                self.act(actions, ctx);
+            }
+        }
+        // An upsert may have armed an occurrence that is already due.
+        let due = self.timer.due(now);
+        self.publish_all(due, ctx);
+        self.rearm_wake(ctx);
+    }
+}
+
+/// Stop firing, wait (at most [`FLUSH_DRAIN`]) until every published fire
+/// is confirmed, write the final watermark, stop. For a shard handed over
+/// or a graceful shutdown: the next owner starts exactly where this one
+/// stopped, so nothing fires twice and nothing is skipped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Flush;
+
+/// Longest wait for in-flight confirms before the final watermark is
+/// written anyway (held back below the unconfirmed fires).
+const FLUSH_DRAIN: Duration = Duration::from_secs(5);
+
+impl Handler<Flush> for TimerShard {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(h) = self.wake.take() {
+            ctx.cancel_future(h);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.flushing.is_none() {
+            self.timer.flush();
+            self.flushing = Some(tx);
+            ctx.run_later(FLUSH_DRAIN, |act, ctx| act.finish(ctx));
+            self.finish_if_drained(ctx);
+        }
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+impl TimerShard {
+    fn finish_if_drained(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing.is_some() && self.timer.drained() {
+            self.finish(ctx);
+        }
+    }
+
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        let Some(done) = self.flushing.take() else {
+            return;
+        };
+        let wm = Watermark {
+            shard: self.shard,
+            epoch: self.epoch,
+            up_to: self.timer.watermark(),
+            owner: self.node.clone(),
+        };
+        let ch = self.channel.clone();
+        let topo = self.topo.clone();
+        let shard = self.shard;
+        let unconfirmed = self.timer.unconfirmed();
+        let fut = async move {
+            match watermark::write(&ch, &topo, &wm).await {
+                Ok(()) => {
+                    info!(shard, epoch = wm.epoch, up_to = %wm.up_to, unconfirmed, "final watermark written")
+                }
+                Err(e) => warn!(shard, error = %e, "final watermark not written"),
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(move |(), _, ctx| {
+            let _ = done.send(());
+            ctx.stop();
+        }));
+    }
+}

@@ -1,0 +1,564 @@
+//! One delivery, one outcome: decode the fire, drop a duplicate, run the
+//! executor under the job's timeout, then exactly one of ack (success),
+//! republish to a retry tier and ack, or dead-letter and ack. The broker's
+//! confirm of the retry or dead letter is awaited before the ack, so a
+//! crash in between redelivers the fire instead of losing it.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use lapin::{
+    message::Delivery,
+    options::BasicAckOptions,
+    types::{AMQPValue, LongString, ShortString},
+    BasicProperties, Channel,
+};
+use sundial_core::{
+    attempt::{after_failure, AfterFailure, Failure, RecentFires},
+    codec::{decode, encode},
+    protocol::{
+        fire::FireEvent,
+        headers,
+        run::{RunEvent, RunKind},
+    },
+    topology::{tier_name, Topology, RETRY_TIER_HEADER},
+    HumanDuration,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use super::executor::Executors;
+use sundial_amqp::{
+    broker::{meta_of, properties},
+    publish::{publish_event, publish_raw_confirmed, PublishError},
+};
+use sundial_runtime::metrics as m;
+
+use crate::error::Error;
+
+/// What every attempt of one connection's life shares.
+pub(crate) struct Shared {
+    pub(crate) topo: Arc<Topology>,
+    pub(crate) pool: String,
+    pub(crate) worker: String,
+    /// Confirming channel for run events, retries and dead letters.
+    pub(crate) out: Channel,
+    pub(crate) executors: Executors,
+    /// Fire ids (with attempt) seen recently, for the whole process: kept
+    /// across reconnects, so a redelivery after one is still a duplicate.
+    pub(crate) recent: Arc<Mutex<RecentFires>>,
+    /// Jobs already warned about (timeout longer than the broker's
+    /// `consumer_timeout`): one warning per job and process.
+    pub(crate) warned: Mutex<HashSet<String>>,
+    pub(crate) consumer_timeout: Duration,
+    /// Cancelled past the shutdown deadline or when the connection is lost:
+    /// running attempts stop and are left unacked, so the broker redelivers.
+    pub(crate) abandon: CancellationToken,
+    /// Running attempts by fire id, for cancel requests (overlap `replace`,
+    /// or anyone's `sundial.cancel` message).
+    pub(crate) running: Mutex<HashMap<String, Replaceable>>,
+    /// When set, every fire must be signed with it to run.
+    pub(crate) hmac_key: Option<Arc<[u8]>>,
+    /// Which run records are also published one by one on `sundial.events`.
+    pub(crate) run_events: sundial_core::settings::RunEvents,
+    /// Every run record goes to the history stream, in batches.
+    pub(crate) recorder: crate::record::Recorder,
+}
+
+/// A running attempt that a cancel request can stop.
+pub(crate) struct Replaceable {
+    token: CancellationToken,
+    /// Set (once) with the reason when it is cancelled on request.
+    reason: Arc<OnceLock<String>>,
+}
+
+impl Shared {
+    /// Attempts whose executor is running now.
+    pub(crate) fn running_count(&self) -> usize {
+        self.running.lock().map_or(0, |r| r.len())
+    }
+
+    /// Cancels the attempt of `fire_id` running here, if any, with `reason`.
+    pub(crate) fn cancel(&self, fire_id: &str, reason: &str) -> bool {
+        let Ok(running) = self.running.lock() else {
+            return false;
+        };
+        match running.get(fire_id) {
+            Some(r) => {
+                let _ = r.reason.set(reason.to_string());
+                r.token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Handles one delivery. An `Err` means the broker link failed (the
+/// delivery stays unacked and will be redelivered).
+///
+/// `permit` is one of `worker.concurrency`: held while the executor runs,
+/// given back before the outcome is settled.
+pub(crate) async fn handle(
+    shared: &Shared,
+    d: &Delivery,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(), Error> {
+    let meta = meta_of(&d.properties);
+    let checked = decode::<FireEvent>(&meta, &d.data)
+        .map_err(|e| format!("undecodable fire event: {e}"))
+        .and_then(|f| match f.check_names() {
+            Ok(()) => Ok(f),
+            Err(e) => Err(format!("invalid fire event: {e}")),
+        });
+    let fire = match checked {
+        Ok(f) => f,
+        Err(reason) => {
+            warn!(pool = %shared.pool, %reason, "dead-lettering a message the worker cannot read");
+            return set_aside(shared, d, &reason, "undecodable").await;
+        }
+    };
+    let span = tracing::info_span!("attempt", job_id = %fire.job_id, fire_id = %fire.fire_id, shard = fire.shard, attempt = fire.attempt);
+    run_fire(shared, d, fire, permit).instrument(span).await
+}
+
+async fn run_fire(
+    shared: &Shared,
+    d: &Delivery,
+    fire: FireEvent,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(), Error> {
+    let replay = replay_marker(&d.properties);
+    let key = RecentFires::key(&fire.fire_id, fire.attempt, replay.as_deref());
+    let fresh = shared
+        .recent
+        .lock()
+        .map(|mut r| r.insert(&key, Instant::now()))
+        .unwrap_or(true);
+    if !fresh {
+        info!("duplicate fire dropped");
+        metrics::counter!(m::DUPLICATE_FIRES_TOTAL, "pool" => shared.pool.clone()).increment(1);
+        let ev = event(shared, d, &fire, RunKind::Skipped, Some("duplicate".into()));
+        emit(shared, &fire, &ev).await?.await?;
+        return ack(d).await;
+    }
+    let result = attempt(shared, d, &fire, permit).await;
+    if !matches!(result, Ok(true)) {
+        // Abandoned or failed before its outcome: the broker will deliver it
+        // again, and that delivery is not a duplicate.
+        if let Ok(mut r) = shared.recent.lock() {
+            r.forget(&key);
+        }
+    }
+    result.map(|_| ())
+}
+
+/// Runs the attempt and settles it; `Ok(false)` when it was abandoned.
+async fn attempt(
+    shared: &Shared,
+    d: &Delivery,
+    fire: &FireEvent,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<bool, Error> {
+    let started_at = Utc::now();
+    let lateness = (started_at - fire.scheduled_at).num_milliseconds().max(0) as f64 / 1000.0;
+    metrics::histogram!(m::RUN_START_LATENESS_SECONDS, "pool" => shared.pool.clone())
+        .record(lateness);
+    warn_long_timeout(shared, fire);
+    let timeout = fire.timeout.get();
+    // `started` carries the deadline the scheduler's overlap policies use.
+    // Its confirm is awaited with the outcome's, before the ack.
+    let started = {
+        let mut started = event(shared, d, fire, RunKind::Started, None);
+        started.deadline = chrono::Duration::from_std(timeout)
+            .ok()
+            .and_then(|t| started.at.checked_add_signed(t));
+        emit(shared, fire, &started).await?
+    };
+
+    let cancel = shared.abandon.child_token();
+    let replaced = Arc::new(OnceLock::new());
+    // With a key set, every fire must be signed by a scheduler: an http or
+    // publish job reaches other systems as surely as a shell job runs code.
+    let refused = shared
+        .hmac_key
+        .as_ref()
+        .and_then(|key| sundial_core::sign::verify_fire(key, fire).err());
+    // Every attempt can be cancelled on request (docs/protocol.md §8): the
+    // scheduler does it for `replace` jobs, anyone may for the others.
+    if let Ok(mut running) = shared.running.lock() {
+        running.insert(
+            fire.fire_id.clone(),
+            Replaceable {
+                token: cancel.clone(),
+                reason: replaced.clone(),
+            },
+        );
+    }
+    let clock = Instant::now();
+    let exec = async {
+        match &refused {
+            // Not run: whoever published it does not hold the key.
+            Some(e) => super::executor::Executed {
+                result: Err(Failure::abort(format!("signature-invalid: {e}"))),
+                output: None,
+            },
+            None => shared.executors.run(fire, &cancel).await,
+        }
+    };
+    tokio::pin!(exec);
+    let (mut executed, timed_out) = tokio::select! {
+        r = &mut exec => (r, false),
+        () = tokio::time::sleep(timeout) => {
+            cancel.cancel();
+            (exec.await, true)
+        }
+    };
+    let took = clock.elapsed();
+    drop(permit);
+    if let Ok(mut running) = shared.running.lock() {
+        running.remove(&fire.fire_id);
+    }
+    if let Some(reason) = replaced.get() {
+        // Cancelled on request (overlap `replace`: the newer fire does the
+        // work); this attempt ends here, reported, not retried.
+        let mut ev = event(shared, d, fire, RunKind::Failed, Some(reason.clone()));
+        ev.duration_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
+        ev.output = executed.output;
+        let (a, b) = tokio::join!(started, emit(shared, fire, &ev).await?);
+        a.and(b)?;
+        let outcome = if fire.overlap == sundial_core::job::Overlap::Replace {
+            "replaced"
+        } else {
+            "cancelled"
+        };
+        metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => outcome)
+            .increment(1);
+        info!(%reason, "attempt cancelled on request");
+        ack(d).await?;
+        return Ok(true);
+    }
+    if shared.abandon.is_cancelled() && !timed_out {
+        info!("attempt abandoned (shutdown deadline or connection lost); the broker redelivers it");
+        return Ok(false);
+    }
+    if timed_out {
+        executed.result = Err(Failure::retry(format!(
+            "timed out after {}",
+            HumanDuration(timeout)
+        )));
+    }
+    let duration_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+    metrics::histogram!(m::RUN_DURATION_SECONDS, "pool" => shared.pool.clone())
+        .record(took.as_secs_f64());
+
+    let failure = match executed.result {
+        Ok(()) => {
+            let mut ev = event(shared, d, fire, RunKind::Succeeded, None);
+            ev.duration_ms = Some(duration_ms);
+            ev.output = executed.output;
+            // Both records' confirms pipelined, awaited before the ack.
+            let done = emit(shared, fire, &ev).await?;
+            let (a, b) = tokio::join!(started, done);
+            a.and(b)?;
+            metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "succeeded").increment(1);
+            debug!(duration_ms, "attempt succeeded");
+            ack(d).await?;
+            return Ok(true);
+        }
+        Err(f) => f,
+    };
+
+    // Boxed: the failure path's futures would otherwise size every task.
+    Box::pin(settle_failure(
+        shared,
+        d,
+        fire,
+        failure,
+        executed.output,
+        duration_ms,
+        started,
+    ))
+    .await
+}
+
+/// Reports a failed attempt, then retries or dead-letters it (confirmed),
+/// then acks it.
+async fn settle_failure(
+    shared: &Shared,
+    d: &Delivery,
+    fire: &FireEvent,
+    failure: Failure,
+    output: Option<String>,
+    duration_ms: u64,
+    started: impl std::future::Future<Output = Result<(), Error>>,
+) -> Result<bool, Error> {
+    let mut failed = event(
+        shared,
+        d,
+        fire,
+        RunKind::Failed,
+        Some(failure.reason().into()),
+    );
+    failed.duration_ms = Some(duration_ms);
+    failed.output = output;
+    let failed_confirm = emit(shared, fire, &failed).await?;
+    let now = Utc::now();
+    let first_failure = fire.first_failure.unwrap_or(now);
+    let tiers = &shared.topo.retry_tiers;
+    let mut outcome = after_failure(fire, &failure, tiers);
+    if let AfterFailure::Retry { tier, attempt } = outcome {
+        match retry(shared, fire, &d.properties, tier, attempt, first_failure).await {
+            Ok(()) => {
+                warn!(reason = failure.reason(), tier = %tier, next_attempt = attempt, "attempt failed; retrying");
+                let ev = event(
+                    shared,
+                    d,
+                    fire,
+                    RunKind::Retrying,
+                    Some(failure.reason().into()),
+                );
+                emit(shared, fire, &ev).await?.await?;
+                metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "retrying").increment(1);
+            }
+            Err(PublishError::Returned { .. }) => {
+                warn!(tier = %tier, "retry tier queue missing; dead-lettering instead");
+                outcome = AfterFailure::Dead;
+            }
+            Err(e) => return Err(publish_failed(e)),
+        }
+    }
+    if outcome == AfterFailure::Dead {
+        let reason = failure.reason().to_string();
+        dead_letter(
+            shared,
+            &d.data,
+            &d.properties,
+            &reason,
+            fire.attempt,
+            first_failure,
+            now,
+        )
+        .await?;
+        warn!(%reason, "attempt failed; dead-lettered");
+        let ev = event(shared, d, fire, RunKind::Dead, Some(reason));
+        emit(shared, fire, &ev).await?.await?;
+        metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "dead")
+            .increment(1);
+    }
+    let (a, b) = tokio::join!(started, failed_confirm);
+    a.and(b)?;
+    ack(d).await?;
+    Ok(true)
+}
+
+/// Republishes the fire as attempt `attempt` to the tier's queue; when its
+/// TTL expires the broker dead-letters it back to `sundial.fire` with its
+/// routing key `{pool}.{shard}`.
+async fn retry(
+    shared: &Shared,
+    fire: &FireEvent,
+    received: &BasicProperties,
+    tier: HumanDuration,
+    attempt: u32,
+    first_failure: DateTime<Utc>,
+) -> Result<(), PublishError> {
+    let mut next = fire.clone();
+    next.attempt = attempt;
+    next.first_failure = Some(first_failure);
+    let enc = encode(&next).map_err(|e| PublishError::Broker(e.into()))?;
+    let mut props = properties(&enc.meta);
+    let mut h = props.headers().clone().unwrap_or_default();
+    h.insert(
+        ShortString::from(RETRY_TIER_HEADER),
+        AMQPValue::LongString(LongString::from(tier_name(tier).as_str())),
+    );
+    if let Some(r) = replay_marker(received) {
+        h.insert(
+            ShortString::from(headers::REPLAY),
+            AMQPValue::LongString(LongString::from(r.as_str())),
+        );
+    }
+    props = props.with_headers(h);
+    publish_raw_confirmed(
+        &shared.out,
+        &shared.topo.retry_exchange(),
+        &Topology::work_routing_key(&fire.pool, fire.shard),
+        &enc.body,
+        props,
+    )
+    .await
+}
+
+/// Ends a delivery whose attempt panicked: dead-lettered with the panic's
+/// message as its reason, then acked, so it neither holds a prefetch slot
+/// for ever nor runs again (a panic is a bug that the same input repeats).
+pub(crate) async fn dead_letter_panicked(
+    shared: &Shared,
+    d: &Delivery,
+    panic: &str,
+) -> Result<(), Error> {
+    let reason = format!("worker panicked on this fire (a bug; please report it): {panic}");
+    tracing::error!(pool = %shared.pool, %reason, "dead-lettering a fire whose attempt panicked");
+    set_aside(shared, d, &reason, "panicked").await
+}
+
+/// Dead-letters a delivery that is not run (attempt 1, failed now) with
+/// `reason`, counts it as `outcome`, and acks it.
+async fn set_aside(
+    shared: &Shared,
+    d: &Delivery,
+    reason: &str,
+    outcome: &'static str,
+) -> Result<(), Error> {
+    let now = Utc::now();
+    dead_letter(shared, &d.data, &d.properties, reason, 1, now, now).await?;
+    metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => outcome)
+        .increment(1);
+    ack(d).await
+}
+
+/// Publishes the delivery's body, with its properties plus the reason
+/// headers, to `sundial.dead` → `sundial.dead.{pool}`, and awaits the confirm.
+async fn dead_letter(
+    shared: &Shared,
+    body: &[u8],
+    props: &BasicProperties,
+    reason: &str,
+    attempts: u32,
+    first_failure: DateTime<Utc>,
+    last_failure: DateTime<Utc>,
+) -> Result<(), Error> {
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+    let reason_headers = [
+        (headers::ERROR, text(reason)),
+        (
+            headers::ATTEMPTS,
+            AMQPValue::LongLongInt(i64::from(attempts)),
+        ),
+        (
+            headers::FIRST_FAILURE,
+            text(&sundial_core::protocol::timestamp(first_failure)),
+        ),
+        (
+            headers::LAST_FAILURE,
+            text(&sundial_core::protocol::timestamp(last_failure)),
+        ),
+        (headers::WORKER, text(&shared.worker)),
+        (headers::POOL, text(&shared.pool)),
+    ];
+    sundial_amqp::publish::dead_letter(
+        &shared.out,
+        &shared.topo.dead_exchange(),
+        &shared.pool,
+        body,
+        props,
+        reason_headers,
+    )
+    .await
+    .map_err(Error::from)
+}
+
+/// The `x-sundial-replay` header of a delivery, if it is a replay.
+fn replay_marker(props: &BasicProperties) -> Option<String> {
+    // An instant (RFC 3339); anything longer is not ours and is not carried.
+    sundial_amqp::broker::header_string(props, headers::REPLAY).filter(|r| r.len() <= 64)
+}
+
+fn event(
+    shared: &Shared,
+    d: &Delivery,
+    fire: &FireEvent,
+    kind: RunKind,
+    reason: Option<String>,
+) -> RunEvent {
+    RunEvent {
+        kind,
+        fire_id: fire.fire_id.clone(),
+        job_id: fire.job_id.clone(),
+        pool: fire.pool.clone(),
+        attempt: fire.attempt,
+        worker: shared.worker.clone(),
+        at: Utc::now(),
+        duration_ms: None,
+        reason,
+        output: None,
+        deadline: None,
+        scheduled_at: Some(fire.scheduled_at),
+        replay: replay_marker(&d.properties)
+            .and_then(|r| DateTime::parse_from_rfc3339(&r).ok())
+            .map(|r| r.with_timezone(&Utc)),
+    }
+}
+
+/// Records `ev` in history (batched) and, where `worker.run_events` says
+/// so, publishes it on `sundial.events` too; returns one confirm for both,
+/// to await before the ack.
+async fn emit(
+    shared: &Shared,
+    fire: &FireEvent,
+    ev: &RunEvent,
+) -> Result<impl std::future::Future<Output = Result<(), Error>> + use<>, Error> {
+    let recorded = shared.recorder.record(ev.clone());
+    let published = if shared.run_events.publishes(ev.kind, fire.manual) {
+        let enc = encode(ev)?;
+        let key = Topology::event_routing_key(&ev.pool, &ev.job_id, ev.kind.as_str());
+        Some(
+            publish_event(&shared.out, &shared.topo.events_exchange(), &key, &enc)
+                .await
+                .map_err(publish_failed)?,
+        )
+    } else {
+        None
+    };
+    Ok(async move {
+        let (a, b) = tokio::join!(recorded, async move {
+            match published {
+                Some(c) => c.await.map_err(publish_failed),
+                None => Ok(()),
+            }
+        });
+        a.and(b)
+    })
+}
+
+fn publish_failed(e: PublishError) -> Error {
+    match e {
+        PublishError::Broker(e) => e.into(),
+        other => sundial_amqp::Error::NotStored {
+            what: "run event or retry".into(),
+            source: Box::new(other),
+        }
+        .into(),
+    }
+}
+
+async fn ack(d: &Delivery) -> Result<(), Error> {
+    d.acker
+        .ack(BasicAckOptions::default())
+        .await
+        .map_err(Error::broker("basic.ack"))
+        .map(|_| ())
+}
+
+fn warn_long_timeout(shared: &Shared, fire: &FireEvent) {
+    if fire.timeout.get() <= shared.consumer_timeout {
+        return;
+    }
+    let first = shared
+        .warned
+        .lock()
+        .map(|mut w| w.insert(fire.job_id.clone()))
+        .unwrap_or(false);
+    if first {
+        warn!(
+            timeout = %fire.timeout,
+            consumer_timeout = %HumanDuration(shared.consumer_timeout),
+            "job timeout exceeds the broker's consumer_timeout: RabbitMQ will close the channel and redeliver a run that lasts longer; raise consumer_timeout in rabbitmq.conf (deploy/rabbitmq/rabbitmq.conf)"
+        );
+    }
+}

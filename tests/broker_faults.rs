@@ -22,10 +22,7 @@ use std::{
 };
 
 use chrono::Utc;
-use futures_util::StreamExt;
-use sundial_core::{
-    codec::decode, ledger::expected, protocol::run::RunKind, registry::JobEntry, JobSpec,
-};
+use sundial_core::{ledger::expected, protocol::run::RunKind, registry::JobEntry, JobSpec};
 use util::{apply_jobs, rabbitmqctl, AppGuard, Daemon, SchedulerProcess, Vhost};
 
 /// Closes, from the broker side, every connection of `vhost` whose client
@@ -89,7 +86,7 @@ impl Events {
         // Every run record, from the start of the history stream (it keeps
         // what is recorded while the tap reconnects after a restart; a
         // record read twice changes nothing below).
-        let (_ch, mut consumer) = sundial_amqp::broker::consume_stream(
+        let mut reader = sundial_amqp::history::Reader::open(
             &conn,
             "sundial.history",
             sundial_amqp::broker::StreamStart::First,
@@ -97,16 +94,8 @@ impl Events {
         )
         .await
         .map_err(|e| e.to_string())?;
-        while let Some(d) = consumer.next().await {
-            let d = d.map_err(|e| e.to_string())?;
-            let _ = d
-                .acker
-                .ack(lapin::options::BasicAckOptions::default())
-                .await;
-            if let Ok(batch) = decode::<sundial_core::protocol::run::RunBatch>(
-                &sundial_amqp::broker::meta_of(&d.properties),
-                &d.data,
-            ) {
+        while let Some(m) = reader.next().await.map_err(|e| e.to_string())? {
+            if let Ok(batch) = m.batch {
                 let mut by_fire = self.by_fire.lock().expect("events lock");
                 for ev in batch.records {
                     by_fire.entry(ev.fire_id).or_default().push(ev.kind);

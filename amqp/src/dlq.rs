@@ -29,6 +29,7 @@ pub const READ_LIMIT: usize = 100_000;
 
 /// One dead letter as an operator sees it.
 #[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeadLetter {
     /// The AMQP `message_id` (the fire id for fire events).
     pub fire_id: Option<String>,

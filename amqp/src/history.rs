@@ -1,5 +1,14 @@
 //! The history stream (ADR 0015): workers append run records to it, a
-//! scheduler's index follows it.
+//! scheduler's index, its run tracker and the CLI read it ([`Reader`]).
+
+use futures_util::{FutureExt, StreamExt};
+use lapin::{options::BasicAckOptions, Acker, Channel, Connection, Consumer};
+use sundial_core::{codec::decode, protocol::run::RunBatch, CodecError};
+
+use crate::{
+    broker::{consume_stream, meta_of, stream_offset, StreamStart},
+    error::Error,
+};
 
 /// Which history stream an index follows, as text: the broker's addresses
 /// (`host:port`, sorted: a cluster is the same whichever node answers), the
@@ -27,4 +36,109 @@ pub fn stream_identity(
         hosts.join(","),
         topo.history_stream()
     )
+}
+
+/// One message of the history stream, as a [`Reader`] hands it out.
+#[derive(Debug)]
+pub struct Message {
+    /// Its stream offset (`None` only from a broker that does not say).
+    pub offset: Option<u64>,
+    /// Its `message_id` (a worker's batch id).
+    pub id: Option<String>,
+    /// The records, or why they could not be read (a foreign publisher, a
+    /// newer version): the caller decides whether to skip or log it.
+    pub batch: Result<RunBatch, CodecError>,
+}
+
+/// The one reader of the history stream (the run tracker, the index,
+/// `sundial run`, the ledger, the bench and the tests): a stream consumer
+/// that hands out one message at a time and acks only what it has handed
+/// out, when the caller asks for more (a stream's acks only give credit;
+/// a read cancelled while it waits loses nothing). Under load the acks go
+/// together (`multiple`), one per `ack_every` messages.
+pub struct Reader {
+    ch: Channel,
+    consumer: Consumer,
+    /// The last message handed out and not acked yet, and how many.
+    unacked: Option<(Acker, u16)>,
+    ack_every: u16,
+}
+
+impl Reader {
+    /// Follows the history stream `stream` (`Topology::history_stream`)
+    /// from `start`, with `prefetch` messages in flight.
+    pub async fn open(
+        conn: &Connection,
+        stream: &str,
+        start: StreamStart,
+        prefetch: u16,
+    ) -> Result<Self, Error> {
+        let (ch, consumer) = consume_stream(conn, stream, start, prefetch).await?;
+        Ok(Self {
+            ch,
+            consumer,
+            unacked: None,
+            ack_every: (prefetch / 2).max(1),
+        })
+    }
+
+    /// The next message, waiting for it; `None` when the consumer ended
+    /// (its channel closed).
+    pub async fn next(&mut self) -> Result<Option<Message>, Error> {
+        let delivery = match self.consumer.next().now_or_never() {
+            Some(d) => d,
+            None => {
+                // Nothing is waiting: give the credit back before waiting.
+                self.ack(0).await?;
+                self.consumer.next().await
+            }
+        };
+        self.hand_out(delivery).await
+    }
+
+    /// The next message if one is already here (to group what arrived
+    /// together), else `None` at once.
+    pub async fn ready(&mut self) -> Result<Option<Message>, Error> {
+        match self.consumer.next().now_or_never() {
+            Some(d) => self.hand_out(d).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn hand_out(
+        &mut self,
+        delivery: Option<Result<lapin::message::Delivery, lapin::Error>>,
+    ) -> Result<Option<Message>, Error> {
+        let d = match delivery {
+            None => return Ok(None),
+            Some(d) => d.map_err(Error::broker("history delivery"))?,
+        };
+        self.ack(self.ack_every).await?;
+        let message = Message {
+            offset: stream_offset(&d),
+            id: d.properties.message_id().as_ref().map(|s| s.to_string()),
+            batch: decode::<RunBatch>(&meta_of(&d.properties), &d.data),
+        };
+        let n = self.unacked.take().map_or(0, |(_, n)| n);
+        self.unacked = Some((d.acker, n + 1));
+        Ok(Some(message))
+    }
+
+    /// Acks what was handed out, when more than `at_least` messages wait.
+    async fn ack(&mut self, at_least: u16) -> Result<(), Error> {
+        if self.unacked.as_ref().is_some_and(|(_, n)| *n > at_least) {
+            if let Some((acker, _)) = self.unacked.take() {
+                acker
+                    .ack(BasicAckOptions { multiple: true })
+                    .await
+                    .map_err(Error::broker("basic.ack history"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the reader's channel.
+    pub async fn close(self, why: &str) {
+        let _ = self.ch.close(200, why.into()).await;
+    }
 }

@@ -2,10 +2,16 @@
 //! its confirm is awaited individually (lapin's `wait_for_confirms()` would
 //! hide a nack). A returned message is a topology error, not a success.
 
+use chrono::{DateTime, Utc};
 use lapin::{
-    options::BasicPublishOptions, BasicProperties, Channel, Confirmation, PublisherConfirm,
+    options::BasicPublishOptions,
+    types::{AMQPValue, LongString},
+    BasicProperties, Channel, Confirmation, PublisherConfirm,
 };
-use sundial_core::codec::Encoded;
+use sundial_core::{
+    codec::Encoded,
+    protocol::{headers, timestamp},
+};
 
 pub use crate::error::PublishError;
 use crate::{broker::properties, error::Error};
@@ -175,17 +181,60 @@ pub(crate) fn bounded(v: lapin::types::AMQPValue) -> lapin::types::AMQPValue {
     }
 }
 
+/// Why a message is dead-lettered: the `x-sundial-*` headers of
+/// docs/protocol.md §9, built in one place for the worker (an attempt that
+/// failed for good), the control consumer (a command it could not take)
+/// and a timer shard (a fire no queue would take).
+#[derive(Debug, Clone, Default)]
+pub struct DeadReason<'a> {
+    /// `x-sundial-error`: why.
+    pub error: &'a str,
+    /// `x-sundial-attempts`: attempts made (0: it never ran).
+    pub attempts: u32,
+    /// `x-sundial-first-failure` and `x-sundial-last-failure`.
+    pub failures: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// `x-sundial-worker`: the worker or scheduler node that gave up.
+    pub by: Option<&'a str>,
+    /// `x-sundial-pool`: the pool the fire was for (replay routes by it).
+    pub pool: Option<&'a str>,
+}
+
+impl DeadReason<'_> {
+    /// The headers, each text cut to `headers::MAX_TEXT` bytes.
+    pub fn headers(&self) -> Vec<(&'static str, AMQPValue)> {
+        let text = |s: &str| bounded(AMQPValue::LongString(LongString::from(s)));
+        let mut h = vec![
+            (headers::ERROR, text(self.error)),
+            (
+                headers::ATTEMPTS,
+                AMQPValue::LongLongInt(i64::from(self.attempts)),
+            ),
+        ];
+        if let Some((first, last)) = self.failures {
+            h.push((headers::FIRST_FAILURE, text(&timestamp(first))));
+            h.push((headers::LAST_FAILURE, text(&timestamp(last))));
+        }
+        if let Some(by) = self.by {
+            h.push((headers::WORKER, text(by)));
+        }
+        if let Some(pool) = self.pool {
+            h.push((headers::POOL, text(pool)));
+        }
+        h
+    }
+}
+
 /// Republishes a message to the dead-letter exchange with its original
-/// properties plus `reason_headers` (text cut to `headers::MAX_TEXT`
-/// bytes), persistent, and awaits the confirm. An
-/// `Err` means it was not stored: the caller must not ack the original.
+/// properties plus the headers of `reason`, persistent, and awaits the
+/// confirm. An `Err` means it was not stored: the caller must not ack the
+/// original.
 pub async fn dead_letter(
     ch: &Channel,
     exchange: &str,
     routing_key: &str,
     body: &[u8],
     props: &BasicProperties,
-    reason_headers: impl IntoIterator<Item = (&'static str, lapin::types::AMQPValue)>,
+    reason: &DeadReason<'_>,
 ) -> Result<(), Error> {
     let mut h = props.headers().clone().unwrap_or_default();
     let kept = table_size(&h);
@@ -198,8 +247,8 @@ pub async fn dead_letter(
         );
         h = lapin::types::FieldTable::default();
     }
-    for (k, v) in reason_headers {
-        h.insert(k.into(), bounded(v));
+    for (k, v) in reason.headers() {
+        h.insert(k.into(), v);
     }
     let props = props.clone().with_headers(h).with_delivery_mode(2);
     publish_raw_confirmed(ch, exchange, routing_key, body, props)

@@ -20,6 +20,7 @@ use crate::{
 };
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Status {
     pub at: DateTime<Utc>,
     pub nodes: Vec<Node>,
@@ -30,6 +31,7 @@ pub struct Status {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Node {
     pub node: String,
     pub started_at: DateTime<Utc>,
@@ -45,6 +47,7 @@ pub struct Node {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Worker {
     pub worker: String,
     pub pool: String,
@@ -60,6 +63,7 @@ pub struct Worker {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Shard {
     pub shard: u32,
     /// The node whose heartbeat claims it; `None`: unowned (nothing fires
@@ -72,6 +76,7 @@ pub struct Shard {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Pool {
     pub pool: String,
     /// Fires waiting in the pool's shard queues (ready, not yet taken).

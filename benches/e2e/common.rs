@@ -197,19 +197,17 @@ pub(crate) fn timed_get(addr: &std::net::SocketAddr, path: &str) -> (u16, f64, u
     (status, secs, text.len().saturating_sub(head_end + 4))
 }
 
-/// Serves `api` (and `history`) on an ephemeral loopback port until
-/// `stop`; returns its address.
+/// Serves `api` on an ephemeral loopback port until `stop`; returns its
+/// address.
 pub(crate) async fn serve_api(
-    api: Option<std::sync::Arc<sundial_web::api::Api>>,
-    history: Option<std::sync::Arc<sundial_store::Index>>,
+    api: std::sync::Arc<sundial_web::api::Api>,
     stop: tokio_util::sync::CancellationToken,
 ) -> std::net::SocketAddr {
     let (addr, _task) = sundial_web::ops::serve(
         sundial_web::ops::Listen::Exactly(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         sundial_web::ops::detached_recorder(),
         sundial_runtime::Health::new(),
-        history,
-        api,
+        Some(api),
         stop,
     )
     .await

@@ -149,7 +149,15 @@ pub(crate) async fn history(rows: usize, mut progress: impl FnMut(u64)) -> Histo
     // The same read through the HTTP API (what the dashboard's job page
     // asks).
     let stop = tokio_util::sync::CancellationToken::new();
-    let addr = crate::common::serve_api(None, Some(index.clone()), stop.clone()).await;
+    let settings =
+        sundial_core::settings::Settings::try_from(sundial_core::settings::RawSettings::default())
+            .expect("default settings");
+    let api = sundial_web::api::Api::new(sundial_web::api::ApiConfig::from_settings(
+        &settings,
+        "bench",
+        Some(index.clone()),
+    ));
+    let addr = crate::common::serve_api(api, stop.clone()).await;
     let mut api_runs_of_a_job = Vec::new();
     for q in 0..200 {
         let path = format!(

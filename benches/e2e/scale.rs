@@ -97,7 +97,7 @@ pub(crate) async fn scale(
     wait_ready(&health).await;
     let replay_s = t1.elapsed().as_secs_f64();
     progress("replaying", 1, 1);
-    let addr = crate::common::serve_api(Some(api), None, token.clone()).await;
+    let addr = crate::common::serve_api(api, token.clone()).await;
     let get = |path: String| async move {
         let (status, secs, bytes) =
             tokio::task::spawn_blocking(move || crate::common::timed_get(&addr, &path))

@@ -353,32 +353,25 @@ async fn listen(
     seen: Arc<Mutex<Seen>>,
     scheduled: Scheduled,
 ) -> (Vec<lapin::Channel>, Vec<tokio::task::JoinHandle<()>>) {
-    use sundial_amqp::broker::{consume_stream, StreamStart};
-    use sundial_core::protocol::run::RunBatch;
+    use sundial_amqp::{broker::StreamStart, history::Reader};
     let topo = topology();
     let (events_ch, mut events) = subscribe(conn, &topo.events_exchange(), &["#"])
         .await
         .expect("subscribe");
-    let mut channels = vec![events_ch];
+    let channels = vec![events_ch];
     let mut tasks = vec![tokio::spawn(async move {
         while let Some(Ok(d)) = events.next().await {
             let _ = decode::<RunEvent>(&meta_of(&d.properties), &d.data);
         }
     })];
     for timed in [true, false] {
-        let (ch, mut records) =
-            consume_stream(conn, &topo.history_stream(), StreamStart::Next, 500)
-                .await
-                .expect("history consumer");
-        channels.push(ch);
+        let mut records = Reader::open(conn, &topo.history_stream(), StreamStart::Next, 500)
+            .await
+            .expect("history consumer");
         let (seen, scheduled) = (seen.clone(), scheduled.clone());
         tasks.push(tokio::spawn(async move {
-            while let Some(Ok(d)) = records.next().await {
-                let _ = d
-                    .acker
-                    .ack(lapin::options::BasicAckOptions::default())
-                    .await;
-                let Ok(batch) = decode::<RunBatch>(&meta_of(&d.properties), &d.data) else {
+            while let Ok(Some(m)) = records.next().await {
+                let Ok(batch) = m.batch else {
                     continue;
                 };
                 if !timed {

@@ -38,13 +38,7 @@ pub enum Decision {
 }
 
 fn not_found(command: &str, id: &str) -> Decision {
-    Decision::Reply(Reply::error(
-        Some(command),
-        ReplyError {
-            field: "id".into(),
-            message: format!("no job \"{id}\""),
-        },
-    ))
+    Decision::Reply(Reply::error(Some(command), ReplyError::no_job(id)))
 }
 
 fn prefixed(prefix: &str, e: ValidationError) -> ReplyError {
@@ -60,20 +54,7 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 
 /// A job as `get` and `list` show it.
 pub fn describe(j: &JobEntry, now: DateTime<Utc>) -> Value {
-    json!({
-        "id": j.spec.id,
-        "schedule": j.spec.schedule,
-        "timezone": j.spec.timezone,
-        "pool": j.spec.pool,
-        "paused": j.paused,
-        "paused_reason": j.paused_reason,
-        "paused_at": j.paused_at.map(rfc3339),
-        "created_at": rfc3339(j.created_at),
-        "next": if j.paused { None } else { j.next_after(now).map(rfc3339) },
-        "labels": j.spec.labels,
-        "start_at": j.spec.start_at.map(rfc3339),
-        "end_at": j.spec.end_at.map(rfc3339),
-    })
+    serde_json::to_value(crate::registry_read::JobView::of(j, now)).unwrap_or(Value::Null)
 }
 
 /// Validates `job` against the view: `Ok(None)` when it is identical to the

@@ -62,3 +62,17 @@ impl From<Duration> for HumanDuration {
         Self(d)
     }
 }
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for HumanDuration {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("A duration: a number and a unit (`ms`, `s`, `m`, `h`, `d`), several in a row (`1h30m`)"))
+            .examples(["90s"])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for HumanDuration {}

@@ -12,6 +12,7 @@ use crate::protocol::run::{RunEvent, RunKind};
 
 /// How an attempt ended, or that it has not yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// Started; no outcome recorded yet.
@@ -71,6 +72,7 @@ impl FromStr for Outcome {
 
 /// One attempt of one fire, as the history index keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunRow {
     pub fire_id: String,
     pub job_id: String,
@@ -254,6 +256,7 @@ pub const MAX_PAGE: usize = 1000;
 
 /// One page of runs, newest first; `next` continues with older ones.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunPage {
     pub runs: Vec<RunRow>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -262,6 +265,7 @@ pub struct RunPage {
 
 /// A job's runs over a window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Summary {
     pub job_id: String,
     pub since: DateTime<Utc>,

@@ -21,6 +21,7 @@ pub use validate::{check_job_id, check_pool};
 /// One job definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobSpec {
     /// `[a-z0-9._-]{1,128}`; the registry key and the first half of every fire id.
     pub id: String,
@@ -63,6 +64,7 @@ pub struct JobSpec {
 
 /// What to do when a fire is due while the previous run of the job still runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Overlap {
     /// Run concurrently (Kubernetes CronJob's default `Allow`).
@@ -75,6 +77,7 @@ pub enum Overlap {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts in total, the first included (1 = never retry).
@@ -107,6 +110,7 @@ impl RetryPolicy {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Misfire {
     /// One fire for the latest missed occurrence, if within `grace`.
@@ -130,6 +134,7 @@ impl Misfire {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MisfirePolicy {
     #[serde(default)]

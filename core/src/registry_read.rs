@@ -5,7 +5,10 @@
 //! [`ReadErrorKind`] decides the HTTP status.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::registry::{JobEntry, JobFilter, RegistryView};
 
@@ -62,6 +65,89 @@ pub enum ReadErrorKind {
 /// A read's answer: the JSON body, or why not.
 pub type ReadAnswer = Result<Value, ReadError>;
 
+/// One job as lists show it (the control protocol's `list`, `GET
+/// /api/v1/jobs`). Instants are RFC 3339 in UTC with milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JobView {
+    pub id: String,
+    pub schedule: String,
+    pub timezone: String,
+    pub pool: String,
+    pub paused: bool,
+    pub paused_reason: Option<String>,
+    pub paused_at: Option<String>,
+    pub created_at: String,
+    /// The next fire; none while paused or after the last one.
+    pub next: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub start_at: Option<String>,
+    pub end_at: Option<String>,
+}
+
+impl JobView {
+    /// `j` at `now`.
+    pub fn of(j: &JobEntry, now: DateTime<Utc>) -> Self {
+        Self {
+            id: j.spec.id.clone(),
+            schedule: j.spec.schedule.clone(),
+            timezone: j.spec.timezone.clone(),
+            pool: j.spec.pool.clone(),
+            paused: j.paused,
+            paused_reason: j.paused_reason.clone(),
+            paused_at: j.paused_at.map(rfc3339),
+            created_at: rfc3339(j.created_at),
+            next: if j.paused {
+                None
+            } else {
+                j.next_after(now).map(rfc3339)
+            },
+            labels: j.spec.labels.clone(),
+            start_at: j.spec.start_at.map(rfc3339),
+            end_at: j.spec.end_at.map(rfc3339),
+        }
+    }
+}
+
+/// A page of jobs: `next` is the cursor of the following page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JobsPage {
+    pub jobs: Vec<JobView>,
+    pub next: Option<String>,
+    /// How many jobs match.
+    pub total: usize,
+}
+
+/// One job with its definition and its next fires (`GET
+/// /api/v1/jobs/{id}`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JobDetail {
+    #[serde(flatten)]
+    pub view: JobView,
+    /// The whole definition.
+    pub job: crate::JobSpec,
+    pub upcoming: Vec<Upcoming>,
+}
+
+/// One upcoming fire, with its DST note (as `sundial schedule next`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Upcoming {
+    /// UTC.
+    pub at: String,
+    /// In the job's zone, with its offset.
+    pub local: String,
+    /// A gap moved it, or it is the first or second of a repeated hour.
+    pub note: Option<&'static str>,
+}
+
+/// `v` as a JSON value; its keys sorted, as every answer's are.
+fn body(v: impl Serialize) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
 fn refuse(kind: ReadErrorKind, field: &'static str, message: impl Into<String>) -> ReadAnswer {
     Err(ReadError {
         kind,
@@ -79,12 +165,11 @@ pub fn answer(view: &RegistryView, q: &JobsQuery, now: DateTime<Utc>) -> ReadAns
     match q {
         JobsQuery::One { id, next } => match view.get(id) {
             None => refuse(ReadErrorKind::NotFound, "id", format!("no job \"{id}\"")),
-            Some(j) => {
-                let mut v = crate::control::describe(j, now);
-                v["job"] = serde_json::to_value(&j.spec).unwrap_or(Value::Null);
-                v["upcoming"] = Value::Array(upcoming(j, now, *next));
-                Ok(v)
-            }
+            Some(j) => Ok(body(JobDetail {
+                view: JobView::of(j, now),
+                job: j.spec.clone(),
+                upcoming: upcoming(j, now, *next),
+            })),
         },
         JobsQuery::List {
             filter,
@@ -102,11 +187,8 @@ pub fn answer(view: &RegistryView, q: &JobsQuery, now: DateTime<Utc>) -> ReadAns
             } else {
                 view.count(filter)
             };
-            let jobs: Vec<Value> = page
-                .into_iter()
-                .map(|j| crate::control::describe(j, now))
-                .collect();
-            Ok(json!({"jobs": jobs, "next": next, "total": total}))
+            let jobs = page.into_iter().map(|j| JobView::of(j, now)).collect();
+            Ok(body(JobsPage { jobs, next, total }))
         }
         JobsQuery::List {
             filter,
@@ -150,14 +232,14 @@ pub fn answer(view: &RegistryView, q: &JobsQuery, now: DateTime<Utc>) -> ReadAns
                 (None, None) => ja.spec.id.cmp(&jb.spec.id),
             });
             let end = offset.saturating_add(*limit).min(keyed.len());
-            let jobs: Vec<Value> = keyed
+            let jobs = keyed
                 .get(offset.min(end)..end)
                 .unwrap_or_default()
                 .iter()
-                .map(|(_, j)| crate::control::describe(j, now))
+                .map(|(_, j)| JobView::of(j, now))
                 .collect();
             let next = (end < keyed.len()).then(|| end.to_string());
-            Ok(json!({"jobs": jobs, "next": next, "total": total}))
+            Ok(body(JobsPage { jobs, next, total }))
         }
     }
 }
@@ -165,7 +247,7 @@ pub fn answer(view: &RegistryView, q: &JobsQuery, now: DateTime<Utc>) -> ReadAns
 /// The next `n` fires of `j` after `now` with their DST notes (as
 /// `sundial schedule next` prints them), in the job's zone and in UTC. A
 /// paused job lists the fires it would have once resumed.
-fn upcoming(j: &JobEntry, now: DateTime<Utc>, n: usize) -> Vec<Value> {
+fn upcoming(j: &JobEntry, now: DateTime<Utc>, n: usize) -> Vec<Upcoming> {
     let tz = j.schedule.timezone();
     let mut out = Vec::new();
     let mut t = now;
@@ -177,11 +259,13 @@ fn upcoming(j: &JobEntry, now: DateTime<Utc>, n: usize) -> Vec<Value> {
             .next_after(at - chrono::Duration::milliseconds(1))
             .filter(|o| o.at == at)
             .and_then(|o| o.note.map(|n| n.as_str()));
-        out.push(json!({
-            "at": rfc3339(at),
-            "local": at.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::Secs, false),
-            "note": note,
-        }));
+        out.push(Upcoming {
+            at: rfc3339(at),
+            local: at
+                .with_timezone(&tz)
+                .to_rfc3339_opts(SecondsFormat::Secs, false),
+            note,
+        });
         t = at;
     }
     out

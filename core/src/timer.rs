@@ -1,6 +1,6 @@
 //! One timer shard's state, without I/O and without a clock: the deadline
 //! queue, the fires handed to the broker and not yet confirmed, and the
-//! watermark. The `TimerShard` actor feeds it `now` and the broker's
+//! watermark. The `ShardActor` actor feeds it `now` and the broker's
 //! answers, and does the publishing it asks for (mini-redis's `Db` under its
 //! `Listener`).
 //!

@@ -8,15 +8,12 @@ use futures_util::{FutureExt, StreamExt};
 use lapin::{
     message::Delivery,
     options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions},
-    types::{AMQPValue, FieldTable, LongString, ShortString},
+    types::{FieldTable, ShortString},
     BasicProperties, Channel, Connection,
 };
 use sundial_core::{
     codec::{decode, encode},
-    protocol::{
-        control::{Command, Reply, ReplyError},
-        headers,
-    },
+    protocol::control::{Command, Reply, ReplyError},
     sign::{self, SignError},
     topology::{Topology, CONTROL_DEAD_KEY},
 };
@@ -184,20 +181,18 @@ async fn dead_letter(
     d: &Delivery,
     reason: &str,
 ) -> Result<(), Error> {
-    let reason_headers = [
-        (
-            headers::ERROR,
-            AMQPValue::LongString(LongString::from(reason)),
-        ),
-        (headers::ATTEMPTS, AMQPValue::LongLongInt(1)),
-    ];
+    let why = sundial_amqp::publish::DeadReason {
+        error: reason,
+        attempts: 1,
+        ..Default::default()
+    };
     sundial_amqp::publish::dead_letter(
         ch,
         &topo.dead_exchange(),
         CONTROL_DEAD_KEY,
         &d.data,
         &d.properties,
-        reason_headers,
+        &why,
     )
     .await?;
     warn!(reason, "control command dead-lettered");

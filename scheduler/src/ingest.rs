@@ -10,13 +10,15 @@ use std::{
     time::Duration,
 };
 
-use futures_util::{FutureExt, StreamExt};
-use lapin::{options::BasicAckOptions, Connection};
-use sundial_core::{codec::decode, protocol::run::RunBatch, topology::Topology};
+use lapin::Connection;
+use sundial_core::topology::Topology;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use sundial_amqp::broker::{consume_stream, meta_of, stream_offset, StreamStart};
+use sundial_amqp::{
+    broker::StreamStart,
+    history::{Message, Reader},
+};
 use sundial_runtime::{metrics as m, ratelimit::Every};
 use sundial_store::{Batch, Index};
 
@@ -78,11 +80,10 @@ enum Resume {
 /// delivers that very record first (or a later one, if retention dropped
 /// it); a stream declared again numbers its records from 0, so it delivers
 /// a lower offset, or another message at that offset.
-fn resume(last: &(u64, Option<String>), d: &lapin::message::Delivery) -> Resume {
+fn resume(last: &(u64, Option<String>), m: &Message) -> Resume {
     let (offset, id) = last;
-    let got = d.properties.message_id().as_ref().map(|s| s.to_string());
-    match stream_offset(d) {
-        Some(o) if o == *offset && (id.is_none() || *id == got) => Resume::Same,
+    match m.offset {
+        Some(o) if o == *offset && (id.is_none() || *id == m.id) => Resume::Same,
         Some(o) if o == *offset => Resume::Other(format!(
             "the record at offset {o}, where the index stopped, is another one: the stream was declared again"
         )),
@@ -107,47 +108,47 @@ async fn follow(
         None => StreamStart::First,
     };
     info!(path = %index.path().display(), ?start, "history index following the stream");
-    let (ch, mut consumer) = consume_stream(conn, &topo.history_stream(), start, PREFETCH).await?;
+    let mut reader = Reader::open(conn, &topo.history_stream(), start, PREFETCH).await?;
     let mut skipped_log = Every::new(Duration::from_secs(60));
     let mut retain = tokio::time::interval(RETAIN_EVERY);
     loop {
         let first = tokio::select! {
             () = shutdown.cancelled() => {
-                let _ = ch.close(200, "history index stopping".into()).await;
+                reader.close("history index stopping").await;
                 return Ok(Followed::Stopped);
             }
             _ = retain.tick() => {
                 index.retain().await?;
                 continue;
             }
-            d = consumer.next() => d,
+            m = reader.next() => m?,
         };
-        let mut deliveries = vec![next_delivery(first)?];
-        while deliveries.len() < GROUP {
-            match consumer.next().now_or_never() {
-                Some(d) => deliveries.push(next_delivery(d)?),
+        let mut messages = vec![first.ok_or(Error::stream_ended("history stream consumer"))?];
+        while messages.len() < GROUP {
+            match reader.ready().await? {
+                Some(m) => messages.push(m),
                 None => break,
             }
         }
-        // Only the first delivery of a run is checked against the index.
+        // Only the first message of a run is checked against the index.
         let mut skip = 0;
         if let Some(last) = last.take() {
-            match resume(&last, &deliveries[0]) {
+            match resume(&last, &messages[0]) {
                 Resume::Same => skip = 1,
                 Resume::After => {}
                 Resume::Other(why) => {
-                    let _ = ch.close(200, "history index rebuilding".into()).await;
+                    reader.close("history index rebuilding").await;
                     index.rebuild(stream, why).await?;
                     return Ok(Followed::Rebuilt);
                 }
             }
         }
-        let mut batches = Vec::with_capacity(deliveries.len());
-        for d in deliveries.iter().skip(skip) {
-            let Some(offset) = stream_offset(d) else {
+        let mut batches = Vec::with_capacity(messages.len());
+        for m in messages.into_iter().skip(skip) {
+            let Some(offset) = m.offset else {
                 continue;
             };
-            let records = match decode::<RunBatch>(&meta_of(&d.properties), &d.data) {
+            let records = match m.batch {
                 Ok(b) => b.records,
                 Err(e) => {
                     metrics::counter!(m::HISTORY_SKIPPED_TOTAL).increment(1);
@@ -157,10 +158,9 @@ async fn follow(
                     Vec::new()
                 }
             };
-            let id = d.properties.message_id().as_ref().map(|s| s.to_string());
             batches.push(Batch {
                 offset,
-                id,
+                id: m.id,
                 records,
             });
         }
@@ -175,26 +175,11 @@ async fn follow(
                 .unwrap_or_default(),
             _ => Default::default(),
         };
-        // Waits while the writer is behind or failing: unacked, the stream
-        // sends no more, and the records wait there.
+        // Waits while the writer is behind or failing: the reader acks
+        // (gives the stream credit) only when asked for more, so the
+        // stream sends no more meanwhile, and the records wait there.
         if !batches.is_empty() {
             index.write(batches, labels).await?;
         }
-        if let Some(last) = deliveries.last() {
-            last.acker
-                .ack(BasicAckOptions { multiple: true })
-                .await
-                .map_err(Error::broker("basic.ack history"))?;
-        }
-    }
-}
-
-fn next_delivery(
-    d: Option<Result<lapin::message::Delivery, lapin::Error>>,
-) -> Result<lapin::message::Delivery, Error> {
-    match d {
-        Some(Ok(d)) => Ok(d),
-        Some(Err(e)) => Err(Error::broker("history delivery")(e)),
-        None => Err(Error::stream_ended("history stream consumer")),
     }
 }

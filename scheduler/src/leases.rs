@@ -7,7 +7,7 @@
 //! themselves and their shards every `heartbeat_interval` on the fanout
 //! exchange `sundial.nodes`; [`sundial_core::lease`] says which shards each
 //! live node should hold. Taking a shard: read its watermark, bump the epoch,
-//! start a `TimerShard` (misfires over (watermark, now]). Giving one up: stop
+//! start a `ShardActor` (misfires over (watermark, now]). Giving one up: stop
 //! its timer, wait for in-flight confirms, write the final watermark, delete
 //! the lease queue, announce at once.
 
@@ -35,8 +35,8 @@ use tracing::{debug, info, warn};
 
 use super::{
     registry::{Attach, Detach, Pools, Registry},
+    shard::{self, ShardActor, ShardCommon},
     startup,
-    timer::{self, ShardCommon, TimerShard},
 };
 use sundial_amqp::broker::meta_of;
 use sundial_runtime::supervise::{Obituary, OneForOne};
@@ -76,7 +76,7 @@ pub(crate) const HEALTH_PART: &str = "leases";
 
 struct Held {
     lease: Channel,
-    timer: Addr<TimerShard>,
+    timer: Addr<ShardActor>,
     /// The timer's incarnation in the one-for-one supervisor.
     incarnation: u64,
 }
@@ -281,7 +281,7 @@ impl State<'_> {
             .for_each_concurrent(None, |(shard, h)| {
                 let topo = topo.clone();
                 async move {
-                    if tokio::time::timeout(RELEASE_TIMEOUT, h.timer.send(timer::Flush))
+                    if tokio::time::timeout(RELEASE_TIMEOUT, h.timer.send(shard::Flush))
                         .await
                         .is_err()
                     {
@@ -471,22 +471,22 @@ async fn take(
 }
 
 /// Starts the timer of a held shard: reads its watermark, bumps the epoch,
-/// starts a `TimerShard` on one of the arbiters (not loaded yet: the caller
+/// starts a `ShardActor` on one of the arbiters (not loaded yet: the caller
 /// attaches it to the registry, which loads its jobs).
 async fn start_timer(
     parts: &LeaseParts<'_>,
     shard: u32,
     obituary: Obituary,
-) -> Result<Addr<TimerShard>, Error> {
+) -> Result<Addr<ShardActor>, Error> {
     let topo = &parts.common.topo;
     let wm = sundial_amqp::watermark::read(parts.conn, topo, shard).await?;
     let now = Utc::now();
     let floor = startup::misfire_floor(wm.as_ref(), now);
     let epoch = wm.as_ref().map_or(1, |w| w.epoch + 1);
     let ch = sundial_amqp::broker::confirming_channel(parts.conn).await?;
-    let actor = TimerShard::new(shard, epoch, ch, floor, &parts.common, obituary);
+    let actor = ShardActor::new(shard, epoch, ch, floor, &parts.common, obituary);
     let arbiter = &parts.arbiters[shard as usize % parts.arbiters.len()];
-    let addr = TimerShard::start_in_arbiter(&arbiter.handle(), move |_| actor);
+    let addr = ShardActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
     info!(
         shard,
         epoch,

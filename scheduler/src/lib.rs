@@ -13,7 +13,7 @@
 //! | `reads`      | `RegistryReads`: the handle the web application's job reads go through |
 //! | `control`    | the control consumer: decode, verify, execute, reply or dead-letter |
 //! | `leases`     | heartbeats, shard leases, rebalancing; one-for-one supervision of the timer shards |
-//! | `timer`      | `TimerShard`: one shard's fires (publish with confirms, retries, set-aside) and its watermark |
+//! | `shard`      | `ShardActor` (the actor over core's `ShardTimer`): one shard's fires (publish with confirms, retries, set-aside) and its watermark |
 //! | `runs`       | `runs::track`: running jobs from the history stream, for the overlap policies |
 //! | [`ingest`]   | the history stream into the store's index |
 //! | [`error`]    | this crate's error type |
@@ -27,7 +27,7 @@
 //!      │                    follows records other nodes append)
 //!      ├─ leases::run      task (heartbeats on sundial.nodes; exclusive
 //!      │   │                sundial.lease.{shard} queues; rebalancing)
-//!      │   └─ TimerShard × held shards (watermark read, epoch + 1,
+//!      │   └─ ShardActor × held shards (watermark read, epoch + 1,
 //!      │                    misfires over (watermark, now])
 //!      ├─ runs::track      task (run events → RunningJobs → overlap)
 //!      └─ control::run     task (sundial.control → Registry → reply / dead letter)
@@ -40,8 +40,8 @@ mod leases;
 mod reads;
 mod registry;
 mod runs;
+mod shard;
 mod startup;
-mod timer;
 
 use std::{sync::Arc, time::Duration};
 
@@ -110,7 +110,7 @@ const HEALTH_PART: &str = "scheduler";
 pub async fn run(cfg: SchedulerConfig, shutdown: CancellationToken) -> Result<(), Error> {
     let alive_since = Utc::now();
     // Counted for the life of the process, across reconnects.
-    let set_aside = Arc::new(timer::SetAside::default());
+    let set_aside = Arc::new(shard::SetAside::default());
     let mut supervisor = sundial_runtime::supervise::Supervisor::new("scheduler", cfg.supervisor);
     cfg.health
         .set(HEALTH_PART, Some("connecting to the broker".into()));
@@ -143,7 +143,7 @@ async fn run_once(
     cfg: &SchedulerConfig,
     shutdown: &CancellationToken,
     alive_since: chrono::DateTime<Utc>,
-    set_aside: &Arc<timer::SetAside>,
+    set_aside: &Arc<shard::SetAside>,
 ) -> Result<(), Error> {
     let topo = Arc::new(cfg.topology.clone());
     let start = async {
@@ -180,8 +180,8 @@ async fn run_once(
     // second's burst of fires is encoded and published on every core.
     let runs = Arc::new(runs::RunningJobs::default());
     let (open_tx, open_rx) = tokio::sync::mpsc::channel(16);
-    let common = timer::ShardCommon {
-        opener: timer::ChannelOpener(open_tx),
+    let common = shard::ShardCommon {
+        opener: shard::ChannelOpener(open_tx),
         node: cfg.node.clone(),
         topo: topo.clone(),
         runs: runs.clone(),
@@ -266,7 +266,7 @@ async fn run_once(
             },
             stop.clone(),
         );
-        let opener = timer::serve_channels(&conn, open_rx, stop.clone());
+        let opener = shard::serve_channels(&conn, open_rx, stop.clone());
         tokio::pin!(opener);
         tokio::pin!(control);
         tokio::pin!(tracker);

@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
+    shard::{JobChange, ShardActor},
     startup::Replayed,
-    timer::{JobChange, TimerShard},
 };
 use sundial_amqp::{
     broker::meta_of,
@@ -55,7 +55,7 @@ pub(crate) struct Registry {
     channel: Channel,
     topo: Arc<Topology>,
     /// Timer shard actors this node holds, indexed by shard number.
-    shards: Vec<Option<Addr<TimerShard>>>,
+    shards: Vec<Option<Addr<ShardActor>>>,
     /// Message ids of records this node appended and already applied: the
     /// follower skips them when they come back.
     own: HashSet<String>,
@@ -163,7 +163,7 @@ impl Registry {
         }
     }
 
-    fn shard(&self, id: &str) -> Option<&Addr<TimerShard>> {
+    fn shard(&self, id: &str) -> Option<&Addr<ShardActor>> {
         let i = usize::try_from(self.topo.shard_of(id)).ok()?;
         self.shards.get(i)?.as_ref()
     }
@@ -381,7 +381,7 @@ impl StreamHandler<Result<Delivery, lapin::Error>> for Registry {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Attach {
-    pub(crate) shards: Vec<(u32, Addr<TimerShard>)>,
+    pub(crate) shards: Vec<(u32, Addr<ShardActor>)>,
     pub(crate) alive_since: chrono::DateTime<Utc>,
 }
 
@@ -397,7 +397,7 @@ impl Handler<Attach> for Registry {
             }
         }
         for (shard, addr) in msg.shards {
-            addr.do_send(super::timer::Load {
+            addr.do_send(super::shard::Load {
                 jobs: loads.remove(&shard).unwrap_or_default(),
                 alive_since: msg.alive_since,
             });

@@ -14,17 +14,16 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use lapin::Connection;
 use sundial_core::{
-    codec::{decode, encode},
-    protocol::run::{CancelRun, RunBatch, RunEvent, RunKind},
+    codec::encode,
+    protocol::run::{CancelRun, RunEvent, RunKind},
     topology::Topology,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use sundial_amqp::{broker::meta_of, publish::publish_event};
+use sundial_amqp::{broker::StreamStart, history::Reader, publish::publish_event};
 
 use crate::error::Error;
 
@@ -106,35 +105,23 @@ pub(crate) async fn track(
     runs: Arc<RunningJobs>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let (ch, mut consumer) = sundial_amqp::broker::consume_stream(
-        conn,
-        &topo.history_stream(),
-        sundial_amqp::broker::StreamStart::Next,
-        PREFETCH,
-    )
-    .await?;
+    let mut reader =
+        Reader::open(conn, &topo.history_stream(), StreamStart::Next, PREFETCH).await?;
     loop {
-        let d = tokio::select! {
+        let m = tokio::select! {
             () = shutdown.cancelled() => {
-                let _ = ch.close(200, "run tracker stopping".into()).await;
+                reader.close("run tracker stopping").await;
                 return Ok(());
             }
-            d = consumer.next() => d,
+            m = reader.next() => m?,
         };
-        match d {
-            Some(Ok(d)) => {
-                match decode::<RunBatch>(&meta_of(&d.properties), &d.data) {
-                    Ok(batch) => batch.records.iter().for_each(|r| runs.apply(r)),
-                    // The history index counts and logs these.
-                    Err(e) => debug!(error = %e, "history record not understood; ignored"),
-                }
-                d.acker
-                    .ack(lapin::options::BasicAckOptions::default())
-                    .await
-                    .map_err(Error::broker("basic.ack history"))?;
-            }
-            Some(Err(e)) => return Err(Error::broker("run tracker delivery")(e)),
-            None => return Err(Error::stream_ended("run tracker's history consumer")),
+        let Some(m) = m else {
+            return Err(Error::stream_ended("run tracker's history consumer"));
+        };
+        match m.batch {
+            Ok(batch) => batch.records.iter().for_each(|r| runs.apply(r)),
+            // The history index counts and logs these.
+            Err(e) => debug!(error = %e, "history record not understood; ignored"),
         }
     }
 }

@@ -9,15 +9,12 @@
 use std::{collections::BTreeMap, io::Write, time::Duration};
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
-use lapin::options::BasicAckOptions;
 use serde_json::Value;
-use sundial_amqp::broker::{consume_stream, meta_of, StreamStart};
+use sundial_amqp::{broker::StreamStart, history::Reader};
 use sundial_core::{
-    codec::decode,
     fire_id::FireId,
     ledger::{expected, Ledger},
-    protocol::run::{RunBatch, RunKind},
+    protocol::run::RunKind,
     registry::JobEntry,
     settings::Settings,
     JobSpec,
@@ -78,8 +75,7 @@ pub async fn run(
         }
     };
     let conn = sundial_amqp::broker::connect_to(&settings.broker, "sundial ledger").await?;
-    let (_ch, mut records) =
-        consume_stream(&conn, &settings.topology.history_stream(), start, 500).await?;
+    let mut records = Reader::open(&conn, &settings.topology.history_stream(), start, 500).await?;
     // Per fire id: (started, outcomes, skipped) of attempt 1.
     let mut counts: BTreeMap<String, (u32, u32, u32)> = BTreeMap::new();
     let live_end = tokio::time::Instant::now()
@@ -92,13 +88,12 @@ pub async fn run(
             Window::Next(_) => tokio::time::timeout_at(live_end, records.next()).await,
             Window::Past { .. } => tokio::time::timeout(QUIET, records.next()).await,
         };
-        let d = match wait {
+        let m = match wait {
             Err(_) => break,
-            Ok(Some(Ok(d))) => d,
+            Ok(Ok(Some(m))) => m,
             Ok(_) => return Err(failed("the history stream consumer ended early")),
         };
-        let _ = d.acker.ack(BasicAckOptions::default()).await;
-        let Ok(batch) = decode::<RunBatch>(&meta_of(&d.properties), &d.data) else {
+        let Ok(batch) = m.batch else {
             continue;
         };
         // A past window is done once the stream has moved past it.

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use sundial_core::settings::{default_listen_ports, Role, Settings};
 use sundial_runtime::Health;
-use sundial_store::Index;
 use sundial_web::{
     api::Api,
     ops::{install_recorder, serve, Listen},
@@ -21,12 +20,11 @@ pub(crate) async fn start_service(
     settings: &Settings,
     role: Role,
     health: Arc<Health>,
-    history: Option<Arc<Index>>,
     api: Option<Arc<Api>>,
 ) -> Result<CancellationToken, CommandError> {
     let shutdown = CancellationToken::new();
     tokio::spawn(super::scheduler::cancel_on_signal(shutdown.clone()));
-    start_http(settings, role, health, history, api, shutdown.clone()).await?;
+    start_http(settings, role, health, api, shutdown.clone()).await?;
     Ok(shutdown)
 }
 
@@ -38,7 +36,6 @@ pub(crate) async fn start_http(
     settings: &Settings,
     role: Role,
     health: Arc<Health>,
-    history: Option<Arc<Index>>,
     api: Option<Arc<Api>>,
     shutdown: CancellationToken,
 ) -> Result<(), CommandError> {
@@ -50,7 +47,7 @@ pub(crate) async fn start_http(
         Some(addr) => Listen::Exactly(addr),
         None => Listen::FirstFree(default_listen_ports(role)),
     };
-    serve(listen, metrics, health, history, api, shutdown)
+    serve(listen, metrics, health, api, shutdown)
         .await
         .map(|_| ())
         .map_err(CommandError::from)

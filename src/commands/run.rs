@@ -5,11 +5,8 @@
 use std::{io::Write, time::Duration};
 
 use chrono::SecondsFormat;
-use futures_util::StreamExt;
-use sundial_amqp::broker::meta_of;
 use sundial_core::{
-    codec::decode,
-    protocol::run::{RunBatch, RunEvent, RunKind},
+    protocol::run::{RunEvent, RunKind},
     settings::{mask_url_password, Settings},
 };
 use sundial_scheduler::{self as scheduler, SchedulerConfig};
@@ -65,7 +62,7 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
             scheduler_cfg.history.clone(),
         ));
         api.set_registry(Some(std::sync::Arc::new(crate::wiring::SchedulerJobs(scheduler_cfg.reads.clone()))));
-        super::ops::start_http(&settings, sundial_core::settings::Role::Scheduler, scheduler_cfg.health.clone(), scheduler_cfg.history.clone(), Some(api), shutdown.clone()).await?;
+        super::ops::start_http(&settings, sundial_core::settings::Role::Scheduler, scheduler_cfg.health.clone(), Some(api), shutdown.clone()).await?;
         let watcher = {
             let pools = vec![settings.worker.pool.clone()];
             crate::dlq_watch::DlqWatcher::new(super::worker::watch_config(&settings, pools))?
@@ -145,7 +142,7 @@ async fn print_events_inner(
     // The topology was declared before this task started.
     let conn = sundial_amqp::broker::connect_to(&settings.broker, "sundial run events").await?;
     // Every run record, from the history stream (batched by the worker).
-    let (_ch, mut consumer) = sundial_amqp::broker::consume_stream(
+    let mut reader = sundial_amqp::history::Reader::open(
         &conn,
         &settings.topology.history_stream(),
         sundial_amqp::broker::StreamStart::Next,
@@ -154,16 +151,12 @@ async fn print_events_inner(
     .await?;
     let mut out = std::io::stdout();
     loop {
-        let d = tokio::select! {
+        let m = tokio::select! {
             () = stop.cancelled() => break,
-            d = consumer.next() => d,
+            m = reader.next() => m,
         };
-        let Some(Ok(d)) = d else { break };
-        let _ = d
-            .acker
-            .ack(lapin::options::BasicAckOptions::default())
-            .await;
-        let Ok(batch) = decode::<RunBatch>(&meta_of(&d.properties), &d.data) else {
+        let Ok(Some(m)) = m else { break };
+        let Ok(batch) = m.batch else {
             continue;
         };
         let closed = batch.records.iter().any(|ev| {

@@ -37,14 +37,9 @@ pub fn run(settings: &Settings, node: Option<String>) -> Result<(), CommandError
         api.set_registry(Some(Arc::new(crate::wiring::SchedulerJobs(
             cfg.reads.clone(),
         ))));
-        let shutdown = super::ops::start_service(
-            &settings,
-            Role::Scheduler,
-            cfg.health.clone(),
-            cfg.history.clone(),
-            Some(api),
-        )
-        .await?;
+        let shutdown =
+            super::ops::start_service(&settings, Role::Scheduler, cfg.health.clone(), Some(api))
+                .await?;
         scheduler::run(cfg, shutdown)
             .await
             .map_err(CommandError::from)

@@ -24,8 +24,7 @@ pub fn run(mut settings: Settings, args: &WorkerArgs) -> Result<(), CommandError
     let system = super::actix_system()?;
     system.block_on(async move {
         let shutdown =
-            super::ops::start_service(&settings, Role::Worker, cfg.health.clone(), None, None)
-                .await?;
+            super::ops::start_service(&settings, Role::Worker, cfg.health.clone(), None).await?;
         let watcher = DlqWatcher::new(watch)?.spawn();
         let result = Worker::builder(cfg)
             .build()

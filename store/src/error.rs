@@ -29,3 +29,12 @@ pub enum Error {
     #[error("{0} stopped")]
     Stopped(&'static str),
 }
+
+/// Maps a SQLite error of `what` on the index at `path`; for `map_err`.
+pub(crate) fn sql(
+    path: &std::path::Path,
+    what: &'static str,
+) -> impl FnOnce(rusqlite::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::Index { path, what, source }
+}

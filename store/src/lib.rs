@@ -9,11 +9,17 @@
 //!
 //! | module    | responsibility |
 //! |-----------|----------------|
-//! | [`index`] | `Index`: open (one file per process, locked), the index thread (writes, retention, reads), `Batch`, the stream binding |
+//! | [`index`] | `Index`: open (one file per process, locked), what it answers, `Batch` |
+//! | `thread`  | the index thread: writes, retention, queries between writes, binding |
+//! | `schema`  | the file's layout, migrations, the binding to a stream |
+//! | `query`   | a page of runs, a job's summary |
 //! | [`error`] | this crate's error type |
 
 pub mod error;
 pub mod index;
+mod query;
+mod schema;
+mod thread;
 
 pub use error::Error;
 pub use index::{Batch, Index};

@@ -87,23 +87,28 @@ pub(crate) async fn publish(ch: &Channel, fires: &[FireEvent]) {
 /// bound with `#` (what `worker.run_events` publishes one by one:
 /// [`EventTap::events`]).
 pub(crate) struct EventTap {
-    events: Consumer,
-    /// Whether `events` reads the history stream (batches, acked).
-    history: bool,
+    source: Source,
     /// Records of a batch not handed out yet.
     pending: std::collections::VecDeque<RunEvent>,
-    /// Held so the subscription's channel lives as long as the tap.
-    _ch: Channel,
     /// Events read while waiting for another fire's, in arrival order.
     pub(crate) backlog: std::collections::VecDeque<RunEvent>,
+}
+
+/// Where a tap reads.
+enum Source {
+    /// The history stream (batches).
+    History(sundial_amqp::history::Reader),
+    /// `sundial.events`; the channel is held so the subscription lives as
+    /// long as the tap.
+    Events { _ch: Channel, events: Consumer },
 }
 
 impl EventTap {
     /// Every run record, from the history stream.
     pub(crate) async fn new(conn: &Connection) -> Self {
-        let (ch, events) = bounded(
+        let reader = bounded(
             "consume the history stream",
-            sundial_amqp::broker::consume_stream(
+            sundial_amqp::history::Reader::open(
                 conn,
                 "sundial.history",
                 sundial_amqp::broker::StreamStart::Next,
@@ -112,7 +117,7 @@ impl EventTap {
         )
         .await
         .expect("history consumer");
-        Self::of(ch, events, true)
+        Self::of(Source::History(reader))
     }
 
     /// The run events published one by one on `sundial.events`.
@@ -123,15 +128,13 @@ impl EventTap {
         )
         .await
         .expect("event subscription");
-        Self::of(ch, events, false)
+        Self::of(Source::Events { _ch: ch, events })
     }
 
-    fn of(ch: Channel, events: Consumer, history: bool) -> Self {
+    fn of(source: Source) -> Self {
         Self {
-            events,
-            history,
+            source,
             pending: Default::default(),
-            _ch: ch,
             backlog: Default::default(),
         }
     }
@@ -141,21 +144,24 @@ impl EventTap {
             if let Some(ev) = self.pending.pop_front() {
                 return ev;
             }
-            let d = bounded("a run record", self.events.next())
-                .await
-                .expect("event stream open")
-                .expect("delivery");
-            let meta = sundial_amqp::broker::meta_of(&d.properties);
-            if !self.history {
-                return decode::<RunEvent>(&meta, &d.data).expect("run event decodes");
+            match &mut self.source {
+                Source::Events { events, .. } => {
+                    let d = bounded("a run event", events.next())
+                        .await
+                        .expect("event stream open")
+                        .expect("delivery");
+                    let meta = sundial_amqp::broker::meta_of(&d.properties);
+                    return decode::<RunEvent>(&meta, &d.data).expect("run event decodes");
+                }
+                Source::History(reader) => {
+                    let m = bounded("a run record", reader.next())
+                        .await
+                        .expect("history read")
+                        .expect("history stream open");
+                    self.pending
+                        .extend(m.batch.expect("run records decode").records);
+                }
             }
-            d.acker
-                .ack(lapin::options::BasicAckOptions::default())
-                .await
-                .expect("ack");
-            let batch = decode::<sundial_core::protocol::run::RunBatch>(&meta, &d.data)
-                .expect("run records decode");
-            self.pending.extend(batch.records);
         }
     }
 

@@ -3,21 +3,33 @@
 //! (Prometheus text format), `/healthz` (the process answers) and `/readyz`
 //! (connected to the broker and doing its job: a scheduler has replayed the
 //! registry, attached its control consumer and finished its first lease
-//! round; a worker consumes every shard queue of its pool). hyper's HTTP/1
-//! server, one task per connection; the metrics recorder is
+//! round; a worker consumes every shard queue of its pool); with an
+//! [`Api`], the API and the dashboard beside them. One axum `Router`
+//! ([`app`]) served by hyper's HTTP/1 connection, one task per connection,
+//! at most [`MAX_CONNECTIONS`] at once; the metrics recorder is
 //! `metrics-exporter-prometheus` without its own listener.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
-use http_body_util::Full;
-use hyper::{body::Bytes, server::conn::http1, service::service_fn, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use axum::{
+    extract::Request,
+    http::{header, HeaderValue, Method, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, MethodRouter},
+    Router,
+};
+use hyper::server::conn::http1;
+use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sundial_runtime::Health;
 use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
 use tracing::{info, warn};
 
-use crate::error::Error;
+use crate::{
+    api::{error::ApiError, Api},
+    error::Error,
+};
 
 /// Histogram buckets for every `*_seconds` metric: 1 ms to 1 h, so both
 /// fire lateness (milliseconds) and job durations (minutes) read well.
@@ -61,8 +73,7 @@ pub async fn serve(
     listen: Listen,
     metrics: PrometheusHandle,
     health: Arc<Health>,
-    history: Option<Arc<sundial_store::Index>>,
-    api: Option<Arc<crate::api::Api>>,
+    api: Option<Arc<Api>>,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), Error> {
     let listener = bind(&listen).await?;
@@ -74,16 +85,136 @@ pub async fn serve(
         api.bound(addr);
         info!(listen = %addr, "serving /metrics /healthz /readyz /api/v1 and the dashboard on http://{addr}");
     } else {
-        info!(listen = %addr, "serving /metrics /healthz /readyz /api/v1 on http://{addr}");
+        info!(listen = %addr, "serving /metrics /healthz /readyz on http://{addr}");
     }
-    let state = Arc::new(State {
-        metrics,
-        health,
-        history,
-        api,
-    });
-    let task = tokio::spawn(accept_loop(listener, state, shutdown));
+    let app = app(metrics, health, api);
+    let task = tokio::spawn(accept_loop(listener, app, shutdown));
     Ok((addr, task))
+}
+
+/// Every route a process serves: the operations endpoint and, with `api`,
+/// the API and the dashboard. A panic in a handler (a bug) is answered as
+/// a 500 naming it instead of a dropped connection.
+pub fn app(metrics: PrometheusHandle, health: Arc<Health>, api: Option<Arc<Api>>) -> Router {
+    let with_api = api.is_some();
+    let ops = Router::new()
+        .route(
+            "/metrics",
+            get_only(move || {
+                let body = metrics.render();
+                async move {
+                    text(
+                        StatusCode::OK,
+                        body,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )
+                }
+            }),
+        )
+        .route(
+            "/healthz",
+            get_only(|| async { text(StatusCode::OK, "ok\n".into(), PLAIN) }),
+        )
+        .route(
+            "/readyz",
+            get_only(move || {
+                let ready = health.ready();
+                async move {
+                    match ready {
+                        Ok(()) => text(StatusCode::OK, "ready\n".into(), PLAIN),
+                        Err(why) => text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready: {why}\n"),
+                            PLAIN,
+                        ),
+                    }
+                }
+            }),
+        );
+    let app = match api {
+        Some(api) => ops.merge(crate::api::router(api)),
+        None => ops,
+    };
+    let app = app.fallback(move |req: Request| async move { not_found(&req, with_api) });
+    // Around the whole app (a layer on a router wraps each route, inside
+    // the code that sets `Allow`).
+    Router::new()
+        .fallback_service(app)
+        .layer(axum::middleware::from_fn(crate::api::method_not_allowed))
+        .layer(CatchPanicLayer::custom(panicked))
+}
+
+const PLAIN: &str = "text/plain; charset=utf-8";
+
+fn text(status: StatusCode, body: String, content_type: &'static str) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// GET, and a 405 naming it for any other method (HEAD too).
+fn get_only<H, T>(handler: H) -> MethodRouter
+where
+    H: axum::handler::Handler<T, ()>,
+    T: 'static,
+{
+    let refuse = || async {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into(), PLAIN);
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        r
+    };
+    get(handler).head(refuse).fallback(refuse)
+}
+
+/// A path no route serves.
+fn not_found(req: &Request, with_api: bool) -> Response {
+    let path = req.uri().path();
+    if with_api {
+        return text(
+            StatusCode::NOT_FOUND,
+            "not found: try /, /api/v1/openapi.json, /metrics, /healthz or /readyz\n".into(),
+            PLAIN,
+        );
+    }
+    if req.method() != Method::GET {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into(), PLAIN);
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        return r;
+    }
+    let seg: Vec<&str> = path
+        .strip_prefix("/api/v1/")
+        .unwrap_or("")
+        .split('/')
+        .collect();
+    if let ["runs"] | ["jobs", _, "runs" | "summary"] = seg.as_slice() {
+        if !seg.contains(&"") {
+            // A process that serves no API keeps no history index either.
+            return ApiError::unavailable(crate::api::NO_INDEX).into_response();
+        }
+    }
+    if path.starts_with("/api/") {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            None,
+            format!("no such endpoint: {path} (docs/api.md lists them)"),
+        )
+        .into_response();
+    }
+    text(
+        StatusCode::NOT_FOUND,
+        "not found: try /metrics, /healthz or /readyz\n".into(),
+        PLAIN,
+    )
+}
+
+/// The answer to a handler's panic.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = sundial_runtime::panic::panic_text(&*panic);
+    tracing::error!(panic = %what, "http request panicked (a bug; please report it)");
+    ApiError::internal(format!("internal error: {what}")).into_response()
 }
 
 async fn bind(listen: &Listen) -> Result<tokio::net::TcpListener, Error> {
@@ -115,31 +246,18 @@ async fn bind(listen: &Listen) -> Result<tokio::net::TcpListener, Error> {
     }
 }
 
-/// What the endpoint answers from.
-struct State {
-    metrics: PrometheusHandle,
-    health: Arc<Health>,
-    history: Option<Arc<sundial_store::Index>>,
-    /// The API and dashboard (schedulers and `sundial run`).
-    api: Option<Arc<crate::api::Api>>,
-}
-
 /// Connections served at once; one more is closed at accept. Each holds a
 /// file handle, which the process shares with its broker connections: 300
 /// idle clients under `ulimit -n 256` once took `/readyz` and then the
 /// broker reconnects down (`Too many open files`).
-const MAX_CONNECTIONS: usize = 128;
+pub const MAX_CONNECTIONS: usize = 128;
 
 /// A client must send a request's headers within this (the first request,
 /// and each next one on a kept-alive connection): an idle or slow client
 /// does not hold a connection slot for long.
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    state: Arc<State>,
-    shutdown: CancellationToken,
-) {
+async fn accept_loop(listener: tokio::net::TcpListener, app: Router, shutdown: CancellationToken) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut refused = sundial_runtime::ratelimit::Every::new(std::time::Duration::from_secs(60));
     loop {
@@ -165,12 +283,8 @@ async fn accept_loop(
             drop(sock);
             continue;
         };
-        let state = state.clone();
+        let service = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(answer(req, &state).await) }
-            });
             let _ = http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -178,101 +292,5 @@ async fn accept_loop(
                 .await;
             drop(slot);
         });
-    }
-}
-
-/// [`route`], with a panic (a bug) answered as a 500 naming it instead of a
-/// dropped connection.
-async fn answer(req: Request<hyper::body::Incoming>, state: &State) -> Response<Full<Bytes>> {
-    use futures_util::FutureExt;
-    match std::panic::AssertUnwindSafe(route(req, state))
-        .catch_unwind()
-        .await
-    {
-        Ok(r) => r,
-        Err(panic) => {
-            let what = sundial_runtime::panic::panic_text(&*panic);
-            tracing::error!(panic = %what, "http request panicked (a bug; please report it)");
-            let (status, body) = crate::api::error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                None,
-                format!("internal error: {what}"),
-            );
-            crate::api::json_response(status, &body)
-        }
-    }
-}
-
-async fn route(req: Request<hyper::body::Incoming>, state: &State) -> Response<Full<Bytes>> {
-    let text = |status: StatusCode, body: String, ct: &'static str| {
-        let mut r = Response::new(Full::new(Bytes::from(body)));
-        *r.status_mut() = status;
-        if let Ok(v) = ct.parse() {
-            r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
-        }
-        r
-    };
-    const PLAIN: &str = "text/plain; charset=utf-8";
-    let ops = matches!(req.uri().path(), "/metrics" | "/healthz" | "/readyz");
-    if let (Some(api), false) = (&state.api, ops) {
-        if let Some(r) = api.handle(req).await {
-            return r;
-        }
-        return text(
-            StatusCode::NOT_FOUND,
-            "not found: try /, /api/v1/openapi.json, /metrics, /healthz or /readyz\n".into(),
-            PLAIN,
-        );
-    }
-    if req.method() != hyper::Method::GET {
-        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into(), PLAIN);
-        r.headers_mut().insert(
-            hyper::header::ALLOW,
-            hyper::header::HeaderValue::from_static("GET"),
-        );
-        return r;
-    }
-    let path = req.uri().path();
-    if path.starts_with("/api/") {
-        let segments = path
-            .strip_prefix("/api/v1/")
-            .map(crate::api::path_segments)
-            .unwrap_or_default();
-        let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
-        let params = crate::api::query_params(req.uri().query());
-        let found = if seg.is_empty() {
-            None
-        } else {
-            crate::api::runs::route(state.history.as_ref(), &seg, &params).await
-        };
-        let (status, body) = match found {
-            Some(a) => a,
-            None => (
-                StatusCode::NOT_FOUND,
-                serde_json::json!({"error": {"field": null, "message": format!("no such endpoint: {path} (docs/api.md lists them)")}}),
-            ),
-        };
-        return text(status, body.to_string(), "application/json");
-    }
-    match path {
-        "/metrics" => text(
-            StatusCode::OK,
-            state.metrics.render(),
-            "text/plain; version=0.0.4; charset=utf-8",
-        ),
-        "/healthz" => text(StatusCode::OK, "ok\n".into(), PLAIN),
-        "/readyz" => match state.health.ready() {
-            Ok(()) => text(StatusCode::OK, "ready\n".into(), PLAIN),
-            Err(why) => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("not ready: {why}\n"),
-                PLAIN,
-            ),
-        },
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found: try /metrics, /healthz or /readyz\n".into(),
-            PLAIN,
-        ),
     }
 }

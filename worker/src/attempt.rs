@@ -34,7 +34,7 @@ use tracing::{debug, info, warn, Instrument};
 use super::executor::Executors;
 use sundial_amqp::{
     broker::{meta_of, properties},
-    publish::{publish_event, publish_raw_confirmed, PublishError},
+    publish::{publish_event, publish_raw_confirmed, DeadReason, PublishError},
 };
 use sundial_runtime::metrics as m;
 
@@ -433,31 +433,20 @@ async fn dead_letter(
     first_failure: DateTime<Utc>,
     last_failure: DateTime<Utc>,
 ) -> Result<(), Error> {
-    let text = |s: &str| AMQPValue::LongString(LongString::from(s));
-    let reason_headers = [
-        (headers::ERROR, text(reason)),
-        (
-            headers::ATTEMPTS,
-            AMQPValue::LongLongInt(i64::from(attempts)),
-        ),
-        (
-            headers::FIRST_FAILURE,
-            text(&sundial_core::protocol::timestamp(first_failure)),
-        ),
-        (
-            headers::LAST_FAILURE,
-            text(&sundial_core::protocol::timestamp(last_failure)),
-        ),
-        (headers::WORKER, text(&shared.worker)),
-        (headers::POOL, text(&shared.pool)),
-    ];
+    let reason = DeadReason {
+        error: reason,
+        attempts,
+        failures: Some((first_failure, last_failure)),
+        by: Some(&shared.worker),
+        pool: Some(&shared.pool),
+    };
     sundial_amqp::publish::dead_letter(
         &shared.out,
         &shared.topo.dead_exchange(),
         &shared.pool,
         body,
         props,
-        reason_headers,
+        &reason,
     )
     .await
     .map_err(Error::from)
@@ -477,21 +466,20 @@ fn event(
     reason: Option<String>,
 ) -> RunEvent {
     RunEvent {
-        kind,
-        fire_id: fire.fire_id.clone(),
-        job_id: fire.job_id.clone(),
-        pool: fire.pool.clone(),
         attempt: fire.attempt,
-        worker: shared.worker.clone(),
-        at: Utc::now(),
-        duration_ms: None,
         reason,
-        output: None,
-        deadline: None,
         scheduled_at: Some(fire.scheduled_at),
         replay: replay_marker(&d.properties)
             .and_then(|r| DateTime::parse_from_rfc3339(&r).ok())
             .map(|r| r.with_timezone(&Utc)),
+        ..RunEvent::new(
+            kind,
+            &fire.fire_id,
+            &fire.job_id,
+            &fire.pool,
+            &shared.worker,
+            Utc::now(),
+        )
     }
 }
 

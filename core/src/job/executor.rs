@@ -35,6 +35,7 @@ impl Executor {
 /// Runs a program with an argv (no shell interpolation). Refused by workers
 /// unless the program is allow-listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ShellExecutor {
     pub command: Vec<String>,
@@ -45,6 +46,7 @@ pub struct ShellExecutor {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HttpExecutor {
     #[serde(default = "default_method")]
@@ -61,6 +63,7 @@ pub struct HttpExecutor {
 
 /// Hands the payload to your own consumers (any language) with confirms.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PublishExecutor {
     pub exchange: String,
@@ -158,3 +161,58 @@ impl<'de> Deserialize<'de> for Executor {
         })
     }
 }
+
+/// The JSON form of an executor: one object per kind, its `type` beside
+/// the kind's own fields, nothing else (`deny_unknown_fields`).
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Executor {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AdditionalProperties, Object, ObjectBuilder, OneOfBuilder, Schema, Type,
+        };
+        use utoipa::openapi::RefOr;
+        fn variant(tag: &str, fields: Option<RefOr<Schema>>) -> Schema {
+            let mut obj = match fields {
+                Some(RefOr::T(Schema::Object(o))) => o,
+                _ => Object::new(),
+            };
+            obj.schema_type = Type::Object.into();
+            obj.properties.insert(
+                "type".into(),
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some([tag]))
+                    .into(),
+            );
+            obj.required.insert(0, "type".into());
+            obj.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+            Schema::Object(obj)
+        }
+        let handler = ObjectBuilder::new()
+            .property("name", ObjectBuilder::new().schema_type(Type::String))
+            .required("name")
+            .build();
+        OneOfBuilder::new()
+            .item(variant("noop", None))
+            .item(variant(
+                "shell",
+                Some(<ShellExecutor as utoipa::PartialSchema>::schema()),
+            ))
+            .item(variant(
+                "http",
+                Some(<HttpExecutor as utoipa::PartialSchema>::schema()),
+            ))
+            .item(variant(
+                "publish",
+                Some(<PublishExecutor as utoipa::PartialSchema>::schema()),
+            ))
+            .item(variant("handler", Some(RefOr::T(Schema::Object(handler)))))
+            .description(Some(
+                "What a fire runs: `noop`, `shell`, `http`, `publish` or `handler`, by `type`",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Executor {}

@@ -287,6 +287,26 @@ pub struct ReplyError {
     pub message: String,
 }
 
+/// How the refusal of a command on a job that does not exist begins.
+const NO_JOB: &str = "no job";
+
+impl ReplyError {
+    /// The refusal of a command on job `id`, which does not exist
+    /// (`{"field": "id", "message": "no job \"ID\""}`).
+    pub fn no_job(id: &str) -> Self {
+        Self {
+            field: "id".into(),
+            message: format!("{NO_JOB} \"{id}\""),
+        }
+    }
+
+    /// Whether this is [`ReplyError::no_job`]'s refusal (the API answers
+    /// it with a 404): the one place that knows its shape.
+    pub fn is_no_job(&self) -> bool {
+        self.field == "id" && self.message.starts_with(NO_JOB)
+    }
+}
+
 impl From<ValidationError> for ReplyError {
     fn from(e: ValidationError) -> Self {
         Self {

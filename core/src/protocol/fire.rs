@@ -15,6 +15,7 @@ use crate::{
 /// without asking anyone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FireEvent {
     /// `{job_id}@{scheduled_instant_utc}`; also the AMQP `message_id`.
     pub fire_id: String,

@@ -68,6 +68,37 @@ pub struct RunEvent {
     pub replay: Option<DateTime<Utc>>,
 }
 
+impl RunEvent {
+    /// The one way a run record starts: a record of `kind` about fire
+    /// `fire_id` (of job `job_id` in `pool`), by the worker or scheduler
+    /// node `by`, at `at`; attempt 1 and the occurrence read from the fire
+    /// id. The caller sets what else it knows (`..RunEvent::new(..)`).
+    pub fn new(
+        kind: RunKind,
+        fire_id: &str,
+        job_id: &str,
+        pool: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            kind,
+            fire_id: fire_id.to_string(),
+            job_id: job_id.to_string(),
+            pool: pool.to_string(),
+            attempt: 1,
+            worker: by.to_string(),
+            at,
+            duration_ms: None,
+            reason: None,
+            output: None,
+            deadline: None,
+            scheduled_at: crate::FireId::parse(fire_id).map(|(_, t)| t),
+            replay: None,
+        }
+    }
+}
+
 /// Run records of one worker (or scheduler node), published together as
 /// one message on the history stream `sundial.history`: each record is a
 /// [`RunEvent`], in the order they happened. One message carries many runs,

@@ -1,138 +1,239 @@
-//! The history part of the HTTP API (`/api/v1`, docs/api.md), served by a
-//! process that keeps a history index:
+//! The history endpoints, served from this process's history index:
 //!
 //! - `GET /api/v1/runs?since=&until=&outcome=&pool=&job=&label=&limit=&cursor=`
-//! - `GET /api/v1/jobs/{id}/runs?limit=&cursor=`
+//! - `GET /api/v1/jobs/{id}/runs?limit=&cursor=&outcome=&since=&until=`
 //! - `GET /api/v1/jobs/{id}/summary?since=`
+//! - `GET /api/v1/runs/per-minute?since=`
 //!
 //! Runs come newest first, a page at a time; `next` is the cursor of the
-//! following page. Errors are `{"error": {"field", "message"}}`.
+//! following page.
 
 use std::sync::Arc;
 
+use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
-use hyper::StatusCode;
+use serde::Deserialize;
 use serde_json::json;
-use sundial_core::history::{Cursor, Outcome, RunQuery};
+use sundial_core::history::{Cursor, Outcome, RunPage, RunQuery, Summary, MAX_PAGE};
+use utoipa::IntoParams;
 
-use sundial_store::Index;
-
-use crate::api::{error, only, Answer};
+use super::{
+    error::{Answer, ApiError, ApiResult},
+    query::{first, Params, Query},
+    schema::{body, ErrorBody, Minute, PerMinute, Refusals},
+    Api,
+};
 
 /// Page size when a query gives none.
-pub const DEFAULT_LIMIT: usize = 50;
+const DEFAULT_LIMIT: usize = 50;
 
-/// Answers the path below `/api/v1/` (its decoded segments `seg`) with the
-/// query's `params`, or `None` when the path is not one of history's.
-pub async fn route(
-    index: Option<&Arc<Index>>,
-    seg: &[&str],
-    params: &[(String, String)],
-) -> Option<Answer> {
-    let kind = match seg {
-        ["runs"] => Kind::Runs,
-        ["jobs", id, "runs"] if !id.is_empty() => Kind::JobRuns((*id).to_string()),
-        ["jobs", id, "summary"] if !id.is_empty() => Kind::Summary((*id).to_string()),
-        _ => return None,
-    };
-    let Some(index) = index else {
-        return Some(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            None,
-            "this process keeps no history index (history.enabled = false, or its file is in use by another process): ask a scheduler or `sundial run` that keeps one",
-        ));
-    };
-    Some(match answer(index, kind, params, Utc::now()).await {
-        Ok(a) => a,
-        Err(a) => a,
-    })
+/// `GET /api/v1/runs`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct RunsParams {
+    /// A duration before now (`1h`) or an RFC 3339 instant.
+    #[serde(default, deserialize_with = "first")]
+    since: Option<String>,
+    #[serde(default, deserialize_with = "first")]
+    until: Option<String>,
+    #[serde(default, deserialize_with = "first")]
+    #[param(value_type = Option<Outcome>)]
+    outcome: Option<String>,
+    #[serde(default, deserialize_with = "first")]
+    pool: Option<String>,
+    /// A job id prefix.
+    #[serde(default, deserialize_with = "first")]
+    job: Option<String>,
+    /// `key=value`.
+    #[serde(default, deserialize_with = "first")]
+    label: Option<String>,
+    /// 1–1000, default 50.
+    #[serde(default, deserialize_with = "first")]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
+    #[serde(default, deserialize_with = "first")]
+    cursor: Option<String>,
 }
 
-enum Kind {
-    Runs,
-    JobRuns(String),
-    Summary(String),
+impl Params for RunsParams {
+    const ALLOWED: &'static [&'static str] = &[
+        "since", "until", "outcome", "pool", "job", "label", "limit", "cursor",
+    ];
 }
 
-async fn answer(
-    index: &Index,
-    kind: Kind,
-    params: &[(String, String)],
-    now: DateTime<Utc>,
-) -> Result<Answer, Answer> {
-    let allowed: &[&str] = match kind {
-        Kind::Runs => &[
-            "since", "until", "outcome", "pool", "job", "label", "limit", "cursor",
-        ],
-        Kind::JobRuns(_) => &["limit", "cursor", "outcome", "since", "until"],
-        Kind::Summary(_) => &["since"],
-    };
-    only(params, allowed)?;
-    let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.as_str());
-    let internal =
-        |e: sundial_store::Error| error(StatusCode::INTERNAL_SERVER_ERROR, None, e.to_string());
-    match kind {
-        Kind::Summary(job) => {
-            let since = instant(get("since").unwrap_or("24h"), "since", now)?;
-            let s = index.summary(job, since).await.map_err(internal)?;
-            Ok((StatusCode::OK, json!(s)))
-        }
-        Kind::Runs | Kind::JobRuns(_) => {
-            let mut q = RunQuery {
-                limit: DEFAULT_LIMIT,
-                ..RunQuery::default()
-            };
-            if let Kind::JobRuns(job) = kind {
-                q.job = Some(job);
-            }
-            if let Some(v) = get("since") {
-                q.since = Some(instant(v, "since", now)?);
-            }
-            if let Some(v) = get("until") {
-                q.until = Some(instant(v, "until", now)?);
-            }
-            if let Some(v) = get("outcome") {
-                q.outcome = Some(
-                    v.parse::<Outcome>()
-                        .map_err(|e| error(StatusCode::BAD_REQUEST, Some("outcome"), e))?,
-                );
-            }
-            q.pool = get("pool").map(str::to_string);
-            q.job_prefix = get("job").map(str::to_string);
-            if let Some(v) = get("label") {
-                let (k, val) = v.split_once('=').ok_or_else(|| {
-                    error(StatusCode::BAD_REQUEST, Some("label"), "must be key=value")
-                })?;
-                q.label = Some((k.to_string(), val.to_string()));
-            }
-            if let Some(v) = get("limit") {
-                q.limit = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=sundial_core::history::MAX_PAGE).contains(n))
-                    .ok_or_else(|| {
-                        error(
-                            StatusCode::BAD_REQUEST,
-                            Some("limit"),
-                            format!("must be 1..={}", sundial_core::history::MAX_PAGE),
-                        )
-                    })?;
-            }
-            if let Some(v) = get("cursor") {
-                q.after = Some(
-                    v.parse::<Cursor>()
-                        .map_err(|e| error(StatusCode::BAD_REQUEST, Some("cursor"), e))?,
-                );
-            }
-            let page = index.runs(q).await.map_err(internal)?;
-            Ok((StatusCode::OK, json!(page)))
-        }
+/// `GET /api/v1/jobs/{id}/runs`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct JobRunsParams {
+    /// 1–1000, default 50.
+    #[serde(default, deserialize_with = "first")]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
+    #[serde(default, deserialize_with = "first")]
+    cursor: Option<String>,
+    #[serde(default, deserialize_with = "first")]
+    #[param(value_type = Option<Outcome>)]
+    outcome: Option<String>,
+    /// A duration before now (`1h`) or an RFC 3339 instant.
+    #[serde(default, deserialize_with = "first")]
+    since: Option<String>,
+    #[serde(default, deserialize_with = "first")]
+    until: Option<String>,
+}
+
+impl Params for JobRunsParams {
+    const ALLOWED: &'static [&'static str] = &["limit", "cursor", "outcome", "since", "until"];
+}
+
+/// `?since=` alone (summary, per-minute).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SinceParams {
+    /// A duration before now (`1h`) or an RFC 3339 instant.
+    #[serde(default, deserialize_with = "first")]
+    since: Option<String>,
+}
+
+impl Params for SinceParams {
+    const ALLOWED: &'static [&'static str] = &["since"];
+}
+
+/// Runs of every job, newest first, one page at a time.
+#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(RunsParams), responses(
+        (status = 200, body = RunPage),
+        Refusals,
+        (status = 500, description = "the history index could not be read", body = ErrorBody),
+        (status = 503, description = "this process keeps no history index", body = ErrorBody),
+))]
+pub(crate) async fn runs(State(api): State<Arc<Api>>, Query(p): Query<RunsParams>) -> ApiResult {
+    let index = api.index()?;
+    let mut q = page(p.limit, p.cursor, p.outcome, p.since, p.until)?;
+    q.pool = p.pool;
+    q.job_prefix = p.job;
+    if let Some(v) = p.label {
+        let (k, val) = v
+            .split_once('=')
+            .ok_or_else(|| ApiError::bad_request("label", "must be key=value"))?;
+        q.label = Some((k.to_string(), val.to_string()));
     }
+    let page = index.runs(q).await.map_err(internal)?;
+    Ok(Answer(json!(page)))
+}
+
+/// One job's runs, newest first.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/runs", tag = "runs", params(("id" = String, Path), JobRunsParams), responses(
+        (status = 200, body = RunPage),
+        Refusals,
+        (status = 500, description = "the history index could not be read", body = ErrorBody),
+        (status = 503, description = "this process keeps no history index", body = ErrorBody),
+))]
+pub(crate) async fn job_runs(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    Query(p): Query<JobRunsParams>,
+) -> ApiResult {
+    let index = api.index()?;
+    let mut q = page(p.limit, p.cursor, p.outcome, p.since, p.until)?;
+    q.job = Some(id);
+    let page = index.runs(q).await.map_err(internal)?;
+    Ok(Answer(json!(page)))
+}
+
+/// One job's runs over a window (`since`, default 24h).
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/summary", tag = "runs", params(("id" = String, Path), SinceParams), responses(
+        (status = 200, body = Summary),
+        Refusals,
+        (status = 500, description = "the history index could not be read", body = ErrorBody),
+        (status = 503, description = "this process keeps no history index", body = ErrorBody),
+))]
+pub(crate) async fn summary(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    Query(p): Query<SinceParams>,
+) -> ApiResult {
+    let index = api.index()?;
+    let since = instant(p.since.as_deref().unwrap_or("24h"), "since", Utc::now())?;
+    let s = index.summary(id, since).await.map_err(internal)?;
+    Ok(Answer(json!(s)))
+}
+
+/// Attempts started per minute, and those that failed (`since`, default 1h).
+#[utoipa::path(get, path = "/api/v1/runs/per-minute", tag = "runs", params(SinceParams), responses(
+        (status = 200, body = PerMinute),
+        Refusals,
+        (status = 500, description = "the history index could not be read", body = ErrorBody),
+        (status = 503, description = "this process keeps no history index", body = ErrorBody),
+))]
+pub(crate) async fn per_minute(
+    State(api): State<Arc<Api>>,
+    Query(p): Query<SinceParams>,
+) -> ApiResult {
+    let index = api
+        .cfg
+        .history
+        .as_ref()
+        .ok_or_else(|| ApiError::unavailable("this process keeps no history index"))?;
+    let since = instant(p.since.as_deref().unwrap_or("1h"), "since", Utc::now())?;
+    let rows = index.per_minute(since).await.map_err(internal)?;
+    let minutes = rows
+        .into_iter()
+        .map(|(m, runs, failed)| Minute {
+            minute: DateTime::from_timestamp_millis(m)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            runs,
+            failed,
+        })
+        .collect();
+    Ok(Answer(body(PerMinute { minutes })))
+}
+
+/// The paging and filtering parameters runs lists share.
+fn page(
+    limit: Option<String>,
+    cursor: Option<String>,
+    outcome: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+) -> Result<RunQuery, ApiError> {
+    let now = Utc::now();
+    let mut q = RunQuery {
+        limit: DEFAULT_LIMIT,
+        ..RunQuery::default()
+    };
+    if let Some(v) = since {
+        q.since = Some(instant(&v, "since", now)?);
+    }
+    if let Some(v) = until {
+        q.until = Some(instant(&v, "until", now)?);
+    }
+    if let Some(v) = outcome {
+        q.outcome = Some(
+            v.parse::<Outcome>()
+                .map_err(|e| ApiError::bad_request("outcome", e))?,
+        );
+    }
+    if let Some(v) = limit {
+        q.limit = v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| ApiError::bad_request("limit", format!("must be 1..={MAX_PAGE}")))?;
+    }
+    if let Some(v) = cursor {
+        q.after = Some(
+            v.parse::<Cursor>()
+                .map_err(|e| ApiError::bad_request("cursor", e))?,
+        );
+    }
+    Ok(q)
+}
+
+fn internal(e: sundial_store::Error) -> ApiError {
+    ApiError::internal(e.to_string())
 }
 
 /// `field` as an instant ([`sundial_core::history::instant`]); a 400 naming
 /// it otherwise.
-pub(crate) fn instant(v: &str, field: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Answer> {
-    sundial_core::history::instant(v, now)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, Some(field), e))
+fn instant(v: &str, field: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
+    sundial_core::history::instant(v, now).map_err(|e| ApiError::bad_request(field, e))
 }

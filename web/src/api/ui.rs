@@ -2,50 +2,58 @@
 //! one HTML page, one style sheet and one script, all written for Sundial
 //! (ADR 0016). The script renders every page from `/api/v1`.
 
-use http_body_util::Full;
-use hyper::{body::Bytes, header, Method, Response, StatusCode};
+use axum::{
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, MethodRouter},
+    Router,
+};
 
 const INDEX: &str = include_str!("ui/index.html");
 const SCRIPT: &str = include_str!("ui/app.js");
 const STYLE: &str = include_str!("ui/app.css");
 
-/// The file at `path`, or `None` when there is none.
-pub(super) fn asset(path: &str, method: &Method) -> Option<Response<Full<Bytes>>> {
-    let (body, content_type) = match path {
-        "/" | "/index.html" => (INDEX, "text/html; charset=utf-8"),
-        "/assets/app.js" => (SCRIPT, "text/javascript; charset=utf-8"),
-        "/assets/app.css" => (STYLE, "text/css; charset=utf-8"),
-        _ => return None,
-    };
-    if method != Method::GET && method != Method::HEAD {
-        let mut r = Response::new(Full::new(Bytes::from_static(b"GET only\n")));
-        *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-        r.headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
-        return Some(r);
-    }
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+/// `/`, `/index.html`, `/assets/app.js`, `/assets/app.css`: GET and HEAD.
+pub(super) fn router() -> Router {
+    Router::new()
+        .route("/", file(INDEX, "text/html; charset=utf-8"))
+        .route("/index.html", file(INDEX, "text/html; charset=utf-8"))
+        .route(
+            "/assets/app.js",
+            file(SCRIPT, "text/javascript; charset=utf-8"),
+        )
+        .route("/assets/app.css", file(STYLE, "text/css; charset=utf-8"))
+}
+
+fn file(body: &'static str, content_type: &'static str) -> MethodRouter {
+    get(move || async move { asset(body, content_type) }).fallback(get_only)
+}
+
+/// Any other method on a file.
+async fn get_only() -> Response {
+    let mut r = (StatusCode::METHOD_NOT_ALLOWED, "GET only\n").into_response();
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    r
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut r = body.into_response();
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(content_type),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     // The page talks to its own origin only; nothing inline runs.
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        header::HeaderValue::from_static(
+        HeaderValue::from_static(
             "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
         ),
     );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
-        header::HeaderValue::from_static("nosniff"),
+        HeaderValue::from_static("nosniff"),
     );
-    h.insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-cache"),
-    );
-    Some(r)
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
 }
 
 #[cfg(test)]

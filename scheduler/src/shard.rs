@@ -1,4 +1,4 @@
-//! `TimerShard`: one actor per owned timer shard, a thin shell over
+//! `ShardActor`: one actor per owned timer shard, a thin shell over
 //! [`ShardTimer`] (the deadlines, the in-flight fires and the watermark,
 //! clock injected). The actor reads the clock, sleeps until the next
 //! deadline, applies the overlap decision ([`overlap::decide`]), publishes
@@ -9,16 +9,12 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use lapin::{
-    types::{AMQPValue, FieldTable, LongString},
-    Channel,
-};
+use lapin::Channel;
 use sundial_core::{
     codec::encode,
     overlap,
     protocol::{
         fire::{FireEvent, Origin, Watermark},
-        headers,
         run::{RunBatch, RunEvent, RunKind},
     },
     registry::JobEntry,
@@ -30,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use super::runs::{self, RunningJobs};
 use sundial_amqp::{
-    publish::{publish_confirmed, publish_event, publish_raw_confirmed, PublishError},
+    publish::{dead_letter, publish_confirmed, publish_event, DeadReason, PublishError},
     watermark,
 };
 use sundial_runtime::metrics as m;
@@ -52,7 +48,7 @@ const UNROUTABLE_MEMORY: Duration = Duration::from_secs(60);
 /// At most one log line per shard per this long for fires being retried.
 const RETRY_LOG_EVERY: Duration = Duration::from_secs(10);
 
-pub(crate) struct TimerShard {
+pub(crate) struct ShardActor {
     shard: u32,
     node: String,
     /// Owner epoch, carried by every fire and watermark.
@@ -167,7 +163,7 @@ pub(crate) struct ShardCommon {
     pub(crate) opener: ChannelOpener,
 }
 
-impl TimerShard {
+impl ShardActor {
     pub(crate) fn new(
         shard: u32,
         epoch: u64,
@@ -327,19 +323,15 @@ impl TimerShard {
         metrics::counter!(m::OVERLAP_SKIPS_TOTAL, "pool" => job.spec.pool.clone()).increment(1);
         info!(job_id = %job.spec.id, shard = self.shard, fire_id, running, "fire skipped: the previous run is still running (overlap forbid)");
         let ev = RunEvent {
-            kind: RunKind::Skipped,
-            fire_id: fire_id.to_string(),
-            job_id: job.spec.id.clone(),
-            pool: job.spec.pool.clone(),
-            attempt: 1,
-            worker: self.node.clone(),
-            at: Utc::now(),
-            duration_ms: None,
             reason: Some("overlap-forbid".into()),
-            output: None,
-            deadline: None,
-            scheduled_at: sundial_core::FireId::parse(fire_id).map(|(_, at)| at),
-            replay: None,
+            ..RunEvent::new(
+                RunKind::Skipped,
+                fire_id,
+                &job.spec.id,
+                &job.spec.pool,
+                &self.node,
+                Utc::now(),
+            )
         };
         let Ok(enc) = encode(&ev) else { return };
         let Ok(record) = encode(&RunBatch {
@@ -459,18 +451,17 @@ impl TimerShard {
         let topo = self.topo.clone();
         let (node, msg, reason) = (self.node.clone(), out.clone(), why.clone());
         let fut = async move {
-            let text =
-                |s: &str| AMQPValue::LongString(LongString::from(headers::bounded(s).as_ref()));
-            let mut h = FieldTable::default();
-            h.insert(headers::ERROR.into(), text(&reason));
-            h.insert(headers::ATTEMPTS.into(), AMQPValue::LongLongInt(0));
-            h.insert(headers::WORKER.into(), text(&node));
-            h.insert(headers::POOL.into(), text(&msg.pool));
-            let props = sundial_amqp::broker::properties(&msg.enc.meta).with_headers(h);
+            let why = DeadReason {
+                error: &reason,
+                attempts: 0,
+                failures: None,
+                by: Some(&node),
+                pool: Some(&msg.pool),
+            };
+            let props = sundial_amqp::broker::properties(&msg.enc.meta);
             let mut last = None;
             for key in [msg.pool.as_str(), CONTROL_DEAD_KEY] {
-                match publish_raw_confirmed(&ch, &exchange, key, &msg.enc.body, props.clone()).await
-                {
+                match dead_letter(&ch, &exchange, key, &msg.enc.body, &props, &why).await {
                     Ok(()) => return Ok(topo.dead_queue(key)),
                     Err(e) => last = Some(e),
                 }
@@ -531,7 +522,7 @@ struct Outgoing {
     due: Option<DateTime<Utc>>,
 }
 
-impl Actor for TimerShard {
+impl Actor for ShardActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
@@ -550,7 +541,7 @@ pub(crate) struct Load {
     pub(crate) alive_since: DateTime<Utc>,
 }
 
-impl Handler<Load> for TimerShard {
+impl Handler<Load> for ShardActor {
     type Result = ();
 
     fn handle(&mut self, msg: Load, ctx: &mut Context<Self>) {
@@ -570,7 +561,7 @@ pub(crate) enum JobChange {
     Resumed(Arc<JobEntry>),
 }
 
-impl Handler<JobChange> for TimerShard {
+impl Handler<JobChange> for ShardActor {
     type Result = ();
 
     fn handle(&mut self, msg: JobChange, ctx: &mut Context<Self>) {
@@ -603,7 +594,7 @@ pub(crate) struct Flush;
 /// written anyway (held back below the unconfirmed fires).
 const FLUSH_DRAIN: Duration = Duration::from_secs(5);
 
-impl Handler<Flush> for TimerShard {
+impl Handler<Flush> for ShardActor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
@@ -623,7 +614,7 @@ impl Handler<Flush> for TimerShard {
     }
 }
 
-impl TimerShard {
+impl ShardActor {
     fn finish_if_drained(&mut self, ctx: &mut Context<Self>) {
         if self.flushing.is_some() && self.timer.drained() {
             self.finish(ctx);

@@ -1,0 +1,150 @@
+//! The queries the index answers: a page of runs, a job's summary.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, Row};
+use sundial_core::history::{Cursor, Outcome, RunPage, RunQuery, RunRow, Summary, MAX_PAGE};
+
+use crate::schema::COLUMNS;
+
+pub(crate) fn time(ms: Option<i64>) -> Option<DateTime<Utc>> {
+    ms.and_then(DateTime::from_timestamp_millis)
+}
+
+/// A row of `SELECT {COLUMNS}`, with its id.
+pub(crate) fn from_sql(r: &Row<'_>) -> rusqlite::Result<(i64, RunRow)> {
+    let labels: Option<String> = r.get(5)?;
+    let outcome: String = r.get(9)?;
+    let duration: Option<i64> = r.get(11)?;
+    Ok((
+        r.get(0)?,
+        RunRow {
+            fire_id: r.get(1)?,
+            attempt: r.get(2)?,
+            job_id: r.get(3)?,
+            pool: r.get(4)?,
+            labels: labels
+                .and_then(|l| serde_json::from_str(&l).ok())
+                .unwrap_or_default(),
+            scheduled_at: time(r.get(6)?),
+            started_at: time(r.get(7)?),
+            finished_at: time(r.get(8)?),
+            outcome: outcome.parse().unwrap_or(Outcome::Running),
+            retried: r.get(10)?,
+            duration_ms: duration.and_then(|d| u64::try_from(d).ok()),
+            worker: r.get(12)?,
+            reason: r.get(13)?,
+            output: r.get(14)?,
+            replay: Some(r.get::<_, i64>(15)?)
+                .filter(|ms| *ms != 0)
+                .and_then(DateTime::from_timestamp_millis),
+        },
+    ))
+}
+
+pub(crate) fn query_runs(c: &Connection, q: &RunQuery) -> rusqlite::Result<RunPage> {
+    let mut sql = format!("SELECT {COLUMNS}, at FROM runs WHERE 1 = 1");
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut arg = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
+        args.push(v);
+        sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+    };
+    use rusqlite::types::Value as V;
+    if let Some(j) = &q.job {
+        arg(&mut sql, " AND job_id = ?", V::Text(j.clone()));
+    }
+    if let Some(p) = q.job_prefix.as_ref().filter(|p| !p.is_empty()) {
+        // A range on job_id: the index serves it, and no LIKE escaping.
+        arg(&mut sql, " AND job_id >= ?", V::Text(p.clone()));
+        arg(
+            &mut sql,
+            " AND job_id < ?",
+            V::Text(format!("{p}\u{10FFFF}")),
+        );
+    }
+    if let Some(p) = &q.pool {
+        arg(&mut sql, " AND pool = ?", V::Text(p.clone()));
+    }
+    if let Some(o) = q.outcome {
+        arg(&mut sql, " AND outcome = ?", V::Text(o.as_str().into()));
+    }
+    if let Some((k, v)) = &q.label {
+        let path = format!("$.\"{}\"", k.replace('"', ""));
+        arg(&mut sql, " AND json_extract(labels, ?", V::Text(path));
+        arg(&mut sql, ") = ?", V::Text(v.clone()));
+    }
+    if let Some(t) = q.since {
+        arg(&mut sql, " AND at >= ?", V::Integer(t.timestamp_millis()));
+    }
+    if let Some(t) = q.until {
+        arg(&mut sql, " AND at < ?", V::Integer(t.timestamp_millis()));
+    }
+    if let Some(cur) = q.after {
+        arg(&mut sql, " AND (at < ?", V::Integer(cur.at_ms));
+        arg(&mut sql, " OR (at = ?", V::Integer(cur.at_ms));
+        arg(&mut sql, " AND id < ?))", V::Integer(cur.id));
+    }
+    let limit = q.limit.clamp(1, MAX_PAGE);
+    sql.push_str(&format!(" ORDER BY at DESC, id DESC LIMIT {}", limit + 1));
+    let mut stmt = c.prepare_cached(&sql)?;
+    let mut found: Vec<(i64, i64, RunRow)> = stmt
+        .query_map(rusqlite::params_from_iter(args), |r| {
+            let (id, row) = from_sql(r)?;
+            Ok((id, r.get::<_, i64>(16)?, row))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let more = found.len() > limit;
+    found.truncate(limit);
+    let next = if more {
+        found.last().map(|(id, at, _)| {
+            Cursor {
+                at_ms: *at,
+                id: *id,
+            }
+            .to_string()
+        })
+    } else {
+        None
+    };
+    Ok(RunPage {
+        runs: found.into_iter().map(|(_, _, r)| r).collect(),
+        next,
+    })
+}
+
+pub(crate) fn summarise(
+    c: &Connection,
+    job: &str,
+    since: DateTime<Utc>,
+) -> rusqlite::Result<Summary> {
+    let mut stmt = c.prepare_cached(
+        "SELECT outcome, duration_ms FROM runs WHERE job_id = ?1 AND at >= ?2 \
+         AND outcome NOT IN ('running', 'skipped')",
+    )?;
+    let rows: Vec<(Outcome, Option<u64>)> = stmt
+        .query_map(params![job, since.timestamp_millis()], |r| {
+            let o: String = r.get(0)?;
+            let d: Option<i64> = r.get(1)?;
+            Ok((
+                o.parse().unwrap_or(Outcome::Running),
+                d.and_then(|d| u64::try_from(d).ok()),
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let last = |outcomes: &str| -> rusqlite::Result<Option<DateTime<Utc>>> {
+        c.query_row(
+            &format!(
+                "SELECT max(coalesce(finished_at, at)) FROM runs WHERE job_id = ?1 AND outcome IN ({outcomes})"
+            ),
+            params![job],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+        .map(time)
+    };
+    Ok(Summary::of(
+        job,
+        since,
+        &rows,
+        last("'succeeded'")?,
+        last("'failed', 'dead'")?,
+    ))
+}

@@ -10,9 +10,7 @@
 //! records (history stream): every occurrence due in the window has a terminal record
 //! (`succeeded` or `dead`). Duplicates are allowed (at least once).
 
-#[path = "it/util.rs"]
-#[allow(dead_code)]
-mod util;
+use sundial_testkit as util;
 
 use std::{
     collections::{BTreeMap, BTreeSet},

@@ -10,9 +10,7 @@
 //! still exists and fires). Its `/readyz` answers 503 while the broker is
 //! away and 200 again after.
 
-#[path = "it/util.rs"]
-#[allow(dead_code)]
-mod util;
+use sundial_testkit as util;
 
 use std::{collections::BTreeSet, time::Duration};
 

@@ -14,9 +14,7 @@
 //! system one), so it runs alone (cargo runs test binaries one after
 //! another).
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "it/util.rs"]
-mod util;
+use sundial_testkit as util;
 
 use std::{
     path::PathBuf,

@@ -10,9 +10,7 @@
 //! installs Debian's `chromium` and `chromium-driver`); a missing one fails
 //! the test naming the package.
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "it/util.rs"]
-mod util;
+use sundial_testkit as util;
 
 use std::{
     path::{Path, PathBuf},

@@ -62,55 +62,30 @@ impl Drop for Cluster {
     }
 }
 
-/// `rabbitmqctl` of the measured broker (node 1 of the cluster).
-pub(crate) fn rabbitmqctl() -> Command {
+/// The measured broker: the system one, or node 1 of the test cluster.
+pub(crate) fn broker() -> sundial_testkit::Broker {
     match CLUSTER.get() {
-        Some(dir) => {
-            let mut c = Command::new(cluster_script());
-            c.args(["ctl", "1"]).env("SUNDIAL_CLUSTER_DIR", dir);
-            c
-        }
-        None => Command::new("rabbitmqctl"),
+        Some(dir) => sundial_testkit::Broker::new(
+            &cluster_script().to_string_lossy(),
+            &["ctl", "1"],
+            &[("SUNDIAL_CLUSTER_DIR", &dir.to_string_lossy())],
+            5701,
+        ),
+        None => sundial_testkit::Broker::system(),
     }
 }
 
-/// The AMQP port every client of the run connects to.
-fn amqp_port() -> u16 {
-    if CLUSTER.get().is_some() {
-        5701
-    } else {
-        5672
-    }
+/// `rabbitmqctl` of the measured broker.
+pub(crate) fn rabbitmqctl() -> std::process::Command {
+    broker().ctl()
 }
 
-pub(crate) struct Vhost(pub(crate) String);
-
-impl Vhost {
-    pub(crate) fn new(tag: &str) -> Self {
-        let name = format!("sundial-bench-{tag}-{}", std::process::id());
-        let ok = rabbitmqctl()
-            .args(["add_vhost", &name])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-            && rabbitmqctl()
-                .args(["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-        assert!(ok, "cannot create vhost {name} with rabbitmqctl");
-        Self(name)
-    }
-    pub(crate) fn url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/{}", amqp_port(), self.0)
-    }
+/// A vhost of the run on the measured broker (`sundial-bench-{tag}-…`).
+pub(crate) fn vhost(tag: &str) -> Vhost {
+    Vhost::on(broker(), &format!("bench-{tag}"))
 }
 
-impl Drop for Vhost {
-    fn drop(&mut self) {
-        let _ = rabbitmqctl().args(["delete_vhost", &self.0]).output();
-    }
-}
+pub(crate) use sundial_testkit::Vhost;
 
 /// One raw publish, `mandatory`, to the default exchange.
 pub(crate) async fn raw_publish(
@@ -171,30 +146,27 @@ pub(crate) async fn raw_queues(conn: &lapin::Connection, queues: u32) -> lapin::
     ch
 }
 
-/// `GET path` on `addr`, timed: (status, seconds, body bytes). One
-/// connection per request, as a browser's first request of a page.
+/// `GET path` on `addr`, timed: (status, seconds, body bytes). A new
+/// connection per request (no idle connections kept), as a browser's
+/// first request of a page.
 pub(crate) fn timed_get(addr: &std::net::SocketAddr, path: &str) -> (u16, f64, usize) {
-    use std::io::{Read, Write};
+    static CLIENT: std::sync::OnceLock<reqwest::blocking::Client> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::blocking::Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .expect("an HTTP client")
+    });
     let t = std::time::Instant::now();
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the API");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("request");
-    let mut text = Vec::new();
-    s.read_to_end(&mut text).expect("response");
-    let secs = t.elapsed().as_secs_f64();
-    let head_end = text
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(text.len());
-    let status = std::str::from_utf8(&text[..head_end.min(text.len())])
-        .ok()
-        .and_then(|h| h.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, secs, text.len().saturating_sub(head_end + 4))
+    let res = client
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .expect("the API answers");
+    let status = res.status().as_u16();
+    let bytes = res.bytes().map_or(0, |b| b.len());
+    (status, t.elapsed().as_secs_f64(), bytes)
 }
 
 /// Serves `api` on an ephemeral loopback port until `stop`; returns its

@@ -47,7 +47,7 @@ use std::sync::Arc;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
-use common::{ms, pct, Vhost};
+use common::{ms, pct};
 
 use work::shards;
 
@@ -184,7 +184,7 @@ fn main() {
 
         // 1. Raw publish with confirms.
         let pb = bar("raw publish+confirm", 1);
-        let v = Vhost::new("raw");
+        let v = crate::common::vhost("raw");
         let conn = sundial_amqp::broker::connect(&v.url(), "bench-raw").await.expect("connect");
         let paced = std::time::Duration::from_secs(if quick { 3 } else { 5 });
         // Paced at the lateness phase's rate (its jobs are `@every 20s`), so
@@ -210,7 +210,7 @@ fn main() {
 
         // 2. Raw publish + consume with acks.
         let pb = bar("raw publish+consume", 1);
-        let v = Vhost::new("rawpc");
+        let v = crate::common::vhost("rawpc");
         let paced_n = work::PACED_RATE as usize * if quick { 3 } else { 5 };
         let ((raw_elapsed, _), (_, mut raw_lat)) = work::raw(&v, e2e_fires, paced_n).await;
         drop(v);
@@ -281,7 +281,7 @@ fn main() {
                 .collect();
             for (k, events) in setups {
                 let pb = bar(&format!("sundial e2e, {k} worker(s), {events}"), 1);
-                let v = Vhost::new(&format!("e2e-w{k}-{events}"));
+                let v = crate::common::vhost(&format!("e2e-w{k}-{events}"));
                 let env = [("SUNDIAL__WORKER__RUN_EVENTS", events)];
                 // Fire-to-start latency is read from `started` records.
                 let paced = if events == "failures" { paced_n } else { 0 };

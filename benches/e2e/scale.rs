@@ -9,12 +9,9 @@ use sundial_amqp::broker::connect;
 use sundial_scheduler::{self as scheduler, SchedulerConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    common::Vhost,
-    sched::{
-        drain_queues, measure_window, register_batch, rss_mib, settings, spread_jobs_range,
-        Samples, Steady,
-    },
+use crate::sched::{
+    drain_queues, measure_window, register_batch, rss_mib, settings, spread_jobs_range, Samples,
+    Steady,
 };
 
 pub(crate) struct Scale {
@@ -42,7 +39,7 @@ pub(crate) async fn scale(
     settle: u64,
     progress: impl Fn(&str, u64, u64),
 ) -> Scale {
-    let v = Vhost::new(&format!("scale{n}"));
+    let v = crate::common::vhost(&format!("scale{n}"));
     let s = settings(&v, shards);
     let conn = connect(&v.url(), "bench-scale").await.expect("connect");
     sundial_amqp::topology::apply(&conn, &s.topology.declarations())

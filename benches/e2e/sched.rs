@@ -331,7 +331,7 @@ pub(crate) async fn steady(
     shards: u32,
     tick: impl Fn(u64),
 ) -> Steady {
-    let v = Vhost::new(&format!("steady{n}"));
+    let v = crate::common::vhost(&format!("steady{n}"));
     let s = settings(&v, shards);
     with_scheduler(&s, async {
         let conn = connect(&v.url(), "bench-client").await.expect("connect");
@@ -346,7 +346,7 @@ pub(crate) async fn steady(
 /// Burst: `n` cron jobs due in the same second (`*/15 * * * * *`); returns
 /// (fires confirmed per second over the burst, seconds to confirm all).
 pub(crate) async fn burst(samples: &Samples, n: usize, shards: u32) -> (f64, f64) {
-    let v = Vhost::new("burst");
+    let v = crate::common::vhost("burst");
     let s = settings(&v, shards);
     let mut late = with_scheduler(&s, async {
         let conn = connect(&v.url(), "bench-client").await.expect("connect");

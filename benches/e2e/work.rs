@@ -267,7 +267,7 @@ fn workers(v: &Vhost, k: usize, env: &[(&str, &str)]) -> Vec<WorkerProc> {
             .args([
                 "list_queues",
                 "-p",
-                &v.0,
+                &v.name,
                 "--no-table-headers",
                 "-q",
                 "name",

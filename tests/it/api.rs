@@ -313,7 +313,10 @@ fn jobs_are_searched_paged_and_changed_through_the_api() {
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("\"field\":\"body\""), "{text}");
     let big = vec![b' '; 2 * 1024 * 1024];
-    let (status, text) = http_call(&addr, "POST", "/api/v1/jobs", &[], Some(&big)).expect("answer");
+    // By hand: the server refuses it by its Content-Length, before the
+    // body is sent, which a client library would report as a broken write.
+    let (status, _, text) =
+        crate::util::raw_http(&addr, "POST", "/api/v1/jobs", &[], Some(&big)).expect("answer");
     assert_eq!(status, 413, "{text}");
     let (status, _) = get(&addr, "/api/v1/nothing-here");
     assert_eq!(status, 404);

@@ -6,7 +6,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use chrono::{DurationRound, Utc};
@@ -53,19 +53,19 @@ fn job_history(v: &Vhost, api: &str, id: &str) -> Vec<Value> {
 
 /// Polls the history until `id` has `n` finished attempts (bounded).
 fn wait_for_runs(v: &Vhost, api: &str, id: &str, n: usize, within: Duration) -> Vec<Value> {
-    let deadline = Instant::now() + within;
-    loop {
-        let runs = job_history(v, api, id);
-        let finished = runs.iter().filter(|r| r["outcome"] != "running").count();
-        if finished >= n {
-            return runs;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{id}: {finished} of {n} attempts in the history after {within:?}: {runs:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let last = std::cell::RefCell::new(Vec::new());
+    crate::util::poll_until(
+        within,
+        &format!("{n} finished attempts of {id} in the history"),
+        || {
+            let runs = job_history(v, api, id);
+            let finished = runs.iter().filter(|r| r["outcome"] != "running").count();
+            let done = (finished >= n).then(|| runs.clone());
+            *last.borrow_mut() = runs;
+            done
+        },
+        || format!("{:#?}", last.borrow()),
+    )
 }
 
 /// (fire id, attempt, outcome) of each run.

@@ -87,7 +87,7 @@ impl Events {
         let mut reader = sundial_amqp::history::Reader::open(
             &conn,
             "sundial.history",
-            sundial_amqp::broker::StreamStart::First,
+            sundial_amqp::history::StreamStart::First,
             200,
         )
         .await

@@ -2,11 +2,15 @@
 //! scheduler's index, its run tracker and the CLI read it ([`Reader`]).
 
 use futures_util::{FutureExt, StreamExt};
-use lapin::{options::BasicAckOptions, Acker, Channel, Connection, Consumer};
+use lapin::{
+    options::BasicAckOptions,
+    types::{AMQPValue, FieldTable, ShortString},
+    Acker, Channel, Connection, Consumer,
+};
 use sundial_core::{codec::decode, protocol::run::RunBatch, CodecError};
 
 use crate::{
-    broker::{consume_stream, meta_of, stream_offset, StreamStart},
+    broker::{integer, meta_of, open_channel},
     error::Error,
 };
 
@@ -141,4 +145,58 @@ impl Reader {
     pub async fn close(self, why: &str) {
         let _ = self.ch.close(200, why.into()).await;
     }
+}
+
+/// Where a stream consumer starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamStart {
+    /// The oldest record the stream still holds.
+    First,
+    /// Only records appended from now on.
+    Next,
+    /// This offset (or the first one kept, if it is gone).
+    Offset(u64),
+    /// The first chunk written at or after this instant (to the second).
+    Since(chrono::DateTime<chrono::Utc>),
+}
+
+/// Consumes the stream `stream` from `start` on a channel of its own,
+/// `prefetch` unacked at a time (a stream consumer needs acks, and they
+/// only give credit: the records stay). Returns the channel too.
+pub async fn consume_stream(
+    conn: &Connection,
+    stream: &str,
+    start: StreamStart,
+    prefetch: u16,
+) -> Result<(lapin::Channel, lapin::Consumer), Error> {
+    use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+    let ch = open_channel(conn).await?;
+    ch.basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .map_err(Error::broker("basic.qos"))?;
+    let offset = match start {
+        StreamStart::First => AMQPValue::LongString("first".into()),
+        StreamStart::Next => AMQPValue::LongString("next".into()),
+        StreamStart::Offset(o) => AMQPValue::LongLongInt(i64::try_from(o).unwrap_or(i64::MAX)),
+        StreamStart::Since(t) => AMQPValue::Timestamp(u64::try_from(t.timestamp()).unwrap_or(0)),
+    };
+    let mut args = FieldTable::default();
+    args.insert(ShortString::from("x-stream-offset"), offset);
+    let consumer = ch
+        .basic_consume(
+            stream.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            args,
+        )
+        .await
+        .map_err(Error::broker(format!("basic.consume {stream}")))?;
+    Ok((ch, consumer))
+}
+
+/// The stream offset of a delivery from a stream consumer.
+pub fn stream_offset(d: &lapin::message::Delivery) -> Option<u64> {
+    let h = d.properties.headers().as_ref()?;
+    let v = h.inner().get("x-stream-offset")?;
+    integer(v).and_then(|o| u64::try_from(o).ok())
 }

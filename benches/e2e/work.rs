@@ -353,7 +353,7 @@ async fn listen(
     seen: Arc<Mutex<Seen>>,
     scheduled: Scheduled,
 ) -> (Vec<lapin::Channel>, Vec<tokio::task::JoinHandle<()>>) {
-    use sundial_amqp::{broker::StreamStart, history::Reader};
+    use sundial_amqp::history::{Reader, StreamStart};
     let topo = topology();
     let (events_ch, mut events) = subscribe(conn, &topo.events_exchange(), &["#"])
         .await

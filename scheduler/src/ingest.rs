@@ -15,10 +15,7 @@ use sundial_core::topology::Topology;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use sundial_amqp::{
-    broker::StreamStart,
-    history::{Message, Reader},
-};
+use sundial_amqp::history::{Message, Reader, StreamStart};
 use sundial_runtime::{metrics as m, ratelimit::Every};
 use sundial_store::{Batch, Index};
 

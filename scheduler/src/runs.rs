@@ -23,7 +23,10 @@ use sundial_core::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use sundial_amqp::{broker::StreamStart, history::Reader, publish::publish_event};
+use sundial_amqp::{
+    history::{Reader, StreamStart},
+    publish::publish_event,
+};
 
 use crate::error::Error;
 

@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, io::Write, time::Duration};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sundial_amqp::{broker::StreamStart, history::Reader};
+use sundial_amqp::history::{Reader, StreamStart};
 use sundial_core::{
     fire_id::FireId,
     ledger::{expected, Ledger},

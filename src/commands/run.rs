@@ -145,7 +145,7 @@ async fn print_events_inner(
     let mut reader = sundial_amqp::history::Reader::open(
         &conn,
         &settings.topology.history_stream(),
-        sundial_amqp::broker::StreamStart::Next,
+        sundial_amqp::history::StreamStart::Next,
         100,
     )
     .await?;

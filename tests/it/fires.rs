@@ -111,7 +111,7 @@ impl EventTap {
             sundial_amqp::history::Reader::open(
                 conn,
                 "sundial.history",
-                sundial_amqp::broker::StreamStart::Next,
+                sundial_amqp::history::StreamStart::Next,
                 100,
             ),
         )

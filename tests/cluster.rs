@@ -145,10 +145,7 @@ fn cli(args: &[&str], first: u32) -> Output {
 /// Waits (bounded) until `f` holds.
 fn wait(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
     let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < within, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    util::poll_until(within, what, || f().then_some(()), String::new);
     t.elapsed()
 }
 

@@ -12,29 +12,29 @@ pub(crate) fn time(ms: Option<i64>) -> Option<DateTime<Utc>> {
 
 /// A row of `SELECT {COLUMNS}`, with its id.
 pub(crate) fn from_sql(r: &Row<'_>) -> rusqlite::Result<(i64, RunRow)> {
-    let labels: Option<String> = r.get(5)?;
-    let outcome: String = r.get(9)?;
-    let duration: Option<i64> = r.get(11)?;
+    let labels: Option<String> = r.get("labels")?;
+    let outcome: String = r.get("outcome")?;
+    let duration: Option<i64> = r.get("duration_ms")?;
     Ok((
-        r.get(0)?,
+        r.get("id")?,
         RunRow {
-            fire_id: r.get(1)?,
-            attempt: r.get(2)?,
-            job_id: r.get(3)?,
-            pool: r.get(4)?,
+            fire_id: r.get("fire_id")?,
+            attempt: r.get("attempt")?,
+            job_id: r.get("job_id")?,
+            pool: r.get("pool")?,
             labels: labels
                 .and_then(|l| serde_json::from_str(&l).ok())
                 .unwrap_or_default(),
-            scheduled_at: time(r.get(6)?),
-            started_at: time(r.get(7)?),
-            finished_at: time(r.get(8)?),
+            scheduled_at: time(r.get("scheduled_at")?),
+            started_at: time(r.get("started_at")?),
+            finished_at: time(r.get("finished_at")?),
             outcome: outcome.parse().unwrap_or(Outcome::Running),
-            retried: r.get(10)?,
+            retried: r.get("retried")?,
             duration_ms: duration.and_then(|d| u64::try_from(d).ok()),
-            worker: r.get(12)?,
-            reason: r.get(13)?,
-            output: r.get(14)?,
-            replay: Some(r.get::<_, i64>(15)?)
+            worker: r.get("worker")?,
+            reason: r.get("reason")?,
+            output: r.get("output")?,
+            replay: Some(r.get::<_, i64>("replay")?)
                 .filter(|ms| *ms != 0)
                 .and_then(DateTime::from_timestamp_millis),
         },
@@ -89,7 +89,7 @@ pub(crate) fn query_runs(c: &Connection, q: &RunQuery) -> rusqlite::Result<RunPa
     let mut found: Vec<(i64, i64, RunRow)> = stmt
         .query_map(rusqlite::params_from_iter(args), |r| {
             let (id, row) = from_sql(r)?;
-            Ok((id, r.get::<_, i64>(16)?, row))
+            Ok((id, r.get::<_, i64>("at")?, row))
         })?
         .collect::<rusqlite::Result<_>>()?;
     let more = found.len() > limit;
@@ -122,8 +122,8 @@ pub(crate) fn summarise(
     )?;
     let rows: Vec<(Outcome, Option<u64>)> = stmt
         .query_map(params![job, since.timestamp_millis()], |r| {
-            let o: String = r.get(0)?;
-            let d: Option<i64> = r.get(1)?;
+            let o: String = r.get("outcome")?;
+            let d: Option<i64> = r.get("duration_ms")?;
             Ok((
                 o.parse().unwrap_or(Outcome::Running),
                 d.and_then(|d| u64::try_from(d).ok()),

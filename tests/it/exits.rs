@@ -545,17 +545,21 @@ fn a_scheduler_facing_a_silent_broker_is_not_ready_and_says_why() {
         .stderr(Stdio::null())
         .spawn()
         .expect("scheduler starts");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let body = loop {
-        let got = crate::util::http_get(&addr, "/readyz");
-        if let Some((503, body)) = &got {
-            if body.contains("no answer within 1s") {
-                break body.clone();
-            }
-        }
-        assert!(Instant::now() < deadline, "/readyz never said why: {got:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let last = std::cell::RefCell::new(None);
+    let body = crate::util::poll_until(
+        Duration::from_secs(30),
+        "/readyz saying why",
+        || {
+            let got = crate::util::http_get(&addr, "/readyz");
+            let why = got
+                .as_ref()
+                .filter(|(status, body)| *status == 503 && body.contains("no answer within 1s"))
+                .map(|(_, body)| body.clone());
+            *last.borrow_mut() = got;
+            why
+        },
+        || format!("{:?}", last.borrow()),
+    );
     assert!(
         matches!(child.try_wait(), Ok(None)),
         "the scheduler gave up instead of retrying: {body}"

@@ -226,14 +226,13 @@ fn five_runs_and_a_retry_are_six_attempts_that_survive_a_kill_and_rebuild_elsewh
     assert_eq!(keys(&again), ks, "same history, no duplicate rows");
     // The rows kept in the file answer before the restarted ingest logs
     // where it starts: wait (bounded) for that line.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let log = loop {
-        let log = plain(&std::fs::read_to_string(&a.log).unwrap_or_default());
-        if log.contains("start=Offset(") || std::time::Instant::now() > deadline {
-            break log;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let read = || plain(&std::fs::read_to_string(&a.log).unwrap_or_default());
+    let log = crate::util::poll_until(
+        Duration::from_secs(30),
+        "the restarted ingest logging its start",
+        || Some(read()).filter(|log| log.contains("start=Offset(")),
+        read,
+    );
     assert!(
         log.contains("start=First") && log.contains("start=Offset("),
         "first start reads from the first record, the restart from its offset: {log}"

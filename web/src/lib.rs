@@ -11,7 +11,7 @@
 //! | module        | responsibility |
 //! |---------------|----------------|
 //! | [`ops`]       | the listener (`serve`, `Listen`), connection limits, the Prometheus recorder, `/metrics /healthz /readyz` |
-//! | [`api`]       | `/api/v1`: auth (tokens, Host/Origin rules), job reads and writes, status, dead letters, `api::runs` (the history endpoints), `api::openapi`, `api::ui` (the dashboard's embedded assets) |
+//! | [`api`]       | `/api/v1` on axum: one `Router`, auth middleware (tokens, Host/Origin rules), job reads and writes, runs, status, dead letters, the generated OpenAPI document, the dashboard's embedded assets |
 //! | [`error`]     | this crate's error type |
 
 pub mod api;

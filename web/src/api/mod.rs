@@ -23,6 +23,7 @@
 //! | `ui`        | `/`, `/assets/app.js`, `/assets/app.css` |
 //! | `auth`      | the middleware in front of every route |
 //! | `error`, `query`, `body` | `ApiError`/`Answer`, the `Query<T>` and `Body<T>` extractors |
+//! | `schema`    | the API's own bodies (errors, write results, settle), for the handlers and the OpenAPI document |
 
 mod auth;
 pub mod body;

@@ -1,6 +1,6 @@
-//! [`Body`]: a request body of JSON, at most [`MAX_BODY`] bytes (413
-//! otherwise, before reading when `Content-Length` says so), empty or
-//! whitespace read as JSON `null` (so `Body<Option<T>>` is `None`).
+//! [`Body`]: an optional request body of JSON, at most [`MAX_BODY`] bytes
+//! (413 otherwise, before reading when `Content-Length` says so): `None`
+//! when empty or whitespace, else the body as a `T`.
 
 use axum::{
     body::to_bytes,
@@ -17,7 +17,7 @@ pub const MAX_BODY: usize = 1024 * 1024;
 
 /// The extractor.
 #[derive(Debug)]
-pub struct Body<T>(pub T);
+pub struct Body<T>(pub Option<T>);
 
 fn too_large() -> ApiError {
     ApiError::new(
@@ -50,14 +50,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
                 });
             }
         };
-        let value = if bytes.iter().all(u8::is_ascii_whitespace) {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .map_err(|e| ApiError::bad_request("body", format!("not JSON: {e}")))?
-        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Body(None));
+        }
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request("body", format!("not JSON: {e}")))?;
         serde_json::from_value(value)
-            .map(Body)
+            .map(|t| Body(Some(t)))
             .map_err(|e| ApiError::bad_request("body", e.to_string()))
     }
 }

@@ -77,7 +77,7 @@ pub(crate) async fn list(
 pub(crate) async fn replay(
     State(api): State<Arc<Api>>,
     Path(pool): Path<String>,
-    Body(body): Body<Option<Value>>,
+    Body(body): Body<Value>,
 ) -> ApiResult {
     settle(&api, &pool, Action::Replay, body).await
 }
@@ -93,7 +93,7 @@ pub(crate) async fn replay(
 pub(crate) async fn purge(
     State(api): State<Arc<Api>>,
     Path(pool): Path<String>,
-    Body(body): Body<Option<Value>>,
+    Body(body): Body<Value>,
 ) -> ApiResult {
     settle(&api, &pool, Action::Purge, body).await
 }

@@ -158,10 +158,7 @@ async fn ask(api: &Api, q: JobsQuery) -> ApiResult {
 
 /// Creates or replaces a job (docs/protocol.md §4).
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = JobSpec, responses(WriteResponses, Refusals))]
-pub(crate) async fn upsert(
-    State(api): State<Arc<Api>>,
-    Body(job): Body<Option<Value>>,
-) -> ApiResult {
+pub(crate) async fn upsert(State(api): State<Arc<Api>>, Body(job): Body<Value>) -> ApiResult {
     let job = job.ok_or_else(|| {
         ApiError::bad_request(
             "body",
@@ -182,7 +179,7 @@ pub(crate) async fn delete(State(api): State<Arc<Api>>, Path(id): Path<String>) 
 pub(crate) async fn pause(
     state: State<Arc<Api>>,
     id: Path<String>,
-    body: Body<Option<Value>>,
+    body: Body<Value>,
 ) -> ApiResult {
     verb(state, id, body, "pause").await
 }
@@ -192,7 +189,7 @@ pub(crate) async fn pause(
 pub(crate) async fn resume(
     state: State<Arc<Api>>,
     id: Path<String>,
-    body: Body<Option<Value>>,
+    body: Body<Value>,
 ) -> ApiResult {
     verb(state, id, body, "resume").await
 }
@@ -202,7 +199,7 @@ pub(crate) async fn resume(
 pub(crate) async fn trigger(
     state: State<Arc<Api>>,
     id: Path<String>,
-    body: Body<Option<Value>>,
+    body: Body<Value>,
 ) -> ApiResult {
     verb(state, id, body, "trigger").await
 }
@@ -212,7 +209,7 @@ pub(crate) async fn trigger(
 pub(crate) async fn backfill(
     state: State<Arc<Api>>,
     id: Path<String>,
-    body: Body<Option<Value>>,
+    body: Body<Value>,
 ) -> ApiResult {
     verb(state, id, body, "backfill").await
 }
@@ -222,7 +219,7 @@ pub(crate) async fn backfill(
 async fn verb(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
-    Body(body): Body<Option<Value>>,
+    Body(body): Body<Value>,
     verb: &str,
 ) -> ApiResult {
     let mut cmd = match body {

@@ -16,6 +16,7 @@
 //! | `codec`      | round trips of every message, and each kind of bad input |
 //! | `sign`       | HMAC signatures: commands (age, replay window), fire events (retries keep them) |
 //! | `settings`   | settings validation and masking |
+//! | `workflow`   | workflow steps: refusals naming their path; the decision of what runs next, by table |
 //! | `timer`      | a timer shard without broker or clock: watermark vs in-flight fires, jitter, upserts of due jobs, pause/resume/delete, flush, misfires on takeover |
 
 mod attempt;
@@ -34,3 +35,4 @@ mod settings;
 mod sign;
 mod timer;
 mod util;
+mod workflow;

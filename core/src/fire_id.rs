@@ -42,10 +42,45 @@ impl FireId {
     }
 
     /// Splits into `(job_id, instant)`; `None` for trigger ids and garbage.
+    /// A step's fire id gives its occurrence's.
     pub fn parse(s: &str) -> Option<(&str, DateTime<Utc>)> {
-        let (job, at) = s.rsplit_once('@')?;
+        let occurrence = Self::split_step(s).map_or(s, |(o, _, _)| o);
+        let (job, at) = occurrence.rsplit_once('@')?;
         let at = DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc);
         Some((job, at))
+    }
+
+    /// The fire of step `step` of the workflow occurrence `occurrence`
+    /// (`{occurrence}/{step}`), or of its shard `k` of `n`
+    /// (`{occurrence}/{step}#{k}/{n}`, `k` from 0): the same on every
+    /// scheduler, so a step published twice carries one id (issue 24, ADR
+    /// 0020).
+    pub fn for_step(occurrence: &FireId, step: &str, shard: Option<(u32, u32)>) -> Self {
+        match shard {
+            None => Self(format!("{occurrence}/{step}")),
+            Some((k, n)) => Self(format!("{occurrence}/{step}#{k}/{n}")),
+        }
+    }
+
+    /// Splits a step's fire id into `(occurrence, step, shard)`; `None`
+    /// for a fire id of no step. Job ids, instants and step ids hold no `/`,
+    /// so the first `/` after the `@` starts the step.
+    pub fn split_step(s: &str) -> Option<(&str, &str, Option<(u32, u32)>)> {
+        let at = s.find('@')?;
+        let slash = at + s[at..].find('/')?;
+        let (occurrence, rest) = (&s[..slash], &s[slash + 1..]);
+        let (step, shard) = match rest.split_once('#') {
+            None => (rest, None),
+            Some((step, kn)) => {
+                let (k, n) = kn.split_once('/')?;
+                let (k, n) = (k.parse::<u32>().ok()?, n.parse::<u32>().ok()?);
+                if k >= n {
+                    return None;
+                }
+                (step, Some((k, n)))
+            }
+        };
+        (!step.is_empty() && !step.contains('/')).then_some((occurrence, step, shard))
     }
 
     pub fn as_str(&self) -> &str {

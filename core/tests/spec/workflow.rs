@@ -222,3 +222,38 @@ fn fan_in_waits_for_every_branch_and_done_runs_either_way() {
         matches!(&d.skip[0], (3, StepState::Skipped { reason, failure: true }) if reason == "c did not succeed")
     );
 }
+
+#[test]
+fn step_fire_ids_are_deterministic_and_split_back() {
+    use chrono::TimeZone;
+    use sundial_core::FireId;
+    let at = chrono::Utc.with_ymd_and_hms(2026, 12, 5, 3, 0, 0).unwrap();
+    let occurrence = FireId::new("nightly-etl", at);
+    let one = FireId::for_step(&occurrence, "extract", None);
+    assert_eq!(one.as_str(), "nightly-etl@2026-12-05T03:00:00.000Z/extract");
+    let shard = FireId::for_step(&occurrence, "transform", Some((3, 8)));
+    assert_eq!(
+        shard.as_str(),
+        "nightly-etl@2026-12-05T03:00:00.000Z/transform#3/8"
+    );
+    assert_eq!(
+        FireId::split_step(shard.as_str()),
+        Some((
+            "nightly-etl@2026-12-05T03:00:00.000Z",
+            "transform",
+            Some((3, 8))
+        ))
+    );
+    assert_eq!(
+        FireId::split_step(one.as_str()),
+        Some(("nightly-etl@2026-12-05T03:00:00.000Z", "extract", None))
+    );
+    // The occurrence of a step's fire, as the ledger reads it.
+    assert_eq!(FireId::parse(shard.as_str()), Some(("nightly-etl", at)));
+    // Not step ids: a plain fire, a shard past its count, no step name.
+    assert_eq!(FireId::split_step(occurrence.as_str()), None);
+    assert_eq!(FireId::split_step("j@2026-12-05T03:00:00.000Z/t#8/8"), None);
+    assert_eq!(FireId::split_step("j@2026-12-05T03:00:00.000Z/"), None);
+    // The same inputs give the same id on any node.
+    assert_eq!(FireId::for_step(&occurrence, "extract", None), one);
+}

@@ -44,7 +44,7 @@ impl FireId {
     /// Splits into `(job_id, instant)`; `None` for trigger ids and garbage.
     /// A step's fire id gives its occurrence's.
     pub fn parse(s: &str) -> Option<(&str, DateTime<Utc>)> {
-        let occurrence = Self::split_step(s).map_or(s, |(o, _, _)| o);
+        let occurrence = Self::split_step(s).map_or(s, |r| r.occurrence);
         let (job, at) = occurrence.rsplit_once('@')?;
         let at = DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc);
         Some((job, at))
@@ -62,10 +62,10 @@ impl FireId {
         }
     }
 
-    /// Splits a step's fire id into `(occurrence, step, shard)`; `None`
-    /// for a fire id of no step. Job ids, instants and step ids hold no `/`,
-    /// so the first `/` after the `@` starts the step.
-    pub fn split_step(s: &str) -> Option<(&str, &str, Option<(u32, u32)>)> {
+    /// Splits a step's fire id into its parts; `None` for a fire id of no
+    /// step. Job ids, instants and step ids hold no `/`, so the first `/`
+    /// after the `@` starts the step.
+    pub fn split_step(s: &str) -> Option<StepRef<'_>> {
         let at = s.find('@')?;
         let slash = at + s[at..].find('/')?;
         let (occurrence, rest) = (&s[..slash], &s[slash + 1..]);
@@ -80,12 +80,26 @@ impl FireId {
                 (step, Some((k, n)))
             }
         };
-        (!step.is_empty() && !step.contains('/')).then_some((occurrence, step, shard))
+        (!step.is_empty() && !step.contains('/')).then_some(StepRef {
+            occurrence,
+            step,
+            shard,
+        })
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The parts of a step's fire id ([`FireId::split_step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepRef<'a> {
+    /// The occurrence's fire id (`job@instant`).
+    pub occurrence: &'a str,
+    pub step: &'a str,
+    /// `(k, n)`: shard `k` (from 0) of `n`.
+    pub shard: Option<(u32, u32)>,
 }
 
 impl fmt::Display for FireId {

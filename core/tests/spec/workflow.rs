@@ -226,7 +226,7 @@ fn fan_in_waits_for_every_branch_and_done_runs_either_way() {
 #[test]
 fn step_fire_ids_are_deterministic_and_split_back() {
     use chrono::TimeZone;
-    use sundial_core::FireId;
+    use sundial_core::{fire_id::StepRef, FireId};
     let at = chrono::Utc.with_ymd_and_hms(2026, 12, 5, 3, 0, 0).unwrap();
     let occurrence = FireId::new("nightly-etl", at);
     let one = FireId::for_step(&occurrence, "extract", None);
@@ -236,17 +236,22 @@ fn step_fire_ids_are_deterministic_and_split_back() {
         shard.as_str(),
         "nightly-etl@2026-12-05T03:00:00.000Z/transform#3/8"
     );
+    let occ = "nightly-etl@2026-12-05T03:00:00.000Z";
     assert_eq!(
         FireId::split_step(shard.as_str()),
-        Some((
-            "nightly-etl@2026-12-05T03:00:00.000Z",
-            "transform",
-            Some((3, 8))
-        ))
+        Some(StepRef {
+            occurrence: occ,
+            step: "transform",
+            shard: Some((3, 8))
+        })
     );
     assert_eq!(
         FireId::split_step(one.as_str()),
-        Some(("nightly-etl@2026-12-05T03:00:00.000Z", "extract", None))
+        Some(StepRef {
+            occurrence: occ,
+            step: "extract",
+            shard: None
+        })
     );
     // The occurrence of a step's fire, as the ledger reads it.
     assert_eq!(FireId::parse(shard.as_str()), Some(("nightly-etl", at)));

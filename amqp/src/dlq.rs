@@ -212,10 +212,7 @@ impl<'a> Dlq<'a> {
                     props.with_headers(h),
                 )
                 .await
-                .map_err(|e| Error::NotStored {
-                    what: format!("replay of {id}"),
-                    source: Box::new(e),
-                })?;
+                .map_err(Error::not_stored(format!("replay of {id}")))?;
             }
             m.delivery
                 .acker

@@ -84,6 +84,17 @@ impl Error {
         let operation = operation.into();
         move |source| Error::Broker { operation, source }
     }
+
+    /// Maps a publish that did not land to [`Error::NotStored`], saying
+    /// `what` it was (a dead letter, a watermark, a cancel request); for
+    /// `map_err`.
+    pub fn not_stored(what: impl Into<String>) -> impl FnOnce(PublishError) -> Error {
+        let what = what.into();
+        move |e| Error::NotStored {
+            what,
+            source: Box::new(e),
+        }
+    }
 }
 
 /// Why a confirmed publish did not land.

@@ -253,8 +253,5 @@ pub async fn dead_letter(
     let props = props.clone().with_headers(h).with_delivery_mode(2);
     publish_raw_confirmed(ch, exchange, routing_key, body, props)
         .await
-        .map_err(|e| Error::NotStored {
-            what: "dead letter".into(),
-            source: Box::new(e),
-        })
+        .map_err(Error::not_stored("dead letter"))
 }

@@ -18,7 +18,7 @@ use tracing::warn;
 use crate::{
     broker::{meta_of, open_channel},
     error::Error,
-    publish::{publish_confirmed, PublishError},
+    publish::publish_confirmed,
 };
 
 /// Reads the message of a last-value queue (max-length 1), leaving it there.
@@ -72,8 +72,5 @@ pub async fn write(ch: &Channel, topo: &Topology, wm: &Watermark) -> Result<(), 
     let enc = encode(wm)?;
     publish_confirmed(ch, "", &topo.watermark_queue(wm.shard), &enc, || {})
         .await
-        .map_err(|e: PublishError| Error::NotStored {
-            what: "watermark".into(),
-            source: Box::new(e),
-        })
+        .map_err(Error::not_stored("watermark"))
 }

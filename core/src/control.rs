@@ -54,7 +54,7 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 
 /// A job as `get` and `list` show it.
 pub fn describe(j: &JobEntry, now: DateTime<Utc>) -> Value {
-    serde_json::to_value(crate::registry_read::JobView::of(j, now)).unwrap_or(Value::Null)
+    crate::registry_read::body(crate::registry_read::JobView::of(j, now))
 }
 
 /// Validates `job` against the view: `Ok(None)` when it is identical to the

@@ -144,7 +144,7 @@ pub struct Upcoming {
 }
 
 /// `v` as a JSON value; its keys sorted, as every answer's are.
-fn body(v: impl Serialize) -> Value {
+pub(crate) fn body(v: impl Serialize) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 

@@ -51,12 +51,8 @@ impl Error {
     }
 
     /// `what` (a cancel request, say) was not stored.
-    pub(crate) fn not_stored(what: &str) -> impl FnOnce(PublishError) -> Error + '_ {
-        move |e| {
-            Error::Amqp(sundial_amqp::Error::NotStored {
-                what: what.into(),
-                source: Box::new(e),
-            })
-        }
+    pub(crate) fn not_stored(what: &str) -> impl FnOnce(PublishError) -> Error {
+        let f = sundial_amqp::Error::not_stored(what.to_string());
+        move |e| Error::Amqp(f(e))
     }
 }

@@ -234,11 +234,7 @@ pub(super) async fn emit(
 pub(super) fn publish_failed(e: PublishError) -> Error {
     match e {
         PublishError::Broker(e) => e.into(),
-        other => sundial_amqp::Error::NotStored {
-            what: "run event or retry".into(),
-            source: Box::new(other),
-        }
-        .into(),
+        other => sundial_amqp::Error::not_stored("run event or retry")(other).into(),
     }
 }
 

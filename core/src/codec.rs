@@ -12,7 +12,7 @@
 
 use crate::{
     error::CodecError,
-    protocol::{Format, Message, VERSION},
+    protocol::{Format, Message, MAX_VERSION, VERSION},
 };
 
 /// The AMQP metadata of a message. Adapters map it to and from lapin's
@@ -83,7 +83,7 @@ pub fn encode_as<M: Message>(msg: &M, format: Format) -> Result<Encoded, CodecEr
         content_type: Some(format.content_type().to_string()),
         message_id: msg.natural_id(),
         timestamp: None,
-        version: Some(VERSION),
+        version: Some(msg.version()),
     };
     Ok(Encoded { body, meta })
 }
@@ -101,10 +101,10 @@ pub fn decode<M: Message>(meta: &Meta, body: &[u8]) -> Result<M, CodecError> {
     let version = meta
         .version
         .ok_or(CodecError::MissingHeader(crate::protocol::VERSION_HEADER))?;
-    if version != VERSION {
+    if !(VERSION..=MAX_VERSION).contains(&version) {
         return Err(CodecError::UnsupportedVersion {
             found: version,
-            supported: VERSION,
+            supported: MAX_VERSION,
         });
     }
     if let Some(kind) = meta.kind.as_deref() {

@@ -87,6 +87,14 @@ fn pool_error(field: &str, pool: &str) -> ReplyError {
     }
 }
 
+/// The first pool of `job` (its own, its steps') with no work queues: the
+/// field that names it and the pool.
+fn missing_pool(job: &crate::JobSpec, missing: &BTreeSet<String>) -> Option<(String, String)> {
+    job.pools()
+        .find(|(_, p)| missing.contains(*p))
+        .map(|(f, p)| (f, p.to_string()))
+}
+
 /// Several upserts become one `upsert-many` record (one stream message).
 fn batched(records: Vec<RegistryRecord>) -> Vec<RegistryRecord> {
     if records.len() < 2 {
@@ -121,8 +129,12 @@ pub fn decide(
     match cmd {
         Command::Upsert { job } => match upsert_record(job, view, now) {
             Err(e) => Decision::Reply(Reply::error(Some(name), prefixed("job", e))),
-            Ok(_) if missing_pools.contains(&job.pool) => {
-                Decision::Reply(Reply::error(Some(name), pool_error("job.pool", &job.pool)))
+            Ok(_) if missing_pool(job, missing_pools).is_some() => {
+                let (field, pool) = missing_pool(job, missing_pools).unwrap_or_default();
+                Decision::Reply(Reply::error(
+                    Some(name),
+                    pool_error(&format!("job.{field}"), &pool),
+                ))
             }
             Ok(None) => Decision::Reply(Reply::ok(
                 name,
@@ -146,12 +158,11 @@ pub fn decide(
                 } else {
                     upsert_record(job, view, now)
                         .map_err(|e| prefixed(&format!("jobs[{i}]"), e))
-                        .and_then(|rec| {
-                            if missing_pools.contains(&job.pool) {
-                                Err(pool_error(&format!("jobs[{i}].pool"), &job.pool))
-                            } else {
-                                Ok(rec)
+                        .and_then(|rec| match missing_pool(job, missing_pools) {
+                            Some((field, pool)) => {
+                                Err(pool_error(&format!("jobs[{i}].{field}"), &pool))
                             }
+                            None => Ok(rec),
                         })
                 };
                 results.push(match outcome {

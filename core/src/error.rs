@@ -54,7 +54,7 @@ pub enum CodecError {
     TooLarge { size: usize, limit: usize },
     #[error("missing header {0}")]
     MissingHeader(&'static str),
-    #[error("unsupported protocol version {found}, this build speaks {supported}")]
+    #[error("unsupported protocol version {found}: this build reads versions 1 to {supported} (a newer Sundial wrote it; upgrade this process)")]
     UnsupportedVersion { found: i64, supported: i64 },
     #[error("wrong message type: expected {expected}, got {found}")]
     WrongType {

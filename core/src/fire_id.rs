@@ -55,7 +55,7 @@ impl FireId {
     /// (`{occurrence}/{step}#{k}/{n}`, `k` from 0): the same on every
     /// scheduler, so a step published twice carries one id (issue 24, ADR
     /// 0020).
-    pub fn for_step(occurrence: &FireId, step: &str, shard: Option<(u32, u32)>) -> Self {
+    pub fn for_step(occurrence: &str, step: &str, shard: Option<(u32, u32)>) -> Self {
         match shard {
             None => Self(format!("{occurrence}/{step}")),
             Some((k, n)) => Self(format!("{occurrence}/{step}#{k}/{n}")),

@@ -43,7 +43,17 @@ pub struct JobSpec {
     pub payload: serde_json::Value,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    pub executor: Executor,
+    /// What one fire runs; absent for a workflow (`steps`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<Executor>,
+    /// A workflow: steps that wait for each other (issue 24, ADR 0020),
+    /// instead of one `executor`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<crate::workflow::StepSpec>,
+    /// Fan-out of the job's one executor: `{ shards = N }` (a workflow of
+    /// one step, `main`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fanout: Option<crate::workflow::Fanout>,
     #[serde(default)]
     pub retry: RetryPolicy,
     #[serde(default)]
@@ -60,6 +70,37 @@ pub struct JobSpec {
     /// A paused job fires nothing until resumed.
     #[serde(default)]
     pub paused: bool,
+}
+
+impl JobSpec {
+    /// The steps of a workflow job (its `steps`, or the one step `main` of
+    /// a job with `fanout`); `None` for a job of one executor and one fire.
+    pub fn workflow(&self) -> Option<std::borrow::Cow<'_, [crate::workflow::StepSpec]>> {
+        if !self.steps.is_empty() {
+            return Some(std::borrow::Cow::Borrowed(&self.steps));
+        }
+        let fanout = self.fanout?;
+        Some(std::borrow::Cow::Owned(vec![crate::workflow::StepSpec {
+            id: crate::workflow::MAIN_STEP.to_string(),
+            executor: self.executor.clone().unwrap_or(Executor::Noop),
+            timeout: None,
+            retry: None,
+            pool: None,
+            after: Vec::new(),
+            when: crate::workflow::When::Success,
+            fanout: Some(fanout),
+        }]))
+    }
+
+    /// Every pool this job's fires go to: its own and its steps'.
+    pub fn pools(&self) -> impl Iterator<Item = (String, &str)> {
+        std::iter::once(("pool".to_string(), self.pool.as_str())).chain(
+            self.steps
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.pool.as_deref().map(|p| (format!("steps[{i}].pool"), p))),
+        )
+    }
 }
 
 /// What to do when a fire is due while the previous run of the job still runs.

@@ -3,8 +3,15 @@
 //! below `protocol`, `job` and `error`, so none of them import each other
 //! for a name. `protocol` re-exports all of it (`protocol::headers`).
 
-/// The protocol version this build speaks, sent in [`VERSION_HEADER`].
+/// The protocol version this build writes on every message but one, sent
+/// in [`VERSION_HEADER`].
 pub const VERSION: i64 = 1;
+/// The newest version this build reads (it reads 1 to this). The fires of
+/// workflow steps carry it (docs/protocol.md §6), so a worker built before
+/// workflows refuses them — dead-letters them with "unsupported protocol
+/// version" — rather than running a step as a lone job, untold of its
+/// shard.
+pub const MAX_VERSION: i64 = 2;
 /// AMQP header carrying the protocol version (an integer).
 pub const VERSION_HEADER: &str = "x-sundial-version";
 

@@ -4,15 +4,19 @@
 //! the scheduler owning the job's shard applies to what the history stream
 //! says, so a new owner after a takeover decides the same.
 //!
-//! Not yet part of `JobSpec`: the definitions, their checks and the
-//! decision come first, with their table tests; firing, the history
-//! records and the API follow.
+//! A job has steps (`JobSpec::steps`), or one executor fanned out
+//! (`JobSpec::fanout`: a workflow of one step, [`MAIN_STEP`]). Where an
+//! occurrence stands is kept by [`Progress`], fed the run records of its
+//! step fires: the same records give the same progress on any scheduler.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
     error::ValidationError,
     job::{Executor, RetryPolicy},
+    protocol::run::RunKind,
     HumanDuration,
 };
 
@@ -20,10 +24,97 @@ use crate::{
 pub const MAX_STEP_ID_LEN: usize = 64;
 /// Most steps one job may have.
 pub const MAX_STEPS: usize = 100;
+/// Most shards one step may fan out to.
+pub const MAX_SHARDS: u32 = 1000;
+/// The step id of a job with one executor and a `fanout`.
+pub const MAIN_STEP: &str = "main";
+
+/// How many fires one step is: `{ shards = N }` (N fires, each told its
+/// index and N), or `"every-worker"` (one per live worker of the pool).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "FanoutForm", into = "FanoutForm")]
+pub enum Fanout {
+    Shards(u32),
+    EveryWorker,
+}
+
+impl Fanout {
+    /// The fires of a step with this fan-out (every-worker: unknown here).
+    pub fn shards(self) -> Option<u32> {
+        match self {
+            Fanout::Shards(n) => Some(n),
+            Fanout::EveryWorker => None,
+        }
+    }
+}
+
+/// `{ "shards": N }` or `"every-worker"`.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Fanout {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Object)
+                    .property(
+                        "shards",
+                        ObjectBuilder::new()
+                            .schema_type(Type::Integer)
+                            .minimum(Some(1))
+                            .maximum(Some(MAX_SHARDS)),
+                    )
+                    .required("shards"),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["every-worker"])),
+            )
+            .description(Some(
+                "N fires, each told its index (`{ \"shards\": 8 }`), or one fire on every live worker of the pool (`\"every-worker\"`)",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Fanout {}
+
+/// How `fanout` is written: a table or a word.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum FanoutForm {
+    Shards { shards: u32 },
+    Word(String),
+}
+
+impl TryFrom<FanoutForm> for Fanout {
+    type Error = String;
+    fn try_from(f: FanoutForm) -> Result<Self, String> {
+        match f {
+            FanoutForm::Shards { shards } => Ok(Fanout::Shards(shards)),
+            FanoutForm::Word(w) if w == "every-worker" => Ok(Fanout::EveryWorker),
+            FanoutForm::Word(w) => Err(format!(
+                "expected {{ shards = N }} or \"every-worker\", got \"{w}\""
+            )),
+        }
+    }
+}
+
+impl From<Fanout> for FanoutForm {
+    fn from(f: Fanout) -> Self {
+        match f {
+            Fanout::Shards(shards) => FanoutForm::Shards { shards },
+            Fanout::EveryWorker => FanoutForm::Word("every-worker".into()),
+        }
+    }
+}
 
 /// When a step runs, given how the steps it waits for ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum When {
     /// Every step it waits for succeeded (the default).
     #[default]
@@ -38,6 +129,7 @@ pub enum When {
 /// One step of a workflow job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepSpec {
     /// `[a-z0-9_-]{1,64}`, unique in the job.
     pub id: String,
@@ -54,6 +146,9 @@ pub struct StepSpec {
     pub after: Vec<String>,
     #[serde(default)]
     pub when: When,
+    /// One fire (absent), N shards, or one per worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fanout: Option<Fanout>,
 }
 
 /// Where a step of one occurrence stands.
@@ -115,16 +210,21 @@ pub struct Decision {
 /// names a step, no cycle, no step that could never run. Errors name the
 /// path under `path` (`jobs[3].steps[2].after[0]`).
 pub fn check(steps: &[StepSpec], path: &str) -> Result<(), ValidationError> {
-    let at = |i: usize| format!("{path}.steps[{i}]");
+    let base = if path.is_empty() {
+        "steps".to_string()
+    } else {
+        format!("{path}.steps")
+    };
+    let at = |i: usize| format!("{base}[{i}]");
     if steps.is_empty() {
         return Err(ValidationError::new(
-            format!("{path}.steps"),
+            base.clone(),
             "a workflow has at least one step",
         ));
     }
     if steps.len() > MAX_STEPS {
         return Err(ValidationError::new(
-            format!("{path}.steps"),
+            base.clone(),
             format!("{} steps: at most {MAX_STEPS}", steps.len()),
         ));
     }
@@ -320,4 +420,160 @@ pub fn next(steps: &[StepSpec], states: &[StepState]) -> Decision {
         });
     }
     decision
+}
+
+/// How one fire of a step stands, from its run records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FireState {
+    /// No record yet.
+    #[default]
+    Unknown,
+    /// Published (`fired`), started, or failed with a retry to come.
+    Running,
+    Succeeded,
+    Dead,
+}
+
+impl FireState {
+    /// The state after a record of `kind`: a success is final; a dead fire
+    /// only changes by succeeding (a replay that succeeded counts); a
+    /// worker's `skipped` (a duplicate delivery) changes nothing.
+    fn after(self, kind: RunKind) -> Self {
+        match (self, kind) {
+            (FireState::Succeeded, _) => FireState::Succeeded,
+            (_, RunKind::Succeeded) => FireState::Succeeded,
+            (_, RunKind::Dead) => FireState::Dead,
+            (FireState::Dead, _) => FireState::Dead,
+            (s, RunKind::Skipped) => s,
+            (_, RunKind::Fired | RunKind::Started | RunKind::Failed | RunKind::Retrying) => {
+                FireState::Running
+            }
+        }
+    }
+}
+
+/// What the history says of one step of an occurrence.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct StepProgress {
+    /// By shard index (0 for a step of one fire).
+    fires: BTreeMap<u32, FireState>,
+    /// Published: by the one applying the decision, or seen in a record.
+    published: bool,
+    /// Its skip is in the history already.
+    skip_recorded: bool,
+}
+
+/// Where one workflow occurrence stands, built from the run records of its
+/// step fires (and the records it writes itself: published steps, skips,
+/// its ending), so that any scheduler reading the same history holds the
+/// same progress and makes the same [`Progress::advance`]. Keyed by step
+/// id, read against the job's steps when deciding (a definition changed
+/// mid-occurrence is read as it is now).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    steps: BTreeMap<String, StepProgress>,
+    /// The ending recorded in the history, if any.
+    recorded: Option<Ending>,
+}
+
+/// What to do now for one occurrence: steps to publish (by index into the
+/// steps, their fires not yet published), skips not yet recorded, and the
+/// ending when it is newly reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Advance {
+    pub start: Vec<usize>,
+    pub skip: Vec<(usize, String)>,
+    pub ended: Option<Ending>,
+}
+
+impl Progress {
+    /// A run record of `step`'s fire `shard` (0 for one fire).
+    pub fn record(&mut self, step: &str, shard: u32, kind: RunKind) {
+        let p = self.steps.entry(step.to_string()).or_default();
+        let f = p.fires.entry(shard).or_default();
+        *f = f.after(kind);
+        if kind != RunKind::Skipped {
+            p.published = true;
+        }
+    }
+
+    /// `step` was recorded as skipped by the workflow (not a worker's
+    /// duplicate): its skip is not written again.
+    pub fn skip_recorded(&mut self, step: &str) {
+        self.steps
+            .entry(step.to_string())
+            .or_default()
+            .skip_recorded = true;
+    }
+
+    /// The occurrence's ending was recorded (its own `succeeded` or `dead`).
+    pub fn ending_recorded(&mut self, ending: Ending) {
+        self.recorded = Some(ending);
+    }
+
+    /// Whether the recorded ending is the one [`next`] gives now.
+    pub fn ended(&self) -> Option<Ending> {
+        self.recorded
+    }
+
+    /// Each step's state for [`next`]: waiting until published; then
+    /// running until every one of its fires ended; dead if one died.
+    pub fn states(&self, steps: &[StepSpec]) -> Vec<StepState> {
+        steps
+            .iter()
+            .map(|s| {
+                let Some(p) = self.steps.get(&s.id).filter(|p| p.published) else {
+                    return StepState::Waiting;
+                };
+                let n = s.fanout.and_then(Fanout::shards).unwrap_or(1);
+                let fires: Vec<FireState> = (0..n)
+                    .map(|k| p.fires.get(&k).copied().unwrap_or_default())
+                    .collect();
+                if fires.iter().all(|f| *f == FireState::Succeeded) {
+                    StepState::Succeeded
+                } else if fires
+                    .iter()
+                    .all(|f| matches!(f, FireState::Succeeded | FireState::Dead))
+                {
+                    StepState::Dead
+                } else {
+                    StepState::Running
+                }
+            })
+            .collect()
+    }
+
+    /// Applies [`next`] to the states: marks what starts as published (the
+    /// caller publishes it now), returns the skips not yet recorded and the
+    /// ending when it differs from the recorded one (marking both as
+    /// recorded: the caller records them now).
+    pub fn advance(&mut self, steps: &[StepSpec]) -> Advance {
+        let d = next(steps, &self.states(steps));
+        let mut out = Advance::default();
+        for i in d.start {
+            self.steps.entry(steps[i].id.clone()).or_default().published = true;
+            out.start.push(i);
+        }
+        for (i, st) in d.skip {
+            let p = self.steps.entry(steps[i].id.clone()).or_default();
+            if !p.skip_recorded {
+                p.skip_recorded = true;
+                if let StepState::Skipped { reason, .. } = st {
+                    out.skip.push((i, reason));
+                }
+            }
+        }
+        if d.ended.is_some() && d.ended != self.recorded {
+            self.recorded = d.ended;
+            out.ended = d.ended;
+        }
+        out
+    }
+
+    /// How many fires of the occurrence are recorded, by state (for views).
+    pub fn fires(&self) -> impl Iterator<Item = (&str, u32, FireState)> {
+        self.steps
+            .iter()
+            .flat_map(|(id, p)| p.fires.iter().map(move |(k, f)| (id.as_str(), *k, *f)))
+    }
 }

@@ -266,8 +266,11 @@ impl<'a> PoolCheck<'a> {
         cmd: &Command,
     ) -> Result<std::collections::BTreeSet<String>, Error> {
         let pools: std::collections::BTreeSet<&str> = match cmd {
-            Command::Upsert { job } => [job.pool.as_str()].into(),
-            Command::UpsertMany { jobs } => jobs.iter().map(|j| j.pool.as_str()).collect(),
+            Command::Upsert { job } => job.pools().map(|(_, p)| p).collect(),
+            Command::UpsertMany { jobs } => jobs
+                .iter()
+                .flat_map(|j| j.pools().map(|(_, p)| p))
+                .collect(),
             _ => return Ok(Default::default()),
         };
         let mut missing = std::collections::BTreeSet::new();

@@ -147,7 +147,7 @@ impl JobSpec {
             Duration::from_secs(1),
             MAX_TIMEOUT,
         )?;
-        self.validate_retry()?;
+        validate_retry(&self.retry, "")?;
         let m = &self.misfire;
         check_range("misfire.grace", m.grace.get(), Duration::ZERO, MAX_GRACE)?;
         if !(1..=MAX_CATCH_UP).contains(&m.max_catch_up) {
@@ -165,7 +165,7 @@ impl JobSpec {
             }
         }
         self.validate_labels()?;
-        validate_executor(&self.executor)?;
+        self.validate_work()?;
 
         let anchor = self.start_at.unwrap_or(created_at);
         let schedule = Schedule::parse(&self.schedule, tz, anchor).map_err(schedule_err)?;
@@ -183,42 +183,73 @@ impl JobSpec {
         Ok(schedule)
     }
 
-    fn validate_retry(&self) -> Result<(), ValidationError> {
-        let r = &self.retry;
-        if !(1..=MAX_ATTEMPTS).contains(&r.max_attempts) {
-            return Err(err(
-                "retry.max_attempts",
-                format!("must be 1..={MAX_ATTEMPTS}, got {}", r.max_attempts),
-            ));
-        }
-        if r.max_attempts > 1 && r.backoff.is_empty() {
-            return Err(err(
-                "retry.backoff",
-                "must list at least one delay when max_attempts > 1",
-            ));
-        }
-        if r.backoff.len() > MAX_BACKOFF_STEPS {
-            return Err(err(
-                "retry.backoff",
-                format!(
-                    "must list at most {MAX_BACKOFF_STEPS} delays, got {}",
-                    r.backoff.len()
-                ),
-            ));
-        }
-        for (i, d) in r.backoff.iter().enumerate() {
-            check_range(
-                &format!("retry.backoff[{i}]"),
-                d.get(),
-                Duration::from_secs(1),
-                MAX_BACKOFF,
-            )?;
-            if d.get().subsec_nanos() != 0 {
-                return Err(err(
-                    format!("retry.backoff[{i}]"),
-                    "must be a whole number of seconds",
-                ));
+    /// What the job runs: one `executor` (perhaps fanned out), or `steps`.
+    fn validate_work(&self) -> Result<(), ValidationError> {
+        use crate::workflow::Fanout;
+        match (&self.executor, self.steps.is_empty()) {
+            (Some(e), true) => validate_executor(e, "executor")?,
+            (None, false) => {
+                if self.fanout.is_some() {
+                    return Err(err(
+                        "fanout",
+                        "a job with steps fans out per step: put fanout on the steps",
+                    ));
+                }
+                crate::workflow::check(&self.steps, "")?;
+                for (i, st) in self.steps.iter().enumerate() {
+                    let at = format!("steps[{i}]");
+                    validate_executor(&st.executor, &format!("{at}.executor"))?;
+                    if let Some(t) = st.timeout {
+                        check_range(
+                            &format!("{at}.timeout"),
+                            t.get(),
+                            Duration::from_secs(1),
+                            MAX_TIMEOUT,
+                        )?;
+                    }
+                    if let Some(r) = &st.retry {
+                        validate_retry(r, &format!("{at}."))?;
+                    }
+                    if let Some(p) = &st.pool {
+                        check_pool(&format!("{at}.pool"), p)?;
+                    }
+                    if let Some(f) = st.fanout {
+                        check_fanout(&format!("{at}.fanout"), f)?;
+                    }
+                }
             }
+            (Some(_), false) => {
+                return Err(err(
+                    "executor",
+                    "a job has one executor or steps (each with its own), not both",
+                ))
+            }
+            (None, true) => {
+                return Err(err(
+                    "executor",
+                    "missing: a job runs one executor, or steps",
+                ))
+            }
+        }
+        if let Some(f) = self.fanout {
+            check_fanout("fanout", f)?;
+        }
+        if self.workflow().is_some() && self.overlap == super::Overlap::Replace {
+            return Err(err(
+                "overlap",
+                "\"replace\" is not available for workflows (steps or fanout): use \"forbid\" or \"allow\"",
+            ));
+        }
+        let every_worker = self.fanout == Some(Fanout::EveryWorker)
+            || self
+                .steps
+                .iter()
+                .any(|s| s.fanout == Some(Fanout::EveryWorker));
+        if every_worker {
+            return Err(err(
+                "fanout",
+                "\"every-worker\" is not available in this version yet: use { shards = N }",
+            ));
         }
         Ok(())
     }
@@ -243,6 +274,59 @@ impl JobSpec {
     }
 }
 
+/// `prefix` is empty for the job's own retry, `steps[i].` for a step's.
+fn validate_retry(r: &super::RetryPolicy, prefix: &str) -> Result<(), ValidationError> {
+    if !(1..=MAX_ATTEMPTS).contains(&r.max_attempts) {
+        return Err(err(
+            format!("{prefix}retry.max_attempts"),
+            format!("must be 1..={MAX_ATTEMPTS}, got {}", r.max_attempts),
+        ));
+    }
+    if r.max_attempts > 1 && r.backoff.is_empty() {
+        return Err(err(
+            format!("{prefix}retry.backoff"),
+            "must list at least one delay when max_attempts > 1",
+        ));
+    }
+    if r.backoff.len() > MAX_BACKOFF_STEPS {
+        return Err(err(
+            format!("{prefix}retry.backoff"),
+            format!(
+                "must list at most {MAX_BACKOFF_STEPS} delays, got {}",
+                r.backoff.len()
+            ),
+        ));
+    }
+    for (i, d) in r.backoff.iter().enumerate() {
+        check_range(
+            &format!("{prefix}retry.backoff[{i}]"),
+            d.get(),
+            Duration::from_secs(1),
+            MAX_BACKOFF,
+        )?;
+        if d.get().subsec_nanos() != 0 {
+            return Err(err(
+                format!("{prefix}retry.backoff[{i}]"),
+                "must be a whole number of seconds",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// N shards: 1 to [`MAX_SHARDS`](crate::workflow::MAX_SHARDS).
+fn check_fanout(field: &str, f: crate::workflow::Fanout) -> Result<(), ValidationError> {
+    if let Some(n) = f.shards() {
+        if !(1..=crate::workflow::MAX_SHARDS).contains(&n) {
+            return Err(err(
+                format!("{field}.shards"),
+                format!("must be 1..={}, got {n}", crate::workflow::MAX_SHARDS),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn schedule_err(e: ScheduleError) -> ValidationError {
     match e {
         ScheduleError::UnknownZone(_) => err("timezone", e.to_string()),
@@ -252,10 +336,13 @@ fn schedule_err(e: ScheduleError) -> ValidationError {
 
 /// A publish executor's exchange and routing key fit an AMQP short string
 /// (255 bytes): checked at upsert and again on every fire a worker takes.
-pub(crate) fn check_publish_names(p: &super::PublishExecutor) -> Result<(), ValidationError> {
+pub(crate) fn check_publish_names(
+    p: &super::PublishExecutor,
+    at: &str,
+) -> Result<(), ValidationError> {
     for (field, value) in [
-        ("executor.exchange", &p.exchange),
-        ("executor.routing_key", &p.routing_key),
+        (format!("{at}.exchange"), &p.exchange),
+        (format!("{at}.routing_key"), &p.routing_key),
     ] {
         if value.len() > 255 {
             return Err(err(
@@ -267,25 +354,26 @@ pub(crate) fn check_publish_names(p: &super::PublishExecutor) -> Result<(), Vali
     Ok(())
 }
 
-fn validate_executor(e: &Executor) -> Result<(), ValidationError> {
+/// `at` is where the executor is (`executor`, `steps[2].executor`).
+fn validate_executor(e: &Executor, at: &str) -> Result<(), ValidationError> {
+    let field = |name: &str| format!("{at}.{name}");
     match e {
         Executor::Noop => Ok(()),
         Executor::Shell(s) => {
             let Some(program) = s.command.first() else {
                 return Err(err(
-                    "executor.command",
+                    field("command"),
                     "must name a program: [\"/path/to/program\", args...]",
                 ));
             };
             if !program.starts_with('/') {
-                return Err(err(
-                    "executor.command",
+                return Err(err(field("command"),
                     format!("program must be an absolute path (workers allow-list paths), got \"{program}\""),
                 ));
             }
             if let Some(cwd) = &s.cwd {
                 if !cwd.starts_with('/') {
-                    return Err(err("executor.cwd", "must be an absolute path"));
+                    return Err(err(field("cwd"), "must be an absolute path"));
                 }
             }
             Ok(())
@@ -294,7 +382,7 @@ fn validate_executor(e: &Executor) -> Result<(), ValidationError> {
             const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
             if !METHODS.contains(&h.method.as_str()) {
                 return Err(err(
-                    "executor.method",
+                    field("method"),
                     format!(
                         "must be one of {}, got \"{}\"",
                         METHODS.join(", "),
@@ -308,7 +396,7 @@ fn validate_executor(e: &Executor) -> Result<(), ValidationError> {
                 .or_else(|| h.url.strip_prefix("http://"));
             if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
                 return Err(err(
-                    "executor.url",
+                    field("url"),
                     format!(
                         "must be an http:// or https:// URL with a host, got \"{}\"",
                         h.url
@@ -317,22 +405,22 @@ fn validate_executor(e: &Executor) -> Result<(), ValidationError> {
             }
             if let Some(bad) = h.expect.iter().find(|s| !(100..=599).contains(*s)) {
                 return Err(err(
-                    "executor.expect",
+                    field("expect"),
                     format!("statuses must be 100-599, got {bad}"),
                 ));
             }
             Ok(())
         }
         Executor::Publish(p) => {
-            check_publish_names(p)?;
+            check_publish_names(p, at)?;
             if p.exchange.starts_with("amq.") {
-                return Err(err("executor.exchange", "must not be an amq.* exchange"));
+                return Err(err(field("exchange"), "must not be an amq.* exchange"));
             }
             Ok(())
         }
         Executor::Handler { name } => {
             if name.is_empty() || name.len() > 128 {
-                return Err(err("executor.name", "must be 1-128 bytes"));
+                return Err(err(field("name"), "must be 1-128 bytes"));
             }
             Ok(())
         }

@@ -77,7 +77,7 @@ impl FireEvent {
         // exchange and routing key (other executor rules are the
         // executor's own, checked when it runs).
         if let Executor::Publish(p) = &self.executor {
-            crate::job::validate::check_publish_names(p)?;
+            crate::job::validate::check_publish_names(p, "executor")?;
         }
         if self.fire_id.is_empty() || self.fire_id.len() > 255 {
             return Err(crate::error::ValidationError::new(
@@ -134,7 +134,9 @@ impl FireEvent {
             fired_at: now,
             attempt: 1,
             manual,
-            executor: job.executor.clone(),
+            // A workflow's fires are its steps' (`of_step`): callers never
+            // fire a workflow job as one.
+            executor: job.executor.clone().unwrap_or(Executor::Noop),
             payload: job.payload.clone(),
             timeout: job.timeout,
             retry: job.retry.clone(),
@@ -149,6 +151,61 @@ impl FireEvent {
     }
 }
 
+/// The workflow occurrence a step's fire belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct Occurrence<'a> {
+    /// Its fire id (`job@instant`, or a trigger's or backfill's).
+    pub fire_id: &'a str,
+    pub scheduled: DateTime<Utc>,
+    /// The job's timer shard, and the owner epoch that publishes the step.
+    pub shard: u32,
+    pub epoch: u64,
+    pub manual: bool,
+}
+
+impl FireEvent {
+    /// The fire of step `step` of `job`'s occurrence `occ`, or of its
+    /// shard `(k, n)`: the step's executor, timeout, retry and pool (the
+    /// job's where the step has none), the job's payload; id
+    /// `{occurrence}/{step}[#k/n]`, the same on every scheduler.
+    pub fn of_step(
+        job: &crate::job::JobSpec,
+        step: &crate::workflow::StepSpec,
+        occ: &Occurrence<'_>,
+        fan: Option<(u32, u32)>,
+        now: DateTime<Utc>,
+        key: Option<&[u8]>,
+    ) -> Self {
+        let mut ev = FireEvent {
+            fire_id: crate::FireId::for_step(occ.fire_id, &step.id, fan).to_string(),
+            job_id: job.id.clone(),
+            pool: step.pool.clone().unwrap_or_else(|| job.pool.clone()),
+            shard: occ.shard,
+            epoch: occ.epoch,
+            scheduled_at: occ.scheduled,
+            fired_at: now,
+            attempt: 1,
+            manual: occ.manual,
+            executor: step.executor.clone(),
+            payload: job.payload.clone(),
+            timeout: step.timeout.unwrap_or(job.timeout),
+            retry: step.retry.clone().unwrap_or_else(|| job.retry.clone()),
+            overlap: Overlap::Allow,
+            first_failure: None,
+            signature: None,
+        };
+        if let Some(k) = key {
+            ev.signature = Some(crate::sign::sign_fire(k, &ev));
+        }
+        ev
+    }
+
+    /// The step and shard this fire runs, for a workflow step's fire.
+    pub fn step(&self) -> Option<crate::fire_id::StepRef<'_>> {
+        crate::FireId::split_step(&self.fire_id)
+    }
+}
+
 impl Message for FireEvent {
     const KIND: &'static str = "sundial.fire";
     const PRIMARY: Format = Format::Bincode;
@@ -158,6 +215,15 @@ impl Message for FireEvent {
 
     fn natural_id(&self) -> Option<String> {
         Some(self.fire_id.clone())
+    }
+
+    /// A step's fire is version 2: a worker older than workflows refuses it.
+    fn version(&self) -> i64 {
+        if self.step().is_some() {
+            super::MAX_VERSION
+        } else {
+            super::VERSION
+        }
     }
 }
 

@@ -22,7 +22,9 @@ pub mod run;
 
 use serde::{de::DeserializeOwned, Serialize};
 
-pub use crate::wire::{headers, CONTENT_TYPE_BINCODE, CONTENT_TYPE_JSON, VERSION, VERSION_HEADER};
+pub use crate::wire::{
+    headers, CONTENT_TYPE_BINCODE, CONTENT_TYPE_JSON, MAX_VERSION, VERSION, VERSION_HEADER,
+};
 
 /// What a job is told about its run, by executor (docs/protocol.md §9):
 /// the idempotency key and the occurrence. Names are contracts.
@@ -98,6 +100,12 @@ pub trait Message: Serialize + DeserializeOwned {
     /// fire's fire_id); otherwise the codec generates one.
     fn natural_id(&self) -> Option<String> {
         None
+    }
+
+    /// The protocol version written in its header ([`VERSION`] but for the
+    /// fires of workflow steps).
+    fn version(&self) -> i64 {
+        VERSION
     }
 
     /// Decodes a well-formed body in one pass (no intermediate value);

@@ -207,7 +207,7 @@ fn every_message_round_trips_in_each_format() {
             exchange: "jobs".into(),
             routing_key: "r".into(),
         }),
-        job().executor,
+        job().executor.expect("a one-executor job"),
     ] {
         f.executor = executor;
         round_trip(&f);
@@ -295,10 +295,15 @@ fn oversized_input() {
 fn wrong_or_missing_version() {
     let enc = encode(&watermark()).expect("encodes");
     let mut meta = enc.meta.clone();
-    meta.version = Some(VERSION + 1);
+    meta.version = Some(sundial_core::protocol::MAX_VERSION + 1);
     assert!(matches!(
         decode::<Watermark>(&meta, &enc.body),
-        Err(CodecError::UnsupportedVersion { found: 2, .. })
+        Err(CodecError::UnsupportedVersion { found: 3, .. })
+    ));
+    meta.version = Some(VERSION - 1);
+    assert!(matches!(
+        decode::<Watermark>(&meta, &enc.body),
+        Err(CodecError::UnsupportedVersion { found: 0, .. })
     ));
     meta.version = None;
     assert!(matches!(
@@ -406,8 +411,10 @@ fn control_errors_name_the_field() {
     );
     assert_eq!(field, "job.retry.max_attempts", "{msg}");
     // A missing field of the job is named by its dotted path, as a missing
-    // top-level one is by its name; the message is the detail alone.
-    for missing in ["id", "schedule", "executor"] {
+    // top-level one is by its name; the message is the detail alone. (A
+    // missing `executor` decodes, since a workflow has `steps` instead: the
+    // upsert's validation names `job.executor`.)
+    for missing in ["id", "schedule"] {
         let mut job =
             serde_json::json!({"id": "a", "schedule": "* * * * *", "executor": {"type": "noop"}});
         job.as_object_mut().expect("object").remove(missing);

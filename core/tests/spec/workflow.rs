@@ -16,6 +16,7 @@ fn step(id: &str, after: &[&str], when: When) -> StepSpec {
         pool: None,
         after: after.iter().map(|a| a.to_string()).collect(),
         when,
+        fanout: None,
     }
 }
 
@@ -229,9 +230,9 @@ fn step_fire_ids_are_deterministic_and_split_back() {
     use sundial_core::{fire_id::StepRef, FireId};
     let at = chrono::Utc.with_ymd_and_hms(2026, 12, 5, 3, 0, 0).unwrap();
     let occurrence = FireId::new("nightly-etl", at);
-    let one = FireId::for_step(&occurrence, "extract", None);
+    let one = FireId::for_step(occurrence.as_str(), "extract", None);
     assert_eq!(one.as_str(), "nightly-etl@2026-12-05T03:00:00.000Z/extract");
-    let shard = FireId::for_step(&occurrence, "transform", Some((3, 8)));
+    let shard = FireId::for_step(occurrence.as_str(), "transform", Some((3, 8)));
     assert_eq!(
         shard.as_str(),
         "nightly-etl@2026-12-05T03:00:00.000Z/transform#3/8"
@@ -260,5 +261,267 @@ fn step_fire_ids_are_deterministic_and_split_back() {
     assert_eq!(FireId::split_step("j@2026-12-05T03:00:00.000Z/t#8/8"), None);
     assert_eq!(FireId::split_step("j@2026-12-05T03:00:00.000Z/"), None);
     // The same inputs give the same id on any node.
-    assert_eq!(FireId::for_step(&occurrence, "extract", None), one);
+    assert_eq!(FireId::for_step(occurrence.as_str(), "extract", None), one);
+}
+
+/// The ETL story as a job: `extract` → `transform` × 8 shards → `load`,
+/// and `page` on failure.
+fn etl_job(id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": id, "schedule": "*/10 * * * * *",
+        "steps": [
+            {"id": "extract", "executor": {"type": "noop"}},
+            {"id": "transform", "executor": {"type": "noop"}, "after": ["extract"],
+             "fanout": {"shards": 8}, "pool": "etl"},
+            {"id": "load", "executor": {"type": "noop"}, "after": ["transform"]},
+            {"id": "page", "executor": {"type": "noop"},
+             "after": ["extract", "transform", "load"], "when": "failure"}
+        ]
+    })
+}
+
+#[test]
+fn workflow_jobs_are_refused_at_upsert_naming_the_path() {
+    use sundial_core::{
+        control::{decide, Decision},
+        protocol::control::Command,
+        registry::RegistryView,
+        JobSpec,
+    };
+    let mut cycle = etl_job("cycle");
+    cycle["steps"][0]["after"] = serde_json::json!(["load"]);
+    let mut unknown = etl_job("unknown");
+    unknown["steps"][2]["after"] = serde_json::json!(["transform", "trasnform"]);
+    let mut both = etl_job("both");
+    both["executor"] = serde_json::json!({"type": "noop"});
+    let mut shards = etl_job("shards");
+    shards["steps"][1]["fanout"] = serde_json::json!({"shards": 0});
+    let mut replace = etl_job("replace");
+    replace["overlap"] = serde_json::json!("replace");
+    let mut step_exec = etl_job("step-exec");
+    step_exec["steps"][3]["executor"] = serde_json::json!({"type": "shell", "command": ["rm"]});
+    let jobs: Vec<JobSpec> = [
+        etl_job("fine"),
+        unknown,
+        both,
+        cycle,
+        shards,
+        replace,
+        step_exec,
+        serde_json::json!({"id": "nothing", "schedule": "@hourly"}),
+    ]
+    .into_iter()
+    .map(|v| serde_json::from_value(v).expect("parses"))
+    .collect();
+    let missing: std::collections::BTreeSet<String> = ["etl".to_string()].into();
+    let cmd = Command::UpsertMany { jobs };
+    let view = RegistryView::default();
+    let (Decision::Append { reply, .. } | Decision::Reply(reply)) =
+        decide(&cmd, &view, &Default::default(), chrono::Utc::now())
+    else {
+        panic!("upsert-many replies");
+    };
+    let results = reply.results.expect("per-job results");
+    let errors: Vec<(String, String)> = results
+        .iter()
+        .map(|r| {
+            r.error
+                .as_ref()
+                .map(|e| (e.field.clone(), e.message.clone()))
+                .unwrap_or_default()
+        })
+        .collect();
+    let want = [
+        ("", ""),
+        ("jobs[1].steps[2].after[1]", "no step \"trasnform\""),
+        ("jobs[2].executor", "not both"),
+        (
+            "jobs[3].steps[1].after[0]",
+            "extract → load → transform → extract",
+        ),
+        ("jobs[4].steps[1].fanout.shards", "must be 1..=1000"),
+        ("jobs[5].overlap", "not available for workflows"),
+        ("jobs[6].steps[3].executor.command", "absolute path"),
+        ("jobs[7].executor", "missing"),
+    ];
+    for (i, (field, message)) in want.iter().enumerate() {
+        assert_eq!(errors[i].0, *field, "jobs[{i}]: {:?}", errors[i]);
+        assert!(errors[i].1.contains(message), "jobs[{i}]: {:?}", errors[i]);
+    }
+    // A step's pool without queues is refused by its path, as a job's is.
+    let Decision::Reply(reply) = decide(
+        &Command::Upsert {
+            job: Box::new(serde_json::from_value(etl_job("fine")).expect("parses")),
+        },
+        &view,
+        &missing,
+        chrono::Utc::now(),
+    ) else {
+        panic!("refused");
+    };
+    let e = reply.error.expect("an error");
+    assert_eq!(e.field, "job.steps[1].pool", "{e:?}");
+}
+
+#[test]
+fn progress_from_records_by_table() {
+    use sundial_core::{
+        protocol::run::RunKind::{self, *},
+        workflow::{Advance, Progress},
+        JobSpec,
+    };
+    let job: JobSpec = serde_json::from_value(etl_job("etl")).expect("parses");
+    let steps = job.workflow().expect("a workflow").into_owned();
+    let start = |ids: &[usize]| ids.to_vec();
+    // (records since the row before, what the advance says)
+    type Rec = (&'static str, u32, RunKind);
+    let all_transforms =
+        |kind: RunKind| -> Vec<Rec> { (0..8).map(|k| ("transform", k, kind)).collect() };
+    let rows: Vec<(Vec<Rec>, Advance)> = vec![
+        // The occurrence opens: extract starts.
+        (
+            vec![],
+            Advance {
+                start: start(&[0]),
+                ..Default::default()
+            },
+        ),
+        // A second look changes nothing (published already).
+        (vec![("extract", 0, Started)], Advance::default()),
+        // A failed attempt with a retry to come is still running.
+        (
+            vec![("extract", 0, Failed), ("extract", 0, Retrying)],
+            Advance::default(),
+        ),
+        (
+            vec![("extract", 0, Succeeded)],
+            Advance {
+                start: start(&[1]),
+                ..Default::default()
+            },
+        ),
+        // Seven of eight shards: load waits.
+        (
+            (0..7).map(|k| ("transform", k, Succeeded)).collect(),
+            Advance::default(),
+        ),
+        // A worker's duplicate skip of shard 7 changes nothing.
+        (vec![("transform", 7, Skipped)], Advance::default()),
+        (
+            vec![("transform", 7, Succeeded)],
+            Advance {
+                start: start(&[2]),
+                ..Default::default()
+            },
+        ),
+        (
+            vec![("load", 0, Succeeded)],
+            Advance {
+                skip: vec![(3, "nothing it waits for failed".into())],
+                ended: Some(Ending::Succeeded),
+                ..Default::default()
+            },
+        ),
+        // Recorded once: a late duplicate record does not end it again.
+        (all_transforms(Succeeded), Advance::default()),
+    ];
+    let mut p = Progress::default();
+    for (i, (records, want)) in rows.into_iter().enumerate() {
+        for (step, k, kind) in records {
+            p.record(step, k, kind);
+        }
+        assert_eq!(p.advance(&steps), want, "row {i}");
+    }
+
+    // Extract dead: transform and load skipped as failures, page runs, and
+    // the occurrence fails when page ends.
+    let mut p = Progress::default();
+    p.advance(&steps);
+    p.record("extract", 0, Dead);
+    let a = p.advance(&steps);
+    assert_eq!(a.start, vec![3]);
+    assert_eq!(
+        a.skip,
+        vec![
+            (1, "extract did not succeed".to_string()),
+            (2, "transform did not succeed".to_string())
+        ]
+    );
+    p.record("page", 0, Succeeded);
+    assert_eq!(p.advance(&steps).ended, Some(Ending::Failed));
+
+    // One dead shard: the step is dead once all eight ended; a replay of it
+    // that succeeds counts (the occurrence goes on: load starts).
+    let mut p = Progress::default();
+    p.record("extract", 0, Succeeded);
+    for k in 0..8 {
+        p.record("transform", k, if k == 5 { Dead } else { Succeeded });
+    }
+    let a = p.advance(&steps);
+    assert_eq!(a.start, vec![3], "page runs: {a:?}");
+    assert_eq!(a.skip, vec![(2, "transform did not succeed".to_string())]);
+    p.record("transform", 5, Started);
+    assert_eq!(
+        p.states(&steps)[1],
+        StepState::Dead,
+        "a dead shard stays dead until it succeeds"
+    );
+    p.record("transform", 5, Succeeded);
+    p.record("page", 0, Succeeded);
+    let a = p.advance(&steps);
+    assert_eq!(a.start, vec![2], "the replayed shard counts: load runs");
+
+    // Rebuilt on another node from the same records: the same progress.
+    let mut q = Progress::default();
+    q.record("extract", 0, Succeeded);
+    for k in 0..8 {
+        q.record("transform", k, Succeeded);
+    }
+    q.record("page", 0, Fired);
+    q.skip_recorded("load");
+    // load was recorded skipped, but its input succeeded now: it starts.
+    assert_eq!(q.advance(&steps).start, vec![2]);
+}
+
+#[test]
+fn a_fanout_job_is_a_workflow_of_one_step() {
+    let job: sundial_core::JobSpec = serde_json::from_value(serde_json::json!({
+        "id": "slices", "schedule": "@hourly", "executor": {"type": "noop"},
+        "fanout": {"shards": 4}
+    }))
+    .expect("parses");
+    job.validate(chrono::Utc::now(), chrono::Utc::now())
+        .expect("valid");
+    let steps = job.workflow().expect("a workflow");
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].id, "main");
+    assert_eq!(steps[0].fanout.and_then(|f| f.shards()), Some(4));
+    let plain: sundial_core::JobSpec = serde_json::from_value(serde_json::json!({
+        "id": "plain", "schedule": "@hourly", "executor": {"type": "noop"}
+    }))
+    .expect("parses");
+    assert!(plain.workflow().is_none());
+    // The TOML form, as in a job file.
+    let toml_job = r#"
+id = "backup"
+schedule = "0 3 * * *"
+[[steps]]
+id = "dump"
+executor = { type = "noop" }
+fanout = { shards = 3 }
+[[steps]]
+id = "notify"
+executor = { type = "noop" }
+after = ["dump"]
+when = "failure"
+"#;
+    let j: sundial_core::JobSpec = toml::from_str(toml_job).expect("toml parses");
+    assert_eq!(j.steps.len(), 2);
+    j.validate(chrono::Utc::now(), chrono::Utc::now())
+        .expect("valid");
+    let bad: Result<sundial_core::JobSpec, _> = serde_json::from_value(serde_json::json!({
+        "id": "x", "schedule": "@hourly", "executor": {"type": "noop"}, "fanout": "everyone"
+    }));
+    let e = bad.expect_err("a bad fanout word").to_string();
+    assert!(e.contains("every-worker"), "{e}");
 }

@@ -38,6 +38,10 @@ pub struct RawScheduler {
     /// A peer silent for this long is gone: its shards are taken over. The
     /// failover time is about this plus one interval.
     pub heartbeat_timeout: String,
+    /// How far back a starting scheduler reads the history stream to find
+    /// the workflow occurrences still open (issue 24): one open longer is
+    /// not advanced after every scheduler restarted.
+    pub workflow_horizon: String,
 }
 
 impl Default for RawScheduler {
@@ -45,6 +49,7 @@ impl Default for RawScheduler {
         Self {
             heartbeat_interval: "1s".into(),
             heartbeat_timeout: "3s".into(),
+            workflow_horizon: "24h".into(),
         }
     }
 }
@@ -333,6 +338,7 @@ pub struct Settings {
 pub struct SchedulerSettings {
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
+    pub workflow_horizon: Duration,
 }
 
 impl Default for SchedulerSettings {
@@ -340,6 +346,7 @@ impl Default for SchedulerSettings {
         Self {
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(3),
+            workflow_horizon: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -902,8 +909,17 @@ fn scheduler(s: RawScheduler) -> Result<SchedulerSettings, ValidationError> {
             "must be at least twice scheduler.heartbeat_interval",
         ));
     }
+    let workflow_horizon = duration("scheduler.workflow_horizon", &s.workflow_horizon)?;
+    if !(Duration::from_secs(60)..=Duration::from_secs(30 * 24 * 3600)).contains(&workflow_horizon)
+    {
+        return Err(err(
+            "scheduler.workflow_horizon",
+            "must be between 1m and 30d",
+        ));
+    }
     Ok(SchedulerSettings {
         heartbeat_interval,
         heartbeat_timeout,
+        workflow_horizon,
     })
 }

@@ -15,6 +15,7 @@
 //! | `leases`     | heartbeats, shard leases, rebalancing; one-for-one supervision of the timer shards |
 //! | `shard`      | `ShardActor` (the actor over core's `ShardTimer`): one shard's fires (publish with confirms, retries, set-aside) and its watermark |
 //! | `runs`       | `runs::track`: running jobs from the history stream, for the overlap policies |
+//! | `workflows`  | a workflow occurrence's opening record; `workflows::advance`: the owner publishes the next steps from what the history stream says |
 //! | [`ingest`]   | the history stream into the store's index |
 //! | [`error`]    | this crate's error type |
 //!
@@ -30,6 +31,8 @@
 //!      │   └─ ShardActor × held shards (watermark read, epoch + 1,
 //!      │                    misfires over (watermark, now])
 //!      ├─ runs::track      task (run events → RunningJobs → overlap)
+//!      ├─ workflows::advance task (history stream → workflow progress →
+//!      │                    next steps of the owned shards' occurrences)
 //!      └─ control::run     task (sundial.control → Registry → reply / dead letter)
 //! ```
 
@@ -42,6 +45,7 @@ mod registry;
 mod runs;
 mod shard;
 mod startup;
+mod workflows;
 
 use std::{sync::Arc, time::Duration};
 
@@ -179,6 +183,7 @@ async fn run_once(
     // Shards are spread over a few threads (actix arbiters) so that one
     // second's burst of fires is encoded and published on every core.
     let runs = Arc::new(runs::RunningJobs::default());
+    let owned = Arc::new(workflows::Owned::default());
     let (open_tx, open_rx) = tokio::sync::mpsc::channel(16);
     let common = shard::ShardCommon {
         opener: shard::ChannelOpener(open_tx),
@@ -187,6 +192,7 @@ async fn run_once(
         runs: runs.clone(),
         key: cfg.hmac_key.clone(),
         set_aside: set_aside.clone(),
+        owned: owned.clone(),
     };
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
@@ -232,6 +238,18 @@ async fn run_once(
             stop.clone(),
         );
         let tracker = runs::track(&conn, &topo, runs, stop.clone());
+        let advancer = workflows::advance(
+            &conn,
+            workflows::AdvanceParts {
+                topo: topo.clone(),
+                node: cfg.node.clone(),
+                key: cfg.hmac_key.clone(),
+                registry: registry.clone(),
+                owned,
+                horizon: cfg.scheduler.workflow_horizon,
+            },
+            stop.clone(),
+        );
         let history = async {
             match &cfg.history {
                 Some(index) => {
@@ -270,11 +288,13 @@ async fn run_once(
         tokio::pin!(opener);
         tokio::pin!(control);
         tokio::pin!(tracker);
+        tokio::pin!(advancer);
         tokio::pin!(history);
         tokio::pin!(leases);
         tokio::select! {
             r = &mut control => r,
             r = &mut tracker => r.and(Err(Error::TaskStopped("run tracker"))),
+            r = &mut advancer => r.and(Err(Error::TaskStopped("workflow advancer"))),
             r = &mut history => r.and(Err(Error::TaskStopped("history index"))),
             r = &mut leases => r.and(Err(Error::TaskStopped("lease task"))),
             () = &mut opener => Err(Error::TaskStopped("channel opener")),
@@ -282,8 +302,8 @@ async fn run_once(
                 // Leases hand every shard back: final watermarks, then the
                 // lease queues go, and peers hear of it at once.
                 stop.cancel();
-                let (c, t, h, l) = tokio::join!(control, tracker, history, leases);
-                c.and(t).and(h).and(l)
+                let (c, t, a, h, l) = tokio::join!(control, tracker, advancer, history, leases);
+                c.and(t).and(a).and(h).and(l)
             }
             () = lost.cancelled() => Err(Error::connection_lost("connection closed")),
             () = lease_lost.cancelled() => Err(Error::connection_lost("lease connection closed")),

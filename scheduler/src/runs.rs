@@ -69,8 +69,12 @@ impl RunningJobs {
         }
     }
 
-    /// Applies one run event.
+    /// Applies one run event. The fires of a workflow's steps are not runs
+    /// of the job: its occurrence's own records are (opened, ended).
     pub(crate) fn apply(&self, ev: &RunEvent) {
+        if sundial_core::FireId::split_step(&ev.fire_id).is_some() {
+            return;
+        }
         let Ok(mut map) = self.by_job.lock() else {
             return;
         };

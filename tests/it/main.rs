@@ -70,3 +70,4 @@ mod topology;
 mod util;
 mod wire;
 mod workers;
+mod workflows;

@@ -34,6 +34,10 @@ pub struct RunContext {
     /// 1 for the first attempt.
     pub attempt: u32,
     pub scheduled_at: DateTime<Utc>,
+    /// A workflow step's fire: the step's id.
+    pub step: Option<String>,
+    /// A step fanned out over shards: `(index from 0, number of shards)`.
+    pub shard: Option<(u32, u32)>,
     /// Cancelled when the attempt times out, is replaced, or the worker
     /// stops past its shutdown deadline; a long handler should watch it.
     pub cancelled: CancellationToken,

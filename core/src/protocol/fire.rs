@@ -64,6 +64,40 @@ pub enum Origin {
     },
 }
 
+impl Origin {
+    /// The occurrence it makes of job `job_id` at `now`: its fire id, its
+    /// instant, the job's shard, the owner epoch and whether it is manual.
+    pub fn occurrence(
+        self,
+        job_id: &str,
+        now: DateTime<Utc>,
+    ) -> (crate::FireId, DateTime<Utc>, u32, u64, bool) {
+        match self {
+            Origin::Scheduled {
+                scheduled,
+                shard,
+                epoch,
+            } => (
+                crate::FireId::new(job_id, scheduled),
+                scheduled,
+                shard,
+                epoch,
+                false,
+            ),
+            Origin::Manual { shard } => {
+                (crate::FireId::for_trigger(job_id, now), now, shard, 0, true)
+            }
+            Origin::Backfill { scheduled, shard } => (
+                crate::FireId::for_backfill(job_id, scheduled),
+                scheduled,
+                shard,
+                0,
+                true,
+            ),
+        }
+    }
+}
+
 impl FireEvent {
     /// Checks the names a worker puts on the broker (routing keys of its
     /// retries and run events, the message id: the upsert's rules for job
@@ -97,33 +131,7 @@ impl FireEvent {
         now: DateTime<Utc>,
         key: Option<&[u8]>,
     ) -> Self {
-        let (fire_id, scheduled, shard, epoch, manual) = match origin {
-            Origin::Scheduled {
-                scheduled,
-                shard,
-                epoch,
-            } => (
-                crate::FireId::new(&job.id, scheduled),
-                scheduled,
-                shard,
-                epoch,
-                false,
-            ),
-            Origin::Manual { shard } => (
-                crate::FireId::for_trigger(&job.id, now),
-                now,
-                shard,
-                0,
-                true,
-            ),
-            Origin::Backfill { scheduled, shard } => (
-                crate::FireId::for_backfill(&job.id, scheduled),
-                scheduled,
-                shard,
-                0,
-                true,
-            ),
-        };
+        let (fire_id, scheduled, shard, epoch, manual) = origin.occurrence(&job.id, now);
         let mut ev = FireEvent {
             fire_id: fire_id.to_string(),
             job_id: job.id.clone(),

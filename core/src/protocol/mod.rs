@@ -39,12 +39,71 @@ pub mod run_context {
     /// kernel refuses an `exec` with a variable over 128 KiB); stdin always
     /// has it.
     pub const ENV_PAYLOAD_MAX: usize = 64 * 1024;
+    /// A workflow step's fire (issue 24): its step, and for a step fanned
+    /// out over shards, its shard index (from 0) and the number of shards.
+    pub const ENV_STEP: &str = "SUNDIAL_STEP";
+    pub const ENV_SHARD_INDEX: &str = "SUNDIAL_SHARD_INDEX";
+    pub const ENV_SHARD_TOTAL: &str = "SUNDIAL_SHARD_TOTAL";
     /// `http`: request headers.
     pub const HEADER_IDEMPOTENCY_KEY: &str = "Idempotency-Key";
     pub const HEADER_FIRE_ID: &str = "X-Sundial-Fire-Id";
     pub const HEADER_JOB_ID: &str = "X-Sundial-Job-Id";
     pub const HEADER_SCHEDULED_AT: &str = "X-Sundial-Scheduled-At";
     pub const HEADER_ATTEMPT: &str = "X-Sundial-Attempt";
+    pub const HEADER_STEP: &str = "X-Sundial-Step";
+    pub const HEADER_SHARD_INDEX: &str = "X-Sundial-Shard-Index";
+    pub const HEADER_SHARD_TOTAL: &str = "X-Sundial-Shard-Total";
+    /// `publish`: message headers.
+    pub const AMQP_STEP: &str = "x-sundial-step";
+    pub const AMQP_SHARD_INDEX: &str = "x-sundial-shard-index";
+    pub const AMQP_SHARD_TOTAL: &str = "x-sundial-shard-total";
+
+    /// What a step's fire is told, by name (`STEP`, `SHARD_INDEX`,
+    /// `SHARD_TOTAL`), for each executor to write in its own form; empty
+    /// for a lone job's fire.
+    pub fn step_values(fire: &super::fire::FireEvent) -> Vec<(StepValue, String)> {
+        let Some(step) = fire.step() else {
+            return Vec::new();
+        };
+        let mut out = vec![(StepValue::Step, step.step.to_string())];
+        if let Some((k, n)) = step.shard {
+            out.push((StepValue::ShardIndex, k.to_string()));
+            out.push((StepValue::ShardTotal, n.to_string()));
+        }
+        out
+    }
+
+    /// One of the values a step's fire is told.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum StepValue {
+        Step,
+        ShardIndex,
+        ShardTotal,
+    }
+
+    impl StepValue {
+        pub fn env(self) -> &'static str {
+            match self {
+                StepValue::Step => ENV_STEP,
+                StepValue::ShardIndex => ENV_SHARD_INDEX,
+                StepValue::ShardTotal => ENV_SHARD_TOTAL,
+            }
+        }
+        pub fn http_header(self) -> &'static str {
+            match self {
+                StepValue::Step => HEADER_STEP,
+                StepValue::ShardIndex => HEADER_SHARD_INDEX,
+                StepValue::ShardTotal => HEADER_SHARD_TOTAL,
+            }
+        }
+        pub fn amqp_header(self) -> &'static str {
+            match self {
+                StepValue::Step => AMQP_STEP,
+                StepValue::ShardIndex => AMQP_SHARD_INDEX,
+                StepValue::ShardTotal => AMQP_SHARD_TOTAL,
+            }
+        }
+    }
 }
 
 /// The one timestamp form Sundial writes in headers, replies and

@@ -206,3 +206,17 @@ impl Handler<crate::reads::JobsRead> for Registry {
         ))
     }
 }
+
+/// The job `0`, as the registry holds it now (the workflow advancer reads
+/// a workflow's steps with it).
+#[derive(Message)]
+#[rtype(result = "Option<Arc<sundial_core::registry::JobEntry>>")]
+pub(crate) struct JobOf(pub(crate) String);
+
+impl Handler<JobOf> for Registry {
+    type Result = Option<Arc<sundial_core::registry::JobEntry>>;
+
+    fn handle(&mut self, JobOf(id): JobOf, _ctx: &mut Context<Self>) -> Self::Result {
+        self.entry(&id)
+    }
+}

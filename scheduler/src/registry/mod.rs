@@ -33,8 +33,8 @@ use sundial_amqp::{
 
 mod handlers;
 
-pub(crate) use handlers::Execute;
 use handlers::*;
+pub(crate) use handlers::{Execute, JobOf};
 
 /// Definitions per snapshot part (~1 KB each: parts stay near 1 MB).
 const SNAPSHOT_PART_JOBS: usize = 1_000;
@@ -183,23 +183,26 @@ impl Registry {
     ) -> impl std::future::Future<Output = Reply> {
         let now = Utc::now();
         let shard = self.topo.shard_of(&job.spec.id);
-        let ev = sundial_core::protocol::fire::FireEvent::of(
+        // A lone job's fire, or a workflow's opening record.
+        let out = crate::workflows::opening(
             &job.spec,
             sundial_core::protocol::fire::Origin::Manual { shard },
             now,
             self.key.as_deref(),
+            &self.topo,
+            &self.node,
         );
-        let fire_id = ev.fire_id.clone();
         let ch = self.channel.clone();
-        let exchange = self.topo.fire_exchange();
-        let routing_key = Topology::work_routing_key(&ev.pool, shard);
         let job_id = job.spec.id.clone();
         async move {
-            let sent = match encode(&ev) {
-                Ok(enc) => publish_confirmed(&ch, &exchange, &routing_key, &enc, || {})
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+            let (sent, fire_id) = match out {
+                Ok(o) => (
+                    publish_confirmed(&ch, &o.exchange, &o.routing_key, &o.enc, || {})
+                        .await
+                        .map_err(|e| e.to_string()),
+                    o.fire_id,
+                ),
+                Err(e) => (Err(e.to_string()), String::new()),
             };
             match sent {
                 Ok(()) => {
@@ -232,10 +235,10 @@ impl Registry {
     ) -> impl std::future::Future<Output = Reply> {
         let now = Utc::now();
         let shard = self.topo.shard_of(&job.spec.id);
-        let encoded: Result<Vec<_>, _> = at
+        let outs: Result<Vec<_>, _> = at
             .iter()
             .map(|t| {
-                encode(&sundial_core::protocol::fire::FireEvent::of(
+                crate::workflows::opening(
                     &job.spec,
                     sundial_core::protocol::fire::Origin::Backfill {
                         scheduled: *t,
@@ -243,16 +246,16 @@ impl Registry {
                     },
                     now,
                     self.key.as_deref(),
-                ))
+                    &self.topo,
+                    &self.node,
+                )
             })
             .collect();
         let ch = self.channel.clone();
-        let exchange = self.topo.fire_exchange();
-        let routing_key = Topology::work_routing_key(&job.spec.pool, shard);
         let job_id = job.spec.id.clone();
         async move {
-            let sent = match encoded {
-                Ok(enc) => publish_all_confirmed(&ch, &exchange, &routing_key, &enc)
+            let sent = match outs {
+                Ok(outs) => publish_each_confirmed(&ch, &outs)
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
@@ -278,7 +281,7 @@ impl Registry {
         }
     }
 
-    fn entry(&self, id: &str) -> Option<Arc<sundial_core::registry::JobEntry>> {
+    pub(super) fn entry(&self, id: &str) -> Option<Arc<sundial_core::registry::JobEntry>> {
         self.view.get_shared(id)
     }
 
@@ -454,4 +457,19 @@ impl Handler<crate::ingest::LabelsOf> for Registry {
                 .collect(),
         )
     }
+}
+
+/// Publishes every message (each to its own exchange and routing key), then
+/// awaits every confirm. Fails on the first message that was not confirmed.
+async fn publish_each_confirmed(
+    ch: &lapin::Channel,
+    outs: &[crate::workflows::Outbound],
+) -> Result<(), sundial_amqp::publish::PublishError> {
+    let sends = outs
+        .iter()
+        .map(|o| publish_confirmed(ch, &o.exchange, &o.routing_key, &o.enc, || {}));
+    for r in futures_util::future::join_all(sends).await {
+        r?;
+    }
+    Ok(())
 }

@@ -14,7 +14,7 @@ use sundial_core::{
     codec::encode,
     overlap,
     protocol::{
-        fire::{FireEvent, Origin, Watermark},
+        fire::{Origin, Watermark},
         run::{RunBatch, RunEvent, RunKind},
     },
     registry::JobEntry,
@@ -86,6 +86,8 @@ pub(crate) struct ShardActor {
     opener: ChannelOpener,
     /// Set while a fresh channel is being opened (after a nack).
     renewing: bool,
+    /// Where this shard says it is held (while this actor lives).
+    owned: Arc<crate::workflows::Owned>,
 }
 
 /// Asks the scheduler's connection for a fresh confirm-mode channel: a
@@ -166,6 +168,8 @@ pub(crate) struct ShardCommon {
     pub(crate) key: Option<Arc<[u8]>>,
     pub(crate) set_aside: Arc<SetAside>,
     pub(crate) opener: ChannelOpener,
+    /// The shards held, for the workflow advancer.
+    pub(crate) owned: Arc<crate::workflows::Owned>,
 }
 
 impl ShardActor {
@@ -184,6 +188,7 @@ impl ShardActor {
             key,
             set_aside,
             opener,
+            owned,
         } = common.clone();
         Self {
             shard,
@@ -203,6 +208,7 @@ impl ShardActor {
             set_aside_log: sundial_runtime::ratelimit::Every::new(RETRY_LOG_EVERY),
             opener,
             renewing: false,
+            owned,
         }
     }
 
@@ -293,16 +299,24 @@ impl ShardActor {
             shard: self.shard,
             epoch: self.epoch,
         };
-        let ev = FireEvent::of(&job.spec, origin, now, self.key.as_deref());
-        match encode(&ev) {
-            Ok(enc) => {
+        // A lone job's fire, or a workflow's opening record.
+        match crate::workflows::opening(
+            &job.spec,
+            origin,
+            now,
+            self.key.as_deref(),
+            &self.topo,
+            &self.node,
+        ) {
+            Ok(o) => {
                 self.timer.sent(scheduled);
                 let out = Outgoing {
-                    routing_key: Topology::work_routing_key(&ev.pool, self.shard),
-                    pool: ev.pool,
-                    enc,
-                    fire_id: ev.fire_id,
-                    job_id: ev.job_id,
+                    exchange: o.exchange,
+                    routing_key: o.routing_key,
+                    pool: o.pool,
+                    enc: o.enc,
+                    fire_id: o.fire_id,
+                    job_id: job.spec.id.clone(),
                     key: scheduled,
                     due,
                 };
@@ -387,6 +401,8 @@ impl ShardActor {
 /// the same bytes, so a re-fire is identical).
 struct Outgoing {
     enc: sundial_core::codec::Encoded,
+    /// The fire exchange, or the history stream's for a workflow's opening.
+    exchange: String,
     routing_key: String,
     pool: String,
     fire_id: String,
@@ -401,6 +417,11 @@ impl Actor for ShardActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.owned.hold(self.shard, self.epoch);
         ctx.run_interval(WATERMARK_INTERVAL, |act, ctx| act.write_watermark(ctx));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.owned.release(self.shard, self.epoch);
     }
 }

@@ -7,7 +7,7 @@ use super::*;
 impl ShardActor {
     pub(super) fn send(&mut self, out: Arc<Outgoing>, retries: u32, ctx: &mut Context<Self>) {
         let ch = self.channel.clone();
-        let exchange = self.topo.fire_exchange();
+        let exchange = out.exchange.clone();
         let msg = out.clone();
         let first = retries == 0;
         let fut = async move {

@@ -103,7 +103,13 @@ fn identity(fire: &FireEvent) -> reqwest::header::HeaderMap {
         (rc::HEADER_JOB_ID, fire.job_id.clone()),
         (rc::HEADER_SCHEDULED_AT, timestamp(fire.scheduled_at)),
         (rc::HEADER_ATTEMPT, fire.attempt.to_string()),
-    ];
+    ]
+    .into_iter()
+    .chain(
+        rc::step_values(fire)
+            .into_iter()
+            .map(|(name, value)| (name.http_header(), value)),
+    );
     for (name, value) in values {
         // Ids are [a-z0-9._-] and timestamps ASCII: always valid values.
         if let (Ok(n), Ok(v)) = (

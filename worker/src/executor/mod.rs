@@ -106,6 +106,8 @@ impl Executors {
                     job_id: fire.job_id.clone(),
                     attempt: fire.attempt,
                     scheduled_at: fire.scheduled_at,
+                    step: fire.step().map(|s| s.step.to_string()),
+                    shard: fire.step().and_then(|s| s.shard),
                     cancelled: cancel.clone(),
                 };
                 let fut = h(ctx, fire.payload.clone());

@@ -47,6 +47,12 @@ async fn publish(ch: &lapin::Channel, spec: &PublishExecutor, fire: &FireEvent) 
             sundial_core::protocol::timestamp(fire.scheduled_at).as_str(),
         )),
     );
+    for (name, value) in sundial_core::protocol::run_context::step_values(fire) {
+        h.insert(
+            ShortString::from(name.amqp_header()),
+            AMQPValue::LongString(LongString::from(value.as_str())),
+        );
+    }
     let props = BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type(ShortString::from(CONTENT_TYPE_JSON))

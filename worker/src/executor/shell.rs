@@ -32,6 +32,11 @@ fn run_env(fire: &FireEvent, payload: &str) -> Vec<(&'static str, String)> {
     if payload.len() <= rc::ENV_PAYLOAD_MAX {
         env.push((rc::ENV_PAYLOAD, payload.to_string()));
     }
+    env.extend(
+        rc::step_values(fire)
+            .into_iter()
+            .map(|(name, value)| (name.env(), value)),
+    );
     env
 }
 

@@ -1,0 +1,469 @@
+//! Workflows (issue 24, ADR 0020): how an occurrence of a workflow job
+//! starts ([`opening`]) and who advances it ([`advance`]).
+//!
+//! A workflow occurrence starts with a record, not a fire: the timer (or a
+//! trigger, or a backfill) appends the occurrence's `started` record to the
+//! history stream, confirmed. Every scheduler follows the history stream
+//! and keeps the [`Progress`] of every open occurrence from the records of
+//! its step fires; the one that owns the job's timer shard applies
+//! [`Progress::advance`] after each record and publishes what starts (step
+//! fires, confirmed, then their `fired` records), records what is skipped
+//! and the occurrence's ending. A new owner already holds the same progress
+//! (it read the same records), so it resumes each occurrence where it
+//! stood; a step published by the old owner whose `fired` record it never
+//! wrote is published again, with the same fire id.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use actix::Addr;
+use chrono::{DateTime, Utc};
+use lapin::{Channel, Connection};
+use sundial_core::{
+    codec::{encode, Encoded},
+    job::JobSpec,
+    protocol::{
+        fire::{FireEvent, Occurrence, Origin},
+        run::{RunBatch, RunEvent, RunKind},
+    },
+    registry::JobEntry,
+    topology::Topology,
+    workflow::{Ending, Progress},
+    CodecError, FireId,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use sundial_amqp::{
+    history::{Reader, StreamStart},
+    publish::{publish_confirmed, PublishError},
+};
+
+use crate::{
+    error::Error,
+    registry::{JobOf, Registry},
+};
+
+/// The `reason` of the record that opens a workflow occurrence (its
+/// `started`, written by a scheduler), which tells it apart from a lone
+/// job's `started`.
+pub(crate) const OPENED: &str = "workflow";
+/// The `reason` a worker gives a duplicate it skipped; any other `skipped`
+/// record of a step is the workflow's own skip.
+const DUPLICATE: &str = "duplicate";
+/// History stream messages in flight to the advancer.
+const PREFETCH: u16 = 200;
+/// How often the owner looks at every open occurrence it owns (a shard
+/// just taken over, a publish that failed).
+const SWEEP: Duration = Duration::from_secs(1);
+/// An ended occurrence is forgotten this long after its last record.
+const KEEP_ENDED: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// What a publish of an occurrence's first message needs: where, and what.
+pub(crate) struct Outbound {
+    pub(crate) exchange: String,
+    pub(crate) routing_key: String,
+    pub(crate) enc: Encoded,
+    pub(crate) fire_id: String,
+    pub(crate) pool: String,
+}
+
+/// What starts an occurrence of `job` from `origin`: a lone job's fire
+/// (to its work queue), or a workflow's `started` record (to the history
+/// stream; the owner of the job's shard publishes the first steps when it
+/// reads it).
+pub(crate) fn opening(
+    job: &JobSpec,
+    origin: Origin,
+    now: DateTime<Utc>,
+    key: Option<&[u8]>,
+    topo: &Topology,
+    node: &str,
+) -> Result<Outbound, CodecError> {
+    if job.workflow().is_none() {
+        let ev = FireEvent::of(job, origin, now, key);
+        let shard = ev.shard;
+        return Ok(Outbound {
+            exchange: topo.fire_exchange(),
+            routing_key: Topology::work_routing_key(&ev.pool, shard),
+            enc: encode(&ev)?,
+            fire_id: ev.fire_id,
+            pool: ev.pool,
+        });
+    }
+    let (fire_id, scheduled, ..) = origin.occurrence(&job.id, now);
+    let record = RunEvent {
+        reason: Some(OPENED.into()),
+        scheduled_at: Some(scheduled),
+        ..RunEvent::new(
+            RunKind::Started,
+            fire_id.as_str(),
+            &job.id,
+            &job.pool,
+            node,
+            now,
+        )
+    };
+    Ok(Outbound {
+        exchange: topo.history_exchange(),
+        routing_key: String::new(),
+        enc: encode(&RunBatch {
+            records: vec![record],
+        })?,
+        fire_id: fire_id.into(),
+        pool: job.pool.clone(),
+    })
+}
+
+/// The timer shards this node holds now, with their owner epochs: written
+/// by each `ShardActor` as it starts and stops, read by the advancer.
+#[derive(Debug, Default)]
+pub(crate) struct Owned {
+    shards: Mutex<HashMap<u32, u64>>,
+}
+
+impl Owned {
+    pub(crate) fn hold(&self, shard: u32, epoch: u64) {
+        if let Ok(mut m) = self.shards.lock() {
+            m.insert(shard, epoch);
+        }
+    }
+
+    pub(crate) fn release(&self, shard: u32, epoch: u64) {
+        if let Ok(mut m) = self.shards.lock() {
+            if m.get(&shard) == Some(&epoch) {
+                m.remove(&shard);
+            }
+        }
+    }
+
+    fn epoch(&self, shard: u32) -> Option<u64> {
+        self.shards.lock().ok()?.get(&shard).copied()
+    }
+}
+
+/// One workflow occurrence as the history tells it.
+struct Open {
+    job_id: String,
+    scheduled: DateTime<Utc>,
+    /// Its `started` record was read: only an opened occurrence is advanced.
+    opened: bool,
+    progress: Progress,
+    last_record: DateTime<Utc>,
+}
+
+/// What the advancer needs.
+pub(crate) struct AdvanceParts {
+    pub(crate) topo: Arc<Topology>,
+    pub(crate) node: String,
+    pub(crate) key: Option<Arc<[u8]>>,
+    pub(crate) registry: Addr<Registry>,
+    pub(crate) owned: Arc<Owned>,
+    pub(crate) horizon: Duration,
+}
+
+/// Follows the history stream (from `horizon` ago) and advances the
+/// workflow occurrences of the shards this node owns, until `stop` (Ok) or
+/// the stream or a channel fails (Err).
+pub(crate) async fn advance(
+    conn: &Connection,
+    parts: AdvanceParts,
+    stop: CancellationToken,
+) -> Result<(), Error> {
+    let since = Utc::now()
+        - chrono::TimeDelta::from_std(parts.horizon).unwrap_or(chrono::TimeDelta::hours(24));
+    let mut reader = Reader::open(
+        conn,
+        &parts.topo.history_stream(),
+        StreamStart::Since(since),
+        PREFETCH,
+    )
+    .await?;
+    let ch = sundial_amqp::broker::confirming_channel(conn).await?;
+    // Nothing is decided before the stream is read up to now: a marker of
+    // our own, appended now, says when it is.
+    let marker = format!(
+        "workflow-marker:{}:{}",
+        parts.node,
+        Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    );
+    let mut enc = encode(&RunBatch { records: vec![] })?;
+    enc.meta.message_id = Some(marker.clone());
+    publish_confirmed(&ch, &parts.topo.history_exchange(), "", &enc, || {})
+        .await
+        .map_err(Error::not_stored("workflow marker"))?;
+    let mut adv = Advancer {
+        parts,
+        ch,
+        open: HashMap::new(),
+        caught_up: false,
+        log: sundial_runtime::ratelimit::Every::new(Duration::from_secs(10)),
+    };
+    let mut sweep = tokio::time::interval(SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => {
+                reader.close("workflow advancer stopping").await;
+                return Ok(());
+            }
+            _ = sweep.tick() => {
+                if adv.caught_up {
+                    let all: Vec<String> = adv.open.keys().cloned().collect();
+                    adv.act(all).await?;
+                    adv.forget(Utc::now());
+                }
+            }
+            m = reader.next() => {
+                let Some(m) = m? else {
+                    return Err(Error::stream_ended("workflow advancer's history consumer"));
+                };
+                if m.id.as_deref() == Some(marker.as_str()) {
+                    adv.caught_up = true;
+                    info!(open = adv.open.len(), "workflow advancer caught up with the history stream");
+                }
+                let Ok(batch) = m.batch else { continue };
+                let touched = adv.read(&batch.records);
+                if adv.caught_up && !touched.is_empty() {
+                    adv.act(touched.into_iter().collect()).await?;
+                }
+            }
+        }
+    }
+}
+
+struct Advancer {
+    parts: AdvanceParts,
+    ch: Channel,
+    /// Occurrences by fire id.
+    open: HashMap<String, Open>,
+    caught_up: bool,
+    log: sundial_runtime::ratelimit::Every,
+}
+
+impl Advancer {
+    /// Applies records; returns the occurrences they touched.
+    fn read(&mut self, records: &[RunEvent]) -> BTreeSet<String> {
+        let mut touched = BTreeSet::new();
+        for r in records {
+            if let Some(step) = FireId::split_step(&r.fire_id) {
+                let Some(o) = self.open.get_mut(step.occurrence) else {
+                    // A step of an occurrence opened before the horizon, or
+                    // of a workflow we never heard open: nothing to advance.
+                    continue;
+                };
+                if r.kind == RunKind::Skipped && r.reason.as_deref() != Some(DUPLICATE) {
+                    o.progress.skip_recorded(step.step);
+                } else {
+                    o.progress
+                        .record(step.step, step.shard.map_or(0, |(k, _)| k), r.kind);
+                }
+                o.last_record = r.at;
+                touched.insert(step.occurrence.to_string());
+                continue;
+            }
+            match r.kind {
+                RunKind::Started if r.reason.as_deref() == Some(OPENED) => {
+                    let o = self.open.entry(r.fire_id.clone()).or_insert_with(|| Open {
+                        job_id: r.job_id.clone(),
+                        scheduled: r.scheduled_at.unwrap_or(r.at),
+                        opened: false,
+                        progress: Progress::default(),
+                        last_record: r.at,
+                    });
+                    o.opened = true;
+                    touched.insert(r.fire_id.clone());
+                }
+                RunKind::Succeeded | RunKind::Dead => {
+                    if let Some(o) = self.open.get_mut(&r.fire_id) {
+                        o.progress.ending_recorded(if r.kind == RunKind::Succeeded {
+                            Ending::Succeeded
+                        } else {
+                            Ending::Failed
+                        });
+                        o.last_record = r.at;
+                    }
+                }
+                _ => {}
+            }
+        }
+        touched
+    }
+
+    /// Forgets occurrences ended long enough ago, and any older than the
+    /// horizon.
+    fn forget(&mut self, now: DateTime<Utc>) {
+        let horizon =
+            chrono::TimeDelta::from_std(self.parts.horizon).unwrap_or(chrono::TimeDelta::hours(24));
+        self.open.retain(|_, o| {
+            let ended_long_ago = o.progress.ended().is_some() && now - o.last_record > KEEP_ENDED;
+            !ended_long_ago && now - o.scheduled < horizon
+        });
+    }
+
+    /// Advances the occurrences `ids` whose job's shard this node owns.
+    async fn act(&mut self, ids: Vec<String>) -> Result<(), Error> {
+        for id in ids {
+            let Some(o) = self.open.get(&id) else {
+                continue;
+            };
+            if !o.opened {
+                continue;
+            }
+            let shard = self.parts.topo.shard_of(&o.job_id);
+            let Some(epoch) = self.parts.owned.epoch(shard) else {
+                continue;
+            };
+            let job_id = o.job_id.clone();
+            let job = self.parts.registry.send(JobOf(job_id.clone())).await?;
+            let Some(job) = job.filter(|j| j.spec.workflow().is_some()) else {
+                info!(job_id = %job_id, fire_id = %id, "workflow occurrence dropped: the job was deleted or is no longer a workflow");
+                self.open.remove(&id);
+                continue;
+            };
+            self.step(&id, &job, shard, epoch).await?;
+        }
+        Ok(())
+    }
+
+    /// One advance of occurrence `id` of `job`: publish what starts, then
+    /// record it with the skips and the ending.
+    async fn step(
+        &mut self,
+        id: &str,
+        job: &JobEntry,
+        shard: u32,
+        epoch: u64,
+    ) -> Result<(), Error> {
+        let Some(steps) = job.spec.workflow() else {
+            return Ok(());
+        };
+        let Some(o) = self.open.get_mut(id) else {
+            return Ok(());
+        };
+        let a = o.progress.advance(&steps);
+        if a.start.is_empty() && a.skip.is_empty() && a.ended.is_none() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let occ = Occurrence {
+            fire_id: id,
+            scheduled: o.scheduled,
+            shard,
+            epoch,
+            manual: id.contains("@trigger:") || id.contains("@backfill:"),
+        };
+        let node = self.parts.node.clone();
+        let mut records = Vec::new();
+        let mut fires = Vec::new();
+        for &i in &a.start {
+            let st = &steps[i];
+            let n = st.fanout.and_then(|f| f.shards());
+            let fans: Vec<Option<(u32, u32)>> = match n {
+                Some(n) => (0..n).map(|k| Some((k, n))).collect(),
+                None => vec![None],
+            };
+            for fan in fans {
+                let ev =
+                    FireEvent::of_step(&job.spec, st, &occ, fan, now, self.parts.key.as_deref());
+                // Shards of one step spread over the pool's work queues.
+                let queue_shard = (shard + fan.map_or(0, |(k, _)| k)) % self.parts.topo.shards;
+                records.push(RunEvent::new(
+                    RunKind::Fired,
+                    &ev.fire_id,
+                    &job.spec.id,
+                    &ev.pool,
+                    &node,
+                    now,
+                ));
+                fires.push((Topology::work_routing_key(&ev.pool, queue_shard), ev));
+            }
+        }
+        for (i, why) in &a.skip {
+            let st = &steps[*i];
+            let fire_id = FireId::for_step(id, &st.id, None);
+            info!(job_id = %job.spec.id, fire_id = %fire_id, reason = %why, "workflow step skipped");
+            records.push(RunEvent {
+                reason: Some(why.clone()),
+                ..RunEvent::new(
+                    RunKind::Skipped,
+                    fire_id.as_str(),
+                    &job.spec.id,
+                    st.pool.as_deref().unwrap_or(&job.spec.pool),
+                    &node,
+                    now,
+                )
+            });
+        }
+        if let Some(ending) = a.ended {
+            let states = o.progress.states(&steps);
+            let dead: Vec<&str> = steps
+                .iter()
+                .zip(&states)
+                .filter(|(_, s)| **s == sundial_core::workflow::StepState::Dead)
+                .map(|(s, _)| s.id.as_str())
+                .collect();
+            let (kind, reason) = match ending {
+                Ending::Succeeded => (RunKind::Succeeded, None),
+                Ending::Failed => (
+                    RunKind::Dead,
+                    Some(format!("step {} dead", dead.join(", "))),
+                ),
+            };
+            info!(job_id = %job.spec.id, fire_id = %id, outcome = kind.as_str(), "workflow occurrence ended");
+            records.push(RunEvent {
+                reason,
+                duration_ms: u64::try_from((now - o.scheduled).num_milliseconds()).ok(),
+                ..RunEvent::new(kind, id, &job.spec.id, &job.spec.pool, &node, now)
+            });
+        }
+        let exchange = self.parts.topo.fire_exchange();
+        for (routing_key, ev) in &fires {
+            let enc = encode(ev)?;
+            match publish_confirmed(&self.ch, &exchange, routing_key, &enc, || {}).await {
+                Ok(()) => {
+                    debug!(job_id = %ev.job_id, fire_id = %ev.fire_id, shard, "workflow step fired");
+                }
+                Err(PublishError::Returned { .. }) => {
+                    // The step's pool has no queue (deleted since the
+                    // upsert): the fire ends dead, so the workflow goes on
+                    // by its failure path instead of waiting for ever.
+                    let why = format!(
+                        "unroutable: no work queue takes {routing_key} (pool \"{}\" has no queues)",
+                        ev.pool
+                    );
+                    warn!(job_id = %ev.job_id, fire_id = %ev.fire_id, reason = %why, "workflow step not delivered; recorded dead");
+                    records.push(RunEvent {
+                        reason: Some(why),
+                        ..RunEvent::new(
+                            RunKind::Dead,
+                            &ev.fire_id,
+                            &ev.job_id,
+                            &ev.pool,
+                            &node,
+                            now,
+                        )
+                    });
+                }
+                Err(e) => return Err(Error::not_stored("workflow step fire")(e)),
+            }
+        }
+        let enc = encode(&RunBatch { records })?;
+        publish_confirmed(
+            &self.ch,
+            &self.parts.topo.history_exchange(),
+            "",
+            &enc,
+            || {},
+        )
+        .await
+        .map_err(Error::not_stored("workflow records"))?;
+        if let Some(held_back) = self.log.allow(std::time::Instant::now()) {
+            debug!(held_back, "workflow advanced");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,158 @@
+//! Workflows end to end (issue 24): a scheduler process advances each
+//! occurrence from the history stream, a worker process runs the steps.
+
+use sundial_core::protocol::run::{RunEvent, RunKind};
+
+use crate::{
+    fires::{connect, wait_for_consumers, EventTap},
+    util::{apply_jobs, Daemon, SchedulerProcess, Vhost},
+};
+
+/// extract → transform × 4 shards → load, `page` on failure; and `broken`,
+/// whose extract fails for good.
+const JOBS: &str = r#"
+[[jobs]]
+id = "etl"
+schedule = "*/2 * * * * *"
+[[jobs.steps]]
+id = "extract"
+executor = { type = "shell", command = ["/bin/sh", "-c", "echo step=$SUNDIAL_STEP"] }
+[[jobs.steps]]
+id = "transform"
+after = ["extract"]
+fanout = { shards = 4 }
+executor = { type = "shell", command = ["/bin/sh", "-c", "echo shard=$SUNDIAL_SHARD_INDEX/$SUNDIAL_SHARD_TOTAL"] }
+[[jobs.steps]]
+id = "load"
+after = ["transform"]
+executor = { type = "noop" }
+[[jobs.steps]]
+id = "page"
+after = ["extract", "transform", "load"]
+when = "failure"
+executor = { type = "noop" }
+
+[[jobs]]
+id = "broken"
+schedule = "*/2 * * * * *"
+retry = { max_attempts = 1 }
+[[jobs.steps]]
+id = "extract"
+executor = { type = "shell", command = ["/bin/false"] }
+[[jobs.steps]]
+id = "transform"
+after = ["extract"]
+fanout = { shards = 2 }
+executor = { type = "noop" }
+[[jobs.steps]]
+id = "page"
+after = ["extract", "transform"]
+when = "failure"
+executor = { type = "noop" }
+"#;
+
+/// The records of one occurrence (its own and its steps'), in stream order.
+fn of<'a>(records: &'a [RunEvent], occurrence: &str) -> Vec<&'a RunEvent> {
+    records
+        .iter()
+        .filter(|r| {
+            r.fire_id == occurrence
+                || r.fire_id
+                    .strip_prefix(occurrence)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+        .collect()
+}
+
+fn ended(records: &[RunEvent], job: &str) -> Option<String> {
+    records
+        .iter()
+        .find(|r| {
+            r.job_id == job
+                && !r.fire_id.contains('/')
+                && matches!(r.kind, RunKind::Succeeded | RunKind::Dead)
+        })
+        .map(|r| r.fire_id.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_wait_for_each_other_fan_out_and_fail_into_the_failure_step() {
+    let v = Vhost::new("wf-etl");
+    let _s = SchedulerProcess::start(&v, "wf1");
+    let conn = connect(&v).await;
+    let mut tap = EventTap::new(&conn).await;
+    let _w = Daemon::worker(
+        &v,
+        "wf-w1",
+        &[("SUNDIAL__WORKER__SHELL__ALLOW", "/bin/sh,/bin/false")],
+    );
+    wait_for_consumers(&v, 1).await;
+    apply_jobs(&v, JOBS);
+
+    let mut records = Vec::new();
+    while ended(&records, "etl").is_none() || ended(&records, "broken").is_none() {
+        records.push(tap.next().await);
+    }
+    // etl: every step ran in order, the shards each told their index.
+    let etl = ended(&records, "etl").expect("ended");
+    let occ = of(&records, &etl);
+    let last = occ.last().expect("records");
+    assert_eq!(last.kind, RunKind::Succeeded, "{occ:#?}");
+    let pos = |fire: &str, kind: RunKind| {
+        occ.iter()
+            .position(|r| r.fire_id == fire && r.kind == kind)
+            .unwrap_or_else(|| panic!("no {kind:?} of {fire}: {occ:#?}"))
+    };
+    // A fast run may be recorded by its outcome alone: where a worker first
+    // reported the fire.
+    let ran = |fire: &str| {
+        occ.iter()
+            .position(|r| r.fire_id == fire && r.kind != RunKind::Fired)
+            .unwrap_or_else(|| panic!("no run of {fire}: {occ:#?}"))
+    };
+    let extract_done = pos(&format!("{etl}/extract"), RunKind::Succeeded);
+    let mut transforms_done = 0;
+    for k in 0..4 {
+        let fire = format!("{etl}/transform#{k}/4");
+        assert!(ran(&fire) > extract_done, "{occ:#?}");
+        let done = pos(&fire, RunKind::Succeeded);
+        let out = occ[done].output.as_deref().unwrap_or_default();
+        assert!(out.contains(&format!("shard={k}/4")), "{fire}: {out:?}");
+        transforms_done = transforms_done.max(done);
+    }
+    let load_started = ran(&format!("{etl}/load"));
+    assert!(
+        load_started > transforms_done,
+        "load starts after every transform succeeded: {occ:#?}"
+    );
+    let page = occ
+        .iter()
+        .find(|r| r.fire_id == format!("{etl}/page"))
+        .expect("page recorded");
+    assert_eq!(page.kind, RunKind::Skipped, "{page:?}");
+    assert_eq!(page.reason.as_deref(), Some("nothing it waits for failed"));
+
+    // broken: extract dead → transform skipped as a failure, page runs,
+    // the occurrence dead naming the step.
+    let broken = ended(&records, "broken").expect("ended");
+    let occ = of(&records, &broken);
+    assert!(
+        occ.iter()
+            .all(|r| !(r.fire_id.contains("/transform") && r.kind == RunKind::Started)),
+        "transform never starts: {occ:#?}"
+    );
+    let skip = occ
+        .iter()
+        .find(|r| r.fire_id == format!("{broken}/transform"))
+        .expect("transform recorded");
+    assert_eq!(skip.kind, RunKind::Skipped);
+    assert_eq!(skip.reason.as_deref(), Some("extract did not succeed"));
+    assert!(
+        occ.iter()
+            .any(|r| r.fire_id == format!("{broken}/page") && r.kind == RunKind::Succeeded),
+        "page ran: {occ:#?}"
+    );
+    let end = occ.last().expect("records");
+    assert_eq!(end.kind, RunKind::Dead, "{occ:#?}");
+    assert_eq!(end.reason.as_deref(), Some("step extract dead"));
+}

@@ -59,6 +59,61 @@ pub struct Ledger {
     /// Observed but not expected in the window (manual triggers, misfire
     /// catch-ups of earlier occurrences).
     pub unexpected: Vec<String>,
+    /// Workflows: the step fires that should have run given the outcomes
+    /// recorded ([`steps`]), over every observed occurrence.
+    #[serde(default)]
+    pub steps_expected: usize,
+    /// Of those, the ones no worker reported.
+    #[serde(default)]
+    pub steps_missing: Vec<String>,
+}
+
+/// The step fires of one workflow occurrence that should have run given
+/// the outcomes recorded, and which of them no worker reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StepLedger {
+    pub expected: Vec<String>,
+    pub missing: Vec<String>,
+}
+
+/// For occurrence `occurrence` of a workflow of `steps`, given the records
+/// of its step fires as `(step, shard, kind)`: a step should have run once
+/// a worker reported it, or when [`crate::workflow::next`] starts it given
+/// what the steps before it did; each of its fires (every shard) should
+/// then be reported. `fired` and `skipped` records are the scheduler's
+/// (and a worker's duplicate), not a run: they are not counted.
+pub fn steps<'a>(
+    steps: &[crate::workflow::StepSpec],
+    occurrence: &str,
+    records: impl IntoIterator<Item = (&'a str, u32, crate::protocol::run::RunKind)>,
+) -> StepLedger {
+    use crate::protocol::run::RunKind;
+    use crate::workflow::{next, Progress, StepState};
+    let mut progress = Progress::default();
+    let mut ran: BTreeSet<(String, u32)> = BTreeSet::new();
+    for (step, shard, kind) in records {
+        if matches!(kind, RunKind::Fired | RunKind::Skipped) {
+            continue;
+        }
+        progress.record(step, shard, kind);
+        ran.insert((step.to_string(), shard));
+    }
+    let states = progress.states(steps);
+    let due_now = next(steps, &states).start;
+    let mut out = StepLedger::default();
+    for (i, st) in steps.iter().enumerate() {
+        if states[i] == StepState::Waiting && !due_now.contains(&i) {
+            continue;
+        }
+        for fan in st.fans() {
+            let id = FireId::for_step(occurrence, &st.id, fan).to_string();
+            if !ran.contains(&(st.id.clone(), fan.map_or(0, |(k, _)| k))) {
+                out.missing.push(id.clone());
+            }
+            out.expected.push(id);
+        }
+    }
+    out
 }
 
 impl Ledger {
@@ -89,6 +144,8 @@ impl Ledger {
                 .filter(|k| !expected.contains(*k))
                 .cloned()
                 .collect(),
+            steps_expected: 0,
+            steps_missing: Vec::new(),
         }
     }
 }

@@ -83,6 +83,25 @@ pub struct JobView {
     pub labels: BTreeMap<String, String>,
     pub start_at: Option<String>,
     pub end_at: Option<String>,
+    /// A workflow's steps and their edges (none for a lone job).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepView>,
+}
+
+/// One step of a workflow as lists show it: its place in the graph, not
+/// what it runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StepView {
+    pub id: String,
+    /// The steps it waits for.
+    pub after: Vec<String>,
+    pub when: crate::workflow::When,
+    /// Its fires per occurrence (1, or N shards).
+    pub shards: u32,
+    /// Its pool, where it is not the job's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
 
 impl JobView {
@@ -105,6 +124,22 @@ impl JobView {
             labels: j.spec.labels.clone(),
             start_at: j.spec.start_at.map(rfc3339),
             end_at: j.spec.end_at.map(rfc3339),
+            steps: j
+                .spec
+                .workflow()
+                .map(|steps| {
+                    steps
+                        .iter()
+                        .map(|s| StepView {
+                            id: s.id.clone(),
+                            after: s.after.clone(),
+                            when: s.when,
+                            shards: s.fanout.and_then(|f| f.shards()).unwrap_or(1),
+                            pool: s.pool.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 }

@@ -151,6 +151,17 @@ pub struct StepSpec {
     pub fanout: Option<Fanout>,
 }
 
+impl StepSpec {
+    /// Its fires per occurrence: `None` for a step of one fire, `(k, n)`
+    /// for each of `n` shards (every-worker: decided at fire time, not here).
+    pub fn fans(&self) -> Vec<Option<(u32, u32)>> {
+        match self.fanout.and_then(Fanout::shards) {
+            Some(n) => (0..n).map(|k| Some((k, n))).collect(),
+            None => vec![None],
+        }
+    }
+}
+
 /// Where a step of one occurrence stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepState {
@@ -459,6 +470,11 @@ struct StepProgress {
     fires: BTreeMap<u32, FireState>,
     /// Published: by the one applying the decision, or seen in a record.
     published: bool,
+    /// Published by the one applying the decision here (every fire of it):
+    /// a step seen published by another (an owner before a takeover) may
+    /// lack fires it never got to publish, which [`Progress::advance`]
+    /// publishes again.
+    ours: bool,
     /// Its skip is in the history already.
     skip_recorded: bool,
 }
@@ -482,6 +498,9 @@ pub struct Progress {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Advance {
     pub start: Vec<usize>,
+    /// Fires of steps started elsewhere that no record mentions, as (step,
+    /// shard index): published again (with the same ids).
+    pub resume: Vec<(usize, u32)>,
     pub skip: Vec<(usize, String)>,
     pub ended: Option<Ending>,
 }
@@ -550,8 +569,23 @@ impl Progress {
     pub fn advance(&mut self, steps: &[StepSpec]) -> Advance {
         let d = next(steps, &self.states(steps));
         let mut out = Advance::default();
+        for (i, st) in steps.iter().enumerate() {
+            let Some(p) = self.steps.get_mut(&st.id) else {
+                continue;
+            };
+            if !p.published || p.ours {
+                continue;
+            }
+            p.ours = true;
+            if let Some(n) = st.fanout.and_then(Fanout::shards) {
+                out.resume
+                    .extend((0..n).filter(|k| !p.fires.contains_key(k)).map(|k| (i, k)));
+            }
+        }
         for i in d.start {
-            self.steps.entry(steps[i].id.clone()).or_default().published = true;
+            let p = self.steps.entry(steps[i].id.clone()).or_default();
+            p.published = true;
+            p.ours = true;
             out.start.push(i);
         }
         for (i, st) in d.skip {

@@ -345,7 +345,7 @@ impl Advancer {
             return Ok(());
         };
         let a = o.progress.advance(&steps);
-        if a.start.is_empty() && a.skip.is_empty() && a.ended.is_none() {
+        if a.start.is_empty() && a.resume.is_empty() && a.skip.is_empty() && a.ended.is_none() {
             return Ok(());
         }
         let now = Utc::now();
@@ -359,28 +359,31 @@ impl Advancer {
         let node = self.parts.node.clone();
         let mut records = Vec::new();
         let mut fires = Vec::new();
+        // Whole steps that start, and the shards of steps started by a
+        // previous owner that no record mentions (it died mid-way).
+        let mut due: Vec<(usize, Option<(u32, u32)>)> = Vec::new();
         for &i in &a.start {
+            due.extend(steps[i].fans().into_iter().map(|fan| (i, fan)));
+        }
+        for &(i, k) in &a.resume {
+            let n = steps[i].fanout.and_then(|f| f.shards()).unwrap_or(1);
+            info!(job_id = %job.spec.id, fire_id = %id, step = %steps[i].id, shard = k, "workflow step shard published again: no record of it after a takeover");
+            due.push((i, Some((k, n))));
+        }
+        for (i, fan) in due {
             let st = &steps[i];
-            let n = st.fanout.and_then(|f| f.shards());
-            let fans: Vec<Option<(u32, u32)>> = match n {
-                Some(n) => (0..n).map(|k| Some((k, n))).collect(),
-                None => vec![None],
-            };
-            for fan in fans {
-                let ev =
-                    FireEvent::of_step(&job.spec, st, &occ, fan, now, self.parts.key.as_deref());
-                // Shards of one step spread over the pool's work queues.
-                let queue_shard = (shard + fan.map_or(0, |(k, _)| k)) % self.parts.topo.shards;
-                records.push(RunEvent::new(
-                    RunKind::Fired,
-                    &ev.fire_id,
-                    &job.spec.id,
-                    &ev.pool,
-                    &node,
-                    now,
-                ));
-                fires.push((Topology::work_routing_key(&ev.pool, queue_shard), ev));
-            }
+            let ev = FireEvent::of_step(&job.spec, st, &occ, fan, now, self.parts.key.as_deref());
+            // Shards of one step spread over the pool's work queues.
+            let queue_shard = (shard + fan.map_or(0, |(k, _)| k)) % self.parts.topo.shards;
+            records.push(RunEvent::new(
+                RunKind::Fired,
+                &ev.fire_id,
+                &job.spec.id,
+                &ev.pool,
+                &node,
+                now,
+            ));
+            fires.push((Topology::work_routing_key(&ev.pool, queue_shard), ev));
         }
         for (i, why) in &a.skip {
             let st = &steps[*i];
@@ -420,10 +423,18 @@ impl Advancer {
                 ..RunEvent::new(kind, id, &job.spec.id, &job.spec.pool, &node, now)
             });
         }
+        // Every fire sent, then every confirm awaited (pipelined).
         let exchange = self.parts.topo.fire_exchange();
-        for (routing_key, ev) in &fires {
-            let enc = encode(ev)?;
-            match publish_confirmed(&self.ch, &exchange, routing_key, &enc, || {}).await {
+        let encoded = fires
+            .iter()
+            .map(|(_, ev)| encode(ev))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sends = fires.iter().zip(&encoded).map(|((routing_key, _), enc)| {
+            publish_confirmed(&self.ch, &exchange, routing_key, enc, || {})
+        });
+        let results = futures_util::future::join_all(sends).await;
+        for ((routing_key, ev), result) in fires.iter().zip(results) {
+            match result {
                 Ok(()) => {
                     debug!(job_id = %ev.job_id, fire_id = %ev.fire_id, shard, "workflow step fired");
                 }

@@ -4,7 +4,9 @@
 //! record. `--for 60s` watches the next window as it happens; `--from T1
 //! --to T2` reads a past one from the stream (as far back as its
 //! retention, `history.max_age`). Reports missing, duplicated and
-//! unexpected fire ids; exit 1 when any expected one is missing.
+//! unexpected fire ids; exit 1 when any expected one is missing. For a
+//! workflow occurrence, also every step fire that should have run given
+//! the outcomes recorded (`ledger::steps`), and which did not.
 
 use std::{collections::BTreeMap, io::Write, time::Duration};
 
@@ -78,6 +80,8 @@ pub async fn run(
     let mut records = Reader::open(&conn, &settings.topology.history_stream(), start, 500).await?;
     // Per fire id: (started, outcomes, skipped) of attempt 1.
     let mut counts: BTreeMap<String, (u32, u32, u32)> = BTreeMap::new();
+    // Per workflow occurrence: the records of its step fires.
+    let mut steps: BTreeMap<String, Vec<(String, u32, RunKind)>> = BTreeMap::new();
     let live_end = tokio::time::Instant::now()
         + match window {
             Window::Next(d) => d + GRACE,
@@ -104,6 +108,14 @@ pub async fn run(
             if !in_window {
                 continue;
             }
+            if let Some(step) = FireId::split_step(&ev.fire_id) {
+                steps.entry(step.occurrence.to_string()).or_default().push((
+                    step.step.to_string(),
+                    step.shard.map_or(0, |(k, _)| k),
+                    ev.kind,
+                ));
+                continue;
+            }
             let c = counts.entry(ev.fire_id).or_default();
             match ev.kind {
                 RunKind::Started if ev.attempt == 1 => c.0 += 1,
@@ -126,7 +138,27 @@ pub async fn run(
             std::iter::repeat_n(id.as_str(), (*started.max(outcomes) + skipped) as usize)
         })
         .collect();
-    let ledger = Ledger::compare(&expected(&jobs, from, to), seen.iter().copied());
+    let mut ledger = Ledger::compare(&expected(&jobs, from, to), seen.iter().copied());
+    // Workflows: every step that should have run given the outcomes, for
+    // every occurrence that was observed (an unobserved one is missing as
+    // a whole already).
+    let workflows: BTreeMap<&str, std::borrow::Cow<'_, [sundial_core::workflow::StepSpec]>> = jobs
+        .iter()
+        .filter_map(|j| j.spec.workflow().map(|w| (j.spec.id.as_str(), w)))
+        .collect();
+    for id in counts.keys() {
+        let Some(w) = FireId::parse(id).and_then(|(job, _)| workflows.get(job)) else {
+            continue;
+        };
+        let records = steps.get(id).map(Vec::as_slice).unwrap_or_default();
+        let l = sundial_core::ledger::steps(
+            w,
+            id,
+            records.iter().map(|(s, k, kind)| (s.as_str(), *k, *kind)),
+        );
+        ledger.steps_expected += l.expected.len();
+        ledger.steps_missing.extend(l.missing);
+    }
     let io = CommandError::output;
     if json {
         writeln!(
@@ -154,13 +186,26 @@ pub async fn run(
         for (d, n) in &ledger.duplicates {
             writeln!(out, "duplicate  {d} ×{n}").map_err(io)?;
         }
+        if ledger.steps_expected > 0 {
+            writeln!(
+                out,
+                "workflow steps: expected {}, missing {}",
+                ledger.steps_expected,
+                ledger.steps_missing.len()
+            )
+            .map_err(io)?;
+            for m in &ledger.steps_missing {
+                writeln!(out, "missing    {m}").map_err(io)?;
+            }
+        }
     }
-    if ledger.missing.is_empty() {
+    if ledger.missing.is_empty() && ledger.steps_missing.is_empty() {
         Ok(())
     } else {
         Err(failed(format!(
-            "{} expected fire ids missing",
-            ledger.missing.len()
+            "{} expected fire ids missing, {} workflow step fires missing",
+            ledger.missing.len(),
+            ledger.steps_missing.len()
         )))
     }
 }
@@ -185,6 +230,24 @@ async fn jobs(
         for k in ["id", "schedule", "timezone", "start_at", "end_at"] {
             if let Some(v) = j.get(k).filter(|v| !v.is_null()) {
                 spec[k] = v.clone();
+            }
+        }
+        // A workflow's graph (what it runs does not matter here).
+        if let Some(list) = j.get("steps").and_then(Value::as_array) {
+            let steps: Vec<Value> = list
+                .iter()
+                .map(|s| {
+                    let shards = s.get("shards").and_then(Value::as_u64).unwrap_or(1);
+                    serde_json::json!({
+                        "id": s.get("id"), "after": s.get("after"), "when": s.get("when"),
+                        "executor": {"type": "noop"},
+                        "fanout": (shards > 1).then(|| serde_json::json!({"shards": shards})),
+                    })
+                })
+                .collect();
+            spec["steps"] = Value::Array(steps);
+            if let Some(o) = spec.as_object_mut() {
+                o.remove("executor");
             }
         }
         let spec: JobSpec = serde_json::from_value(spec).map_err(failed)?;

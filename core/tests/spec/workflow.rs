@@ -481,6 +481,25 @@ fn progress_from_records_by_table() {
     q.skip_recorded("load");
     // load was recorded skipped, but its input succeeded now: it starts.
     assert_eq!(q.advance(&steps).start, vec![2]);
+
+    // A takeover mid-way: the old owner published four of eight shards
+    // and died before recording them; the new owner publishes the four no
+    // record mentions, once.
+    let mut t = Progress::default();
+    t.record("extract", 0, Succeeded);
+    for k in 0..4 {
+        t.record("transform", k, Started);
+    }
+    let a = t.advance(&steps);
+    assert_eq!(a.resume, vec![(1, 4), (1, 5), (1, 6), (1, 7)], "{a:?}");
+    assert!(a.start.is_empty(), "{a:?}");
+    assert_eq!(t.advance(&steps), Advance::default(), "resumed once");
+    // Steps this node started itself are never resumed.
+    let mut own = Progress::default();
+    own.record("extract", 0, Succeeded);
+    assert_eq!(own.advance(&steps).start, vec![1]);
+    own.record("transform", 0, Started);
+    assert_eq!(own.advance(&steps), Advance::default());
 }
 
 #[test]
@@ -524,4 +543,35 @@ when = "failure"
     }));
     let e = bad.expect_err("a bad fanout word").to_string();
     assert!(e.contains("every-worker"), "{e}");
+}
+
+#[test]
+fn the_ledger_expects_the_steps_the_outcomes_call_for() {
+    use sundial_core::{ledger::steps, protocol::run::RunKind::*, JobSpec};
+    let job: JobSpec = serde_json::from_value(etl_job("etl")).expect("parses");
+    let w = job.workflow().expect("a workflow");
+    let occ = "etl@2026-12-05T03:00:00.000Z";
+    // Extract ran, seven of eight shards reported: shard 5 is missing; load
+    // waits for it, so it is not expected yet; page neither.
+    let mut records = vec![("extract", 0, Started), ("extract", 0, Succeeded)];
+    records.extend(
+        (0..8)
+            .filter(|k| *k != 5)
+            .map(|k| ("transform", k, Succeeded)),
+    );
+    records.push(("transform", 5, Fired));
+    let l = steps(&w, occ, records.clone());
+    assert_eq!(l.expected.len(), 9, "{l:?}");
+    assert_eq!(l.missing, vec![format!("{occ}/transform#5/8")]);
+    // Shard 5 ran: load is expected, and missing until it reports.
+    records.push(("transform", 5, Succeeded));
+    let l = steps(&w, occ, records.clone());
+    assert_eq!(l.missing, vec![format!("{occ}/load")]);
+    records.push(("load", 0, Succeeded));
+    let l = steps(&w, occ, records);
+    assert!(l.missing.is_empty(), "{l:?}");
+    assert_eq!(l.expected.len(), 10, "page is skipped, not expected");
+    // Extract dead: page expected, transform and load not.
+    let l = steps(&w, occ, vec![("extract", 0, Dead)]);
+    assert_eq!(l.missing, vec![format!("{occ}/page")]);
 }

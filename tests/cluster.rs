@@ -171,7 +171,8 @@ fn work_queues(column: &str) -> Option<Vec<(String, String)>> {
             .lines()
             .filter_map(|l| l.split_once(char::is_whitespace))
             .map(|(q, rest)| (q.to_string(), rest.trim().to_string()))
-            .filter(|(q, _)| q.starts_with("sundial.work."))
+            // Shard queues only (not a worker's own queue).
+            .filter(|(q, _)| q.starts_with("sundial.work.") && !q.contains(".@"))
             .collect(),
     )
 }

@@ -207,7 +207,8 @@ impl<'a> Dlq<'a> {
                 publish_raw_confirmed(
                     &ch,
                     &self.topo.fire_exchange(),
-                    &Topology::work_routing_key(&fire.pool, fire.shard),
+                    // An every-worker fire goes back to its worker's queue.
+                    &fire.routing_key(),
                     &enc.body,
                     props.with_headers(h),
                 )

@@ -278,7 +278,7 @@ fn workers(v: &Vhost, k: usize, env: &[(&str, &str)]) -> Vec<WorkerProc> {
         let text = String::from_utf8_lossy(&out.stdout);
         let ready = text
             .lines()
-            .filter(|l| l.starts_with("sundial.work.default."))
+            .filter(|l| l.starts_with("sundial.work.default.") && !l.contains(".@"))
             .filter(|l| l.split_whitespace().nth(1) == Some(&k.to_string()))
             .count();
         if ready == shards() as usize {

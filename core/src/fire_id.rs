@@ -62,13 +62,29 @@ impl FireId {
         }
     }
 
+    /// The fire of step `step` of occurrence `occurrence` on worker
+    /// `worker` (`fanout = "every-worker"`): `{occurrence}/{step}@{worker}`.
+    pub fn for_worker(occurrence: &str, step: &str, worker: &str) -> Self {
+        Self(format!("{occurrence}/{step}@{worker}"))
+    }
+
     /// Splits a step's fire id into its parts; `None` for a fire id of no
     /// step. Job ids, instants and step ids hold no `/`, so the first `/`
-    /// after the `@` starts the step.
+    /// after the `@` starts the step; a step id holds no `@` or `#`, so
+    /// what follows one of them is the worker or the shard.
     pub fn split_step(s: &str) -> Option<StepRef<'_>> {
         let at = s.find('@')?;
         let slash = at + s[at..].find('/')?;
         let (occurrence, rest) = (&s[..slash], &s[slash + 1..]);
+        if let Some((step, worker)) = rest.split_once('@') {
+            let ok = !step.is_empty() && !step.contains(['/', '#']) && is_worker_id(worker);
+            return ok.then_some(StepRef {
+                occurrence,
+                step,
+                shard: None,
+                worker: Some(worker),
+            });
+        }
         let (step, shard) = match rest.split_once('#') {
             None => (rest, None),
             Some((step, kn)) => {
@@ -84,12 +100,23 @@ impl FireId {
             occurrence,
             step,
             shard,
+            worker: None,
         })
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Whether `id` is a worker id: `[A-Za-z0-9._-]{1,64}` (it names the
+/// worker's own queue and ends the fire ids of every-worker steps).
+pub fn is_worker_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// The parts of a step's fire id ([`FireId::split_step`]).
@@ -100,6 +127,8 @@ pub struct StepRef<'a> {
     pub step: &'a str,
     /// `(k, n)`: shard `k` (from 0) of `n`.
     pub shard: Option<(u32, u32)>,
+    /// The worker it runs on (`fanout = "every-worker"`).
+    pub worker: Option<&'a str>,
 }
 
 impl fmt::Display for FireId {

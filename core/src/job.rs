@@ -6,6 +6,7 @@
 mod executor;
 mod file;
 pub(crate) mod validate;
+pub mod workflow;
 
 use std::collections::BTreeMap;
 
@@ -16,7 +17,7 @@ use crate::duration::HumanDuration;
 
 pub use executor::{Executor, HttpExecutor, PublishExecutor, ShellExecutor};
 pub use file::{parse_job_file, FileFormat};
-pub use validate::{check_job_id, check_pool};
+pub use validate::{check_job_id, check_pool, check_worker_id};
 
 /// One job definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,11 +50,11 @@ pub struct JobSpec {
     /// A workflow: steps that wait for each other (issue 24, ADR 0020),
     /// instead of one `executor`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub steps: Vec<crate::workflow::StepSpec>,
+    pub steps: Vec<workflow::StepSpec>,
     /// Fan-out of the job's one executor: `{ shards = N }` (a workflow of
     /// one step, `main`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fanout: Option<crate::workflow::Fanout>,
+    pub fanout: Option<workflow::Fanout>,
     #[serde(default)]
     pub retry: RetryPolicy,
     #[serde(default)]
@@ -75,19 +76,19 @@ pub struct JobSpec {
 impl JobSpec {
     /// The steps of a workflow job (its `steps`, or the one step `main` of
     /// a job with `fanout`); `None` for a job of one executor and one fire.
-    pub fn workflow(&self) -> Option<std::borrow::Cow<'_, [crate::workflow::StepSpec]>> {
+    pub fn workflow(&self) -> Option<std::borrow::Cow<'_, [workflow::StepSpec]>> {
         if !self.steps.is_empty() {
             return Some(std::borrow::Cow::Borrowed(&self.steps));
         }
         let fanout = self.fanout?;
-        Some(std::borrow::Cow::Owned(vec![crate::workflow::StepSpec {
-            id: crate::workflow::MAIN_STEP.to_string(),
+        Some(std::borrow::Cow::Owned(vec![workflow::StepSpec {
+            id: workflow::MAIN_STEP.to_string(),
             executor: self.executor.clone().unwrap_or(Executor::Noop),
             timeout: None,
             retry: None,
             pool: None,
             after: Vec::new(),
-            when: crate::workflow::When::Success,
+            when: workflow::When::Success,
             fanout: Some(fanout),
         }]))
     }

@@ -77,26 +77,35 @@ pub struct StepLedger {
 }
 
 /// For occurrence `occurrence` of a workflow of `steps`, given the records
-/// of its step fires as `(step, shard, kind)`: a step should have run once
-/// a worker reported it, or when [`crate::workflow::next`] starts it given
-/// what the steps before it did; each of its fires (every shard) should
-/// then be reported. `fired` and `skipped` records are the scheduler's
-/// (and a worker's duplicate), not a run: they are not counted.
+/// of its step fires as `(fire id, kind)`: a step should have run once a
+/// worker reported it, or when [`crate::job::workflow::next`] starts it given
+/// what the steps before it did; each of its fires (every shard; for an
+/// every-worker step, every worker it was fired to) should then be
+/// reported. `fired` and `skipped` records are the scheduler's (and a
+/// worker's duplicate), not a run.
 pub fn steps<'a>(
-    steps: &[crate::workflow::StepSpec],
+    steps: &[crate::job::workflow::StepSpec],
     occurrence: &str,
-    records: impl IntoIterator<Item = (&'a str, u32, crate::protocol::run::RunKind)>,
+    records: impl IntoIterator<Item = (&'a str, crate::protocol::run::RunKind)>,
 ) -> StepLedger {
+    use crate::job::workflow::{next, Fan, Progress, StepState};
     use crate::protocol::run::RunKind;
-    use crate::workflow::{next, Progress, StepState};
     let mut progress = Progress::default();
-    let mut ran: BTreeSet<(String, u32)> = BTreeSet::new();
-    for (step, shard, kind) in records {
+    let mut ran: BTreeSet<&str> = BTreeSet::new();
+    // Every-worker steps: the workers each was fired to.
+    let mut fired_to: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (fire_id, kind) in records {
+        let Some(fire) = FireId::split_step(fire_id) else {
+            continue;
+        };
+        if let Some(w) = fire.worker {
+            fired_to.entry(fire.step).or_default().insert(w);
+        }
         if matches!(kind, RunKind::Fired | RunKind::Skipped) {
             continue;
         }
-        progress.record(step, shard, kind);
-        ran.insert((step.to_string(), shard));
+        progress.record_fire(&fire, kind);
+        ran.insert(fire_id);
     }
     let states = progress.states(steps);
     let due_now = next(steps, &states).start;
@@ -105,9 +114,33 @@ pub fn steps<'a>(
         if states[i] == StepState::Waiting && !due_now.contains(&i) {
             continue;
         }
-        for fan in st.fans() {
-            let id = FireId::for_step(occurrence, &st.id, fan).to_string();
-            if !ran.contains(&(st.id.clone(), fan.map_or(0, |(k, _)| k))) {
+        let ids: Vec<String> = if st.every_worker() {
+            let workers = fired_to.get(st.id.as_str());
+            let on: Vec<String> = workers
+                .into_iter()
+                .flatten()
+                .map(|w| FireId::for_worker(occurrence, &st.id, w).to_string())
+                .collect();
+            // Fired to no worker: the step itself is what ran (or died).
+            if on.is_empty() {
+                vec![FireId::for_step(occurrence, &st.id, None).to_string()]
+            } else {
+                on
+            }
+        } else {
+            st.fans()
+                .into_iter()
+                .map(|fan| {
+                    let shard = match fan {
+                        Fan::Shard(k, n) => Some((k, n)),
+                        _ => None,
+                    };
+                    FireId::for_step(occurrence, &st.id, shard).to_string()
+                })
+                .collect()
+        };
+        for id in ids {
+            if !ran.contains(id.as_str()) {
                 out.missing.push(id.clone());
             }
             out.expected.push(id);
@@ -115,7 +148,6 @@ pub fn steps<'a>(
     }
     out
 }
-
 impl Ledger {
     /// Compares; `observed` may hold repeats (that is what duplicates are).
     pub fn compare<'a>(

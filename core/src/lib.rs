@@ -27,7 +27,7 @@
 //! | [`codec`]    | the one place bytes become messages and back (JSON and pinned bincode), with size limits |
 //! | [`topology`] | exchange/queue names, routing keys and queue arguments under a prefix |
 //! | [`sign`]     | HMAC-SHA256 signatures of control commands and fire events |
-//! | [`workflow`] | workflow steps (issue 24, not wired yet): their checks and the pure decision of what runs next |
+//! | [`workflow`] | workflow steps (issue 24; `job::workflow`, a job's part): their checks, the pure decision of what runs next, an occurrence's progress |
 //! | [`wire`]     | names on the wire below every other module: version header, content types, dead-letter headers and their bound |
 //! | [`settings`] | raw settings (serde) and their validated form |
 //! | [`error`]    | the crate's error types |
@@ -56,7 +56,8 @@ pub mod sign;
 pub mod timer;
 pub mod topology;
 pub mod wire;
-pub mod workflow;
+/// A job's steps: `job::workflow`, at the crate's top for its users.
+pub use job::workflow;
 
 pub use duration::HumanDuration;
 pub use error::{CodecError, ScheduleError, ValidationError};

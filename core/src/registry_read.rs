@@ -96,9 +96,12 @@ pub struct StepView {
     pub id: String,
     /// The steps it waits for.
     pub after: Vec<String>,
-    pub when: crate::workflow::When,
+    pub when: crate::job::workflow::When,
     /// Its fires per occurrence (1, or N shards).
     pub shards: u32,
+    /// One fire on every live worker of its pool.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub every_worker: bool,
     /// Its pool, where it is not the job's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
@@ -135,6 +138,7 @@ impl JobView {
                             after: s.after.clone(),
                             when: s.when,
                             shards: s.fanout.and_then(|f| f.shards()).unwrap_or(1),
+                            every_worker: s.every_worker(),
                             pool: s.pool.clone(),
                         })
                         .collect()

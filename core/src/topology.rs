@@ -107,6 +107,9 @@ fn dead_letter_queue() -> Args {
     a
 }
 
+/// A worker's own queue goes this long after its worker stopped consuming.
+pub const WORKER_QUEUE_EXPIRES_MS: i64 = 3_600_000;
+
 /// The topology of one Sundial installation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -168,6 +171,42 @@ impl Topology {
     /// Routing key of a fire on the fire exchange.
     pub fn work_routing_key(pool: &str, shard: u32) -> String {
         format!("{pool}.{shard}")
+    }
+    /// A worker's own queue (`fanout = "every-worker"` fires for it),
+    /// declared by the worker; removed by the broker an hour after its
+    /// worker stopped consuming.
+    pub fn worker_queue(&self, pool: &str, worker: &str) -> String {
+        format!("{}.work.{pool}.@{worker}", self.prefix)
+    }
+    /// Routing key of a fire for one worker.
+    pub fn worker_routing_key(pool: &str, worker: &str) -> String {
+        format!("{pool}.@{worker}")
+    }
+    /// What a worker declares for its own queue: a classic queue (it serves
+    /// one consumer) that survives the worker's reconnects and is removed
+    /// an hour after its worker stopped consuming, bound to the fire
+    /// exchange by `{pool}.@{worker}`.
+    pub fn worker_declarations(&self, pool: &str, worker: &str) -> Declarations {
+        let queue = self.worker_queue(pool, worker);
+        let mut args = Args::new();
+        args.insert("x-expires".into(), ArgValue::Int(WORKER_QUEUE_EXPIRES_MS));
+        Declarations {
+            exchanges: vec![ExchangeDecl {
+                name: self.fire_exchange(),
+                kind: ExchangeKind::Direct,
+            }],
+            queues: vec![QueueDecl {
+                name: queue.clone(),
+                args,
+            }],
+            bindings: vec![BindingDecl {
+                queue,
+                exchange: self.fire_exchange(),
+                routing_key: Self::worker_routing_key(pool, worker),
+                args: Args::new(),
+            }],
+            added_later: Vec::new(),
+        }
     }
     pub fn retry_exchange(&self) -> String {
         format!("{}.retry", self.prefix)

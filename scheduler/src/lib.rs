@@ -15,7 +15,8 @@
 //! | `leases`     | heartbeats, shard leases, rebalancing; one-for-one supervision of the timer shards |
 //! | `shard`      | `ShardActor` (the actor over core's `ShardTimer`): one shard's fires (publish with confirms, retries, set-aside) and its watermark |
 //! | `runs`       | `runs::track`: running jobs from the history stream, for the overlap policies |
-//! | `workflows`  | a workflow occurrence's opening record; `workflows::advance`: the owner publishes the next steps from what the history stream says |
+//! | `opening`    | how an occurrence starts (a fire, or a workflow's opening record); the shards this node holds |
+//! | `workflows`  | `workflows::advance`: the owner publishes a workflow's next steps from what the history stream says |
 //! | [`ingest`]   | the history stream into the store's index |
 //! | [`error`]    | this crate's error type |
 //!
@@ -40,6 +41,7 @@ mod control;
 pub mod error;
 pub mod ingest;
 mod leases;
+mod opening;
 mod reads;
 mod registry;
 mod runs;
@@ -183,7 +185,7 @@ async fn run_once(
     // Shards are spread over a few threads (actix arbiters) so that one
     // second's burst of fires is encoded and published on every core.
     let runs = Arc::new(runs::RunningJobs::default());
-    let owned = Arc::new(workflows::Owned::default());
+    let owned = Arc::new(opening::Owned::default());
     let (open_tx, open_rx) = tokio::sync::mpsc::channel(16);
     let common = shard::ShardCommon {
         opener: shard::ChannelOpener(open_tx),
@@ -247,6 +249,7 @@ async fn run_once(
                 registry: registry.clone(),
                 owned,
                 horizon: cfg.scheduler.workflow_horizon,
+                live_within: cfg.scheduler.heartbeat_timeout,
             },
             stop.clone(),
         );

@@ -1,5 +1,5 @@
-//! Workflows (issue 24, ADR 0020): how an occurrence of a workflow job
-//! starts ([`opening`]) and who advances it ([`advance`]).
+//! Workflows (issue 24, ADR 0020): who advances an occurrence
+//! ([`advance`]) once it opened (`opening`).
 //!
 //! A workflow occurrence starts with a record, not a fire: the timer (or a
 //! trigger, or a backfill) appends the occurrence's `started` record to the
@@ -15,7 +15,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
@@ -23,16 +23,15 @@ use actix::Addr;
 use chrono::{DateTime, Utc};
 use lapin::{Channel, Connection};
 use sundial_core::{
-    codec::{encode, Encoded},
-    job::JobSpec,
+    codec::encode,
     protocol::{
-        fire::{FireEvent, Occurrence, Origin},
+        fire::{FireEvent, Occurrence},
         run::{RunBatch, RunEvent, RunKind},
     },
     registry::JobEntry,
     topology::Topology,
-    workflow::{Ending, Progress},
-    CodecError, FireId,
+    workflow::{Ending, Fan, Progress},
+    FireId,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -44,13 +43,10 @@ use sundial_amqp::{
 
 use crate::{
     error::Error,
+    opening::{Owned, OPENED},
     registry::{JobOf, Registry},
 };
 
-/// The `reason` of the record that opens a workflow occurrence (its
-/// `started`, written by a scheduler), which tells it apart from a lone
-/// job's `started`.
-pub(crate) const OPENED: &str = "workflow";
 /// The `reason` a worker gives a duplicate it skipped; any other `skipped`
 /// record of a step is the workflow's own skip.
 const DUPLICATE: &str = "duplicate";
@@ -61,89 +57,9 @@ const PREFETCH: u16 = 200;
 const SWEEP: Duration = Duration::from_secs(1);
 /// An ended occurrence is forgotten this long after its last record.
 const KEEP_ENDED: chrono::TimeDelta = chrono::TimeDelta::hours(1);
-
-/// What a publish of an occurrence's first message needs: where, and what.
-pub(crate) struct Outbound {
-    pub(crate) exchange: String,
-    pub(crate) routing_key: String,
-    pub(crate) enc: Encoded,
-    pub(crate) fire_id: String,
-    pub(crate) pool: String,
-}
-
-/// What starts an occurrence of `job` from `origin`: a lone job's fire
-/// (to its work queue), or a workflow's `started` record (to the history
-/// stream; the owner of the job's shard publishes the first steps when it
-/// reads it).
-pub(crate) fn opening(
-    job: &JobSpec,
-    origin: Origin,
-    now: DateTime<Utc>,
-    key: Option<&[u8]>,
-    topo: &Topology,
-    node: &str,
-) -> Result<Outbound, CodecError> {
-    if job.workflow().is_none() {
-        let ev = FireEvent::of(job, origin, now, key);
-        let shard = ev.shard;
-        return Ok(Outbound {
-            exchange: topo.fire_exchange(),
-            routing_key: Topology::work_routing_key(&ev.pool, shard),
-            enc: encode(&ev)?,
-            fire_id: ev.fire_id,
-            pool: ev.pool,
-        });
-    }
-    let (fire_id, scheduled, ..) = origin.occurrence(&job.id, now);
-    let record = RunEvent {
-        reason: Some(OPENED.into()),
-        scheduled_at: Some(scheduled),
-        ..RunEvent::new(
-            RunKind::Started,
-            fire_id.as_str(),
-            &job.id,
-            &job.pool,
-            node,
-            now,
-        )
-    };
-    Ok(Outbound {
-        exchange: topo.history_exchange(),
-        routing_key: String::new(),
-        enc: encode(&RunBatch {
-            records: vec![record],
-        })?,
-        fire_id: fire_id.into(),
-        pool: job.pool.clone(),
-    })
-}
-
-/// The timer shards this node holds now, with their owner epochs: written
-/// by each `ShardActor` as it starts and stops, read by the advancer.
-#[derive(Debug, Default)]
-pub(crate) struct Owned {
-    shards: Mutex<HashMap<u32, u64>>,
-}
-
-impl Owned {
-    pub(crate) fn hold(&self, shard: u32, epoch: u64) {
-        if let Ok(mut m) = self.shards.lock() {
-            m.insert(shard, epoch);
-        }
-    }
-
-    pub(crate) fn release(&self, shard: u32, epoch: u64) {
-        if let Ok(mut m) = self.shards.lock() {
-            if m.get(&shard) == Some(&epoch) {
-                m.remove(&shard);
-            }
-        }
-    }
-
-    fn epoch(&self, shard: u32) -> Option<u64> {
-        self.shards.lock().ok()?.get(&shard).copied()
-    }
-}
+/// An every-worker fire whose worker has sent no heartbeat for this long
+/// (or said it was leaving) ends dead, "worker gone" (docs/semantics.md §7).
+pub(crate) const WORKER_GONE: Duration = Duration::from_secs(30);
 
 /// One workflow occurrence as the history tells it.
 struct Open {
@@ -163,6 +79,55 @@ pub(crate) struct AdvanceParts {
     pub(crate) registry: Addr<Registry>,
     pub(crate) owned: Arc<Owned>,
     pub(crate) horizon: Duration,
+    /// A worker heard within this long is alive (`scheduler.heartbeat_timeout`).
+    pub(crate) live_within: Duration,
+}
+
+/// The workers heard of (`sundial.workers` heartbeats), by pool.
+#[derive(Default)]
+struct Workers {
+    /// pool → worker → (last heard, leaving).
+    by_pool: HashMap<String, HashMap<String, (std::time::Instant, bool)>>,
+}
+
+impl Workers {
+    fn heard(&mut self, b: &sundial_core::protocol::node::WorkerBeat) {
+        self.by_pool
+            .entry(b.pool.clone())
+            .or_default()
+            .insert(b.worker.clone(), (std::time::Instant::now(), b.leaving));
+    }
+
+    /// The pool's workers alive now, sorted.
+    fn live(&self, pool: &str, within: Duration) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .by_pool
+            .get(pool)
+            .into_iter()
+            .flatten()
+            .filter(|(_, (at, leaving))| !leaving && at.elapsed() <= within)
+            .map(|(w, _)| w.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Whether `worker` of `pool` is gone: leaving, or silent for
+    /// [`WORKER_GONE`] (never heard of: silent since `since`).
+    fn gone(&self, pool: &str, worker: &str, since: std::time::Instant) -> Option<String> {
+        match self.by_pool.get(pool).and_then(|m| m.get(worker)) {
+            Some((_, true)) => Some(format!("worker gone: {worker} stopped before running it")),
+            Some((at, false)) if at.elapsed() > WORKER_GONE => Some(format!(
+                "worker gone: no heartbeat from {worker} for {}s",
+                at.elapsed().as_secs()
+            )),
+            None if since.elapsed() > WORKER_GONE => Some(format!(
+                "worker gone: no heartbeat from {worker} for {}s",
+                since.elapsed().as_secs()
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// Follows the history stream (from `horizon` ago) and advances the
@@ -195,12 +160,16 @@ pub(crate) async fn advance(
     publish_confirmed(&ch, &parts.topo.history_exchange(), "", &enc, || {})
         .await
         .map_err(Error::not_stored("workflow marker"))?;
+    let (_beats_ch, mut beats) =
+        sundial_amqp::broker::subscribe(conn, &parts.topo.workers_exchange(), &[""]).await?;
     let mut adv = Advancer {
         parts,
         ch,
         open: HashMap::new(),
         caught_up: false,
         log: sundial_runtime::ratelimit::Every::new(Duration::from_secs(10)),
+        workers: Workers::default(),
+        since: std::time::Instant::now(),
     };
     let mut sweep = tokio::time::interval(SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -215,6 +184,15 @@ pub(crate) async fn advance(
                     let all: Vec<String> = adv.open.keys().cloned().collect();
                     adv.act(all).await?;
                     adv.forget(Utc::now());
+                }
+            }
+            beat = futures_util::StreamExt::next(&mut beats) => {
+                let Some(Ok(d)) = beat else {
+                    return Err(Error::stream_ended("workflow advancer's worker heartbeats"));
+                };
+                let meta = sundial_amqp::broker::meta_of(&d.properties);
+                if let Ok(b) = sundial_core::codec::decode::<sundial_core::protocol::node::WorkerBeat>(&meta, &d.data) {
+                    adv.workers.heard(&b);
                 }
             }
             m = reader.next() => {
@@ -242,6 +220,10 @@ struct Advancer {
     open: HashMap<String, Open>,
     caught_up: bool,
     log: sundial_runtime::ratelimit::Every,
+    workers: Workers,
+    /// When this advancer started (a worker never heard of is gone after
+    /// [`WORKER_GONE`] from here).
+    since: std::time::Instant,
 }
 
 impl Advancer {
@@ -258,8 +240,7 @@ impl Advancer {
                 if r.kind == RunKind::Skipped && r.reason.as_deref() != Some(DUPLICATE) {
                     o.progress.skip_recorded(step.step);
                 } else {
-                    o.progress
-                        .record(step.step, step.shard.map_or(0, |(k, _)| k), r.kind);
+                    o.progress.record_fire(&step, r.kind);
                 }
                 o.last_record = r.at;
                 touched.insert(step.occurrence.to_string());
@@ -344,11 +325,44 @@ impl Advancer {
         let Some(o) = self.open.get_mut(id) else {
             return Ok(());
         };
+        let now = Utc::now();
+        let node = self.parts.node.clone();
+        let mut records = Vec::new();
+        // Every-worker fires whose worker went away end dead.
+        for (step, worker) in o.progress.on_workers() {
+            let pool = steps
+                .iter()
+                .find(|s| s.id == step)
+                .and_then(|s| s.pool.as_deref())
+                .unwrap_or(&job.spec.pool);
+            if let Some(why) = self.workers.gone(pool, worker, self.since) {
+                let fire_id = FireId::for_worker(id, step, worker);
+                warn!(job_id = %job.spec.id, fire_id = %fire_id, reason = %why, "every-worker fire ended dead");
+                records.push(noted(
+                    RunKind::Dead,
+                    fire_id.as_str(),
+                    &job.spec.id,
+                    pool,
+                    &node,
+                    now,
+                    why,
+                ));
+            }
+        }
+        for r in &records {
+            if let Some(f) = FireId::split_step(&r.fire_id) {
+                o.progress.record_fire(&f, r.kind);
+            }
+        }
         let a = o.progress.advance(&steps);
-        if a.start.is_empty() && a.resume.is_empty() && a.skip.is_empty() && a.ended.is_none() {
+        if records.is_empty()
+            && a.start.is_empty()
+            && a.resume.is_empty()
+            && a.skip.is_empty()
+            && a.ended.is_none()
+        {
             return Ok(());
         }
-        let now = Utc::now();
         let occ = Occurrence {
             fire_id: id,
             scheduled: o.scheduled,
@@ -356,25 +370,59 @@ impl Advancer {
             epoch,
             manual: id.contains("@trigger:") || id.contains("@backfill:"),
         };
-        let node = self.parts.node.clone();
-        let mut records = Vec::new();
         let mut fires = Vec::new();
-        // Whole steps that start, and the shards of steps started by a
-        // previous owner that no record mentions (it died mid-way).
-        let mut due: Vec<(usize, Option<(u32, u32)>)> = Vec::new();
+        // Whole steps that start (an every-worker step: on each live worker
+        // of its pool now, the set recorded by the fires' records), and the
+        // shards of steps started by a previous owner that no record
+        // mentions (it died mid-way).
+        let live_within = self.parts.live_within;
+        let mut due: Vec<(usize, Fan<'_>)> = Vec::new();
+        let mut live: Vec<(usize, Vec<String>)> = Vec::new();
         for &i in &a.start {
-            due.extend(steps[i].fans().into_iter().map(|fan| (i, fan)));
+            let st = &steps[i];
+            if st.every_worker() {
+                let pool = st.pool.as_deref().unwrap_or(&job.spec.pool);
+                let set = self.workers.live(pool, live_within);
+                if set.is_empty() {
+                    let fire_id = FireId::for_step(id, &st.id, None);
+                    let why = format!("no live worker in pool \"{pool}\" when it fired");
+                    warn!(job_id = %job.spec.id, fire_id = %fire_id, reason = %why, "every-worker step ended dead");
+                    o.progress.record(&st.id, 0, RunKind::Dead);
+                    records.push(noted(
+                        RunKind::Dead,
+                        fire_id.as_str(),
+                        &job.spec.id,
+                        pool,
+                        &node,
+                        now,
+                        why,
+                    ));
+                } else {
+                    info!(job_id = %job.spec.id, fire_id = %id, step = %st.id, workers = set.len(), "every-worker step fired to the pool's live workers");
+                    live.push((i, set));
+                }
+            } else {
+                due.extend(st.fans().into_iter().map(|fan| (i, fan)));
+            }
+        }
+        for (i, set) in &live {
+            due.extend(set.iter().map(|w| (*i, Fan::Worker(w))));
         }
         for &(i, k) in &a.resume {
             let n = steps[i].fanout.and_then(|f| f.shards()).unwrap_or(1);
             info!(job_id = %job.spec.id, fire_id = %id, step = %steps[i].id, shard = k, "workflow step shard published again: no record of it after a takeover");
-            due.push((i, Some((k, n))));
+            due.push((i, Fan::Shard(k, n)));
         }
         for (i, fan) in due {
             let st = &steps[i];
             let ev = FireEvent::of_step(&job.spec, st, &occ, fan, now, self.parts.key.as_deref());
-            // Shards of one step spread over the pool's work queues.
-            let queue_shard = (shard + fan.map_or(0, |(k, _)| k)) % self.parts.topo.shards;
+            let routing_key = match fan {
+                // Shards of one step spread over the pool's work queues.
+                Fan::Shard(k, _) => {
+                    Topology::work_routing_key(&ev.pool, (shard + k) % self.parts.topo.shards)
+                }
+                Fan::One | Fan::Worker(_) => ev.routing_key(),
+            };
             records.push(RunEvent::new(
                 RunKind::Fired,
                 &ev.fire_id,
@@ -383,23 +431,21 @@ impl Advancer {
                 &node,
                 now,
             ));
-            fires.push((Topology::work_routing_key(&ev.pool, queue_shard), ev));
+            fires.push((routing_key, ev));
         }
         for (i, why) in &a.skip {
             let st = &steps[*i];
             let fire_id = FireId::for_step(id, &st.id, None);
             info!(job_id = %job.spec.id, fire_id = %fire_id, reason = %why, "workflow step skipped");
-            records.push(RunEvent {
-                reason: Some(why.clone()),
-                ..RunEvent::new(
-                    RunKind::Skipped,
-                    fire_id.as_str(),
-                    &job.spec.id,
-                    st.pool.as_deref().unwrap_or(&job.spec.pool),
-                    &node,
-                    now,
-                )
-            });
+            records.push(noted(
+                RunKind::Skipped,
+                fire_id.as_str(),
+                &job.spec.id,
+                st.pool.as_deref().unwrap_or(&job.spec.pool),
+                &node,
+                now,
+                why.clone(),
+            ));
         }
         if let Some(ending) = a.ended {
             let states = o.progress.states(&steps);
@@ -447,17 +493,15 @@ impl Advancer {
                         ev.pool
                     );
                     warn!(job_id = %ev.job_id, fire_id = %ev.fire_id, reason = %why, "workflow step not delivered; recorded dead");
-                    records.push(RunEvent {
-                        reason: Some(why),
-                        ..RunEvent::new(
-                            RunKind::Dead,
-                            &ev.fire_id,
-                            &ev.job_id,
-                            &ev.pool,
-                            &node,
-                            now,
-                        )
-                    });
+                    records.push(noted(
+                        RunKind::Dead,
+                        &ev.fire_id,
+                        &ev.job_id,
+                        &ev.pool,
+                        &node,
+                        now,
+                        why,
+                    ));
                 }
                 Err(e) => return Err(Error::not_stored("workflow step fire")(e)),
             }
@@ -476,5 +520,21 @@ impl Advancer {
             debug!(held_back, "workflow advanced");
         }
         Ok(())
+    }
+}
+
+/// A record by this scheduler node (`by`) about `fire_id`, with `why`.
+fn noted(
+    kind: RunKind,
+    fire_id: &str,
+    job_id: &str,
+    pool: &str,
+    by: &str,
+    at: DateTime<Utc>,
+    why: String,
+) -> RunEvent {
+    RunEvent {
+        reason: Some(why),
+        ..RunEvent::new(kind, fire_id, job_id, pool, by, at)
     }
 }

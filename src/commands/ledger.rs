@@ -81,7 +81,7 @@ pub async fn run(
     // Per fire id: (started, outcomes, skipped) of attempt 1.
     let mut counts: BTreeMap<String, (u32, u32, u32)> = BTreeMap::new();
     // Per workflow occurrence: the records of its step fires.
-    let mut steps: BTreeMap<String, Vec<(String, u32, RunKind)>> = BTreeMap::new();
+    let mut steps: BTreeMap<String, Vec<(String, RunKind)>> = BTreeMap::new();
     let live_end = tokio::time::Instant::now()
         + match window {
             Window::Next(d) => d + GRACE,
@@ -109,11 +109,11 @@ pub async fn run(
                 continue;
             }
             if let Some(step) = FireId::split_step(&ev.fire_id) {
-                steps.entry(step.occurrence.to_string()).or_default().push((
-                    step.step.to_string(),
-                    step.shard.map_or(0, |(k, _)| k),
-                    ev.kind,
-                ));
+                let occurrence = step.occurrence.to_string();
+                steps
+                    .entry(occurrence)
+                    .or_default()
+                    .push((ev.fire_id, ev.kind));
                 continue;
             }
             let c = counts.entry(ev.fire_id).or_default();
@@ -151,11 +151,8 @@ pub async fn run(
             continue;
         };
         let records = steps.get(id).map(Vec::as_slice).unwrap_or_default();
-        let l = sundial_core::ledger::steps(
-            w,
-            id,
-            records.iter().map(|(s, k, kind)| (s.as_str(), *k, *kind)),
-        );
+        let l =
+            sundial_core::ledger::steps(w, id, records.iter().map(|(f, kind)| (f.as_str(), *kind)));
         ledger.steps_expected += l.expected.len();
         ledger.steps_missing.extend(l.missing);
     }
@@ -238,10 +235,15 @@ async fn jobs(
                 .iter()
                 .map(|s| {
                     let shards = s.get("shards").and_then(Value::as_u64).unwrap_or(1);
+                    let every = s.get("every_worker").and_then(Value::as_bool) == Some(true);
+                    let fanout = if every {
+                        Some(serde_json::json!("every-worker"))
+                    } else {
+                        (shards > 1).then(|| serde_json::json!({"shards": shards}))
+                    };
                     serde_json::json!({
                         "id": s.get("id"), "after": s.get("after"), "when": s.get("when"),
-                        "executor": {"type": "noop"},
-                        "fanout": (shards > 1).then(|| serde_json::json!({"shards": shards})),
+                        "executor": {"type": "noop"}, "fanout": fanout,
                     })
                 })
                 .collect();

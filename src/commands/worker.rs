@@ -14,10 +14,23 @@ pub fn run(mut settings: Settings, args: &WorkerArgs) -> Result<(), CommandError
         // The pool's queues are declared from topology.pools.
         settings.topology.pools.push(settings.worker.pool.clone());
     }
-    let id = args
-        .id
-        .clone()
-        .unwrap_or_else(super::scheduler::default_node_name);
+    let id = match &args.id {
+        Some(id) => id.clone(),
+        // A host name may hold what a worker id may not: kept to the rule.
+        None => super::scheduler::default_node_name()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(64)
+            .collect(),
+    };
+    sundial_core::job::check_worker_id("--id", &id)
+        .map_err(|e| CommandError::Usage(e.to_string()))?;
     let cfg = WorkerConfig::from_settings(&settings, id);
     let watch = watch_config(&settings, vec![settings.worker.pool.clone()]);
     // An actix System hosts the DlqWatcher actor; the worker itself is tasks.

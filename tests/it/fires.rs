@@ -299,7 +299,7 @@ pub(crate) async fn wait_for_consumers(v: &Vhost, n: usize) {
             let rows = v.list("list_queues", &["name", "consumers"]);
             let ready = rows
                 .iter()
-                .filter(|r| r.starts_with("sundial.work.default."))
+                .filter(|r| r.starts_with("sundial.work.default.") && !r.contains(".@"))
                 .filter(|r| r.split_whitespace().nth(1) == Some(&n.to_string()))
                 .count();
             if ready == TEST_SHARDS as usize {

@@ -156,3 +156,81 @@ async fn steps_wait_for_each_other_fan_out_and_fail_into_the_failure_step() {
     assert_eq!(end.kind, RunKind::Dead, "{occ:#?}");
     assert_eq!(end.reason.as_deref(), Some("step extract dead"));
 }
+
+/// The workers whose run of an `every-worker` occurrence succeeded, each
+/// checked to have run the fire named after it; `None` until the
+/// occurrence ended succeeded.
+fn ran_on(records: &[RunEvent], occurrence: &str) -> Option<Vec<String>> {
+    let occ = of(records, occurrence);
+    occ.iter()
+        .any(|r| r.fire_id == occurrence && r.kind == RunKind::Succeeded)
+        .then(|| {
+            let mut on: Vec<String> = occ
+                .iter()
+                .filter(|r| r.kind == RunKind::Succeeded && r.fire_id != occurrence)
+                .map(|r| {
+                    let named = r
+                        .fire_id
+                        .rsplit_once('@')
+                        .map(|(_, w)| w)
+                        .unwrap_or_default();
+                    assert_eq!(named, r.worker, "a worker ran another's fire: {r:?}");
+                    r.worker.clone()
+                })
+                .collect();
+            on.sort();
+            on
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_worker_runs_once_on_each_live_worker_and_counts_a_new_one() {
+    let v = Vhost::new("wf-every");
+    let _s = SchedulerProcess::start(&v, "wfe1");
+    let conn = connect(&v).await;
+    let mut tap = EventTap::new(&conn).await;
+    let env = [("SUNDIAL__WORKER__SHELL__ALLOW", "/bin/sh")];
+    let _w: Vec<Daemon> = ["wfe-a", "wfe-b", "wfe-c"]
+        .iter()
+        .map(|id| Daemon::worker(&v, id, &env))
+        .collect();
+    wait_for_consumers(&v, 3).await;
+    apply_jobs(
+        &v,
+        r#"[[jobs]]
+id = "backup"
+schedule = "*/2 * * * * *"
+fanout = "every-worker"
+executor = { type = "shell", command = ["/bin/sh", "-c", "echo backing up $SUNDIAL_STEP"] }
+"#,
+    );
+    let three: Vec<String> = ["wfe-a", "wfe-b", "wfe-c"].map(String::from).to_vec();
+    let mut records: Vec<RunEvent> = Vec::new();
+    // An occurrence on all three: one run each, on the worker it names.
+    loop {
+        records.push(tap.next().await);
+        let r = records.last().expect("pushed");
+        if r.job_id == "backup"
+            && !r.fire_id.contains('/')
+            && r.kind == RunKind::Succeeded
+            && ran_on(&records, &r.fire_id.clone()) == Some(three.clone())
+        {
+            break;
+        }
+    }
+    let _d = Daemon::worker(&v, "wfe-d", &env);
+    let four: Vec<String> = ["wfe-a", "wfe-b", "wfe-c", "wfe-d"]
+        .map(String::from)
+        .to_vec();
+    loop {
+        records.push(tap.next().await);
+        let r = records.last().expect("pushed");
+        if r.job_id == "backup" && !r.fire_id.contains('/') && r.kind == RunKind::Succeeded {
+            let on = ran_on(&records, &r.fire_id.clone()).expect("ended");
+            assert!(on.len() >= 3, "every live worker: {on:?}");
+            if on == four {
+                break;
+            }
+        }
+    }
+}

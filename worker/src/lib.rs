@@ -308,6 +308,32 @@ impl Worker {
             consumers.push(c);
             tags.push(tag);
         }
+        // This worker's own queue: the fires of `every-worker` steps for it
+        // (docs/semantics.md §7). A broker user that may not declare it
+        // leaves this worker out of every-worker steps (their fires to it
+        // come back unroutable and end dead).
+        let own = topo.worker_queue(&cfg.pool, &cfg.id);
+        if sundial_amqp::topology::apply_if_permitted(
+            &conn,
+            &topo.worker_declarations(&cfg.pool, &cfg.id),
+        )
+        .await?
+        {
+            let tag = format!("{}.own", cfg.id);
+            let c = input
+                .basic_consume(
+                    own.as_str().into(),
+                    tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(Error::broker(format!("basic.consume {own}")))?;
+            consumers.push(c);
+            tags.push(tag);
+        } else {
+            warn!(worker = %cfg.id, queue = %own, "may not declare this worker's own queue: it takes no every-worker fires");
+        }
         let mut deliveries = select_all(consumers);
         let permits = Arc::new(Semaphore::new(usize::from(cfg.concurrency)));
         let beat_stop = CancellationToken::new();

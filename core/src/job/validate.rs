@@ -66,6 +66,23 @@ pub fn check_job_id(field: &str, id: &str) -> Result<(), ValidationError> {
     check_name(field, id, MAX_ID_LEN, true)
 }
 
+/// Checks a worker id (`[A-Za-z0-9._-]{1,64}`, a host name fits): it
+/// names the worker's own queue (`sundial.work.{pool}.@{worker}`) and ends
+/// the fire ids of `every-worker` steps.
+pub fn check_worker_id(field: &str, id: &str) -> Result<(), ValidationError> {
+    if crate::fire_id::is_worker_id(id) {
+        Ok(())
+    } else {
+        Err(err(
+            field,
+            format!(
+                "must match [A-Za-z0-9._-]{{1,64}}, got \"{}\"",
+                crate::wire::headers::bounded_to(id, 80)
+            ),
+        ))
+    }
+}
+
 /// Checks a pool name as an upsert does (`[a-z0-9_-]{1,64}`): pools reach
 /// the broker in queue names and routing keys (255 bytes at most), so every
 /// pool that comes from outside (a command, a fire, an API path, a CLI
@@ -185,7 +202,6 @@ impl JobSpec {
 
     /// What the job runs: one `executor` (perhaps fanned out), or `steps`.
     fn validate_work(&self) -> Result<(), ValidationError> {
-        use crate::workflow::Fanout;
         match (&self.executor, self.steps.is_empty()) {
             (Some(e), true) => validate_executor(e, "executor")?,
             (None, false) => {
@@ -195,7 +211,7 @@ impl JobSpec {
                         "a job with steps fans out per step: put fanout on the steps",
                     ));
                 }
-                crate::workflow::check(&self.steps, "")?;
+                super::workflow::check(&self.steps, "")?;
                 for (i, st) in self.steps.iter().enumerate() {
                     let at = format!("steps[{i}]");
                     validate_executor(&st.executor, &format!("{at}.executor"))?;
@@ -238,17 +254,6 @@ impl JobSpec {
             return Err(err(
                 "overlap",
                 "\"replace\" is not available for workflows (steps or fanout): use \"forbid\" or \"allow\"",
-            ));
-        }
-        let every_worker = self.fanout == Some(Fanout::EveryWorker)
-            || self
-                .steps
-                .iter()
-                .any(|s| s.fanout == Some(Fanout::EveryWorker));
-        if every_worker {
-            return Err(err(
-                "fanout",
-                "\"every-worker\" is not available in this version yet: use { shards = N }",
             ));
         }
         Ok(())
@@ -314,13 +319,13 @@ fn validate_retry(r: &super::RetryPolicy, prefix: &str) -> Result<(), Validation
     Ok(())
 }
 
-/// N shards: 1 to [`MAX_SHARDS`](crate::workflow::MAX_SHARDS).
-fn check_fanout(field: &str, f: crate::workflow::Fanout) -> Result<(), ValidationError> {
+/// N shards: 1 to [`MAX_SHARDS`](super::workflow::MAX_SHARDS).
+fn check_fanout(field: &str, f: super::workflow::Fanout) -> Result<(), ValidationError> {
     if let Some(n) = f.shards() {
-        if !(1..=crate::workflow::MAX_SHARDS).contains(&n) {
+        if !(1..=super::workflow::MAX_SHARDS).contains(&n) {
             return Err(err(
                 format!("{field}.shards"),
-                format!("must be 1..={}, got {n}", crate::workflow::MAX_SHARDS),
+                format!("must be 1..={}, got {n}", super::workflow::MAX_SHARDS),
             ));
         }
     }

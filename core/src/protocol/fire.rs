@@ -173,19 +173,28 @@ pub struct Occurrence<'a> {
 
 impl FireEvent {
     /// The fire of step `step` of `job`'s occurrence `occ`, or of its
-    /// shard `(k, n)`: the step's executor, timeout, retry and pool (the
+    /// shard `(k, n)`, or of its fire on one worker: the step's executor, timeout, retry and pool (the
     /// job's where the step has none), the job's payload; id
     /// `{occurrence}/{step}[#k/n]`, the same on every scheduler.
     pub fn of_step(
         job: &crate::job::JobSpec,
-        step: &crate::workflow::StepSpec,
+        step: &crate::job::workflow::StepSpec,
         occ: &Occurrence<'_>,
-        fan: Option<(u32, u32)>,
+        fan: crate::job::workflow::Fan<'_>,
         now: DateTime<Utc>,
         key: Option<&[u8]>,
     ) -> Self {
+        let fire_id = match fan {
+            crate::job::workflow::Fan::One => crate::FireId::for_step(occ.fire_id, &step.id, None),
+            crate::job::workflow::Fan::Shard(k, n) => {
+                crate::FireId::for_step(occ.fire_id, &step.id, Some((k, n)))
+            }
+            crate::job::workflow::Fan::Worker(w) => {
+                crate::FireId::for_worker(occ.fire_id, &step.id, w)
+            }
+        };
         let mut ev = FireEvent {
-            fire_id: crate::FireId::for_step(occ.fire_id, &step.id, fan).to_string(),
+            fire_id: fire_id.to_string(),
             job_id: job.id.clone(),
             pool: step.pool.clone().unwrap_or_else(|| job.pool.clone()),
             shard: occ.shard,
@@ -211,6 +220,16 @@ impl FireEvent {
     /// The step and shard this fire runs, for a workflow step's fire.
     pub fn step(&self) -> Option<crate::fire_id::StepRef<'_>> {
         crate::FireId::split_step(&self.fire_id)
+    }
+
+    /// Where this fire goes on the fire exchange (first time and retries):
+    /// its worker's own queue for an every-worker step's fire, else its
+    /// pool's shard queue.
+    pub fn routing_key(&self) -> String {
+        match self.step().and_then(|s| s.worker) {
+            Some(w) => crate::topology::Topology::worker_routing_key(&self.pool, w),
+            None => crate::topology::Topology::work_routing_key(&self.pool, self.shard),
+        }
     }
 }
 

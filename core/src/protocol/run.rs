@@ -35,6 +35,20 @@ impl RunKind {
     }
 }
 
+impl From<RunKind> for crate::job::workflow::Seen {
+    /// What a record of `kind` says of a workflow step's fire.
+    fn from(kind: RunKind) -> Self {
+        use crate::job::workflow::Seen;
+        match kind {
+            RunKind::Fired => Seen::Published,
+            RunKind::Started | RunKind::Failed | RunKind::Retrying => Seen::Running,
+            RunKind::Succeeded => Seen::Succeeded,
+            RunKind::Dead => Seen::Dead,
+            RunKind::Skipped => Seen::Duplicate,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunEvent {

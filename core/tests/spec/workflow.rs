@@ -243,7 +243,8 @@ fn step_fire_ids_are_deterministic_and_split_back() {
         Some(StepRef {
             occurrence: occ,
             step: "transform",
-            shard: Some((3, 8))
+            shard: Some((3, 8)),
+            worker: None,
         })
     );
     assert_eq!(
@@ -251,7 +252,22 @@ fn step_fire_ids_are_deterministic_and_split_back() {
         Some(StepRef {
             occurrence: occ,
             step: "extract",
-            shard: None
+            shard: None,
+            worker: None,
+        })
+    );
+    let on = FireId::for_worker(occurrence.as_str(), "backup", "db-1.example");
+    assert_eq!(
+        on.as_str(),
+        "nightly-etl@2026-12-05T03:00:00.000Z/backup@db-1.example"
+    );
+    assert_eq!(
+        FireId::split_step(on.as_str()),
+        Some(StepRef {
+            occurrence: occ,
+            step: "backup",
+            shard: None,
+            worker: Some("db-1.example"),
         })
     );
     // The occurrence of a step's fire, as the ledger reads it.
@@ -551,27 +567,60 @@ fn the_ledger_expects_the_steps_the_outcomes_call_for() {
     let job: JobSpec = serde_json::from_value(etl_job("etl")).expect("parses");
     let w = job.workflow().expect("a workflow");
     let occ = "etl@2026-12-05T03:00:00.000Z";
+    let id = |s: &str| format!("{occ}/{s}");
     // Extract ran, seven of eight shards reported: shard 5 is missing; load
     // waits for it, so it is not expected yet; page neither.
-    let mut records = vec![("extract", 0, Started), ("extract", 0, Succeeded)];
+    let mut records = vec![(id("extract"), Started), (id("extract"), Succeeded)];
     records.extend(
         (0..8)
             .filter(|k| *k != 5)
-            .map(|k| ("transform", k, Succeeded)),
+            .map(|k| (id(&format!("transform#{k}/8")), Succeeded)),
     );
-    records.push(("transform", 5, Fired));
-    let l = steps(&w, occ, records.clone());
+    records.push((id("transform#5/8"), Fired));
+    let run = |r: &[(String, sundial_core::protocol::run::RunKind)]| {
+        steps(
+            &w,
+            occ,
+            r.iter().map(|(f, k)| (f.as_str(), *k)).collect::<Vec<_>>(),
+        )
+    };
+    let l = run(&records);
     assert_eq!(l.expected.len(), 9, "{l:?}");
-    assert_eq!(l.missing, vec![format!("{occ}/transform#5/8")]);
+    assert_eq!(l.missing, vec![id("transform#5/8")]);
     // Shard 5 ran: load is expected, and missing until it reports.
-    records.push(("transform", 5, Succeeded));
-    let l = steps(&w, occ, records.clone());
-    assert_eq!(l.missing, vec![format!("{occ}/load")]);
-    records.push(("load", 0, Succeeded));
-    let l = steps(&w, occ, records);
+    records.push((id("transform#5/8"), Succeeded));
+    assert_eq!(run(&records).missing, vec![id("load")]);
+    records.push((id("load"), Succeeded));
+    let l = run(&records);
     assert!(l.missing.is_empty(), "{l:?}");
     assert_eq!(l.expected.len(), 10, "page is skipped, not expected");
     // Extract dead: page expected, transform and load not.
-    let l = steps(&w, occ, vec![("extract", 0, Dead)]);
-    assert_eq!(l.missing, vec![format!("{occ}/page")]);
+    assert_eq!(run(&[(id("extract"), Dead)]).missing, vec![id("page")]);
+
+    // Every worker: the set is the workers it was fired to.
+    let backup: JobSpec = serde_json::from_value(serde_json::json!({
+        "id": "backup", "schedule": "@daily", "executor": {"type": "noop"},
+        "fanout": "every-worker"
+    }))
+    .expect("parses");
+    backup
+        .validate(chrono::Utc::now(), chrono::Utc::now())
+        .expect("valid");
+    let b = backup.workflow().expect("a workflow");
+    let occ = "backup@2026-12-05T03:00:00.000Z";
+    let l = steps(
+        &b,
+        occ,
+        [
+            (format!("{occ}/main@host-a").as_str(), Fired),
+            (format!("{occ}/main@host-b").as_str(), Fired),
+            (format!("{occ}/main@host-a").as_str(), Succeeded),
+        ]
+        .map(|(f, k)| (f.to_string(), k))
+        .iter()
+        .map(|(f, k)| (f.as_str(), *k))
+        .collect::<Vec<_>>(),
+    );
+    assert_eq!(l.expected.len(), 2, "{l:?}");
+    assert_eq!(l.missing, vec![format!("{occ}/main@host-b")]);
 }

@@ -184,7 +184,7 @@ impl Registry {
         let now = Utc::now();
         let shard = self.topo.shard_of(&job.spec.id);
         // A lone job's fire, or a workflow's opening record.
-        let out = crate::workflows::opening(
+        let out = crate::opening::opening(
             &job.spec,
             sundial_core::protocol::fire::Origin::Manual { shard },
             now,
@@ -238,7 +238,7 @@ impl Registry {
         let outs: Result<Vec<_>, _> = at
             .iter()
             .map(|t| {
-                crate::workflows::opening(
+                crate::opening::opening(
                     &job.spec,
                     sundial_core::protocol::fire::Origin::Backfill {
                         scheduled: *t,
@@ -463,7 +463,7 @@ impl Handler<crate::ingest::LabelsOf> for Registry {
 /// awaits every confirm. Fails on the first message that was not confirmed.
 async fn publish_each_confirmed(
     ch: &lapin::Channel,
-    outs: &[crate::workflows::Outbound],
+    outs: &[crate::opening::Outbound],
 ) -> Result<(), sundial_amqp::publish::PublishError> {
     let sends = outs
         .iter()

@@ -87,7 +87,7 @@ pub(crate) struct ShardActor {
     /// Set while a fresh channel is being opened (after a nack).
     renewing: bool,
     /// Where this shard says it is held (while this actor lives).
-    owned: Arc<crate::workflows::Owned>,
+    owned: Arc<crate::opening::Owned>,
 }
 
 /// Asks the scheduler's connection for a fresh confirm-mode channel: a
@@ -169,7 +169,7 @@ pub(crate) struct ShardCommon {
     pub(crate) set_aside: Arc<SetAside>,
     pub(crate) opener: ChannelOpener,
     /// The shards held, for the workflow advancer.
-    pub(crate) owned: Arc<crate::workflows::Owned>,
+    pub(crate) owned: Arc<crate::opening::Owned>,
 }
 
 impl ShardActor {
@@ -300,7 +300,7 @@ impl ShardActor {
             epoch: self.epoch,
         };
         // A lone job's fire, or a workflow's opening record.
-        match crate::workflows::opening(
+        match crate::opening::opening(
             &job.spec,
             origin,
             now,

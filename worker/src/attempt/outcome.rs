@@ -104,7 +104,7 @@ pub(super) async fn retry(
     publish_raw_confirmed(
         &shared.out,
         &shared.topo.retry_exchange(),
-        &Topology::work_routing_key(&fire.pool, fire.shard),
+        &fire.routing_key(),
         &enc.body,
         props,
     )

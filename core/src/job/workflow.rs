@@ -13,12 +13,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    error::ValidationError,
-    job::{Executor, RetryPolicy},
-    protocol::run::RunKind,
-    HumanDuration,
-};
+use super::{Executor, RetryPolicy};
+use crate::{error::ValidationError, HumanDuration};
 
 /// Longest step id (it ends every fire id of the step: `{job}@{instant}/{step}`).
 pub const MAX_STEP_ID_LEN: usize = 64;
@@ -151,14 +147,30 @@ pub struct StepSpec {
     pub fanout: Option<Fanout>,
 }
 
+/// One fire of a step: the step's only one, shard `k` of `n`, or the one
+/// on a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fan<'a> {
+    One,
+    Shard(u32, u32),
+    Worker(&'a str),
+}
+
 impl StepSpec {
-    /// Its fires per occurrence: `None` for a step of one fire, `(k, n)`
-    /// for each of `n` shards (every-worker: decided at fire time, not here).
-    pub fn fans(&self) -> Vec<Option<(u32, u32)>> {
-        match self.fanout.and_then(Fanout::shards) {
-            Some(n) => (0..n).map(|k| Some((k, n))).collect(),
-            None => vec![None],
+    /// Its fires per occurrence, as far as the definition says: one, or
+    /// each of `n` shards; none for `every-worker` (its set is the pool's
+    /// live workers at fire time, recorded then).
+    pub fn fans(&self) -> Vec<Fan<'static>> {
+        match self.fanout {
+            Some(Fanout::Shards(n)) => (0..n).map(|k| Fan::Shard(k, n)).collect(),
+            Some(Fanout::EveryWorker) => Vec::new(),
+            None => vec![Fan::One],
         }
+    }
+
+    /// Whether it runs once on every live worker of its pool.
+    pub fn every_worker(&self) -> bool {
+        self.fanout == Some(Fanout::EveryWorker)
     }
 }
 
@@ -433,6 +445,20 @@ pub fn next(steps: &[StepSpec], states: &[StepState]) -> Decision {
     decision
 }
 
+/// What a run record says of a step's fire (the history's `RunKind`, as
+/// far as a workflow cares; `protocol::run` converts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Published by a scheduler (`fired`).
+    Published,
+    /// Started, or failed with a retry to come.
+    Running,
+    Succeeded,
+    Dead,
+    /// A worker's duplicate (`skipped`): changes nothing.
+    Duplicate,
+}
+
 /// How one fire of a step stands, from its run records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FireState {
@@ -449,16 +475,14 @@ impl FireState {
     /// The state after a record of `kind`: a success is final; a dead fire
     /// only changes by succeeding (a replay that succeeded counts); a
     /// worker's `skipped` (a duplicate delivery) changes nothing.
-    fn after(self, kind: RunKind) -> Self {
-        match (self, kind) {
+    fn after(self, seen: Seen) -> Self {
+        match (self, seen) {
             (FireState::Succeeded, _) => FireState::Succeeded,
-            (_, RunKind::Succeeded) => FireState::Succeeded,
-            (_, RunKind::Dead) => FireState::Dead,
+            (_, Seen::Succeeded) => FireState::Succeeded,
+            (_, Seen::Dead) => FireState::Dead,
             (FireState::Dead, _) => FireState::Dead,
-            (s, RunKind::Skipped) => s,
-            (_, RunKind::Fired | RunKind::Started | RunKind::Failed | RunKind::Retrying) => {
-                FireState::Running
-            }
+            (s, Seen::Duplicate) => s,
+            (_, Seen::Published | Seen::Running) => FireState::Running,
         }
     }
 }
@@ -468,6 +492,8 @@ impl FireState {
 struct StepProgress {
     /// By shard index (0 for a step of one fire).
     fires: BTreeMap<u32, FireState>,
+    /// By worker, for an every-worker step.
+    workers: BTreeMap<String, FireState>,
     /// Published: by the one applying the decision, or seen in a record.
     published: bool,
     /// Published by the one applying the decision here (every fire of it):
@@ -507,13 +533,44 @@ pub struct Advance {
 
 impl Progress {
     /// A run record of `step`'s fire `shard` (0 for one fire).
-    pub fn record(&mut self, step: &str, shard: u32, kind: RunKind) {
+    pub fn record(&mut self, step: &str, shard: u32, kind: impl Into<Seen>) {
+        let seen = kind.into();
         let p = self.steps.entry(step.to_string()).or_default();
         let f = p.fires.entry(shard).or_default();
-        *f = f.after(kind);
-        if kind != RunKind::Skipped {
+        *f = f.after(seen);
+        if seen != Seen::Duplicate {
             p.published = true;
         }
+    }
+
+    /// A run record of the step fire `fire` (a step's fire id split).
+    pub fn record_fire(&mut self, fire: &crate::fire_id::StepRef<'_>, kind: impl Into<Seen>) {
+        let seen = kind.into();
+        match fire.worker {
+            None => self.record(fire.step, fire.shard.map_or(0, |(k, _)| k), seen),
+            Some(w) => {
+                let p = self.steps.entry(fire.step.to_string()).or_default();
+                let f = p.workers.entry(w.to_string()).or_default();
+                *f = f.after(seen);
+                if seen != Seen::Duplicate {
+                    p.published = true;
+                }
+            }
+        }
+    }
+
+    /// The fires of every-worker steps not ended, as (step, worker): the
+    /// owner ends those whose worker went away.
+    pub fn on_workers(&self) -> Vec<(&str, &str)> {
+        self.steps
+            .iter()
+            .flat_map(|(id, p)| {
+                p.workers
+                    .iter()
+                    .filter(|(_, f)| matches!(f, FireState::Running | FireState::Unknown))
+                    .map(move |(w, _)| (id.as_str(), w.as_str()))
+            })
+            .collect()
     }
 
     /// `step` was recorded as skipped by the workflow (not a worker's
@@ -544,10 +601,25 @@ impl Progress {
                 let Some(p) = self.steps.get(&s.id).filter(|p| p.published) else {
                     return StepState::Waiting;
                 };
-                let n = s.fanout.and_then(Fanout::shards).unwrap_or(1);
-                let fires: Vec<FireState> = (0..n)
-                    .map(|k| p.fires.get(&k).copied().unwrap_or_default())
-                    .collect();
+                let fires: Vec<FireState> = if s.every_worker() {
+                    // The set is what was recorded (fired, or dead for want
+                    // of any worker); none yet: just published.
+                    let all: Vec<FireState> = p
+                        .workers
+                        .values()
+                        .chain(p.fires.values())
+                        .copied()
+                        .collect();
+                    if all.is_empty() {
+                        return StepState::Running;
+                    }
+                    all
+                } else {
+                    let n = s.fanout.and_then(Fanout::shards).unwrap_or(1);
+                    (0..n)
+                        .map(|k| p.fires.get(&k).copied().unwrap_or_default())
+                        .collect()
+                };
                 if fires.iter().all(|f| *f == FireState::Succeeded) {
                     StepState::Succeeded
                 } else if fires

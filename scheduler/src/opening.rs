@@ -1,0 +1,106 @@
+//! How an occurrence starts (`opening`: a lone job's fire, or a
+//! workflow's opening record) and which timer shards this node holds
+//! (`Owned`): what the timer shards, the registry and the workflow
+//! advancer share, below all three.
+
+use std::{collections::HashMap, sync::Mutex};
+
+use chrono::{DateTime, Utc};
+use sundial_core::{
+    codec::{encode, Encoded},
+    job::JobSpec,
+    protocol::{
+        fire::{FireEvent, Origin},
+        run::{RunBatch, RunEvent, RunKind},
+    },
+    topology::Topology,
+    CodecError,
+};
+
+/// The `reason` of the record that opens a workflow occurrence (its
+/// `started`, written by a scheduler), which tells it apart from a lone
+/// job's `started`.
+pub(crate) const OPENED: &str = "workflow";
+
+/// What a publish of an occurrence's first message needs: where, and what.
+pub(crate) struct Outbound {
+    pub(crate) exchange: String,
+    pub(crate) routing_key: String,
+    pub(crate) enc: Encoded,
+    pub(crate) fire_id: String,
+    pub(crate) pool: String,
+}
+
+/// What starts an occurrence of `job` from `origin`: a lone job's fire
+/// (to its work queue), or a workflow's `started` record (to the history
+/// stream; the owner of the job's shard publishes the first steps when it
+/// reads it).
+pub(crate) fn opening(
+    job: &JobSpec,
+    origin: Origin,
+    now: DateTime<Utc>,
+    key: Option<&[u8]>,
+    topo: &Topology,
+    node: &str,
+) -> Result<Outbound, CodecError> {
+    if job.workflow().is_none() {
+        let ev = FireEvent::of(job, origin, now, key);
+        let shard = ev.shard;
+        return Ok(Outbound {
+            exchange: topo.fire_exchange(),
+            routing_key: Topology::work_routing_key(&ev.pool, shard),
+            enc: encode(&ev)?,
+            fire_id: ev.fire_id,
+            pool: ev.pool,
+        });
+    }
+    let (fire_id, scheduled, ..) = origin.occurrence(&job.id, now);
+    let record = RunEvent {
+        reason: Some(OPENED.into()),
+        scheduled_at: Some(scheduled),
+        ..RunEvent::new(
+            RunKind::Started,
+            fire_id.as_str(),
+            &job.id,
+            &job.pool,
+            node,
+            now,
+        )
+    };
+    Ok(Outbound {
+        exchange: topo.history_exchange(),
+        routing_key: String::new(),
+        enc: encode(&RunBatch {
+            records: vec![record],
+        })?,
+        fire_id: fire_id.into(),
+        pool: job.pool.clone(),
+    })
+}
+
+/// The timer shards this node holds now, with their owner epochs: written
+/// by each `ShardActor` as it starts and stops, read by the advancer.
+#[derive(Debug, Default)]
+pub(crate) struct Owned {
+    shards: Mutex<HashMap<u32, u64>>,
+}
+
+impl Owned {
+    pub(crate) fn hold(&self, shard: u32, epoch: u64) {
+        if let Ok(mut m) = self.shards.lock() {
+            m.insert(shard, epoch);
+        }
+    }
+
+    pub(crate) fn release(&self, shard: u32, epoch: u64) {
+        if let Ok(mut m) = self.shards.lock() {
+            if m.get(&shard) == Some(&epoch) {
+                m.remove(&shard);
+            }
+        }
+    }
+
+    pub(crate) fn epoch(&self, shard: u32) -> Option<u64> {
+        self.shards.lock().ok()?.get(&shard).copied()
+    }
+}

@@ -234,3 +234,70 @@ executor = { type = "shell", command = ["/bin/sh", "-c", "echo backing up $SUNDI
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_every_worker_fire_whose_worker_died_ends_dead_worker_gone() {
+    let v = Vhost::new("wf-gone");
+    let _s = SchedulerProcess::start(&v, "wfg1");
+    let conn = connect(&v).await;
+    let mut tap = EventTap::new(&conn).await;
+    let env = [("SUNDIAL__WORKER__SHELL__ALLOW", "/bin/sh")];
+    let _a = Daemon::worker(&v, "wfg-a", &env);
+    let mut b = Daemon::worker(&v, "wfg-b", &env);
+    wait_for_consumers(&v, 2).await;
+    apply_jobs(
+        &v,
+        r#"[[jobs]]
+id = "sweep"
+schedule = "*/2 * * * * *"
+fanout = "every-worker"
+executor = { type = "shell", command = ["/bin/sh", "-c", "echo swept"] }
+"#,
+    );
+    let both: Vec<String> = ["wfg-a", "wfg-b"].map(String::from).to_vec();
+    let mut records: Vec<RunEvent> = Vec::new();
+    loop {
+        records.push(tap.next().await);
+        let r = records.last().expect("pushed");
+        if r.job_id == "sweep"
+            && !r.fire_id.contains('/')
+            && r.kind == RunKind::Succeeded
+            && ran_on(&records, &r.fire_id.clone()) == Some(both.clone())
+        {
+            break;
+        }
+    }
+    // SIGKILL: no leaving heartbeat. The occurrences that fire while its
+    // last heartbeat is fresh still count it; their fire for it ends dead
+    // once it has been silent for 30 s.
+    b.kill9();
+    let gone = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        loop {
+            let r = tap.next().await;
+            if r.kind == RunKind::Dead && r.fire_id.ends_with("/main@wfg-b") {
+                return r;
+            }
+        }
+    })
+    .await
+    .expect("a fire for the dead worker ended dead within 2 minutes");
+    assert!(
+        gone.reason
+            .as_deref()
+            .is_some_and(|w| w.starts_with("worker gone: no heartbeat from wfg-b")),
+        "{gone:?}"
+    );
+    let occurrence = gone.fire_id.trim_end_matches("/main@wfg-b").to_string();
+    let end = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            let r = tap.next().await;
+            if r.fire_id == occurrence {
+                return r;
+            }
+        }
+    })
+    .await
+    .expect("its occurrence ended");
+    assert_eq!(end.kind, RunKind::Dead, "{end:?}");
+    assert_eq!(end.reason.as_deref(), Some("step main dead"));
+}

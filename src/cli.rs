@@ -119,7 +119,10 @@ pub struct HistoryArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct RunsArgs {
+    #[command(subcommand)]
+    pub cmd: Option<RunsCmd>,
     /// Runs since: a duration ago (1h) or an RFC 3339 instant.
     #[arg(long, default_value = "1h", value_name = "TIME")]
     pub since: String,
@@ -145,6 +148,18 @@ pub struct RunsArgs {
     pub cursor: Option<String>,
     #[command(flatten)]
     pub history: HistoryArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCmd {
+    /// One fire's runs: every attempt, and for a workflow occurrence every
+    /// step and shard with its outcome, duration, worker and reason.
+    Show {
+        /// A fire id (`job@2026-12-05T03:00:00.000Z`, or a step's).
+        fire_id: String,
+        #[command(flatten)]
+        history: HistoryArgs,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -14,7 +14,7 @@ use sundial_core::{
 
 use super::CommandError;
 use crate::{
-    cli::{HistoryArgs, RunsArgs},
+    cli::{HistoryArgs, RunsArgs, RunsCmd},
     table::Rows,
 };
 
@@ -75,6 +75,9 @@ pub async fn runs(
     args: &RunsArgs,
     out: &mut impl Write,
 ) -> Result<(), CommandError> {
+    if let Some(RunsCmd::Show { fire_id, history }) = &args.cmd {
+        return show(settings, fire_id, history, out).await;
+    }
     // Checked here, so a typo is a usage error before anything is asked.
     instant("--since", &args.since)?;
     if let Some(u) = &args.until {
@@ -125,6 +128,60 @@ pub async fn runs(
             page.runs.len()
         )
         .map_err(io)?;
+    }
+    Ok(())
+}
+
+/// `sundial runs show FIRE_ID`: the fire's runs and, for a workflow
+/// occurrence, its steps' and shards', oldest first.
+async fn show(
+    settings: &Settings,
+    fire_id: &str,
+    args: &HistoryArgs,
+    out: &mut impl Write,
+) -> Result<(), CommandError> {
+    let api = base(settings, args);
+    let answer = get(&api, &format!("/api/v1/runs/{}", percent_encode(fire_id))).await?;
+    let io = CommandError::output;
+    if args.json {
+        return writeln!(out, "{answer}").map_err(io);
+    }
+    let runs: Vec<RunRow> = parse(&api, answer.get("runs").cloned().unwrap_or_default())?;
+    let mut rows = Rows::new(
+        &[
+            "STEP", "ATTEMPT", "OUTCOME", "STARTED", "DURATION", "WORKER", "REASON",
+        ],
+        &[1, 4],
+    );
+    for r in &runs {
+        let step = r
+            .fire_id
+            .strip_prefix(fire_id)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .unwrap_or("(occurrence)");
+        let outcome = if r.retried {
+            format!("{} (retried)", r.outcome)
+        } else {
+            r.outcome.to_string()
+        };
+        rows.push([
+            step.to_string(),
+            r.attempt.to_string(),
+            outcome,
+            r.started_at.or(r.finished_at).map_or("-".into(), time),
+            r.duration_ms.map_or("-".into(), duration),
+            r.worker.clone(),
+            r.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    write!(out, "{}", rows.render("")).map_err(io)?;
+    if args.output {
+        for r in runs.iter().filter(|r| r.output.is_some()) {
+            writeln!(out, "{}  attempt {}", r.fire_id, r.attempt).map_err(io)?;
+            for line in r.output.as_deref().unwrap_or("").lines() {
+                writeln!(out, "    {line}").map_err(io)?;
+            }
+        }
     }
     Ok(())
 }

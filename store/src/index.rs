@@ -20,7 +20,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension};
 use sundial_core::{
-    history::{RunPage, RunQuery, Summary},
+    history::{RunPage, RunQuery, RunRow, Summary},
     settings::HistorySettings,
 };
 use sundial_runtime::Health;
@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use crate::thread::{Batch, HEALTH_PART};
 use crate::{
     error::{sql, Error},
-    query::{query_runs, summarise},
+    query::{query_fire, query_runs, summarise},
     schema::{migrate, open_conn},
     thread::{write_loop, Job, Retention},
 };
@@ -191,6 +191,15 @@ impl Index {
     /// Runs matching `q`, newest first, one page.
     pub async fn runs(&self, q: RunQuery) -> Result<RunPage, Error> {
         self.read(move |c, path| query_runs(c, &q).map_err(sql(path, "querying runs")))
+            .await
+    }
+
+    /// Every run of `fire_id` (all attempts and replays) and, for a
+    /// workflow occurrence, of each of its steps' fires (`{fire_id}/…`),
+    /// oldest first; at most [`sundial_core::history::MAX_PAGE`] ×
+    /// 10 rows.
+    pub async fn fire(&self, fire_id: String) -> Result<Vec<RunRow>, Error> {
+        self.read(move |c, path| query_fire(c, &fire_id).map_err(sql(path, "querying a fire")))
             .await
     }
 

@@ -41,6 +41,24 @@ pub(crate) fn from_sql(r: &Row<'_>) -> rusqlite::Result<(i64, RunRow)> {
     ))
 }
 
+/// The runs of `fire_id` and of its steps' fires (ids `{fire_id}/…`: a
+/// range on the `(fire_id, …)` unique index; `0` follows `/`), oldest
+/// first.
+pub(crate) fn query_fire(c: &Connection, fire_id: &str) -> rusqlite::Result<Vec<RunRow>> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM runs WHERE fire_id = ?1 OR (fire_id >= ?2 AND fire_id < ?3) \
+         ORDER BY at, id LIMIT {}",
+        MAX_PAGE * 10
+    ))?;
+    let rows = stmt
+        .query_map(
+            params![fire_id, format!("{fire_id}/"), format!("{fire_id}0")],
+            |r| from_sql(r).map(|(_, row)| row),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
 pub(crate) fn query_runs(c: &Connection, q: &RunQuery) -> rusqlite::Result<RunPage> {
     let mut sql = format!("SELECT {COLUMNS}, at FROM runs WHERE 1 = 1");
     let mut args: Vec<rusqlite::types::Value> = Vec::new();

@@ -5,7 +5,10 @@ use sundial_core::protocol::run::{RunEvent, RunKind};
 
 use crate::{
     fires::{connect, wait_for_consumers, EventTap},
-    util::{apply_jobs, Daemon, SchedulerProcess, Vhost},
+    util::{
+        apply_jobs, free_addr, http_get, poll_until, stderr, stdout, sundial, Daemon,
+        SchedulerProcess, Vhost, TEST_ENV,
+    },
 };
 
 /// extract → transform × 4 shards → load, `page` on failure; and `broken`,
@@ -78,7 +81,20 @@ fn ended(records: &[RunEvent], job: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_wait_for_each_other_fan_out_and_fail_into_the_failure_step() {
     let v = Vhost::new("wf-etl");
-    let _s = SchedulerProcess::start(&v, "wf1");
+    let dir = std::env::temp_dir().join(format!("{}-history", v.name));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let addr = free_addr();
+    let db = dir.join("wf.db").display().to_string();
+    let _s = SchedulerProcess::start_with_env(
+        &v,
+        "wf1",
+        &[
+            ("SUNDIAL__HISTORY__ENABLED", "true"),
+            ("SUNDIAL__HISTORY__PATH", &db),
+            ("SUNDIAL__HTTP__ENABLED", "true"),
+            ("SUNDIAL__HTTP__LISTEN", &addr),
+        ],
+    );
     let conn = connect(&v).await;
     let mut tap = EventTap::new(&conn).await;
     let _w = Daemon::worker(
@@ -155,6 +171,74 @@ async fn steps_wait_for_each_other_fan_out_and_fail_into_the_failure_step() {
     let end = occ.last().expect("records");
     assert_eq!(end.kind, RunKind::Dead, "{occ:#?}");
     assert_eq!(end.reason.as_deref(), Some("step extract dead"));
+
+    // The occurrence's view: the API and `sundial runs show`, once the
+    // index has its ending.
+    let api = format!("http://{addr}");
+    let path = format!("/api/v1/runs/{}", etl.replace(':', "%3A"));
+    let view: serde_json::Value = poll_until(
+        std::time::Duration::from_secs(30),
+        "the occurrence's view",
+        || {
+            let (status, text) = http_get(&addr, &path)?;
+            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+            let runs = v["runs"].as_array()?;
+            let ended = runs
+                .iter()
+                .any(|r| r["fire_id"] == etl.as_str() && r["outcome"] == "succeeded");
+            (status == 200 && ended && runs.len() >= 8).then_some(v)
+        },
+        || format!("GET {path}: {:?}", http_get(&addr, &path)),
+    );
+    let fires: Vec<&str> = view["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter_map(|r| r["fire_id"].as_str())
+        .collect();
+    for k in 0..4 {
+        assert!(
+            fires.contains(&format!("{etl}/transform#{k}/4").as_str()),
+            "{fires:?}"
+        );
+    }
+    let shown = sundial()
+        .args(["runs", "show", &etl, "--api", &api])
+        .envs(TEST_ENV.iter().copied())
+        .output()
+        .expect("runs show");
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let table = stdout(&shown);
+    assert!(table.starts_with("STEP"), "{table}");
+    for want in [
+        "(occurrence)",
+        "extract",
+        "transform#3/4",
+        "load",
+        "page",
+        "skipped",
+        "nothing it waits for failed",
+    ] {
+        assert!(table.contains(want), "{want}: {table}");
+    }
+    let missing = sundial()
+        .args([
+            "runs",
+            "show",
+            "etl@2001-01-01T00:00:00.000Z",
+            "--api",
+            &api,
+        ])
+        .envs(TEST_ENV.iter().copied())
+        .output()
+        .expect("runs show");
+    assert_eq!(missing.status.code(), Some(1), "{}", stdout(&missing));
+    assert!(
+        stderr(&missing).contains("no run of etl@2001-01-01T00:00:00.000Z"),
+        "{}",
+        stderr(&missing)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The workers whose run of an `every-worker` occurrence succeeded, each

@@ -16,7 +16,7 @@
 //! |-------------|--------|
 //! | [`router`]  | every route of `/api/v1` and the dashboard, in one `Router` |
 //! | `jobs`      | `GET /jobs`, `GET /jobs/{id}`, `POST /jobs`, `DELETE /jobs/{id}`, `POST /jobs/{id}/{pause,resume,trigger,backfill}` |
-//! | `runs`      | `GET /runs`, `GET /runs/per-minute`, `GET /jobs/{id}/runs`, `GET /jobs/{id}/summary` |
+//! | `runs`      | `GET /runs`, `GET /runs/per-minute`, `GET /runs/{fire_id}`, `GET /jobs/{id}/runs`, `GET /jobs/{id}/summary` |
 //! | `dead`      | `GET /pools/{pool}/dead`, `POST /pools/{pool}/dead/{replay,purge}` |
 //! | `status`    | `GET /status` |
 //! | `openapi`   | `GET /openapi.json` |
@@ -221,6 +221,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/jobs/{id}/summary", get(runs::summary))
         .route("/api/v1/runs", get(runs::runs))
         .route("/api/v1/runs/per-minute", get(runs::per_minute))
+        .route("/api/v1/runs/{fire_id}", get(runs::fire))
         .route("/api/v1/pools/{pool}/dead", get(dead::list))
         .route("/api/v1/pools/{pool}/dead/replay", post(dead::replay))
         .route("/api/v1/pools/{pool}/dead/purge", post(dead::purge))

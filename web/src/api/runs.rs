@@ -4,6 +4,8 @@
 //! - `GET /api/v1/jobs/{id}/runs?limit=&cursor=&outcome=&since=&until=`
 //! - `GET /api/v1/jobs/{id}/summary?since=`
 //! - `GET /api/v1/runs/per-minute?since=`
+//! - `GET /api/v1/runs/{fire_id}`: one fire's runs, and for a workflow
+//!   occurrence every step's and shard's
 //!
 //! Runs come newest first, a page at a time; `next` is the cursor of the
 //! following page.
@@ -20,7 +22,7 @@ use utoipa::IntoParams;
 use super::{
     error::{Answer, ApiError, ApiResult},
     query::{first, Params, Query},
-    schema::{body, ErrorBody, Minute, PerMinute, Refusals},
+    schema::{body, ErrorBody, FireRuns, Minute, PerMinute, Refusals},
     Api,
 };
 
@@ -185,6 +187,34 @@ pub(crate) async fn per_minute(
         })
         .collect();
     Ok(Answer(body(PerMinute { minutes })))
+}
+
+/// One fire's runs (every attempt and replay) and, for a workflow
+/// occurrence, its steps' and shards' (ids `{fire_id}/…`), oldest first.
+#[utoipa::path(get, path = "/api/v1/runs/{fire_id}", tag = "runs", params(("fire_id" = String, Path, description = "a fire id; a step's holds a `/`, written `%2F`")), responses(
+        (status = 200, body = FireRuns),
+        Refusals,
+        (status = 404, description = "no run of this fire id in the history", body = ErrorBody),
+        (status = 500, description = "the history index could not be read", body = ErrorBody),
+        (status = 503, description = "this process keeps no history index", body = ErrorBody),
+))]
+pub(crate) async fn fire(State(api): State<Arc<Api>>, Path(fire_id): Path<String>) -> ApiResult {
+    if fire_id.is_empty() || fire_id.len() > 255 {
+        return Err(ApiError::bad_request(
+            "fire_id",
+            format!("must be 1-255 bytes, got {}", fire_id.len()),
+        ));
+    }
+    let index = api.index()?;
+    let runs = index.fire(fire_id.clone()).await.map_err(internal)?;
+    if runs.is_empty() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            Some("fire_id"),
+            format!("no run of {fire_id} in the history (older than its retention, or never run)"),
+        ));
+    }
+    Ok(Answer(body(FireRuns { fire_id, runs })))
 }
 
 /// The paging and filtering parameters runs lists share.

@@ -176,3 +176,11 @@ pub(crate) enum WriteResponses {
     #[response(status = 504)]
     NoReply(ErrorBody),
 }
+
+/// `GET /api/v1/runs/{fire_id}`: a fire's runs, with its steps' for a
+/// workflow occurrence, oldest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct FireRuns {
+    pub fire_id: String,
+    pub runs: Vec<sundial_core::history::RunRow>,
+}

@@ -220,6 +220,9 @@ pub enum DlqCmd {
         /// These fire ids.
         #[arg(value_name = "FIRE_ID", required_unless_present = "job")]
         fire_ids: Vec<String>,
+        /// Send them with this payload (JSON) instead of their own.
+        #[arg(long, value_name = "JSON")]
+        payload: Option<String>,
         #[command(flatten)]
         dlq: DlqArgs,
     },
@@ -321,6 +324,15 @@ pub enum JobCmd {
     /// Fire a job now, outside its schedule.
     Trigger {
         id: String,
+        /// Run this occurrence with this payload (JSON) instead of the job's.
+        #[arg(long, value_name = "JSON")]
+        payload: Option<String>,
+        /// Why, recorded in the history with who asked.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        /// Who asks, recorded in the history (default: the OS user, $USER).
+        #[arg(long = "as", value_name = "NAME")]
+        by: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },

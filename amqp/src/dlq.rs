@@ -118,6 +118,9 @@ pub struct Dlq<'a> {
     conn: &'a Connection,
     topo: &'a Topology,
     pool: String,
+    /// A replay's payload instead of each letter's, and the key that signs
+    /// the changed fire (`control.hmac_key`).
+    payload: Option<(serde_json::Value, Option<std::sync::Arc<[u8]>>)>,
 }
 
 impl<'a> Dlq<'a> {
@@ -126,7 +129,20 @@ impl<'a> Dlq<'a> {
             conn,
             topo,
             pool: pool.to_string(),
+            payload: None,
         }
+    }
+
+    /// Replays send `payload` instead of each letter's own, signed with
+    /// `key` when there is one (a signed fire whose payload changed is
+    /// signed again, or workers with the key would refuse it).
+    pub fn with_payload(
+        mut self,
+        payload: serde_json::Value,
+        key: Option<std::sync::Arc<[u8]>>,
+    ) -> Self {
+        self.payload = Some((payload, key));
+        self
     }
 
     fn queue(&self) -> String {
@@ -193,6 +209,12 @@ impl<'a> Dlq<'a> {
                 }
                 fire.attempt = 1;
                 fire.first_failure = None;
+                if let Some((payload, key)) = &self.payload {
+                    fire.payload = payload.clone();
+                    fire.signature = key
+                        .as_deref()
+                        .map(|k| sundial_core::sign::sign_fire(k, &fire));
+                }
                 let enc = encode(&fire)?;
                 let props = crate::broker::properties(&enc.meta);
                 let mut h = props.headers().clone().unwrap_or_default();

@@ -63,6 +63,8 @@ fn record(i: usize, kind: RunKind, now: chrono::DateTime<Utc>, rows: usize) -> R
         deadline: None,
         scheduled_at: Some(at),
         replay: None,
+        payload: None,
+        by: None,
     }
 }
 

@@ -27,7 +27,11 @@ pub enum Decision {
         reply: Reply,
     },
     /// Fire job `id` now, outside its schedule, then answer.
-    Trigger { id: String, reply: Reply },
+    Trigger {
+        id: String,
+        manual: Manual,
+        reply: Reply,
+    },
     /// Fire job `id`'s occurrences `at` (a past window, oldest first), then
     /// answer with `reply` (it counts them and those `skipped` by overlap).
     Backfill {
@@ -35,6 +39,14 @@ pub enum Decision {
         at: Vec<DateTime<Utc>>,
         reply: Reply,
     },
+}
+
+/// What a `trigger` asks beyond the job: another payload, why, and who.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Manual {
+    pub payload: Option<serde_json::Value>,
+    pub reason: Option<String>,
+    pub by: Option<String>,
 }
 
 fn not_found(command: &str, id: &str) -> Decision {
@@ -241,10 +253,20 @@ pub fn decide(
                 },
             }
         }
-        Command::Trigger { id } => match view.get(id) {
+        Command::Trigger {
+            id,
+            payload,
+            reason,
+            by,
+        } => match view.get(id) {
             None => not_found(name, id),
             Some(_) => Decision::Trigger {
                 id: id.clone(),
+                manual: Manual {
+                    payload: payload.clone(),
+                    reason: reason.clone(),
+                    by: by.clone(),
+                },
                 reply: Reply::ok(name, Some(json!({"id": id}))),
             },
         },

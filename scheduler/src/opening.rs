@@ -42,6 +42,7 @@ pub(crate) fn opening(
     key: Option<&[u8]>,
     topo: &Topology,
     node: &str,
+    asked: Option<&sundial_core::control::Manual>,
 ) -> Result<Outbound, CodecError> {
     if job.workflow().is_none() {
         let ev = FireEvent::of(job, origin, now, key);
@@ -58,6 +59,9 @@ pub(crate) fn opening(
     let record = RunEvent {
         reason: Some(OPENED.into()),
         scheduled_at: Some(scheduled),
+        // A trigger's payload reaches the steps through this record.
+        payload: asked.and_then(|m| m.payload.clone()),
+        by: asked.and_then(|m| m.by.clone()),
         ..RunEvent::new(
             RunKind::Started,
             fire_id.as_str(),

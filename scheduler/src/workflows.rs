@@ -67,6 +67,8 @@ struct Open {
     scheduled: DateTime<Utc>,
     /// Its `started` record was read: only an opened occurrence is advanced.
     opened: bool,
+    /// A trigger's payload for every step, instead of the job's.
+    payload: Option<serde_json::Value>,
     progress: Progress,
     last_record: DateTime<Utc>,
 }
@@ -252,10 +254,12 @@ impl Advancer {
                         job_id: r.job_id.clone(),
                         scheduled: r.scheduled_at.unwrap_or(r.at),
                         opened: false,
+                        payload: None,
                         progress: Progress::default(),
                         last_record: r.at,
                     });
                     o.opened = true;
+                    o.payload.clone_from(&r.payload);
                     touched.insert(r.fire_id.clone());
                 }
                 RunKind::Succeeded | RunKind::Dead => {
@@ -369,6 +373,7 @@ impl Advancer {
             shard,
             epoch,
             manual: id.contains("@trigger:") || id.contains("@backfill:"),
+            payload: o.payload.as_ref(),
         };
         let mut fires = Vec::new();
         // Whole steps that start (an every-worker step: on each live worker

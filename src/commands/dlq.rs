@@ -43,8 +43,26 @@ pub async fn run(
         .unwrap_or_else(|| settings.worker.pool.clone());
     sundial_core::job::check_pool("--pool", &pool)
         .map_err(|e| CommandError::Usage(e.to_string()))?;
+    // A usage error before anything is asked of the broker.
+    let payload: Option<serde_json::Value> = match cmd {
+        DlqCmd::Replay {
+            payload: Some(p), ..
+        } => Some(
+            serde_json::from_str(p)
+                .map_err(|e| CommandError::Usage(format!("--payload: not JSON: {e}")))?,
+        ),
+        _ => None,
+    };
     let conn = sundial_amqp::broker::connect_to(&settings.broker, "sundial dlq").await?;
-    let dlq = Dlq::new(&conn, &settings.topology, &pool);
+    let mut dlq = Dlq::new(&conn, &settings.topology, &pool);
+    if let Some(payload) = payload {
+        let key = settings
+            .control
+            .hmac_key
+            .as_deref()
+            .map(std::sync::Arc::from);
+        dlq = dlq.with_payload(payload, key);
+    }
     let result = run_on(&dlq, cmd, args, out).await;
     let _ = conn.close(200, "done".into()).await;
     result

@@ -206,7 +206,27 @@ fn simple_command(cmd: &JobCmd) -> Result<Command, CommandError> {
             },
         },
         JobCmd::Resume { id, .. } => Command::Resume { id: id.clone() },
-        JobCmd::Trigger { id, .. } => Command::Trigger { id: id.clone() },
+        JobCmd::Trigger {
+            id,
+            payload,
+            reason,
+            by,
+            ..
+        } => Command::Trigger {
+            id: id.clone(),
+            payload: payload
+                .as_deref()
+                .map(|p| {
+                    serde_json::from_str(p)
+                        .map_err(|e| CommandError::Usage(format!("--payload: not JSON: {e}")))
+                })
+                .transpose()?,
+            reason: reason.clone(),
+            by: by
+                .clone()
+                .or_else(|| std::env::var("USER").ok())
+                .filter(|b| !b.is_empty()),
+        },
         JobCmd::Apply { .. } | JobCmd::Next { .. } | JobCmd::History { .. } => {
             return Err(CommandError::Failed("not a single command".into()))
         }

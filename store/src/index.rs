@@ -336,6 +336,8 @@ mod tests {
             deadline: None,
             scheduled_at: Some(at),
             replay: None,
+            payload: None,
+            by: None,
         }
     }
 

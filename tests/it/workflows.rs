@@ -385,3 +385,181 @@ executor = { type = "shell", command = ["/bin/sh", "-c", "echo swept"] }
     assert_eq!(end.kind, RunKind::Dead, "{end:?}");
     assert_eq!(end.reason.as_deref(), Some("step main dead"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_runs_one_occurrence_with_another_payload_and_records_who_asked() {
+    let v = Vhost::new("wf-trig");
+    let _s = SchedulerProcess::start(&v, "wft1");
+    let conn = connect(&v).await;
+    let mut tap = EventTap::new(&conn).await;
+    let _w = Daemon::worker(
+        &v,
+        "wft-w1",
+        &[("SUNDIAL__WORKER__SHELL__ALLOW", "/bin/sh")],
+    );
+    wait_for_consumers(&v, 1).await;
+    apply_jobs(
+        &v,
+        r#"[[jobs]]
+id = "report"
+schedule = "0 0 1 1 *"
+payload = { day = "default" }
+[[jobs.steps]]
+id = "build"
+executor = { type = "shell", command = ["/bin/sh", "-c", "echo build $SUNDIAL_PAYLOAD"] }
+[[jobs.steps]]
+id = "send"
+after = ["build"]
+executor = { type = "shell", command = ["/bin/sh", "-c", "echo send $SUNDIAL_PAYLOAD"] }
+
+[[jobs]]
+id = "lone"
+schedule = "0 0 1 1 *"
+executor = { type = "shell", command = ["/bin/sh", "-c", "echo lone $SUNDIAL_PAYLOAD"] }
+"#,
+    );
+    let trigger = |id: &str, payload: &str| {
+        let out = sundial()
+            .args([
+                "job",
+                "trigger",
+                id,
+                "--payload",
+                payload,
+                "--reason",
+                "rerun for the audit",
+                "--as",
+                "alice",
+            ])
+            .args(["--broker", &v.url()])
+            .envs(TEST_ENV.iter().copied())
+            .output()
+            .expect("trigger runs");
+        assert!(out.status.success(), "trigger {id}: {}", stderr(&out));
+    };
+    trigger("report", r#"{"day":"2026-12-01"}"#);
+    trigger("lone", r#"{"day":"2026-11-30"}"#);
+    let mut records: Vec<RunEvent> = Vec::new();
+    let done = |rs: &[RunEvent]| {
+        let report = rs.iter().any(|r| {
+            r.job_id == "report" && !r.fire_id.contains('/') && r.kind == RunKind::Succeeded
+        });
+        let lone = rs
+            .iter()
+            .any(|r| r.job_id == "lone" && r.kind == RunKind::Succeeded);
+        report && lone
+    };
+    while !done(&records) {
+        records.push(tap.next().await);
+    }
+    // Every step ran with the trigger's payload.
+    for step in ["build", "send"] {
+        let run = records
+            .iter()
+            .find(|r| r.fire_id.ends_with(&format!("/{step}")) && r.kind == RunKind::Succeeded)
+            .unwrap_or_else(|| panic!("{step} ran: {records:#?}"));
+        let out = run.output.as_deref().unwrap_or_default();
+        assert!(out.contains(r#"{"day":"2026-12-01"}"#), "{step}: {out:?}");
+    }
+    let lone = records
+        .iter()
+        .find(|r| r.job_id == "lone" && r.kind == RunKind::Succeeded)
+        .expect("lone ran");
+    assert!(
+        lone.output
+            .as_deref()
+            .unwrap_or_default()
+            .contains("2026-11-30"),
+        "{lone:?}"
+    );
+    // Who asked, why and with what, in the history: a `fired` record of
+    // each trigger's id.
+    for (job, day) in [("report", "2026-12-01"), ("lone", "2026-11-30")] {
+        let asked = records
+            .iter()
+            .find(|r| r.job_id == job && r.kind == RunKind::Fired && !r.fire_id.contains('/'))
+            .unwrap_or_else(|| panic!("{job}: a fired record: {records:#?}"));
+        assert!(
+            asked.fire_id.starts_with(&format!("{job}@trigger:")),
+            "{asked:?}"
+        );
+        assert_eq!(asked.by.as_deref(), Some("alice"));
+        assert_eq!(asked.reason.as_deref(), Some("rerun for the audit"));
+        assert_eq!(asked.payload, Some(serde_json::json!({"day": day})));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_can_send_a_dead_letter_back_with_another_payload() {
+    let v = Vhost::new("wf-repay");
+    let _s = SchedulerProcess::start(&v, "wfr1");
+    let conn = connect(&v).await;
+    let mut tap = EventTap::new(&conn).await;
+    let _w = Daemon::worker(
+        &v,
+        "wfr-w1",
+        &[("SUNDIAL__WORKER__SHELL__ALLOW", "/bin/sh")],
+    );
+    wait_for_consumers(&v, 1).await;
+    apply_jobs(
+        &v,
+        r#"[[jobs]]
+id = "picky"
+schedule = "0 0 1 1 *"
+retry = { max_attempts = 1 }
+payload = { fixed = false }
+executor = { type = "shell", command = ["/bin/sh", "-c", "case \"$SUNDIAL_PAYLOAD\" in *true*) echo fixed;; *) exit 3;; esac"] }
+"#,
+    );
+    let cli = |args: &[&str]| {
+        let out = sundial()
+            .args(args)
+            .args(["--broker", &v.url()])
+            .envs(TEST_ENV.iter().copied())
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        out
+    };
+    cli(&["job", "trigger", "picky"]);
+    let dead = loop {
+        let r = tap.next().await;
+        if r.job_id == "picky" && r.kind == RunKind::Dead {
+            break r;
+        }
+    };
+    cli(&[
+        "dlq",
+        "replay",
+        &dead.fire_id,
+        "--payload",
+        r#"{"fixed": true}"#,
+    ]);
+    let ok = loop {
+        let r = tap.next().await;
+        if r.fire_id == dead.fire_id && r.kind == RunKind::Succeeded {
+            break r;
+        }
+    };
+    assert!(ok.replay.is_some(), "a replay's run: {ok:?}");
+    assert_eq!(ok.output.as_deref().map(str::trim), Some("fixed"), "{ok:?}");
+    let bad = sundial()
+        .args([
+            "dlq",
+            "replay",
+            "x@y",
+            "--payload",
+            "{nope",
+            "--broker",
+            &v.url(),
+        ])
+        .envs(TEST_ENV.iter().copied())
+        .output()
+        .expect("runs");
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("--payload: not JSON"),
+        "{}",
+        stderr(&bad)
+    );
+}

@@ -33,9 +33,18 @@ pub enum Command {
     Resume {
         id: String,
     },
-    /// Fire now, outside the schedule, with its own fire id.
+    /// Fire now, outside the schedule, with its own fire id; with
+    /// `payload`, instead of the job's (at most [`TRIGGER_PAYLOAD_MAX`]
+    /// bytes of JSON: it is recorded in the history with `reason` and
+    /// `by`, who asked).
     Trigger {
         id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payload: Option<serde_json::Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// Fire every occurrence of the job in `[from, to)` (a past window),
     /// each with its own fire id (`{id}@backfill:{occurrence}`), as the
@@ -77,6 +86,11 @@ pub const LIST_DEFAULT_LIMIT: usize = 1_000;
 pub const LIST_MAX_LIMIT: usize = 10_000;
 /// The longest pause reason, in characters.
 pub const PAUSE_REASON_MAX: usize = 500;
+/// The largest payload a `trigger` may give, as JSON text: it travels in
+/// the history stream's records (64 KiB each).
+pub const TRIGGER_PAYLOAD_MAX: usize = 48 * 1024;
+/// The longest `by` of a command (who asked), in characters.
+pub const BY_MAX: usize = 128;
 /// The most occurrences one `backfill` may fire.
 pub const BACKFILL_MAX: usize = 10_000;
 
@@ -173,7 +187,33 @@ impl Message for Command {
                 }
             }
             "resume" => Command::Resume { id: id(rest)? },
-            "trigger" => Command::Trigger { id: id(rest)? },
+            "trigger" => {
+                let b = decode_field::<TriggerBody>(rest)?;
+                if let Some(p) = &b.payload {
+                    let size = serde_json::to_vec(p).map_or(usize::MAX, |v| v.len());
+                    if size > TRIGGER_PAYLOAD_MAX {
+                        return Err(JsonError::new(
+                            "payload",
+                            format!("{size} bytes of JSON: at most {TRIGGER_PAYLOAD_MAX}"),
+                        ));
+                    }
+                }
+                for (field, v, max) in [
+                    ("reason", &b.reason, PAUSE_REASON_MAX),
+                    ("by", &b.by, BY_MAX),
+                ] {
+                    if v.as_ref().is_some_and(|v| v.chars().count() > max) {
+                        return Err(JsonError::new(field, format!("at most {max} characters")));
+                    }
+                }
+                let text = |v: Option<String>| v.filter(|t| !t.trim().is_empty());
+                Command::Trigger {
+                    id: b.id,
+                    payload: b.payload.filter(|p| !p.is_null()),
+                    reason: text(b.reason),
+                    by: text(b.by),
+                }
+            }
             "get" => Command::Get { id: id(rest)? },
             "list" => {
                 let body = decode_field::<ListBody>(rest)?;
@@ -229,6 +269,18 @@ struct PauseBody {
     id: String,
     #[serde(default)]
     reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerBody {
+    id: String,
+    #[serde(default)]
+    payload: Option<serde_json::Value>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    by: Option<String>,
 }
 
 #[derive(Deserialize)]

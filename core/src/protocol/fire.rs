@@ -169,6 +169,8 @@ pub struct Occurrence<'a> {
     pub shard: u32,
     pub epoch: u64,
     pub manual: bool,
+    /// A trigger's payload, instead of the job's.
+    pub payload: Option<&'a serde_json::Value>,
 }
 
 impl FireEvent {
@@ -204,7 +206,7 @@ impl FireEvent {
             attempt: 1,
             manual: occ.manual,
             executor: step.executor.clone(),
-            payload: job.payload.clone(),
+            payload: occ.payload.unwrap_or(&job.payload).clone(),
             timeout: step.timeout.unwrap_or(job.timeout),
             retry: step.retry.clone().unwrap_or_else(|| job.retry.clone()),
             overlap: Overlap::Allow,

@@ -80,6 +80,13 @@ pub struct RunEvent {
     /// attempt 1 again, and is another run than the one that died.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay: Option<DateTime<Utc>>,
+    /// A manual trigger's payload, when it gave one instead of the job's
+    /// (on its `fired` record, and a workflow's opening record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
+    /// Who asked for it (a trigger's `by`: a token's name, an OS user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 impl RunEvent {
@@ -109,6 +116,8 @@ impl RunEvent {
             deadline: None,
             scheduled_at: crate::FireId::parse(fire_id).map(|(_, t)| t),
             replay: None,
+            payload: None,
+            by: None,
         }
     }
 }

@@ -79,6 +79,8 @@ fn run_event() -> RunEvent {
         deadline: Some(utc("2026-03-08T08:00:00Z")),
         scheduled_at: Some(utc("2026-03-08T07:00:00Z")),
         replay: None,
+        payload: None,
+        by: None,
     }
 }
 
@@ -118,7 +120,12 @@ fn every_message_round_trips_in_each_format() {
             reason: Some("disk full".into()),
         },
         Command::Resume { id: "a".into() },
-        Command::Trigger { id: "a".into() },
+        Command::Trigger {
+            id: "a".into(),
+            payload: Some(serde_json::json!({"full": true})),
+            reason: Some("restore test".into()),
+            by: Some("ana".into()),
+        },
         Command::Backfill {
             id: "a".into(),
             from: utc("2026-01-01T00:00:00Z"),
@@ -459,4 +466,51 @@ fn header_texts_are_cut_to_their_bound_on_a_character_boundary_and_say_so() {
     assert!(cut.starts_with("éé"));
     let small = bounded_to(&long, 80);
     assert!(small.len() <= 80, "{small}");
+}
+
+#[test]
+fn a_trigger_may_carry_a_payload_a_reason_and_who_asked() {
+    let decode_cmd =
+        |body: String| decode::<Command>(&meta_for::<Command>(CONTENT_TYPE_JSON), body.as_bytes());
+    let cmd = decode_cmd(
+        r#"{"command":"trigger","id":"a","payload":{"day":"2026-12-01"},"reason":"rerun","by":"ana"}"#
+            .into(),
+    )
+    .expect("decodes");
+    assert_eq!(
+        cmd,
+        Command::Trigger {
+            id: "a".into(),
+            payload: Some(serde_json::json!({"day": "2026-12-01"})),
+            reason: Some("rerun".into()),
+            by: Some("ana".into()),
+        }
+    );
+    // A null payload is no payload; blank texts are none.
+    let cmd = decode_cmd(r#"{"command":"trigger","id":"a","payload":null,"reason":"  "}"#.into())
+        .expect("decodes");
+    assert_eq!(
+        cmd,
+        Command::Trigger {
+            id: "a".into(),
+            payload: None,
+            reason: None,
+            by: None
+        }
+    );
+    let big = "x".repeat(sundial_core::protocol::control::TRIGGER_PAYLOAD_MAX);
+    let e = decode_cmd(format!(
+        r#"{{"command":"trigger","id":"a","payload":"{big}"}}"#
+    ))
+    .expect_err("too large");
+    assert_eq!(e.field(), "payload", "{e}");
+    let e = decode_cmd(format!(
+        r#"{{"command":"trigger","id":"a","by":"{}"}}"#,
+        "b".repeat(129)
+    ))
+    .expect_err("too long");
+    assert_eq!(e.field(), "by", "{e}");
+    let e = decode_cmd(r#"{"command":"trigger","id":"a","payload":{},"extra":1}"#.into())
+        .expect_err("unknown field");
+    assert_eq!(e.field(), "extra", "{e}");
 }

@@ -23,6 +23,8 @@ fn rec(kind: RunKind, when: &str, worker: &str) -> RunEvent {
         deadline: None,
         scheduled_at: None,
         replay: None,
+        payload: None,
+        by: None,
     }
 }
 

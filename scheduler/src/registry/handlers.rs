@@ -116,11 +116,13 @@ impl Handler<Execute> for Registry {
         let name = cmd.name();
         match decide(&cmd, &self.view, &missing_pools, Utc::now()) {
             Decision::Reply(reply) => AtomicResponse::new(Box::pin(fut::ready(reply))),
-            Decision::Trigger { id, reply } => {
+            Decision::Trigger { id, manual, reply } => {
                 let Some(entry) = self.entry(&id) else {
                     return AtomicResponse::new(Box::pin(fut::ready(reply)));
                 };
-                AtomicResponse::new(Box::pin(self.trigger(&entry, reply).into_actor(self)))
+                AtomicResponse::new(Box::pin(
+                    self.trigger(&entry, manual, reply).into_actor(self),
+                ))
             }
             Decision::Backfill { id, at, reply } => {
                 let Some(entry) = self.entry(&id) else {

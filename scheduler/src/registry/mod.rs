@@ -174,34 +174,79 @@ impl Registry {
     }
 
     /// Publishes a manual fire of `job` (its own fire id, epoch 0: no shard
-    /// owner is involved) and answers with `reply` plus the fire id once the
-    /// broker confirmed it.
+    /// owner is involved), with the trigger's payload when it gave one, and
+    /// records who asked and why (a `fired` record on the history stream);
+    /// answers with `reply` plus the fire id once the broker confirmed both.
     fn trigger(
         &self,
         job: &sundial_core::registry::JobEntry,
+        manual: sundial_core::control::Manual,
         reply: Reply,
     ) -> impl std::future::Future<Output = Reply> {
         let now = Utc::now();
         let shard = self.topo.shard_of(&job.spec.id);
+        let spec = match &manual.payload {
+            Some(p) => std::borrow::Cow::Owned(sundial_core::JobSpec {
+                payload: p.clone(),
+                ..job.spec.clone()
+            }),
+            None => std::borrow::Cow::Borrowed(&job.spec),
+        };
+        let asked = (manual != Default::default()).then_some(&manual);
         // A lone job's fire, or a workflow's opening record.
         let out = crate::opening::opening(
-            &job.spec,
+            &spec,
             sundial_core::protocol::fire::Origin::Manual { shard },
             now,
             self.key.as_deref(),
             &self.topo,
             &self.node,
+            asked,
         );
+        // Who asked, and why, as a `fired` record of the trigger's id.
+        let asked = asked.map(|m| sundial_core::protocol::run::RunEvent {
+            reason: m.reason.clone(),
+            payload: m.payload.clone(),
+            by: m.by.clone(),
+            ..sundial_core::protocol::run::RunEvent::new(
+                sundial_core::protocol::run::RunKind::Fired,
+                "",
+                &job.spec.id,
+                &job.spec.pool,
+                &self.node,
+                now,
+            )
+        });
         let ch = self.channel.clone();
+        let history = self.topo.history_exchange();
         let job_id = job.spec.id.clone();
         async move {
             let (sent, fire_id) = match out {
-                Ok(o) => (
-                    publish_confirmed(&ch, &o.exchange, &o.routing_key, &o.enc, || {})
+                Ok(o) => {
+                    let fire = publish_confirmed(&ch, &o.exchange, &o.routing_key, &o.enc, || {})
                         .await
-                        .map_err(|e| e.to_string()),
-                    o.fire_id,
-                ),
+                        .map_err(|e| e.to_string());
+                    let recorded = match (&fire, asked) {
+                        (Ok(()), Some(mut record)) => {
+                            record.fire_id.clone_from(&o.fire_id);
+                            record.scheduled_at = sundial_core::FireId::parse(&o.fire_id)
+                                .map(|(_, t)| t)
+                                .or(Some(now));
+                            match encode(&sundial_core::protocol::run::RunBatch {
+                                records: vec![record],
+                            }) {
+                                Ok(enc) => publish_confirmed(&ch, &history, "", &enc, || {})
+                                    .await
+                                    .map_err(|e| {
+                                        format!("fired, but who asked was not recorded: {e}")
+                                    }),
+                                Err(e) => Err(e.to_string()),
+                            }
+                        }
+                        _ => Ok(()),
+                    };
+                    (fire.and(recorded), o.fire_id)
+                }
                 Err(e) => (Err(e.to_string()), String::new()),
             };
             match sent {
@@ -248,6 +293,7 @@ impl Registry {
                     self.key.as_deref(),
                     &self.topo,
                     &self.node,
+                    None,
                 )
             })
             .collect();

@@ -307,6 +307,7 @@ impl ShardActor {
             self.key.as_deref(),
             &self.topo,
             &self.node,
+            None,
         ) {
             Ok(o) => {
                 self.timer.sent(scheduled);

@@ -32,8 +32,8 @@ impl Caller {
         matches!(self, Caller::Open | Caller::Token(TokenRole::Admin, _))
     }
 
-    /// Who, for the log of writes.
-    fn name(&self) -> &str {
+    /// Who, for the log of writes and a trigger's `by`.
+    pub(crate) fn name(&self) -> &str {
         match self {
             Caller::Open => "(loopback)",
             Caller::Token(_, name) => name,
@@ -47,11 +47,13 @@ fn is_write(method: &Method) -> bool {
 
 /// The middleware: refuses what the caller may not do, runs the rest, and
 /// logs every write.
-pub(crate) async fn guard(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
+pub(crate) async fn guard(State(api): State<Arc<Api>>, mut req: Request, next: Next) -> Response {
     let caller = match check(&api, req.method(), req.headers()) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
+    // Handlers that record who asked read it.
+    req.extensions_mut().insert(caller.clone());
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let response = next.run(req).await;
     if is_write(&method) {

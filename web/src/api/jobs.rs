@@ -22,7 +22,7 @@ use sundial_core::{
 };
 use utoipa::IntoParams;
 
-use super::schema::{BackfillBody, ErrorBody, PauseBody, Refusals, WriteResponses};
+use super::schema::{BackfillBody, ErrorBody, PauseBody, Refusals, TriggerBody, WriteResponses};
 use super::{
     body::Body,
     error::{Answer, ApiError, ApiResult},
@@ -194,14 +194,27 @@ pub(crate) async fn resume(
     verb(state, id, body, "resume").await
 }
 
-/// Fires a job now.
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/trigger", tag = "jobs", params(("id" = String, Path)), responses(WriteResponses, Refusals))]
+/// Fires a job now, with another payload if the body gives one, and
+/// records why and who asked (a token's name; on the open loopback API the
+/// body's `by`, else `(loopback)`).
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/trigger", tag = "jobs", params(("id" = String, Path)), request_body(content = Option<TriggerBody>), responses(WriteResponses, Refusals))]
 pub(crate) async fn trigger(
     state: State<Arc<Api>>,
     id: Path<String>,
-    body: Body<Value>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
+    Body(body): Body<Value>,
 ) -> ApiResult {
-    verb(state, id, body, "trigger").await
+    let mut body = match body {
+        None => json!({}),
+        Some(Value::Object(o)) => Value::Object(o),
+        Some(_) => return Err(ApiError::bad_request("body", "must be a JSON object")),
+    };
+    let by = match (&caller, body.get("by").and_then(Value::as_str)) {
+        (super::auth::Caller::Open, Some(given)) => given.to_string(),
+        _ => caller.name().to_string(),
+    };
+    body["by"] = json!(by);
+    verb(state, id, Body(Some(body)), "trigger").await
 }
 
 /// Fires every occurrence of a past window.

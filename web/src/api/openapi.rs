@@ -43,6 +43,7 @@ use super::{dead, error::Answer, jobs, runs, schema, status};
         schema::CommandResult,
         schema::WriteAnswer,
         schema::PauseBody,
+        schema::TriggerBody,
         schema::BackfillBody,
         schema::PerMinute,
         schema::FireRuns,

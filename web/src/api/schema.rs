@@ -184,3 +184,16 @@ pub struct FireRuns {
     pub fire_id: String,
     pub runs: Vec<sundial_core::history::RunRow>,
 }
+
+/// `POST /api/v1/jobs/{id}/trigger` (optional): another payload for this
+/// occurrence, and why.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerBody {
+    /// Any JSON, at most 48 KiB; the job's payload when absent.
+    pub payload: Option<Value>,
+    /// At most 500 characters, recorded in the history.
+    pub reason: Option<String>,
+    /// Who asks (the open loopback API only; with tokens, the token's name).
+    pub by: Option<String>,
+}

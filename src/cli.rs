@@ -180,7 +180,8 @@ pub struct WorkerArgs {
     /// Runs at once, and the prefetch per shard queue (worker.concurrency).
     #[arg(long, value_name = "N")]
     pub concurrency: Option<u32>,
-    /// This worker's id in events and dead letters (default: hostname-pid).
+    /// This worker's id in events, dead letters and its own queue
+    /// (`[A-Za-z0-9._-]{1,64}`; default: hostname-pid).
     #[arg(long, value_name = "ID")]
     pub id: Option<String>,
 }

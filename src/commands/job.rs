@@ -500,11 +500,17 @@ fn print_reply(reply: &Reply, json: bool, out: &mut impl Write) -> std::io::Resu
         reply.command.as_deref(),
         result.get("changed").and_then(Value::as_bool),
     ) {
-        (Some("get"), _) => writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(result).unwrap_or_default()
-        ),
+        (Some("get"), _) => {
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(result).unwrap_or_default()
+            )?;
+            match result.get("steps").and_then(Value::as_array) {
+                Some(steps) if !steps.is_empty() => write!(out, "{}", draw_steps(steps)),
+                _ => Ok(()),
+            }
+        }
         (Some("trigger"), _) => writeln!(
             out,
             "trigger: {id} fired ({})",
@@ -528,6 +534,66 @@ fn print_reply(reply: &Reply, json: bool, out: &mut impl Write) -> std::io::Resu
         (Some(c), _) => writeln!(out, "{c}: {id} ok"),
         (None, _) => writeln!(out, "ok"),
     }
+}
+
+/// A workflow's steps as a table in the order they can run: each step's
+/// stage (1 + the latest stage it waits for), its fan-out, its `when` and
+/// the steps it waits for (its edges).
+fn draw_steps(steps: &[Value]) -> String {
+    let text = |s: &Value, k: &str| s.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let after = |s: &Value| -> Vec<String> {
+        s.get("after")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Stages by relaxation: the graph is acyclic (checked at upsert), so
+    // at most one pass per step settles them.
+    let ids: Vec<String> = steps.iter().map(|s| text(s, "id")).collect();
+    let mut stage = vec![1usize; steps.len()];
+    for _ in 0..steps.len() {
+        for (i, s) in steps.iter().enumerate() {
+            let deepest = after(s)
+                .iter()
+                .filter_map(|a| ids.iter().position(|x| x == a))
+                .map(|j| stage[j] + 1)
+                .max()
+                .unwrap_or(1);
+            stage[i] = stage[i].max(deepest);
+        }
+    }
+    let mut order: Vec<usize> = (0..steps.len()).collect();
+    order.sort_by_key(|&i| (stage[i], i));
+    let mut t = crate::table::Rows::new(&["STAGE", "STEP", "FAN-OUT", "WHEN", "AFTER"], &[]);
+    for i in order {
+        let s = &steps[i];
+        let fan = if s.get("every_worker").and_then(Value::as_bool) == Some(true) {
+            "every worker".to_string()
+        } else {
+            match s.get("shards").and_then(Value::as_u64).unwrap_or(1) {
+                1 => "-".to_string(),
+                n => format!("{n} shards"),
+            }
+        };
+        let a = after(s);
+        t.push([
+            stage[i].to_string(),
+            ids[i].clone(),
+            fan,
+            text(s, "when"),
+            if a.is_empty() {
+                "(starts with the occurrence)".to_string()
+            } else {
+                a.join(", ")
+            },
+        ]);
+    }
+    format!("steps:\n{}", t.render("  "))
 }
 
 /// `text` cut to `max` characters (an ellipsis says so): a long pause

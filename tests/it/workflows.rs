@@ -238,6 +238,34 @@ async fn steps_wait_for_each_other_fan_out_and_fail_into_the_failure_step() {
         "{}",
         stderr(&missing)
     );
+    // `job get` draws the steps in stages, with their edges.
+    let got = sundial()
+        .args(["job", "get", "etl", "--broker", &v.url()])
+        .envs(TEST_ENV.iter().copied())
+        .output()
+        .expect("job get");
+    assert!(got.status.success(), "{}", stderr(&got));
+    let text = stdout(&got);
+    let drawn = text
+        .split_once("steps:")
+        .map(|(_, d)| d)
+        .unwrap_or_else(|| panic!("{text}"));
+    let row = |step: &str| {
+        drawn
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(step))
+            .unwrap_or_else(|| panic!("{step}: {drawn}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(
+        row("extract").starts_with("1 extract - success (starts"),
+        "{drawn}"
+    );
+    assert_eq!(row("transform"), "2 transform 4 shards success extract");
+    assert_eq!(row("load"), "3 load - success transform");
+    assert_eq!(row("page"), "4 page - failure extract, transform, load");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -182,15 +182,17 @@ impl Topology {
     pub fn worker_routing_key(pool: &str, worker: &str) -> String {
         format!("{pool}.@{worker}")
     }
-    /// What a worker declares for its own queue: a classic queue (it serves
-    /// one consumer) that survives the worker's reconnects and is removed
-    /// an hour after its worker stopped consuming, bound to the fire
-    /// exchange by `{pool}.@{worker}`.
+    /// What a worker declares for its own queue: a quorum queue like the
+    /// pool's work queues (replicated, so it survives the loss of a node
+    /// and the worker's reconnects; poison fires dead-lettered after the
+    /// delivery limit), removed by the broker an hour after its worker
+    /// stopped consuming (`x-expires`, which quorum queues take since
+    /// RabbitMQ 3.10); bound to the fire exchange by `{pool}.@{worker}`.
     pub fn worker_declarations(&self, pool: &str, worker: &str) -> Declarations {
         let queue = self.worker_queue(pool, worker);
-        let mut args = Args::new();
+        let mut args = self.dead_lettering_quorum(pool);
         args.insert("x-expires".into(), ArgValue::Int(WORKER_QUEUE_EXPIRES_MS));
-        Declarations {
+        let mut d = Declarations {
             exchanges: vec![ExchangeDecl {
                 name: self.fire_exchange(),
                 kind: ExchangeKind::Direct,
@@ -206,7 +208,10 @@ impl Topology {
                 args: Args::new(),
             }],
             added_later: Vec::new(),
-        }
+        };
+        self.replicate(&mut d);
+        d.added_later.clear();
+        d
     }
     pub fn retry_exchange(&self) -> String {
         format!("{}.retry", self.prefix)

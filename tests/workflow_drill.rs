@@ -161,24 +161,30 @@ async fn workflow_survives_a_killed_owner_and_a_killed_worker() {
     };
 
     // 1. The owner dies mid-occurrence: after extract succeeded, while
-    //    transforms run.
+    //    transforms run (of the first such occurrence: one at a minute's
+    //    first second has its extract fail, and runs no transform).
     let (occ, owner, at) = records
         .wait_for(
-            "an occurrence opens",
-            Duration::from_secs(60),
-            opened_after(from),
-        )
-        .await;
-    let occ2 = occ.clone();
-    records
-        .wait_for("its transforms run", Duration::from_secs(40), move |rs| {
-            rs.iter()
-                .any(|r| {
-                    r.fire_id.starts_with(&format!("{occ2}/transform"))
+            "an occurrence's transforms run",
+            Duration::from_secs(90),
+            move |rs| {
+                let running = rs.iter().find(|r| {
+                    r.fire_id.contains("/transform")
                         && r.kind == RunKind::Started
-                })
-                .then_some(())
-        })
+                        && r.scheduled_at.is_some_and(|s| s > from)
+                })?;
+                let occ = occurrence_of(&running.fire_id);
+                rs.iter()
+                    .find(|r| r.fire_id == occ && r.reason.as_deref() == Some("workflow"))
+                    .map(|o| {
+                        (
+                            occ.to_string(),
+                            o.worker.clone(),
+                            o.scheduled_at.unwrap_or(from),
+                        )
+                    })
+            },
+        )
         .await;
     eprintln!("drill: SIGKILL scheduler {owner} (owner) mid-way through {occ}");
     schedulers

@@ -183,8 +183,14 @@ pub(crate) async fn advance(
             }
             _ = sweep.tick() => {
                 if adv.caught_up {
-                    let all: Vec<String> = adv.open.keys().cloned().collect();
-                    adv.act(all).await?;
+                    // Ended ones wait for a record (a replay that succeeds).
+                    let open: Vec<String> = adv
+                        .open
+                        .iter()
+                        .filter(|(_, o)| o.progress.ended().is_none())
+                        .map(|(id, _)| id.clone())
+                        .collect();
+                    adv.act(open).await?;
                     adv.forget(Utc::now());
                 }
             }

@@ -237,23 +237,29 @@ impl Registry {
                             }) {
                                 Ok(enc) => publish_confirmed(&ch, &history, "", &enc, || {})
                                     .await
-                                    .map_err(|e| {
-                                        format!("fired, but who asked was not recorded: {e}")
-                                    }),
+                                    .map_err(|e| e.to_string()),
                                 Err(e) => Err(e.to_string()),
                             }
                         }
                         _ => Ok(()),
                     };
-                    (fire.and(recorded), o.fire_id)
+                    (fire.map(|()| recorded.err()), o.fire_id)
                 }
                 Err(e) => (Err(e.to_string()), String::new()),
             };
             match sent {
-                Ok(()) => {
+                Ok(unrecorded) => {
                     info!(job_id = %job_id, fire_id = %fire_id, "manual trigger fired");
                     let mut reply = reply;
-                    reply.result = Some(serde_json::json!({"id": job_id, "fire_id": fire_id}));
+                    let mut result = serde_json::json!({"id": job_id, "fire_id": fire_id});
+                    // Fired all the same: asking again would fire again.
+                    if let Some(e) = unrecorded {
+                        warn!(job_id = %job_id, fire_id = %fire_id, error = %e, "manual trigger fired, but who asked was not recorded");
+                        result["warning"] = serde_json::json!(format!(
+                            "fired, but who asked was not recorded: {e}"
+                        ));
+                    }
+                    reply.result = Some(result);
                     reply
                 }
                 Err(e) => {

@@ -249,7 +249,6 @@ async fn run_once(
                 registry: registry.clone(),
                 owned,
                 horizon: cfg.scheduler.workflow_horizon,
-                live_within: cfg.scheduler.heartbeat_timeout,
             },
             stop.clone(),
         );

@@ -57,8 +57,13 @@ const PREFETCH: u16 = 200;
 const SWEEP: Duration = Duration::from_secs(1);
 /// An ended occurrence is forgotten this long after its last record.
 const KEEP_ENDED: chrono::TimeDelta = chrono::TimeDelta::hours(1);
-/// An every-worker fire whose worker has sent no heartbeat for this long
-/// (or said it was leaving) ends dead, "worker gone" (docs/semantics.md §7).
+/// An every-worker step fires to every worker of its pool heard within
+/// this long and not leaving; a fire whose worker has sent no heartbeat for
+/// this long (or said it was leaving) ends dead, "worker gone"
+/// (docs/semantics.md §7). One window for both: a worker whose heartbeats
+/// are late on a busy broker is not left out silently, and one that died
+/// shortly before the step fires is in its set and ends dead, which the
+/// failure path reports.
 pub(crate) const WORKER_GONE: Duration = Duration::from_secs(30);
 
 /// One workflow occurrence as the history tells it.
@@ -81,8 +86,6 @@ pub(crate) struct AdvanceParts {
     pub(crate) registry: Addr<Registry>,
     pub(crate) owned: Arc<Owned>,
     pub(crate) horizon: Duration,
-    /// A worker heard within this long is alive (`scheduler.heartbeat_timeout`).
-    pub(crate) live_within: Duration,
 }
 
 /// The workers heard of (`sundial.workers` heartbeats), by pool.
@@ -386,14 +389,13 @@ impl Advancer {
         // of its pool now, the set recorded by the fires' records), and the
         // shards of steps started by a previous owner that no record
         // mentions (it died mid-way).
-        let live_within = self.parts.live_within;
         let mut due: Vec<(usize, Fan<'_>)> = Vec::new();
         let mut live: Vec<(usize, Vec<String>)> = Vec::new();
         for &i in &a.start {
             let st = &steps[i];
             if st.every_worker() {
                 let pool = st.pool.as_deref().unwrap_or(&job.spec.pool);
-                let set = self.workers.live(pool, live_within);
+                let set = self.workers.live(pool, WORKER_GONE);
                 if set.is_empty() {
                     let fire_id = FireId::for_step(id, &st.id, None);
                     let why = format!("no live worker in pool \"{pool}\" when it fired");

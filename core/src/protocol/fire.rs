@@ -174,10 +174,11 @@ pub struct Occurrence<'a> {
 }
 
 impl FireEvent {
-    /// The fire of step `step` of `job`'s occurrence `occ`, or of its
-    /// shard `(k, n)`, or of its fire on one worker: the step's executor, timeout, retry and pool (the
-    /// job's where the step has none), the job's payload; id
-    /// `{occurrence}/{step}[#k/n]`, the same on every scheduler.
+    /// The fire of step `step` of `job`'s occurrence `occ` (one fire, shard
+    /// `k` of `n`, or the one on a worker): the step's executor, timeout,
+    /// retry and pool (the job's where the step has none), the trigger's
+    /// payload or the job's; id `{occurrence}/{step}[#k/n | @worker]`, the
+    /// same on every scheduler.
     pub fn of_step(
         job: &crate::job::JobSpec,
         step: &crate::job::workflow::StepSpec,

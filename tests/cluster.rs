@@ -23,7 +23,7 @@ use std::{
 };
 
 use chrono::{DurationRound, Utc};
-use util::{free_addr, http_get, stderr, stdout, sundial, TEST_ENV};
+use util::{free_addr, http_get, ledger_json, stderr, stdout, sundial, TEST_ENV};
 
 const JOBS: usize = 200;
 
@@ -404,22 +404,7 @@ fn next_second() -> chrono::DateTime<Utc> {
 /// window may be missing; prints the counts (duplicates included).
 fn judge(drill: &str, from: chrono::DateTime<Utc>, to: chrono::DateTime<Utc>, node: u32) {
     let t = |x: chrono::DateTime<Utc>| x.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let ledger = sundial()
-        .args([
-            "ledger",
-            "--json",
-            "--from",
-            &t(from),
-            "--to",
-            &t(to),
-            "--broker",
-            &url(node),
-        ])
-        .envs(TEST_ENV.iter().copied())
-        .output()
-        .expect("ledger");
-    let l: serde_json::Value = serde_json::from_slice(&ledger.stdout)
-        .unwrap_or_else(|e| panic!("ledger JSON ({e}): {}{}", stdout(&ledger), stderr(&ledger)));
+    let l = ledger_json(&url(node), from, to);
     let dups = l["duplicates"].as_object().map_or(0, |d| d.len());
     let secs = (to - from).num_seconds().max(1) as u64;
     report!(

@@ -23,9 +23,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use sundial_core::protocol::run::{RunEvent, RunKind};
-use util::{
-    apply_jobs, bounded, stderr, stdout, sundial, Daemon, SchedulerProcess, Vhost, TEST_ENV,
-};
+use util::{apply_jobs, bounded, ledger_json, Daemon, SchedulerProcess, Vhost};
 
 const JOB: &str = r#"
 [[jobs]]
@@ -264,22 +262,7 @@ async fn workflow_survives_a_killed_owner_and_a_killed_worker() {
 
     // The ledger: every occurrence and every step that should have run did.
     let t = |x: DateTime<Utc>| x.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let ledger = sundial()
-        .args([
-            "ledger",
-            "--json",
-            "--from",
-            &t(from),
-            "--to",
-            &t(to),
-            "--broker",
-            &v.url(),
-        ])
-        .envs(TEST_ENV.iter().copied())
-        .output()
-        .expect("ledger");
-    let l: serde_json::Value = serde_json::from_slice(&ledger.stdout)
-        .unwrap_or_else(|e| panic!("ledger JSON ({e}): {}{}", stdout(&ledger), stderr(&ledger)));
+    let l = ledger_json(&v.url(), from, to);
     eprintln!(
         "drill: window {} .. {}: occurrences expected {}, missing {}; step fires expected {}, missing {}; duplicated ids {}",
         t(from),

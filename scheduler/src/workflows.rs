@@ -340,6 +340,11 @@ impl Advancer {
         };
         let now = Utc::now();
         let node = self.parts.node.clone();
+        // A step fire that ended dead without a worker's word, recorded by
+        // this node.
+        let dead = |fire_id: &str, job_id: &str, pool: &str, why: String| {
+            RunEvent::new(RunKind::Dead, fire_id, job_id, pool, &node, now).because(why)
+        };
         let mut records = Vec::new();
         // Every-worker fires whose worker went away end dead.
         for (step, worker) in o.progress.on_workers() {
@@ -351,15 +356,7 @@ impl Advancer {
             if let Some(why) = self.workers.gone(pool, worker, self.since) {
                 let fire_id = FireId::for_worker(id, step, worker);
                 warn!(job_id = %job.spec.id, fire_id = %fire_id, reason = %why, "every-worker fire ended dead");
-                records.push(noted(
-                    RunKind::Dead,
-                    fire_id.as_str(),
-                    &job.spec.id,
-                    pool,
-                    &node,
-                    now,
-                    why,
-                ));
+                records.push(dead(fire_id.as_str(), &job.spec.id, pool, why));
             }
         }
         for r in &records {
@@ -401,15 +398,7 @@ impl Advancer {
                     let why = format!("no live worker in pool \"{pool}\" when it fired");
                     warn!(job_id = %job.spec.id, fire_id = %fire_id, reason = %why, "every-worker step ended dead");
                     o.progress.record(&st.id, 0, RunKind::Dead);
-                    records.push(noted(
-                        RunKind::Dead,
-                        fire_id.as_str(),
-                        &job.spec.id,
-                        pool,
-                        &node,
-                        now,
-                        why,
-                    ));
+                    records.push(dead(fire_id.as_str(), &job.spec.id, pool, why));
                 } else {
                     info!(job_id = %job.spec.id, fire_id = %id, step = %st.id, workers = set.len(), "every-worker step fired to the pool's live workers");
                     live.push((i, set));
@@ -450,15 +439,17 @@ impl Advancer {
             let st = &steps[*i];
             let fire_id = FireId::for_step(id, &st.id, None);
             info!(job_id = %job.spec.id, fire_id = %fire_id, reason = %why, "workflow step skipped");
-            records.push(noted(
-                RunKind::Skipped,
-                fire_id.as_str(),
-                &job.spec.id,
-                st.pool.as_deref().unwrap_or(&job.spec.pool),
-                &node,
-                now,
-                why.clone(),
-            ));
+            records.push(
+                RunEvent::new(
+                    RunKind::Skipped,
+                    fire_id.as_str(),
+                    &job.spec.id,
+                    st.pool.as_deref().unwrap_or(&job.spec.pool),
+                    &node,
+                    now,
+                )
+                .because(why.as_str()),
+            );
         }
         if let Some(ending) = a.ended {
             let states = o.progress.states(&steps);
@@ -506,15 +497,7 @@ impl Advancer {
                         ev.pool
                     );
                     warn!(job_id = %ev.job_id, fire_id = %ev.fire_id, reason = %why, "workflow step not delivered; recorded dead");
-                    records.push(noted(
-                        RunKind::Dead,
-                        &ev.fire_id,
-                        &ev.job_id,
-                        &ev.pool,
-                        &node,
-                        now,
-                        why,
-                    ));
+                    records.push(dead(&ev.fire_id, &ev.job_id, &ev.pool, why));
                 }
                 Err(e) => return Err(Error::not_stored("workflow step fire")(e)),
             }
@@ -533,21 +516,5 @@ impl Advancer {
             debug!(held_back, "workflow advanced");
         }
         Ok(())
-    }
-}
-
-/// A record by this scheduler node (`by`) about `fire_id`, with `why`.
-fn noted(
-    kind: RunKind,
-    fire_id: &str,
-    job_id: &str,
-    pool: &str,
-    by: &str,
-    at: DateTime<Utc>,
-    why: String,
-) -> RunEvent {
-    RunEvent {
-        reason: Some(why),
-        ..RunEvent::new(kind, fire_id, job_id, pool, by, at)
     }
 }

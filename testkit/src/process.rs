@@ -240,3 +240,21 @@ pub fn job_apply(v: &Vhost, contents: &[u8], ext: &str, args: &[&str]) -> Output
     let _ = std::fs::remove_file(&file);
     out
 }
+
+/// `sundial ledger --json --from FROM --to TO` against `broker` (whole
+/// seconds): the ledger's JSON; fails loudly when it is not JSON.
+pub fn ledger_json(
+    broker: &str,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> serde_json::Value {
+    let t = |x: chrono::DateTime<chrono::Utc>| x.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let ledger = sundial()
+        .args(["ledger", "--json", "--from", &t(from), "--to", &t(to)])
+        .args(["--broker", broker])
+        .envs(TEST_ENV.iter().copied())
+        .output()
+        .expect("ledger runs");
+    serde_json::from_slice(&ledger.stdout)
+        .unwrap_or_else(|e| panic!("ledger JSON ({e}): {}{}", stdout(&ledger), stderr(&ledger)))
+}

@@ -587,7 +587,8 @@ impl Progress {
         self.recorded = Some(ending);
     }
 
-    /// Whether the recorded ending is the one [`next`] gives now.
+    /// The ending recorded in the history, if any (a replay that succeeds
+    /// may lead [`Progress::advance`] to record another).
     pub fn ended(&self) -> Option<Ending> {
         self.recorded
     }

@@ -120,6 +120,14 @@ impl RunEvent {
             by: None,
         }
     }
+
+    /// The record with `why` as its reason (a failure's, a skip's).
+    pub fn because(self, why: impl Into<String>) -> Self {
+        Self {
+            reason: Some(why.into()),
+            ..self
+        }
+    }
 }
 
 /// Run records of one worker (or scheduler node), published together as

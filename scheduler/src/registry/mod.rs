@@ -229,9 +229,8 @@ impl Registry {
                     let recorded = match (&fire, asked) {
                         (Ok(()), Some(mut record)) => {
                             record.fire_id.clone_from(&o.fire_id);
-                            record.scheduled_at = sundial_core::FireId::parse(&o.fire_id)
-                                .map(|(_, t)| t)
-                                .or(Some(now));
+                            // A trigger's occurrence is its own instant.
+                            record.scheduled_at = Some(now);
                             match encode(&sundial_core::protocol::run::RunBatch {
                                 records: vec![record],
                             }) {

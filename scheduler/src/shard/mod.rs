@@ -342,17 +342,15 @@ impl ShardActor {
     ) {
         metrics::counter!(m::OVERLAP_SKIPS_TOTAL, "pool" => job.spec.pool.clone()).increment(1);
         info!(job_id = %job.spec.id, shard = self.shard, fire_id, running, "fire skipped: the previous run is still running (overlap forbid)");
-        let ev = RunEvent {
-            reason: Some("overlap-forbid".into()),
-            ..RunEvent::new(
-                RunKind::Skipped,
-                fire_id,
-                &job.spec.id,
-                &job.spec.pool,
-                &self.node,
-                Utc::now(),
-            )
-        };
+        let ev = RunEvent::new(
+            RunKind::Skipped,
+            fire_id,
+            &job.spec.id,
+            &job.spec.pool,
+            &self.node,
+            Utc::now(),
+        )
+        .because("overlap-forbid");
         let Ok(enc) = encode(&ev) else { return };
         let Ok(record) = encode(&RunBatch {
             records: vec![ev.clone()],

@@ -251,6 +251,27 @@ pub struct SchedulerArgs {
     pub node: Option<String>,
 }
 
+/// Why, and who asks: recorded in the history (trigger, cancel).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AskedArgs {
+    /// Why, recorded in the history with who asked.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Who asks, recorded in the history (default: the OS user, $USER).
+    #[arg(long = "as", value_name = "NAME")]
+    pub by: Option<String>,
+}
+
+impl AskedArgs {
+    /// Who asks: `--as`, else `$USER`, else nobody named.
+    pub fn by(&self) -> Option<String> {
+        self.by
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .filter(|b| !b.is_empty())
+    }
+}
+
 /// Options of every `job` subcommand.
 #[derive(Debug, Args, Clone)]
 pub struct ClientArgs {
@@ -328,12 +349,19 @@ pub enum JobCmd {
         /// Run this occurrence with this payload (JSON) instead of the job's.
         #[arg(long, value_name = "JSON")]
         payload: Option<String>,
-        /// Why, recorded in the history with who asked.
-        #[arg(long, value_name = "TEXT")]
-        reason: Option<String>,
-        /// Who asks, recorded in the history (default: the OS user, $USER).
-        #[arg(long = "as", value_name = "NAME")]
-        by: Option<String>,
+        #[command(flatten)]
+        asked: AskedArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel a running workflow occurrence (JOB@INSTANT): its steps not
+    /// yet started never start, its running ones are asked to stop, and it
+    /// ends `cancelled` in the history with the reason and who asked.
+    Cancel {
+        /// The occurrence's fire id, as `sundial runs` shows it.
+        fire_id: String,
+        #[command(flatten)]
+        asked: AskedArgs,
         #[command(flatten)]
         client: ClientArgs,
     },

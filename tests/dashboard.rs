@@ -2,7 +2,10 @@
 //! WebDriver (chromedriver, fantoccini) against a real scheduler and worker
 //! on the real broker. Load the overview; search a job; pause it with a
 //! reason and see `sundial job get` report it; trigger it and see the run
-//! in its history; replay a dead letter and see it leave the list. Each
+//! in its history; trigger a workflow with a payload from the dialog and
+//! follow the occurrence's page to its end (its step graph, every shard,
+//! the payload the step saw), the job page's graph and the list's strip;
+//! replay a dead letter and see it leave the list. Each
 //! page is saved as a screenshot under `target/tmp/dashboard/` (the ones
 //! in docs/dashboard.md come from here).
 //!
@@ -240,6 +243,39 @@ labels = { team = "finance" }
 id = "cleanup-hourly"
 schedule = "0 * * * *"
 executor = { type = "noop" }
+
+[[jobs]]
+id = "nightly-etl"
+schedule = "0 2 * * *"
+labels = { team = "data" }
+[[jobs.steps]]
+id = "extract"
+executor = { type = "shell", command = ["/bin/sh", "-c", "echo payload=$SUNDIAL_PAYLOAD"] }
+[[jobs.steps]]
+id = "transform"
+after = ["extract"]
+fanout = { shards = 4 }
+executor = { type = "shell", command = ["/bin/sh", "-c", "echo shard=$SUNDIAL_SHARD_INDEX/$SUNDIAL_SHARD_TOTAL"] }
+[[jobs.steps]]
+id = "load"
+after = ["transform"]
+executor = { type = "noop" }
+[[jobs.steps]]
+id = "page-someone"
+after = ["extract", "transform", "load"]
+when = "failure"
+executor = { type = "noop" }
+
+[[jobs]]
+id = "stuck-import"
+schedule = "0 5 * * *"
+[[jobs.steps]]
+id = "fetch"
+executor = { type = "shell", command = ["/bin/sh", "-c", "sleep 120"] }
+[[jobs.steps]]
+id = "import"
+after = ["fetch"]
+executor = { type = "noop" }
 "#,
     );
     jobs.push_str(&format!(
@@ -310,11 +346,11 @@ executor = { type = "noop" }
     assert!(pools.starts_with("default"), "{pools}");
     screenshot(&c, "overview").await;
 
-    // Jobs: 123 of them; a search narrows to one.
+    // Jobs: 125 of them; a search narrows to one.
     c.goto(&format!("{base}#/jobs")).await.expect("jobs page");
     until("the job list", || async {
         let n = texts(&c, "#job-count").await;
-        n.first().filter(|t| t.starts_with("123 jobs")).cloned()
+        n.first().filter(|t| t.starts_with("125 jobs")).cloned()
     })
     .await;
     assert_eq!(
@@ -401,6 +437,148 @@ executor = { type = "noop" }
     })
     .await;
     screenshot(&c, "runs").await;
+
+    // A workflow: its page draws the steps; a trigger with a payload and a
+    // reason from the dialog; the toast links to the occurrence's page,
+    // which follows it to its end: every step and shard, and the payload
+    // the first step saw; the job list shows it as a strip.
+    c.goto(&format!("{base}#/job/nightly-etl"))
+        .await
+        .expect("workflow page");
+    let nodes = until("the step graph", || async {
+        let steps = row_keys(&c, "#steps-graph g.step", "data-step").await;
+        (steps.len() == 4).then_some(steps)
+    })
+    .await;
+    assert_eq!(nodes, ["extract", "transform", "load", "page-someone"]);
+    let note = texts(&c, "#job-steps p").await.join("");
+    assert!(note.contains("No occurrence yet"), "{note}");
+    click(&c, "button.trigger").await;
+    confirm(
+        &c,
+        &[
+            ("payload", r#"{"date": "2026-12-04"}"#),
+            ("reason", "rerun after the late partner file"),
+        ],
+    )
+    .await;
+    click(&c, "#toast-link").await;
+    let states = until("the occurrence ends on its page", || async {
+        let mut states = Vec::new();
+        for step in ["extract", "transform", "load", "page-someone"] {
+            let css = format!("#run-graph g.step[data-step='{step}']");
+            states.push(row_keys(&c, &css, "data-state").await.pop()?);
+        }
+        let head = texts(&c, "h1.fire-id .pill").await.join("");
+        (head == "succeeded").then_some(states)
+    })
+    .await;
+    assert_eq!(states, ["succeeded", "succeeded", "succeeded", "skipped"]);
+    let occurrence = c
+        .current_url()
+        .await
+        .expect("url")
+        .fragment()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        occurrence.starts_with("/run/nightly-etl%40trigger%3A"),
+        "the toast links to the occurrence: {occurrence}"
+    );
+    let fires = row_keys(&c, "#run-table tbody tr", "data-fire").await;
+    for k in 0..4 {
+        assert!(
+            fires
+                .iter()
+                .any(|f| f.ends_with(&format!("/transform#{k}/4"))),
+            "shard {k} is listed: {fires:?}"
+        );
+    }
+    let extract_output = c
+        .find(Locator::Css(
+            "#run-table tbody tr[data-fire$='/extract'] pre",
+        ))
+        .await
+        .expect("extract's output")
+        .prop("textContent")
+        .await
+        .expect("its text")
+        .unwrap_or_default();
+    assert!(
+        extract_output.contains(r#"payload={"date":"2026-12-04"}"#),
+        "the step ran with the dialog's payload: {extract_output}"
+    );
+    screenshot(&c, "run").await;
+    // Its job page colours the graph by that occurrence and links to it.
+    c.goto(&format!("{base}#/job/nightly-etl"))
+        .await
+        .expect("workflow page");
+    until("the graph in the occurrence's states", || async {
+        let s = row_keys(&c, "#steps-graph g.step", "data-state").await;
+        (s == ["succeeded", "succeeded", "succeeded", "skipped"]).then_some(())
+    })
+    .await;
+    let link = texts(&c, "#last-occurrence").await.join("");
+    assert!(link.starts_with("nightly-etl@trigger:"), "{link}");
+    screenshot(&c, "workflow").await;
+    c.goto(&format!("{base}#/jobs?q=nightly"))
+        .await
+        .expect("jobs page");
+    let strip = until("the workflow's strip", || async {
+        let s = row_keys(&c, "#jobs-table .last-occurrence .strip span", "class").await;
+        (s.len() == 4).then_some(s)
+    })
+    .await;
+    assert_eq!(
+        strip,
+        ["s-succeeded", "s-succeeded", "s-succeeded", "s-skipped"],
+        "one cell per step, in stage order"
+    );
+
+    // A stuck occurrence, cancelled from its page: the running step is
+    // stopped, the next one never starts.
+    let (status, text) = http_call(
+        &addr,
+        "POST",
+        "/api/v1/jobs/stuck-import/trigger",
+        &[],
+        None,
+    )
+    .expect("trigger");
+    assert_eq!(status, 200, "{text}");
+    let stuck: Value = serde_json::from_str(&text).expect("JSON");
+    let stuck = stuck["result"]["fire_id"]
+        .as_str()
+        .expect("a fire id")
+        .to_string();
+    c.goto(&format!("{base}#/run/{}", stuck.replace(':', "%3A")))
+        .await
+        .expect("the occurrence's page");
+    until("fetch runs", || async {
+        let s = row_keys(&c, "#run-graph g.step[data-step='fetch']", "data-state").await;
+        (s == ["running"]).then_some(())
+    })
+    .await;
+    click(&c, "#cancel-occurrence").await;
+    confirm(&c, &[("reason", "the source is down")]).await;
+    let states = until("the occurrence is cancelled", || async {
+        let head = texts(&c, "h1.fire-id .pill").await.join("");
+        let s = row_keys(&c, "#run-graph g.step", "data-state").await;
+        (head == "cancelled" && s == ["failed", "skipped"]).then_some(s)
+    })
+    .await;
+    assert_eq!(states, ["failed", "skipped"]);
+    let rows = texts(&c, "#run-table tbody tr").await.join("\n");
+    assert!(
+        rows.contains("cancelled by (loopback): the source is down")
+            && rows.contains("occurrence cancelled"),
+        "who, why, and what it did to the steps: {rows}"
+    );
+    assert!(
+        texts(&c, "#cancel-occurrence").await.is_empty(),
+        "no cancel button once it ended"
+    );
+    screenshot(&c, "cancelled").await;
 
     // Dead letters: inspect, then replay (the partner is back) and see it
     // leave the list.

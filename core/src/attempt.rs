@@ -238,7 +238,7 @@ impl RunEvents {
     pub fn publishes(self, kind: crate::protocol::run::RunKind, manual: bool) -> bool {
         use crate::protocol::run::RunKind as K;
         match kind {
-            K::Failed | K::Retrying | K::Dead | K::Skipped => true,
+            K::Failed | K::Retrying | K::Dead | K::Skipped | K::Cancelled => true,
             K::Succeeded => manual || self != Self::Failures,
             K::Started | K::Fired => manual || self == Self::All,
         }

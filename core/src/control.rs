@@ -32,6 +32,15 @@ pub enum Decision {
         manual: Manual,
         reply: Reply,
     },
+    /// Record workflow occurrence `fire_id` of job `id` cancelled, with
+    /// `reason` (who asked and why), then answer.
+    Cancel {
+        id: String,
+        fire_id: String,
+        reason: String,
+        by: Option<String>,
+        reply: Reply,
+    },
     /// Fire job `id`'s occurrences `at` (a past window, oldest first), then
     /// answer with `reply` (it counts them and those `skipped` by overlap).
     Backfill {
@@ -270,6 +279,40 @@ pub fn decide(
                 reply: Reply::ok(name, Some(json!({"id": id}))),
             },
         },
+        Command::Cancel {
+            fire_id,
+            reason,
+            by,
+        } => {
+            // The protocol checked the shape: `{job}@{instant}`.
+            let id = fire_id.split_once('@').map_or("", |(job, _)| job);
+            match view.get(id) {
+                None => not_found(name, id),
+                Some(j) if j.spec.workflow().is_none() => Decision::Reply(Reply::error(
+                    Some(name),
+                    ReplyError {
+                        field: "fire_id".into(),
+                        message: format!(
+                            "{id} is not a workflow: only a workflow occurrence can be cancelled \
+                             (a running attempt of a lone job ends by its timeout)"
+                        ),
+                    },
+                )),
+                Some(_) => Decision::Cancel {
+                    id: id.to_string(),
+                    fire_id: fire_id.clone(),
+                    reason: format!(
+                        "cancelled by {}{}",
+                        by.as_deref().unwrap_or("(unknown)"),
+                        reason
+                            .as_deref()
+                            .map_or(String::new(), |r| format!(": {r}"))
+                    ),
+                    by: by.clone(),
+                    reply: Reply::ok(name, Some(json!({"id": id, "fire_id": fire_id}))),
+                },
+            }
+        }
         Command::Backfill {
             id,
             from,

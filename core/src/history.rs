@@ -24,15 +24,18 @@ pub enum Outcome {
     Dead,
     /// Not run: a duplicate delivery, or skipped by `overlap = "forbid"`.
     Skipped,
+    /// A workflow occurrence a client cancelled.
+    Cancelled,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Running,
         Outcome::Succeeded,
         Outcome::Failed,
         Outcome::Dead,
         Outcome::Skipped,
+        Outcome::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +45,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::Dead => "dead",
             Outcome::Skipped => "skipped",
+            Outcome::Cancelled => "cancelled",
         }
     }
 
@@ -65,7 +69,9 @@ impl FromStr for Outcome {
             .into_iter()
             .find(|o| o.as_str() == s)
             .ok_or_else(|| {
-                format!("must be one of running, succeeded, failed, dead, skipped; got \"{s}\"")
+                format!(
+                    "must be one of running, succeeded, failed, dead, skipped, cancelled; got \"{s}\""
+                )
             })
     }
 }
@@ -181,6 +187,17 @@ impl RunRow {
                 }
                 self.finished_at.get_or_insert(r.at);
             }
+            RunKind::Cancelled => {
+                // Final unless it had ended already.
+                if !self.outcome.is_final() {
+                    self.outcome = Outcome::Cancelled;
+                    self.finished_at = Some(r.at);
+                    self.duration_ms = self
+                        .started_at
+                        .and_then(|s| u64::try_from((r.at - s).num_milliseconds()).ok());
+                    self.reason = r.reason.clone();
+                }
+            }
         }
         if self.started_at.is_none() {
             // An outcome without its start (an older worker): the start is
@@ -295,7 +312,8 @@ impl Summary {
     ) -> Self {
         let finished: Vec<&(Outcome, Option<u64>)> = rows
             .iter()
-            .filter(|(o, _)| o.is_final() && *o != Outcome::Skipped)
+            // Skips and cancellations are choices, not runs.
+            .filter(|(o, _)| o.is_final() && !matches!(o, Outcome::Skipped | Outcome::Cancelled))
             .collect();
         let succeeded = finished
             .iter()

@@ -82,7 +82,8 @@ pub struct StepLedger {
 /// what the steps before it did; each of its fires (every shard; for an
 /// every-worker step, every worker it was fired to) should then be
 /// reported. `fired` and `skipped` records are the scheduler's (and a
-/// worker's duplicate), not a run.
+/// worker's duplicate), not a run. After the occurrence's own `cancelled`
+/// record no step is due any more: only those that ran are expected.
 pub fn steps<'a>(
     steps: &[crate::job::workflow::StepSpec],
     occurrence: &str,
@@ -94,8 +95,10 @@ pub fn steps<'a>(
     let mut ran: BTreeSet<&str> = BTreeSet::new();
     // Every-worker steps: the workers each was fired to.
     let mut fired_to: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut cancelled = false;
     for (fire_id, kind) in records {
         let Some(fire) = FireId::split_step(fire_id) else {
+            cancelled |= fire_id == occurrence && kind == RunKind::Cancelled;
             continue;
         };
         if let Some(w) = fire.worker {
@@ -108,7 +111,11 @@ pub fn steps<'a>(
         ran.insert(fire_id);
     }
     let states = progress.states(steps);
-    let due_now = next(steps, &states).start;
+    let due_now = if cancelled {
+        Vec::new()
+    } else {
+        next(steps, &states).start
+    };
     let mut out = StepLedger::default();
     for (i, st) in steps.iter().enumerate() {
         if states[i] == StepState::Waiting && !due_now.contains(&i) {

@@ -186,6 +186,7 @@ async fn run_once(
     // second's burst of fires is encoded and published on every core.
     let runs = Arc::new(runs::RunningJobs::default());
     let owned = Arc::new(opening::Owned::default());
+    let occurrences = Arc::new(opening::Occurrences::default());
     let (open_tx, open_rx) = tokio::sync::mpsc::channel(16);
     let common = shard::ShardCommon {
         opener: shard::ChannelOpener(open_tx),
@@ -212,6 +213,7 @@ async fn run_once(
             node: cfg.node.clone(),
             failed: registry_failed.clone(),
             key: cfg.hmac_key.clone(),
+            occurrences: occurrences.clone(),
         },
     )
     .start();
@@ -249,6 +251,7 @@ async fn run_once(
                 registry: registry.clone(),
                 owned,
                 horizon: cfg.scheduler.workflow_horizon,
+                occurrences,
             },
             stop.clone(),
         );

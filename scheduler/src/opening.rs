@@ -108,3 +108,53 @@ impl Owned {
         self.shards.lock().ok()?.get(&shard).copied()
     }
 }
+
+/// Where the workflow occurrences stand, as this node's advancer read
+/// them: the registry answers a `cancel` from it.
+#[derive(Default)]
+pub(crate) struct Occurrences {
+    /// By fire id: `None` while open, else its ending.
+    known: std::sync::Mutex<HashMap<String, Option<sundial_core::workflow::Ending>>>,
+    /// The advancer has read the history up to its start.
+    caught_up: std::sync::atomic::AtomicBool,
+}
+
+/// An occurrence as [`Occurrences`] knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Known {
+    Open,
+    Ended(sundial_core::workflow::Ending),
+    /// Never opened within the horizon, forgotten, or not read yet.
+    Unknown {
+        caught_up: bool,
+    },
+}
+
+impl Occurrences {
+    pub(crate) fn get(&self, fire_id: &str) -> Known {
+        let caught_up = self.caught_up.load(std::sync::atomic::Ordering::Relaxed);
+        match self.known.lock().ok().and_then(|m| m.get(fire_id).copied()) {
+            Some(None) => Known::Open,
+            Some(Some(e)) => Known::Ended(e),
+            None => Known::Unknown { caught_up },
+        }
+    }
+
+    pub(crate) fn caught_up(&self) {
+        self.caught_up
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn set(&self, fire_id: &str, state: Option<sundial_core::workflow::Ending>) {
+        if let Ok(mut m) = self.known.lock() {
+            m.insert(fire_id.to_string(), state);
+        }
+    }
+
+    /// Forgets the occurrences `keep` says no to.
+    pub(crate) fn keep(&self, keep: impl Fn(&str) -> bool) {
+        if let Ok(mut m) = self.known.lock() {
+            m.retain(|id, _| keep(id));
+        }
+    }
+}

@@ -92,7 +92,11 @@ impl RunningJobs {
                     },
                 );
             }
-            RunKind::Succeeded | RunKind::Failed | RunKind::Retrying | RunKind::Dead => {
+            RunKind::Succeeded
+            | RunKind::Failed
+            | RunKind::Retrying
+            | RunKind::Dead
+            | RunKind::Cancelled => {
                 // Only the run we track ends; a late event of an older run
                 // must not clear a newer one.
                 if map.get(&ev.job_id).is_some_and(|r| r.fire_id == ev.fire_id) {

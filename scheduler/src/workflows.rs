@@ -43,13 +43,16 @@ use sundial_amqp::{
 
 use crate::{
     error::Error,
-    opening::{Owned, OPENED},
+    opening::{Occurrences, Owned, OPENED},
     registry::{JobOf, Registry},
 };
 
 /// The `reason` a worker gives a duplicate it skipped; any other `skipped`
 /// record of a step is the workflow's own skip.
 const DUPLICATE: &str = "duplicate";
+/// Why a step fire of a cancelled occurrence was stopped (its `failed`
+/// record's reason).
+pub(crate) const CANCEL_REASON: &str = "occurrence cancelled";
 /// History stream messages in flight to the advancer.
 const PREFETCH: u16 = 200;
 /// How often the owner looks at every open occurrence it owns (a shard
@@ -76,6 +79,11 @@ struct Open {
     payload: Option<serde_json::Value>,
     progress: Progress,
     last_record: DateTime<Utc>,
+    /// Step fires started and not ended, with their worker.
+    running: HashMap<String, String>,
+    /// Running step fires of a cancelled occurrence the owner has still to
+    /// ask their worker to stop, as (fire id, worker).
+    to_stop: Vec<(String, String)>,
 }
 
 /// What the advancer needs.
@@ -86,6 +94,7 @@ pub(crate) struct AdvanceParts {
     pub(crate) registry: Addr<Registry>,
     pub(crate) owned: Arc<Owned>,
     pub(crate) horizon: Duration,
+    pub(crate) occurrences: Arc<Occurrences>,
 }
 
 /// The workers heard of (`sundial.workers` heartbeats), by pool.
@@ -212,6 +221,7 @@ pub(crate) async fn advance(
                 };
                 if m.id.as_deref() == Some(marker.as_str()) {
                     adv.caught_up = true;
+                    adv.parts.occurrences.caught_up();
                     info!(open = adv.open.len(), "workflow advancer caught up with the history stream");
                 }
                 let Ok(batch) = m.batch else { continue };
@@ -253,6 +263,20 @@ impl Advancer {
                 } else {
                     o.progress.record_fire(&step, r.kind);
                 }
+                match r.kind {
+                    RunKind::Started => {
+                        o.running.insert(r.fire_id.clone(), r.worker.clone());
+                        // Started after the cancellation (it was queued):
+                        // stopped as soon as it starts.
+                        if o.progress.ended() == Some(Ending::Cancelled) {
+                            o.to_stop.push((r.fire_id.clone(), r.worker.clone()));
+                        }
+                    }
+                    RunKind::Succeeded | RunKind::Failed | RunKind::Dead => {
+                        o.running.remove(&r.fire_id);
+                    }
+                    _ => {}
+                }
                 o.last_record = r.at;
                 touched.insert(step.occurrence.to_string());
                 continue;
@@ -266,10 +290,25 @@ impl Advancer {
                         payload: None,
                         progress: Progress::default(),
                         last_record: r.at,
+                        running: HashMap::new(),
+                        to_stop: Vec::new(),
                     });
                     o.opened = true;
                     o.payload.clone_from(&r.payload);
+                    self.parts.occurrences.set(&r.fire_id, o.progress.ended());
                     touched.insert(r.fire_id.clone());
+                }
+                RunKind::Cancelled => {
+                    if let Some(o) = self.open.get_mut(&r.fire_id) {
+                        if o.progress.cancel() {
+                            info!(job_id = %o.job_id, fire_id = %r.fire_id, reason = r.reason.as_deref().unwrap_or(""), "workflow occurrence cancelled");
+                            o.to_stop
+                                .extend(o.running.iter().map(|(f, w)| (f.clone(), w.clone())));
+                        }
+                        o.last_record = r.at;
+                        self.parts.occurrences.set(&r.fire_id, o.progress.ended());
+                        touched.insert(r.fire_id.clone());
+                    }
                 }
                 RunKind::Succeeded | RunKind::Dead => {
                     if let Some(o) = self.open.get_mut(&r.fire_id) {
@@ -279,6 +318,7 @@ impl Advancer {
                             Ending::Failed
                         });
                         o.last_record = r.at;
+                        self.parts.occurrences.set(&r.fire_id, o.progress.ended());
                     }
                 }
                 _ => {}
@@ -296,6 +336,7 @@ impl Advancer {
             let ended_long_ago = o.progress.ended().is_some() && now - o.last_record > KEEP_ENDED;
             !ended_long_ago && now - o.scheduled < horizon
         });
+        self.parts.occurrences.keep(|id| self.open.contains_key(id));
     }
 
     /// Advances the occurrences `ids` whose job's shard this node owns.
@@ -338,6 +379,41 @@ impl Advancer {
         let Some(o) = self.open.get_mut(id) else {
             return Ok(());
         };
+        // A cancelled occurrence's running fires: their workers are asked
+        // to stop them (best effort: one that is not stopped ends as it
+        // would have).
+        for (fire_id, worker) in std::mem::take(&mut o.to_stop) {
+            if !sundial_core::fire_id::is_worker_id(&worker) {
+                continue;
+            }
+            let msg = sundial_core::protocol::run::CancelRun {
+                fire_id: fire_id.clone(),
+                job_id: job.spec.id.clone(),
+                reason: CANCEL_REASON.to_string(),
+            };
+            let sent = match encode(&msg) {
+                Ok(enc) => match sundial_amqp::publish::publish_event(
+                    &self.ch,
+                    &self.parts.topo.cancel_exchange(),
+                    &worker,
+                    &enc,
+                )
+                .await
+                {
+                    Ok(confirm) => confirm.await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            match sent {
+                Ok(()) => {
+                    info!(job_id = %job.spec.id, fire_id = %fire_id, worker = %worker, "asked the worker to stop a step of a cancelled occurrence");
+                }
+                Err(e) => {
+                    warn!(job_id = %job.spec.id, fire_id = %fire_id, worker = %worker, error = %e, "could not ask the worker to stop a step of a cancelled occurrence");
+                }
+            }
+        }
         let now = Utc::now();
         let node = self.parts.node.clone();
         // A step fire that ended dead without a worker's word, recorded by
@@ -465,6 +541,8 @@ impl Advancer {
                     RunKind::Dead,
                     Some(format!("step {} dead", dead.join(", "))),
                 ),
+                // Recorded by the registry when asked, not decided here.
+                Ending::Cancelled => (RunKind::Cancelled, None),
             };
             info!(job_id = %job.spec.id, fire_id = %id, outcome = kind.as_str(), "workflow occurrence ended");
             records.push(RunEvent {

@@ -90,6 +90,7 @@ pub async fn run(
         | JobCmd::Pause { client, .. }
         | JobCmd::Resume { client, .. }
         | JobCmd::Trigger { client, .. }
+        | JobCmd::Cancel { client, .. }
         | JobCmd::Backfill { client, .. } => client,
     };
     // Read the file before connecting: a bad file is a usage error (exit 2).
@@ -207,11 +208,7 @@ fn simple_command(cmd: &JobCmd) -> Result<Command, CommandError> {
         },
         JobCmd::Resume { id, .. } => Command::Resume { id: id.clone() },
         JobCmd::Trigger {
-            id,
-            payload,
-            reason,
-            by,
-            ..
+            id, payload, asked, ..
         } => Command::Trigger {
             id: id.clone(),
             payload: payload
@@ -221,11 +218,13 @@ fn simple_command(cmd: &JobCmd) -> Result<Command, CommandError> {
                         .map_err(|e| CommandError::Usage(format!("--payload: not JSON: {e}")))
                 })
                 .transpose()?,
-            reason: reason.clone(),
-            by: by
-                .clone()
-                .or_else(|| std::env::var("USER").ok())
-                .filter(|b| !b.is_empty()),
+            reason: asked.reason.clone(),
+            by: asked.by(),
+        },
+        JobCmd::Cancel { fire_id, asked, .. } => Command::Cancel {
+            fire_id: fire_id.clone(),
+            reason: asked.reason.clone(),
+            by: asked.by(),
         },
         JobCmd::Apply { .. } | JobCmd::Next { .. } | JobCmd::History { .. } => {
             return Err(CommandError::Failed("not a single command".into()))
@@ -514,6 +513,11 @@ fn print_reply(reply: &Reply, json: bool, out: &mut impl Write) -> std::io::Resu
         (Some("trigger"), _) => writeln!(
             out,
             "trigger: {id} fired ({})",
+            result.get("fire_id").and_then(Value::as_str).unwrap_or("-")
+        ),
+        (Some("cancel"), _) => writeln!(
+            out,
+            "cancel: {} cancelled",
             result.get("fire_id").and_then(Value::as_str).unwrap_or("-")
         ),
         (Some("backfill"), _) => {

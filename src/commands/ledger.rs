@@ -116,6 +116,13 @@ pub async fn run(
                     .push((ev.fire_id, ev.kind));
                 continue;
             }
+            if ev.kind == RunKind::Cancelled {
+                // A cancelled workflow occurrence expects no more steps.
+                steps
+                    .entry(ev.fire_id.clone())
+                    .or_default()
+                    .push((ev.fire_id.clone(), ev.kind));
+            }
             let c = counts.entry(ev.fire_id).or_default();
             match ev.kind {
                 RunKind::Started if ev.attempt == 1 => c.0 += 1,

@@ -591,3 +591,152 @@ executor = { type = "shell", command = ["/bin/sh", "-c", "case \"$SUNDIAL_PAYLOA
         stderr(&bad)
     );
 }
+
+/// `job cancel`: a running occurrence stops where it stands — its running
+/// step is stopped by its worker, the steps after it never start (even a
+/// `when = "failure"` one), it ends `cancelled` with who asked and why —
+/// and what cannot be cancelled is refused naming `fire_id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_occurrence_stops_its_running_step_and_starts_nothing_more() {
+    let v = Vhost::new("wf-cancel");
+    let _s = SchedulerProcess::start(&v, "wfc1");
+    let conn = connect(&v).await;
+    let mut tap = EventTap::new(&conn).await;
+    let _w = Daemon::worker(
+        &v,
+        "wfc-w1",
+        &[("SUNDIAL__WORKER__SHELL__ALLOW", "/bin/sh")],
+    );
+    wait_for_consumers(&v, 1).await;
+    apply_jobs(
+        &v,
+        r#"[[jobs]]
+id = "slow"
+schedule = "0 0 1 1 *"
+[[jobs.steps]]
+id = "extract"
+timeout = "5m"
+executor = { type = "shell", command = ["/bin/sh", "-c", "sleep 120"] }
+[[jobs.steps]]
+id = "load"
+after = ["extract"]
+executor = { type = "noop" }
+[[jobs.steps]]
+id = "page"
+after = ["extract", "load"]
+when = "failure"
+executor = { type = "noop" }
+
+[[jobs]]
+id = "lone"
+schedule = "0 0 1 1 *"
+executor = { type = "noop" }
+"#,
+    );
+    let cli = |args: &[&str]| {
+        sundial()
+            .args(args)
+            .args(["--broker", &v.url()])
+            .envs(TEST_ENV.iter().copied())
+            .output()
+            .expect("sundial runs")
+    };
+    let out = cli(&["job", "trigger", "slow"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let occ = stdout(&out)
+        .split('(')
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .expect("the trigger prints its fire id")
+        .to_string();
+    let extract = format!("{occ}/extract");
+    let started = tap.until(&extract, RunKind::Started).await;
+    let worker = started.last().map(|r| r.worker.clone()).expect("started");
+
+    let out = cli(&[
+        "job",
+        "cancel",
+        &occ,
+        "--reason",
+        "wrong input file",
+        "--as",
+        "alice",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), format!("cancel: {occ} cancelled"));
+
+    // The running step is stopped (long before its 120 s), the others are
+    // skipped, and the occurrence ends cancelled: nothing else of it.
+    let mut records: Vec<RunEvent> = Vec::new();
+    let settled = |rs: &[RunEvent]| {
+        let stopped = rs
+            .iter()
+            .any(|r| r.fire_id == extract && r.kind == RunKind::Failed);
+        let skipped = ["load", "page"].iter().all(|s| {
+            rs.iter()
+                .any(|r| r.fire_id == format!("{occ}/{s}") && r.kind == RunKind::Skipped)
+        });
+        stopped && skipped
+    };
+    while !settled(&records) {
+        records.push(tap.next().await);
+    }
+    let mine = of(&records, &occ);
+    let cancelled = mine
+        .iter()
+        .find(|r| r.fire_id == occ && r.kind == RunKind::Cancelled)
+        .unwrap_or_else(|| panic!("a cancelled record: {mine:#?}"));
+    assert_eq!(
+        cancelled.reason.as_deref(),
+        Some("cancelled by alice: wrong input file")
+    );
+    assert_eq!(cancelled.by.as_deref(), Some("alice"));
+    let failed = mine
+        .iter()
+        .find(|r| r.fire_id == extract && r.kind == RunKind::Failed)
+        .expect("extract stopped");
+    assert_eq!(failed.worker, worker, "stopped by the worker running it");
+    assert_eq!(failed.reason.as_deref(), Some("occurrence cancelled"));
+    assert!(
+        failed.duration_ms.is_some_and(|ms| ms < 60_000),
+        "stopped, not run out: {failed:?}"
+    );
+    for s in ["load", "page"] {
+        let skip = mine
+            .iter()
+            .find(|r| r.fire_id == format!("{occ}/{s}") && r.kind == RunKind::Skipped)
+            .expect("skipped");
+        assert_eq!(skip.reason.as_deref(), Some("occurrence cancelled"), "{s}");
+    }
+    assert!(
+        !mine
+            .iter()
+            .any(|r| matches!(r.kind, RunKind::Started | RunKind::Fired)
+                && (r.fire_id.ends_with("/load") || r.fire_id.ends_with("/page"))),
+        "nothing after extract was published: {mine:#?}"
+    );
+    assert!(
+        !mine.iter().any(|r| r.fire_id == occ
+            && matches!(
+                r.kind,
+                RunKind::Succeeded | RunKind::Dead | RunKind::Retrying
+            )),
+        "it does not end again: {mine:#?}"
+    );
+
+    // Refusals, each naming fire_id: ended already; a lone job's fire; a
+    // step's fire id.
+    let out = cli(&["job", "cancel", &occ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("has ended already (cancelled)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli(&["job", "cancel", "lone@2026-01-01T00:00:00.000Z"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not a workflow"), "{}", stderr(&out));
+    let out = cli(&["job", "cancel", &extract]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("fire_id"), "{}", stderr(&out));
+}

@@ -216,6 +216,8 @@ pub enum Ending {
     Succeeded,
     /// Some step ended dead.
     Failed,
+    /// A client cancelled it (`cancel`): what had not started never does.
+    Cancelled,
 }
 
 /// What to do now for one occurrence.
@@ -518,6 +520,9 @@ pub struct Progress {
     recorded: Option<Ending>,
 }
 
+/// The reason recorded on the steps a cancellation leaves unstarted.
+pub const CANCELLED: &str = "occurrence cancelled";
+
 /// What to do now for one occurrence: steps to publish (by index into the
 /// steps, their fires not yet published), skips not yet recorded, and the
 /// ending when it is newly reached.
@@ -588,9 +593,22 @@ impl Progress {
     }
 
     /// The ending recorded in the history, if any (a replay that succeeds
-    /// may lead [`Progress::advance`] to record another).
+    /// may lead [`Progress::advance`] to record another, except after a
+    /// cancellation).
     pub fn ended(&self) -> Option<Ending> {
         self.recorded
+    }
+
+    /// The occurrence was cancelled (its `cancelled` record): unless it
+    /// had ended already, it ends so, for good, and [`Progress::advance`]
+    /// only skips the steps not yet started. Returns whether it changed
+    /// anything.
+    pub fn cancel(&mut self) -> bool {
+        if self.recorded.is_some() {
+            return false;
+        }
+        self.recorded = Some(Ending::Cancelled);
+        true
     }
 
     /// Each step's state for [`next`]: waiting until published; then
@@ -640,8 +658,19 @@ impl Progress {
     /// ending when it differs from the recorded one (marking both as
     /// recorded: the caller records them now).
     pub fn advance(&mut self, steps: &[StepSpec]) -> Advance {
-        let d = next(steps, &self.states(steps));
         let mut out = Advance::default();
+        if self.recorded == Some(Ending::Cancelled) {
+            // Nothing starts or resumes; what never started is skipped.
+            for (i, st) in steps.iter().enumerate() {
+                let p = self.steps.entry(st.id.clone()).or_default();
+                if !p.published && !p.skip_recorded {
+                    p.skip_recorded = true;
+                    out.skip.push((i, CANCELLED.to_string()));
+                }
+            }
+            return out;
+        }
+        let d = next(steps, &self.states(steps));
         for (i, st) in steps.iter().enumerate() {
             let Some(p) = self.steps.get_mut(&st.id) else {
                 continue;

@@ -46,6 +46,17 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<String>,
     },
+    /// Cancel a running workflow occurrence (`{job}@{instant}`): its steps
+    /// not yet started never start (recorded `skipped`, "occurrence
+    /// cancelled"), its running step fires are asked to stop, and it ends
+    /// `cancelled` with `reason` and `by` (who asked) in the history.
+    Cancel {
+        fire_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
     /// Fire every occurrence of the job in `[from, to)` (a past window),
     /// each with its own fire id (`{id}@backfill:{occurrence}`), as the
     /// `overlap` policy (the job's when absent) allows: `allow` fires all,
@@ -89,6 +100,8 @@ pub const PAUSE_REASON_MAX: usize = 500;
 /// The largest payload a `trigger` may give, as JSON text: it travels in
 /// the history stream's records (64 KiB each).
 pub const TRIGGER_PAYLOAD_MAX: usize = 48 * 1024;
+/// The longest fire id a `cancel` names, in bytes.
+pub const FIRE_ID_MAX: usize = 255;
 /// The longest `by` of a command (who asked), in characters.
 pub const BY_MAX: usize = 128;
 /// The most occurrences one `backfill` may fire.
@@ -103,6 +116,7 @@ impl Command {
         "pause",
         "resume",
         "trigger",
+        "cancel",
         "backfill",
         "get",
         "list",
@@ -116,6 +130,7 @@ impl Command {
             Command::Pause { .. } => "pause",
             Command::Resume { .. } => "resume",
             Command::Trigger { .. } => "trigger",
+            Command::Cancel { .. } => "cancel",
             Command::Backfill { .. } => "backfill",
             Command::Get { .. } => "get",
             Command::List { .. } => "list",
@@ -198,20 +213,36 @@ impl Message for Command {
                         ));
                     }
                 }
-                for (field, v, max) in [
-                    ("reason", &b.reason, PAUSE_REASON_MAX),
-                    ("by", &b.by, BY_MAX),
-                ] {
-                    if v.as_ref().is_some_and(|v| v.chars().count() > max) {
-                        return Err(JsonError::new(field, format!("at most {max} characters")));
-                    }
-                }
-                let text = |v: Option<String>| v.filter(|t| !t.trim().is_empty());
+                let (reason, by) = asked(b.reason, b.by)?;
                 Command::Trigger {
                     id: b.id,
                     payload: b.payload.filter(|p| !p.is_null()),
-                    reason: text(b.reason),
-                    by: text(b.by),
+                    reason,
+                    by,
+                }
+            }
+            "cancel" => {
+                let b = decode_field::<CancelBody>(rest)?;
+                let of_a_job = b.fire_id.split_once('@').is_some_and(|(job, rest)| {
+                    crate::job::check_job_id("fire_id", job).is_ok()
+                        && !rest.is_empty()
+                        && !rest.contains('/')
+                        && b.fire_id.len() <= FIRE_ID_MAX
+                });
+                if !of_a_job {
+                    return Err(JsonError::new(
+                        "fire_id",
+                        format!(
+                            "must be an occurrence's fire id, JOB@INSTANT (not a step's), got \"{}\"",
+                            crate::wire::headers::bounded_to(&b.fire_id, 80)
+                        ),
+                    ));
+                }
+                let (reason, by) = asked(b.reason, b.by)?;
+                Command::Cancel {
+                    fire_id: b.fire_id,
+                    reason,
+                    by,
                 }
             }
             "get" => Command::Get { id: id(rest)? },
@@ -243,6 +274,22 @@ impl Message for Command {
             }
         })
     }
+}
+
+/// A command's `reason` and `by` (who asked), checked for length; blank
+/// ones are none.
+#[allow(clippy::type_complexity)]
+fn asked(
+    reason: Option<String>,
+    by: Option<String>,
+) -> Result<(Option<String>, Option<String>), JsonError> {
+    for (field, v, max) in [("reason", &reason, PAUSE_REASON_MAX), ("by", &by, BY_MAX)] {
+        if v.as_ref().is_some_and(|v| v.chars().count() > max) {
+            return Err(JsonError::new(field, format!("at most {max} characters")));
+        }
+    }
+    let text = |v: Option<String>| v.filter(|t| !t.trim().is_empty());
+    Ok((text(reason), text(by)))
 }
 
 #[derive(Deserialize)]
@@ -277,6 +324,16 @@ struct TriggerBody {
     id: String,
     #[serde(default)]
     payload: Option<serde_json::Value>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    fire_id: String,
     #[serde(default)]
     reason: Option<String>,
     #[serde(default)]

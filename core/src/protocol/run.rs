@@ -19,6 +19,9 @@ pub enum RunKind {
     Dead,
     /// Dropped as a duplicate fire id, or skipped by the overlap policy.
     Skipped,
+    /// A workflow occurrence cancelled by a client (`cancel`): its steps
+    /// not yet started never start, its running ones are asked to stop.
+    Cancelled,
 }
 
 impl RunKind {
@@ -31,6 +34,7 @@ impl RunKind {
             RunKind::Retrying => "retrying",
             RunKind::Dead => "dead",
             RunKind::Skipped => "skipped",
+            RunKind::Cancelled => "cancelled",
         }
     }
 }
@@ -43,7 +47,9 @@ impl From<RunKind> for crate::job::workflow::Seen {
             RunKind::Fired => Seen::Published,
             RunKind::Started | RunKind::Failed | RunKind::Retrying => Seen::Running,
             RunKind::Succeeded => Seen::Succeeded,
-            RunKind::Dead => Seen::Dead,
+            // Written for occurrences only; a fire cancelled is over
+            // without success.
+            RunKind::Dead | RunKind::Cancelled => Seen::Dead,
             RunKind::Skipped => Seen::Duplicate,
         }
     }

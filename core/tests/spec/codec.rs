@@ -514,3 +514,41 @@ fn a_trigger_may_carry_a_payload_a_reason_and_who_asked() {
         .expect_err("unknown field");
     assert_eq!(e.field(), "extra", "{e}");
 }
+
+#[test]
+fn a_cancel_names_an_occurrence_and_says_why() {
+    let decode_cmd =
+        |body: String| decode::<Command>(&meta_for::<Command>(CONTENT_TYPE_JSON), body.as_bytes());
+    let cmd = decode_cmd(
+        r#"{"command":"cancel","fire_id":"etl@2026-12-05T02:00:00.000Z","reason":"bad input file","by":"ana"}"#
+            .into(),
+    )
+    .expect("decodes");
+    assert_eq!(
+        cmd,
+        Command::Cancel {
+            fire_id: "etl@2026-12-05T02:00:00.000Z".into(),
+            reason: Some("bad input file".into()),
+            by: Some("ana".into()),
+        }
+    );
+    // A step's fire id, no job, a bad job id, no instant: refused naming
+    // the field.
+    for bad in [
+        "etl@2026-12-05T02:00:00.000Z/extract",
+        "etl",
+        "Bad Job@2026-12-05T02:00:00.000Z",
+        "etl@",
+    ] {
+        let e = decode_cmd(format!(r#"{{"command":"cancel","fire_id":"{bad}"}}"#)).expect_err(bad);
+        assert_eq!(e.field(), "fire_id", "{bad}: {e}");
+    }
+    let e = decode_cmd(r#"{"command":"cancel"}"#.into()).expect_err("no fire id");
+    assert_eq!(e.field(), "fire_id", "{e}");
+    let e = decode_cmd(format!(
+        r#"{{"command":"cancel","fire_id":"a@now","reason":"{}"}}"#,
+        "r".repeat(501)
+    ))
+    .expect_err("too long");
+    assert_eq!(e.field(), "reason", "{e}");
+}

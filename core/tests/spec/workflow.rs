@@ -624,3 +624,77 @@ fn the_ledger_expects_the_steps_the_outcomes_call_for() {
     assert_eq!(l.expected.len(), 2, "{l:?}");
     assert_eq!(l.missing, vec![format!("{occ}/main@host-b")]);
 }
+
+#[test]
+fn a_cancelled_occurrence_starts_nothing_more_and_stays_cancelled() {
+    use sundial_core::{
+        ledger::steps,
+        protocol::run::RunKind::*,
+        workflow::{Progress, CANCELLED},
+        JobSpec,
+    };
+    let job: JobSpec = serde_json::from_value(etl_job("etl")).expect("parses");
+    let steps_of = job.workflow().expect("a workflow").into_owned();
+    // Extract succeeded, the transforms run; then the cancellation.
+    let mut p = Progress::default();
+    p.record("extract", 0, Succeeded);
+    assert_eq!(p.advance(&steps_of).start, vec![1]);
+    p.record("transform", 0, Started);
+    assert!(p.cancel(), "an open occurrence is cancelled");
+    assert!(!p.cancel(), "once");
+    assert_eq!(p.ended(), Some(Ending::Cancelled));
+    let a = p.advance(&steps_of);
+    assert!(a.start.is_empty() && a.resume.is_empty(), "{a:?}");
+    assert_eq!(
+        a.skip,
+        vec![(2, CANCELLED.to_string()), (3, CANCELLED.to_string())],
+        "load and page never start"
+    );
+    assert_eq!(a.ended, None, "the cancel record is its ending");
+    // The transforms end (stopped, or they finished): nothing starts, and
+    // the occurrence does not end again.
+    for k in 0..8 {
+        p.record("transform", k, Succeeded);
+    }
+    assert_eq!(p.advance(&steps_of), Default::default());
+    assert_eq!(p.ended(), Some(Ending::Cancelled));
+    // An occurrence that ended is not cancelled.
+    let mut done = Progress::default();
+    done.ending_recorded(Ending::Succeeded);
+    assert!(!done.cancel());
+    assert_eq!(done.ended(), Some(Ending::Succeeded));
+
+    // The ledger: after the cancellation only what ran is expected.
+    let occ = "etl@2026-12-05T03:00:00.000Z";
+    let id = |s: &str| format!("{occ}/{s}");
+    let records = [
+        (id("extract"), Succeeded),
+        (id("transform#0/8"), Started),
+        (occ.to_string(), Cancelled),
+    ];
+    let l = steps(
+        &steps_of,
+        occ,
+        records
+            .iter()
+            .map(|(f, k)| (f.as_str(), *k))
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        l.missing.iter().all(|m| m.contains("transform#")),
+        "load and page are not expected: {l:?}"
+    );
+    let uncancelled = steps(
+        &steps_of,
+        occ,
+        records[..2]
+            .iter()
+            .map(|(f, k)| (f.as_str(), *k))
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        uncancelled.missing.len(),
+        l.missing.len(),
+        "the shards are expected either way"
+    );
+}

@@ -124,6 +124,21 @@ impl Handler<Execute> for Registry {
                     self.trigger(&entry, manual, reply).into_actor(self),
                 ))
             }
+            Decision::Cancel {
+                id,
+                fire_id,
+                reason,
+                by,
+                reply,
+            } => {
+                let Some(entry) = self.entry(&id) else {
+                    return AtomicResponse::new(Box::pin(fut::ready(reply)));
+                };
+                AtomicResponse::new(Box::pin(
+                    self.cancel(&entry, fire_id, reason, by, reply)
+                        .into_actor(self),
+                ))
+            }
             Decision::Backfill { id, at, reply } => {
                 let Some(entry) = self.entry(&id) else {
                     return AtomicResponse::new(Box::pin(fut::ready(reply)));

@@ -80,6 +80,8 @@ pub(crate) struct Registry {
     key: Option<Arc<[u8]>>,
     /// The pools the jobs use; `None` after a change.
     pools: Option<Vec<String>>,
+    /// Workflow occurrences as this node's advancer read them (`cancel`).
+    occurrences: Arc<crate::opening::Occurrences>,
 }
 
 /// How a `Registry` is wired.
@@ -90,6 +92,7 @@ pub(crate) struct RegistryParts {
     pub(crate) node: String,
     pub(crate) failed: CancellationToken,
     pub(crate) key: Option<Arc<[u8]>>,
+    pub(crate) occurrences: Arc<crate::opening::Occurrences>,
 }
 
 impl Registry {
@@ -101,6 +104,7 @@ impl Registry {
             node,
             failed,
             key,
+            occurrences,
         } = parts;
         Self {
             view: replayed.view,
@@ -120,6 +124,7 @@ impl Registry {
             failed,
             key,
             pools: None,
+            occurrences,
         }
     }
 
@@ -171,6 +176,85 @@ impl Registry {
     fn shard(&self, id: &str) -> Option<&Addr<ShardActor>> {
         let i = usize::try_from(self.topo.shard_of(id)).ok()?;
         self.shards.get(i)?.as_ref()
+    }
+
+    /// Records workflow occurrence `fire_id` of `job` cancelled (a
+    /// `cancelled` record on the history stream, confirmed), if this node's
+    /// advancer knows it open; the owner's advancer then skips its steps
+    /// not started and asks the workers of the running ones to stop.
+    fn cancel(
+        &self,
+        job: &sundial_core::registry::JobEntry,
+        fire_id: String,
+        reason: String,
+        by: Option<String>,
+        reply: Reply,
+    ) -> impl std::future::Future<Output = Reply> {
+        use crate::opening::Known;
+        let refuse = |message: String| {
+            Reply::error(
+                Some("cancel"),
+                ReplyError {
+                    field: "fire_id".into(),
+                    message,
+                },
+            )
+        };
+        let refused = match self.occurrences.get(&fire_id) {
+            Known::Open => None,
+            Known::Ended(e) => Some(refuse(format!(
+                "{fire_id} has ended already ({})",
+                match e {
+                    sundial_core::workflow::Ending::Succeeded => "succeeded",
+                    sundial_core::workflow::Ending::Failed => "failed",
+                    sundial_core::workflow::Ending::Cancelled => "cancelled",
+                }
+            ))),
+            Known::Unknown { caught_up: true } => Some(refuse(format!(
+                "no running occurrence {fire_id}: it never opened, or opened before scheduler.workflow_horizon"
+            ))),
+            Known::Unknown { caught_up: false } => Some(refuse(format!(
+                "{fire_id} is not known yet: this scheduler is still reading the history, try again"
+            ))),
+        };
+        let record = sundial_core::protocol::run::RunEvent {
+            by,
+            ..sundial_core::protocol::run::RunEvent::new(
+                sundial_core::protocol::run::RunKind::Cancelled,
+                &fire_id,
+                &job.spec.id,
+                &job.spec.pool,
+                &self.node,
+                Utc::now(),
+            )
+            .because(reason)
+        };
+        let ch = self.channel.clone();
+        let history = self.topo.history_exchange();
+        let job_id = job.spec.id.clone();
+        async move {
+            if let Some(r) = refused {
+                return r;
+            }
+            let stored = match encode(&sundial_core::protocol::run::RunBatch {
+                records: vec![record],
+            }) {
+                Ok(enc) => publish_confirmed(&ch, &history, "", &enc, || {})
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match stored {
+                Ok(()) => {
+                    info!(job_id = %job_id, fire_id = %fire_id, "workflow occurrence cancel recorded");
+                    reply
+                }
+                Err(e) => {
+                    warn!(job_id = %job_id, fire_id = %fire_id, error = %e, "workflow occurrence cancel not recorded");
+                    refuse(format!("not cancelled, try again: {e}"))
+                }
+            }
+        }
     }
 
     /// Publishes a manual fire of `job` (its own fire id, epoch 0: no shard

@@ -22,7 +22,9 @@ use sundial_core::{
 };
 use utoipa::IntoParams;
 
-use super::schema::{BackfillBody, ErrorBody, PauseBody, Refusals, TriggerBody, WriteResponses};
+use super::schema::{
+    BackfillBody, CancelBody, ErrorBody, PauseBody, Refusals, TriggerBody, WriteResponses,
+};
 use super::{
     body::Body,
     error::{Answer, ApiError, ApiResult},
@@ -204,17 +206,40 @@ pub(crate) async fn trigger(
     axum::Extension(caller): axum::Extension<super::auth::Caller>,
     Body(body): Body<Value>,
 ) -> ApiResult {
+    let body = asked_by(body, &caller)?;
+    verb(state, id, Body(Some(body)), "trigger").await
+}
+
+/// `body` (an object, or none) with `by` set to who asks: a token's name;
+/// on the open loopback API the body's own `by`, else `(loopback)`.
+fn asked_by(body: Option<Value>, caller: &super::auth::Caller) -> Result<Value, ApiError> {
     let mut body = match body {
         None => json!({}),
         Some(Value::Object(o)) => Value::Object(o),
         Some(_) => return Err(ApiError::bad_request("body", "must be a JSON object")),
     };
-    let by = match (&caller, body.get("by").and_then(Value::as_str)) {
+    let by = match (caller, body.get("by").and_then(Value::as_str)) {
         (super::auth::Caller::Open, Some(given)) => given.to_string(),
         _ => caller.name().to_string(),
     };
     body["by"] = json!(by);
-    verb(state, id, Body(Some(body)), "trigger").await
+    Ok(body)
+}
+
+/// Cancels a running workflow occurrence: what has not started never does,
+/// the running steps are asked to stop; the history records why and who
+/// asked (as for a trigger).
+#[utoipa::path(post, path = "/api/v1/runs/{fire_id}/cancel", tag = "runs", params(("fire_id" = String, Path, description = "a workflow occurrence's fire id, JOB@INSTANT")), request_body(content = Option<CancelBody>), responses(WriteResponses, Refusals))]
+pub(crate) async fn cancel(
+    State(api): State<Arc<Api>>,
+    Path(fire_id): Path<String>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
+    Body(body): Body<Value>,
+) -> ApiResult {
+    let mut cmd = asked_by(body, &caller)?;
+    cmd["command"] = json!("cancel");
+    cmd["fire_id"] = json!(fire_id);
+    command(&api, cmd).await
 }
 
 /// Fires every occurrence of a past window.

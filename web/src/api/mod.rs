@@ -222,6 +222,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/runs", get(runs::runs))
         .route("/api/v1/runs/per-minute", get(runs::per_minute))
         .route("/api/v1/runs/{fire_id}", get(runs::fire))
+        .route("/api/v1/runs/{fire_id}/cancel", post(jobs::cancel))
         .route("/api/v1/pools/{pool}/dead", get(dead::list))
         .route("/api/v1/pools/{pool}/dead/replay", post(dead::replay))
         .route("/api/v1/pools/{pool}/dead/purge", post(dead::purge))

@@ -185,6 +185,16 @@ pub struct FireRuns {
     pub runs: Vec<sundial_core::history::RunRow>,
 }
 
+/// `POST /api/v1/runs/{fire_id}/cancel` (optional): why.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    /// At most 500 characters, recorded in the history.
+    pub reason: Option<String>,
+    /// Who asks (the open loopback API only; with tokens, the token's name).
+    pub by: Option<String>,
+}
+
 /// `POST /api/v1/jobs/{id}/trigger` (optional): another payload for this
 /// occurrence, and why.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

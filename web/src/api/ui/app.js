@@ -106,9 +106,10 @@ async function api(path, opts = {}) {
   return body;
 }
 
-function toast(text, bad) {
+// Shows `text` for a while; `href` adds a link to what it is about.
+function toast(text, bad, href) {
   const t = $("#toast");
-  t.textContent = text;
+  put(t, text, href ? [" ", h("a#toast-link", { href }, "open")] : null);
   t.className = bad ? "toast bad" : "toast";
   t.hidden = false;
   clearTimeout(toast.timer);
@@ -201,10 +202,21 @@ const actions = {
   },
   async trigger(id) {
     return dialog({
-      title: `Trigger ${id}`, text: "Fire it now, outside its schedule, with its own fire id.", ok: "Trigger",
-      run: async () => {
-        const r = await api(`/jobs/${enc(id)}/trigger`, { method: "POST" });
-        toast(`fired ${r.result.fire_id}`);
+      title: `Trigger ${id}`,
+      text: "Fire it now, outside its schedule, with its own fire id (a workflow: one whole occurrence). The history records the payload, the reason and who asked.",
+      fields: [
+        { name: "payload", label: "Payload (JSON; empty: the job's own)", multiline: true, placeholder: '{"date": "2026-12-04"}' },
+        { name: "reason", label: "Reason (optional)", placeholder: "why, for the history" },
+      ],
+      ok: "Trigger",
+      run: async (v) => {
+        const body = {};
+        if (v.payload) {
+          try { body.payload = JSON.parse(v.payload); } catch (e) { throw new Error(`Payload: not JSON (${e.message})`); }
+        }
+        if (v.reason) body.reason = v.reason;
+        const r = await api(`/jobs/${enc(id)}/trigger`, { method: "POST", body });
+        toast(`fired ${r.result.fire_id}`, false, `#/run/${enc(r.result.fire_id)}`);
       },
     });
   },
@@ -238,6 +250,127 @@ function jobButtons(j, after) {
   return h("span.actions", null,
     j.paused ? act("resume", "Resume") : act("pause", "Pause"),
     act("trigger", "Trigger"));
+}
+
+// ---- workflows ------------------------------------------------------------
+
+// The occurrence a fire id belongs to: a step's fire id is
+// `{occurrence}/{step}`, `…/{step}#{k}/{n}` or `…/{step}@{worker}`, and job
+// ids hold no `/`.
+const occurrenceOf = (fireId) => fireId.split("/")[0];
+
+// Each step's stage: 1 + the deepest stage it waits for (the graph is
+// acyclic: the scheduler refuses cycles at upsert).
+function stages(steps) {
+  const at = new Map(steps.map((st) => [st.id, 1]));
+  for (let pass = 0; pass < steps.length; pass++) {
+    for (const st of steps) {
+      const deepest = Math.max(0, ...st.after.map((a) => at.get(a) || 0)) + 1;
+      at.set(st.id, Math.max(at.get(st.id), deepest));
+    }
+  }
+  return at;
+}
+
+// Each step's state in one occurrence, from the rows of `/runs/{occ}`
+// (oldest first, so a later attempt or replay of a fire wins): `pending`
+// (nothing ran yet), `running` (a fire runs or retries, or shards are still
+// to come), `succeeded`, `dead`, `failed` (a fire failed for good without
+// being dead-lettered: stopped by a cancellation) or `skipped`; with its
+// fires' latest rows.
+function stepStates(steps, occ, rows) {
+  const latest = new Map();
+  for (const r of rows) if (r.fire_id.startsWith(`${occ}/`)) latest.set(r.fire_id.slice(occ.length + 1), r);
+  const out = new Map();
+  for (const st of steps) {
+    const fires = [...latest].filter(([k]) => k === st.id || k.startsWith(`${st.id}#`) || k.startsWith(`${st.id}@`))
+      .map(([unit, row]) => ({ unit, row }));
+    const o = fires.map((f) => f.row.outcome === "failed" && f.row.retried ? "running" : f.row.outcome);
+    let state = "pending";
+    if (o.includes("dead")) state = "dead";
+    else if (o.includes("running")) state = "running";
+    else if (o.includes("failed")) state = "failed";
+    else if (o.length && o.every((x) => x === "skipped")) state = "skipped";
+    else if (o.length && o.every((x) => x === "succeeded") && (st.every_worker || o.length >= st.shards)) state = "succeeded";
+    else if (o.length) state = "running";
+    out.set(st.id, { state, fires });
+  }
+  return out;
+}
+
+// The steps as a graph, one column per stage, edges from the steps each
+// waits for (solid: when success; dashed: failure; dotted: done); each
+// step coloured by its state in `states` (a Map, or null: no occurrence).
+function stepGraph(steps, states, id) {
+  const stage = stages(steps);
+  const cols = new Map();
+  for (const st of steps) {
+    const c = stage.get(st.id);
+    if (!cols.has(c)) cols.set(c, []);
+    cols.get(c).push(st);
+  }
+  const NW = 150, NH = 46, GX = 60, GY = 14, pad = 8;
+  // An edge over more than one stage arcs above the nodes it would cross,
+  // higher the further it goes.
+  const span = (st, a) => stage.get(st.id) - stage.get(a);
+  const lift = (n) => 14 + 12 * n;
+  const longest = Math.max(0, ...steps.flatMap((st) => st.after.map((a) => span(st, a))).filter((n) => n > 1));
+  const top0 = pad + (longest ? lift(longest) : 0);
+  const rowsMax = Math.max(...[...cols.values()].map((c) => c.length));
+  const W = pad * 2 + cols.size * NW + (cols.size - 1) * GX, H = top0 + pad + rowsMax * NH + (rowsMax - 1) * GY;
+  const pos = new Map();
+  for (const [c, list] of cols) {
+    const top = top0 + ((rowsMax - list.length) * (NH + GY)) / 2;
+    list.forEach((st, i) => pos.set(st.id, { x: pad + (c - 1) * (NW + GX), y: top + i * (NH + GY) }));
+  }
+  const svg = s("svg", { class: "steps", id, viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "aria-label": "workflow steps" });
+  for (const st of steps) {
+    for (const a of st.after) {
+      const from = pos.get(a), to = pos.get(st.id);
+      if (!from || !to) continue;
+      const n = span(st, a), cls = `w-${st.when}`, title = s("title", {}, `${st.id} after ${a} (when ${st.when})`);
+      if (n > 1) {
+        const x1 = from.x + NW * 0.7, y1 = from.y, x2 = to.x + NW * 0.3, y2 = to.y, up = Math.min(y1, y2) - lift(n);
+        svg.append(s("path", { class: `edge ${cls}`, d: `M${x1},${y1} C${x1},${up} ${x2},${up} ${x2},${y2 - 4}` }, title));
+        svg.append(s("path", { class: `arrow ${cls}`, d: `M${x2 - 4},${y2 - 8} L${x2},${y2} L${x2 + 4},${y2 - 8}` }));
+      } else {
+        const x1 = from.x + NW, y1 = from.y + NH / 2, x2 = to.x, y2 = to.y + NH / 2, mx = (x1 + x2) / 2;
+        svg.append(s("path", { class: `edge ${cls}`, d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2 - 4},${y2}` }, title));
+        svg.append(s("path", { class: `arrow ${cls}`, d: `M${x2 - 8},${y2 - 4} L${x2},${y2} L${x2 - 8},${y2 + 4}` }));
+      }
+    }
+  }
+  for (const st of steps) {
+    const p = pos.get(st.id), info = states && states.get(st.id);
+    const state = info ? info.state : "none";
+    const fan = st.every_worker ? "every worker" : st.shards > 1 ? `${st.shards} shards` : "";
+    const done = info ? info.fires.filter((f) => f.row.outcome === "succeeded").length : 0;
+    const sub = [fan, info && (st.shards > 1 || st.every_worker) ? `${done} ok` : "", st.when !== "success" ? `when ${st.when}` : "", st.pool || ""]
+      .filter(Boolean).join(" · ");
+    svg.append(s("g", { class: `step s-${state}`, "data-step": st.id, "data-state": state },
+      s("title", {}, `${st.id}: ${info ? state : "no occurrence yet"}${st.after.length ? ` (after ${st.after.join(", ")})` : ""}`),
+      s("rect", { x: p.x, y: p.y, width: NW, height: NH, rx: 6 }),
+      s("text", { x: p.x + 10, y: p.y + 19, class: "id" }, st.id.length > 20 ? `${st.id.slice(0, 19)}…` : st.id),
+      s("text", { x: p.x + 10, y: p.y + 36, class: "sub" }, sub || (info ? state : "\u00a0"))));
+  }
+  return h("div.graph", null, svg);
+}
+
+// A strip of step states (in stage order), linked to the occurrence.
+function stepStrip(steps, occ, states) {
+  const stage = stages(steps);
+  const order = steps.slice().sort((a, b) => stage.get(a.id) - stage.get(b.id));
+  return h("a.strip", { href: `#/run/${enc(occ)}`, title: `last occurrence ${occ}` },
+    order.map((st) => h(`span.s-${states.get(st.id).state}`, { title: `${st.id}: ${states.get(st.id).state}`, dataset: { step: st.id } })));
+}
+
+// The latest occurrence of workflow `j` and its rows, or null.
+async function lastOccurrence(j) {
+  const page = await api(`/jobs/${enc(j.id)}/runs?limit=1`);
+  if (!page.runs.length) return null;
+  const occ = occurrenceOf(page.runs[0].fire_id);
+  const fire = await api(`/runs/${enc(occ)}`);
+  return { occ, rows: fire.runs, states: stepStates(j.steps, occ, fire.runs) };
 }
 
 // ---- pages ----------------------------------------------------------------
@@ -360,7 +493,8 @@ async function jobsPage(params) {
   const reload = () => route();
   const rows = page.jobs.map((j) => h("tr", { dataset: { id: j.id } },
     h("td", null, h("a.job-link", { href: `#/job/${enc(j.id)}` }, j.id),
-      Object.keys(j.labels || {}).length ? h("div.muted", null, Object.entries(j.labels).map(([k, v]) => `${k}=${v}`).join(" ")) : null),
+      Object.keys(j.labels || {}).length ? h("div.muted", null, Object.entries(j.labels).map(([k, v]) => `${k}=${v}`).join(" ")) : null,
+      (j.steps || []).length ? h("div.last-occurrence", { dataset: { id: j.id } }) : null),
     h("td", null, h("code", null, j.schedule)), h("td", null, j.timezone), h("td", null, j.pool),
     h("td.state", null, j.paused ? h("span.paused", { title: j.paused_reason || "" }, "paused",
       j.paused_reason ? h("div.muted.reason", null, j.paused_reason) : null) : "active"),
@@ -372,6 +506,14 @@ async function jobsPage(params) {
     h("div.pager", null,
       cursor ? h("button", { type: "button", onclick: () => go({ cursor: "" }) }, "« first page") : null,
       page.next ? h("button#next-page", { type: "button", onclick: () => go({ cursor: page.next }) }, "next page »") : null));
+  // A workflow's last occurrence as a strip of step states, filled in as
+  // the answers come (the page does not wait for them).
+  for (const j of page.jobs.filter((x) => (x.steps || []).length)) {
+    const box = body.querySelector(`.last-occurrence[data-id="${CSS.escape(j.id)}"]`);
+    lastOccurrence(j).then((last) => {
+      if (box && last) put(box, stepStrip(j.steps, last.occ, last.states));
+    }).catch(() => {});
+  }
 }
 
 async function jobPage(id) {
@@ -379,9 +521,11 @@ async function jobPage(id) {
   put(main(), root);
   let j;
   try { j = await api(`/jobs/${enc(id)}?next=10`); } catch (e) { put(root, h("h1", null, id), h("p.error", null, e.message)); return; }
-  const [runs, summary] = await Promise.all([
+  const steps = j.steps || [];
+  const [runs, summary, last] = await Promise.all([
     api(`/jobs/${enc(id)}/runs?limit=50`).catch((e) => ({ error: e.message, runs: [] })),
     api(`/jobs/${enc(id)}/summary?since=7d`).catch(() => null),
+    steps.length ? lastOccurrence(j).catch(() => null) : null,
   ]);
   const reload = () => route();
   const act = (name, label) => h(`button.${name}`, { type: "button", onclick: async () => { if (await actions[name](id)) reload(); } }, label);
@@ -394,6 +538,10 @@ async function jobPage(id) {
           run: async () => { await api(`/jobs/${enc(id)}`, { method: "DELETE" }); } });
         if (ok) { toast(`${id} deleted`); location.hash = "#/jobs"; }
       } }, "Delete")),
+    steps.length ? h("section#job-steps", null, h("h2", null, "Steps"),
+      h("p.muted", null, last ? ["Coloured by the last occurrence, ", h("a#last-occurrence", { href: `#/run/${enc(last.occ)}` }, last.occ), "."]
+        : "No occurrence yet.", " Edges: solid when success, dashed when failure, dotted when done."),
+      stepGraph(steps, last && last.states, "steps-graph")) : null,
     h("div.two", null,
       h("div", null,
         h("h2", null, "Definition"),
@@ -441,7 +589,8 @@ function runsTable(runs, id) {
     const out = r.output ? h("details", null, h("summary", null, "output"), h("pre", null, r.output)) : null;
     return h("tr", { dataset: { fire: r.fire_id, attempt: r.attempt } },
       h("td", null, when(r.started_at || r.scheduled_at)),
-      h("td", null, h("a", { href: `#/job/${enc(r.job_id)}` }, r.job_id), h("div.muted", null, r.fire_id)),
+      h("td", null, h("a", { href: `#/job/${enc(r.job_id)}` }, r.job_id),
+        h("div", null, h("a.fire-link.muted", { href: `#/run/${enc(r.fire_id)}` }, r.fire_id))),
       h("td.num", null, r.attempt), h("td", null, outcome(r.outcome), r.retried ? h("span.muted", null, " (retried)") : null,
         r.replay ? h("span.muted", { title: `replayed ${r.replay}` }, " (replay)") : null),
       h("td.num", null, dur(r.duration_ms)), h("td", null, r.worker),
@@ -452,7 +601,7 @@ function runsTable(runs, id) {
 async function runsPage(params) {
   const want = params.get("outcome") || "";
   const sel = h("select#outcome-filter", { "aria-label": "outcome" }, h("option", { value: "" }, "every outcome"),
-    ["running", "succeeded", "failed", "dead", "skipped"].map((o) => h("option", { value: o }, o)));
+    ["running", "succeeded", "failed", "dead", "skipped", "cancelled"].map((o) => h("option", { value: o }, o)));
   sel.value = want;
   sel.addEventListener("change", () => { location.hash = sel.value ? `#/runs?outcome=${sel.value}` : "#/runs"; });
   const live = h("input#live", { type: "checkbox", checked: true });
@@ -474,6 +623,72 @@ async function runsPage(params) {
   };
   await load();
   every(2000, () => { if (live.checked && !document.hidden) load(); });
+}
+
+// One fire's page: its attempts and, for a workflow occurrence, the step
+// graph in its states and every step's and shard's runs. It refreshes
+// every 2 s until nothing is left to run.
+async function runPage(fireId) {
+  const root = h("div", null, h("h1.fire-id", null, fireId), h("p.muted", null, "loading…"));
+  put(main(), root);
+  const occ = occurrenceOf(fireId);
+  let job = null, shown = null;
+  const load = async () => {
+    let fire;
+    try { fire = await api(`/runs/${enc(fireId)}`); } catch (e) {
+      shown = null;
+      put(root, h("h1.fire-id", null, fireId), h("p.error#run-error", null, e.status === 404 ? `No run of ${fireId} in the history index (yet).` : e.message));
+      return true;
+    }
+    const rows = fire.runs, first = rows[0];
+    if (job === null && first) job = await api(`/jobs/${enc(first.job_id)}`).catch(() => ({ id: first.job_id, gone: true }));
+    const steps = (job && job.steps) || [];
+    const states = steps.length && fireId === occ ? stepStates(steps, occ, rows) : null;
+    const own = rows.filter((r) => r.fire_id === fireId);
+    const end = own.length ? own[own.length - 1] : null;
+    const open = rows.some((r) => r.outcome === "running" || (r.outcome === "failed" && r.retried))
+      || (states && [...states.values()].some((x) => x.state === "pending" || x.state === "running") && !(end && end.outcome !== "running"));
+    const seen = rows.map((r) => `${r.fire_id}/${r.attempt}/${r.replay || ""}/${r.outcome}`).join("|");
+    if (seen === shown) return open;
+    shown = seen;
+    const label = (r) => r.fire_id === fireId ? (states ? "(occurrence)" : "") : r.fire_id.slice(fireId.length + 1);
+    const cancel = states && end && end.outcome === "running" && !(job && job.gone)
+      ? h("div.toolbar", null, h("button.danger#cancel-occurrence", { type: "button", onclick: async () => {
+        await dialog({
+          title: `Cancel ${fireId}?`,
+          text: "Its steps not yet started never start; the workers running its steps are asked to stop them. It ends cancelled, with your reason, in the history.",
+          fields: [{ name: "reason", label: "Reason (optional)", placeholder: "why, for the history" }],
+          ok: "Cancel the occurrence", danger: true,
+          run: async (v) => {
+            await api(`/runs/${enc(fireId)}/cancel`, { method: "POST", body: v.reason ? { reason: v.reason } : {} });
+            toast(`${fireId} cancelled`);
+          },
+        });
+      } }, "Cancel occurrence…"))
+      : null;
+    put(root,
+      h("h1.fire-id", null, fireId, " ", end ? outcome(end.outcome) : null),
+      cancel,
+      h("dl.kv#run-facts", null,
+        h("dt", null, "job"), h("dd", null, first ? h("a", { href: `#/job/${enc(first.job_id)}` }, first.job_id) : "—",
+          job && job.gone ? h("span.muted", null, " (deleted)") : null),
+        fireId !== occ ? [h("dt", null, "occurrence"), h("dd", null, h("a#run-occurrence", { href: `#/run/${enc(occ)}` }, occ))] : null,
+        h("dt", null, "scheduled"), h("dd", null, when(first && first.scheduled_at)),
+        end && end.reason ? [h("dt", null, "reason"), h("dd", null, end.reason)] : null),
+      states ? h("section", null, h("h2", null, "Steps"), stepGraph(steps, states, "run-graph")) : null,
+      h("h2", null, states ? "Every step and shard" : "Attempts"),
+      table([states ? "step" : "", "attempt ", "outcome", "started", "duration ", "worker", "reason / output"], rows.map((r) => {
+        const out = r.output ? h("details", null, h("summary", null, "output"), h("pre", null, r.output)) : null;
+        return h("tr", { dataset: { fire: r.fire_id, attempt: r.attempt } },
+          h("td", null, r.fire_id === fireId ? label(r) : h("a", { href: `#/run/${enc(r.fire_id)}` }, label(r))),
+          h("td.num", null, r.attempt), h("td", null, outcome(r.outcome), r.retried ? h("span.muted", null, " (retried)") : null,
+            r.replay ? h("span.muted", { title: `replayed ${r.replay}` }, " (replay)") : null),
+          h("td", null, when(r.started_at)), h("td.num", null, dur(r.duration_ms)), h("td", null, r.worker),
+          h("td", null, r.reason ? h("div", null, r.reason) : null, out));
+      }), "run-table"));
+    return open;
+  };
+  if (await load()) every(2000, async () => { if (!document.hidden && !(await load())) { for (const t of timers) clearInterval(t); timers = []; } });
 }
 
 async function deadPage(params) {
@@ -550,11 +765,12 @@ async function route() {
   const [path, query] = hash.split("?");
   const params = new URLSearchParams(query || "");
   const section = path.startsWith("/jobs") || path.startsWith("/job/") ? "jobs"
-    : path.startsWith("/runs") ? "runs" : path.startsWith("/dead") ? "dead" : "overview";
+    : path.startsWith("/runs") || path.startsWith("/run/") ? "runs" : path.startsWith("/dead") ? "dead" : "overview";
   for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === section);
   document.title = `Sundial · ${section}`;
   try {
     if (path.startsWith("/job/")) await jobPage(decodeURIComponent(path.slice(5)));
+    else if (path.startsWith("/run/")) await runPage(decodeURIComponent(path.slice(5)));
     else if (path === "/jobs") await jobsPage(params);
     else if (path === "/runs") await runsPage(params);
     else if (path === "/dead") await deadPage(params);

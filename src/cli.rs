@@ -79,6 +79,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Alerts raised on failed, late and missed occurrences (and their
+    /// resolutions), from the history stream.
+    Alerts {
+        /// From when: an RFC 3339 instant or a duration ago (2h).
+        #[arg(long, value_name = "TIME", default_value = "24h")]
+        since: String,
+        /// Only alerts not resolved yet.
+        #[arg(long)]
+        open: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Runs from the history, newest last: filter by time, outcome, job,
     /// pool and label (asks the HTTP API of a scheduler, http.api).
     Runs(RunsArgs),
@@ -225,6 +238,8 @@ pub enum DlqCmd {
         #[arg(long, value_name = "JSON")]
         payload: Option<String>,
         #[command(flatten)]
+        asked: AskedArgs,
+        #[command(flatten)]
         dlq: DlqArgs,
     },
     /// Delete dead letters (all, or one job's).
@@ -251,7 +266,7 @@ pub struct SchedulerArgs {
     pub node: Option<String>,
 }
 
-/// Why, and who asks: recorded in the history (trigger, cancel).
+/// Why, and who asks: recorded in the history (trigger, cancel, replay).
 #[derive(Debug, Clone, clap::Args)]
 pub struct AskedArgs {
     /// Why, recorded in the history with who asked.

@@ -128,6 +128,16 @@ fn run(cli: Cli) -> Result<(), CommandError> {
                 &mut stdout,
             ))
         }
+        Command::Alerts { since, open, json } => {
+            let since = commands::history::instant("--since", &since)?;
+            commands::runtime()?.block_on(commands::alerts::run(
+                &settings,
+                since,
+                open,
+                json,
+                &mut stdout,
+            ))
+        }
         Command::Runs(args) => {
             commands::runtime()?.block_on(commands::history::runs(&settings, &args, &mut stdout))
         }

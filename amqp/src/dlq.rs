@@ -18,12 +18,19 @@ use lapin::{
 };
 use sundial_core::{
     codec::{decode, encode},
-    protocol::{fire::FireEvent, headers},
+    protocol::{
+        fire::FireEvent,
+        headers,
+        run::{RunBatch, RunEvent, RunKind},
+        Message,
+    },
     topology::Topology,
 };
 
 use crate::{broker::meta_of, error::Error, publish::publish_raw_confirmed};
 
+/// The `worker` of a replay's `fired` record (who asked is in its `by`).
+pub const REPLAYED_BY: &str = "dlq-replay";
 /// Most messages one command reads from a dead-letter queue.
 pub const READ_LIMIT: usize = 100_000;
 
@@ -111,6 +118,17 @@ pub struct Settled {
     /// Selected but left in the queue, with the reason (undecodable bodies
     /// cannot be replayed).
     pub skipped: Vec<(String, String)>,
+    /// Replayed, but the history has no record of who replayed them (why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unrecorded: Option<String>,
+}
+
+/// Who replays dead letters and why: recorded in the history with each
+/// letter replayed.
+#[derive(Debug, Clone, Default)]
+pub struct Asked {
+    pub by: Option<String>,
+    pub reason: Option<String>,
 }
 
 /// One pool's dead-letter queue.
@@ -121,6 +139,7 @@ pub struct Dlq<'a> {
     /// A replay's payload instead of each letter's, and the key that signs
     /// the changed fire (`control.hmac_key`).
     payload: Option<(serde_json::Value, Option<std::sync::Arc<[u8]>>)>,
+    asked: Asked,
 }
 
 impl<'a> Dlq<'a> {
@@ -130,7 +149,15 @@ impl<'a> Dlq<'a> {
             topo,
             pool: pool.to_string(),
             payload: None,
+            asked: Asked::default(),
         }
+    }
+
+    /// Replays are recorded in the history as asked by `asked.by`, for
+    /// `asked.reason`.
+    pub fn asked(mut self, asked: Asked) -> Self {
+        self.asked = asked;
+        self
     }
 
     /// Replays send `payload` instead of each letter's own, signed with
@@ -180,6 +207,8 @@ impl<'a> Dlq<'a> {
     ) -> Result<Settled, Error> {
         let ch = crate::broker::confirming_channel(self.conn).await?;
         let mut settled = Settled::default();
+        // A replay's records: who replayed each letter, when, with what.
+        let mut records = Vec::new();
         let mut read = 0;
         while read < READ_LIMIT {
             let Some(m) = self.get(&ch).await? else { break };
@@ -218,14 +247,26 @@ impl<'a> Dlq<'a> {
                 let enc = encode(&fire)?;
                 let props = crate::broker::properties(&enc.meta);
                 let mut h = props.headers().clone().unwrap_or_default();
+                // Milliseconds, as the header says it (the runs carry it).
+                let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 3);
                 h.insert(
                     headers::REPLAY.into(),
-                    AMQPValue::LongString(
-                        sundial_core::protocol::timestamp(Utc::now())
-                            .as_str()
-                            .into(),
-                    ),
+                    AMQPValue::LongString(sundial_core::protocol::timestamp(now).as_str().into()),
                 );
+                records.push(RunEvent {
+                    replay: Some(now),
+                    payload: self.payload.as_ref().map(|(p, _)| p.clone()),
+                    by: self.asked.by.clone(),
+                    reason: self.asked.reason.clone(),
+                    ..RunEvent::new(
+                        RunKind::Fired,
+                        &fire.fire_id,
+                        &fire.job_id,
+                        &fire.pool,
+                        REPLAYED_BY,
+                        now,
+                    )
+                });
                 publish_raw_confirmed(
                     &ch,
                     &self.topo.fire_exchange(),
@@ -244,8 +285,40 @@ impl<'a> Dlq<'a> {
                 .map_err(Error::broker("basic.ack"))?;
             settled.done.push(id);
         }
+        if let Err(e) = self.record(&ch, records).await {
+            tracing::warn!(pool = %self.pool, error = %e, "dead letters replayed, but who replayed them was not recorded");
+            settled.unrecorded = Some(e.to_string());
+        }
         let _ = ch.close(200, "dlq done".into()).await;
         Ok(settled)
+    }
+
+    /// Appends `records` to the history stream, confirmed, in batches that
+    /// stay under its message size (a replaced payload may be 48 KiB).
+    async fn record(&self, ch: &Channel, records: Vec<RunEvent>) -> Result<(), Error> {
+        let limit = RunBatch::MAX_SIZE - 8 * 1024;
+        let mut batch: Vec<RunEvent> = Vec::new();
+        let mut size = 0;
+        let mut batches = Vec::new();
+        for r in records {
+            let n = serde_json::to_vec(&r).map_or(limit, |v| v.len());
+            if !batch.is_empty() && size + n > limit {
+                batches.push(std::mem::take(&mut batch));
+                size = 0;
+            }
+            size += n;
+            batch.push(r);
+        }
+        if !batch.is_empty() {
+            batches.push(batch);
+        }
+        for records in batches {
+            let enc = encode(&RunBatch::of(records))?;
+            crate::publish::publish_confirmed(ch, &self.topo.history_exchange(), "", &enc, || {})
+                .await
+                .map_err(Error::not_stored("replay records"))?;
+        }
+        Ok(())
     }
 
     async fn get(&self, ch: &Channel) -> Result<Option<lapin::message::BasicGetMessage>, Error> {

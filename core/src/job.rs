@@ -62,6 +62,10 @@ pub struct JobSpec {
     /// Random delay in `[0, jitter)`, deterministic per fire id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<HumanDuration>,
+    /// An occurrence not succeeded this long after its scheduled instant
+    /// raises a `late` alert (docs/semantics.md §8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla: Option<HumanDuration>,
     /// No occurrence before this instant; also the `@every` anchor.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "instant")]
     pub start_at: Option<DateTime<Utc>>,

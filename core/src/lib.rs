@@ -32,6 +32,7 @@
 //! | [`settings`] | raw settings (serde) and their validated form |
 //! | [`error`]    | the crate's error types |
 
+pub mod alert;
 pub mod attempt;
 pub mod auth;
 pub mod backoff;

@@ -42,6 +42,9 @@ pub struct RawScheduler {
     /// the workflow occurrences still open (issue 24): one open longer is
     /// not advanced after every scheduler restarted.
     pub workflow_horizon: String,
+    /// How often the owner of a shard judges its jobs' occurrences for
+    /// alerts (issue 25): how late a `late` or `missed` alert may come.
+    pub alert_interval: String,
 }
 
 impl Default for RawScheduler {
@@ -50,6 +53,7 @@ impl Default for RawScheduler {
             heartbeat_interval: "1s".into(),
             heartbeat_timeout: "3s".into(),
             workflow_horizon: "24h".into(),
+            alert_interval: "5s".into(),
         }
     }
 }
@@ -339,6 +343,7 @@ pub struct SchedulerSettings {
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
     pub workflow_horizon: Duration,
+    pub alert_interval: Duration,
 }
 
 impl Default for SchedulerSettings {
@@ -347,6 +352,7 @@ impl Default for SchedulerSettings {
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(3),
             workflow_horizon: Duration::from_secs(24 * 3600),
+            alert_interval: Duration::from_secs(5),
         }
     }
 }
@@ -917,9 +923,17 @@ fn scheduler(s: RawScheduler) -> Result<SchedulerSettings, ValidationError> {
             "must be between 1m and 30d",
         ));
     }
+    let alert_interval = duration("scheduler.alert_interval", &s.alert_interval)?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&alert_interval) {
+        return Err(err(
+            "scheduler.alert_interval",
+            "must be between 1s and 10m",
+        ));
+    }
     Ok(SchedulerSettings {
         heartbeat_interval,
         heartbeat_timeout,
         workflow_horizon,
+        alert_interval,
     })
 }

@@ -39,12 +39,17 @@ pub struct DueFire {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
     pub job_id: String,
+    /// The job's pool (of the records that say so).
+    pub pool: String,
     /// The policy that skipped them (`fire-once`, `skip`, `catch-up`,
     /// `undelivered`).
     pub policy: &'static str,
     pub at: Vec<DateTime<Utc>>,
     /// Skipped beyond what is listed.
     pub unlisted: u64,
+    /// While the job was paused (not expected: no alert), rather than while
+    /// no scheduler could fire it (missed).
+    pub paused: bool,
 }
 
 /// What a change asks of the actor: publish `fire` (in order), report
@@ -56,7 +61,13 @@ pub struct Actions {
 }
 
 impl Actions {
-    fn missed(&mut self, job: &Arc<JobEntry>, plan: MisfirePlan, policy: &'static str) {
+    fn missed(
+        &mut self,
+        job: &Arc<JobEntry>,
+        plan: MisfirePlan,
+        policy: &'static str,
+        paused: bool,
+    ) {
         let MisfirePlan {
             fire,
             skipped,
@@ -65,9 +76,11 @@ impl Actions {
         if !skipped.is_empty() || skipped_unlisted > 0 {
             self.skipped.push(Skipped {
                 job_id: job.spec.id.clone(),
+                pool: job.spec.pool.clone(),
                 policy,
                 at: skipped,
                 unlisted: skipped_unlisted,
+                paused,
             });
         }
         self.fire.extend(fire.into_iter().map(|scheduled| DueFire {
@@ -147,11 +160,11 @@ impl ShardTimer {
             }
             if floor < down_until {
                 let plan = misfire::plan(&job, floor, down_until);
-                actions.missed(&job, plan, job.spec.misfire.policy.as_str());
+                actions.missed(&job, plan, job.spec.misfire.policy.as_str(), false);
             }
             if down_until < now {
                 let plan = misfire::undelivered(&job, down_until, now);
-                actions.missed(&job, plan, "undelivered");
+                actions.missed(&job, plan, "undelivered", false);
             }
             self.arm_after(&job, now.max(floor));
         }
@@ -201,6 +214,7 @@ impl ShardTimer {
             &job,
             misfire::plan(&job, from, now),
             job.spec.misfire.policy.as_str(),
+            true,
         );
         self.arm_after(&job, now);
         actions

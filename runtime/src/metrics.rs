@@ -51,3 +51,9 @@ pub const HISTORY_INDEXED_TOTAL: &str = "sundial_history_indexed_total";
 pub const HISTORY_SKIPPED_TOTAL: &str = "sundial_history_skipped_total";
 /// Stream offset the history index has reached.
 pub const HISTORY_OFFSET: &str = "sundial_history_offset";
+/// Alerts raised by this scheduler (as owner of their job's shard), by
+/// kind (`failed`, `late`, `missed`, `resolved`).
+pub const ALERTS: &str = "sundial_alerts_total";
+/// When this scheduler last judged its jobs' occurrences for alerts (Unix
+/// seconds): the dead man's switch watches that it moves.
+pub const LAST_ALERT_CHECK: &str = "sundial_last_alert_check_timestamp_seconds";

@@ -37,6 +37,7 @@
 //!      └─ control::run     task (sundial.control → Registry → reply / dead letter)
 //! ```
 
+mod alerts;
 mod control;
 pub mod error;
 pub mod ingest;
@@ -252,6 +253,7 @@ async fn run_once(
                 owned,
                 horizon: cfg.scheduler.workflow_horizon,
                 occurrences,
+                alert_interval: cfg.scheduler.alert_interval,
             },
             stop.clone(),
         );

@@ -74,9 +74,7 @@ pub(crate) fn opening(
     Ok(Outbound {
         exchange: topo.history_exchange(),
         routing_key: String::new(),
-        enc: encode(&RunBatch {
-            records: vec![record],
-        })?,
+        enc: encode(&RunBatch::of(vec![record]))?,
         fire_id: fire_id.into(),
         pool: job.pool.clone(),
     })
@@ -106,6 +104,14 @@ impl Owned {
 
     pub(crate) fn epoch(&self, shard: u32) -> Option<u64> {
         self.shards.lock().ok()?.get(&shard).copied()
+    }
+
+    /// The shards held now.
+    pub(crate) fn shards(&self) -> std::collections::BTreeSet<u32> {
+        self.shards
+            .lock()
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -137,6 +143,16 @@ impl Occurrences {
             Some(None) => Known::Open,
             Some(Some(e)) => Known::Ended(e),
             None => Known::Unknown { caught_up },
+        }
+    }
+
+    /// An advancer starts reading again (after a restart of the run): it
+    /// knows nothing until it has caught up.
+    pub(crate) fn reset(&self) {
+        self.caught_up
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut m) = self.known.lock() {
+            m.clear();
         }
     }
 

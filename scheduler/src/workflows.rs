@@ -95,6 +95,8 @@ pub(crate) struct AdvanceParts {
     pub(crate) owned: Arc<Owned>,
     pub(crate) horizon: Duration,
     pub(crate) occurrences: Arc<Occurrences>,
+    /// How often the alert check runs (`scheduler.alert_interval`).
+    pub(crate) alert_interval: Duration,
 }
 
 /// The workers heard of (`sundial.workers` heartbeats), by pool.
@@ -152,6 +154,7 @@ pub(crate) async fn advance(
     parts: AdvanceParts,
     stop: CancellationToken,
 ) -> Result<(), Error> {
+    parts.occurrences.reset();
     let since = Utc::now()
         - chrono::TimeDelta::from_std(parts.horizon).unwrap_or(chrono::TimeDelta::hours(24));
     let mut reader = Reader::open(
@@ -169,7 +172,7 @@ pub(crate) async fn advance(
         parts.node,
         Utc::now().timestamp_nanos_opt().unwrap_or_default()
     );
-    let mut enc = encode(&RunBatch { records: vec![] })?;
+    let mut enc = encode(&RunBatch::of(vec![]))?;
     enc.meta.message_id = Some(marker.clone());
     publish_confirmed(&ch, &parts.topo.history_exchange(), "", &enc, || {})
         .await
@@ -187,6 +190,10 @@ pub(crate) async fn advance(
     };
     let mut sweep = tokio::time::interval(SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The same stream feeds the alert watcher (alerts.rs).
+    let mut watcher = crate::alerts::Watcher::default();
+    let mut alert_tick = tokio::time::interval(adv.parts.alert_interval);
+    alert_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = stop.cancelled() => {
@@ -204,6 +211,20 @@ pub(crate) async fn advance(
                         .collect();
                     adv.act(open).await?;
                     adv.forget(Utc::now());
+                }
+            }
+            _ = alert_tick.tick() => {
+                if adv.caught_up {
+                    watcher.forget(Utc::now(), adv.parts.horizon);
+                    let parts = crate::alerts::CheckParts {
+                        topo: &adv.parts.topo,
+                        node: &adv.parts.node,
+                        registry: &adv.parts.registry,
+                        owned: &adv.parts.owned,
+                        horizon: adv.parts.horizon,
+                        ch: &adv.ch,
+                    };
+                    watcher.check(parts).await?;
                 }
             }
             beat = futures_util::StreamExt::next(&mut beats) => {
@@ -225,6 +246,7 @@ pub(crate) async fn advance(
                     info!(open = adv.open.len(), "workflow advancer caught up with the history stream");
                 }
                 let Ok(batch) = m.batch else { continue };
+                watcher.read(&batch);
                 let touched = adv.read(&batch.records);
                 if adv.caught_up && !touched.is_empty() {
                     adv.act(touched.into_iter().collect()).await?;
@@ -580,7 +602,7 @@ impl Advancer {
                 Err(e) => return Err(Error::not_stored("workflow step fire")(e)),
             }
         }
-        let enc = encode(&RunBatch { records })?;
+        let enc = encode(&RunBatch::of(records))?;
         publish_confirmed(
             &self.ch,
             &self.parts.topo.history_exchange(),

@@ -55,6 +55,12 @@ pub async fn run(
     };
     let conn = sundial_amqp::broker::connect_to(&settings.broker, "sundial dlq").await?;
     let mut dlq = Dlq::new(&conn, &settings.topology, &pool);
+    if let DlqCmd::Replay { asked, .. } = cmd {
+        dlq = dlq.asked(sundial_amqp::dlq::Asked {
+            by: asked.by(),
+            reason: asked.reason.clone(),
+        });
+    }
     if let Some(payload) = payload {
         let key = settings
             .control
@@ -214,7 +220,11 @@ fn report(
         settled.done.len(),
         settled.skipped.len()
     )
-    .map_err(io)
+    .map_err(io)?;
+    if let Some(why) = &settled.unrecorded {
+        writeln!(out, "warning: not recorded in the history: {why}").map_err(io)?;
+    }
+    Ok(())
 }
 
 /// Named fire ids that were not found fail the command.

@@ -1,6 +1,7 @@
 //! The subcommands. Each returns `Result<(), CommandError>`; `main` maps the
 //! error to an exit code (2 for bad input, 1 for everything else).
 
+pub mod alerts;
 pub mod config_show;
 pub mod dlq;
 pub mod history;

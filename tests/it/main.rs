@@ -37,6 +37,7 @@
 //! | `fires`    | helpers: fire events as a scheduler publishes them, the event tap, an in-process worker |
 //! | `util`     | vhosts, the binary under test, bounded waits |
 
+mod alerts;
 mod api;
 mod brokers;
 mod cli;

@@ -562,14 +562,31 @@ executor = { type = "shell", command = ["/bin/sh", "-c", "case \"$SUNDIAL_PAYLOA
         &dead.fire_id,
         "--payload",
         r#"{"fixed": true}"#,
+        "--reason",
+        "the flag was wrong",
+        "--as",
+        "bob",
     ]);
-    let ok = loop {
+    // The replay's run, and its record (written once the replays are
+    // confirmed: before or after the run's, in either order).
+    let (mut asked, mut ok) = (None, None);
+    while asked.is_none() || ok.is_none() {
         let r = tap.next().await;
-        if r.fire_id == dead.fire_id && r.kind == RunKind::Succeeded {
-            break r;
+        if r.fire_id == dead.fire_id && r.kind == RunKind::Fired && r.replay.is_some() {
+            asked = Some(r);
+        } else if r.fire_id == dead.fire_id && r.kind == RunKind::Succeeded {
+            ok = Some(r);
         }
-    };
+    }
+    let ok = ok.expect("ran");
     assert!(ok.replay.is_some(), "a replay's run: {ok:?}");
+    // Who replayed it, why and with what, in the history: a `fired` record
+    // with the replay's time.
+    let asked = asked.expect("a fired record of the replay");
+    assert_eq!(asked.replay, ok.replay, "the same replay");
+    assert_eq!(asked.by.as_deref(), Some("bob"));
+    assert_eq!(asked.reason.as_deref(), Some("the flag was wrong"));
+    assert_eq!(asked.payload, Some(serde_json::json!({"fixed": true})));
     assert_eq!(ok.output.as_deref().map(str::trim), Some("fixed"), "{ok:?}");
     let bad = sundial()
         .args([

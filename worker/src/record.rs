@@ -120,7 +120,7 @@ async fn run(
         }
         let records = without_settled_starts(records);
         let n = records.len();
-        let published = publish(&ch, &exchange, RunBatch { records }).await;
+        let published = publish(&ch, &exchange, RunBatch::of(records)).await;
         match published {
             Ok(confirm) => {
                 metrics::counter!(m::HISTORY_BATCHES_TOTAL).increment(1);

@@ -19,6 +19,11 @@ const MAX_BACKOFF_STEPS: usize = 16;
 const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 const MAX_JITTER: Duration = Duration::from_secs(3600);
+/// Bounds of a job's `sla`: below a second no scheduler can tell; beyond a
+/// day the alert window (`alerts.horizon`) would have to reach further back
+/// than the history a scheduler reads when it starts.
+const MIN_SLA: Duration = Duration::from_secs(1);
+const MAX_SLA: Duration = Duration::from_secs(24 * 3600);
 const MAX_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
 const MAX_CATCH_UP: u32 = 10_000;
 const MAX_LABELS: usize = 64;
@@ -175,6 +180,9 @@ impl JobSpec {
         }
         if let Some(j) = self.jitter {
             check_range("jitter", j.get(), Duration::ZERO, MAX_JITTER)?;
+        }
+        if let Some(s) = self.sla {
+            check_range("sla", s.get(), MIN_SLA, MAX_SLA)?;
         }
         if let (Some(s), Some(e)) = (self.start_at, self.end_at) {
             if e <= s {

@@ -14,6 +14,7 @@
 //! | `sundial.heartbeat` | [`node::Heartbeat`]       | JSON           |      |
 //! | `sundial.worker-heartbeat` | [`node::WorkerBeat`] | JSON         |      |
 
+pub mod alert;
 pub mod control;
 pub mod fire;
 pub mod node;

@@ -145,6 +145,21 @@ impl RunEvent {
 #[serde(deny_unknown_fields)]
 pub struct RunBatch {
     pub records: Vec<RunEvent>,
+    /// Alerts raised by the scheduler owning their job's shard (ADR 0021):
+    /// in the stream of the records they judge, so a new owner rebuilds
+    /// both from it and raises nothing twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<super::alert::Raised>,
+}
+
+impl RunBatch {
+    /// A batch of run records.
+    pub fn of(records: Vec<RunEvent>) -> Self {
+        Self {
+            records,
+            alerts: Vec::new(),
+        }
+    }
 }
 
 impl Message for RunBatch {

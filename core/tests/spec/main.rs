@@ -2,6 +2,7 @@
 //!
 //! | module       | what it pins down |
 //! |--------------|-------------------|
+//! | `alerts`     | alerts on occurrences (failed, late, missed, resolved), by table |
 //! | `attempt`    | retry tiers and dead letters after a failure; duplicate window; output tail |
 //! | `docs`       | the JSON examples in docs/protocol.md decode
 //! | `dst`        | hand-written DST tables: New York, Berlin, Lord Howe, Shanghai |
@@ -19,6 +20,7 @@
 //! | `workflow`   | workflow steps: refusals naming their path; the decision of what runs next, by table |
 //! | `timer`      | a timer shard without broker or clock: watermark vs in-flight fires, jitter, upserts of due jobs, pause/resume/delete, flush, misfires on takeover |
 
+mod alerts;
 mod attempt;
 mod codec;
 mod docs;

@@ -230,6 +230,25 @@ impl Handler<crate::reads::JobsRead> for Registry {
 #[rtype(result = "Option<Arc<sundial_core::registry::JobEntry>>")]
 pub(crate) struct JobOf(pub(crate) String);
 
+/// The jobs of these timer shards (the alert check of their owner).
+#[derive(Message)]
+#[rtype(result = "Vec<Arc<sundial_core::registry::JobEntry>>")]
+pub(crate) struct JobsIn(pub(crate) std::collections::BTreeSet<u32>);
+
+impl Handler<JobsIn> for Registry {
+    type Result = MessageResult<JobsIn>;
+
+    fn handle(&mut self, JobsIn(shards): JobsIn, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.view
+                .iter_shared()
+                .filter(|j| shards.contains(&self.topo.shard_of(&j.spec.id)))
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
 impl Handler<JobOf> for Registry {
     type Result = Option<Arc<sundial_core::registry::JobEntry>>;
 

@@ -34,7 +34,7 @@ use sundial_amqp::{
 mod handlers;
 
 use handlers::*;
-pub(crate) use handlers::{Execute, JobOf};
+pub(crate) use handlers::{Execute, JobOf, JobsIn};
 
 /// Definitions per snapshot part (~1 KB each: parts stay near 1 MB).
 const SNAPSHOT_PART_JOBS: usize = 1_000;
@@ -236,9 +236,7 @@ impl Registry {
             if let Some(r) = refused {
                 return r;
             }
-            let stored = match encode(&sundial_core::protocol::run::RunBatch {
-                records: vec![record],
-            }) {
+            let stored = match encode(&sundial_core::protocol::run::RunBatch::of(vec![record])) {
                 Ok(enc) => publish_confirmed(&ch, &history, "", &enc, || {})
                     .await
                     .map_err(|e| e.to_string()),
@@ -315,9 +313,7 @@ impl Registry {
                             record.fire_id.clone_from(&o.fire_id);
                             // A trigger's occurrence is its own instant.
                             record.scheduled_at = Some(now);
-                            match encode(&sundial_core::protocol::run::RunBatch {
-                                records: vec![record],
-                            }) {
+                            match encode(&sundial_core::protocol::run::RunBatch::of(vec![record])) {
                                 Ok(enc) => publish_confirmed(&ch, &history, "", &enc, || {})
                                     .await
                                     .map_err(|e| e.to_string()),

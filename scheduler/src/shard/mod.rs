@@ -53,6 +53,12 @@ const UNROUTABLE_MEMORY: Duration = Duration::from_secs(60);
 /// At most one log line per shard per this long for fires being retried.
 const RETRY_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// Most occurrences of one job recorded as missed after one outage (the
+/// newest; older ones are counted in `sundial_misfires_total` and logged).
+const MISSED_RECORDS: usize = 1_000;
+/// Records per history message when recording missed occurrences.
+const MISSED_BATCH: usize = 2_000;
+
 pub(crate) struct ShardActor {
     shard: u32,
     node: String,
@@ -232,6 +238,7 @@ impl ShardActor {
     /// Does what the timer asked: reports skipped occurrences, publishes
     /// the fires.
     fn act(&mut self, actions: Actions, ctx: &mut Context<Self>) {
+        self.record_missed(&actions.skipped, ctx);
         for s in &actions.skipped {
             metrics::counter!(m::MISFIRES_TOTAL, "policy" => s.policy)
                 .increment(s.at.len() as u64 + s.unlisted);
@@ -331,6 +338,56 @@ impl ShardActor {
         }
     }
 
+    /// Records in the history the occurrences a misfire policy did not fire
+    /// after an outage (not those of a pause: they were not expected), as
+    /// `skipped` with reason `misfire {policy}` (the alerts' `missed`),
+    /// the newest [`MISSED_RECORDS`] per job.
+    fn record_missed(&mut self, skipped: &[sundial_core::timer::Skipped], ctx: &mut Context<Self>) {
+        let now = Utc::now();
+        let records: Vec<RunEvent> = skipped
+            .iter()
+            .filter(|s| !s.paused)
+            .flat_map(|s| {
+                let why = format!("misfire {}: not fired after an outage", s.policy);
+                let newest = s.at.len().saturating_sub(MISSED_RECORDS);
+                s.at[newest..]
+                    .iter()
+                    .map(|at| {
+                        RunEvent::new(
+                            RunKind::Skipped,
+                            FireId::new(&s.job_id, *at).as_str(),
+                            &s.job_id,
+                            &s.pool,
+                            &self.node,
+                            now,
+                        )
+                        .because(why.as_str())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if records.is_empty() {
+            return;
+        }
+        let batches: Vec<_> = records
+            .chunks(MISSED_BATCH)
+            .filter_map(|c| encode(&RunBatch::of(c.to_vec())).ok())
+            .collect();
+        let ch = self.channel.clone();
+        let history = self.topo.history_exchange();
+        let n = records.len();
+        let fut = async move {
+            for enc in &batches {
+                publish_event(&ch, &history, "", enc).await?.await?;
+            }
+            Ok::<_, sundial_amqp::publish::PublishError>(())
+        };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, _| match res {
+            Ok(()) => debug!(shard = act.shard, records = n, "missed occurrences recorded"),
+            Err(e) => warn!(shard = act.shard, records = n, error = %e, "missed occurrences not recorded in the history"),
+        }));
+    }
+
     /// `overlap = "forbid"`: this fire is skipped because `running` runs;
     /// counted, logged, and reported as a `skipped` run event.
     fn skip_overlapping(
@@ -352,9 +409,7 @@ impl ShardActor {
         )
         .because("overlap-forbid");
         let Ok(enc) = encode(&ev) else { return };
-        let Ok(record) = encode(&RunBatch {
-            records: vec![ev.clone()],
-        }) else {
+        let Ok(record) = encode(&RunBatch::of(vec![ev.clone()])) else {
             return;
         };
         let ch = self.channel.clone();

@@ -9,7 +9,8 @@ use axum::{
 };
 use serde::Deserialize;
 use serde_json::Value;
-use sundial_amqp::dlq::{Action, Dlq};
+use sundial_amqp::dlq::{Action, Asked, Dlq};
+use sundial_core::protocol::control::{BY_MAX, PAUSE_REASON_MAX};
 use tracing::info;
 use utoipa::IntoParams;
 
@@ -77,9 +78,10 @@ pub(crate) async fn list(
 pub(crate) async fn replay(
     State(api): State<Arc<Api>>,
     Path(pool): Path<String>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
     Body(body): Body<Value>,
 ) -> ApiResult {
-    settle(&api, &pool, Action::Replay, body).await
+    settle(&api, &pool, Action::Replay, body, Some(&caller)).await
 }
 
 /// Deletes the named dead letters (or all).
@@ -95,7 +97,7 @@ pub(crate) async fn purge(
     Path(pool): Path<String>,
     Body(body): Body<Value>,
 ) -> ApiResult {
-    settle(&api, &pool, Action::Purge, body).await
+    settle(&api, &pool, Action::Purge, body, None).await
 }
 
 /// The depth of `pool`'s dead-letter queue, asked through the probe
@@ -131,9 +133,9 @@ async fn depth(api: &Api, pool: &str) -> Result<u32, ApiError> {
     }
 }
 
-/// Which letters a replay or purge takes: `{"fire_ids": [...]}` or
-/// `{"all": true}`.
-fn selection(body: Option<Value>) -> Result<Option<Vec<String>>, ApiError> {
+/// Which letters a replay or purge takes (`{"fire_ids": [...]}` or
+/// `{"all": true}`), and a replay's `reason` and `by` (who asks).
+fn selection(body: Option<Value>) -> Result<(Option<Vec<String>>, Asked), ApiError> {
     let Some(Value::Object(o)) = body else {
         return Err(ApiError::bad_request(
             "body",
@@ -142,9 +144,25 @@ fn selection(body: Option<Value>) -> Result<Option<Vec<String>>, ApiError> {
     };
     let mut ids: Option<Vec<String>> = None;
     let mut all = false;
+    let mut asked = Asked::default();
     for (k, v) in o {
         match (k.as_str(), v) {
             ("all", Value::Bool(b)) => all = b,
+            ("reason", Value::String(s)) if s.chars().count() <= PAUSE_REASON_MAX => {
+                asked.reason = Some(s).filter(|s| !s.trim().is_empty());
+            }
+            ("by", Value::String(s)) if s.chars().count() <= BY_MAX => {
+                asked.by = Some(s).filter(|s| !s.trim().is_empty());
+            }
+            ("reason" | "by", _) => {
+                return Err(ApiError::bad_request(
+                    &k,
+                    format!(
+                        "must be a string of at most {} characters",
+                        if k == "by" { BY_MAX } else { PAUSE_REASON_MAX }
+                    ),
+                ))
+            }
             ("fire_ids", Value::Array(a)) => {
                 let mut v = Vec::with_capacity(a.len());
                 for (i, x) in a.into_iter().enumerate() {
@@ -167,7 +185,7 @@ fn selection(body: Option<Value>) -> Result<Option<Vec<String>>, ApiError> {
             _ => {
                 return Err(ApiError::bad_request(
                     &k,
-                    "unknown field; expected fire_ids or all",
+                    "unknown field; expected fire_ids or all (and for a replay: reason, by)",
                 ))
             }
         }
@@ -178,18 +196,32 @@ fn selection(body: Option<Value>) -> Result<Option<Vec<String>>, ApiError> {
             "missing: name the fire ids, or send {\"all\": true}",
         ));
     }
-    Ok(ids)
+    Ok((ids, asked))
 }
 
-async fn settle(api: &Api, pool: &str, action: Action, request: Option<Value>) -> ApiResult {
+/// `caller` is who replays (none for a purge): recorded in the history with
+/// each letter replayed (a token's name; on the open loopback API the
+/// body's `by`, else `(loopback)`).
+async fn settle(
+    api: &Api,
+    pool: &str,
+    action: Action,
+    request: Option<Value>,
+    caller: Option<&super::auth::Caller>,
+) -> ApiResult {
     let verb = match action {
         Action::Replay => "replay",
         _ => "purge",
     };
-    let ids = selection(request)?;
+    let (ids, mut asked) = selection(request)?;
+    if let Some(c) = caller {
+        if !matches!(c, super::auth::Caller::Open) || asked.by.is_none() {
+            asked.by = Some(c.name().to_string());
+        }
+    }
     depth(api, pool).await?;
     let conn = api.connection().await?;
-    let dlq = Dlq::new(&conn, &api.cfg.topology, pool);
+    let dlq = Dlq::new(&conn, &api.cfg.topology, pool).asked(asked);
     let wanted = ids.clone();
     let s = dlq
         .settle(
@@ -225,6 +257,7 @@ async fn settle(api: &Api, pool: &str, action: Action, request: Option<Value>) -
             .map(|(fire_id, reason)| SkippedLetter { fire_id, reason })
             .collect(),
         missing: missing_ids,
+        unrecorded: s.unrecorded,
     });
     if missing == 0 {
         return Ok(Answer(result));

@@ -109,6 +109,12 @@ pub struct SettleBody {
     pub fire_ids: Option<Vec<String>>,
     /// Every letter of the pool.
     pub all: Option<bool>,
+    /// A replay's why (at most 500 characters), recorded in the history
+    /// with each letter replayed.
+    pub reason: Option<String>,
+    /// Who replays (the open loopback API only; with tokens, the token's
+    /// name).
+    pub by: Option<String>,
 }
 
 /// What a replay or purge did.
@@ -119,6 +125,9 @@ pub struct SettleResult {
     /// Named but not in the queue (then the answer is a 409 with this as
     /// its `result`).
     pub missing: Vec<String>,
+    /// Replayed, but not recorded in the history (why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unrecorded: Option<String>,
 }
 
 /// A letter selected but left in the queue.

@@ -1,0 +1,176 @@
+//! Alerts on occurrences (issue 25): which of a job's due occurrences
+//! failed, are late, were missed, and when a later one resolves them —
+//! decided without I/O from the job, what the history says of each
+//! occurrence, the alerts already raised and the time. The scheduler that
+//! owns the job's shard calls [`check`]; a new owner after a takeover
+//! rebuilds the same inputs from the history and raises nothing twice,
+//! because an alert's id is deterministic: `{kind}:{fire_id}`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, Utc};
+
+pub use crate::protocol::alert::{Alert, AlertKind, Raised};
+use crate::{fire_id::FireId, ledger::due, registry::JobEntry};
+
+/// What the history says of one scheduled occurrence (its own fire id's
+/// records; for a workflow, the occurrence's own records).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// Fired (`fired`) or started (`started`): it was not missed.
+    pub fired: bool,
+    /// When it succeeded (its first success).
+    pub succeeded: Option<DateTime<Utc>>,
+    /// It ended dead, with the reason.
+    pub dead: Option<String>,
+    /// Skipped by the scheduler, with the reason and whether it counts as
+    /// missed (a misfire collapse or skip after an outage: yes; an overlap
+    /// `forbid` skip, the user's choice: no).
+    pub skipped: Option<(String, bool)>,
+}
+
+/// What [`Watch::check`] judges one job by: its entry, its `sla` (none:
+/// no `late`; the job's `sla` field), what the history says of
+/// each of its scheduled occurrences, the alert ids raised before (by this
+/// node or another), and the intervals `[paused at, resumed at)` the
+/// registry recorded (a job running again no longer says it was paused).
+#[derive(Debug, Clone, Copy)]
+pub struct Watch<'a> {
+    pub job: &'a JobEntry,
+    pub sla: Option<Duration>,
+    pub seen: &'a BTreeMap<DateTime<Utc>, Seen>,
+    pub raised: &'a BTreeSet<String>,
+    pub paused: &'a [(DateTime<Utc>, DateTime<Utc>)],
+}
+
+impl Watch<'_> {
+    /// The alerts to raise now, oldest first: for each occurrence due in
+    /// `(from, now]` ([`due`]: not before the job existed, not while paused,
+    /// not after its `end_at`; nor within a `paused` interval) by what
+    /// `seen` says of it, leaving out the ids in `raised`. Then a
+    /// `resolved` when an occurrence succeeded after the latest occurrence
+    /// with an open alert (one raised and not yet resolved).
+    ///
+    /// - `failed` when it ended dead;
+    /// - `missed` when the misfire policy skipped it after an outage, or
+    ///   when nothing was recorded of it by `scheduled + misfire.grace`
+    ///   (the scheduler could still have fired it late until then);
+    /// - `late` when there is an `sla` and it had not succeeded by
+    ///   `scheduled + sla` (neither dead nor skipped: those say more).
+    pub fn check(&self, from: DateTime<Utc>, now: DateTime<Utc>) -> Vec<Alert> {
+        let job = self.job;
+        let id = job.spec.id.as_str();
+        let grace = Duration::from_std(job.spec.misfire.grace.get()).unwrap_or(Duration::MAX);
+        let none = Seen::default();
+        let mut out = Vec::new();
+        let mut t = from;
+        while let Some(at) = job.next_after(t) {
+            if at > now {
+                break;
+            }
+            t = at;
+            if !due(job, at) || self.paused.iter().any(|(p, r)| *p <= at && at < *r) {
+                continue;
+            }
+            let s = self.seen.get(&at).unwrap_or(&none);
+            let alert = if let Some(why) = &s.dead {
+                Some(Alert::new(
+                    AlertKind::Failed,
+                    id,
+                    at,
+                    format!("dead: {why}"),
+                ))
+            } else if let Some((why, missed)) = &s.skipped {
+                missed.then(|| Alert::new(AlertKind::Missed, id, at, format!("skipped: {why}")))
+            } else if !s.fired && s.succeeded.is_none() && elapsed(at, grace, now) {
+                Some(Alert::new(
+                    AlertKind::Missed,
+                    id,
+                    at,
+                    format!(
+                        "not fired within its misfire grace ({})",
+                        humantime::format_duration(job.spec.misfire.grace.get())
+                    ),
+                ))
+            } else {
+                self.sla
+                    .filter(|sla| {
+                        elapsed(at, *sla, now) && s.succeeded.is_none_or(|ok| ok - at > *sla)
+                    })
+                    .map(|sla| {
+                        Alert::new(
+                            AlertKind::Late,
+                            id,
+                            at,
+                            format!(
+                                "not succeeded within its sla ({}) of {}",
+                                humantime::format_duration(sla.to_std().unwrap_or_default()),
+                                crate::protocol::timestamp(at)
+                            ),
+                        )
+                    })
+            };
+            out.extend(alert.filter(|a| !self.raised.contains(&a.id)));
+        }
+        if let Some(r) = resolution(id, self.seen, self.raised, &out) {
+            out.push(r);
+        }
+        out
+    }
+}
+
+/// Whether `scheduled + by` has passed at `now`.
+fn elapsed(scheduled: DateTime<Utc>, by: Duration, now: DateTime<Utc>) -> bool {
+    scheduled
+        .checked_add_signed(by)
+        .is_some_and(|deadline| now >= deadline)
+}
+
+/// The `resolved` alert due now, if any: the open alerts (raised before or
+/// now, not resolved by an earlier `resolved`) are resolved by the first
+/// occurrence after the latest of them that succeeded.
+fn resolution(
+    job_id: &str,
+    seen: &BTreeMap<DateTime<Utc>, Seen>,
+    raised: &BTreeSet<String>,
+    new: &[Alert],
+) -> Option<Alert> {
+    let instant = |fire_id: &str| FireId::parse(fire_id).map(|(_, at)| at);
+    let of_job = |fire_id: &str| FireId::parse(fire_id).is_some_and(|(job, _)| job == job_id);
+    // Alerts of this job raised before, by kind.
+    let before: Vec<(AlertKind, &str)> = raised
+        .iter()
+        .filter_map(|a| AlertKind::of_id(a))
+        .filter(|(_, f)| of_job(f))
+        .collect();
+    let resolved_up_to = before
+        .iter()
+        .filter(|(k, _)| *k == AlertKind::Resolved)
+        .filter_map(|(_, f)| instant(f))
+        .max();
+    let open: Vec<(String, DateTime<Utc>)> = before
+        .iter()
+        .filter(|(k, _)| *k != AlertKind::Resolved)
+        .filter_map(|(k, f)| Some((format!("{}:{f}", k.as_str()), instant(f)?)))
+        .chain(new.iter().map(|a| (a.id.clone(), a.scheduled)))
+        .filter(|(_, at)| resolved_up_to.is_none_or(|r| *at > r))
+        .collect();
+    let latest = open.iter().map(|(_, at)| *at).max()?;
+    let (at, _) = seen
+        .range((
+            std::ops::Bound::Excluded(latest),
+            std::ops::Bound::Unbounded,
+        ))
+        .find(|(_, s)| s.succeeded.is_some())?;
+    let mut resolves: Vec<String> = open.into_iter().map(|(id, _)| id).collect();
+    resolves.sort();
+    resolves.dedup();
+    let mut r = Alert::new(
+        AlertKind::Resolved,
+        job_id,
+        *at,
+        format!("{} succeeded", FireId::new(job_id, *at)),
+    );
+    r.resolves = resolves;
+    (!raised.contains(&r.id)).then_some(r)
+}

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
 
-pub use crate::protocol::alert::{Alert, AlertKind, Raised};
+pub use crate::protocol::alert::{Alert, AlertKind, Delivered, DeliveryOutcome, Raised};
 use crate::{fire_id::FireId, ledger::due, registry::JobEntry};
 
 /// What the history says of one scheduled occurrence (its own fire id's
@@ -29,24 +29,22 @@ pub struct Seen {
     pub skipped: Option<(String, bool)>,
 }
 
-/// What [`Watch::check`] judges one job by: its entry, its `sla` (none:
-/// no `late`; the job's `sla` field), what the history says of
-/// each of its scheduled occurrences, the alert ids raised before (by this
-/// node or another), and the intervals `[paused at, resumed at)` the
-/// registry recorded (a job running again no longer says it was paused).
+/// What [`Watch::check`] judges one job by: its entry (with its last
+/// pause, which [`due`] leaves out), its `sla` (none: no `late`; the job's
+/// `sla` field), what the history says of each of its scheduled
+/// occurrences, and the alert ids raised before (by this node or another).
 #[derive(Debug, Clone, Copy)]
 pub struct Watch<'a> {
     pub job: &'a JobEntry,
     pub sla: Option<Duration>,
     pub seen: &'a BTreeMap<DateTime<Utc>, Seen>,
     pub raised: &'a BTreeSet<String>,
-    pub paused: &'a [(DateTime<Utc>, DateTime<Utc>)],
 }
 
 impl Watch<'_> {
     /// The alerts to raise now, oldest first: for each occurrence due in
     /// `(from, now]` ([`due`]: not before the job existed, not while paused,
-    /// not after its `end_at`; nor within a `paused` interval) by what
+    /// not after its `end_at`, not within its last pause) by what
     /// `seen` says of it, leaving out the ids in `raised`. Then a
     /// `resolved` when an occurrence succeeded after the latest occurrence
     /// with an open alert (one raised and not yet resolved).
@@ -69,7 +67,7 @@ impl Watch<'_> {
                 break;
             }
             t = at;
-            if !due(job, at) || self.paused.iter().any(|(p, r)| *p <= at && at < *r) {
+            if !due(job, at) {
                 continue;
             }
             let s = self.seen.get(&at).unwrap_or(&none);
@@ -173,4 +171,67 @@ fn resolution(
     );
     r.resolves = resolves;
     (!raised.contains(&r.id)).then_some(r)
+}
+
+/// Where alerts go (`[[alerts.routes]]`, validated): the alerts it takes
+/// and its target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub name: String,
+    pub kinds: BTreeSet<AlertKind>,
+    pub job_prefix: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub pool: Option<String>,
+    pub target: Target,
+    /// The same job and kind again within this window is not sent.
+    pub dedupe: std::time::Duration,
+    pub max_per_hour: u32,
+}
+
+/// A route's receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The alert as JSON, signed with `secret` when set.
+    Webhook { url: String, secret: Option<String> },
+    /// A Slack-compatible incoming webhook: `{"text": …}`.
+    Slack { url: String },
+}
+
+impl Route {
+    /// Whether the route takes `alert` of `job`.
+    pub fn takes(&self, alert: &Alert, job: &JobEntry) -> bool {
+        self.kinds.contains(&alert.kind)
+            && self
+                .job_prefix
+                .as_deref()
+                .is_none_or(|p| job.spec.id.starts_with(p))
+            && self.pool.as_deref().is_none_or(|p| job.spec.pool == p)
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| job.spec.labels.get(k) == Some(v))
+    }
+}
+
+/// The text of `alert` for a person (Slack, mail): what, which job and
+/// occurrence, why, and where to look.
+pub fn text(alert: &Alert, dashboard: Option<&str>) -> String {
+    let what = match alert.kind {
+        AlertKind::Failed => "failed",
+        AlertKind::Late => "is late",
+        AlertKind::Missed => "was missed",
+        AlertKind::Resolved => "is resolved",
+    };
+    let mut t = format!(
+        "Sundial: {} {what} — {} ({})",
+        alert.job_id, alert.fire_id, alert.reason
+    );
+    if let Some(base) = dashboard {
+        t.push_str(&format!(
+            "\n{}/#/run/{}",
+            base.trim_end_matches('/'),
+            alert.fire_id.replace(':', "%3A")
+        ));
+    }
+    t
 }

@@ -256,7 +256,10 @@ pub fn decide(
                             reason,
                         }
                     } else {
-                        RegistryRecord::Resume { id: id.clone() }
+                        RegistryRecord::Resume {
+                            id: id.clone(),
+                            at: Some(now),
+                        }
                     }],
                     reply: Reply::ok(name, Some(json!({"id": id, "changed": true}))),
                 },

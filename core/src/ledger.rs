@@ -13,12 +13,14 @@ use crate::{fire_id::FireId, registry::JobEntry};
 /// have fired (the ledger, and alerts): not before the job existed
 /// (`created_at`), not before its `start_at`, not at or after its `end_at`,
 /// and not while it is paused (a job paused at `paused_at` owed what came
-/// before; paused with no known instant, nothing). A deleted job is not in
-/// the registry, so none of its occurrences is due.
+/// before; paused with no known instant, nothing), nor within its last
+/// pause once resumed (`last_pause`). A deleted job is not in the
+/// registry, so none of its occurrences is due.
 pub fn due(job: &JobEntry, at: DateTime<Utc>) -> bool {
     if at < job.created_at
         || job.spec.start_at.is_some_and(|s| at < s)
         || job.spec.end_at.is_some_and(|e| at >= e)
+        || job.last_pause.is_some_and(|(p, r)| p <= at && at < r)
     {
         return false;
     }

@@ -25,6 +25,10 @@ pub struct JobEntry {
     /// when running, or paused without a reason).
     pub paused_reason: Option<String>,
     pub paused_at: Option<DateTime<Utc>>,
+    /// The last pause `[paused at, resumed at)`, once resumed (not kept in
+    /// snapshots: a scheduler that replays from a later snapshot does not
+    /// know it).
+    pub last_pause: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 impl JobEntry {
@@ -39,6 +43,7 @@ impl JobEntry {
             paused: spec.paused,
             paused_reason: None,
             paused_at: None,
+            last_pause: None,
             spec,
             created_at,
             schedule,
@@ -199,7 +204,7 @@ impl RegistryView {
                 None => Change::None,
             },
             RegistryRecord::Pause { id, reason, at } => self.set_paused(&id, true, reason, at),
-            RegistryRecord::Resume { id } => self.set_paused(&id, false, None, None),
+            RegistryRecord::Resume { id, at } => self.set_paused(&id, false, None, at),
             RegistryRecord::Snapshot {
                 snapshot_id,
                 part,
@@ -221,9 +226,14 @@ impl RegistryView {
             Some(j) if j.paused != paused => {
                 // Copy-on-write: a shard may still hold the old entry.
                 let e = Arc::make_mut(j);
+                if !paused {
+                    // The interval it was paused, when both ends are known
+                    // (alerts expect nothing of it).
+                    e.last_pause = e.paused_at.zip(at);
+                }
                 e.paused = paused;
                 e.paused_reason = reason;
-                e.paused_at = at;
+                e.paused_at = if paused { at } else { None };
                 if paused {
                     Change::Paused(id.to_string())
                 } else {

@@ -27,6 +27,48 @@ pub struct RawSettings {
     pub log: RawLog,
     pub supervisor: RawSupervisor,
     pub scheduler: RawScheduler,
+    pub alerts: RawAlerts,
+}
+
+/// `[alerts]`: where alerts go (settings file only: `[[alerts.routes]]`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAlerts {
+    pub routes: Vec<RawRoute>,
+}
+
+/// One `[[alerts.routes]]`: which alerts, and where to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: String,
+    /// Kinds it takes (`failed`, `late`, `missed`, `resolved`); absent: all.
+    #[serde(default)]
+    pub kinds: Option<Vec<String>>,
+    /// Only jobs whose id starts so.
+    #[serde(default)]
+    pub job_prefix: Option<String>,
+    /// Only jobs with every one of these labels.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Only jobs of this pool.
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// POST the alert as JSON here (one of `webhook`, `slack`).
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// A Slack-compatible incoming webhook: a readable text.
+    #[serde(default)]
+    pub slack: Option<String>,
+    /// Signs webhook bodies: `X-Sundial-Signature: sha256=HEX` (HMAC-SHA256).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// The same job and kind again within this window is not sent.
+    #[serde(default)]
+    pub dedupe: Option<String>,
+    /// At most this many sent per hour (the rest are counted, not sent).
+    #[serde(default)]
+    pub max_per_hour: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -305,6 +347,15 @@ impl RawSettings {
         if s.control.hmac_key.is_some() {
             s.control.hmac_key = Some(MASK.into());
         }
+        for r in &mut s.alerts.routes {
+            // A Slack webhook's path is its secret.
+            if r.slack.is_some() {
+                r.slack = Some(MASK.into());
+            }
+            if r.secret.is_some() {
+                r.secret = Some(MASK.into());
+            }
+        }
         s
     }
 }
@@ -336,6 +387,13 @@ pub struct Settings {
     pub log: LogSettings,
     pub supervisor: SupervisorSettings,
     pub scheduler: SchedulerSettings,
+    pub alerts: AlertSettings,
+}
+
+/// `[alerts]`, validated.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AlertSettings {
+    pub routes: Vec<crate::alert::Route>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -537,6 +595,99 @@ fn check_name(field: &str, v: &str, max: usize) -> Result<(), ValidationError> {
 }
 
 /// A duration setting (`"90s"`, `"10m"`), naming `key` when it is not one.
+/// Longest alert route name.
+const ROUTE_NAME_MAX: usize = 64;
+/// Shortest webhook signing secret, in bytes.
+const ROUTE_SECRET_MIN: usize = 16;
+
+fn alerts(raw: RawAlerts) -> Result<AlertSettings, ValidationError> {
+    use crate::alert::{AlertKind, Route, Target};
+    let mut routes: Vec<Route> = Vec::with_capacity(raw.routes.len());
+    for (i, r) in raw.routes.into_iter().enumerate() {
+        let at = |f: &str| format!("alerts.routes[{i}].{f}");
+        let ok_name = !r.name.is_empty()
+            && r.name.len() <= ROUTE_NAME_MAX
+            && r.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !ok_name {
+            return Err(err(
+                &at("name"),
+                format!(
+                    "must match [a-z0-9_-]{{1,{ROUTE_NAME_MAX}}}, got \"{}\"",
+                    r.name
+                ),
+            ));
+        }
+        if routes.iter().any(|o| o.name == r.name) {
+            return Err(err(&at("name"), format!("\"{}\" names two routes", r.name)));
+        }
+        let kinds = match r.kinds {
+            None => AlertKind::ALL.into_iter().collect(),
+            Some(list) => {
+                let mut kinds = std::collections::BTreeSet::new();
+                for (j, k) in list.iter().enumerate() {
+                    let kind = AlertKind::ALL
+                        .into_iter()
+                        .find(|x| x.as_str() == k)
+                        .ok_or_else(|| {
+                            err(
+                                &at(&format!("kinds[{j}]")),
+                                format!("must be failed, late, missed or resolved, got \"{k}\""),
+                            )
+                        })?;
+                    kinds.insert(kind);
+                }
+                kinds
+            }
+        };
+        let url = |f: &str, u: &str| -> Result<String, ValidationError> {
+            let u = u.trim();
+            if u.starts_with("http://") || u.starts_with("https://") {
+                Ok(u.to_string())
+            } else {
+                Err(err(&at(f), "must be an http:// or https:// URL"))
+            }
+        };
+        let secret = nonempty(r.secret);
+        if secret.as_ref().is_some_and(|s| s.len() < ROUTE_SECRET_MIN) {
+            return Err(err(
+                &at("secret"),
+                format!("at least {ROUTE_SECRET_MIN} bytes"),
+            ));
+        }
+        let target = match (nonempty(r.webhook), nonempty(r.slack)) {
+            (Some(w), None) => Target::Webhook {
+                url: url("webhook", &w)?,
+                secret,
+            },
+            (None, Some(s)) => Target::Slack {
+                url: url("slack", &s)?,
+            },
+            _ => return Err(err(&at("webhook"), "give exactly one of webhook and slack")),
+        };
+        let dedupe = match nonempty(r.dedupe) {
+            Some(d) => duration(&at("dedupe"), &d)?,
+            None => Duration::ZERO,
+        };
+        let max_per_hour = r.max_per_hour.unwrap_or(60);
+        if max_per_hour == 0 {
+            return Err(err(&at("max_per_hour"), "must be at least 1"));
+        }
+        routes.push(Route {
+            name: r.name,
+            kinds,
+            job_prefix: nonempty(r.job_prefix),
+            labels: r.labels,
+            pool: nonempty(r.pool),
+            target,
+            dedupe,
+            max_per_hour,
+        });
+    }
+    Ok(AlertSettings { routes })
+}
+
 fn duration(key: &str, v: &str) -> Result<Duration, ValidationError> {
     v.parse::<HumanDuration>()
         .map(HumanDuration::get)
@@ -566,6 +717,7 @@ impl TryFrom<RawSettings> for Settings {
             log: log(raw.log)?,
             supervisor: supervisor(raw.supervisor)?,
             scheduler: scheduler(raw.scheduler)?,
+            alerts: alerts(raw.alerts)?,
         })
     }
 }

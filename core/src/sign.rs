@@ -95,6 +95,15 @@ fn command_mac(key: &[u8], signed_at: i64, nonce: Option<&str>, body: &[u8]) -> 
     m
 }
 
+/// The HMAC-SHA256 of `body` with `key`, hex: an alert webhook's
+/// `X-Sundial-Signature: sha256=…` (the receiver computes the same over the
+/// bytes it got).
+pub fn sign_body(key: &[u8], body: &[u8]) -> String {
+    let mut m = mac(key);
+    m.update(body);
+    hex(&m.finalize().into_bytes())
+}
+
 /// The signature of a command body signed at `signed_at` (Unix seconds)
 /// with `nonce` (sent as [`NONCE_HEADER`]; `None` for the form without).
 pub fn sign_command(key: &[u8], signed_at: i64, nonce: Option<&str>, body: &[u8]) -> String {

@@ -57,3 +57,8 @@ pub const ALERTS: &str = "sundial_alerts_total";
 /// When this scheduler last judged its jobs' occurrences for alerts (Unix
 /// seconds): the dead man's switch watches that it moves.
 pub const LAST_ALERT_CHECK: &str = "sundial_last_alert_check_timestamp_seconds";
+/// When this scheduler last had a fire confirmed (Unix seconds).
+pub const LAST_FIRE: &str = "sundial_last_fire_timestamp_seconds";
+/// Alert deliveries by route and outcome (`sent`, `deduped`, `capped`,
+/// `gave-up`): a route that keeps giving up is failing.
+pub const ALERT_DELIVERIES: &str = "sundial_alert_deliveries_total";

@@ -13,8 +13,8 @@
 //! by id.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    sync::Arc,
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -22,7 +22,7 @@ use actix::Addr;
 use chrono::{DateTime, Utc};
 use lapin::Channel;
 use sundial_core::{
-    alert::{Alert, AlertKind, Raised, Seen, Watch},
+    alert::{Alert, AlertKind, Delivered, DeliveryOutcome, Raised, Route, Seen, Target, Watch},
     codec::encode,
     protocol::run::{RunBatch, RunEvent, RunKind},
     registry::JobEntry,
@@ -45,18 +45,92 @@ const DUPLICATE: &str = "duplicate";
 /// A skipped record whose reason starts so is a misfire policy's, after
 /// an outage: the occurrence was missed.
 const MISFIRE: &str = "misfire";
+/// The most a check looks back, and how long what the history says of an
+/// occurrence is kept: every scheduler keeps it for every job (a new owner
+/// needs it), ~150 bytes per occurrence, so a day of an every-second job
+/// would be 13 MB. A `misfire.grace` longer than this is judged as this.
+pub(crate) const WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(6);
 /// How far back a check looks beyond the job's deadlines (`sla`,
 /// `misfire.grace`): checks that came late (a busy node) still see every
 /// occurrence whose deadline passed since the last one.
 const SLACK: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
-/// The history as alerts need it, per job.
+/// Tries of one delivery, with a doubling pause from one second.
+const TRIES: u32 = 5;
+/// Each try's bound.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How alerts reach an HTTP receiver: `POST url` with these headers and
+/// body, `Ok` on a 2xx answer, else why not. The scheduler crate has no
+/// HTTP client (it stays free of hyper, ADR 0019): the binary wires one
+/// ([`crate::SchedulerConfig::alert_post`]); without it routes send nothing.
+#[derive(Clone)]
+pub struct Post(pub Arc<PostFn>);
+
+/// What a [`Post`] calls: `(url, headers, body)`.
+pub type PostFn = dyn Fn(
+        String,
+        Vec<(&'static str, String)>,
+        String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+    + Send
+    + Sync;
+
+impl std::fmt::Debug for Post {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Post(an HTTP client)")
+    }
+}
+
+/// The history as alerts need it, per job, and where alerts go.
 #[derive(Default)]
 pub(crate) struct Watcher {
     /// Scheduled occurrences (not triggers, backfills or steps) by instant.
     seen: HashMap<String, BTreeMap<DateTime<Utc>, Seen>>,
     /// Alert ids raised, by job.
     raised: HashMap<String, BTreeSet<String>>,
+    /// Every alert raised (within the window), by id: a new owner sends
+    /// what was not sent.
+    bodies: HashMap<String, Raised>,
+    /// (alert id, route) whose delivery ended (a `deliveries` record).
+    delivered: HashSet<(String, String)>,
+    routes: Routes,
+}
+
+/// The routes and what this node sends on them now.
+#[derive(Default)]
+pub(crate) struct Routes {
+    routes: Arc<Vec<Route>>,
+    /// Where run pages are (`http.api`), for the links in messages.
+    dashboard: Option<String>,
+    post: Option<Post>,
+    /// Deliveries under way here: not started again.
+    in_flight: Arc<Mutex<HashSet<(String, String)>>>,
+    /// Per route, when it last sent each job's kind (dedupe), and its sends
+    /// of the last hour (cap).
+    last: HashMap<(String, String, AlertKind), std::time::Instant>,
+    hour: HashMap<String, VecDeque<std::time::Instant>>,
+}
+
+impl Watcher {
+    /// A watcher sending to `routes` with `post` (links to `dashboard`).
+    pub(crate) fn new(routes: Vec<Route>, post: Option<Post>, dashboard: Option<String>) -> Self {
+        if !routes.is_empty() && post.is_none() {
+            warn!(
+                routes = routes.len(),
+                "alert routes are set, but this process has no HTTP client: alerts are not sent"
+            );
+        }
+        Self {
+            routes: Routes {
+                routes: Arc::new(routes),
+                dashboard,
+                post,
+                ..Routes::default()
+            },
+            ..Self::default()
+        }
+    }
 }
 
 /// What a check needs besides the view.
@@ -80,6 +154,12 @@ impl Watcher {
                 .entry(a.alert.job_id.clone())
                 .or_default()
                 .insert(a.alert.id.clone());
+            self.bodies
+                .entry(a.alert.id.clone())
+                .or_insert_with(|| a.clone());
+        }
+        for d in &batch.deliveries {
+            self.delivered.insert((d.alert.clone(), d.route.clone()));
         }
     }
 
@@ -124,22 +204,34 @@ impl Watcher {
         }
     }
 
-    /// Forgets what is older than the horizon.
+    /// Forgets what is older than the horizon or the [`WINDOW`].
     pub(crate) fn forget(&mut self, now: DateTime<Utc>, horizon: Duration) {
-        let edge =
-            now - chrono::TimeDelta::from_std(horizon).unwrap_or(chrono::TimeDelta::hours(24));
+        let edge = now
+            - chrono::TimeDelta::from_std(horizon)
+                .unwrap_or(WINDOW)
+                .min(WINDOW);
         self.seen.retain(|_, m| {
             m.retain(|at, _| *at >= edge);
             !m.is_empty()
         });
+        let recent = |id: &str| {
+            AlertKind::of_id(id)
+                .and_then(|(_, f)| FireId::parse(f))
+                .is_some_and(|(_, at)| at >= edge)
+        };
         self.raised.retain(|_, ids| {
-            ids.retain(|id| {
-                AlertKind::of_id(id)
-                    .and_then(|(_, f)| FireId::parse(f))
-                    .is_some_and(|(_, at)| at >= edge)
-            });
+            ids.retain(|id| recent(id));
             !ids.is_empty()
         });
+        self.bodies.retain(|id, _| recent(id));
+        self.delivered.retain(|(id, _)| recent(id));
+        let hour = std::time::Duration::from_secs(3600);
+        self.routes.last.retain(|_, t| t.elapsed() < hour);
+        for sent in self.routes.hour.values_mut() {
+            while sent.front().is_some_and(|t| t.elapsed() >= hour) {
+                sent.pop_front();
+            }
+        }
     }
 
     /// Judges the jobs of the shards this node owns and appends what they
@@ -152,8 +244,9 @@ impl Watcher {
         }
         let now = Utc::now();
         let jobs = p.registry.send(JobsIn(shards)).await?;
-        let horizon =
-            chrono::TimeDelta::from_std(p.horizon).unwrap_or(chrono::TimeDelta::hours(24));
+        let horizon = chrono::TimeDelta::from_std(p.horizon)
+            .unwrap_or(WINDOW)
+            .min(WINDOW);
         let empty_seen = BTreeMap::new();
         let empty_raised = BTreeSet::new();
         let mut alerts: Vec<Alert> = Vec::new();
@@ -167,7 +260,6 @@ impl Watcher {
                     .and_then(|s| chrono::TimeDelta::from_std(s.get()).ok()),
                 seen: self.seen.get(&job.spec.id).unwrap_or(&empty_seen),
                 raised: self.raised.get(&job.spec.id).unwrap_or(&empty_raised),
-                paused: &[],
             };
             alerts.extend(w.check(from, now));
         }
@@ -182,26 +274,223 @@ impl Watcher {
                 .increment(1);
         }
         let n = alerts.len();
+        let raised: Vec<Raised> = alerts
+            .iter()
+            .map(|alert| Raised {
+                alert: alert.clone(),
+                at: now,
+                node: p.node.to_string(),
+            })
+            .collect();
         let batch = RunBatch {
-            records: Vec::new(),
-            alerts: alerts
-                .iter()
-                .map(|alert| Raised {
-                    alert: alert.clone(),
-                    at: now,
-                    node: p.node.to_string(),
-                })
-                .collect(),
+            alerts: raised.clone(),
+            ..RunBatch::of(Vec::new())
         };
         let enc = encode(&batch)?;
         if let Err(e) = publish_confirmed(p.ch, &p.topo.history_exchange(), "", &enc, || {}).await {
             warn!(alerts = n, error = %e, "alerts not recorded; the next check raises them again");
             return Err(Error::not_stored("alerts")(e));
         }
-        for a in alerts {
-            self.raised.entry(a.job_id).or_default().insert(a.id);
+        for r in raised {
+            self.raised
+                .entry(r.alert.job_id.clone())
+                .or_default()
+                .insert(r.alert.id.clone());
+            self.bodies.insert(r.alert.id.clone(), r);
         }
+        self.deliver(&p, &jobs).await?;
         Ok(n)
+    }
+
+    /// Sends the alerts of `jobs` (this node's) that a route takes and
+    /// that no record says went out on it: each in a task of its own (a
+    /// slow receiver holds up nothing), which records how it ended; what
+    /// a route's dedupe window or hourly cap holds back is recorded at once.
+    async fn deliver(&mut self, p: &CheckParts<'_>, jobs: &[Arc<JobEntry>]) -> Result<(), Error> {
+        let Some(post) = self.routes.post.clone() else {
+            return Ok(());
+        };
+        let by_id: HashMap<&str, &Arc<JobEntry>> =
+            jobs.iter().map(|j| (j.spec.id.as_str(), j)).collect();
+        let mut due: Vec<&Raised> = self
+            .bodies
+            .values()
+            .filter(|r| by_id.contains_key(r.alert.job_id.as_str()))
+            .collect();
+        due.sort_by(|a, b| (a.at, &a.alert.id).cmp(&(b.at, &b.alert.id)));
+        let now = Utc::now();
+        let mut held = Vec::new();
+        for raised in due {
+            let a = &raised.alert;
+            let Some(job) = by_id.get(a.job_id.as_str()) else {
+                continue;
+            };
+            for route in self.routes.routes.iter().filter(|r| r.takes(a, job)) {
+                let key = (a.id.clone(), route.name.clone());
+                let busy = self
+                    .routes
+                    .in_flight
+                    .lock()
+                    .map_or(true, |f| f.contains(&key));
+                if self.delivered.contains(&key) || busy {
+                    continue;
+                }
+                let dedupe_key = (route.name.clone(), a.job_id.clone(), a.kind);
+                let recent = self
+                    .routes
+                    .last
+                    .get(&dedupe_key)
+                    .is_some_and(|t| t.elapsed() < route.dedupe);
+                let sent = self.routes.hour.entry(route.name.clone()).or_default();
+                let outcome = if recent {
+                    Some(DeliveryOutcome::Deduped)
+                } else if sent.len() >= route.max_per_hour as usize {
+                    Some(DeliveryOutcome::Capped)
+                } else {
+                    None
+                };
+                if let Some(outcome) = outcome {
+                    metrics::counter!(sundial_runtime::metrics::ALERT_DELIVERIES, "route" => route.name.clone(), "outcome" => outcome.as_str()).increment(1);
+                    held.push(Delivered {
+                        alert: a.id.clone(),
+                        route: route.name.clone(),
+                        outcome,
+                        at: now,
+                        node: p.node.to_string(),
+                        error: None,
+                    });
+                    self.delivered.insert(key);
+                    continue;
+                }
+                sent.push_back(std::time::Instant::now());
+                self.routes
+                    .last
+                    .insert(dedupe_key, std::time::Instant::now());
+                if let Ok(mut f) = self.routes.in_flight.lock() {
+                    f.insert(key.clone());
+                }
+                tokio::spawn(send(
+                    Delivery {
+                        post: post.clone(),
+                        route: route.clone(),
+                        raised: raised.clone(),
+                        dashboard: self.routes.dashboard.clone(),
+                        node: p.node.to_string(),
+                        ch: p.ch.clone(),
+                        exchange: p.topo.history_exchange(),
+                    },
+                    self.routes.in_flight.clone(),
+                ));
+            }
+        }
+        if held.is_empty() {
+            return Ok(());
+        }
+        let batch = RunBatch {
+            deliveries: held,
+            ..RunBatch::of(Vec::new())
+        };
+        let enc = encode(&batch)?;
+        publish_confirmed(p.ch, &p.topo.history_exchange(), "", &enc, || {})
+            .await
+            .map_err(Error::not_stored("alert deliveries"))
+    }
+}
+
+/// One delivery of an alert on a route.
+struct Delivery {
+    post: Post,
+    route: Route,
+    raised: Raised,
+    dashboard: Option<String>,
+    node: String,
+    ch: Channel,
+    exchange: String,
+}
+
+/// Sends one alert on one route, trying [`TRIES`] times, then records how
+/// it ended in the history stream (confirmed; if that fails, the next
+/// owner or check sends it again: at least once).
+async fn send(s: Delivery, in_flight: Arc<Mutex<HashSet<(String, String)>>>) {
+    let a = &s.raised.alert;
+    let link = s.dashboard.as_deref().map(|d| {
+        format!(
+            "{}/#/run/{}",
+            d.trim_end_matches('/'),
+            a.fire_id.replace(':', "%3A")
+        )
+    });
+    let (url, body, secret) = match &s.route.target {
+        Target::Webhook { url, secret } => {
+            let mut v = serde_json::to_value(&s.raised).unwrap_or_default();
+            v["link"] = serde_json::json!(link);
+            (url.clone(), v.to_string(), secret.clone())
+        }
+        Target::Slack { url } => (
+            url.clone(),
+            serde_json::json!({"text": sundial_core::alert::text(a, s.dashboard.as_deref())})
+                .to_string(),
+            None,
+        ),
+    };
+    let mut error = None;
+    let mut outcome = DeliveryOutcome::GaveUp;
+    for i in 0..TRIES {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_secs(1 << (i - 1))).await;
+        }
+        let mut headers = vec![
+            ("content-type", "application/json".to_string()),
+            ("x-sundial-alert-id", a.id.clone()),
+        ];
+        if let Some(key) = &secret {
+            headers.push((
+                "x-sundial-signature",
+                format!(
+                    "sha256={}",
+                    sundial_core::sign::sign_body(key.as_bytes(), body.as_bytes())
+                ),
+            ));
+        }
+        match (s.post.0)(url.clone(), headers, body.clone()).await {
+            Ok(()) => {
+                outcome = DeliveryOutcome::Sent;
+                error = None;
+                break;
+            }
+            Err(e) => error = Some(e),
+        }
+    }
+    metrics::counter!(sundial_runtime::metrics::ALERT_DELIVERIES, "route" => s.route.name.clone(), "outcome" => outcome.as_str()).increment(1);
+    match &error {
+        None => {
+            info!(job_id = %a.job_id, fire_id = %a.fire_id, alert = %a.id, route = %s.route.name, "alert sent")
+        }
+        Some(e) => {
+            warn!(job_id = %a.job_id, fire_id = %a.fire_id, alert = %a.id, route = %s.route.name, error = %e, "alert not sent: the route gave up")
+        }
+    }
+    let record = RunBatch {
+        deliveries: vec![Delivered {
+            alert: a.id.clone(),
+            route: s.route.name.clone(),
+            outcome,
+            at: Utc::now(),
+            node: s.node.clone(),
+            error,
+        }],
+        ..RunBatch::of(Vec::new())
+    };
+    match encode(&record) {
+        Ok(enc) => {
+            if let Err(e) = publish_confirmed(&s.ch, &s.exchange, "", &enc, || {}).await {
+                warn!(alert = %a.id, route = %s.route.name, error = %e, "alert delivery not recorded; it may be sent again");
+            }
+        }
+        Err(e) => warn!(alert = %a.id, error = %e, "alert delivery record not encoded"),
+    }
+    if let Ok(mut f) = in_flight.lock() {
+        f.remove(&(a.id.clone(), s.route.name.clone()));
     }
 }
 

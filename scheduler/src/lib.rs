@@ -37,7 +37,7 @@
 //!      └─ control::run     task (sundial.control → Registry → reply / dead letter)
 //! ```
 
-mod alerts;
+pub mod alerts;
 mod control;
 pub mod error;
 pub mod ingest;
@@ -86,6 +86,12 @@ pub struct SchedulerConfig {
     pub history: Option<Arc<sundial_store::Index>>,
     /// Where this node's registry answers reads (the API's job endpoints).
     pub reads: Arc<RegistryReads>,
+    /// Where alerts go (`[[alerts.routes]]`).
+    pub alert_routes: Vec<sundial_core::alert::Route>,
+    /// How they get there (the binary's HTTP client; none: not sent).
+    pub alert_post: Option<alerts::Post>,
+    /// The dashboard the alerts link to (`http.api`).
+    pub dashboard: Option<String>,
 }
 
 impl SchedulerConfig {
@@ -102,6 +108,9 @@ impl SchedulerConfig {
             scheduler: s.scheduler,
             history: None,
             reads: RegistryReads::new(),
+            alert_routes: s.alerts.routes.clone(),
+            alert_post: None,
+            dashboard: Some(s.http.api.clone()),
         }
     }
 }
@@ -254,6 +263,9 @@ async fn run_once(
                 horizon: cfg.scheduler.workflow_horizon,
                 occurrences,
                 alert_interval: cfg.scheduler.alert_interval,
+                alert_routes: cfg.alert_routes.clone(),
+                alert_post: cfg.alert_post.clone(),
+                dashboard: cfg.dashboard.clone(),
             },
             stop.clone(),
         );

@@ -97,6 +97,9 @@ pub(crate) struct AdvanceParts {
     pub(crate) occurrences: Arc<Occurrences>,
     /// How often the alert check runs (`scheduler.alert_interval`).
     pub(crate) alert_interval: Duration,
+    pub(crate) alert_routes: Vec<sundial_core::alert::Route>,
+    pub(crate) alert_post: Option<crate::alerts::Post>,
+    pub(crate) dashboard: Option<String>,
 }
 
 /// The workers heard of (`sundial.workers` heartbeats), by pool.
@@ -191,7 +194,11 @@ pub(crate) async fn advance(
     let mut sweep = tokio::time::interval(SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The same stream feeds the alert watcher (alerts.rs).
-    let mut watcher = crate::alerts::Watcher::default();
+    let mut watcher = crate::alerts::Watcher::new(
+        adv.parts.alert_routes.clone(),
+        adv.parts.alert_post.clone(),
+        adv.parts.dashboard.clone(),
+    );
     let mut alert_tick = tokio::time::interval(adv.parts.alert_interval);
     alert_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sundial_amqp::history::{Reader, StreamStart};
 use sundial_core::{
-    alert::{AlertKind, Raised},
+    alert::{AlertKind, Delivered, Raised},
     settings::Settings,
     FireId,
 };
@@ -32,6 +32,8 @@ struct Shown {
     raised: Raised,
     /// The `resolved` alert that closed it, if any.
     resolved_by: Option<String>,
+    /// What became of it on each route that took it.
+    deliveries: Vec<Delivered>,
 }
 
 pub async fn run(
@@ -51,6 +53,7 @@ pub async fn run(
     .await?;
     // By id: a repeat (two owners for a moment) shows once.
     let mut alerts: BTreeMap<String, Raised> = BTreeMap::new();
+    let mut deliveries: BTreeMap<String, Vec<Delivered>> = BTreeMap::new();
     let end = tokio::time::Instant::now() + READ_FOR;
     let started = Utc::now();
     loop {
@@ -77,6 +80,9 @@ pub async fn run(
                 alerts.entry(a.alert.id.clone()).or_insert(a);
             }
         }
+        for d in batch.deliveries {
+            deliveries.entry(d.alert.clone()).or_default().push(d);
+        }
         if newest.is_some_and(|t| t > started + CAUGHT_UP) {
             break;
         }
@@ -96,6 +102,7 @@ pub async fn run(
         .into_values()
         .map(|raised| Shown {
             resolved_by: closed.get(&raised.alert.id).cloned(),
+            deliveries: deliveries.remove(&raised.alert.id).unwrap_or_default(),
             raised,
         })
         .filter(|s| {
@@ -114,7 +121,15 @@ pub async fn run(
         .map_err(io);
     }
     let mut rows = crate::table::Rows::new(
-        &["RAISED", "KIND", "JOB", "OCCURRENCE", "STATE", "REASON"],
+        &[
+            "RAISED",
+            "KIND",
+            "JOB",
+            "OCCURRENCE",
+            "STATE",
+            "SENT",
+            "REASON",
+        ],
         &[],
     );
     for s in &shown {
@@ -133,6 +148,15 @@ pub async fn run(
                 |(_, at)| sundial_core::protocol::timestamp(at),
             ),
             state,
+            if s.deliveries.is_empty() {
+                "-".to_string()
+            } else {
+                s.deliveries
+                    .iter()
+                    .map(|d| format!("{}:{}", d.route, d.outcome.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            },
             a.reason.clone(),
         ]);
     }

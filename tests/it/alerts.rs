@@ -7,9 +7,13 @@ use serde_json::Value;
 use crate::{
     fires::wait_for_consumers,
     util::{
-        apply_jobs, poll_until, stderr, stdout, sundial, Daemon, SchedulerProcess, Vhost, TEST_ENV,
+        apply_jobs, poll_until, stderr, stdout, sundial, topology_apply, Daemon, HttpSink, Vhost,
+        TEST_ENV,
     },
 };
+
+/// The webhook route's signing secret.
+const SECRET: &str = "route-secret-0123456789";
 
 /// `sundial alerts --json` (with more flags) as JSON.
 fn alerts(v: &Vhost, extra: &[&str]) -> Vec<Value> {
@@ -35,17 +39,51 @@ fn of<'a>(all: &'a [Value], job: &str, kind: &str) -> Vec<&'a Value> {
 
 /// A job that fails raises `failed` per occurrence, and `resolved` once it
 /// succeeds again; a job slower than its `sla` raises `late`; a job that
-/// runs well raises nothing.
+/// runs well raises nothing. Routes: a signed webhook takes flaky's
+/// failures (deduped to one per hour) and its resolution; a Slack route
+/// takes the team's late ones as text (capped at one an hour); each names
+/// the run's page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_late_and_resolved_occurrences_raise_alerts_once() {
     let v = Vhost::new("alerts");
     let work = std::env::temp_dir().join(format!("{}-work", v.name));
     std::fs::create_dir_all(&work).expect("work dir");
     let fixed = work.join("fixed");
-    let _s = SchedulerProcess::start_with_env(
+    let mut webhook = HttpSink::start(vec![]).await;
+    let mut slack = HttpSink::start(vec![]).await;
+    let config = work.join("sundial.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[[alerts.routes]]
+name = "flaky-hook"
+kinds = ["failed", "resolved"]
+job_prefix = "flaky"
+webhook = "{}/hook"
+secret = "{SECRET}"
+dedupe = "1h"
+
+[[alerts.routes]]
+name = "ops-chat"
+kinds = ["late"]
+labels = {{ team = "ops" }}
+slack = "{}/services/T0/B0/x"
+max_per_hour = 1
+"#,
+            webhook.url, slack.url
+        ),
+    )
+    .expect("settings file");
+    let config_arg = config.display().to_string();
+    topology_apply(&v);
+    let _s = Daemon::spawn(
         &v,
+        &["--config", &config_arg, "scheduler", "--node", "al1"],
         "al1",
-        &[("SUNDIAL__SCHEDULER__ALERT_INTERVAL", "1s")],
+        &[
+            ("SUNDIAL__SCHEDULER__ALERT_INTERVAL", "1s"),
+            ("SUNDIAL__HTTP__API", "http://dash.example:9797"),
+        ],
     );
     let _w = Daemon::worker(&v, "al-w1", &[("SUNDIAL__WORKER__SHELL__ALLOW", "/bin/sh")]);
     wait_for_consumers(&v, 1).await;
@@ -62,6 +100,7 @@ executor = {{ type = "shell", command = ["/bin/sh", "-c", "test -e {} || exit 3"
 id = "slow"
 schedule = "*/2 * * * * *"
 sla = "1s"
+labels = {{ team = "ops" }}
 executor = {{ type = "shell", command = ["/bin/sh", "-c", "sleep 1.5"] }}
 
 [[jobs]]
@@ -111,6 +150,46 @@ executor = {{ type = "noop" }}
         "a job that runs well raises nothing: {all:?}"
     );
 
+    // The webhook: flaky's first failure, signed, with its id and a link.
+    let (head, body) = webhook.next().await;
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("post /hook "), "{head}");
+    let sig = format!(
+        "x-sundial-signature: sha256={}",
+        sundial_core::sign::sign_body(SECRET.as_bytes(), body.as_bytes())
+    );
+    assert!(
+        head.contains(&sig),
+        "signed with the route's secret: {head}"
+    );
+    let sent: Value = serde_json::from_str(&body).expect("a JSON body");
+    assert_eq!(sent["alert"]["kind"], "failed", "{sent}");
+    assert_eq!(sent["alert"]["job_id"], "flaky");
+    let first = sent["alert"]["id"].as_str().expect("an id").to_string();
+    assert!(
+        head.contains(&format!(
+            "x-sundial-alert-id: {}",
+            first.to_ascii_lowercase()
+        )),
+        "{head}"
+    );
+    assert!(
+        sent["link"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("http://dash.example:9797/#/run/flaky@")),
+        "{sent}"
+    );
+    // Slack: a readable text naming the job, why, and the run's page.
+    let (_, text) = slack.next().await;
+    let text: Value = serde_json::from_str(&text).expect("a JSON body");
+    let text = text["text"].as_str().expect("text").to_string();
+    assert!(
+        text.starts_with("Sundial: slow is late — slow@")
+            && text.contains("sla (1s)")
+            && text.contains("http://dash.example:9797/#/run/slow@"),
+        "{text}"
+    );
+
     // Fixed: the next success resolves every open alert of flaky.
     std::fs::write(&fixed, b"").expect("fix it");
     let resolved = poll_until(
@@ -132,6 +211,54 @@ executor = {{ type = "noop" }}
     for f in &failed {
         assert!(resolves.contains(f), "{f} is resolved by {resolved}");
     }
+    // The webhook's next request is the resolution: the other failures
+    // were held back by the route's dedupe window, and say so.
+    let (_, body) = webhook.next().await;
+    let sent: Value = serde_json::from_str(&body).expect("a JSON body");
+    assert_eq!(sent["alert"]["kind"], "resolved", "{sent}");
+    let all = alerts(&v, &[]);
+    let outcome = |a: &Value| -> Vec<String> {
+        a["deliveries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                format!(
+                    "{}:{}",
+                    d["route"].as_str().unwrap_or(""),
+                    d["outcome"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    for a in of(&all, "flaky", "failed") {
+        let want = if a["alert"]["id"] == first.as_str() {
+            "flaky-hook:sent"
+        } else {
+            "flaky-hook:deduped"
+        };
+        assert_eq!(outcome(a), [want], "{a}");
+    }
+    // The chat route's cap: one late alert an hour is sent, the others
+    // capped (or not judged yet).
+    let late: Vec<Vec<String>> = of(&all, "slow", "late")
+        .iter()
+        .map(|a| outcome(a))
+        .collect();
+    assert_eq!(
+        late.iter()
+            .filter(|o| o.as_slice() == ["ops-chat:sent"])
+            .count(),
+        1,
+        "{late:?}"
+    );
+    assert!(
+        late.iter().all(|o| o.is_empty()
+            || o.as_slice() == ["ops-chat:sent"]
+            || o.as_slice() == ["ops-chat:capped"]),
+        "{late:?}"
+    );
+
     // --open: nothing of flaky is open any more (slow keeps being late).
     let open = alerts(&v, &["--open"]);
     assert!(of(&open, "flaky", "failed").is_empty(), "{open:?}");

@@ -99,6 +99,34 @@ fn alert_rules_cover_dead_letters_lateness_owners_and_restarts() {
     assert!(rules
         .iter()
         .all(|r| r["alert"].as_str().is_some() && !r["labels"]["severity"].is_badvalue()));
+    // The dead man's switch (issue 25): when no scheduler checks, or none
+    // fires, something outside Sundial says so.
+    for metric in [
+        "sundial_last_alert_check_timestamp_seconds",
+        "sundial_last_fire_timestamp_seconds",
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(metric)),
+            "an alert on {metric}"
+        );
+    }
+    // Every metric a rule names is one Sundial exports.
+    let known = include_str!("../../runtime/src/metrics.rs");
+    for e in &exprs {
+        for word in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            let Some(name) = word.strip_prefix("sundial_").map(|_| word) else {
+                continue;
+            };
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            assert!(
+                known.contains(&format!("\"{base}\"")),
+                "{name} in `{e}` is not a metric of runtime/src/metrics.rs"
+            );
+        }
+    }
 }
 
 #[test]

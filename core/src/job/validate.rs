@@ -19,11 +19,11 @@ const MAX_BACKOFF_STEPS: usize = 16;
 const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 const MAX_JITTER: Duration = Duration::from_secs(3600);
-/// Bounds of a job's `sla`: below a second no scheduler can tell; beyond a
-/// day the alert window (`alerts.horizon`) would have to reach further back
-/// than the history a scheduler reads when it starts.
+/// Bounds of a job's `sla`: below a second no scheduler can tell; beyond
+/// six hours, the window schedulers keep of every occurrence for alerts
+/// (ADR 0021).
 const MIN_SLA: Duration = Duration::from_secs(1);
-const MAX_SLA: Duration = Duration::from_secs(24 * 3600);
+const MAX_SLA: Duration = Duration::from_secs(6 * 3600);
 const MAX_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
 const MAX_CATCH_UP: u32 = 10_000;
 const MAX_LABELS: usize = 64;

@@ -96,3 +96,45 @@ pub struct Raised {
     pub at: DateTime<Utc>,
     pub node: String,
 }
+
+/// What became of an alert on a route, recorded in the history stream
+/// (a batch's `deliveries`) by the node that sent it, so a new owner of
+/// the job's shard sends only what was not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delivered {
+    /// The alert's id.
+    pub alert: String,
+    pub route: String,
+    pub outcome: DeliveryOutcome,
+    pub at: DateTime<Utc>,
+    pub node: String,
+    /// Why it gave up (the last error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How a delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliveryOutcome {
+    /// The receiver answered 2xx.
+    Sent,
+    /// The same job and kind went out within the route's dedupe window.
+    Deduped,
+    /// The route's hourly cap was reached.
+    Capped,
+    /// Every try failed.
+    GaveUp,
+}
+
+impl DeliveryOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryOutcome::Sent => "sent",
+            DeliveryOutcome::Deduped => "deduped",
+            DeliveryOutcome::Capped => "capped",
+            DeliveryOutcome::GaveUp => "gave-up",
+        }
+    }
+}

@@ -53,8 +53,11 @@ pub enum RegistryRecord {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         at: Option<DateTime<Utc>>,
     },
+    /// `at` is absent in records of releases before alerts.
     Resume {
         id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<DateTime<Utc>>,
     },
     /// Part `part` of `parts` of a snapshot; a snapshot is complete when all
     /// its parts were read, and then replaces everything before it.

@@ -150,6 +150,9 @@ pub struct RunBatch {
     /// both from it and raises nothing twice.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<super::alert::Raised>,
+    /// What became of alerts on their routes (ADR 0021).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deliveries: Vec<super::alert::Delivered>,
 }
 
 impl RunBatch {
@@ -158,6 +161,7 @@ impl RunBatch {
         Self {
             records,
             alerts: Vec::new(),
+            deliveries: Vec::new(),
         }
     }
 }

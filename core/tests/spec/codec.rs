@@ -187,7 +187,10 @@ fn every_message_round_trips_in_each_format() {
             reason: Some("disk full".into()),
             at: Some(utc("2026-01-01T00:00:00Z")),
         },
-        RegistryRecord::Resume { id: "a".into() },
+        RegistryRecord::Resume {
+            id: "a".into(),
+            at: None,
+        },
         RegistryRecord::Snapshot {
             snapshot_id: "s1".into(),
             part: 0,

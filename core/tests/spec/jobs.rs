@@ -812,8 +812,11 @@ fn list_filters_by_id_substring_pool_pause_and_labels_and_pages_in_order() {
     assert_eq!(view.count(&q("etl")), 3);
     assert_eq!(view.count(&JobFilter::default()), 4);
     // A resume clears the reason.
-    view.apply(&RegistryRecord::Resume { id: "etl-a".into() })
-        .expect("resume");
+    view.apply(&RegistryRecord::Resume {
+        id: "etl-a".into(),
+        at: None,
+    })
+    .expect("resume");
     let a = view.get("etl-a").expect("job");
     assert!(!a.paused && a.paused_reason.is_none() && a.paused_at.is_none());
 }

@@ -145,3 +145,92 @@ fn run_event_modes_keep_what_trackers_and_operators_need() {
         }
     }
 }
+
+#[test]
+fn alert_routes_are_checked_and_their_secrets_masked() {
+    use sundial_core::{
+        alert::{AlertKind, Target},
+        settings::RawRoute,
+    };
+    let route = |name: &str| RawRoute {
+        name: name.into(),
+        kinds: Some(vec!["failed".into(), "resolved".into()]),
+        job_prefix: Some("pay-".into()),
+        labels: [("team".to_string(), "payments".to_string())].into(),
+        pool: None,
+        webhook: Some("https://hooks.example/sundial".into()),
+        slack: None,
+        secret: Some("0123456789abcdef0123".into()),
+        dedupe: Some("10m".into()),
+        max_per_hour: Some(30),
+    };
+    let mut raw = RawSettings::default();
+    raw.alerts.routes = vec![
+        route("payments"),
+        RawRoute {
+            webhook: None,
+            slack: Some("https://hooks.slack.example/services/T/B/secret".into()),
+            secret: None,
+            kinds: None,
+            ..route("ops")
+        },
+    ];
+    let m = raw.masked();
+    assert_eq!(m.alerts.routes[0].secret.as_deref(), Some("****"));
+    assert_eq!(m.alerts.routes[1].slack.as_deref(), Some("****"));
+    let s = Settings::try_from(raw.clone()).expect("valid routes");
+    let r = &s.alerts.routes[0];
+    assert_eq!(r.kinds.len(), 2);
+    assert!(matches!(
+        &r.target,
+        Target::Webhook {
+            secret: Some(_),
+            ..
+        }
+    ));
+    assert_eq!(r.dedupe, std::time::Duration::from_secs(600));
+    assert_eq!(
+        s.alerts.routes[1].kinds.len(),
+        AlertKind::ALL.len(),
+        "no kinds: all"
+    );
+    // Each mistake names its key.
+    let bad = |f: &dyn Fn(&mut RawRoute), key: &str| {
+        let mut raw = RawSettings::default();
+        let mut r = route("payments");
+        f(&mut r);
+        raw.alerts.routes = vec![r];
+        let e = Settings::try_from(raw).expect_err("must be invalid");
+        assert_eq!(e.field, key, "{e}");
+    };
+    bad(&|r| r.name = "Pay Ments".into(), "alerts.routes[0].name");
+    bad(
+        &|r| r.kinds = Some(vec!["broken".into()]),
+        "alerts.routes[0].kinds[0]",
+    );
+    bad(
+        &|r| r.slack = Some("https://x".into()),
+        "alerts.routes[0].webhook",
+    );
+    bad(&|r| r.webhook = None, "alerts.routes[0].webhook");
+    bad(
+        &|r| r.webhook = Some("ftp://x".into()),
+        "alerts.routes[0].webhook",
+    );
+    bad(
+        &|r| r.secret = Some("short".into()),
+        "alerts.routes[0].secret",
+    );
+    bad(
+        &|r| r.dedupe = Some("soon".into()),
+        "alerts.routes[0].dedupe",
+    );
+    bad(
+        &|r| r.max_per_hour = Some(0),
+        "alerts.routes[0].max_per_hour",
+    );
+    let mut twice = RawSettings::default();
+    twice.alerts.routes = vec![route("a"), route("a")];
+    let e = Settings::try_from(twice).expect_err("a name twice");
+    assert_eq!(e.field, "alerts.routes[1].name", "{e}");
+}

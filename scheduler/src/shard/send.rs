@@ -28,6 +28,7 @@ impl ShardActor {
                 act.timer.settled(out.key);
                 act.finish_if_drained(ctx);
                 metrics::counter!(m::FIRES_TOTAL, "pool" => out.pool.clone()).increment(1);
+                metrics::gauge!(m::LAST_FIRE).set(Utc::now().timestamp_millis() as f64 / 1000.0);
                 let lateness = (Utc::now() - out.key).to_std().unwrap_or_default();
                 metrics::histogram!(m::FIRE_LATENESS_SECONDS).record(lateness.as_secs_f64());
             }

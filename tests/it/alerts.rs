@@ -7,8 +7,8 @@ use serde_json::Value;
 use crate::{
     fires::wait_for_consumers,
     util::{
-        apply_jobs, poll_until, stderr, stdout, sundial, topology_apply, Daemon, HttpSink, Vhost,
-        TEST_ENV,
+        apply_jobs, poll_until, stderr, stdout, sundial, topology_apply, Daemon, HttpSink,
+        SchedulerProcess, Vhost, TEST_ENV,
     },
 };
 
@@ -264,5 +264,78 @@ executor = {{ type = "noop" }}
     assert!(of(&open, "flaky", "failed").is_empty(), "{open:?}");
     assert!(of(&open, "flaky", "resolved").is_empty(), "{open:?}");
     assert!(!of(&open, "slow", "late").is_empty(), "{open:?}");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// An alert raised while no route took it is sent by the next scheduler
+/// that owns the job with a route that takes it: what was sent is in the
+/// history (`deliveries`), what was not is sent by whoever owns the job
+/// now (here: a restart with a route; a takeover is the same reading).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_no_record_says_went_out_is_sent_by_the_next_owner() {
+    let v = Vhost::new("alerts-owner");
+    let work = std::env::temp_dir().join(format!("{}-work", v.name));
+    std::fs::create_dir_all(&work).expect("work dir");
+    let interval = [("SUNDIAL__SCHEDULER__ALERT_INTERVAL", "1s")];
+    let first = SchedulerProcess::start_with_env(&v, "alo1", &interval);
+    let _w = Daemon::worker(&v, "alo-w1", &[]);
+    wait_for_consumers(&v, 1).await;
+    // One occurrence only: every second within [t, t + 1s).
+    let t =
+        chrono::DurationRound::duration_trunc(chrono::Utc::now(), chrono::TimeDelta::seconds(1))
+            .expect("a whole second")
+            + chrono::TimeDelta::seconds(3);
+    let stamp = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    apply_jobs(
+        &v,
+        &format!(
+            r#"[[jobs]]
+id = "once"
+schedule = "* * * * * *"
+start_at = "{}"
+end_at = "{}"
+retry = {{ max_attempts = 1 }}
+executor = {{ type = "shell", command = ["/bin/false"] }}
+"#,
+            stamp(t),
+            stamp(t + chrono::TimeDelta::seconds(1))
+        ),
+    );
+    let failed = poll_until(
+        std::time::Duration::from_secs(60),
+        "a failed alert",
+        || {
+            let all = alerts(&v, &[]);
+            of(&all, "once", "failed")
+                .first()
+                .map(|a| a["alert"]["id"].as_str().unwrap_or_default().to_string())
+        },
+        String::new,
+    );
+    drop(first);
+
+    let mut webhook = HttpSink::start(vec![]).await;
+    let config = work.join("sundial.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[alerts.routes]]\nname = \"hook\"\nkinds = [\"failed\"]\nwebhook = \"{}/hook\"\n",
+            webhook.url
+        ),
+    )
+    .expect("settings file");
+    let config_arg = config.display().to_string();
+    let _second = Daemon::spawn(
+        &v,
+        &["--config", &config_arg, "scheduler", "--node", "alo2"],
+        "alo2",
+        &interval,
+    );
+    // The one alert there is, raised by the first scheduler, sent by the
+    // second (which raises nothing new: the job had one occurrence).
+    let (_, body) = webhook.next().await;
+    let sent: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(sent["alert"]["id"], failed.as_str(), "{sent}");
+    assert_eq!(sent["node"], "alo1", "raised by the first: {sent}");
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -13,7 +13,7 @@
 //! by id.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -106,10 +106,12 @@ pub(crate) struct Routes {
     post: Option<Post>,
     /// Deliveries under way here: not started again.
     in_flight: Arc<Mutex<HashSet<(String, String)>>>,
-    /// Per route, when it last sent each job's kind (dedupe), and its sends
-    /// of the last hour (cap).
-    last: HashMap<(String, String, AlertKind), std::time::Instant>,
-    hour: HashMap<String, VecDeque<std::time::Instant>>,
+    /// Per route, when it last sent each job's kind (dedupe), and what it
+    /// sent in the last hour (cap), by alert: from the `deliveries` records
+    /// every node reads, and the sends started here, so a restart or a new
+    /// owner holds to the same window and cap.
+    last: HashMap<(String, String, AlertKind), DateTime<Utc>>,
+    hour: HashMap<String, BTreeMap<String, DateTime<Utc>>>,
 }
 
 impl Watcher {
@@ -160,6 +162,9 @@ impl Watcher {
         }
         for d in &batch.deliveries {
             self.delivered.insert((d.alert.clone(), d.route.clone()));
+            if d.outcome == DeliveryOutcome::Sent {
+                self.routes.sent(&d.route, &d.alert, d.at);
+            }
         }
     }
 
@@ -225,12 +230,18 @@ impl Watcher {
         });
         self.bodies.retain(|id, _| recent(id));
         self.delivered.retain(|(id, _)| recent(id));
-        let hour = std::time::Duration::from_secs(3600);
-        self.routes.last.retain(|_, t| t.elapsed() < hour);
+        let hour = chrono::TimeDelta::hours(1);
+        let longest = self
+            .routes
+            .routes
+            .iter()
+            .filter_map(|r| chrono::TimeDelta::from_std(r.dedupe).ok())
+            .max()
+            .unwrap_or(hour)
+            .max(hour);
+        self.routes.last.retain(|_, t| now - *t < longest);
         for sent in self.routes.hour.values_mut() {
-            while sent.front().is_some_and(|t| t.elapsed() >= hour) {
-                sent.pop_front();
-            }
+            sent.retain(|_, t| now - *t < hour);
         }
     }
 
@@ -322,13 +333,14 @@ impl Watcher {
             .collect();
         due.sort_by(|a, b| (a.at, &a.alert.id).cmp(&(b.at, &b.alert.id)));
         let now = Utc::now();
+        let routes = self.routes.routes.clone();
         let mut held = Vec::new();
         for raised in due {
             let a = &raised.alert;
             let Some(job) = by_id.get(a.job_id.as_str()) else {
                 continue;
             };
-            for route in self.routes.routes.iter().filter(|r| r.takes(a, job)) {
+            for route in routes.iter().filter(|r| r.takes(a, job)) {
                 let key = (a.id.clone(), route.name.clone());
                 let busy = self
                     .routes
@@ -339,15 +351,17 @@ impl Watcher {
                     continue;
                 }
                 let dedupe_key = (route.name.clone(), a.job_id.clone(), a.kind);
-                let recent = self
-                    .routes
-                    .last
-                    .get(&dedupe_key)
-                    .is_some_and(|t| t.elapsed() < route.dedupe);
-                let sent = self.routes.hour.entry(route.name.clone()).or_default();
+                let recent = self.routes.last.get(&dedupe_key).is_some_and(|t| {
+                    chrono::TimeDelta::from_std(route.dedupe).is_ok_and(|d| now - *t < d)
+                });
+                let in_hour = self.routes.hour.get(&route.name).map_or(0, |sent| {
+                    sent.values()
+                        .filter(|t| now - **t < chrono::TimeDelta::hours(1))
+                        .count()
+                });
                 let outcome = if recent {
                     Some(DeliveryOutcome::Deduped)
-                } else if sent.len() >= route.max_per_hour as usize {
+                } else if in_hour >= route.max_per_hour as usize {
                     Some(DeliveryOutcome::Capped)
                 } else {
                     None
@@ -365,10 +379,7 @@ impl Watcher {
                     self.delivered.insert(key);
                     continue;
                 }
-                sent.push_back(std::time::Instant::now());
-                self.routes
-                    .last
-                    .insert(dedupe_key, std::time::Instant::now());
+                self.routes.sent(&route.name, &a.id, now);
                 if let Ok(mut f) = self.routes.in_flight.lock() {
                     f.insert(key.clone());
                 }
@@ -397,6 +408,27 @@ impl Watcher {
         publish_confirmed(p.ch, &p.topo.history_exchange(), "", &enc, || {})
             .await
             .map_err(Error::not_stored("alert deliveries"))
+    }
+}
+
+impl Routes {
+    /// `route` sent alert `alert` at `at` (here, or as a record says).
+    fn sent(&mut self, route: &str, alert: &str, at: DateTime<Utc>) {
+        let Some((kind, fire_id)) = AlertKind::of_id(alert) else {
+            return;
+        };
+        let Some((job, _)) = FireId::parse(fire_id) else {
+            return;
+        };
+        let last = self
+            .last
+            .entry((route.to_string(), job.to_string(), kind))
+            .or_insert(at);
+        *last = (*last).max(at);
+        self.hour
+            .entry(route.to_string())
+            .or_default()
+            .insert(alert.to_string(), at);
     }
 }
 

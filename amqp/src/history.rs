@@ -58,7 +58,7 @@ pub struct Message {
 /// `sundial run`, the ledger, the bench and the tests): a stream consumer
 /// that hands out one message at a time and acks only what it has handed
 /// out, when the caller asks for more (a stream's acks only give credit;
-/// a read cancelled while it waits loses nothing). Under load the acks go
+/// a read cancelled while it waits or acks loses nothing). Under load the acks go
 /// together (`multiple`), one per `ack_every` messages.
 pub struct Reader {
     ch: Channel,
@@ -66,6 +66,10 @@ pub struct Reader {
     /// The last message handed out and not acked yet, and how many.
     unacked: Option<(Acker, u16)>,
     ack_every: u16,
+    /// A delivery taken from the consumer and not handed out yet: a read
+    /// cancelled while it acked (a `select!` taking another branch) hands
+    /// it out on the next call instead of losing it.
+    taken: Option<Box<lapin::message::Delivery>>,
 }
 
 impl Reader {
@@ -83,41 +87,66 @@ impl Reader {
             consumer,
             unacked: None,
             ack_every: (prefetch / 2).max(1),
+            taken: None,
         })
     }
 
     /// The next message, waiting for it; `None` when the consumer ended
     /// (its channel closed).
     pub async fn next(&mut self) -> Result<Option<Message>, Error> {
-        let delivery = match self.consumer.next().now_or_never() {
-            Some(d) => d,
-            None => {
-                // Nothing is waiting: give the credit back before waiting.
-                self.ack(0).await?;
-                self.consumer.next().await
+        if self.taken.is_none() {
+            let delivery = match self.consumer.next().now_or_never() {
+                Some(d) => d,
+                None => {
+                    // Nothing is waiting: give the credit back before waiting.
+                    self.ack(0).await?;
+                    self.consumer.next().await
+                }
+            };
+            if !self.take(delivery)? {
+                return Ok(None);
             }
-        };
-        self.hand_out(delivery).await
+        }
+        self.hand_out().await
     }
 
     /// The next message if one is already here (to group what arrived
     /// together), else `None` at once.
     pub async fn ready(&mut self) -> Result<Option<Message>, Error> {
-        match self.consumer.next().now_or_never() {
-            Some(d) => self.hand_out(d).await,
-            None => Ok(None),
+        if self.taken.is_none() {
+            match self.consumer.next().now_or_never() {
+                Some(d) => {
+                    if !self.take(d)? {
+                        return Ok(None);
+                    }
+                }
+                None => return Ok(None),
+            }
+        }
+        self.hand_out().await
+    }
+
+    /// Keeps `delivery` to hand out; `false` when the consumer ended.
+    fn take(
+        &mut self,
+        delivery: Option<Result<lapin::message::Delivery, lapin::Error>>,
+    ) -> Result<bool, Error> {
+        match delivery {
+            None => Ok(false),
+            Some(d) => {
+                self.taken = Some(Box::new(d.map_err(Error::broker("history delivery"))?));
+                Ok(true)
+            }
         }
     }
 
-    async fn hand_out(
-        &mut self,
-        delivery: Option<Result<lapin::message::Delivery, lapin::Error>>,
-    ) -> Result<Option<Message>, Error> {
-        let d = match delivery {
-            None => return Ok(None),
-            Some(d) => d.map_err(Error::broker("history delivery"))?,
-        };
+    /// Hands out the delivery taken, after acking what came before it.
+    async fn hand_out(&mut self) -> Result<Option<Message>, Error> {
         self.ack(self.ack_every).await?;
+        // Nothing awaits from here on: the delivery is handed out whole.
+        let Some(d) = self.taken.take().map(|d| *d) else {
+            return Ok(None);
+        };
         let message = Message {
             offset: stream_offset(&d),
             id: d.properties.message_id().as_ref().map(|s| s.to_string()),

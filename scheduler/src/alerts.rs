@@ -24,7 +24,7 @@ use lapin::Channel;
 use sundial_core::{
     alert::{Alert, AlertKind, Delivered, DeliveryOutcome, Raised, Route, Seen, Target, Watch},
     codec::encode,
-    protocol::run::{RunBatch, RunEvent, RunKind},
+    protocol::run::{RunBatch, RunEvent, RunKind, DUPLICATE},
     registry::JobEntry,
     topology::Topology,
     FireId,
@@ -39,9 +39,6 @@ use crate::{
     registry::{JobsIn, Registry},
 };
 
-/// The reason a worker gives a duplicate it skipped (not a skip of the
-/// occurrence).
-const DUPLICATE: &str = "duplicate";
 /// A skipped record whose reason starts so is a misfire policy's, after
 /// an outage: the occurrence was missed.
 const MISFIRE: &str = "misfire";

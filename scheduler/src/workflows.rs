@@ -26,7 +26,7 @@ use sundial_core::{
     codec::encode,
     protocol::{
         fire::{FireEvent, Occurrence},
-        run::{RunBatch, RunEvent, RunKind},
+        run::{RunBatch, RunEvent, RunKind, DUPLICATE},
     },
     registry::JobEntry,
     topology::Topology,
@@ -47,12 +47,6 @@ use crate::{
     registry::{JobOf, Registry},
 };
 
-/// The `reason` a worker gives a duplicate it skipped; any other `skipped`
-/// record of a step is the workflow's own skip.
-const DUPLICATE: &str = "duplicate";
-/// Why a step fire of a cancelled occurrence was stopped (its `failed`
-/// record's reason).
-pub(crate) const CANCEL_REASON: &str = "occurrence cancelled";
 /// History stream messages in flight to the advancer.
 const PREFETCH: u16 = 200;
 /// How often the owner looks at every open occurrence it owns (a shard
@@ -418,7 +412,7 @@ impl Advancer {
             let msg = sundial_core::protocol::run::CancelRun {
                 fire_id: fire_id.clone(),
                 job_id: job.spec.id.clone(),
-                reason: CANCEL_REASON.to_string(),
+                reason: sundial_core::workflow::CANCELLED.to_string(),
             };
             let sent = match encode(&msg) {
                 Ok(enc) => match sundial_amqp::publish::publish_event(

@@ -520,7 +520,8 @@ pub struct Progress {
     recorded: Option<Ending>,
 }
 
-/// The reason recorded on the steps a cancellation leaves unstarted.
+/// The reason recorded on the steps a cancellation leaves unstarted, and
+/// given to the workers asked to stop its running step fires.
 pub const CANCELLED: &str = "occurrence cancelled";
 
 /// What to do now for one occurrence: steps to publish (by index into the

@@ -277,9 +277,9 @@ impl Message for Command {
 }
 
 /// A command's `reason` and `by` (who asked), checked for length; blank
-/// ones are none.
+/// ones are none (also what the API asks of a dead-letter replay).
 #[allow(clippy::type_complexity)]
-fn asked(
+pub fn asked(
     reason: Option<String>,
     by: Option<String>,
 ) -> Result<(Option<String>, Option<String>), JsonError> {

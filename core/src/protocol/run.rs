@@ -136,6 +136,10 @@ impl RunEvent {
     }
 }
 
+/// The `reason` of a worker's `skipped` record for a fire it saw already
+/// (a duplicate delivery): any other `skipped` record is a scheduler's.
+pub const DUPLICATE: &str = "duplicate";
+
 /// Run records of one worker (or scheduler node), published together as
 /// one message on the history stream `sundial.history`: each record is a
 /// [`RunEvent`], in the order they happened. One message carries many runs,

@@ -236,12 +236,7 @@ impl Registry {
             if let Some(r) = refused {
                 return r;
             }
-            let stored = match encode(&sundial_core::protocol::run::RunBatch::of(vec![record])) {
-                Ok(enc) => publish_confirmed(&ch, &history, "", &enc, || {})
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
+            let stored = record_one(&ch, &history, record).await;
             match stored {
                 Ok(()) => {
                     info!(job_id = %job_id, fire_id = %fire_id, "workflow occurrence cancel recorded");
@@ -313,12 +308,7 @@ impl Registry {
                             record.fire_id.clone_from(&o.fire_id);
                             // A trigger's occurrence is its own instant.
                             record.scheduled_at = Some(now);
-                            match encode(&sundial_core::protocol::run::RunBatch::of(vec![record])) {
-                                Ok(enc) => publish_confirmed(&ch, &history, "", &enc, || {})
-                                    .await
-                                    .map_err(|e| e.to_string()),
-                                Err(e) => Err(e.to_string()),
-                            }
+                            record_one(&ch, &history, record).await
                         }
                         _ => Ok(()),
                     };
@@ -603,4 +593,18 @@ async fn publish_each_confirmed(
         r?;
     }
     Ok(())
+}
+
+/// Appends one run record to the history stream (`history`, the exchange),
+/// confirmed: `Err` says why not.
+async fn record_one(
+    ch: &Channel,
+    history: &str,
+    record: sundial_core::protocol::run::RunEvent,
+) -> Result<(), String> {
+    let enc = encode(&sundial_core::protocol::run::RunBatch::of(vec![record]))
+        .map_err(|e| e.to_string())?;
+    publish_confirmed(ch, history, "", &enc, || {})
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -10,7 +10,6 @@ use axum::{
 use serde::Deserialize;
 use serde_json::Value;
 use sundial_amqp::dlq::{Action, Asked, Dlq};
-use sundial_core::protocol::control::{BY_MAX, PAUSE_REASON_MAX};
 use tracing::info;
 use utoipa::IntoParams;
 
@@ -148,21 +147,9 @@ fn selection(body: Option<Value>) -> Result<(Option<Vec<String>>, Asked), ApiErr
     for (k, v) in o {
         match (k.as_str(), v) {
             ("all", Value::Bool(b)) => all = b,
-            ("reason", Value::String(s)) if s.chars().count() <= PAUSE_REASON_MAX => {
-                asked.reason = Some(s).filter(|s| !s.trim().is_empty());
-            }
-            ("by", Value::String(s)) if s.chars().count() <= BY_MAX => {
-                asked.by = Some(s).filter(|s| !s.trim().is_empty());
-            }
-            ("reason" | "by", _) => {
-                return Err(ApiError::bad_request(
-                    &k,
-                    format!(
-                        "must be a string of at most {} characters",
-                        if k == "by" { BY_MAX } else { PAUSE_REASON_MAX }
-                    ),
-                ))
-            }
+            ("reason", Value::String(s)) => asked.reason = Some(s),
+            ("by", Value::String(s)) => asked.by = Some(s),
+            ("reason" | "by", _) => return Err(ApiError::bad_request(&k, "must be a string")),
             ("fire_ids", Value::Array(a)) => {
                 let mut v = Vec::with_capacity(a.len());
                 for (i, x) in a.into_iter().enumerate() {
@@ -196,7 +183,10 @@ fn selection(body: Option<Value>) -> Result<(Option<Vec<String>>, Asked), ApiErr
             "missing: name the fire ids, or send {\"all\": true}",
         ));
     }
-    Ok((ids, asked))
+    // The same bounds as a trigger's (`cancel`, `trigger`).
+    let (reason, by) = sundial_core::protocol::control::asked(asked.reason, asked.by)
+        .map_err(|e| ApiError::bad_request(&e.path, e.detail))?;
+    Ok((ids, Asked { reason, by }))
 }
 
 /// `caller` is who replays (none for a purge): recorded in the history with

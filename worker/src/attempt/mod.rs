@@ -146,7 +146,13 @@ async fn run_fire(
     if !fresh {
         info!("duplicate fire dropped");
         metrics::counter!(m::DUPLICATE_FIRES_TOTAL, "pool" => shared.pool.clone()).increment(1);
-        let ev = event(shared, d, &fire, RunKind::Skipped, Some("duplicate".into()));
+        let ev = event(
+            shared,
+            d,
+            &fire,
+            RunKind::Skipped,
+            Some(sundial_core::protocol::run::DUPLICATE.into()),
+        );
         emit(shared, &fire, &ev).await?.await?;
         return ack(d).await;
     }

@@ -44,6 +44,9 @@ pub struct Node {
     pub unroutable_last: Option<String>,
     /// The broker address it is connected to.
     pub broker: Option<String>,
+    /// The alert routes it delivered on since it started, and how that went.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alert_routes: Vec<sundial_core::protocol::node::RouteHealth>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -313,6 +316,7 @@ async fn assemble(
                 unroutable: h.unroutable,
                 unroutable_last: h.unroutable_last.clone(),
                 broker: h.broker.clone(),
+                alert_routes: h.alert_routes.clone(),
             }
         })
         .collect();

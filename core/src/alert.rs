@@ -195,6 +195,33 @@ pub enum Target {
     Webhook { url: String, secret: Option<String> },
     /// A Slack-compatible incoming webhook: `{"text": …}`.
     Slack { url: String },
+    /// Mail over SMTP.
+    Mail(Mail),
+}
+
+/// A mail route's message and server (`[alerts.routes.mail]`, checked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mail {
+    pub to: Vec<String>,
+    pub from: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: MailTls,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// A private CA's PEM file (else the system's roots).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// How a mail route talks to its server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailTls {
+    /// STARTTLS, required: the message never goes in clear.
+    StartTls,
+    /// TLS from the first byte (SMTPS, port 465).
+    Tls,
+    /// No TLS: only for a relay on the same host.
+    None,
 }
 
 impl Route {
@@ -213,25 +240,62 @@ impl Route {
     }
 }
 
-/// The text of `alert` for a person (Slack, mail): what, which job and
-/// occurrence, why, and where to look.
-pub fn text(alert: &Alert, dashboard: Option<&str>) -> String {
-    let what = match alert.kind {
+/// What happened, in words: "failed", "is late", …
+fn what(kind: AlertKind) -> &'static str {
+    match kind {
         AlertKind::Failed => "failed",
         AlertKind::Late => "is late",
         AlertKind::Missed => "was missed",
         AlertKind::Resolved => "is resolved",
-    };
+    }
+}
+
+/// The dashboard's page of the occurrence `fire_id`, under `dashboard`
+/// (`http.api`'s address).
+pub fn run_link(dashboard: &str, fire_id: &str) -> String {
+    format!(
+        "{}/#/run/{}",
+        dashboard.trim_end_matches('/'),
+        fire_id.replace(':', "%3A")
+    )
+}
+
+/// The text of `alert` for a person (Slack): what, which job and
+/// occurrence, why, and where to look.
+pub fn text(alert: &Alert, dashboard: Option<&str>) -> String {
     let mut t = format!(
-        "Sundial: {} {what} — {} ({})",
-        alert.job_id, alert.fire_id, alert.reason
+        "Sundial: {} {} — {} ({})",
+        alert.job_id,
+        what(alert.kind),
+        alert.fire_id,
+        alert.reason
     );
     if let Some(base) = dashboard {
-        t.push_str(&format!(
-            "\n{}/#/run/{}",
-            base.trim_end_matches('/'),
-            alert.fire_id.replace(':', "%3A")
-        ));
+        t.push('\n');
+        t.push_str(&run_link(base, &alert.fire_id));
     }
     t
+}
+
+/// The subject and body of a mail about `alert`: the job, what happened,
+/// the fire id, the reason, the alert id (a receiver drops repeats by it),
+/// and the link to the occurrence's page.
+pub fn mail(alert: &Alert, dashboard: Option<&str>) -> (String, String) {
+    let subject = format!("[Sundial] {} {}", alert.job_id, what(alert.kind));
+    let mut body = format!(
+        "Job:       {}\nAlert:     {} ({})\nFire id:   {}\nScheduled: {}\nReason:    {}\n",
+        alert.job_id,
+        alert.kind.as_str(),
+        alert.id,
+        alert.fire_id,
+        crate::protocol::timestamp(alert.scheduled),
+        alert.reason
+    );
+    if !alert.resolves.is_empty() {
+        body.push_str(&format!("Resolves:  {}\n", alert.resolves.join(", ")));
+    }
+    if let Some(base) = dashboard {
+        body.push_str(&format!("Run:       {}\n", run_link(base, &alert.fire_id)));
+    }
+    (subject, body)
 }

@@ -60,6 +60,9 @@ pub struct RawRoute {
     /// A Slack-compatible incoming webhook: a readable text.
     #[serde(default)]
     pub slack: Option<String>,
+    /// Mail over SMTP (`[alerts.routes.mail]`).
+    #[serde(default)]
+    pub mail: Option<RawMail>,
     /// Signs webhook bodies: `X-Sundial-Signature: sha256=HEX` (HMAC-SHA256).
     #[serde(default)]
     pub secret: Option<String>,
@@ -69,6 +72,26 @@ pub struct RawRoute {
     /// At most this many sent per hour (the rest are counted, not sent).
     #[serde(default)]
     pub max_per_hour: Option<u32>,
+}
+
+/// `[alerts.routes.mail]`: mail over SMTP, with STARTTLS by default.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawMail {
+    /// Recipients.
+    pub to: Vec<String>,
+    /// The sender address.
+    pub from: String,
+    /// The SMTP server, `host:port` (port 587 when left out).
+    pub server: String,
+    /// `starttls` (the default: required, never sent in clear), `tls`
+    /// (TLS from the first byte, port 465) or `none` (a relay on this host).
+    pub tls: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// PEM file of the CA that signed the server's certificate, for a
+    /// private CA (else the system's roots).
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -354,6 +377,9 @@ impl RawSettings {
             }
             if r.secret.is_some() {
                 r.secret = Some(MASK.into());
+            }
+            if let Some(m) = r.mail.as_mut().filter(|m| m.password.is_some()) {
+                m.password = Some(MASK.into());
             }
         }
         s
@@ -656,15 +682,21 @@ fn alerts(raw: RawAlerts) -> Result<AlertSettings, ValidationError> {
                 format!("at least {ROUTE_SECRET_MIN} bytes"),
             ));
         }
-        let target = match (nonempty(r.webhook), nonempty(r.slack)) {
-            (Some(w), None) => Target::Webhook {
+        let target = match (nonempty(r.webhook), nonempty(r.slack), r.mail) {
+            (Some(w), None, None) => Target::Webhook {
                 url: url("webhook", &w)?,
                 secret,
             },
-            (None, Some(s)) => Target::Slack {
+            (None, Some(s), None) => Target::Slack {
                 url: url("slack", &s)?,
             },
-            _ => return Err(err(&at("webhook"), "give exactly one of webhook and slack")),
+            (None, None, Some(m)) => Target::Mail(mail(&at, m)?),
+            _ => {
+                return Err(err(
+                    &at("webhook"),
+                    "give exactly one of webhook, slack and mail",
+                ))
+            }
         };
         let dedupe = match nonempty(r.dedupe) {
             Some(d) => duration(&at("dedupe"), &d)?,
@@ -686,6 +718,114 @@ fn alerts(raw: RawAlerts) -> Result<AlertSettings, ValidationError> {
         });
     }
     Ok(AlertSettings { routes })
+}
+
+/// Longest mail address (RFC 5321's path limit).
+const MAIL_ADDRESS_MAX: usize = 254;
+
+/// An `[alerts.routes.mail]` table, checked: addresses look like
+/// addresses (the SMTP client parses them again), the server has a host.
+fn mail(at: &dyn Fn(&str) -> String, m: RawMail) -> Result<crate::alert::Mail, ValidationError> {
+    use crate::alert::{Mail, MailTls};
+    let address = |f: &str, a: &str| -> Result<String, ValidationError> {
+        let a = a.trim();
+        let ok = a.len() <= MAIL_ADDRESS_MAX
+            && a.split_once('@')
+                .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@'))
+            && !a
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c));
+        if ok {
+            Ok(a.to_string())
+        } else {
+            Err(err(
+                &at(f),
+                format!("must be a mail address (local@domain), got \"{a}\""),
+            ))
+        }
+    };
+    if m.to.is_empty() {
+        return Err(err(&at("mail.to"), "name at least one recipient"));
+    }
+    let to =
+        m.to.iter()
+            .enumerate()
+            .map(|(i, a)| address(&format!("mail.to[{i}]"), a))
+            .collect::<Result<Vec<_>, _>>()?;
+    let from = address("mail.from", &m.from)?;
+    let tls = match nonempty(m.tls).as_deref() {
+        None | Some("starttls") => MailTls::StartTls,
+        Some("tls") => MailTls::Tls,
+        Some("none") => MailTls::None,
+        Some(other) => {
+            return Err(err(
+                &at("mail.tls"),
+                format!("must be starttls, tls or none, got \"{other}\""),
+            ))
+        }
+    };
+    let server = m.server.trim();
+    let bad_port = |p: &str| {
+        err(
+            &at("mail.server"),
+            format!("port must be 1-65535, got \"{p}\""),
+        )
+    };
+    // host, host:port, [v6], [v6]:port
+    let (host, port) = match server.strip_prefix('[').and_then(|r| r.split_once(']')) {
+        Some((h, rest)) => (
+            h,
+            (!rest.is_empty()).then(|| rest.strip_prefix(':').unwrap_or(rest)),
+        ),
+        None => match server.split_once(':') {
+            Some((h, p)) if !p.contains(':') => (h, Some(p)),
+            _ => (server, None),
+        },
+    };
+    let port = match port {
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| bad_port(p))?,
+        None if tls == MailTls::Tls => 465,
+        None => 587,
+    };
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
+    if !host_ok {
+        return Err(err(
+            &at("mail.server"),
+            format!("must be host:port, got \"{server}\""),
+        ));
+    }
+    let username = nonempty(m.username);
+    let password = nonempty(m.password);
+    if username.is_some() != password.is_some() {
+        return Err(err(
+            &at("mail.username"),
+            "username and password go together",
+        ));
+    }
+    if username.is_some() && tls == MailTls::None {
+        return Err(err(
+            &at("mail.tls"),
+            "a password is never sent in clear: use starttls or tls",
+        ));
+    }
+    Ok(Mail {
+        to,
+        from,
+        host: host.to_string(),
+        port,
+        tls,
+        username,
+        password,
+        ca_file: nonempty(m.ca_file).map(Into::into),
+    })
 }
 
 fn duration(key: &str, v: &str) -> Result<Duration, ValidationError> {

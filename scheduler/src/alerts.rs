@@ -22,8 +22,12 @@ use actix::Addr;
 use chrono::{DateTime, Utc};
 use lapin::Channel;
 use sundial_core::{
-    alert::{Alert, AlertKind, Delivered, DeliveryOutcome, Raised, Route, Seen, Target, Watch},
+    alert::{
+        run_link, Alert, AlertKind, Delivered, DeliveryOutcome, Mail, Raised, Route, Seen, Target,
+        Watch,
+    },
     codec::encode,
+    protocol::node::RouteHealth,
     protocol::run::{RunBatch, RunEvent, RunKind, DUPLICATE},
     registry::JobEntry,
     topology::Topology,
@@ -79,6 +83,92 @@ impl std::fmt::Debug for Post {
     }
 }
 
+/// How alerts reach a mail route: the route's server and addresses, then
+/// the subject, the body and the alert's id (an `X-Sundial-Alert-Id`
+/// header); `Ok` when the server took the message. Wired by the binary,
+/// as [`Post`] is.
+#[derive(Clone)]
+pub struct SendMail(pub Arc<MailFn>);
+
+/// What a [`SendMail`] calls: `(server, subject, body, alert id)`.
+pub type MailFn = dyn Fn(
+        Mail,
+        String,
+        String,
+        String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+    + Send
+    + Sync;
+
+impl std::fmt::Debug for SendMail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SendMail(an SMTP client)")
+    }
+}
+
+/// The clients alerts go out with ([`crate::SchedulerConfig::alert_senders`]):
+/// a route whose kind has none sends nothing (logged at start).
+#[derive(Clone, Debug, Default)]
+pub struct Senders {
+    pub post: Option<Post>,
+    pub mail: Option<SendMail>,
+    /// How each route's deliveries went here (heartbeat, `status`).
+    pub health: Arc<Health>,
+}
+
+/// How each route's deliveries from this node went, since it started.
+#[derive(Debug, Default)]
+pub struct Health(Mutex<BTreeMap<String, RouteHealth>>);
+
+impl Health {
+    /// A delivery on `route` ended: sent, or gave up with `error`.
+    fn record(&self, route: &str, error: Option<&str>) {
+        let Ok(mut all) = self.0.lock() else { return };
+        let h = all.entry(route.to_string()).or_insert_with(|| RouteHealth {
+            route: route.to_string(),
+            sent: 0,
+            gave_up: 0,
+            failing: 0,
+            last_at: Utc::now(),
+            last_error: None,
+        });
+        h.last_at = Utc::now();
+        match error {
+            None => {
+                h.sent += 1;
+                h.failing = 0;
+            }
+            Some(e) => {
+                h.gave_up += 1;
+                h.failing += 1;
+                h.last_error = Some(
+                    sundial_core::wire::headers::bounded_to(e, RouteHealth::ERROR_MAX).into_owned(),
+                );
+            }
+        }
+        metrics::gauge!(sundial_runtime::metrics::ALERT_ROUTE_FAILING, "route" => route.to_string())
+            .set(h.failing as f64);
+    }
+
+    /// Every route delivered on, by name.
+    pub(crate) fn read(&self) -> Vec<RouteHealth> {
+        self.0
+            .lock()
+            .map(|all| all.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Senders {
+    /// Whether a client for `target` is here.
+    fn reach(&self, target: &Target) -> bool {
+        match target {
+            Target::Webhook { .. } | Target::Slack { .. } => self.post.is_some(),
+            Target::Mail(_) => self.mail.is_some(),
+        }
+    }
+}
+
 /// The history as alerts need it, per job, and where alerts go.
 #[derive(Default)]
 pub(crate) struct Watcher {
@@ -100,7 +190,7 @@ pub(crate) struct Routes {
     routes: Arc<Vec<Route>>,
     /// Where run pages are (`http.api`), for the links in messages.
     dashboard: Option<String>,
-    post: Option<Post>,
+    senders: Senders,
     /// Deliveries under way here: not started again.
     in_flight: Arc<Mutex<HashSet<(String, String)>>>,
     /// Per route, when it last sent each job's kind (dedupe), and what it
@@ -112,19 +202,19 @@ pub(crate) struct Routes {
 }
 
 impl Watcher {
-    /// A watcher sending to `routes` with `post` (links to `dashboard`).
-    pub(crate) fn new(routes: Vec<Route>, post: Option<Post>, dashboard: Option<String>) -> Self {
-        if !routes.is_empty() && post.is_none() {
+    /// A watcher sending to `routes` with `senders` (links to `dashboard`).
+    pub(crate) fn new(routes: Vec<Route>, senders: Senders, dashboard: Option<String>) -> Self {
+        for r in routes.iter().filter(|r| !senders.reach(&r.target)) {
             warn!(
-                routes = routes.len(),
-                "alert routes are set, but this process has no HTTP client: alerts are not sent"
+                route = %r.name,
+                "this process has no client for the alert route: its alerts are not sent here"
             );
         }
         Self {
             routes: Routes {
                 routes: Arc::new(routes),
                 dashboard,
-                post,
+                senders,
                 ..Routes::default()
             },
             ..Self::default()
@@ -318,9 +408,7 @@ impl Watcher {
     /// slow receiver holds up nothing), which records how it ended; what
     /// a route's dedupe window or hourly cap holds back is recorded at once.
     async fn deliver(&mut self, p: &CheckParts<'_>, jobs: &[Arc<JobEntry>]) -> Result<(), Error> {
-        let Some(post) = self.routes.post.clone() else {
-            return Ok(());
-        };
+        let senders = self.routes.senders.clone();
         let by_id: HashMap<&str, &Arc<JobEntry>> =
             jobs.iter().map(|j| (j.spec.id.as_str(), j)).collect();
         let mut due: Vec<&Raised> = self
@@ -337,7 +425,10 @@ impl Watcher {
             let Some(job) = by_id.get(a.job_id.as_str()) else {
                 continue;
             };
-            for route in routes.iter().filter(|r| r.takes(a, job)) {
+            for route in routes
+                .iter()
+                .filter(|r| r.takes(a, job) && senders.reach(&r.target))
+            {
                 let key = (a.id.clone(), route.name.clone());
                 let busy = self
                     .routes
@@ -382,7 +473,7 @@ impl Watcher {
                 }
                 tokio::spawn(send(
                     Delivery {
-                        post: post.clone(),
+                        senders: senders.clone(),
                         route: route.clone(),
                         raised: raised.clone(),
                         dashboard: self.routes.dashboard.clone(),
@@ -431,7 +522,7 @@ impl Routes {
 
 /// One delivery of an alert on a route.
 struct Delivery {
-    post: Post,
+    senders: Senders,
     route: Route,
     raised: Raised,
     dashboard: Option<String>,
@@ -445,46 +536,13 @@ struct Delivery {
 /// owner or check sends it again: at least once).
 async fn send(s: Delivery, in_flight: Arc<Mutex<HashSet<(String, String)>>>) {
     let a = &s.raised.alert;
-    let link = s.dashboard.as_deref().map(|d| {
-        format!(
-            "{}/#/run/{}",
-            d.trim_end_matches('/'),
-            a.fire_id.replace(':', "%3A")
-        )
-    });
-    let (url, body, secret) = match &s.route.target {
-        Target::Webhook { url, secret } => {
-            let mut v = serde_json::to_value(&s.raised).unwrap_or_default();
-            v["link"] = serde_json::json!(link);
-            (url.clone(), v.to_string(), secret.clone())
-        }
-        Target::Slack { url } => (
-            url.clone(),
-            serde_json::json!({"text": sundial_core::alert::text(a, s.dashboard.as_deref())})
-                .to_string(),
-            None,
-        ),
-    };
     let mut error = None;
     let mut outcome = DeliveryOutcome::GaveUp;
     for i in 0..TRIES {
         if i > 0 {
             tokio::time::sleep(Duration::from_secs(1 << (i - 1))).await;
         }
-        let mut headers = vec![
-            ("content-type", "application/json".to_string()),
-            ("x-sundial-alert-id", a.id.clone()),
-        ];
-        if let Some(key) = &secret {
-            headers.push((
-                "x-sundial-signature",
-                format!(
-                    "sha256={}",
-                    sundial_core::sign::sign_body(key.as_bytes(), body.as_bytes())
-                ),
-            ));
-        }
-        match (s.post.0)(url.clone(), headers, body.clone()).await {
+        match attempt(&s).await {
             Ok(()) => {
                 outcome = DeliveryOutcome::Sent;
                 error = None;
@@ -494,6 +552,7 @@ async fn send(s: Delivery, in_flight: Arc<Mutex<HashSet<(String, String)>>>) {
         }
     }
     metrics::counter!(sundial_runtime::metrics::ALERT_DELIVERIES, "route" => s.route.name.clone(), "outcome" => outcome.as_str()).increment(1);
+    s.senders.health.record(&s.route.name, error.as_deref());
     match &error {
         None => {
             info!(job_id = %a.job_id, fire_id = %a.fire_id, alert = %a.id, route = %s.route.name, "alert sent")
@@ -524,6 +583,58 @@ async fn send(s: Delivery, in_flight: Arc<Mutex<HashSet<(String, String)>>>) {
     if let Ok(mut f) = in_flight.lock() {
         f.remove(&(a.id.clone(), s.route.name.clone()));
     }
+}
+
+/// One try of a delivery, bounded by [`SEND_TIMEOUT`].
+async fn attempt(s: &Delivery) -> Result<(), String> {
+    let a = &s.raised.alert;
+    let dashboard = s.dashboard.as_deref();
+    let sending = match &s.route.target {
+        Target::Webhook { url, secret } => {
+            let mut v = serde_json::to_value(&s.raised).unwrap_or_default();
+            v["link"] = serde_json::json!(dashboard.map(|d| run_link(d, &a.fire_id)));
+            let body = v.to_string();
+            let mut headers = vec![
+                ("content-type", "application/json".to_string()),
+                ("x-sundial-alert-id", a.id.clone()),
+            ];
+            if let Some(key) = secret {
+                headers.push((
+                    "x-sundial-signature",
+                    format!(
+                        "sha256={}",
+                        sundial_core::sign::sign_body(key.as_bytes(), body.as_bytes())
+                    ),
+                ));
+            }
+            let Some(post) = &s.senders.post else {
+                return Err("no HTTP client".into());
+            };
+            (post.0)(url.clone(), headers, body)
+        }
+        Target::Slack { url } => {
+            let body =
+                serde_json::json!({"text": sundial_core::alert::text(a, dashboard)}).to_string();
+            let headers = vec![
+                ("content-type", "application/json".to_string()),
+                ("x-sundial-alert-id", a.id.clone()),
+            ];
+            let Some(post) = &s.senders.post else {
+                return Err("no HTTP client".into());
+            };
+            (post.0)(url.clone(), headers, body)
+        }
+        Target::Mail(m) => {
+            let (subject, body) = sundial_core::alert::mail(a, dashboard);
+            let Some(mail) = &s.senders.mail else {
+                return Err("no SMTP client".into());
+            };
+            (mail.0)(m.clone(), subject, body, a.id.clone())
+        }
+    };
+    tokio::time::timeout(SEND_TIMEOUT, sending)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer in {}s", SEND_TIMEOUT.as_secs())))
 }
 
 /// How far back a check of `job` looks: its longest deadline (its `sla`,

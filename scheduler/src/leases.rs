@@ -407,6 +407,7 @@ impl State<'_> {
             unroutable,
             unroutable_last,
             broker: Some(self.parts.broker.clone()),
+            alert_routes: self.parts.common.alert_health.read(),
         };
         let Ok(enc) = encode(&h) else { return };
         let exchange = self.parts.common.topo.nodes_exchange();

@@ -88,8 +88,8 @@ pub struct SchedulerConfig {
     pub reads: Arc<RegistryReads>,
     /// Where alerts go (`[[alerts.routes]]`).
     pub alert_routes: Vec<sundial_core::alert::Route>,
-    /// How they get there (the binary's HTTP client; none: not sent).
-    pub alert_post: Option<alerts::Post>,
+    /// How they get there (the binary's HTTP and SMTP clients; none: not sent).
+    pub alert_senders: alerts::Senders,
     /// The dashboard the alerts link to (`http.api`).
     pub dashboard: Option<String>,
 }
@@ -109,7 +109,7 @@ impl SchedulerConfig {
             history: None,
             reads: RegistryReads::new(),
             alert_routes: s.alerts.routes.clone(),
-            alert_post: None,
+            alert_senders: alerts::Senders::default(),
             dashboard: Some(s.http.api.clone()),
         }
     }
@@ -206,6 +206,7 @@ async fn run_once(
         key: cfg.hmac_key.clone(),
         set_aside: set_aside.clone(),
         owned: owned.clone(),
+        alert_health: cfg.alert_senders.health.clone(),
     };
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
@@ -264,7 +265,7 @@ async fn run_once(
                 occurrences,
                 alert_interval: cfg.scheduler.alert_interval,
                 alert_routes: cfg.alert_routes.clone(),
-                alert_post: cfg.alert_post.clone(),
+                alert_senders: cfg.alert_senders.clone(),
                 dashboard: cfg.dashboard.clone(),
             },
             stop.clone(),

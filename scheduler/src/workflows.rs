@@ -92,7 +92,7 @@ pub(crate) struct AdvanceParts {
     /// How often the alert check runs (`scheduler.alert_interval`).
     pub(crate) alert_interval: Duration,
     pub(crate) alert_routes: Vec<sundial_core::alert::Route>,
-    pub(crate) alert_post: Option<crate::alerts::Post>,
+    pub(crate) alert_senders: crate::alerts::Senders,
     pub(crate) dashboard: Option<String>,
 }
 
@@ -190,7 +190,7 @@ pub(crate) async fn advance(
     // The same stream feeds the alert watcher (alerts.rs).
     let mut watcher = crate::alerts::Watcher::new(
         adv.parts.alert_routes.clone(),
-        adv.parts.alert_post.clone(),
+        adv.parts.alert_senders.clone(),
         adv.parts.dashboard.clone(),
     );
     let mut alert_tick = tokio::time::interval(adv.parts.alert_interval);

@@ -26,7 +26,7 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
         .clone()
         .unwrap_or_else(super::scheduler::default_node_name);
     let mut scheduler_cfg = SchedulerConfig::from_settings(&settings, node.clone());
-    scheduler_cfg.alert_post = crate::wiring::alert_post(&scheduler_cfg.alert_routes);
+    scheduler_cfg.alert_senders = crate::wiring::alert_senders(&scheduler_cfg.alert_routes);
     let mut worker_cfg = WorkerConfig::from_settings(&settings, node);
     // One endpoint for both halves: ready when both are.
     worker_cfg.health = scheduler_cfg.health.clone();

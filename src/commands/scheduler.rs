@@ -25,7 +25,7 @@ pub fn default_node_name() -> String {
 /// (on actix's default current-thread runtime lapin's I/O is starved).
 pub fn run(settings: &Settings, node: Option<String>) -> Result<(), CommandError> {
     let mut cfg = SchedulerConfig::from_settings(settings, node.unwrap_or_else(default_node_name));
-    cfg.alert_post = crate::wiring::alert_post(&cfg.alert_routes);
+    cfg.alert_senders = crate::wiring::alert_senders(&cfg.alert_routes);
     let settings = settings.clone();
     let system = super::actix_system()?;
     system.block_on(async move {

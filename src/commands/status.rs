@@ -86,6 +86,38 @@ pub async fn run(
         )
         .map_err(io)?;
     }
+    let routes: Vec<_> = status
+        .nodes
+        .iter()
+        .flat_map(|n| n.alert_routes.iter().map(move |r| (n, r)))
+        .collect();
+    if !routes.is_empty() {
+        writeln!(out, "alert routes:").map_err(io)?;
+        let mut rows = Rows::new(
+            &["ROUTE", "NODE", "SENT", "GAVE UP", "LAST", "STATE"],
+            &[2, 3],
+        );
+        for (n, r) in routes {
+            let state = if r.failing == 0 {
+                "ok".to_string()
+            } else {
+                format!(
+                    "FAILING ({} in a row): {}",
+                    r.failing,
+                    r.last_error.as_deref().unwrap_or("?")
+                )
+            };
+            rows.push([
+                r.route.clone(),
+                n.node.clone(),
+                r.sent.to_string(),
+                r.gave_up.to_string(),
+                sundial_core::protocol::timestamp(r.last_at),
+                state,
+            ]);
+        }
+        write!(out, "{}", rows.render("  ")).map_err(io)?;
+    }
     writeln!(out, "workers: {}", status.workers.len()).map_err(io)?;
     let mut workers = Rows::new(
         &[

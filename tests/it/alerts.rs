@@ -339,3 +339,224 @@ executor = {{ type = "shell", command = ["/bin/false"] }}
     assert_eq!(sent["node"], "alo1", "raised by the first: {sent}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// A real SMTP server for mail routes: Python's aiosmtpd (`.ci/run`
+/// installs it), requiring STARTTLS with a certificate of a CA made here,
+/// writing what it takes to a Maildir.
+struct SmtpSink {
+    child: std::process::Child,
+    port: u16,
+    maildir: std::path::PathBuf,
+    ca: std::path::PathBuf,
+}
+
+impl SmtpSink {
+    fn start(dir: &std::path::Path) -> Self {
+        let ready = std::process::Command::new("python3")
+            .args(["-c", "import aiosmtpd"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ready,
+            "the mail test needs Python's aiosmtpd: `python3 -m pip install aiosmtpd` (.ci/run does)"
+        );
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .expect("server params")
+            .signed_by(&key, &ca)
+            .expect("server certificate");
+        let write = |name: &str, pem: String| {
+            let p = dir.join(name);
+            std::fs::write(&p, pem).expect("PEM file");
+            p
+        };
+        let ca_file = write("ca.pem", ca.pem());
+        let cert_file = write("smtp.pem", cert.pem());
+        let key_file = write("smtp.key", key.serialize_pem());
+        let maildir = dir.join("maildir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let log = std::fs::File::create(dir.join("smtp.log")).expect("log");
+        let child = std::process::Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .arg("--tlscert")
+            .arg(&cert_file)
+            .arg("--tlskey")
+            .arg(&key_file)
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("aiosmtpd starts");
+        poll_until(
+            std::time::Duration::from_secs(20),
+            "aiosmtpd listening",
+            || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+            String::new,
+        );
+        Self {
+            child,
+            port,
+            maildir,
+            ca: ca_file,
+        }
+    }
+
+    /// The messages taken so far.
+    fn messages(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(self.maildir.join("new"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A mail route sends a failed occurrence over SMTP with STARTTLS (the
+/// server refuses mail before it) to a real server: the message names the
+/// job, the fire id, the reason and the run's page, and carries the
+/// alert's id; the route's dedupe window holds back the next failures. A
+/// webhook route to nowhere takes the same alerts: it holds up nothing,
+/// and `sundial status` shows it failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_route_sends_over_starttls_to_a_real_smtp_server() {
+    let v = Vhost::new("alerts-mail");
+    let work = std::env::temp_dir().join(format!("{}-work", v.name));
+    std::fs::create_dir_all(&work).expect("work dir");
+    let smtp = SmtpSink::start(&work);
+    let config = work.join("sundial.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[[alerts.routes]]
+name = "oncall-mail"
+kinds = ["failed"]
+dedupe = "1h"
+
+[alerts.routes.mail]
+to = ["oncall@example.com", "ops@example.com"]
+from = "sundial@example.com"
+server = "localhost:{}"
+ca_file = "{}"
+
+[[alerts.routes]]
+name = "nowhere-hook"
+kinds = ["failed"]
+webhook = "http://127.0.0.1:9/hook"
+max_per_hour = 1
+"#,
+            smtp.port,
+            smtp.ca.display()
+        ),
+    )
+    .expect("settings file");
+    let config_arg = config.display().to_string();
+    topology_apply(&v);
+    let _s = Daemon::spawn(
+        &v,
+        &["--config", &config_arg, "scheduler", "--node", "am1"],
+        "am1",
+        &[
+            ("SUNDIAL__SCHEDULER__ALERT_INTERVAL", "1s"),
+            ("SUNDIAL__HTTP__API", "http://dash.example:9797"),
+        ],
+    );
+    let _w = Daemon::worker(&v, "am-w1", &[]);
+    wait_for_consumers(&v, 1).await;
+    apply_jobs(
+        &v,
+        r#"[[jobs]]
+id = "nightly-report"
+schedule = "*/2 * * * * *"
+retry = { max_attempts = 1 }
+executor = { type = "shell", command = ["/bin/false"] }
+"#,
+    );
+    let mail = poll_until(
+        std::time::Duration::from_secs(60),
+        "a mail in the SMTP server's Maildir",
+        || smtp.messages().into_iter().next(),
+        || {
+            std::fs::read_to_string(work.join("smtp.log")).unwrap_or_default()
+                + &std::fs::read_to_string(&_s.log).unwrap_or_default()
+        },
+    );
+    let has = |s: &str| assert!(mail.contains(s), "{s:?} in the mail:\n{mail}");
+    has("Subject: [Sundial] nightly-report failed");
+    has("From: sundial@example.com");
+    has("To: oncall@example.com, ops@example.com");
+    has("X-RcptTo: oncall@example.com, ops@example.com");
+    has("Job:       nightly-report");
+    has("Fire id:   nightly-report@");
+    has("Reason:    dead: ");
+    has("Run:       http://dash.example:9797/#/run/nightly-report@");
+    let id = mail
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Sundial-Alert-Id: "))
+        .expect("the alert id header")
+        .trim()
+        .to_string();
+    assert!(id.starts_with("failed:nightly-report@"), "{id}");
+    // The history says it went out; a later failure was deduped, not mailed.
+    let all = poll_until(
+        std::time::Duration::from_secs(30),
+        "a second failure, deduped",
+        || {
+            let all = alerts(&v, &[]);
+            let deduped = of(&all, "nightly-report", "failed").iter().any(|a| {
+                a["deliveries"][0]["outcome"] == "deduped"
+                    && a["deliveries"][0]["route"] == "oncall-mail"
+            });
+            deduped.then_some(all)
+        },
+        String::new,
+    );
+    let sent: Vec<&Value> = of(&all, "nightly-report", "failed")
+        .into_iter()
+        .filter(|a| a["deliveries"][0]["outcome"] == "sent")
+        .collect();
+    assert_eq!(sent.len(), 1, "{all:?}");
+    assert_eq!(sent[0]["alert"]["id"], id.as_str());
+    assert_eq!(smtp.messages().len(), 1, "one mail, the rest deduped");
+    // The webhook to nowhere gave up after its tries; status says so.
+    let status = poll_until(
+        std::time::Duration::from_secs(60),
+        "status showing the failing route",
+        || {
+            let out = sundial()
+                .args(["status", "--broker", &v.url()])
+                .envs(TEST_ENV.iter().copied())
+                .output()
+                .ok()?;
+            let text = stdout(&out);
+            text.lines()
+                .any(|l| l.starts_with("  nowhere-hook") && l.contains("FAILING (1 in a row)"))
+                .then_some(text)
+        },
+        String::new,
+    );
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("  oncall-mail") && l.ends_with(" ok")),
+        "{status}"
+    );
+    drop(smtp);
+    let _ = std::fs::remove_dir_all(&work);
+}

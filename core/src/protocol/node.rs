@@ -40,6 +40,32 @@ pub struct Heartbeat {
     /// password masked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker: Option<String>,
+    /// The alert routes this node delivered on since it started, and how
+    /// the deliveries went (`sundial status` shows a failing route).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alert_routes: Vec<RouteHealth>,
+}
+
+/// How one alert route's deliveries from one node went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RouteHealth {
+    pub route: String,
+    /// Deliveries that went out / gave up (after their tries).
+    pub sent: u64,
+    pub gave_up: u64,
+    /// Deliveries in a row that gave up, up to the last one (0: it went out).
+    pub failing: u64,
+    /// When the last delivery ended.
+    pub last_at: DateTime<Utc>,
+    /// The last give-up's error (at most [`RouteHealth::ERROR_MAX`] bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl RouteHealth {
+    /// The longest error text a heartbeat carries.
+    pub const ERROR_MAX: usize = 300;
 }
 
 fn is_zero(n: &u64) -> bool {

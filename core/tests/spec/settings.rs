@@ -160,6 +160,7 @@ fn alert_routes_are_checked_and_their_secrets_masked() {
         pool: None,
         webhook: Some("https://hooks.example/sundial".into()),
         slack: None,
+        mail: None,
         secret: Some("0123456789abcdef0123".into()),
         dedupe: Some("10m".into()),
         max_per_hour: Some(30),
@@ -233,4 +234,103 @@ fn alert_routes_are_checked_and_their_secrets_masked() {
     twice.alerts.routes = vec![route("a"), route("a")];
     let e = Settings::try_from(twice).expect_err("a name twice");
     assert_eq!(e.field, "alerts.routes[1].name", "{e}");
+}
+
+#[test]
+fn mail_routes_are_checked_and_their_passwords_masked() {
+    use sundial_core::{
+        alert::{MailTls, Target},
+        settings::{RawMail, RawRoute},
+    };
+    let mail = || RawMail {
+        to: vec!["oncall@example.com".into()],
+        from: "sundial@example.com".into(),
+        server: "smtp.example.com".into(),
+        tls: None,
+        username: Some("sundial".into()),
+        password: Some("hunter2".into()),
+        ca_file: None,
+    };
+    let route = |m: RawMail| RawRoute {
+        name: "mail".into(),
+        kinds: None,
+        job_prefix: None,
+        labels: Default::default(),
+        pool: None,
+        webhook: None,
+        slack: None,
+        mail: Some(m),
+        secret: None,
+        dedupe: None,
+        max_per_hour: None,
+    };
+    let mut raw = RawSettings::default();
+    raw.alerts.routes = vec![route(mail())];
+    let masked = raw.masked();
+    let m = masked.alerts.routes[0].mail.as_ref().expect("mail");
+    assert_eq!(m.password.as_deref(), Some("****"));
+    assert_eq!(m.username.as_deref(), Some("sundial"));
+    let s = Settings::try_from(raw).expect("a valid mail route");
+    let Target::Mail(m) = &s.alerts.routes[0].target else {
+        panic!("a mail target: {:?}", s.alerts.routes[0].target);
+    };
+    assert_eq!(
+        (m.host.as_str(), m.port, m.tls),
+        ("smtp.example.com", 587, MailTls::StartTls),
+        "STARTTLS on the submission port by default"
+    );
+    let with = |f: &dyn Fn(&mut RawMail)| {
+        let mut m = mail();
+        f(&mut m);
+        let mut raw = RawSettings::default();
+        raw.alerts.routes = vec![route(m)];
+        Settings::try_from(raw)
+    };
+    let ok = with(&|m| {
+        m.tls = Some("tls".into());
+        m.server = "[::1]".into();
+    })
+    .expect("SMTPS to an IPv6 literal");
+    let Target::Mail(m) = &ok.alerts.routes[0].target else {
+        panic!("mail");
+    };
+    assert_eq!((m.host.as_str(), m.port), ("::1", 465));
+    let bad = |f: &dyn Fn(&mut RawMail), key: &str| {
+        let e = with(f).expect_err("must be invalid");
+        assert_eq!(e.field, key, "{e}");
+    };
+    bad(&|m| m.to.clear(), "alerts.routes[0].mail.to");
+    bad(
+        &|m| m.to.push("two@x, three@y".into()),
+        "alerts.routes[0].mail.to[1]",
+    );
+    bad(&|m| m.from = "nobody".into(), "alerts.routes[0].mail.from");
+    bad(
+        &|m| m.from = "a@b\r\nBcc: x@y".into(),
+        "alerts.routes[0].mail.from",
+    );
+    bad(
+        &|m| m.tls = Some("maybe".into()),
+        "alerts.routes[0].mail.tls",
+    );
+    bad(
+        &|m| m.server = "smtp.example.com:0".into(),
+        "alerts.routes[0].mail.server",
+    );
+    bad(
+        &|m| m.server = String::new(),
+        "alerts.routes[0].mail.server",
+    );
+    bad(&|m| m.password = None, "alerts.routes[0].mail.username");
+    bad(
+        &|m| m.tls = Some("none".into()),
+        "alerts.routes[0].mail.tls",
+    );
+    // A mail route is one target: not a webhook as well.
+    let mut raw = RawSettings::default();
+    let mut r = route(mail());
+    r.webhook = Some("https://x.example".into());
+    raw.alerts.routes = vec![r];
+    let e = Settings::try_from(raw).expect_err("two targets");
+    assert_eq!(e.field, "alerts.routes[0].webhook", "{e}");
 }

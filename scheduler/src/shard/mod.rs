@@ -176,6 +176,8 @@ pub(crate) struct ShardCommon {
     pub(crate) opener: ChannelOpener,
     /// The shards held, for the workflow advancer.
     pub(crate) owned: Arc<crate::opening::Owned>,
+    /// How alert routes' deliveries went here (for the heartbeat).
+    pub(crate) alert_health: Arc<crate::alerts::Health>,
 }
 
 impl ShardActor {
@@ -195,6 +197,7 @@ impl ShardActor {
             set_aside,
             opener,
             owned,
+            alert_health: _,
         } = common.clone();
         Self {
             shard,

@@ -105,6 +105,8 @@ pub(crate) async fn history(rows: usize, mut progress: impl FnMut(u64)) -> Histo
                 offset,
                 id: None,
                 records,
+                alerts: Vec::new(),
+                deliveries: Vec::new(),
             });
             offset += 1;
         }

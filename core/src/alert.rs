@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
 
-pub use crate::protocol::alert::{Alert, AlertKind, Delivered, DeliveryOutcome, Raised};
+pub use crate::protocol::alert::{
+    Alert, AlertKind, AlertQuery, AlertRow, Delivered, DeliveryOutcome, Raised,
+};
 use crate::{fire_id::FireId, ledger::due, registry::JobEntry};
 
 /// What the history says of one scheduled occurrence (its own fire id's

@@ -145,20 +145,22 @@ async fn follow(
             let Some(offset) = m.offset else {
                 continue;
             };
-            let records = match m.batch {
-                Ok(b) => b.records,
+            let (records, alerts, deliveries) = match m.batch {
+                Ok(b) => (b.records, b.alerts, b.deliveries),
                 Err(e) => {
                     metrics::counter!(m::HISTORY_SKIPPED_TOTAL).increment(1);
                     if let Some(held) = skipped_log.allow(std::time::Instant::now()) {
                         warn!(offset, error = %e, held_back = held, "history stream message not understood; skipped");
                     }
-                    Vec::new()
+                    Default::default()
                 }
             };
             batches.push(Batch {
                 offset,
                 id: m.id,
                 records,
+                alerts,
+                deliveries,
             });
         }
         let jobs: HashSet<String> = batches

@@ -7,10 +7,9 @@
 use std::{collections::BTreeMap, io::Write, time::Duration};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sundial_amqp::history::{Reader, StreamStart};
 use sundial_core::{
-    alert::{AlertKind, Delivered, Raised},
+    alert::{AlertKind, AlertRow, Delivered, Raised},
     settings::Settings,
     FireId,
 };
@@ -24,17 +23,6 @@ const READ_FOR: Duration = Duration::from_secs(60);
 /// Records this much newer than the start of the command mean the stream
 /// was read up to then (clocks of other hosts differ a little).
 const CAUGHT_UP: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
-
-/// One alert as the command shows it.
-#[derive(Debug, Serialize)]
-struct Shown {
-    #[serde(flatten)]
-    raised: Raised,
-    /// The `resolved` alert that closed it, if any.
-    resolved_by: Option<String>,
-    /// What became of it on each route that took it.
-    deliveries: Vec<Delivered>,
-}
 
 pub async fn run(
     settings: &Settings,
@@ -98,18 +86,19 @@ pub async fn run(
             closed.insert(r.clone(), a.alert.id.clone());
         }
     }
-    let mut shown: Vec<Shown> = alerts
+    let mut shown: Vec<AlertRow> = alerts
         .into_values()
-        .map(|raised| Shown {
-            resolved_by: closed.get(&raised.alert.id).cloned(),
-            deliveries: deliveries.remove(&raised.alert.id).unwrap_or_default(),
-            raised,
+        .map(|raised| {
+            let id = raised.alert.id.clone();
+            AlertRow::new(
+                raised,
+                closed.get(&id).cloned(),
+                deliveries.remove(&id).unwrap_or_default(),
+            )
         })
-        .filter(|s| {
-            !open_only || (s.raised.alert.kind != AlertKind::Resolved && s.resolved_by.is_none())
-        })
+        .filter(|s| !open_only || s.open())
         .collect();
-    shown.sort_by(|a, b| (a.raised.at, &a.raised.alert.id).cmp(&(b.raised.at, &b.raised.alert.id)));
+    shown.sort_by(|a, b| (a.at, &a.alert.id).cmp(&(b.at, &b.alert.id)));
     let io = CommandError::output;
     if json {
         return writeln!(
@@ -133,14 +122,14 @@ pub async fn run(
         &[],
     );
     for s in &shown {
-        let a = &s.raised.alert;
+        let a = &s.alert;
         let state = match (&s.resolved_by, a.kind) {
             (_, AlertKind::Resolved) => format!("resolves {}", a.resolves.len()),
             (Some(_), _) => "resolved".to_string(),
             (None, _) => "open".to_string(),
         };
         rows.push([
-            sundial_core::protocol::timestamp(s.raised.at),
+            sundial_core::protocol::timestamp(s.at),
             a.kind.as_str().to_string(),
             a.job_id.clone(),
             FireId::parse(&a.fire_id).map_or_else(

@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension};
 use sundial_core::{
     history::{RunPage, RunQuery, RunRow, Summary},
+    protocol::alert::{AlertQuery, AlertRow},
     settings::HistorySettings,
 };
 use sundial_runtime::Health;
@@ -29,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use crate::thread::{Batch, HEALTH_PART};
 use crate::{
     error::{sql, Error},
-    query::{query_fire, query_runs, summarise},
+    query::{query_alerts, query_fire, query_runs, summarise},
     schema::{migrate, open_conn},
     thread::{write_loop, Job, Retention},
 };
@@ -235,6 +236,12 @@ impl Index {
         .await
     }
 
+    /// Alerts matching `q`, newest first, with their deliveries.
+    pub async fn alerts(&self, q: AlertQuery) -> Result<Vec<AlertRow>, Error> {
+        self.read(move |c, path| query_alerts(c, &q).map_err(sql(path, "querying alerts")))
+            .await
+    }
+
     /// Rows in the index.
     pub async fn count(&self) -> Result<u64, Error> {
         self.read(|c, path| {
@@ -312,6 +319,8 @@ mod tests {
                     offset,
                     id: id.map(str::to_string),
                     records,
+                    alerts: Vec::new(),
+                    deliveries: Vec::new(),
                 }],
                 HashMap::new(),
             )
@@ -353,6 +362,90 @@ mod tests {
             keep_per_job,
             ..HistorySettings::default()
         }
+    }
+
+    #[tokio::test]
+    async fn alerts_are_kept_once_closed_by_their_resolution_and_listed_with_deliveries() {
+        use sundial_core::protocol::alert::{
+            Alert, AlertKind, AlertQuery, Delivered, DeliveryOutcome, Raised,
+        };
+        let path = temp("alerts");
+        let index = Index::open(&settings(&path, 100), Health::new()).expect("opens");
+        // The index keeps milliseconds.
+        let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("now");
+        let raised = |kind: AlertKind, job: &str, ago: i64, resolves: &[&str]| {
+            let at = now - chrono::TimeDelta::seconds(ago);
+            let fire_id = sundial_core::FireId::new(job, at).to_string();
+            Raised {
+                alert: Alert {
+                    id: format!("{}:{fire_id}", kind.as_str()),
+                    kind,
+                    job_id: job.into(),
+                    fire_id,
+                    scheduled: at,
+                    reason: "why".into(),
+                    resolves: resolves.iter().map(|r| r.to_string()).collect(),
+                },
+                at: now - chrono::TimeDelta::seconds(ago - 1),
+                node: "n1".into(),
+            }
+        };
+        let failed = raised(AlertKind::Failed, "a", 30, &[]);
+        let late = raised(AlertKind::Late, "b", 20, &[]);
+        let resolved = raised(AlertKind::Resolved, "a", 10, &[&failed.alert.id]);
+        let mut again = failed.clone();
+        again.node = "n2".into();
+        let delivered = Delivered {
+            alert: failed.alert.id.clone(),
+            route: "hook".into(),
+            outcome: DeliveryOutcome::Sent,
+            at: now,
+            node: "n1".into(),
+            error: None,
+        };
+        let batch = |offset: u64, alerts: Vec<Raised>, deliveries: Vec<Delivered>| Batch {
+            offset,
+            id: None,
+            records: Vec::new(),
+            alerts,
+            deliveries,
+        };
+        index
+            .write(
+                vec![
+                    batch(1, vec![failed.clone(), late.clone()], vec![]),
+                    batch(2, vec![again, resolved.clone()], vec![delivered.clone()]),
+                ],
+                HashMap::new(),
+            )
+            .await
+            .expect("queued")
+            .await
+            .expect("written");
+        let q = |job: Option<&str>, open: bool| AlertQuery {
+            since: now - chrono::TimeDelta::hours(1),
+            job: job.map(str::to_string),
+            open,
+            limit: 100,
+        };
+        let all = index.alerts(q(None, false)).await.expect("alerts");
+        let ids: Vec<&str> = all.iter().map(|r| r.alert.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [&resolved.alert.id, &late.alert.id, &failed.alert.id],
+            "newest first, the repeat kept once"
+        );
+        let a = &all[2];
+        assert_eq!(a.node, "n1", "the first raise is kept");
+        assert_eq!(a.resolved_by.as_deref(), Some(resolved.alert.id.as_str()));
+        assert_eq!(a.deliveries, [delivered]);
+        assert_eq!(all[0].alert.resolves, std::slice::from_ref(&failed.alert.id));
+        let open = index.alerts(q(None, true)).await.expect("open");
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].alert.id, late.alert.id);
+        let of_a = index.alerts(q(Some("a"), false)).await.expect("of a");
+        assert_eq!(of_a.len(), 2);
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
     }
 
     #[tokio::test]

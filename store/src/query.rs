@@ -2,7 +2,10 @@
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, Row};
-use sundial_core::history::{Cursor, Outcome, RunPage, RunQuery, RunRow, Summary, MAX_PAGE};
+use sundial_core::{
+    history::{Cursor, Outcome, RunPage, RunQuery, RunRow, Summary, MAX_PAGE},
+    protocol::alert::{Alert, AlertKind, AlertQuery, AlertRow, Delivered, DeliveryOutcome, Raised},
+};
 
 use crate::schema::COLUMNS;
 
@@ -165,4 +168,69 @@ pub(crate) fn summarise(
         last("'succeeded'")?,
         last("'failed', 'dead'")?,
     ))
+}
+
+/// Alerts matching `q`, newest first, each with its deliveries.
+pub(crate) fn query_alerts(c: &Connection, q: &AlertQuery) -> rusqlite::Result<Vec<AlertRow>> {
+    let mut sql = String::from(
+        "SELECT id, kind, job_id, fire_id, scheduled, reason, resolves, at, node, resolved_by \
+         FROM alerts WHERE at >= ?1 AND (?2 IS NULL OR job_id = ?2)",
+    );
+    if q.open {
+        sql.push_str(" AND kind != 'resolved' AND resolved_by IS NULL");
+    }
+    sql.push_str(" ORDER BY at DESC, id DESC LIMIT ?3");
+    let mut st = c.prepare_cached(&sql)?;
+    let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+    let mut rows: Vec<AlertRow> = st
+        .query_map(params![q.since.timestamp_millis(), q.job, limit], |r| {
+            let kind: String = r.get("kind")?;
+            let resolves: Option<String> = r.get("resolves")?;
+            Ok(AlertRow::new(
+                Raised {
+                    alert: Alert {
+                        id: r.get("id")?,
+                        kind: AlertKind::ALL
+                            .into_iter()
+                            .find(|k| k.as_str() == kind)
+                            .unwrap_or(AlertKind::Failed),
+                        job_id: r.get("job_id")?,
+                        fire_id: r.get("fire_id")?,
+                        scheduled: time(r.get("scheduled")?).unwrap_or_default(),
+                        reason: r.get("reason")?,
+                        resolves: resolves
+                            .and_then(|j| serde_json::from_str(&j).ok())
+                            .unwrap_or_default(),
+                    },
+                    at: time(r.get("at")?).unwrap_or_default(),
+                    node: r.get("node")?,
+                },
+                r.get("resolved_by")?,
+                Vec::new(),
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut sent = c.prepare_cached(
+        "SELECT route, outcome, at, node, error FROM alert_deliveries WHERE alert = ?1 \
+         ORDER BY at, route",
+    )?;
+    for row in &mut rows {
+        row.deliveries = sent
+            .query_map(params![row.alert.id], |r| {
+                let outcome: String = r.get("outcome")?;
+                Ok(Delivered {
+                    alert: row.alert.id.clone(),
+                    route: r.get("route")?,
+                    outcome: DeliveryOutcome::ALL
+                        .into_iter()
+                        .find(|o| o.as_str() == outcome)
+                        .unwrap_or(DeliveryOutcome::GaveUp),
+                    at: time(r.get("at")?).unwrap_or_default(),
+                    node: r.get("node")?,
+                    error: r.get("error")?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+    }
+    Ok(rows)
 }

@@ -31,6 +31,29 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_job_at ON runs (job_id, at);
 CREATE INDEX IF NOT EXISTS runs_at ON runs (at);
+CREATE TABLE IF NOT EXISTS alerts (
+    id          TEXT    PRIMARY KEY,
+    kind        TEXT    NOT NULL,
+    job_id      TEXT    NOT NULL,
+    fire_id     TEXT    NOT NULL,
+    scheduled   INTEGER NOT NULL,
+    reason      TEXT    NOT NULL,
+    resolves    TEXT,
+    at          INTEGER NOT NULL,
+    node        TEXT    NOT NULL,
+    resolved_by TEXT
+);
+CREATE INDEX IF NOT EXISTS alerts_at ON alerts (at);
+CREATE INDEX IF NOT EXISTS alerts_job_at ON alerts (job_id, at);
+CREATE TABLE IF NOT EXISTS alert_deliveries (
+    alert   TEXT    NOT NULL,
+    route   TEXT    NOT NULL,
+    outcome TEXT    NOT NULL,
+    at      INTEGER NOT NULL,
+    node    TEXT    NOT NULL,
+    error   TEXT,
+    PRIMARY KEY (alert, route, at, node)
+);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS origin (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
@@ -42,7 +65,7 @@ pub(crate) const COLUMNS: &str =
 /// The layout [`SCHEMA`] creates (meta key `schema`). An index of another
 /// layout is dropped and rebuilt from the stream, from its first offset
 /// (the index is a cache of the stream).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 pub(crate) fn open_conn(path: &Path) -> Result<Connection, Error> {
     let c = Connection::open(path).map_err(sql(path, "opening"))?;
@@ -80,8 +103,11 @@ pub(crate) fn migrate(c: &Connection, path: &Path) -> Result<(), Error> {
     };
     if version != Some(SCHEMA_VERSION) {
         tracing::warn!(path = %path.display(), found = ?version, want = SCHEMA_VERSION, "history index of an older layout: rebuilding it from the history stream");
-        c.execute_batch("DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS meta;")
-            .map_err(sql(path, "dropping an old layout"))?;
+        c.execute_batch(
+            "DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS alerts; \
+             DROP TABLE IF EXISTS alert_deliveries; DROP TABLE IF EXISTS meta;",
+        )
+        .map_err(sql(path, "dropping an old layout"))?;
     }
     c.execute_batch(SCHEMA)
         .map_err(sql(path, "creating the schema"))?;
@@ -128,7 +154,8 @@ pub(crate) fn bind(
         .map_err(sql(path, "binding to the stream"))?;
     if let Some(why) = &why {
         tx.execute_batch(
-            "DELETE FROM runs; DELETE FROM meta WHERE key = 'offset'; DELETE FROM origin;",
+            "DELETE FROM runs; DELETE FROM alerts; DELETE FROM alert_deliveries; \
+             DELETE FROM meta WHERE key = 'offset'; DELETE FROM origin;",
         )
         .map_err(sql(path, "emptying the index"))?;
         warn!(path = %path.display(), %stream, reason = %why, "history index emptied; rebuilding it from the stream");

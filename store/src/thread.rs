@@ -13,7 +13,13 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
-use sundial_core::{history::RunRow, protocol::run::RunEvent};
+use sundial_core::{
+    history::RunRow,
+    protocol::{
+        alert::{Delivered, Raised},
+        run::RunEvent,
+    },
+};
 use sundial_runtime::{metrics as m, ratelimit::Every, Health};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
@@ -38,6 +44,9 @@ pub struct Batch {
     /// stream the index follows (a recreated stream has other ids there).
     pub id: Option<String>,
     pub records: Vec<RunEvent>,
+    /// Alerts raised, and what became of them on their routes.
+    pub alerts: Vec<Raised>,
+    pub deliveries: Vec<Delivered>,
 }
 
 pub(crate) enum Job {
@@ -247,6 +256,7 @@ fn apply(
                 replay_ms(row.replay),
             ])?;
         }
+        n += put_alerts(&tx, batches)?;
         if let Some(last) = batches.last() {
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES ('offset', ?1) \
@@ -264,6 +274,57 @@ fn apply(
         }
     }
     tx.commit()?;
+    Ok(n)
+}
+
+/// The alerts and deliveries of `batches` (an alert raised twice, by two
+/// owners for a moment, is kept once: the first); a `resolved` marks the
+/// alerts it resolves. Returns how many were written.
+fn put_alerts(tx: &rusqlite::Transaction<'_>, batches: &[Batch]) -> rusqlite::Result<usize> {
+    let mut n = 0;
+    let mut put = tx.prepare_cached(
+        "INSERT INTO alerts (id, kind, job_id, fire_id, scheduled, reason, resolves, at, node) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO NOTHING",
+    )?;
+    let mut close = tx.prepare_cached(
+        "UPDATE alerts SET resolved_by = ?1 WHERE id = ?2 AND resolved_by IS NULL",
+    )?;
+    let mut sent = tx.prepare_cached(
+        "INSERT INTO alert_deliveries (alert, route, outcome, at, node, error) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+    )?;
+    for b in batches {
+        for r in &b.alerts {
+            let a = &r.alert;
+            let resolves = (!a.resolves.is_empty())
+                .then(|| serde_json::to_string(&a.resolves).ok())
+                .flatten();
+            n += put.execute(params![
+                a.id,
+                a.kind.as_str(),
+                a.job_id,
+                a.fire_id,
+                a.scheduled.timestamp_millis(),
+                a.reason,
+                resolves,
+                r.at.timestamp_millis(),
+                r.node,
+            ])?;
+            for closed in &a.resolves {
+                close.execute(params![a.id, closed])?;
+            }
+        }
+        for d in &b.deliveries {
+            n += sent.execute(params![
+                d.alert,
+                d.route,
+                d.outcome.as_str(),
+                d.at.timestamp_millis(),
+                d.node,
+                d.error,
+            ])?;
+        }
+    }
     Ok(n)
 }
 
@@ -286,6 +347,11 @@ fn retain(
         .unwrap_or(DateTime::UNIX_EPOCH)
         .timestamp_millis();
     let mut n = c.execute("DELETE FROM runs WHERE at < ?1", params![cutoff])?;
+    n += c.execute("DELETE FROM alerts WHERE at < ?1", params![cutoff])?;
+    n += c.execute(
+        "DELETE FROM alert_deliveries WHERE at < ?1",
+        params![cutoff],
+    )?;
     let mut per_job = c.prepare_cached(
         "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE job_id = ?1 \
          ORDER BY at DESC, id DESC LIMIT -1 OFFSET ?2)",

@@ -7,8 +7,8 @@ use serde_json::Value;
 use crate::{
     fires::wait_for_consumers,
     util::{
-        apply_jobs, poll_until, stderr, stdout, sundial, topology_apply, Daemon, HttpSink,
-        SchedulerProcess, Vhost, TEST_ENV,
+        apply_jobs, free_addr, http_get, poll_until, stderr, stdout, sundial, topology_apply,
+        Daemon, HttpSink, SchedulerProcess, Vhost, TEST_ENV,
     },
 };
 
@@ -76,6 +76,8 @@ max_per_hour = 1
     .expect("settings file");
     let config_arg = config.display().to_string();
     topology_apply(&v);
+    let db = work.join("h.db").display().to_string();
+    let addr = free_addr();
     let _s = Daemon::spawn(
         &v,
         &["--config", &config_arg, "scheduler", "--node", "al1"],
@@ -83,6 +85,10 @@ max_per_hour = 1
         &[
             ("SUNDIAL__SCHEDULER__ALERT_INTERVAL", "1s"),
             ("SUNDIAL__HTTP__API", "http://dash.example:9797"),
+            ("SUNDIAL__HISTORY__ENABLED", "true"),
+            ("SUNDIAL__HISTORY__PATH", &db),
+            ("SUNDIAL__HTTP__ENABLED", "true"),
+            ("SUNDIAL__HTTP__LISTEN", &addr),
         ],
     );
     let _w = Daemon::worker(&v, "al-w1", &[("SUNDIAL__WORKER__SHELL__ALLOW", "/bin/sh")]);
@@ -264,6 +270,62 @@ executor = {{ type = "noop" }}
     assert!(of(&open, "flaky", "failed").is_empty(), "{open:?}");
     assert!(of(&open, "flaky", "resolved").is_empty(), "{open:?}");
     assert!(!of(&open, "slow", "late").is_empty(), "{open:?}");
+
+    // The API answers the same from the node's history index: flaky's
+    // failures closed by its resolution, newest first; open=true keeps
+    // slow's and none of flaky's.
+    let resolved_id = resolved["alert"]["id"].as_str().expect("id").to_string();
+    let listed = poll_until(
+        std::time::Duration::from_secs(30),
+        "the API listing flaky's resolution",
+        || {
+            let (status, body) = http_get(&addr, "/api/v1/alerts?job=flaky&since=10m")?;
+            let list: Value = serde_json::from_str(&body).ok()?;
+            let alerts = list["alerts"].as_array()?.clone();
+            (status == 200
+                && alerts
+                    .iter()
+                    .any(|a| a["alert"]["id"] == resolved_id.as_str()))
+            .then_some(alerts)
+        },
+        String::new,
+    );
+    assert!(
+        listed.iter().all(|a| a["alert"]["job_id"] == "flaky"),
+        "{listed:?}"
+    );
+    let ats: Vec<&str> = listed.iter().filter_map(|a| a["at"].as_str()).collect();
+    assert!(
+        ats.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {ats:?}"
+    );
+    for f in &failed {
+        let row = listed
+            .iter()
+            .find(|a| a["alert"]["id"] == f.as_str())
+            .unwrap_or_else(|| panic!("{f} listed: {listed:?}"));
+        assert_eq!(row["resolved_by"], resolved_id.as_str(), "{row}");
+    }
+    let first_row = listed
+        .iter()
+        .find(|a| a["alert"]["id"] == first.as_str())
+        .expect("the first failure");
+    assert_eq!(first_row["deliveries"][0]["outcome"], "sent", "{first_row}");
+    let (status, body) = http_get(&addr, "/api/v1/alerts?open=true&since=10m").expect("answers");
+    assert_eq!(status, 200, "{body}");
+    let open: Value = serde_json::from_str(&body).expect("JSON");
+    let open = open["alerts"].as_array().expect("alerts");
+    assert!(
+        open.iter().all(|a| a["alert"]["job_id"] != "flaky"),
+        "{open:?}"
+    );
+    assert!(
+        open.iter().any(|a| a["alert"]["job_id"] == "slow"),
+        "{open:?}"
+    );
+    let (status, body) = http_get(&addr, "/api/v1/alerts?open=maybe").expect("answers");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains(r#""field":"open""#), "{body}");
     let _ = std::fs::remove_dir_all(&work);
 }
 

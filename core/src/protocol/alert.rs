@@ -97,11 +97,55 @@ pub struct Raised {
     pub node: String,
 }
 
+/// An alert as lists show it (`sundial alerts`, `GET /api/v1/alerts`):
+/// the `resolved` alert that closed it, if any, and what each route that
+/// took it did with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AlertRow {
+    pub alert: Alert,
+    /// When it was raised, and by which scheduler.
+    pub at: DateTime<Utc>,
+    pub node: String,
+    pub resolved_by: Option<String>,
+    pub deliveries: Vec<Delivered>,
+}
+
+impl AlertRow {
+    /// `raised` with what else is known of it.
+    pub fn new(raised: Raised, resolved_by: Option<String>, deliveries: Vec<Delivered>) -> Self {
+        Self {
+            alert: raised.alert,
+            at: raised.at,
+            node: raised.node,
+            resolved_by,
+            deliveries,
+        }
+    }
+
+    /// Not a `resolved` and not closed by one.
+    pub fn open(&self) -> bool {
+        self.alert.kind != AlertKind::Resolved && self.resolved_by.is_none()
+    }
+}
+
+/// Which alerts a list asks for: raised since `since`, of `job` (exact
+/// id) when given, open ones only when `open`, newest first, at most
+/// `limit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertQuery {
+    pub since: DateTime<Utc>,
+    pub job: Option<String>,
+    pub open: bool,
+    pub limit: usize,
+}
+
 /// What became of an alert on a route, recorded in the history stream
 /// (a batch's `deliveries`) by the node that sent it, so a new owner of
 /// the job's shard sends only what was not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Delivered {
     /// The alert's id.
     pub alert: String,
@@ -116,6 +160,7 @@ pub struct Delivered {
 
 /// How a delivery ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum DeliveryOutcome {
     /// The receiver answered 2xx.
@@ -129,6 +174,13 @@ pub enum DeliveryOutcome {
 }
 
 impl DeliveryOutcome {
+    pub const ALL: [DeliveryOutcome; 4] = [
+        DeliveryOutcome::Sent,
+        DeliveryOutcome::Deduped,
+        DeliveryOutcome::Capped,
+        DeliveryOutcome::GaveUp,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryOutcome::Sent => "sent",

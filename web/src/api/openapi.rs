@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 use utoipa::OpenApi;
 
-use super::{dead, error::Answer, jobs, runs, schema, status};
+use super::{alerts, dead, error::Answer, jobs, runs, schema, status};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,6 +35,7 @@ use super::{dead, error::Answer, jobs, runs, schema, status};
         runs::summary,
         runs::per_minute,
         runs::fire,
+        alerts::list,
         dead::list,
         dead::replay,
         dead::purge,
@@ -48,6 +49,7 @@ use super::{dead, error::Answer, jobs, runs, schema, status};
         schema::CancelBody,
         schema::BackfillBody,
         schema::PerMinute,
+        schema::AlertList,
         schema::FireRuns,
         schema::DeadPage,
         schema::SettleBody,

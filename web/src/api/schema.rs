@@ -78,6 +78,12 @@ pub struct BackfillBody {
     pub overlap: Option<Overlap>,
 }
 
+/// Alerts, newest first (`GET /api/v1/alerts`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertList {
+    pub alerts: Vec<sundial_core::protocol::alert::AlertRow>,
+}
+
 /// Runs started per minute (`GET /api/v1/runs/per-minute`).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PerMinute {

@@ -222,6 +222,7 @@ async fn the_dashboard_shows_and_steers_jobs_in_a_real_browser() {
             ("SUNDIAL__HTTP__LISTEN", &addr),
             ("SUNDIAL__HISTORY__ENABLED", "true"),
             ("SUNDIAL__HISTORY__PATH", &db_s),
+            ("SUNDIAL__SCHEDULER__ALERT_INTERVAL", "1s"),
         ],
     );
     let _worker = Daemon::worker(
@@ -281,6 +282,17 @@ executor = { type = "noop" }
     jobs.push_str(&format!(
         "\n[[jobs]]\nid = \"sync-partner-feed\"\nschedule = \"0 0 1 1 *\"\nretry = {{ max_attempts = 1 }}\nexecutor = {{ type = \"shell\", command = [\"/bin/sh\", \"-c\", \"test -e {} || {{ echo 'partner API: 503 Service Unavailable' >&2; exit 3; }}\"] }}\n",
         marker.display()
+    ));
+    // Three occurrences slower than their sla: late alerts.
+    let t =
+        chrono::DurationRound::duration_trunc(chrono::Utc::now(), chrono::TimeDelta::seconds(1))
+            .expect("a whole second")
+            + chrono::TimeDelta::seconds(3);
+    let stamp = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    jobs.push_str(&format!(
+        "\n[[jobs]]\nid = \"ledger-close\"\nschedule = \"* * * * * *\"\nstart_at = \"{}\"\nend_at = \"{}\"\nsla = \"1s\"\nexecutor = {{ type = \"shell\", command = [\"/bin/sh\", \"-c\", \"sleep 1.5\"] }}\n",
+        stamp(t),
+        stamp(t + chrono::TimeDelta::seconds(3))
     ));
     for i in 0..120 {
         jobs.push_str(&format!(
@@ -346,11 +358,11 @@ executor = { type = "noop" }
     assert!(pools.starts_with("default"), "{pools}");
     screenshot(&c, "overview").await;
 
-    // Jobs: 125 of them; a search narrows to one.
+    // Jobs: 126 of them; a search narrows to one.
     c.goto(&format!("{base}#/jobs")).await.expect("jobs page");
     until("the job list", || async {
         let n = texts(&c, "#job-count").await;
-        n.first().filter(|t| t.starts_with("125 jobs")).cloned()
+        n.first().filter(|t| t.starts_with("126 jobs")).cloned()
     })
     .await;
     assert_eq!(
@@ -636,6 +648,66 @@ executor = { type = "noop" }
     .await;
     let d = api(&addr, "/api/v1/pools/default/dead");
     assert_eq!(d["letters"], json!([]), "{d}");
+
+    // Alerts: ledger-close's late occurrences, open, on the alerts page,
+    // the job page (with its SLO) and the overview.
+    c.goto(&format!("{base}#/alerts"))
+        .await
+        .expect("alerts page");
+    let late = until("ledger-close's late alerts", || async {
+        let ids = row_keys(&c, "#alerts-table tbody tr", "data-alert").await;
+        let late: Vec<String> = ids
+            .into_iter()
+            .filter(|i| i.starts_with("late:ledger-close@"))
+            .collect();
+        (late.len() >= 2).then_some(late)
+    })
+    .await;
+    let rows = texts(&c, "#alerts-table tbody tr").await.join("\n");
+    assert!(
+        rows.contains("open") && rows.contains("not succeeded within its sla (1s)"),
+        "{rows}"
+    );
+    screenshot(&c, "alerts").await;
+    click(
+        &c,
+        &format!(
+            "#alerts-table tr[data-alert='{}'] a[href^='#/job/']",
+            late[0]
+        ),
+    )
+    .await;
+    let slo = until("the job page's SLO", || async {
+        texts(&c, "#job-slo").await.into_iter().next()
+    })
+    .await;
+    assert!(slo.contains("succeeded within 1s"), "{slo}");
+    let on_job = row_keys(&c, "#job-alerts-table tbody tr", "data-alert").await;
+    assert!(
+        late.iter().all(|a| on_job.contains(a)),
+        "{late:?} on the job page: {on_job:?}"
+    );
+    c.execute(
+        "document.getElementById('job-alerts').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .expect("scrolled to the job's alerts");
+    screenshot(&c, "job-alerts").await;
+    c.goto(&base).await.expect("overview");
+    let open = until("the open alerts card", || async {
+        texts(&c, "#overview-cards .card")
+            .await
+            .into_iter()
+            .find(|t| t.to_lowercase().contains("open alerts"))
+    })
+    .await;
+    let n: usize = open
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a count: {open:?}"));
+    assert!(n >= late.len(), "{open:?}: at least {late:?}");
 
     let _ = c.close().await;
     let _ = std::fs::remove_dir_all(&work);

@@ -439,7 +439,10 @@ mod tests {
         assert_eq!(a.node, "n1", "the first raise is kept");
         assert_eq!(a.resolved_by.as_deref(), Some(resolved.alert.id.as_str()));
         assert_eq!(a.deliveries, [delivered]);
-        assert_eq!(all[0].alert.resolves, std::slice::from_ref(&failed.alert.id));
+        assert_eq!(
+            all[0].alert.resolves,
+            std::slice::from_ref(&failed.alert.id)
+        );
         let open = index.alerts(q(None, true)).await.expect("open");
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].alert.id, late.alert.id);

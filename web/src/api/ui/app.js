@@ -381,9 +381,10 @@ function every(ms, f) { timers.push(setInterval(f, ms)); }
 async function overview() {
   const root = h("div", null, h("h1", null, "Overview"), h("p.muted", null, "loading…"));
   put(main(), root);
-  const [st, pm] = await Promise.all([
+  const [st, pm, open] = await Promise.all([
     api("/status"),
     api("/runs/per-minute?since=1h").catch(() => null),
+    api("/alerts?open=true&since=24h&limit=1000").catch(() => null),
   ]);
   const owners = [...new Set(st.shards.map((x) => x.owner).filter(Boolean))];
   const palette = ["#c2410c", "#1d4ed8", "#15803d", "#7c3aed", "#be185d", "#0e7490", "#a16207", "#4d7c0f"];
@@ -404,7 +405,8 @@ async function overview() {
       card(queued, "fires queued"),
       card(dead, "dead letters", dead ? "error" : null),
       card(runs === null ? "—" : runs, "runs, last hour"),
-      card(failed === null ? "—" : failed, "failures, last hour", failed ? "error" : null)),
+      card(failed === null ? "—" : failed, "failures, last hour", failed ? "error" : null),
+      h("a.card-link", { href: "#/alerts" }, card(open === null ? "—" : open.alerts.length, "open alerts, 24 h", open && open.alerts.length ? "error" : null))),
     h("h2", null, "Runs and failures per minute (last hour)"),
     pm ? rateChart(pm.minutes) : h("p.muted", null, "no history index on this process"),
     h("div.two", null,
@@ -522,11 +524,14 @@ async function jobPage(id) {
   let j;
   try { j = await api(`/jobs/${enc(id)}?next=10`); } catch (e) { put(root, h("h1", null, id), h("p.error", null, e.message)); return; }
   const steps = j.steps || [];
-  const [runs, summary, last] = await Promise.all([
+  const [runs, summary, last, alerts] = await Promise.all([
     api(`/jobs/${enc(id)}/runs?limit=50`).catch((e) => ({ error: e.message, runs: [] })),
     api(`/jobs/${enc(id)}/summary?since=7d`).catch(() => null),
     steps.length ? lastOccurrence(j).catch(() => null) : null,
+    api(`/alerts?job=${enc(id)}&since=7d&limit=10`).catch(() => null),
   ]);
+  const sla = j.job.sla;
+  const grace = (j.job.misfire && j.job.misfire.grace) || "the default grace";
   const reload = () => route();
   const act = (name, label) => h(`button.${name}`, { type: "button", onclick: async () => { if (await actions[name](id)) reload(); } }, label);
   put(root, 
@@ -550,7 +555,9 @@ async function jobPage(id) {
           h("dt", null, "zone"), h("dd", null, j.timezone),
           h("dt", null, "pool"), h("dd", null, j.pool),
           h("dt", null, "created"), h("dd", null, when(j.created_at)),
-          h("dt", null, "next"), h("dd", null, when(j.next))),
+          h("dt", null, "next"), h("dd", null, when(j.next)),
+          h("dt", null, "SLO"), h("dd#job-slo", null, sla ? `succeeded within ${sla} of its scheduled time (else late); fired within ${grace} (else missed)`
+            : `no sla: alerts on failed and missed (not fired within ${grace}) only`)),
         h("pre#job-definition", null, JSON.stringify(j.job, null, 2))),
       h("div", null,
         h("h2", null, j.paused ? "Next fires (once resumed)" : "Next fires"),
@@ -561,6 +568,9 @@ async function jobPage(id) {
           h("dt", null, "success rate"), h("dd", null, summary.success_rate === null || summary.success_rate === undefined ? "—" : `${(summary.success_rate * 100).toFixed(1)} %`),
           h("dt", null, "duration p50 / p95"), h("dd", null, `${dur(summary.p50_ms)} / ${dur(summary.p95_ms)}`),
           h("dt", null, "last success"), h("dd", null, when(summary.last_success)))) : null)),
+    alerts ? h("section#job-alerts", null, h("h2", null, "Recent alerts"),
+      alerts.alerts.length ? alertsTable(alerts.alerts, "job-alerts-table", false) : h("p.muted", null, "No alert in the last 7 days."),
+      h("p", null, h("a", { href: "#/alerts?all=1&since=7d" }, "every alert"))) : null,
     h("h2", null, "Duration of the last runs"),
     durationChart(runs.runs),
     h("h2", null, "History"),
@@ -596,6 +606,59 @@ function runsTable(runs, id) {
       h("td.num", null, dur(r.duration_ms)), h("td", null, r.worker),
       h("td", null, r.reason ? h("div", null, r.reason) : null, out));
   }), id);
+}
+
+const alertKind = (k) => h(`span.pill.a-${k}`, null, k);
+
+// An alert's state: open, resolved (by which), or what it resolves.
+function alertState(a) {
+  if (a.alert.kind === "resolved") return h("span.muted", null, `resolves ${(a.alert.resolves || []).length}`);
+  if (a.resolved_by) return h("span.o-succeeded", { title: a.resolved_by }, "resolved");
+  return h("strong.o-failed", null, "open");
+}
+
+function alertsTable(alerts, id, withJob = true) {
+  return table(["raised", "kind", withJob ? "job / occurrence" : "occurrence", "state", "reason", "routes"], alerts.map((a) =>
+    h(`tr${a.resolved_by || a.alert.kind === "resolved" ? "" : ".open"}`, { dataset: { alert: a.alert.id } },
+      h("td", { title: a.at }, ago(a.at), h("div.muted", null, a.node)),
+      h("td", null, alertKind(a.alert.kind)),
+      h("td", null, withJob ? h("a", { href: `#/job/${enc(a.alert.job_id)}` }, a.alert.job_id) : null,
+        h("div", null, h("a.fire-link.muted", { href: `#/run/${enc(a.alert.fire_id)}` }, a.alert.fire_id))),
+      h("td", null, alertState(a)),
+      h("td", null, a.alert.reason),
+      h("td", null, (a.deliveries || []).length ? a.deliveries.map((d) =>
+        h("div", { title: d.error || `${d.outcome} ${d.at}` }, `${d.route}: `, h(d.outcome === "gave-up" ? "span.o-failed" : "span", null, d.outcome))) : h("span.muted", null, "—")))), id);
+}
+
+// Alerts: the open ones by default (every one with ?all=1), newest first,
+// refreshed every 5 s (re-drawn only when something changed).
+async function alertsPage(params) {
+  const all = params.get("all") === "1";
+  const since = params.get("since") || "24h";
+  const openOnly = h("input#alerts-open", { type: "checkbox", checked: !all });
+  openOnly.addEventListener("change", () => { location.hash = `#/alerts?${new URLSearchParams(openOnly.checked ? { since } : { all: "1", since })}`; });
+  const range = h("select#alerts-since", { "aria-label": "since" }, ["1h", "24h", "7d"].map((v) => h("option", { value: v }, `last ${v}`)));
+  range.value = since;
+  range.addEventListener("change", () => { location.hash = `#/alerts?${new URLSearchParams(all ? { all: "1", since: range.value } : { since: range.value })}`; });
+  const body = h("div", null, h("p.muted", null, "loading…"));
+  put(main(), h("h1", null, "Alerts"),
+    h("p.muted", null, "Failed, late and missed occurrences, and their resolution (docs/semantics.md §8)."),
+    h("div.toolbar", null, h("label", null, openOnly, " open only"), range), body);
+  let shown = null;
+  const load = async () => {
+    const qs = new URLSearchParams({ since, limit: "500" });
+    if (!all) qs.set("open", "true");
+    try {
+      const list = await api(`/alerts?${qs}`);
+      const seen = list.alerts.map((a) => `${a.alert.id}/${a.resolved_by}/${(a.deliveries || []).length}`).join("|");
+      if (seen === shown) return;
+      shown = seen;
+      put(body, list.alerts.length ? alertsTable(list.alerts, "alerts-table")
+        : h("p.muted#alerts-empty", null, all ? `No alert in the last ${since}.` : `No open alert in the last ${since}.`));
+    } catch (e) { shown = null; put(body, h("p.error", null, e.message)); }
+  };
+  await load();
+  every(5000, () => { if (!document.hidden) load(); });
 }
 
 async function runsPage(params) {
@@ -765,7 +828,8 @@ async function route() {
   const [path, query] = hash.split("?");
   const params = new URLSearchParams(query || "");
   const section = path.startsWith("/jobs") || path.startsWith("/job/") ? "jobs"
-    : path.startsWith("/runs") || path.startsWith("/run/") ? "runs" : path.startsWith("/dead") ? "dead" : "overview";
+    : path.startsWith("/runs") || path.startsWith("/run/") ? "runs" : path.startsWith("/dead") ? "dead"
+    : path.startsWith("/alerts") ? "alerts" : "overview";
   for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === section);
   document.title = `Sundial · ${section}`;
   try {
@@ -774,6 +838,7 @@ async function route() {
     else if (path === "/jobs") await jobsPage(params);
     else if (path === "/runs") await runsPage(params);
     else if (path === "/dead") await deadPage(params);
+    else if (path === "/alerts") await alertsPage(params);
     else { await overview(); every(5000, () => { if (!document.hidden && $("#modal").hidden) overview().catch(() => {}); }); }
   } catch (e) {
     put(main(), h("h1", null, "Something went wrong"), h("p.error", null, e.message));

@@ -110,6 +110,9 @@ pub struct RawScheduler {
     /// How often the owner of a shard judges its jobs' occurrences for
     /// alerts (issue 25): how late a `late` or `missed` alert may come.
     pub alert_interval: String,
+    /// Per-job series `sundial_occurrences_total{job,state}`: at most five
+    /// per job (docs/operations.md, "Metrics"); off for very large fleets.
+    pub job_metrics: bool,
 }
 
 impl Default for RawScheduler {
@@ -119,6 +122,7 @@ impl Default for RawScheduler {
             heartbeat_timeout: "3s".into(),
             workflow_horizon: "24h".into(),
             alert_interval: "5s".into(),
+            job_metrics: true,
         }
     }
 }
@@ -428,6 +432,7 @@ pub struct SchedulerSettings {
     pub heartbeat_timeout: Duration,
     pub workflow_horizon: Duration,
     pub alert_interval: Duration,
+    pub job_metrics: bool,
 }
 
 impl Default for SchedulerSettings {
@@ -437,6 +442,7 @@ impl Default for SchedulerSettings {
             heartbeat_timeout: Duration::from_secs(3),
             workflow_horizon: Duration::from_secs(24 * 3600),
             alert_interval: Duration::from_secs(5),
+            job_metrics: true,
         }
     }
 }
@@ -1227,5 +1233,6 @@ fn scheduler(s: RawScheduler) -> Result<SchedulerSettings, ValidationError> {
         heartbeat_timeout,
         workflow_horizon,
         alert_interval,
+        job_metrics: s.job_metrics,
     })
 }

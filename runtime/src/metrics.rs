@@ -62,5 +62,9 @@ pub const LAST_FIRE: &str = "sundial_last_fire_timestamp_seconds";
 /// Alert deliveries by route and outcome (`sent`, `deduped`, `capped`,
 /// `gave-up`): a route that keeps giving up is failing.
 pub const ALERT_DELIVERIES: &str = "sundial_alert_deliveries_total";
+/// Scheduled occurrences per job and how they ended or stand
+/// (`succeeded`, `dead`, `skipped`, `late`, `missed`), counted by the owner
+/// of the job's shard (`scheduler.job_metrics`; at most five series per job).
+pub const OCCURRENCES: &str = "sundial_occurrences_total";
 /// Deliveries in a row that gave up, per route (0: its last one went out).
 pub const ALERT_ROUTE_FAILING: &str = "sundial_alert_route_failing";

@@ -230,6 +230,8 @@ pub(crate) struct CheckParts<'a> {
     pub(crate) owned: &'a Owned,
     pub(crate) horizon: Duration,
     pub(crate) ch: &'a Channel,
+    /// Count `late` and `missed` in the per-job series.
+    pub(crate) job_metrics: bool,
 }
 
 impl Watcher {
@@ -292,6 +294,31 @@ impl Watcher {
             RunKind::Cancelled => {
                 s.fired = true;
                 s.skipped = Some((r.reason.clone().unwrap_or_default(), false));
+            }
+        }
+    }
+
+    /// Counts the scheduled occurrences of `batch` per job and state
+    /// ([`sundial_runtime::metrics::OCCURRENCES`]) for the jobs whose
+    /// shard this node owns: each is counted by one node (two for a moment
+    /// while a shard changes hands).
+    pub(crate) fn count(batch: &RunBatch, topo: &Topology, owned: &Owned) {
+        let shards = owned.shards();
+        if shards.is_empty() {
+            return;
+        }
+        for r in &batch.records {
+            let state = match r.kind {
+                RunKind::Succeeded => "succeeded",
+                RunKind::Dead => "dead",
+                RunKind::Skipped if r.reason.as_deref() != Some(DUPLICATE) => "skipped",
+                _ => continue,
+            };
+            if FireId::split_step(&r.fire_id).is_some() || FireId::parse(&r.fire_id).is_none() {
+                continue;
+            }
+            if shards.contains(&topo.shard_of(&r.job_id)) {
+                metrics::counter!(sundial_runtime::metrics::OCCURRENCES, "job" => r.job_id.clone(), "state" => state).increment(1);
             }
         }
     }
@@ -373,6 +400,9 @@ impl Watcher {
             info!(job_id = %a.job_id, fire_id = %a.fire_id, alert = %a.id, reason = %a.reason, "alert raised");
             metrics::counter!(sundial_runtime::metrics::ALERTS, "kind" => a.kind.as_str())
                 .increment(1);
+            if p.job_metrics && matches!(a.kind, AlertKind::Late | AlertKind::Missed) {
+                metrics::counter!(sundial_runtime::metrics::OCCURRENCES, "job" => a.job_id.clone(), "state" => a.kind.as_str()).increment(1);
+            }
         }
         let n = alerts.len();
         let raised: Vec<Raised> = alerts

@@ -264,6 +264,7 @@ async fn run_once(
                 horizon: cfg.scheduler.workflow_horizon,
                 occurrences,
                 alert_interval: cfg.scheduler.alert_interval,
+                job_metrics: cfg.scheduler.job_metrics,
                 alert_routes: cfg.alert_routes.clone(),
                 alert_senders: cfg.alert_senders.clone(),
                 dashboard: cfg.dashboard.clone(),

@@ -91,6 +91,8 @@ pub(crate) struct AdvanceParts {
     pub(crate) occurrences: Arc<Occurrences>,
     /// How often the alert check runs (`scheduler.alert_interval`).
     pub(crate) alert_interval: Duration,
+    /// `scheduler.job_metrics`: per-job occurrence series.
+    pub(crate) job_metrics: bool,
     pub(crate) alert_routes: Vec<sundial_core::alert::Route>,
     pub(crate) alert_senders: crate::alerts::Senders,
     pub(crate) dashboard: Option<String>,
@@ -224,6 +226,7 @@ pub(crate) async fn advance(
                         owned: &adv.parts.owned,
                         horizon: adv.parts.horizon,
                         ch: &adv.ch,
+                        job_metrics: adv.parts.job_metrics,
                     };
                     watcher.check(parts).await?;
                 }
@@ -248,6 +251,11 @@ pub(crate) async fn advance(
                 }
                 let Ok(batch) = m.batch else { continue };
                 watcher.read(&batch);
+                // Counted from what is read after the catch-up only: a
+                // restart must not count the history again.
+                if adv.caught_up && adv.parts.job_metrics {
+                    crate::alerts::Watcher::count(&batch, &adv.parts.topo, &adv.parts.owned);
+                }
                 let touched = adv.read(&batch.records);
                 if adv.caught_up && !touched.is_empty() {
                     adv.act(touched.into_iter().collect()).await?;

@@ -326,6 +326,35 @@ executor = {{ type = "noop" }}
     let (status, body) = http_get(&addr, "/api/v1/alerts?open=maybe").expect("answers");
     assert_eq!(status, 400, "{body}");
     assert!(body.contains(r#""field":"open""#), "{body}");
+
+    // Per-job series, counted by the owner.
+    let (_, metrics) = http_get(&addr, "/metrics").expect("metrics");
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    for (series, at_least) in [
+        (
+            r#"sundial_occurrences_total{job="flaky",state="dead"}"#,
+            2.0,
+        ),
+        (
+            r#"sundial_occurrences_total{job="flaky",state="succeeded"}"#,
+            1.0,
+        ),
+        (r#"sundial_occurrences_total{job="slow",state="late"}"#, 1.0),
+        (
+            r#"sundial_occurrences_total{job="fine",state="succeeded"}"#,
+            1.0,
+        ),
+    ] {
+        assert!(
+            value(series) >= at_least,
+            "{series} >= {at_least}:\n{metrics}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&work);
 }
 
@@ -530,6 +559,7 @@ max_per_hour = 1
     .expect("settings file");
     let config_arg = config.display().to_string();
     topology_apply(&v);
+    let addr = free_addr();
     let _s = Daemon::spawn(
         &v,
         &["--config", &config_arg, "scheduler", "--node", "am1"],
@@ -537,6 +567,9 @@ max_per_hour = 1
         &[
             ("SUNDIAL__SCHEDULER__ALERT_INTERVAL", "1s"),
             ("SUNDIAL__HTTP__API", "http://dash.example:9797"),
+            ("SUNDIAL__SCHEDULER__JOB_METRICS", "false"),
+            ("SUNDIAL__HTTP__ENABLED", "true"),
+            ("SUNDIAL__HTTP__LISTEN", &addr),
         ],
     );
     let _w = Daemon::worker(&v, "am-w1", &[]);
@@ -596,6 +629,12 @@ executor = { type = "shell", command = ["/bin/false"] }
     assert_eq!(sent.len(), 1, "{all:?}");
     assert_eq!(sent[0]["alert"]["id"], id.as_str());
     assert_eq!(smtp.messages().len(), 1, "one mail, the rest deduped");
+    // scheduler.job_metrics = false: no per-job series.
+    let (_, metrics) = http_get(&addr, "/metrics").expect("metrics");
+    assert!(
+        metrics.contains("sundial_alerts_total") && !metrics.contains("sundial_occurrences_total"),
+        "{metrics}"
+    );
     // The webhook to nowhere gave up after its tries; status says so.
     let status = poll_until(
         std::time::Duration::from_secs(60),

@@ -56,6 +56,12 @@ pub(crate) const WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(6);
 /// occurrence whose deadline passed since the last one.
 const SLACK: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
+/// How long a node holds a shard before it judges the shard's jobs: the
+/// last owner's alerts, appended before it let go, reach this node's
+/// reader within it (a stream delivers in milliseconds), so a graceful
+/// handover raises nothing twice.
+const SETTLE: Duration = Duration::from_secs(2);
+
 /// Tries of one delivery, with a doubling pause from one second.
 const TRIES: u32 = 5;
 /// Each try's bound.
@@ -363,7 +369,9 @@ impl Watcher {
     /// raise to the history stream (marked raised here at once, so the
     /// next check does not raise them again before they are read back).
     pub(crate) async fn check(&mut self, p: CheckParts<'_>) -> Result<usize, Error> {
-        let shards = p.owned.shards();
+        // A shard just taken over is judged once this node has had time to
+        // read what its last owner raised up to the handover.
+        let shards = p.owned.held_for(SETTLE);
         if shards.is_empty() {
             return Ok(0);
         }

@@ -84,33 +84,47 @@ pub(crate) fn opening(
 /// by each `ShardActor` as it starts and stops, read by the advancer.
 #[derive(Debug, Default)]
 pub(crate) struct Owned {
-    shards: Mutex<HashMap<u32, u64>>,
+    /// Epoch, and since when.
+    shards: Mutex<HashMap<u32, (u64, std::time::Instant)>>,
 }
 
 impl Owned {
     pub(crate) fn hold(&self, shard: u32, epoch: u64) {
         if let Ok(mut m) = self.shards.lock() {
-            m.insert(shard, epoch);
+            m.insert(shard, (epoch, std::time::Instant::now()));
         }
     }
 
     pub(crate) fn release(&self, shard: u32, epoch: u64) {
         if let Ok(mut m) = self.shards.lock() {
-            if m.get(&shard) == Some(&epoch) {
+            if m.get(&shard).map(|(e, _)| *e) == Some(epoch) {
                 m.remove(&shard);
             }
         }
     }
 
     pub(crate) fn epoch(&self, shard: u32) -> Option<u64> {
-        self.shards.lock().ok()?.get(&shard).copied()
+        self.shards.lock().ok()?.get(&shard).map(|(e, _)| *e)
     }
 
     /// The shards held now.
     pub(crate) fn shards(&self) -> std::collections::BTreeSet<u32> {
+        self.held_for(std::time::Duration::ZERO)
+    }
+
+    /// The shards held for at least `at_least`.
+    pub(crate) fn held_for(
+        &self,
+        at_least: std::time::Duration,
+    ) -> std::collections::BTreeSet<u32> {
         self.shards
             .lock()
-            .map(|m| m.keys().copied().collect())
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, (_, since))| since.elapsed() >= at_least)
+                    .map(|(s, _)| *s)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

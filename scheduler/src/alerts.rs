@@ -122,6 +122,9 @@ pub struct Senders {
     pub health: Arc<Health>,
 }
 
+/// Routes a heartbeat reports at most (each ≤ ~450 bytes).
+const HEALTH_MAX: usize = 32;
+
 /// How each route's deliveries from this node went, since it started.
 #[derive(Debug, Default)]
 pub struct Health(Mutex<BTreeMap<String, RouteHealth>>);
@@ -156,12 +159,17 @@ impl Health {
             .set(h.failing as f64);
     }
 
-    /// Every route delivered on, by name.
+    /// The routes delivered on, failing ones first, then by name; at most
+    /// [`HEALTH_MAX`] (a heartbeat stays far below its 64 KiB bound).
     pub(crate) fn read(&self) -> Vec<RouteHealth> {
-        self.0
+        let mut all: Vec<RouteHealth> = self
+            .0
             .lock()
             .map(|all| all.values().cloned().collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        all.sort_by(|a, b| (b.failing > 0, &a.route).cmp(&(a.failing > 0, &b.route)));
+        all.truncate(HEALTH_MAX);
+        all
     }
 }
 
@@ -688,4 +696,34 @@ fn lookback(job: &Arc<JobEntry>) -> chrono::TimeDelta {
         .max(sla)
         .checked_add(&SLACK)
         .unwrap_or(chrono::TimeDelta::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_health_counts_give_ups_in_a_row_and_reports_failing_routes_first() {
+        let h = Health::default();
+        h.record("b-hook", None);
+        h.record("a-hook", None);
+        h.record("z-mail", Some("SMTP refused"));
+        h.record("z-mail", Some(&"x".repeat(1000)));
+        for i in 0..40 {
+            h.record(&format!("r{i:02}"), None);
+        }
+        let all = h.read();
+        assert_eq!(all.len(), HEALTH_MAX);
+        let z = &all[0];
+        assert_eq!((z.route.as_str(), z.gave_up, z.failing), ("z-mail", 2, 2));
+        assert!(z
+            .last_error
+            .as_ref()
+            .is_some_and(|e| e.len() <= RouteHealth::ERROR_MAX));
+        assert_eq!(all[1].route, "a-hook");
+        h.record("z-mail", None);
+        let all = h.0.lock().expect("health");
+        let z = &all["z-mail"];
+        assert_eq!((z.sent, z.gave_up, z.failing), (1, 2, 0), "{z:?}");
+    }
 }

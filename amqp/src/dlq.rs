@@ -6,6 +6,15 @@
 //! channel returns every message it did not ack to the queue. Replay and
 //! purge ack only the selected messages (a replay only after the broker
 //! confirmed the republished fire), so a crash in between loses nothing.
+//!
+//! One reader at a time (ADR 0022): a reader holds the letters it got until
+//! it returns them, so two at once would each see part of the queue, and a
+//! replay would not find letters another reader holds. Every listing,
+//! replay and purge first takes the queue's reader lock — an exclusive
+//! consumer on a small queue of its own, `{dead queue}.reader` — across
+//! every process and node, released when its channel closes (or its
+//! process dies); the others wait for it (a listing takes milliseconds).
+//! Letters are listed in the order they died.
 
 use std::collections::BTreeMap;
 
@@ -33,6 +42,13 @@ use crate::{broker::meta_of, error::Error, publish::publish_raw_confirmed};
 pub const REPLAYED_BY: &str = "dlq-replay";
 /// Most messages one command reads from a dead-letter queue.
 pub const READ_LIMIT: usize = 100_000;
+/// How long a reader waits for the reader lock before it says "busy".
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a reader waits for the letters it gave back to be in the
+/// queue again before it lets the next reader in.
+const RETURN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// An unused reader-lock queue goes after this long.
+const LOCK_QUEUE_EXPIRES_MS: i64 = 60_000;
 
 /// One dead letter as an operator sees it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -181,19 +197,142 @@ impl<'a> Dlq<'a> {
         self.first(READ_LIMIT).await
     }
 
-    /// The first `limit` dead letters (at most [`READ_LIMIT`]), in queue
-    /// order, left in the queue.
+    /// The first `limit` dead letters of the queue (at most
+    /// [`READ_LIMIT`]), left in it, in the order they died (the time of
+    /// their last failure; letters without one last, in queue order).
     pub async fn first(&self, limit: usize) -> Result<Vec<DeadLetter>, Error> {
         let limit = limit.min(READ_LIMIT);
+        let lock = self.lock().await?;
+        let before = self.ready().await;
         let ch = crate::broker::open_channel(self.conn).await?;
         let mut out = Vec::new();
+        let mut last = None;
         while out.len() < limit {
             let Some(m) = self.get(&ch).await? else { break };
+            last = Some(m.delivery.delivery_tag);
             out.push(DeadLetter::read(&m.delivery.properties, &m.delivery.data));
         }
-        // Unacked: closing the channel puts them all back.
-        let _ = ch.close(200, "dlq list done".into()).await;
+        self.give_back(ch, last).await;
+        self.wait_back(before).await;
+        lock.release().await;
+        out.sort_by_key(|l| (l.dead_at.is_none(), l.dead_at));
         Ok(out)
+    }
+
+    /// Letters ready in the queue now (0 when it cannot be asked).
+    async fn ready(&self) -> u32 {
+        crate::broker::passive_declare(self.conn, &self.queue())
+            .await
+            .ok()
+            .flatten()
+            .map_or(0, |(ready, _)| ready)
+    }
+
+    /// Waits (at most [`RETURN_WAIT`]) until the queue holds `want` ready
+    /// letters again: a quorum queue takes back the letters of a closed
+    /// channel a moment later, and the next reader must find them all.
+    async fn wait_back(&self, want: u32) {
+        let deadline = std::time::Instant::now() + RETURN_WAIT;
+        loop {
+            let ready = self.ready().await;
+            if ready >= want {
+                return;
+            }
+            if std::time::Instant::now() >= deadline {
+                tracing::warn!(queue = %self.queue(), ready, want, "dead letters not all back in the queue yet; releasing it anyway");
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Returns every letter `ch` got and did not ack (up to `last`) to the
+    /// queue, then closes it: before the reader lock goes, so the next
+    /// reader finds them all.
+    async fn give_back(&self, ch: Channel, last: Option<u64>) {
+        if let Some(tag) = last {
+            let _ = ch
+                .basic_nack(
+                    tag,
+                    lapin::options::BasicNackOptions {
+                        multiple: true,
+                        requeue: true,
+                    },
+                )
+                .await;
+        }
+        let _ = ch.close(200, "dlq read done".into()).await;
+    }
+
+    /// Takes the queue's reader lock: waits (at most [`LOCK_WAIT`]) while
+    /// another listing, replay or purge of the queue holds it.
+    async fn lock(&self) -> Result<ReaderLock, Error> {
+        use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+        let name = format!("{}.reader", self.queue());
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(10);
+        loop {
+            let ch = crate::broker::open_channel(self.conn).await?;
+            let mut args = lapin::types::FieldTable::default();
+            args.insert(
+                "x-expires".into(),
+                AMQPValue::LongLongInt(LOCK_QUEUE_EXPIRES_MS),
+            );
+            let declared = ch
+                .queue_declare(
+                    name.as_str().into(),
+                    QueueDeclareOptions {
+                        durable: false,
+                        ..QueueDeclareOptions::default()
+                    },
+                    args,
+                )
+                .await;
+            if let Err(e) = declared {
+                let e = Error::broker(format!("queue.declare {name}"))(e);
+                if e.is_access_refused() {
+                    // A user who may read dead letters but not declare
+                    // (the monitor of deploy/rabbitmq before this lock):
+                    // it reads unlocked, as before, and says so once.
+                    if !UNLOCKED_SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        tracing::warn!(queue = %name, "no permission to declare the dead-letter reader lock: reading without it (a listing may miss letters another reader holds; deploy/rabbitmq/definitions.json grants it)");
+                    }
+                    return Ok(ReaderLock(None));
+                }
+                return Err(e);
+            }
+            let consumed = ch
+                .basic_consume(
+                    name.as_str().into(),
+                    "".into(),
+                    BasicConsumeOptions {
+                        exclusive: true,
+                        no_ack: true,
+                        ..BasicConsumeOptions::default()
+                    },
+                    lapin::types::FieldTable::default(),
+                )
+                .await;
+            match consumed {
+                // The consumer is kept: lapin cancels a dropped one.
+                Ok(consumer) => return Ok(ReaderLock(Some((ch, consumer)))),
+                // 403: another reader's exclusive consumer; 404: its queue
+                // expired between the declare and the consume.
+                Err(e) if started.elapsed() < LOCK_WAIT && conn_alive(self.conn) => {
+                    tracing::debug!(queue = %name, error = %e, "dead-letter queue held by another reader; waiting");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(250));
+                }
+                Err(e) if conn_alive(self.conn) => {
+                    tracing::debug!(queue = %name, error = %e, "reader lock not taken");
+                    return Err(Error::Busy {
+                        queue: self.queue(),
+                        waited: LOCK_WAIT.as_secs(),
+                    });
+                }
+                Err(e) => return Err(Error::broker(format!("reader lock {name}"))(e)),
+            }
+        }
     }
 
     /// Applies `action` to every dead letter `select` accepts; the others
@@ -205,14 +344,18 @@ impl<'a> Dlq<'a> {
         select: impl Fn(&DeadLetter) -> bool,
         mut on_read: impl FnMut(),
     ) -> Result<Settled, Error> {
+        let lock = self.lock().await?;
+        let before = self.ready().await;
         let ch = crate::broker::confirming_channel(self.conn).await?;
         let mut settled = Settled::default();
+        let mut last = None;
         // A replay's records: who replayed each letter, when, with what.
         let mut records = Vec::new();
         let mut read = 0;
         while read < READ_LIMIT {
             let Some(m) = self.get(&ch).await? else { break };
             read += 1;
+            last = Some(m.delivery.delivery_tag);
             on_read();
             let dl = DeadLetter::read(&m.delivery.properties, &m.delivery.data);
             if !select(&dl) {
@@ -289,7 +432,10 @@ impl<'a> Dlq<'a> {
             tracing::warn!(pool = %self.pool, error = %e, "dead letters replayed, but who replayed them was not recorded");
             settled.unrecorded = Some(e.to_string());
         }
-        let _ = ch.close(200, "dlq done".into()).await;
+        self.give_back(ch, last).await;
+        let gone = u32::try_from(settled.done.len()).unwrap_or(u32::MAX);
+        self.wait_back(before.saturating_sub(gone)).await;
+        lock.release().await;
         Ok(settled)
     }
 
@@ -360,8 +506,56 @@ impl<'a> Dlq<'a> {
     }
 }
 
-/// A header value as text.
+/// A dead-letter queue's reader lock: held while its channel is open
+/// (`None`: not taken, for lack of permission).
+struct ReaderLock(Option<(Channel, lapin::Consumer)>);
+
+impl ReaderLock {
+    async fn release(self) {
+        if let Some((ch, _consumer)) = self.0 {
+            let _ = ch.close(200, "dlq reader done".into()).await;
+        }
+    }
+}
+
+/// Whether the missing permission for the reader lock was logged.
+static UNLOCKED_SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn conn_alive(conn: &Connection) -> bool {
+    conn.status().connected()
+}
+
+/// A header value as text: strings as they are, tables and arrays (the
+/// broker's `x-death`) as JSON.
 fn text(v: &AMQPValue) -> String {
+    match json(v) {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+/// A header value as JSON.
+fn json(v: &AMQPValue) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        AMQPValue::FieldTable(t) => Value::Object(
+            t.inner()
+                .iter()
+                .map(|(k, v)| (k.to_string(), json(v)))
+                .collect(),
+        ),
+        AMQPValue::FieldArray(a) => Value::Array(a.as_slice().iter().map(json).collect()),
+        AMQPValue::LongString(s) => {
+            Value::String(String::from_utf8_lossy(s.as_bytes()).into_owned())
+        }
+        AMQPValue::ByteArray(b) => Value::String(format!("{} bytes", b.as_slice().len())),
+        AMQPValue::Void => Value::Null,
+        other => Value::String(scalar(other)),
+    }
+}
+
+/// A scalar header value as text.
+fn scalar(v: &AMQPValue) -> String {
     match v {
         AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
         AMQPValue::ShortString(s) => s.to_string(),
@@ -377,6 +571,10 @@ fn text(v: &AMQPValue) -> String {
             DateTime::<Utc>::from_timestamp(i64::try_from(*t).unwrap_or(0), 0)
                 .map_or_else(|| t.to_string(), sundial_core::protocol::timestamp)
         }
+        AMQPValue::Float(f) => f.to_string(),
+        AMQPValue::Double(f) => f.to_string(),
+        AMQPValue::DecimalValue(d) => format!("{}e-{}", d.value, d.scale),
+        // Tables, arrays and bytes go through `json`.
         other => format!("{other:?}"),
     }
 }

@@ -55,6 +55,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Another reader holds the dead-letter queue for longer than a reader
+    /// waits (a replay of 100,000 letters, a stuck process).
+    #[error("{queue} is held by another reader (a listing, replay or purge) for over {waited}s: try again")]
+    Busy { queue: String, waited: u64 },
     /// Any other broker error during an operation.
     #[error("{operation} failed: {source}")]
     Broker {

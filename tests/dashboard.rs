@@ -80,7 +80,10 @@ impl Drop for Driver {
 }
 
 async fn browser(driver: &Driver) -> Client {
-    let profile = std::env::temp_dir().join(format!("sundial-chromium-{}", std::process::id()));
+    // A profile per window: Chromium locks its profile directory.
+    static WINDOWS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = WINDOWS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let profile = std::env::temp_dir().join(format!("sundial-chromium-{}-{n}", std::process::id()));
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -182,14 +185,7 @@ async fn confirm(c: &Client, fields: &[(&str, &str)]) {
     }
     click(c, "#modal-ok").await;
     until("the dialog closes", || async {
-        let hidden = c
-            .find(Locator::Css("#modal"))
-            .await
-            .ok()?
-            .attr("hidden")
-            .await
-            .ok()?;
-        if hidden.is_some() {
+        if modal_hidden(c).await {
             return Some(());
         }
         let err = texts(c, "#modal-error:not([hidden])").await;
@@ -197,6 +193,14 @@ async fn confirm(c: &Client, fields: &[(&str, &str)]) {
         None
     })
     .await;
+}
+
+/// Whether the dialog is closed.
+async fn modal_hidden(c: &Client) -> bool {
+    match c.find(Locator::Css("#modal")).await {
+        Ok(m) => matches!(m.attr("hidden").await, Ok(Some(_))),
+        Err(_) => false,
+    }
 }
 
 fn api(addr: &str, path: &str) -> Value {
@@ -370,13 +374,51 @@ executor = { type = "noop" }
         50,
         "one page of 50"
     );
+    let history_length = || async {
+        c.execute("return history.length", vec![])
+            .await
+            .expect("history length")
+            .as_u64()
+            .expect("a number")
+    };
+    let before = history_length().await;
     let search = c.find(Locator::Css("#search")).await.expect("search box");
-    search.send_keys("report").await.expect("type a search");
+    // In any case, typed slowly (results arrive between keystrokes): the box
+    // keeps the focus and every keystroke, and no history entry is added.
+    for key in ["RE", "PO", "RT"] {
+        search.send_keys(key).await.expect("type a search");
+        tokio::time::sleep(Duration::from_millis(400)).await; // a person typing, not a synchronisation
+    }
     until("the search result", || async {
         let rows = row_keys(&c, "#jobs-table tbody tr", "data-id").await;
         (rows == ["report-nightly"]).then_some(())
     })
     .await;
+    let focus = c
+        .execute(
+            "return [document.activeElement.id, document.activeElement.value]",
+            vec![],
+        )
+        .await
+        .expect("focus");
+    assert_eq!(
+        focus,
+        json!(["search", "REPORT"]),
+        "the search box keeps focus and keys"
+    );
+    assert_eq!(
+        history_length().await,
+        before,
+        "no history entry per keystroke"
+    );
+    assert!(
+        c.current_url()
+            .await
+            .expect("url")
+            .as_str()
+            .ends_with("#/jobs?q=REPORT"),
+        "the address says the search"
+    );
     screenshot(&c, "jobs").await;
 
     // Pause it with a reason from the list; the CLI sees the pause.
@@ -708,6 +750,184 @@ executor = { type = "noop" }
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("a count: {open:?}"));
     assert!(n >= late.len(), "{open:?}: at least {late:?}");
+
+    // Pages say what they are; unknown ones say so.
+    c.goto(&format!("{base}#/job/ledger-close"))
+        .await
+        .expect("job page");
+    until("the job page", || async {
+        texts(&c, "#job-slo").await.into_iter().next()
+    })
+    .await;
+    let title = c.title().await.expect("title");
+    assert!(title.starts_with("ledger-close · Job"), "{title}");
+    // A destructive dialog: Cancel has the focus, Esc closes it and gives
+    // the focus back.
+    click(&c, "button.danger").await;
+    c.wait()
+        .at_most(PAGE_WAIT)
+        .for_element(Locator::Css("#modal:not([hidden])"))
+        .await
+        .expect("the delete dialog");
+    let focused = c
+        .execute("return document.activeElement.id", vec![])
+        .await
+        .expect("focus");
+    assert_eq!(
+        focused,
+        json!("modal-cancel"),
+        "a destructive button is never the default"
+    );
+    c.active_element()
+        .await
+        .expect("focus")
+        .send_keys("\u{e00c}")
+        .await
+        .expect("Esc");
+    until("Esc closes the dialog", || async {
+        modal_hidden(&c).await.then_some(())
+    })
+    .await;
+    let focused = c
+        .execute("return document.activeElement.className", vec![])
+        .await
+        .expect("focus");
+    assert_eq!(focused, json!("danger"), "the focus is back on the button");
+    assert_eq!(
+        util::job_get(&v, "ledger-close")["id"],
+        "ledger-close",
+        "not deleted"
+    );
+    c.goto(&format!("{base}#/nowhere"))
+        .await
+        .expect("unknown page");
+    let said = until("an unknown page", || async {
+        texts(&c, "#not-found").await.into_iter().next()
+    })
+    .await;
+    assert!(said.contains("#/nowhere"), "{said}");
+    c.goto(&format!("{base}#/job/%E0%A4%A"))
+        .await
+        .expect("malformed id");
+    let said = until("a malformed id", || async {
+        texts(&c, "#not-found").await.into_iter().next()
+    })
+    .await;
+    assert!(said.contains("not a well-formed job id"), "{said}");
+
+    // Dead letters in two windows: each sees every letter, and a replay in
+    // one while the other keeps listing finds what it named.
+    std::fs::remove_file(&marker).expect("the partner goes down again");
+    let mut fired = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let (status, text) = http_call(
+            &addr,
+            "POST",
+            "/api/v1/jobs/sync-partner-feed/trigger",
+            &[],
+            None,
+        )
+        .expect("trigger");
+        assert_eq!(status, 200, "{text}");
+        let r: Value = serde_json::from_str(&text).expect("JSON");
+        fired.insert(
+            r["result"]["fire_id"]
+                .as_str()
+                .expect("fire id")
+                .to_string(),
+        );
+    }
+    assert_eq!(fired.len(), 8, "{fired:?}");
+    until("8 dead letters", || async {
+        let d = api(&addr, "/api/v1/pools/default/dead");
+        (d["letters"].as_array()?.len() == 8).then_some(())
+    })
+    .await;
+    let c2 = browser(&driver).await;
+    let dead_page = format!("{base}#/dead?pool=default");
+    let listed = |c: &Client| {
+        let c = c.clone();
+        async move {
+            let rows: std::collections::BTreeSet<String> =
+                row_keys(&c, "#dead-table tbody tr", "data-fire")
+                    .await
+                    .into_iter()
+                    .collect();
+            rows
+        }
+    };
+    c.goto(&dead_page).await.expect("window A");
+    c2.goto(&dead_page).await.expect("window B");
+    let a = until("window A lists them", || async {
+        let r = listed(&c).await;
+        (r.len() == 8).then_some(r)
+    })
+    .await;
+    let b = until("window B lists them", || async {
+        let r = listed(&c2).await;
+        (r.len() == 8).then_some(r)
+    })
+    .await;
+    assert_eq!(a, fired);
+    assert_eq!(b, fired);
+    let picked: Vec<String> = fired.iter().take(2).cloned().collect();
+    for f in &picked {
+        click(&c, &format!("#dead-table tr[data-fire='{f}'] input.pick")).await;
+    }
+    click(&c, "#replay").await;
+    let replay = c.clone();
+    let replayed = tokio::spawn(async move { confirm(&replay, &[]).await });
+    // Window B keeps listing meanwhile: every listing is whole.
+    let rest: std::collections::BTreeSet<String> = fired.iter().skip(2).cloned().collect();
+    for _ in 0..6 {
+        c2.goto(&format!("{base}#/")).await.expect("away");
+        c2.goto(&dead_page).await.expect("back");
+        let seen = until("window B lists", || async {
+            let r = listed(&c2).await;
+            (!r.is_empty()).then_some(r)
+        })
+        .await;
+        assert!(
+            seen == fired || seen == rest,
+            "window B saw a part: {seen:?}"
+        );
+    }
+    replayed
+        .await
+        .expect("the replay's dialog closed without an error");
+    let toast = until("the replay's toast", || async {
+        texts(&c, "#toast")
+            .await
+            .into_iter()
+            .find(|t| t.contains("replay"))
+    })
+    .await;
+    assert!(toast.contains("2 done"), "{toast}");
+    // The two replayed fail again (the partner is still down) and come
+    // back. Select all that match a filter, purge: the queue is empty.
+    until("the replayed letters back", || async {
+        let d = api(&addr, "/api/v1/pools/default/dead");
+        (d["letters"].as_array()?.len() == 8).then_some(())
+    })
+    .await;
+    c.goto(&format!("{base}#/dead?pool=default&job=SYNC"))
+        .await
+        .expect("filtered");
+    until("the filtered list", || async {
+        let r = listed(&c).await;
+        (r == fired).then_some(())
+    })
+    .await;
+    screenshot(&c, "dead-letters-filtered").await;
+    click(&c, "#dead-select-all").await;
+    click(&c, "#purge").await;
+    confirm(&c, &[]).await;
+    until("the queue empties", || async {
+        let d = api(&addr, "/api/v1/pools/default/dead");
+        d["letters"].as_array()?.is_empty().then_some(())
+    })
+    .await;
+    let _ = c2.close().await;
 
     let _ = c.close().await;
     let _ = std::fs::remove_dir_all(&work);

@@ -204,6 +204,7 @@ impl<'a> Dlq<'a> {
         let limit = limit.min(READ_LIMIT);
         let lock = self.lock().await?;
         let before = self.ready().await;
+        let limit = limit.min(Self::to_read(before));
         let ch = crate::broker::open_channel(self.conn).await?;
         let mut out = Vec::new();
         let mut last = None;
@@ -213,19 +214,26 @@ impl<'a> Dlq<'a> {
             out.push(DeadLetter::read(&m.delivery.properties, &m.delivery.data));
         }
         self.give_back(ch, last).await;
-        self.wait_back(before).await;
+        self.wait_back(before.unwrap_or(0)).await;
         lock.release().await;
         out.sort_by_key(|l| (l.dead_at.is_none(), l.dead_at));
         Ok(out)
     }
 
-    /// Letters ready in the queue now (0 when it cannot be asked).
-    async fn ready(&self) -> u32 {
+    /// Letters ready in the queue now (`None` when it cannot be asked).
+    async fn ready(&self) -> Option<u32> {
         crate::broker::passive_declare(self.conn, &self.queue())
             .await
             .ok()
             .flatten()
-            .map_or(0, |(ready, _)| ready)
+            .map(|(ready, _)| ready)
+    }
+
+    /// How many letters a reader takes: those in the queue when it
+    /// started, not what dies meanwhile (a replayed letter that fails at
+    /// once comes back, and must not be replayed again by the same replay).
+    fn to_read(before: Option<u32>) -> usize {
+        before.map_or(READ_LIMIT, |n| (n as usize).min(READ_LIMIT))
     }
 
     /// Waits (at most [`RETURN_WAIT`]) until the queue holds `want` ready
@@ -234,7 +242,10 @@ impl<'a> Dlq<'a> {
     async fn wait_back(&self, want: u32) {
         let deadline = std::time::Instant::now() + RETURN_WAIT;
         loop {
-            let ready = self.ready().await;
+            // Not askable: nothing to wait for.
+            let Some(ready) = self.ready().await else {
+                return;
+            };
             if ready >= want {
                 return;
             }
@@ -346,13 +357,14 @@ impl<'a> Dlq<'a> {
     ) -> Result<Settled, Error> {
         let lock = self.lock().await?;
         let before = self.ready().await;
+        let limit = Self::to_read(before);
         let ch = crate::broker::confirming_channel(self.conn).await?;
         let mut settled = Settled::default();
         let mut last = None;
         // A replay's records: who replayed each letter, when, with what.
         let mut records = Vec::new();
         let mut read = 0;
-        while read < READ_LIMIT {
+        while read < limit {
             let Some(m) = self.get(&ch).await? else { break };
             read += 1;
             last = Some(m.delivery.delivery_tag);
@@ -434,7 +446,8 @@ impl<'a> Dlq<'a> {
         }
         self.give_back(ch, last).await;
         let gone = u32::try_from(settled.done.len()).unwrap_or(u32::MAX);
-        self.wait_back(before.saturating_sub(gone)).await;
+        self.wait_back(before.unwrap_or(0).saturating_sub(gone))
+            .await;
         lock.release().await;
         Ok(settled)
     }

@@ -84,15 +84,27 @@ pub enum Change {
 pub struct JobFilter {
     /// Every pair must be among the job's labels.
     pub labels: BTreeMap<String, String>,
-    /// A substring of the id.
+    /// A substring of the id, in any case (`PAY` finds `pay-settle`).
     pub q: Option<String>,
     pub pool: Option<String>,
     pub paused: Option<bool>,
 }
 
+/// Whether `needle` is in `haystack`, ASCII case ignored (job ids are
+/// ASCII), without allocating: a search walks every job.
+fn contains_ignoring_case(haystack: &str, needle: &str) -> bool {
+    needle.is_empty()
+        || haystack
+            .as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
 impl JobFilter {
     pub fn matches(&self, j: &JobEntry) -> bool {
-        self.q.as_deref().is_none_or(|q| j.spec.id.contains(q))
+        self.q
+            .as_deref()
+            .is_none_or(|q| contains_ignoring_case(&j.spec.id, q))
             && self.pool.as_deref().is_none_or(|p| j.spec.pool == p)
             && self.paused.is_none_or(|p| j.paused == p)
             && self

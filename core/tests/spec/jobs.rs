@@ -780,6 +780,11 @@ fn list_filters_by_id_substring_pool_pause_and_labels_and_pages_in_order() {
         (vec!["etl-a".into(), "etl-b".into(), "xetl".into()], false)
     );
     assert_eq!(
+        ids(&q("ETL"), None, 10),
+        (vec!["etl-a".into(), "etl-b".into(), "xetl".into()], false),
+        "in any case"
+    );
+    assert_eq!(
         ids(&q("etl"), None, 2),
         (vec!["etl-a".into(), "etl-b".into()], true)
     );

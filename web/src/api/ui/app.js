@@ -45,8 +45,8 @@ function s(tag, attrs, ...children) {
 
 function table(headers, rows, id) {
   return h("table", id ? { id } : null,
-    h("thead", null, h("tr", null, headers.map((x) =>
-      h("th", x.endsWith(" ") ? { class: "num" } : null, x.trim())))),
+    h("thead", null, h("tr", null, headers.map((x) => typeof x !== "string" ? h("th", null, x)
+      : h("th", x.endsWith(" ") ? { class: "num" } : null, x.trim())))),
     h("tbody", null, rows));
 }
 
@@ -134,19 +134,37 @@ function dialog({ title, text, fields = [], ok = "OK", danger = false, run }) {
           id: `field-${f.name}`, name: f.name, type: f.type || "text", value: f.value || "",
           placeholder: f.placeholder || "", required: f.required, rows: f.multiline ? 3 : null,
         }))));
-    const okButton = $("#modal-ok");
+    const okButton = $("#modal-ok"), cancel = $("#modal-cancel");
     okButton.textContent = ok;
     okButton.className = danger ? "danger" : "primary";
+    // A destructive button is never the default one: Enter does not press
+    // it, and Cancel has the focus.
+    okButton.type = danger ? "button" : "submit";
+    okButton.onclick = danger ? () => form.requestSubmit() : null;
     err.hidden = true;
+    const opener = document.activeElement;
     modal.hidden = false;
     const first = box.querySelector("input, textarea, select");
-    (first || okButton).focus();
+    (first || (danger ? cancel : okButton)).focus();
+    // Esc closes; Tab stays inside the dialog.
+    const keys = (ev) => {
+      if (ev.key === "Escape") { ev.preventDefault(); close(null); return; }
+      if (ev.key !== "Tab") return;
+      const items = [...form.querySelectorAll("input, select, textarea, button")].filter((x) => !x.disabled);
+      const at = items.indexOf(document.activeElement);
+      const next = ev.shiftKey ? (at <= 0 ? items.length - 1 : at - 1) : (at === items.length - 1 ? 0 : at + 1);
+      ev.preventDefault();
+      items[next].focus();
+    };
+    modal.addEventListener("keydown", keys);
     const close = (v) => {
       modal.hidden = true;
-      form.onsubmit = null; $("#modal-cancel").onclick = null;
+      form.onsubmit = null; cancel.onclick = null; okButton.onclick = null;
+      modal.removeEventListener("keydown", keys);
+      if (opener && opener.focus && document.contains(opener)) opener.focus();
       resolve(v);
     };
-    $("#modal-cancel").onclick = () => close(null);
+    cancel.onclick = () => close(null);
     form.onsubmit = async (ev) => {
       ev.preventDefault();
       const values = {};
@@ -472,50 +490,68 @@ async function jobsPage(params) {
   pausedSel.value = paused;
   const sortSel = h("select#sort", { "aria-label": "sort" }, h("option", { value: "id" }, "sort by id"), h("option", { value: "next" }, "sort by next fire"));
   sortSel.value = sort;
+  // Filters redraw the list in place (the search box keeps its focus and
+  // what is typed meanwhile) and replace the history entry instead of
+  // adding one per keystroke.
+  let at = cursor, seq = 0;
   const go = (extra = {}) => {
+    at = extra.cursor || "";
     const p = new URLSearchParams();
-    const v = { q: search.value.trim(), pool: poolSel.value, paused: pausedSel.value, sort: sortSel.value, ...extra };
+    const v = { q: search.value.trim(), pool: poolSel.value, paused: pausedSel.value, sort: sortSel.value, cursor: at };
     for (const [k, x] of Object.entries(v)) if (x && !(k === "sort" && x === "id")) p.set(k, x);
-    location.hash = `#/jobs${p.toString() ? "?" + p : ""}`;
+    history.replaceState(null, "", `#/jobs${p.toString() ? "?" + p : ""}`);
+    render();
   };
   let debounce;
-  search.addEventListener("input", () => { clearTimeout(debounce); debounce = setTimeout(() => go(), 300); });
+  search.addEventListener("input", () => { clearTimeout(debounce); debounce = setTimeout(() => go(), 250); });
   for (const el of [poolSel, pausedSel, sortSel]) el.addEventListener("change", () => go());
   const body = h("div", null, h("p.muted", null, "loading…"));
   put(main(), h("h1", null, "Jobs"), h("div.toolbar", null, search, poolSel, pausedSel, sortSel), body);
+  let poolsLoaded = false;
   api("/status").then((st) => {
     for (const p of st.pools) poolSel.append(h("option", { value: p.pool }, p.pool));
     poolSel.value = pool;
-  }).catch(() => { if (pool) { poolSel.append(h("option", { value: pool }, pool)); poolSel.value = pool; } });
-  const qs = new URLSearchParams({ limit: "50" });
-  if (q) qs.set("q", q); if (pool) qs.set("pool", pool); if (paused) qs.set("paused", paused);
-  if (sort !== "id") qs.set("sort", sort); if (cursor) qs.set("cursor", cursor);
-  let page;
-  try { page = await api(`/jobs?${qs}`); } catch (e) { put(body, h("p.error", null, e.message)); return; }
-  const reload = () => route();
-  const rows = page.jobs.map((j) => h("tr", { dataset: { id: j.id } },
-    h("td", null, h("a.job-link", { href: `#/job/${enc(j.id)}` }, j.id),
-      Object.keys(j.labels || {}).length ? h("div.muted", null, Object.entries(j.labels).map(([k, v]) => `${k}=${v}`).join(" ")) : null,
-      (j.steps || []).length ? h("div.last-occurrence", { dataset: { id: j.id } }) : null),
-    h("td", null, h("code", null, j.schedule)), h("td", null, j.timezone), h("td", null, j.pool),
-    h("td.state", null, j.paused ? h("span.paused", { title: j.paused_reason || "" }, "paused",
-      j.paused_reason ? h("div.muted.reason", null, j.paused_reason) : null) : "active"),
-    h("td", null, j.next ? when(j.next) : "—"),
-    h("td", null, jobButtons(j, reload))));
-  put(body, 
-    h("p.muted#job-count", null, `${page.total} job${page.total === 1 ? "" : "s"} match`),
-    table(["id", "schedule", "zone", "pool", "state", "next fire", ""], rows, "jobs-table"),
-    h("div.pager", null,
-      cursor ? h("button", { type: "button", onclick: () => go({ cursor: "" }) }, "« first page") : null,
-      page.next ? h("button#next-page", { type: "button", onclick: () => go({ cursor: page.next }) }, "next page »") : null));
-  // A workflow's last occurrence as a strip of step states, filled in as
-  // the answers come (the page does not wait for them).
-  for (const j of page.jobs.filter((x) => (x.steps || []).length)) {
-    const box = body.querySelector(`.last-occurrence[data-id="${CSS.escape(j.id)}"]`);
-    lastOccurrence(j).then((last) => {
-      if (box && last) put(box, stepStrip(j.steps, last.occ, last.states));
-    }).catch(() => {});
-  }
+    poolsLoaded = true;
+  }).catch(() => { if (pool) { poolSel.append(h("option", { value: pool }, pool)); poolSel.value = pool; } poolsLoaded = true; });
+  const render = async () => {
+    const mine = ++seq;
+    const qs = new URLSearchParams({ limit: "50" });
+    const [qv, pv, pa, so] = [search.value.trim(), poolsLoaded ? poolSel.value : pool, pausedSel.value, sortSel.value];
+    if (qv) qs.set("q", qv); if (pv) qs.set("pool", pv); if (pa) qs.set("paused", pa);
+    if (so !== "id") qs.set("sort", so); if (at) qs.set("cursor", at);
+    let page;
+    try { page = await api(`/jobs?${qs}`); } catch (e) { if (mine === seq) put(body, h("p.error", null, e.message)); return; }
+    // An older answer that arrives after a newer search is dropped.
+    if (mine !== seq) return;
+    draw(page);
+  };
+  const draw = (page) => {
+    const reload = () => route();
+    const rows = page.jobs.map((j) => h("tr", { dataset: { id: j.id } },
+      h("td", null, h("a.job-link", { href: `#/job/${enc(j.id)}` }, j.id),
+        Object.keys(j.labels || {}).length ? h("div.muted", null, Object.entries(j.labels).map(([k, v]) => `${k}=${v}`).join(" ")) : null,
+        (j.steps || []).length ? h("div.last-occurrence", { dataset: { id: j.id } }) : null),
+      h("td", null, h("code", null, j.schedule)), h("td", null, j.timezone), h("td", null, j.pool),
+      h("td.state", null, j.paused ? h("span.paused", { title: j.paused_reason || "" }, "paused",
+        j.paused_reason ? h("div.muted.reason", null, j.paused_reason) : null) : "active"),
+      h("td", null, j.next ? when(j.next) : "—"),
+      h("td", null, jobButtons(j, reload))));
+    put(body, 
+      h("p.muted#job-count", null, `${page.total} job${page.total === 1 ? "" : "s"} match`),
+      table(["id", "schedule", "zone", "pool", "state", "next fire", ""], rows, "jobs-table"),
+      h("div.pager", null,
+        at ? h("button", { type: "button", onclick: () => go({ cursor: "" }) }, "« first page") : null,
+        page.next ? h("button#next-page", { type: "button", onclick: () => go({ cursor: page.next }) }, "next page »") : null));
+    // A workflow's last occurrence as a strip of step states, filled in as
+    // the answers come (the page does not wait for them).
+    for (const j of page.jobs.filter((x) => (x.steps || []).length)) {
+      const box = body.querySelector(`.last-occurrence[data-id="${CSS.escape(j.id)}"]`);
+      lastOccurrence(j).then((last) => {
+        if (box && last) put(box, stepStrip(j.steps, last.occ, last.states));
+      }).catch(() => {});
+    }
+  };
+  await render();
 }
 
 async function jobPage(id) {
@@ -764,18 +800,37 @@ async function deadPage(params) {
   sel.value = pool;
   sel.addEventListener("change", () => { location.hash = `#/dead?pool=${enc(sel.value)}`; });
   let d;
-  try { d = await api(`/pools/${enc(pool)}/dead?limit=200`); } catch (e) { put(root, h("h1", null, "Dead letters"), sel, h("p.error", null, e.message)); return; }
+  try { d = await api(`/pools/${enc(pool)}/dead?limit=1000`); } catch (e) { put(root, h("h1", null, "Dead letters"), sel, h("p.error", null, e.message)); return; }
+  const jobQ = (params.get("job") || "").toLowerCase();
+  const reasonQ = params.get("reason") || "";
+  const reasonOf = (l) => (l.error || "").split("\n")[0].slice(0, 160);
+  const shown = d.letters.filter((l) => (!jobQ || (l.job_id || "").toLowerCase().includes(jobQ)) && (!reasonQ || reasonOf(l) === reasonQ));
+  const go = (job, reason) => {
+    const q = new URLSearchParams({ pool });
+    if (job) q.set("job", job);
+    if (reason) q.set("reason", reason);
+    location.hash = `#/dead?${q}`;
+  };
+  const search = h("input#dead-job", { type: "search", placeholder: "filter by job", "aria-label": "filter by job", value: params.get("job") || "" });
+  search.addEventListener("change", () => go(search.value.trim(), reasonQ));
+  // Letters grouped by reason (its first line), most first: a click filters.
+  const groups = new Map();
+  for (const l of d.letters) groups.set(reasonOf(l), (groups.get(reasonOf(l)) || 0) + 1);
+  const reasons = [...groups.entries()].sort((a, b) => b[1] - a[1]);
   const checks = [];
   const detail = h("div#dead-detail");
-  const rows = d.letters.map((l) => {
+  const rows = shown.map((l) => {
     const cb = h("input.pick", { type: "checkbox", value: l.fire_id || "", "aria-label": `select ${l.fire_id}` });
     checks.push(cb);
     return h("tr", { dataset: { fire: l.fire_id || "" } },
       h("td", null, cb),
-      h("td", null, h("a.inspect", { href: "#", onclick: (ev) => { ev.preventDefault(); inspect(l, detail); } }, l.fire_id || "(no id)")),
-      h("td", null, l.job_id || "—"), h("td.num", null, l.attempts ?? "—"),
+      h("td", null, l.fire_id ? h("a.fire-link", { href: `#/run/${enc(l.fire_id)}` }, l.fire_id) : "(no id)",
+        h("div", null, h("a.inspect", { href: "#", onclick: (ev) => { ev.preventDefault(); inspect(l, detail); } }, "inspect"))),
+      h("td", null, l.job_id ? h("a", { href: `#/job/${enc(l.job_id)}` }, l.job_id) : "—"), h("td.num", null, l.attempts ?? "—"),
       h("td.error", null, l.error), h("td", null, when(l.dead_at)));
   });
+  const all = h("input#dead-select-all", { type: "checkbox", "aria-label": "select every letter shown" });
+  all.addEventListener("change", () => { for (const c of checks) c.checked = all.checked; });
   const picked = () => checks.filter((c) => c.checked).map((c) => c.value).filter(Boolean);
   const settle = (verb) => async () => {
     const ids = picked();
@@ -792,13 +847,19 @@ async function deadPage(params) {
     });
     if (ok) route();
   };
+  const filtered = jobQ || reasonQ;
   put(root, h("h1", null, "Dead letters"),
-    h("div.toolbar", null, sel, h("span.muted", null, `${d.total ?? d.letters.length} in sundial.dead.${pool}`),
+    h("div.toolbar", null, sel, search,
+      h("span.muted#dead-count", null, filtered ? `${shown.length} of ${d.total ?? d.letters.length} in sundial.dead.${pool}` : `${d.total ?? d.letters.length} in sundial.dead.${pool}`),
+      filtered ? h("a#dead-clear", { href: `#/dead?pool=${enc(pool)}` }, "clear filters") : null,
       h("button#replay", { type: "button", onclick: settle("replay") }, "Replay selected"),
       h("button.danger#purge", { type: "button", onclick: settle("purge") }, "Purge selected")),
-    d.letters.length
-      ? table(["", "fire id", "job", "attempts ", "reason", "dead-lettered"], rows, "dead-table")
-      : h("p.muted#dead-empty", null, "no dead letters in this pool"),
+    reasons.length > 1 || reasonQ ? h("details#dead-reasons", { open: reasonQ ? true : null }, h("summary", null, `${reasons.length} reason${reasons.length === 1 ? "" : "s"}`),
+      h("ul", null, reasons.map(([r, n]) => h("li", null, h("a", { href: "#", onclick: (ev) => { ev.preventDefault(); go(params.get("job") || "", r); } }, r || "(none)"), ` — ${n}`)))) : null,
+    shown.length
+      ? table([all, "fire id", "job", "attempts ", "reason", "dead-lettered"], rows, "dead-table")
+      : h("p.muted#dead-empty", null, filtered ? "no dead letter matches" : "no dead letters in this pool"),
+    h("p.muted", null, "Listed in the order they died. Readers take turns: every tab sees every letter."),
     detail);
 }
 
@@ -831,15 +892,33 @@ async function route() {
     : path.startsWith("/runs") || path.startsWith("/run/") ? "runs" : path.startsWith("/dead") ? "dead"
     : path.startsWith("/alerts") ? "alerts" : "overview";
   for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === section);
-  document.title = `Sundial · ${section}`;
+  const titles = { overview: "Overview", jobs: "Jobs", runs: "Runs", dead: "Dead letters", alerts: "Alerts" };
+  document.title = `${titles[section]} · Sundial`;
+  // An id in the path; a malformed one (a stray %) says so.
+  const idOf = (prefix) => {
+    try { return decodeURIComponent(path.slice(prefix.length)); } catch { return null; }
+  };
   try {
-    if (path.startsWith("/job/")) await jobPage(decodeURIComponent(path.slice(5)));
-    else if (path.startsWith("/run/")) await runPage(decodeURIComponent(path.slice(5)));
+    if (path.startsWith("/job/") || path.startsWith("/run/")) {
+      const kind = path.startsWith("/job/") ? "job" : "run";
+      const id = idOf(`/${kind}/`);
+      if (id === null || !id) {
+        document.title = `Not found · Sundial`;
+        put(main(), h("h1", null, `No such ${kind}`), h("p.error#not-found", null, `"${path.slice(kind.length + 2)}" is not a well-formed ${kind === "job" ? "job id" : "fire id"}.`));
+      } else {
+        document.title = `${id} · ${kind === "job" ? "Job" : "Run"} · Sundial`;
+        await (kind === "job" ? jobPage(id) : runPage(id));
+      }
+    }
     else if (path === "/jobs") await jobsPage(params);
     else if (path === "/runs") await runsPage(params);
     else if (path === "/dead") await deadPage(params);
     else if (path === "/alerts") await alertsPage(params);
-    else { await overview(); every(5000, () => { if (!document.hidden && $("#modal").hidden) overview().catch(() => {}); }); }
+    else if (path === "/") { await overview(); every(5000, () => { if (!document.hidden && $("#modal").hidden) overview().catch(() => {}); }); }
+    else {
+      document.title = `Not found · Sundial`;
+      put(main(), h("h1", null, "No such page"), h("p.error#not-found", null, `Nothing is at #${path}. `, h("a", { href: "#/" }, "Overview")));
+    }
   } catch (e) {
     put(main(), h("h1", null, "Something went wrong"), h("p.error", null, e.message));
   }

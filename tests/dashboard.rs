@@ -195,6 +195,24 @@ async fn confirm(c: &Client, fields: &[(&str, &str)]) {
     .await;
 }
 
+/// Triggers `job` through the API; its fire id.
+fn trigger_by_api(addr: &str, job: &str) -> String {
+    let (status, text) = http_call(
+        addr,
+        "POST",
+        &format!("/api/v1/jobs/{job}/trigger"),
+        &[],
+        None,
+    )
+    .expect("trigger");
+    assert_eq!(status, 200, "{text}");
+    let r: Value = serde_json::from_str(&text).expect("JSON");
+    r["result"]["fire_id"]
+        .as_str()
+        .expect("a fire id")
+        .to_string()
+}
+
 /// Whether the dialog is closed.
 async fn modal_hidden(c: &Client) -> bool {
     match c.find(Locator::Css("#modal")).await {
@@ -320,15 +338,7 @@ executor = { type = "noop" }
     .await;
     // And a few runs for the charts.
     for _ in 0..3 {
-        let (status, text) = http_call(
-            &addr,
-            "POST",
-            "/api/v1/jobs/cleanup-hourly/trigger",
-            &[],
-            None,
-        )
-        .expect("trigger");
-        assert_eq!(status, 200, "{text}");
+        trigger_by_api(&addr, "cleanup-hourly");
     }
 
     let driver = Driver::start();
@@ -820,22 +830,7 @@ executor = { type = "noop" }
     std::fs::remove_file(&marker).expect("the partner goes down again");
     let mut fired = std::collections::BTreeSet::new();
     for _ in 0..8 {
-        let (status, text) = http_call(
-            &addr,
-            "POST",
-            "/api/v1/jobs/sync-partner-feed/trigger",
-            &[],
-            None,
-        )
-        .expect("trigger");
-        assert_eq!(status, 200, "{text}");
-        let r: Value = serde_json::from_str(&text).expect("JSON");
-        fired.insert(
-            r["result"]["fire_id"]
-                .as_str()
-                .expect("fire id")
-                .to_string(),
-        );
+        fired.insert(trigger_by_api(&addr, "sync-partner-feed"));
     }
     assert_eq!(fired.len(), 8, "{fired:?}");
     until("8 dead letters", || async {
@@ -928,6 +923,61 @@ executor = { type = "noop" }
     })
     .await;
     let _ = c2.close().await;
+
+    // Label chips filter the jobs; "their runs" carries the label to Runs.
+    c.goto(&format!("{base}#/jobs")).await.expect("jobs page");
+    click(&c, "#jobs-table tr[data-id='report-nightly'] a.chip").await;
+    until("the jobs of team=finance", || async {
+        let rows = row_keys(&c, "#jobs-table tbody tr", "data-id").await;
+        (rows == ["report-nightly"]).then_some(())
+    })
+    .await;
+    click(&c, "#label-runs").await;
+    let jobs_of_runs = until("the runs of team=finance", || async {
+        let rows = texts(&c, "#runs-table tbody tr td:nth-child(2) > a").await;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    assert!(
+        jobs_of_runs.iter().all(|j| j == "report-nightly"),
+        "{jobs_of_runs:?}"
+    );
+    // Runs page past the newest 100: 100 more runs, then "older".
+    for _ in 0..100 {
+        trigger_by_api(&addr, "cleanup-hourly");
+    }
+    until("over 100 runs", || async {
+        let page = api(
+            &addr,
+            "/api/v1/runs?limit=1000&job=cleanup-hourly&outcome=succeeded",
+        );
+        (page["runs"].as_array()?.len() >= 100).then_some(())
+    })
+    .await;
+    c.goto(&format!("{base}#/runs?job=cleanup"))
+        .await
+        .expect("runs page");
+    let first = until("the newest 100", || async {
+        let rows = row_keys(&c, "#runs-table tbody tr", "data-fire").await;
+        (rows.len() == 100).then_some(rows)
+    })
+    .await;
+    click(&c, "#runs-older").await;
+    let older = until("an older page", || async {
+        let rows = row_keys(&c, "#runs-table tbody tr", "data-fire").await;
+        let url = c.current_url().await.ok()?;
+        (url.as_str().contains("cursor=") && !rows.is_empty() && rows != first).then_some(rows)
+    })
+    .await;
+    assert!(
+        older
+            .iter()
+            .all(|f| !first.contains(f) && f.starts_with("cleanup-hourly@")),
+        "older runs, not the newest again: {older:?}"
+    );
+    c.find(Locator::Css("#runs-newest"))
+        .await
+        .expect("a way back to the newest");
 
     let _ = c.close().await;
     let _ = std::fs::remove_dir_all(&work);

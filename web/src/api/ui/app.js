@@ -482,6 +482,7 @@ function rateChart(minutes) {
 
 async function jobsPage(params) {
   const q = params.get("q") || "", pool = params.get("pool") || "", paused = params.get("paused") || "";
+  const label = params.get("label") || "";
   const sort = params.get("sort") || "id", cursor = params.get("cursor") || "";
   const search = h("input#search", { type: "search", placeholder: "search job ids…", value: q, "aria-label": "search" });
   const poolSel = h("select#pool-filter", { "aria-label": "pool" }, h("option", { value: "" }, "all pools"));
@@ -497,7 +498,7 @@ async function jobsPage(params) {
   const go = (extra = {}) => {
     at = extra.cursor || "";
     const p = new URLSearchParams();
-    const v = { q: search.value.trim(), pool: poolSel.value, paused: pausedSel.value, sort: sortSel.value, cursor: at };
+    const v = { q: search.value.trim(), label, pool: poolSel.value, paused: pausedSel.value, sort: sortSel.value, cursor: at };
     for (const [k, x] of Object.entries(v)) if (x && !(k === "sort" && x === "id")) p.set(k, x);
     history.replaceState(null, "", `#/jobs${p.toString() ? "?" + p : ""}`);
     render();
@@ -506,7 +507,9 @@ async function jobsPage(params) {
   search.addEventListener("input", () => { clearTimeout(debounce); debounce = setTimeout(() => go(), 250); });
   for (const el of [poolSel, pausedSel, sortSel]) el.addEventListener("change", () => go());
   const body = h("div", null, h("p.muted", null, "loading…"));
-  put(main(), h("h1", null, "Jobs"), h("div.toolbar", null, search, poolSel, pausedSel, sortSel), body);
+  put(main(), h("h1", null, "Jobs"), h("div.toolbar", null, search, poolSel, pausedSel, sortSel,
+    label ? h("span.chip.on#label-filter", null, label, " ", h("a", { href: "#/jobs", title: "every label", "aria-label": "clear the label filter" }, "×")) : null,
+    label ? h("a#label-runs", { href: `#/runs?label=${enc(label)}` }, "their runs") : null), body);
   let poolsLoaded = false;
   api("/status").then((st) => {
     for (const p of st.pools) poolSel.append(h("option", { value: p.pool }, p.pool));
@@ -517,7 +520,7 @@ async function jobsPage(params) {
     const mine = ++seq;
     const qs = new URLSearchParams({ limit: "50" });
     const [qv, pv, pa, so] = [search.value.trim(), poolsLoaded ? poolSel.value : pool, pausedSel.value, sortSel.value];
-    if (qv) qs.set("q", qv); if (pv) qs.set("pool", pv); if (pa) qs.set("paused", pa);
+    if (qv) qs.set("q", qv); if (pv) qs.set("pool", pv); if (pa) qs.set("paused", pa); if (label) qs.set("label", label);
     if (so !== "id") qs.set("sort", so); if (at) qs.set("cursor", at);
     let page;
     try { page = await api(`/jobs?${qs}`); } catch (e) { if (mine === seq) put(body, h("p.error", null, e.message)); return; }
@@ -529,7 +532,8 @@ async function jobsPage(params) {
     const reload = () => route();
     const rows = page.jobs.map((j) => h("tr", { dataset: { id: j.id } },
       h("td", null, h("a.job-link", { href: `#/job/${enc(j.id)}` }, j.id),
-        Object.keys(j.labels || {}).length ? h("div.muted", null, Object.entries(j.labels).map(([k, v]) => `${k}=${v}`).join(" ")) : null,
+        Object.keys(j.labels || {}).length ? h("div.chips", null, Object.entries(j.labels).map(([k, v]) =>
+          h("a.chip", { href: `#/jobs?label=${enc(`${k}=${v}`)}`, title: `jobs with ${k}=${v}` }, `${k}=${v}`))) : null,
         (j.steps || []).length ? h("div.last-occurrence", { dataset: { id: j.id } }) : null),
       h("td", null, h("code", null, j.schedule)), h("td", null, j.timezone), h("td", null, j.pool),
       h("td.state", null, j.paused ? h("span.paused", { title: j.paused_reason || "" }, "paused",
@@ -697,31 +701,51 @@ async function alertsPage(params) {
   every(5000, () => { if (!document.hidden) load(); });
 }
 
+// Runs: filtered by outcome, job (id prefix), label, pool and time range;
+// the newest page follows live, older pages are a cursor away.
 async function runsPage(params) {
-  const want = params.get("outcome") || "";
+  const f = {
+    outcome: params.get("outcome") || "", job: params.get("job") || "", label: params.get("label") || "",
+    pool: params.get("pool") || "", since: params.get("since") || "24h", cursor: params.get("cursor") || "",
+  };
   const sel = h("select#outcome-filter", { "aria-label": "outcome" }, h("option", { value: "" }, "every outcome"),
     ["running", "succeeded", "failed", "dead", "skipped", "cancelled"].map((o) => h("option", { value: o }, o)));
-  sel.value = want;
-  sel.addEventListener("change", () => { location.hash = sel.value ? `#/runs?outcome=${sel.value}` : "#/runs"; });
-  const live = h("input#live", { type: "checkbox", checked: true });
+  sel.value = f.outcome;
+  const text = (id, value, placeholder) => h(`input#${id}`, { type: "search", value, placeholder, "aria-label": placeholder });
+  const job = text("runs-job", f.job, "job id starts with…");
+  const label = text("runs-label", f.label, "label key=value");
+  const pool = text("runs-pool", f.pool, "pool");
+  const since = h("select#runs-since", { "aria-label": "since" }, ["1h", "6h", "24h", "7d", "30d"].map((v) => h("option", { value: v }, `last ${v}`)));
+  since.value = f.since;
+  const go = (cursor) => {
+    const q = new URLSearchParams();
+    const v = { outcome: sel.value, job: job.value.trim(), label: label.value.trim(), pool: pool.value.trim(), since: since.value, cursor: cursor || "" };
+    for (const [k, x] of Object.entries(v)) if (x && !(k === "since" && x === "24h")) q.set(k, x);
+    location.hash = `#/runs${q.toString() ? "?" + q : ""}`;
+  };
+  for (const el of [sel, since, job, label, pool]) el.addEventListener("change", () => go());
+  const live = h("input#live", { type: "checkbox", checked: !f.cursor, disabled: !!f.cursor });
   const body = h("div", null, h("p.muted", null, "loading…"));
   put(main(), h("h1", null, "Runs"),
-    h("div.toolbar", null, sel, h("label", null, live, " live (every 2 s)")), body);
+    h("div.toolbar", null, sel, job, label, pool, since, h("label", null, live, f.cursor ? " live (newest page only)" : " live (every 2 s)")), body);
   let shown = null;
   const load = async () => {
-    const qs = new URLSearchParams({ limit: "100", since: "24h" });
-    if (want) qs.set("outcome", want);
+    const qs = new URLSearchParams({ limit: "100", since: f.since });
+    for (const k of ["outcome", "job", "label", "pool", "cursor"]) if (f[k]) qs.set(k, f[k]);
     try {
       const page = await api(`/runs?${qs}`);
       // Re-rendered only when something changed (an open output stays open).
-      const seen = page.runs.map((r) => `${r.fire_id}/${r.attempt}/${r.replay || ""}/${r.outcome}`).join("|");
+      const seen = page.runs.map((r) => `${r.fire_id}/${r.attempt}/${r.replay || ""}/${r.outcome}`).join("|") + `|${page.next || ""}`;
       if (seen === shown) return;
       shown = seen;
-      put(body, page.runs.length ? runsTable(page.runs, "runs-table") : h("p.muted#runs-empty", null, "no runs in the last 24 hours"));
+      put(body, page.runs.length ? runsTable(page.runs, "runs-table") : h("p.muted#runs-empty", null, `no runs in the last ${f.since} that match`),
+        h("div.pager", null,
+          f.cursor ? h("a#runs-newest", { href: "#", onclick: (ev) => { ev.preventDefault(); go(""); } }, "« newest") : null,
+          page.next ? h("button#runs-older", { type: "button", onclick: () => go(page.next) }, "older »") : null));
     } catch (e) { shown = null; put(body, h("p.error", null, e.message)); }
   };
   await load();
-  every(2000, () => { if (live.checked && !document.hidden) load(); });
+  every(2000, () => { if (live.checked && !f.cursor && !document.hidden) load(); });
 }
 
 // One fire's page: its attempts and, for a workflow occurrence, the step

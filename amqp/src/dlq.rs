@@ -47,6 +47,8 @@ pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long a reader waits for the letters it gave back to be in the
 /// queue again before it lets the next reader in.
 const RETURN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The most one broker call of a reader waits for its answer.
+const CALL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// An unused reader-lock queue goes after this long.
 const LOCK_QUEUE_EXPIRES_MS: i64 = 60_000;
 
@@ -222,11 +224,14 @@ impl<'a> Dlq<'a> {
 
     /// Letters ready in the queue now (`None` when it cannot be asked).
     async fn ready(&self) -> Option<u32> {
-        crate::broker::passive_declare(self.conn, &self.queue())
-            .await
-            .ok()
-            .flatten()
-            .map(|(ready, _)| ready)
+        bounded(
+            "queue.declare passive of a dead-letter queue: no answer within 10s",
+            crate::broker::passive_declare(self.conn, &self.queue()),
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|(ready, _)| ready)
     }
 
     /// How many letters a reader takes: those in the queue when it
@@ -262,17 +267,19 @@ impl<'a> Dlq<'a> {
     /// reader finds them all.
     async fn give_back(&self, ch: Channel, last: Option<u64>) {
         if let Some(tag) = last {
-            let _ = ch
-                .basic_nack(
+            let _ = tokio::time::timeout(
+                CALL_WAIT,
+                ch.basic_nack(
                     tag,
                     lapin::options::BasicNackOptions {
                         multiple: true,
                         requeue: true,
                     },
-                )
-                .await;
+                ),
+            )
+            .await;
         }
-        let _ = ch.close(200, "dlq read done".into()).await;
+        let _ = tokio::time::timeout(CALL_WAIT, ch.close(200, "dlq read done".into())).await;
     }
 
     /// Takes the queue's reader lock: waits (at most [`LOCK_WAIT`]) while
@@ -289,16 +296,21 @@ impl<'a> Dlq<'a> {
                 "x-expires".into(),
                 AMQPValue::LongLongInt(LOCK_QUEUE_EXPIRES_MS),
             );
-            let declared = ch
-                .queue_declare(
+            let declared = tokio::time::timeout(
+                CALL_WAIT,
+                ch.queue_declare(
                     name.as_str().into(),
                     QueueDeclareOptions {
                         durable: false,
                         ..QueueDeclareOptions::default()
                     },
                     args,
-                )
-                .await;
+                ),
+            )
+            .await
+            .map_err(|_| {
+                Error::ConnectionLost("queue.declare of a reader lock: no answer within 10s")
+            })?;
             if let Err(e) = declared {
                 let e = Error::broker(format!("queue.declare {name}"))(e);
                 if e.is_access_refused() {
@@ -312,8 +324,9 @@ impl<'a> Dlq<'a> {
                 }
                 return Err(e);
             }
-            let consumed = ch
-                .basic_consume(
+            let consumed = tokio::time::timeout(
+                CALL_WAIT,
+                ch.basic_consume(
                     name.as_str().into(),
                     "".into(),
                     BasicConsumeOptions {
@@ -322,8 +335,12 @@ impl<'a> Dlq<'a> {
                         ..BasicConsumeOptions::default()
                     },
                     lapin::types::FieldTable::default(),
-                )
-                .await;
+                ),
+            )
+            .await
+            .map_err(|_| {
+                Error::ConnectionLost("basic.consume of a reader lock: no answer within 10s")
+            })?;
             match consumed {
                 // The consumer is kept: lapin cancels a dropped one.
                 Ok(consumer) => return Ok(ReaderLock(Some((ch, consumer)))),
@@ -433,11 +450,14 @@ impl<'a> Dlq<'a> {
                 .await
                 .map_err(Error::not_stored(format!("replay of {id}")))?;
             }
-            m.delivery
-                .acker
-                .ack(BasicAckOptions::default())
-                .await
-                .map_err(Error::broker("basic.ack"))?;
+            bounded("basic.ack of a dead letter: no answer within 10s", async {
+                m.delivery
+                    .acker
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map_err(Error::broker("basic.ack"))
+            })
+            .await?;
             settled.done.push(id);
         }
         if let Err(e) = self.record(&ch, records).await {
@@ -481,12 +501,18 @@ impl<'a> Dlq<'a> {
     }
 
     async fn get(&self, ch: &Channel) -> Result<Option<lapin::message::BasicGetMessage>, Error> {
-        ch.basic_get(
-            self.queue().as_str().into(),
-            BasicGetOptions { no_ack: false },
+        bounded(
+            "basic.get of a dead-letter queue: no answer within 10s",
+            async {
+                ch.basic_get(
+                    self.queue().as_str().into(),
+                    BasicGetOptions { no_ack: false },
+                )
+                .await
+                .map_err(Error::broker(format!("basic.get {}", self.queue())))
+            },
         )
         .await
-        .map_err(Error::broker(format!("basic.get {}", self.queue())))
     }
 
     /// Calls `each` with every new dead letter of the pool until `stop`
@@ -526,9 +552,19 @@ struct ReaderLock(Option<(Channel, lapin::Consumer)>);
 impl ReaderLock {
     async fn release(self) {
         if let Some((ch, _consumer)) = self.0 {
-            let _ = ch.close(200, "dlq reader done".into()).await;
+            let _ = tokio::time::timeout(CALL_WAIT, ch.close(200, "dlq reader done".into())).await;
         }
     }
+}
+
+/// `fut`, or a connection error naming `what` after [`CALL_WAIT`].
+async fn bounded<T>(
+    what: &'static str,
+    fut: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::time::timeout(CALL_WAIT, fut)
+        .await
+        .unwrap_or(Err(Error::ConnectionLost(what)))
 }
 
 /// Whether the missing permission for the reader lock was logged.

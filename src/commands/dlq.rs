@@ -70,7 +70,12 @@ pub async fn run(
         dlq = dlq.with_payload(payload, key);
     }
     let result = run_on(&dlq, cmd, args, out).await;
-    let _ = conn.close(200, "done".into()).await;
+    // Bounded: the command's work is done either way.
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        conn.close(200, "done".into()),
+    )
+    .await;
     result
 }
 

@@ -250,6 +250,8 @@ pub enum DlqCmd {
         #[arg(long)]
         yes: bool,
         #[command(flatten)]
+        asked: AskedArgs,
+        #[command(flatten)]
         dlq: DlqArgs,
     },
     /// Print new dead letters as they arrive, with their reasons.
@@ -266,13 +268,14 @@ pub struct SchedulerArgs {
     pub node: Option<String>,
 }
 
-/// Why, and who asks: recorded in the history (trigger, cancel, replay).
+/// Why, and who asks: recorded in the audit trail (every write) and in
+/// the history (trigger, cancel, replay).
 #[derive(Debug, Clone, clap::Args)]
 pub struct AskedArgs {
-    /// Why, recorded in the history with who asked.
+    /// Why, recorded with who asked.
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
-    /// Who asks, recorded in the history (default: the OS user, $USER).
+    /// Who asks (default: the OS user, $USER).
     #[arg(long = "as", value_name = "NAME")]
     pub by: Option<String>,
 }
@@ -312,6 +315,8 @@ pub enum JobCmd {
         #[arg(long)]
         dry_run: bool,
         #[command(flatten)]
+        asked: AskedArgs,
+        #[command(flatten)]
         client: ClientArgs,
     },
     /// Show a job's next occurrences, in its time zone.
@@ -337,24 +342,28 @@ pub enum JobCmd {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Delete a job.
+    /// Delete a job (its history and audit trail stay).
     Delete {
         id: String,
         #[command(flatten)]
+        asked: AskedArgs,
+        #[command(flatten)]
         client: ClientArgs,
     },
-    /// Pause a job: it fires nothing until resumed.
+    /// Pause a job: it fires nothing until resumed. The reason and who
+    /// paused are shown by `job get`, `job list` and the dashboard.
     Pause {
         id: String,
-        /// Why (stored and shown by `job get`, `job list` and the dashboard).
-        #[arg(long)]
-        reason: Option<String>,
+        #[command(flatten)]
+        asked: AskedArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Resume a paused job; its misfire policy decides about the pause.
     Resume {
         id: String,
+        #[command(flatten)]
+        asked: AskedArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -394,6 +403,11 @@ pub enum JobCmd {
         /// only); default: the job's overlap policy.
         #[arg(long)]
         overlap: Option<String>,
+        /// Only count the occurrences it would fire; fire nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        asked: AskedArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -402,6 +416,17 @@ pub enum JobCmd {
     History {
         id: String,
         /// How many runs (the newest).
+        #[arg(short = 'n', default_value_t = 20, value_name = "N")]
+        count: usize,
+        #[command(flatten)]
+        history: HistoryArgs,
+    },
+    /// Who did what to a job, newest last: every upsert, pause, resume,
+    /// trigger, backfill, delete, replay and purge, with who, when and why
+    /// (asks the HTTP API of a scheduler, http.api).
+    Log {
+        id: String,
+        /// How many entries (the newest).
         #[arg(short = 'n', default_value_t = 20, value_name = "N")]
         count: usize,
         #[command(flatten)]

@@ -147,6 +147,8 @@ pub struct Settled {
 pub struct Asked {
     pub by: Option<String>,
     pub reason: Option<String>,
+    /// The process that acts, for the audit trail (a node name, `cli`).
+    pub node: Option<String>,
 }
 
 /// One pool's dead-letter queue.
@@ -380,6 +382,8 @@ impl<'a> Dlq<'a> {
         let mut last = None;
         // A replay's records: who replayed each letter, when, with what.
         let mut records = Vec::new();
+        // The jobs of the letters settled, for the audit entry.
+        let mut jobs = std::collections::BTreeSet::new();
         let mut read = 0;
         while read < limit {
             let Some(m) = self.get(&ch).await? else { break };
@@ -394,6 +398,7 @@ impl<'a> Dlq<'a> {
                 .fire_id
                 .clone()
                 .unwrap_or_else(|| "(no message id)".into());
+            let job = dl.job_id.clone();
             if action == Action::Replay {
                 let Some(mut fire) = dl.fire else {
                     let why = dl.undecodable.unwrap_or_default();
@@ -459,10 +464,17 @@ impl<'a> Dlq<'a> {
             })
             .await?;
             settled.done.push(id);
+            jobs.insert(job.unwrap_or_default());
         }
         if let Err(e) = self.record(&ch, records).await {
             tracing::warn!(pool = %self.pool, error = %e, "dead letters replayed, but who replayed them was not recorded");
             settled.unrecorded = Some(e.to_string());
+        }
+        if !settled.done.is_empty() {
+            if let Err(e) = self.audit(&ch, action, &settled.done, jobs).await {
+                tracing::warn!(pool = %self.pool, error = %e, "dead letters settled, but the audit entry was not stored");
+                settled.unrecorded.get_or_insert(e.to_string());
+            }
         }
         self.give_back(ch, last).await;
         let gone = u32::try_from(settled.done.len()).unwrap_or(u32::MAX);
@@ -470,6 +482,30 @@ impl<'a> Dlq<'a> {
             .await;
         lock.release().await;
         Ok(settled)
+    }
+
+    /// The audit entry of a replay or purge of `done` (ADR 0023): the job
+    /// when they are all one job's.
+    async fn audit(
+        &self,
+        ch: &Channel,
+        action: Action,
+        done: &[String],
+        jobs: std::collections::BTreeSet<String>,
+    ) -> Result<(), Error> {
+        let verb = match action {
+            Action::Replay => "replay",
+            Action::Purge => "purge",
+        };
+        let mut entry = sundial_core::protocol::audit::AuditEntry::new(verb, chrono::Utc::now())
+            .naming(&format!("letters of {}", self.queue()), done);
+        entry.by = self.asked.by.clone();
+        entry.reason = self.asked.reason.clone();
+        entry.node = self.asked.node.clone();
+        if jobs.len() == 1 {
+            entry.job_id = jobs.into_iter().next().filter(|j| !j.is_empty());
+        }
+        crate::audit::record(ch, self.topo, entry).await
     }
 
     /// Appends `records` to the history stream, confirmed, in batches that

@@ -102,6 +102,7 @@ pub(crate) async fn history(rows: usize, mut progress: impl FnMut(u64)) -> Histo
                 break;
             }
             batches.push(Batch {
+                audit: Vec::new(),
                 offset,
                 id: None,
                 records,

@@ -201,7 +201,11 @@ pub(crate) async fn register_batch(conn: &Connection, s: &Settings, batch: Vec<J
     let reply = client::call(
         conn,
         &s.topology,
-        &Ctl::UpsertMany { jobs: batch },
+        &Ctl::UpsertMany {
+            by: None,
+            reason: None,
+            jobs: batch,
+        },
         Duration::from_secs(120),
     )
     .await

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use crate::{
     error::ValidationError,
     protocol::{
+        audit::AuditEntry,
         control::{Command, ItemResult, Reply, ReplyError},
         registry::{RegistryRecord, StoredJob},
     },
@@ -130,6 +131,7 @@ fn batched(records: Vec<RegistryRecord>) -> Vec<RegistryRecord> {
                 paused: None,
                 paused_reason: None,
                 paused_at: None,
+                paused_by: None,
             }),
             _ => None,
         })
@@ -148,7 +150,7 @@ pub fn decide(
 ) -> Decision {
     let name = cmd.name();
     match cmd {
-        Command::Upsert { job } => match upsert_record(job, view, now) {
+        Command::Upsert { job, .. } => match upsert_record(job, view, now) {
             Err(e) => Decision::Reply(Reply::error(Some(name), prefixed("job", e))),
             Ok(_) if missing_pool(job, missing_pools).is_some() => {
                 let (field, pool) = missing_pool(job, missing_pools).unwrap_or_default();
@@ -166,7 +168,7 @@ pub fn decide(
                 reply: Reply::ok(name, Some(json!({"id": job.id, "changed": true}))),
             },
         },
-        Command::UpsertMany { jobs } => {
+        Command::UpsertMany { jobs, .. } => {
             let mut records = Vec::new();
             let mut results = Vec::with_capacity(jobs.len());
             let mut seen = HashSet::new();
@@ -230,16 +232,16 @@ pub fn decide(
                 }
             }
         }
-        Command::Delete { id } => match view.get(id) {
+        Command::Delete { id, .. } => match view.get(id) {
             None => not_found(name, id),
             Some(_) => Decision::Append {
                 records: vec![RegistryRecord::Delete { id: id.clone() }],
                 reply: Reply::ok(name, Some(json!({"id": id}))),
             },
         },
-        Command::Pause { id, .. } | Command::Resume { id } => {
+        Command::Pause { id, .. } | Command::Resume { id, .. } => {
             let reason = match cmd {
-                Command::Pause { reason, .. } => Some(reason.clone()),
+                Command::Pause { reason, by, .. } => Some((reason.clone(), by.clone())),
                 _ => None,
             };
             let pause = reason.is_some();
@@ -249,11 +251,12 @@ pub fn decide(
                     Decision::Reply(Reply::ok(name, Some(json!({"id": id, "changed": false}))))
                 }
                 Some(_) => Decision::Append {
-                    records: vec![if let Some(reason) = reason {
+                    records: vec![if let Some((reason, by)) = reason {
                         RegistryRecord::Pause {
                             id: id.clone(),
                             at: Some(now),
                             reason,
+                            by,
                         }
                     } else {
                         RegistryRecord::Resume {
@@ -321,9 +324,14 @@ pub fn decide(
             from,
             to,
             overlap,
+            dry_run,
+            ..
         } => match view.get(id) {
             None => not_found(name, id),
-            Some(j) => backfill(name, j, *from, *to, *overlap, now),
+            Some(j) => match backfill(name, j, *from, *to, *overlap, now) {
+                Decision::Backfill { reply, .. } if *dry_run => Decision::Reply(reply),
+                d => d,
+            },
         },
         Command::Get { id } => match view.get(id) {
             None => not_found(name, id),
@@ -360,6 +368,78 @@ pub fn decide(
             ))
         }
     }
+}
+
+/// The audit entry of `cmd`, answered `reply` at `now` (ADR 0023): for a
+/// write that changed something (an identical upsert, a pause of a paused
+/// job, a dry run or a refusal writes none).
+pub fn audit_of(cmd: &Command, reply: &Reply, now: DateTime<Utc>) -> Option<AuditEntry> {
+    let (reason, by) = cmd.asked()?;
+    if !reply.ok && !matches!(cmd, Command::UpsertMany { .. }) {
+        return None;
+    }
+    let result = reply.result.as_ref();
+    let field = |k: &str| result.and_then(|r| r.get(k));
+    if field("changed") == Some(&Value::Bool(false)) {
+        return None;
+    }
+    let mut e = AuditEntry::new(cmd.name(), now);
+    e.by = by.map(str::to_string);
+    e.reason = reason.map(str::to_string);
+    match cmd {
+        Command::UpsertMany { .. } => {
+            if field("changed").and_then(Value::as_u64).unwrap_or(0) == 0 {
+                return None;
+            }
+            let ids: Vec<String> = reply
+                .results
+                .iter()
+                .flatten()
+                .filter(|r| r.ok)
+                .map(|r| r.id.clone())
+                .collect();
+            e = e.naming("jobs accepted", &ids);
+        }
+        Command::Upsert { job, .. } => {
+            e.job_id = Some(job.id.clone());
+            e = e.with_detail(format!("schedule \"{}\" in {}", job.schedule, job.timezone));
+        }
+        Command::Delete { id, .. } | Command::Pause { id, .. } | Command::Resume { id, .. } => {
+            e.job_id = Some(id.clone());
+        }
+        Command::Trigger { id, .. } => {
+            e.job_id = Some(id.clone());
+            if let Some(f) = field("fire_id").and_then(Value::as_str) {
+                e = e.with_detail(format!("fired {f}"));
+            }
+        }
+        Command::Cancel { fire_id, .. } => {
+            e.job_id = fire_id.split_once('@').map(|(j, _)| j.to_string());
+            e = e.with_detail(format!("cancelled {fire_id}"));
+        }
+        Command::Backfill {
+            id,
+            from,
+            to,
+            dry_run,
+            ..
+        } => {
+            if *dry_run {
+                return None;
+            }
+            e.job_id = Some(id.clone());
+            let n = |k: &str| field(k).and_then(Value::as_u64).unwrap_or(0);
+            e = e.with_detail(format!(
+                "fired {} of {} occurrences in [{}, {})",
+                n("fired"),
+                n("occurrences"),
+                rfc3339(*from),
+                rfc3339(*to)
+            ));
+        }
+        Command::Get { .. } | Command::List { .. } => return None,
+    }
+    Some(e)
 }
 
 /// The occurrences of `j` in `[from, to)` a backfill fires, as `overlap`

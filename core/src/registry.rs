@@ -25,6 +25,8 @@ pub struct JobEntry {
     /// when running, or paused without a reason).
     pub paused_reason: Option<String>,
     pub paused_at: Option<DateTime<Utc>>,
+    /// Who paused it, when the pause named someone (ADR 0023).
+    pub paused_by: Option<String>,
     /// The last pause `[paused at, resumed at)`, once resumed (not kept in
     /// snapshots: a scheduler that replays from a later snapshot does not
     /// know it).
@@ -43,6 +45,7 @@ impl JobEntry {
             paused: spec.paused,
             paused_reason: None,
             paused_at: None,
+            paused_by: None,
             last_pause: None,
             spec,
             created_at,
@@ -215,7 +218,9 @@ impl RegistryView {
                 Some(_) => Change::Deleted(id),
                 None => Change::None,
             },
-            RegistryRecord::Pause { id, reason, at } => self.set_paused(&id, true, reason, at),
+            RegistryRecord::Pause { id, reason, at, by } => {
+                self.set_paused(&id, true, Some((reason, by)), at)
+            }
             RegistryRecord::Resume { id, at } => self.set_paused(&id, false, None, at),
             RegistryRecord::Snapshot {
                 snapshot_id,
@@ -223,7 +228,7 @@ impl RegistryView {
                 parts,
                 jobs,
             } => self.snapshot_part(snapshot_id, part, parts, jobs)?,
-            RegistryRecord::Sync { .. } => Change::None,
+            RegistryRecord::Sync { .. } | RegistryRecord::Audit { .. } => Change::None,
         })
     }
 
@@ -231,7 +236,7 @@ impl RegistryView {
         &mut self,
         id: &str,
         paused: bool,
-        reason: Option<String>,
+        reason: Option<(Option<String>, Option<String>)>,
         at: Option<DateTime<Utc>>,
     ) -> Change {
         match self.jobs.get_mut(id) {
@@ -244,7 +249,9 @@ impl RegistryView {
                     e.last_pause = e.paused_at.zip(at);
                 }
                 e.paused = paused;
+                let (reason, by) = reason.unwrap_or_default();
                 e.paused_reason = reason;
+                e.paused_by = by;
                 e.paused_at = if paused { at } else { None };
                 if paused {
                     Change::Paused(id.to_string())
@@ -283,6 +290,7 @@ impl RegistryView {
                         && old.created_at == s.created_at
                         && old.paused == paused
                         && old.paused_reason == s.paused_reason
+                        && old.paused_by == s.paused_by
                 })
                 .cloned();
             let entry = match kept {
@@ -308,6 +316,7 @@ fn entry_of(s: StoredJob) -> Result<Arc<JobEntry>, String> {
     if paused {
         e.paused_reason = s.paused_reason;
         e.paused_at = s.paused_at;
+        e.paused_by = s.paused_by;
     }
     Ok(Arc::new(e))
 }

@@ -77,6 +77,8 @@ pub struct JobView {
     pub paused: bool,
     pub paused_reason: Option<String>,
     pub paused_at: Option<String>,
+    /// Who paused it (an API token's name, the CLI's `--as` or OS user).
+    pub paused_by: Option<String>,
     pub created_at: String,
     /// The next fire; none while paused or after the last one.
     pub next: Option<String>,
@@ -118,6 +120,7 @@ impl JobView {
             paused: j.paused,
             paused_reason: j.paused_reason.clone(),
             paused_at: j.paused_at.map(rfc3339),
+            paused_by: j.paused_by.clone(),
             created_at: rfc3339(j.created_at),
             next: if j.paused {
                 None

@@ -266,8 +266,8 @@ impl<'a> PoolCheck<'a> {
         cmd: &Command,
     ) -> Result<std::collections::BTreeSet<String>, Error> {
         let pools: std::collections::BTreeSet<&str> = match cmd {
-            Command::Upsert { job } => job.pools().map(|(_, p)| p).collect(),
-            Command::UpsertMany { jobs } => jobs
+            Command::Upsert { job, .. } => job.pools().map(|(_, p)| p).collect(),
+            Command::UpsertMany { jobs, .. } => jobs
                 .iter()
                 .flat_map(|j| j.pools().map(|(_, p)| p))
                 .collect(),

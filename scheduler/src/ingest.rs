@@ -145,8 +145,8 @@ async fn follow(
             let Some(offset) = m.offset else {
                 continue;
             };
-            let (records, alerts, deliveries) = match m.batch {
-                Ok(b) => (b.records, b.alerts, b.deliveries),
+            let (records, alerts, deliveries, audit) = match m.batch {
+                Ok(b) => (b.records, b.alerts, b.deliveries, b.audit),
                 Err(e) => {
                     metrics::counter!(m::HISTORY_SKIPPED_TOTAL).increment(1);
                     if let Some(held) = skipped_log.allow(std::time::Instant::now()) {
@@ -161,6 +161,7 @@ async fn follow(
                 records,
                 alerts,
                 deliveries,
+                audit,
             });
         }
         let jobs: HashSet<String> = batches

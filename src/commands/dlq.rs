@@ -55,10 +55,11 @@ pub async fn run(
     };
     let conn = sundial_amqp::broker::connect_to(&settings.broker, "sundial dlq").await?;
     let mut dlq = Dlq::new(&conn, &settings.topology, &pool);
-    if let DlqCmd::Replay { asked, .. } = cmd {
+    if let DlqCmd::Replay { asked, .. } | DlqCmd::Purge { asked, .. } = cmd {
         dlq = dlq.asked(sundial_amqp::dlq::Asked {
             by: asked.by(),
             reason: asked.reason.clone(),
+            node: Some("sundial dlq".into()),
         });
     }
     if let Some(payload) = payload {

@@ -70,6 +70,50 @@ pub async fn job_history(
     .map_err(io)
 }
 
+/// `sundial job log ID`: the job's audit trail, oldest of the newest
+/// `count` first.
+pub async fn job_log(
+    settings: &Settings,
+    id: &str,
+    count: usize,
+    args: &HistoryArgs,
+    out: &mut impl Write,
+) -> Result<(), CommandError> {
+    #[derive(serde::Deserialize)]
+    struct Page {
+        entries: Vec<sundial_core::protocol::audit::AuditRow>,
+    }
+    if !(1..=1000).contains(&count) {
+        return Err(CommandError::Usage("-n: must be 1 to 1000".into()));
+    }
+    let api = base(settings, args);
+    let page = get(
+        &api,
+        &format!("/api/v1/audit?job={}&limit={count}", percent_encode(id)),
+    )
+    .await?;
+    let io = CommandError::output;
+    if args.json {
+        return writeln!(out, "{page}").map_err(io);
+    }
+    let page: Page = parse(&api, page)?;
+    if page.entries.is_empty() {
+        return writeln!(out, "no audit entries for {id}").map_err(io);
+    }
+    let mut t = Rows::new(&["AT", "ACTION", "BY", "REASON", "DETAIL"], &[]);
+    for row in page.entries.iter().rev() {
+        let e = &row.entry;
+        t.push([
+            time(e.at),
+            e.action.clone(),
+            e.by.clone().unwrap_or_else(|| "-".into()),
+            e.reason.clone().unwrap_or_else(|| "-".into()),
+            e.detail.clone().unwrap_or_default(),
+        ]);
+    }
+    write!(out, "{}", t.render("")).map_err(io)
+}
+
 pub async fn runs(
     settings: &Settings,
     args: &RunsArgs,

@@ -31,14 +31,18 @@ struct Client<'a> {
     conn: Connection,
     settings: &'a Settings,
     timeout: Duration,
+    /// `--reason` and who asks (`--as`, else $USER), stamped on writes.
+    asked: (Option<String>, Option<String>),
 }
 
 impl Client<'_> {
     async fn call(&self, cmd: &Command) -> Result<Reply, CommandError> {
+        let mut cmd = cmd.clone();
+        cmd.stamp(self.asked.0.as_deref(), self.asked.1.as_deref());
         sundial_amqp::client::call_signed(
             &self.conn,
             &self.settings.topology,
-            cmd,
+            &cmd,
             self.timeout,
             self.settings.control.hmac_key.as_deref(),
         )
@@ -82,6 +86,9 @@ pub async fn run(
         JobCmd::History { id, count, history } => {
             return super::history::job_history(settings, id, *count, history, out).await;
         }
+        JobCmd::Log { id, count, history } => {
+            return super::history::job_log(settings, id, *count, history, out).await;
+        }
         JobCmd::Apply { client, .. }
         | JobCmd::Next { client, .. }
         | JobCmd::List { client, .. }
@@ -121,11 +128,23 @@ pub async fn run(
         }
         _ => None,
     };
+    // Who asks and why, stamped on every write (the audit trail).
+    let asked = match cmd {
+        JobCmd::Apply { asked, .. }
+        | JobCmd::Delete { asked, .. }
+        | JobCmd::Pause { asked, .. }
+        | JobCmd::Resume { asked, .. }
+        | JobCmd::Trigger { asked, .. }
+        | JobCmd::Cancel { asked, .. }
+        | JobCmd::Backfill { asked, .. } => (asked.reason.clone(), asked.by()),
+        _ => (None, None),
+    };
     let conn = sundial_amqp::broker::connect_to(&settings.broker, "sundial job").await?;
     let client = Client {
         conn,
         settings,
         timeout: client_args.timeout.into(),
+        asked,
     };
     let json = client_args.json;
     let result = match (cmd, file_jobs) {
@@ -179,18 +198,27 @@ fn simple_command(cmd: &JobCmd) -> Result<Command, CommandError> {
             }
         }
         JobCmd::Get { id, .. } => Command::Get { id: id.clone() },
-        JobCmd::Delete { id, .. } => Command::Delete { id: id.clone() },
-        JobCmd::Pause { id, reason, .. } => Command::Pause {
+        JobCmd::Delete { id, .. } => Command::Delete {
             id: id.clone(),
-            reason: reason.clone(),
+            reason: None,
+            by: None,
+        },
+        JobCmd::Pause { id, .. } => Command::Pause {
+            id: id.clone(),
+            reason: None,
+            by: None,
         },
         JobCmd::Backfill {
             id,
             from,
             to,
             overlap,
+            dry_run,
             ..
         } => Command::Backfill {
+            dry_run: *dry_run,
+            reason: None,
+            by: None,
             id: id.clone(),
             from: super::history::instant("--from", from)?,
             to: super::history::instant("--to", to)?,
@@ -206,7 +234,11 @@ fn simple_command(cmd: &JobCmd) -> Result<Command, CommandError> {
                 }
             },
         },
-        JobCmd::Resume { id, .. } => Command::Resume { id: id.clone() },
+        JobCmd::Resume { id, .. } => Command::Resume {
+            id: id.clone(),
+            reason: None,
+            by: None,
+        },
         JobCmd::Trigger {
             id, payload, asked, ..
         } => Command::Trigger {
@@ -226,9 +258,10 @@ fn simple_command(cmd: &JobCmd) -> Result<Command, CommandError> {
             reason: asked.reason.clone(),
             by: asked.by(),
         },
-        JobCmd::Apply { .. } | JobCmd::Next { .. } | JobCmd::History { .. } => {
-            return Err(CommandError::Failed("not a single command".into()))
-        }
+        JobCmd::Apply { .. }
+        | JobCmd::Next { .. }
+        | JobCmd::History { .. }
+        | JobCmd::Log { .. } => return Err(CommandError::Failed("not a single command".into())),
     })
 }
 
@@ -266,6 +299,8 @@ async fn upsert_in_batches(client: &Client<'_>, jobs: Vec<JobSpec>) -> Result<Re
         };
         let cmd = Command::UpsertMany {
             jobs: batch.to_vec(),
+            reason: None,
+            by: None,
         };
         let call = client.call(&cmd);
         let reply = tokio::select! {
@@ -404,7 +439,13 @@ async fn apply(
             .into_iter()
             .next()
             .ok_or_else(|| failed("empty file"))?;
-        client.call(&Command::Upsert { job: Box::new(job) }).await?
+        client
+            .call(&Command::Upsert {
+                job: Box::new(job),
+                reason: None,
+                by: None,
+            })
+            .await?
     } else {
         upsert_in_batches(client, jobs).await?
     };
@@ -413,7 +454,13 @@ async fn apply(
         return Err(failed(format!("{}: {}", e.field, e.message)));
     }
     for id in to_delete {
-        client.call_ok(&Command::Delete { id: id.clone() }).await?;
+        client
+            .call_ok(&Command::Delete {
+                id: id.clone(),
+                reason: Some("not in the applied file (--prune)".into()),
+                by: None,
+            })
+            .await?;
         if !json {
             writeln!(out, "{id:<40} deleted (not in the file)").map_err(io)?;
         }

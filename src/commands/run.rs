@@ -97,6 +97,10 @@ pub fn run(settings: Settings, args: &RunArgs) -> Result<(), CommandError> {
                 file: file.clone(),
                 prune: false,
                 dry_run: false,
+                asked: crate::cli::AskedArgs {
+                    reason: Some(format!("sundial run --jobs {}", file.display())),
+                    by: None,
+                },
                 client: ClientArgs {
                     timeout: APPLY_TIMEOUT.into(),
                     json: false,

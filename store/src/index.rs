@@ -21,7 +21,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension};
 use sundial_core::{
     history::{RunPage, RunQuery, RunRow, Summary},
-    protocol::alert::{AlertQuery, AlertRow},
+    protocol::{
+        alert::{AlertQuery, AlertRow},
+        audit::{AuditQuery, AuditRow},
+    },
     settings::HistorySettings,
 };
 use sundial_runtime::Health;
@@ -30,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use crate::thread::{Batch, HEALTH_PART};
 use crate::{
     error::{sql, Error},
-    query::{query_alerts, query_fire, query_runs, summarise},
+    query::{query_alerts, query_audit, query_fire, query_runs, summarise},
     schema::{migrate, open_conn},
     thread::{write_loop, Job, Retention},
 };
@@ -242,6 +245,12 @@ impl Index {
             .await
     }
 
+    /// Audit entries matching `q`, newest first (ADR 0023).
+    pub async fn audit(&self, q: AuditQuery) -> Result<Vec<AuditRow>, Error> {
+        self.read(move |c, path| query_audit(c, &q).map_err(sql(path, "querying the audit trail")))
+            .await
+    }
+
     /// Rows in the index.
     pub async fn count(&self) -> Result<u64, Error> {
         self.read(|c, path| {
@@ -321,6 +330,7 @@ mod tests {
                     records,
                     alerts: Vec::new(),
                     deliveries: Vec::new(),
+                    audit: Vec::new(),
                 }],
                 HashMap::new(),
             )
@@ -409,6 +419,7 @@ mod tests {
             records: Vec::new(),
             alerts,
             deliveries,
+            audit: Vec::new(),
         };
         index
             .write(
@@ -448,6 +459,71 @@ mod tests {
         assert_eq!(open[0].alert.id, late.alert.id);
         let of_a = index.alerts(q(Some("a"), false)).await.expect("of a");
         assert_eq!(of_a.len(), 2);
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+
+    #[tokio::test]
+    async fn audit_entries_are_listed_newest_first_by_job_who_and_action_and_paged() {
+        use sundial_core::protocol::audit::{AuditEntry, AuditQuery};
+        let path = temp("audit");
+        let index = Index::open(&settings(&path, 10), Health::new()).expect("opens");
+        // The index keeps milliseconds.
+        let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("now");
+        let entry = |action: &str, job: &str, by: &str| AuditEntry {
+            by: Some(by.into()),
+            job_id: Some(job.into()),
+            reason: Some(format!("{action} {job}")),
+            ..AuditEntry::new(action, now)
+        };
+        let entries = vec![
+            entry("pause", "a", "ops"),
+            entry("resume", "a", "ops"),
+            entry("trigger", "b", "ci"),
+            entry("delete", "a", "ci"),
+        ];
+        index
+            .write(
+                vec![Batch {
+                    offset: 1,
+                    id: None,
+                    records: Vec::new(),
+                    alerts: Vec::new(),
+                    deliveries: Vec::new(),
+                    audit: entries.clone(),
+                }],
+                HashMap::new(),
+            )
+            .await
+            .expect("queued")
+            .await
+            .expect("written");
+        let q =
+            |job: Option<&str>, by: Option<&str>, before: Option<i64>, limit: usize| AuditQuery {
+                job: job.map(str::to_string),
+                by: by.map(str::to_string),
+                before,
+                limit,
+                ..AuditQuery::default()
+            };
+        let of_a = index
+            .audit(q(Some("a"), None, None, 10))
+            .await
+            .expect("of a");
+        let actions: Vec<&str> = of_a.iter().map(|r| r.entry.action.as_str()).collect();
+        assert_eq!(actions, ["delete", "resume", "pause"], "newest first");
+        assert_eq!(of_a[2].entry, entries[0], "stored whole");
+        let by_ci = index
+            .audit(q(None, Some("ci"), None, 10))
+            .await
+            .expect("by ci");
+        assert_eq!(by_ci.len(), 2);
+        let first = index.audit(q(None, None, None, 3)).await.expect("page 1");
+        let rest = index
+            .audit(q(None, None, Some(first[2].seq), 3))
+            .await
+            .expect("page 2");
+        assert_eq!((first.len(), rest.len()), (3, 1));
+        assert_eq!(rest[0].entry, entries[0], "the oldest, on the second page");
         let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
     }
 

@@ -4,7 +4,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, Row};
 use sundial_core::{
     history::{Cursor, Outcome, RunPage, RunQuery, RunRow, Summary, MAX_PAGE},
-    protocol::alert::{Alert, AlertKind, AlertQuery, AlertRow, Delivered, DeliveryOutcome, Raised},
+    protocol::{
+        alert::{Alert, AlertKind, AlertQuery, AlertRow, Delivered, DeliveryOutcome, Raised},
+        audit::{AuditEntry, AuditQuery, AuditRow},
+    },
 };
 
 use crate::schema::COLUMNS;
@@ -168,6 +171,44 @@ pub(crate) fn summarise(
         last("'succeeded'")?,
         last("'failed', 'dead'")?,
     ))
+}
+
+/// Audit entries matching `q`, newest first.
+pub(crate) fn query_audit(c: &Connection, q: &AuditQuery) -> rusqlite::Result<Vec<AuditRow>> {
+    let mut st = c.prepare_cached(
+        "SELECT seq, at, action, who, job_id, reason, detail, node FROM audit \
+         WHERE (?1 IS NULL OR job_id = ?1) AND (?2 IS NULL OR who = ?2) \
+         AND (?3 IS NULL OR action = ?3) AND (?4 IS NULL OR at >= ?4) \
+         AND (?5 IS NULL OR seq < ?5) ORDER BY seq DESC LIMIT ?6",
+    )?;
+    let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+    let rows = st
+        .query_map(
+            params![
+                q.job,
+                q.by,
+                q.action,
+                q.since.map(|t| t.timestamp_millis()),
+                q.before,
+                limit
+            ],
+            |r| {
+                Ok(AuditRow {
+                    seq: r.get("seq")?,
+                    entry: AuditEntry {
+                        at: time(r.get("at")?).unwrap_or_default(),
+                        action: r.get("action")?,
+                        by: r.get("who")?,
+                        job_id: r.get("job_id")?,
+                        reason: r.get("reason")?,
+                        detail: r.get("detail")?,
+                        node: r.get("node")?,
+                    },
+                })
+            },
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
 }
 
 /// Alerts matching `q`, newest first, each with its deliveries.

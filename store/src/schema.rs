@@ -54,6 +54,18 @@ CREATE TABLE IF NOT EXISTS alert_deliveries (
     error   TEXT,
     PRIMARY KEY (alert, route, at, node)
 );
+CREATE TABLE IF NOT EXISTS audit (
+    seq     INTEGER PRIMARY KEY,
+    at      INTEGER NOT NULL,
+    action  TEXT    NOT NULL,
+    who     TEXT,
+    job_id  TEXT,
+    reason  TEXT,
+    detail  TEXT,
+    node    TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+CREATE INDEX IF NOT EXISTS audit_job ON audit (job_id, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS origin (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
@@ -65,7 +77,7 @@ pub(crate) const COLUMNS: &str =
 /// The layout [`SCHEMA`] creates (meta key `schema`). An index of another
 /// layout is dropped and rebuilt from the stream, from its first offset
 /// (the index is a cache of the stream).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 pub(crate) fn open_conn(path: &Path) -> Result<Connection, Error> {
     let c = Connection::open(path).map_err(sql(path, "opening"))?;
@@ -105,7 +117,8 @@ pub(crate) fn migrate(c: &Connection, path: &Path) -> Result<(), Error> {
         tracing::warn!(path = %path.display(), found = ?version, want = SCHEMA_VERSION, "history index of an older layout: rebuilding it from the history stream");
         c.execute_batch(
             "DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS alerts; \
-             DROP TABLE IF EXISTS alert_deliveries; DROP TABLE IF EXISTS meta;",
+             DROP TABLE IF EXISTS alert_deliveries; DROP TABLE IF EXISTS audit; \
+             DROP TABLE IF EXISTS meta;",
         )
         .map_err(sql(path, "dropping an old layout"))?;
     }
@@ -155,7 +168,7 @@ pub(crate) fn bind(
     if let Some(why) = &why {
         tx.execute_batch(
             "DELETE FROM runs; DELETE FROM alerts; DELETE FROM alert_deliveries; \
-             DELETE FROM meta WHERE key = 'offset'; DELETE FROM origin;",
+             DELETE FROM audit; DELETE FROM meta WHERE key = 'offset'; DELETE FROM origin;",
         )
         .map_err(sql(path, "emptying the index"))?;
         warn!(path = %path.display(), %stream, reason = %why, "history index emptied; rebuilding it from the stream");

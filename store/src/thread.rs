@@ -17,6 +17,7 @@ use sundial_core::{
     history::RunRow,
     protocol::{
         alert::{Delivered, Raised},
+        audit::AuditEntry,
         run::RunEvent,
     },
 };
@@ -47,6 +48,8 @@ pub struct Batch {
     /// Alerts raised, and what became of them on their routes.
     pub alerts: Vec<Raised>,
     pub deliveries: Vec<Delivered>,
+    /// Writes of people and tools (ADR 0023).
+    pub audit: Vec<AuditEntry>,
 }
 
 pub(crate) enum Job {
@@ -257,6 +260,7 @@ fn apply(
             ])?;
         }
         n += put_alerts(&tx, batches)?;
+        n += put_audit(&tx, batches)?;
         if let Some(last) = batches.last() {
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES ('offset', ?1) \
@@ -328,6 +332,27 @@ fn put_alerts(tx: &rusqlite::Transaction<'_>, batches: &[Batch]) -> rusqlite::Re
     Ok(n)
 }
 
+/// The audit entries of `batches`, in stream order (their `seq`).
+fn put_audit(tx: &rusqlite::Transaction<'_>, batches: &[Batch]) -> rusqlite::Result<usize> {
+    let mut put = tx.prepare_cached(
+        "INSERT INTO audit (at, action, who, job_id, reason, detail, node) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    let mut n = 0;
+    for e in batches.iter().flat_map(|b| &b.audit) {
+        n += put.execute(params![
+            e.at.timestamp_millis(),
+            e.action,
+            e.by,
+            e.job_id,
+            e.reason,
+            e.detail,
+            e.node,
+        ])?;
+    }
+    Ok(n)
+}
+
 /// A replay's key part: 0 for the runs of no replay.
 fn replay_ms(replay: Option<DateTime<Utc>>) -> i64 {
     replay.map_or(0, |t| t.timestamp_millis())
@@ -352,6 +377,7 @@ fn retain(
         "DELETE FROM alert_deliveries WHERE at < ?1",
         params![cutoff],
     )?;
+    n += c.execute("DELETE FROM audit WHERE at < ?1", params![cutoff])?;
     let mut per_job = c.prepare_cached(
         "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE job_id = ?1 \
          ORDER BY at DESC, id DESC LIMIT -1 OFFSET ?2)",

@@ -506,3 +506,148 @@ fn tokens_separate_readers_from_admins() {
     assert_eq!(status, 200, "/metrics needs no token");
     let _ = std::fs::remove_file(&config);
 }
+
+/// Every write is in the audit trail with who, when and why, whichever
+/// door it came through: the CLI (`--as`, `--reason`), the open loopback
+/// API (the body's `by`, else `(loopback)`); a no-op and a dry run write
+/// nothing; `sundial job log` prints the trail; a deleted job's trail stays.
+#[test]
+fn every_write_is_in_the_audit_trail_with_who_and_why() {
+    let v = Vhost::new("api-audit");
+    let addr = free_addr();
+    let db = std::env::temp_dir().join(format!("{}-history.db", v.name));
+    let _ = std::fs::remove_file(&db);
+    let db_arg = db.display().to_string();
+    let _s = scheduler(
+        &v,
+        &addr,
+        &[
+            ("SUNDIAL__HISTORY__ENABLED", "true"),
+            ("SUNDIAL__HISTORY__PATH", &db_arg),
+        ],
+    );
+    apply_jobs(&v, JOBS);
+    let job = "berlin-weekly";
+    let cli = |args: &[&str]| {
+        let mut c = sundial();
+        c.args(args)
+            .args(["--broker", &v.url()])
+            .envs(TEST_ENV.iter().copied());
+        let out = crate::util::output_within(c, Duration::from_secs(60), &format!("{args:?}"));
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        out
+    };
+    cli(&[
+        "job",
+        "pause",
+        job,
+        "--as",
+        "carol",
+        "--reason",
+        "upstream down",
+    ]);
+    let (_, j) = get(&addr, &format!("/api/v1/jobs/{job}"));
+    assert_eq!(
+        (&j["paused_reason"], &j["paused_by"]),
+        (&json!("upstream down"), &json!("carol")),
+        "{j}"
+    );
+    // Paused already: changes nothing, writes nothing.
+    cli(&["job", "pause", job, "--as", "carol"]);
+    let path = format!("/api/v1/jobs/{job}");
+    let (status, r) = post(
+        &addr,
+        &format!("{path}/resume"),
+        json!({"by": "dave", "reason": "upstream back"}),
+    );
+    assert_eq!(status, 200, "{r}");
+    let (status, r) = post(&addr, &format!("{path}/trigger"), json!({}));
+    assert_eq!(status, 200, "{r}");
+    let fire_id = r["result"]["fire_id"]
+        .as_str()
+        .expect("fire id")
+        .to_string();
+    // Relative times; a dry run counts and fires nothing.
+    let (status, r) = post(
+        &addr,
+        &format!("{path}/backfill"),
+        json!({"from": "30d", "to": "0s", "dry_run": true}),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert!(
+        r["result"]["occurrences"].as_u64().is_some_and(|n| n >= 4),
+        "{r}"
+    );
+    let (status, text) = crate::util::http_call(
+        &addr,
+        "DELETE",
+        &path,
+        &[],
+        Some(br#"{"reason": "replaced by berlin-daily"}"#),
+    )
+    .expect("answer");
+    assert_eq!(status, 200, "{text}");
+
+    // The index reads the trail from the history stream.
+    let trail = crate::util::poll_until(
+        Duration::from_secs(20),
+        "five audit entries of the job",
+        || {
+            let (_, page) = get(&addr, &format!("/api/v1/audit?job={job}"));
+            let entries = page["entries"].as_array()?.clone();
+            (entries.len() >= 5).then_some(entries)
+        },
+        || format!("{}", get(&addr, &format!("/api/v1/audit?job={job}")).1),
+    );
+    let seen: Vec<(String, String, String)> = trail
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or("-").to_string();
+            (s("action"), s("by"), s("reason"))
+        })
+        .collect();
+    let user = std::env::var("USER").unwrap_or_else(|_| "-".into());
+    let want = |a: &str, b: &str, r: &str| (a.to_string(), b.to_string(), r.to_string());
+    assert_eq!(
+        seen,
+        [
+            want("delete", "(loopback)", "replaced by berlin-daily"),
+            want("trigger", "(loopback)", "-"),
+            want("resume", "dave", "upstream back"),
+            want("pause", "carol", "upstream down"),
+            want("upsert", if user.is_empty() { "-" } else { &user }, "-"),
+        ],
+        "newest first, no entry for the no-op pause or the dry run: {trail:?}"
+    );
+    assert_eq!(trail[1]["detail"], json!(format!("fired {fire_id}")));
+    assert!(
+        trail
+            .iter()
+            .all(|e| e["node"] == "api-node" && e["at"].is_string()),
+        "{trail:?}"
+    );
+    // Filters and paging.
+    let (_, by_dave) = get(&addr, "/api/v1/audit?by=dave");
+    assert_eq!(
+        by_dave["entries"].as_array().map(Vec::len),
+        Some(1),
+        "{by_dave}"
+    );
+    let (_, first) = get(&addr, &format!("/api/v1/audit?job={job}&limit=2"));
+    let next = first["next"].as_str().expect("a next page").to_string();
+    let (_, rest) = get(
+        &addr,
+        &format!("/api/v1/audit?job={job}&limit=10&cursor={next}"),
+    );
+    assert_eq!(rest["entries"].as_array().map(Vec::len), Some(3), "{rest}");
+    refused(get(&addr, "/api/v1/audit?action=explode"), 400, "action");
+    refused(get(&addr, "/api/v1/audit?cursor=abc"), 400, "cursor");
+
+    // The CLI prints the trail of the deleted job, oldest first.
+    let out = cli(&["job", "log", job, "--api", &format!("http://{addr}")]);
+    let text = stdout(&out);
+    let at = |s: &str| text.find(s).unwrap_or_else(|| panic!("{s:?} in {text}"));
+    assert!(at("upstream down") < at("upstream back"), "{text}");
+    assert!(at("carol") < at("replaced by berlin-daily"), "{text}");
+    let _ = std::fs::remove_file(&db);
+}

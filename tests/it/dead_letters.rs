@@ -80,22 +80,21 @@ async fn exhausted_job_is_dead_lettered_with_headers_and_replays() {
     assert!(d.headers[headers::FIRST_FAILURE] < d.headers[headers::LAST_FAILURE]);
 
     // The CLI lists it and replays it: attempted again from attempt 1.
-    let out = sundial()
-        .args(["dlq", "list", "--broker", &v.url()])
-        .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
-        .output()
-        .expect("dlq list runs");
+    let mut list = sundial();
+    list.args(["dlq", "list", "--broker", &v.url()])
+        .env("SUNDIAL__TOPOLOGY__SHARDS", "4");
+    let out = crate::util::output_within(list, Duration::from_secs(60), "sundial dlq list");
     assert!(out.status.success(), "dlq list: {}", stderr(&out));
     assert!(
         stdout(&out).contains(&f.fire_id) && stdout(&out).contains("upstream says no"),
         "{}",
         stdout(&out)
     );
-    let out = sundial()
+    let mut replay = sundial();
+    replay
         .args(["dlq", "replay", &f.fire_id, "--broker", &v.url()])
-        .env("SUNDIAL__TOPOLOGY__SHARDS", "4")
-        .output()
-        .expect("dlq replay runs");
+        .env("SUNDIAL__TOPOLOGY__SHARDS", "4");
+    let out = crate::util::output_within(replay, Duration::from_secs(60), "sundial dlq replay");
     assert!(out.status.success(), "dlq replay: {}", stderr(&out));
     let again = tap.until(&f.fire_id, RunKind::Started).await;
     assert_eq!(again.last().map(|e| e.attempt), Some(1), "attempts reset");
@@ -201,13 +200,11 @@ async fn dlq_show_purge_and_watch() {
     publish(&ch, &[p1.clone(), p2.clone()]).await;
     tap.until(&p1.fire_id, RunKind::Dead).await;
     tap.until(&p2.fire_id, RunKind::Dead).await;
+    // Bounded: a CLI that hangs after its work fails this test, loudly.
     let cli = |args: &[&str]| {
-        sundial()
-            .arg("dlq")
-            .args(args)
-            .args(["--broker", &v.url()])
-            .output()
-            .expect("sundial dlq runs")
+        let mut c = sundial();
+        c.arg("dlq").args(args).args(["--broker", &v.url()]);
+        crate::util::output_within(c, Duration::from_secs(60), &format!("sundial dlq {args:?}"))
     };
 
     let out = cli(&["show", &p1.fire_id]);

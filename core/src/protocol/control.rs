@@ -15,23 +15,41 @@ pub enum Command {
     /// Create or replace; an identical spec is a no-op that still replies ok.
     Upsert {
         job: Box<JobSpec>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// Many upserts; each job gets its own result in the reply.
     UpsertMany {
         jobs: Vec<JobSpec>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     Delete {
         id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
-    /// Stop firing until `resume`. `reason` is stored and shown by `get`,
-    /// `list` and the dashboard (who paused it and why).
+    /// Stop firing until `resume`. `reason` and `by` are stored and shown
+    /// by `get`, `list` and the dashboard (who paused it and why).
     Pause {
         id: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     Resume {
         id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// Fire now, outside the schedule, with its own fire id; with
     /// `payload`, instead of the job's (at most [`TRIGGER_PAYLOAD_MAX`]
@@ -60,13 +78,20 @@ pub enum Command {
     /// Fire every occurrence of the job in `[from, to)` (a past window),
     /// each with its own fire id (`{id}@backfill:{occurrence}`), as the
     /// `overlap` policy (the job's when absent) allows: `allow` fires all,
-    /// `forbid` the first only, `replace` the last only.
+    /// `forbid` the first only, `replace` the last only. With `dry_run`,
+    /// only counts them (the reply is the same; nothing fires).
     Backfill {
         id: String,
         from: chrono::DateTime<chrono::Utc>,
         to: chrono::DateTime<chrono::Utc>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         overlap: Option<crate::job::Overlap>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        dry_run: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     Get {
         id: String,
@@ -136,6 +161,61 @@ impl Command {
             Command::List { .. } => "list",
         }
     }
+
+    /// Sets a write's `reason` and `by` where the command has none (a
+    /// client stamps who asks); a read is left as it is.
+    pub fn stamp(&mut self, reason: Option<&str>, by: Option<&str>) {
+        match self {
+            Command::Upsert {
+                reason: r, by: b, ..
+            }
+            | Command::UpsertMany {
+                reason: r, by: b, ..
+            }
+            | Command::Delete {
+                reason: r, by: b, ..
+            }
+            | Command::Pause {
+                reason: r, by: b, ..
+            }
+            | Command::Resume {
+                reason: r, by: b, ..
+            }
+            | Command::Trigger {
+                reason: r, by: b, ..
+            }
+            | Command::Cancel {
+                reason: r, by: b, ..
+            }
+            | Command::Backfill {
+                reason: r, by: b, ..
+            } => {
+                if r.is_none() {
+                    *r = reason.map(str::to_string);
+                }
+                if b.is_none() {
+                    *b = by.map(str::to_string);
+                }
+            }
+            Command::Get { .. } | Command::List { .. } => {}
+        }
+    }
+
+    /// A write's `reason` and `by` (who asked), for the audit trail;
+    /// `None` for a read.
+    pub fn asked(&self) -> Option<(Option<&str>, Option<&str>)> {
+        match self {
+            Command::Upsert { reason, by, .. }
+            | Command::UpsertMany { reason, by, .. }
+            | Command::Delete { reason, by, .. }
+            | Command::Pause { reason, by, .. }
+            | Command::Resume { reason, by, .. }
+            | Command::Trigger { reason, by, .. }
+            | Command::Cancel { reason, by, .. }
+            | Command::Backfill { reason, by, .. } => Some((reason.as_deref(), by.as_deref())),
+            Command::Get { .. } | Command::List { .. } => None,
+        }
+    }
 }
 
 impl Message for Command {
@@ -167,26 +247,32 @@ impl Message for Command {
         };
         let rest = serde_json::Value::Object(obj);
         Ok(match name.as_str() {
-            "upsert" => Command::Upsert {
-                job: Box::new(decode_field::<UpsertBody>(rest)?.job),
-            },
-            "upsert-many" => Command::UpsertMany {
-                jobs: decode_field::<UpsertManyBody>(rest)?.jobs,
-            },
-            "delete" => Command::Delete { id: id(rest)? },
-            "pause" => {
-                let body = decode_field::<PauseBody>(rest)?;
-                if let Some(r) = &body.reason {
-                    if r.chars().count() > PAUSE_REASON_MAX {
-                        return Err(JsonError::new(
-                            "reason",
-                            format!("at most {PAUSE_REASON_MAX} characters"),
-                        ));
-                    }
+            "upsert" => {
+                let b = decode_field::<UpsertBody>(rest)?;
+                let (reason, by) = asked(b.reason, b.by)?;
+                Command::Upsert {
+                    job: Box::new(b.job),
+                    reason,
+                    by,
                 }
-                Command::Pause {
-                    id: body.id,
-                    reason: body.reason.filter(|r| !r.trim().is_empty()),
+            }
+            "upsert-many" => {
+                let b = decode_field::<UpsertManyBody>(rest)?;
+                let (reason, by) = asked(b.reason, b.by)?;
+                Command::UpsertMany {
+                    jobs: b.jobs,
+                    reason,
+                    by,
+                }
+            }
+            "delete" | "pause" | "resume" => {
+                let b = decode_field::<IdBody>(rest)?;
+                let (reason, by) = asked(b.reason, b.by)?;
+                let id = b.id;
+                match name.as_str() {
+                    "delete" => Command::Delete { id, reason, by },
+                    "pause" => Command::Pause { id, reason, by },
+                    _ => Command::Resume { id, reason, by },
                 }
             }
             "backfill" => {
@@ -194,14 +280,17 @@ impl Message for Command {
                 if b.to <= b.from {
                     return Err(JsonError::new("to", "must be after `from`"));
                 }
+                let (reason, by) = asked(b.reason, b.by)?;
                 Command::Backfill {
                     id: b.id,
                     from: b.from,
                     to: b.to,
                     overlap: b.overlap,
+                    dry_run: b.dry_run,
+                    reason,
+                    by,
                 }
             }
-            "resume" => Command::Resume { id: id(rest)? },
             "trigger" => {
                 let b = decode_field::<TriggerBody>(rest)?;
                 if let Some(p) = &b.payload {
@@ -245,7 +334,9 @@ impl Message for Command {
                     by,
                 }
             }
-            "get" => Command::Get { id: id(rest)? },
+            "get" => Command::Get {
+                id: decode_field::<GetBody>(rest)?.id,
+            },
             "list" => {
                 let body = decode_field::<ListBody>(rest)?;
                 if let Some(n) = body.limit.filter(|n| !(1..=LIST_MAX_LIMIT).contains(n)) {
@@ -296,26 +387,37 @@ pub fn asked(
 #[serde(deny_unknown_fields)]
 struct UpsertBody {
     job: JobSpec,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    by: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UpsertManyBody {
     jobs: Vec<JobSpec>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    by: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetBody {
+    id: String,
+}
+
+/// `delete`, `pause`, `resume`: a job, and why and who.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IdBody {
     id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PauseBody {
-    id: String,
     #[serde(default)]
     reason: Option<String>,
+    #[serde(default)]
+    by: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -348,6 +450,12 @@ struct BackfillBody {
     to: chrono::DateTime<chrono::Utc>,
     #[serde(default)]
     overlap: Option<crate::job::Overlap>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    by: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -365,10 +473,6 @@ struct ListBody {
     after: Option<String>,
     #[serde(default)]
     limit: Option<usize>,
-}
-
-fn id(rest: serde_json::Value) -> Result<String, JsonError> {
-    decode_field::<IdBody>(rest).map(|b| b.id)
 }
 
 /// serde's unknown/missing field errors name the field in their message

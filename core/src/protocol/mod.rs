@@ -15,6 +15,7 @@
 //! | `sundial.worker-heartbeat` | [`node::WorkerBeat`] | JSON         |      |
 
 pub mod alert;
+pub mod audit;
 pub mod control;
 pub mod fire;
 pub mod node;

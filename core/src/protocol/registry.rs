@@ -26,6 +26,9 @@ pub struct StoredJob {
     pub paused_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_at: Option<DateTime<Utc>>,
+    /// Who paused it, when the pause named someone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +55,9 @@ pub enum RegistryRecord {
         reason: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         at: Option<DateTime<Utc>>,
+        /// Who paused it (absent before the audit trail, ADR 0023).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// `at` is absent in records of releases before alerts.
     Resume {
@@ -66,6 +72,11 @@ pub enum RegistryRecord {
         part: u32,
         parts: u32,
         jobs: Vec<StoredJob>,
+    },
+    /// Who did what (ADR 0023), appended after the write it records.
+    /// Changes nothing in the view.
+    Audit {
+        entry: super::audit::AuditEntry,
     },
     /// A marker a scheduler appends before replaying, to know when it has
     /// read everything written before it started. Changes nothing.

@@ -157,6 +157,10 @@ pub struct RunBatch {
     /// What became of alerts on their routes (ADR 0021).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deliveries: Vec<super::alert::Delivered>,
+    /// Writes of people and tools (ADR 0023): the history index keeps
+    /// them for `GET /api/v1/audit`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit: Vec<super::audit::AuditEntry>,
 }
 
 impl RunBatch {
@@ -166,6 +170,7 @@ impl RunBatch {
             records,
             alerts: Vec::new(),
             deliveries: Vec::new(),
+            audit: Vec::new(),
         }
     }
 }

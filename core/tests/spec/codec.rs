@@ -105,21 +105,35 @@ fn round_trip<M: Message + PartialEq + std::fmt::Debug>(msg: &M) {
 fn every_message_round_trips_in_each_format() {
     for cmd in [
         Command::Upsert {
+            by: None,
+            reason: None,
             job: Box::new(job()),
         },
         Command::UpsertMany {
+            by: None,
+            reason: None,
             jobs: vec![job(), job()],
         },
-        Command::Delete { id: "a".into() },
+        Command::Delete {
+            by: None,
+            reason: None,
+            id: "a".into(),
+        },
         Command::Pause {
+            by: None,
             id: "a".into(),
             reason: None,
         },
         Command::Pause {
+            by: None,
             id: "a".into(),
             reason: Some("disk full".into()),
         },
-        Command::Resume { id: "a".into() },
+        Command::Resume {
+            by: None,
+            reason: None,
+            id: "a".into(),
+        },
         Command::Trigger {
             id: "a".into(),
             payload: Some(serde_json::json!({"full": true})),
@@ -127,6 +141,9 @@ fn every_message_round_trips_in_each_format() {
             by: Some("ana".into()),
         },
         Command::Backfill {
+            by: None,
+            dry_run: false,
+            reason: None,
             id: "a".into(),
             from: utc("2026-01-01T00:00:00Z"),
             to: utc("2026-01-02T00:00:00Z"),
@@ -178,11 +195,13 @@ fn every_message_round_trips_in_each_format() {
         },
         RegistryRecord::Delete { id: "a".into() },
         RegistryRecord::Pause {
+            by: None,
             id: "a".into(),
             reason: None,
             at: None,
         },
         RegistryRecord::Pause {
+            by: None,
             id: "a".into(),
             reason: Some("disk full".into()),
             at: Some(utc("2026-01-01T00:00:00Z")),
@@ -196,6 +215,7 @@ fn every_message_round_trips_in_each_format() {
             part: 0,
             parts: 1,
             jobs: vec![StoredJob {
+                paused_by: None,
                 job: job(),
                 created_at: utc("2026-01-01T00:00:00Z"),
                 paused: Some(true),
@@ -342,7 +362,12 @@ fn wrong_type_and_content_type() {
         decode::<Watermark>(&meta, &enc.body),
         Err(CodecError::UnsupportedContentType { .. })
     ));
-    let cmd = encode(&Command::Delete { id: "a".into() }).expect("encodes");
+    let cmd = encode(&Command::Delete {
+        by: None,
+        reason: None,
+        id: "a".into(),
+    })
+    .expect("encodes");
     let mut meta = cmd.meta.clone();
     meta.content_type = Some(CONTENT_TYPE_BINCODE.into());
     assert!(matches!(

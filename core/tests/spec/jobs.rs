@@ -269,6 +269,7 @@ fn registry_view_applies_records_and_complete_snapshots_only() {
     }
     assert_eq!(
         view.apply(&RegistryRecord::Pause {
+            by: None,
             id: "a".into(),
             reason: Some("disk full".into()),
             at: Some(t),
@@ -277,6 +278,7 @@ fn registry_view_applies_records_and_complete_snapshots_only() {
     );
     assert_eq!(
         view.apply(&RegistryRecord::Pause {
+            by: None,
             id: "a".into(),
             reason: None,
             at: None,
@@ -293,6 +295,7 @@ fn registry_view_applies_records_and_complete_snapshots_only() {
         Ok(Change::None)
     );
     let stored = |id: &str| StoredJob {
+        paused_by: None,
         job: job(id),
         created_at: t,
         paused: (id == "q").then_some(true),
@@ -393,6 +396,8 @@ fn upsert_many_is_one_registry_record_applied_in_order() {
     };
     let mut view = RegistryView::default();
     let cmd = Command::UpsertMany {
+        by: None,
+        reason: None,
         jobs: vec![job("a", "@hourly"), job("b", "@daily"), job("c", "@hourly")],
     };
     let Decision::Append { records, reply } = decide(&cmd, &view, &Default::default(), now())
@@ -445,7 +450,11 @@ fn list_pages_through_every_job_in_id_order() {
         })
         .collect();
     let Decision::Append { records, .. } = decide(
-        &Command::UpsertMany { jobs },
+        &Command::UpsertMany {
+            by: None,
+            reason: None,
+            jobs,
+        },
         &view,
         &Default::default(),
         now(),
@@ -540,6 +549,8 @@ fn jobs_of_a_pool_without_queues_are_refused_naming_pool() {
     let missing: BTreeSet<String> = ["other".to_string()].into();
     let Decision::Reply(r) = decide(
         &Command::Upsert {
+            by: None,
+            reason: None,
             job: Box::new(job("a", "other")),
         },
         &view,
@@ -559,6 +570,8 @@ fn jobs_of_a_pool_without_queues_are_refused_naming_pool() {
     // In a batch: the others are applied, the reply counts them and names
     // the refused job's field by its path.
     let cmd = Command::UpsertMany {
+        by: None,
+        reason: None,
         jobs: vec![job("b", "default"), job("c", "other"), job("d", "default")],
     };
     let Decision::Append { records, reply } = decide(&cmd, &view, &missing, now()) else {
@@ -580,6 +593,8 @@ fn jobs_of_a_pool_without_queues_are_refused_naming_pool() {
     // With no pool missing, the same job is accepted.
     let Decision::Append { .. } = decide(
         &Command::Upsert {
+            by: None,
+            reason: None,
             job: Box::new(job("a", "other")),
         },
         &view,
@@ -627,6 +642,9 @@ fn backfill_fires_the_window_as_the_overlap_policy_allows() {
     let backfill = |id: &str, from: &str, to: &str, overlap: Option<Overlap>| {
         decide(
             &Command::Backfill {
+                by: None,
+                dry_run: false,
+                reason: None,
                 id: id.into(),
                 from: utc(from),
                 to: utc(to),
@@ -759,6 +777,7 @@ fn list_filters_by_id_substring_pool_pause_and_labels_and_pages_in_order() {
         ("xetl", "@daily", serde_json::json!({})),
     ]);
     view.apply(&RegistryRecord::Pause {
+        by: None,
         id: "etl-a".into(),
         reason: Some("backfill running".into()),
         at: Some(utc("2026-06-01T00:00:00Z")),

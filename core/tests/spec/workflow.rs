@@ -330,7 +330,11 @@ fn workflow_jobs_are_refused_at_upsert_naming_the_path() {
     .map(|v| serde_json::from_value(v).expect("parses"))
     .collect();
     let missing: std::collections::BTreeSet<String> = ["etl".to_string()].into();
-    let cmd = Command::UpsertMany { jobs };
+    let cmd = Command::UpsertMany {
+        by: None,
+        reason: None,
+        jobs,
+    };
     let view = RegistryView::default();
     let (Decision::Append { reply, .. } | Decision::Reply(reply)) =
         decide(&cmd, &view, &Default::default(), chrono::Utc::now())
@@ -367,6 +371,8 @@ fn workflow_jobs_are_refused_at_upsert_naming_the_path() {
     // A step's pool without queues is refused by its path, as a job's is.
     let Decision::Reply(reply) = decide(
         &Command::Upsert {
+            by: None,
+            reason: None,
             job: Box::new(serde_json::from_value(etl_job("fine")).expect("parses")),
         },
         &view,

@@ -54,6 +54,7 @@ impl Handler<WriteSnapshot> for Registry {
                                 paused: Some(j.paused),
                                 paused_reason: j.paused_reason.clone(),
                                 paused_at: j.paused_at,
+                                paused_by: j.paused_by.clone(),
                             })
                             .collect(),
                     };
@@ -114,15 +115,18 @@ impl Handler<Execute> for Registry {
         _ctx: &mut Context<Self>,
     ) -> Self::Result {
         let name = cmd.name();
-        match decide(&cmd, &self.view, &missing_pools, Utc::now()) {
-            Decision::Reply(reply) => AtomicResponse::new(Box::pin(fut::ready(reply))),
+        let done: ResponseActFuture<Self, Reply> = match decide(
+            &cmd,
+            &self.view,
+            &missing_pools,
+            Utc::now(),
+        ) {
+            Decision::Reply(reply) => Box::pin(fut::ready(reply)),
             Decision::Trigger { id, manual, reply } => {
                 let Some(entry) = self.entry(&id) else {
                     return AtomicResponse::new(Box::pin(fut::ready(reply)));
                 };
-                AtomicResponse::new(Box::pin(
-                    self.trigger(&entry, manual, reply).into_actor(self),
-                ))
+                Box::pin(self.trigger(&entry, manual, reply).into_actor(self))
             }
             Decision::Cancel {
                 id,
@@ -134,16 +138,16 @@ impl Handler<Execute> for Registry {
                 let Some(entry) = self.entry(&id) else {
                     return AtomicResponse::new(Box::pin(fut::ready(reply)));
                 };
-                AtomicResponse::new(Box::pin(
+                Box::pin(
                     self.cancel(&entry, fire_id, reason, by, reply)
                         .into_actor(self),
-                ))
+                )
             }
             Decision::Backfill { id, at, reply } => {
                 let Some(entry) = self.entry(&id) else {
                     return AtomicResponse::new(Box::pin(fut::ready(reply)));
                 };
-                AtomicResponse::new(Box::pin(self.backfill(&entry, at, reply).into_actor(self)))
+                Box::pin(self.backfill(&entry, at, reply).into_actor(self))
             }
             Decision::Append { records, reply } => {
                 let encoded: Result<Vec<_>, _> = records
@@ -172,7 +176,7 @@ impl Handler<Execute> for Registry {
                 let ch = self.channel.clone();
                 let stream = self.topo.registry_stream();
                 let appended: u64 = encoded.iter().map(|e| e.body.len() as u64).sum();
-                AtomicResponse::new(Box::pin(
+                Box::pin(
                     async move { publish_all_confirmed(&ch, "", &stream, &encoded).await }
                         .into_actor(self)
                         .map(move |res, act, ctx| match res {
@@ -200,9 +204,27 @@ impl Handler<Execute> for Registry {
                                 )
                             }
                         }),
-                ))
+                )
             }
-        }
+        };
+        // Who did what (ADR 0023): appended once the write is done; a
+        // refusal or a no-op writes nothing.
+        let ch = self.channel.clone();
+        let topo = self.topo.clone();
+        let node = self.node.clone();
+        AtomicResponse::new(Box::pin(done.then(move |reply, act, _ctx| {
+            async move {
+                if let Some(mut entry) = audit_of(&cmd, &reply, Utc::now()) {
+                    entry.node = Some(node);
+                    let job_id = entry.job_id.clone().unwrap_or_default();
+                    if let Err(e) = sundial_amqp::audit::record(&ch, &topo, entry).await {
+                        warn!(command = name, job_id, error = %e, "the write is done, but its audit entry was not stored");
+                    }
+                }
+                reply
+            }
+            .into_actor(act)
+        })))
     }
 }
 

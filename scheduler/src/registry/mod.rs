@@ -10,7 +10,7 @@ use chrono::Utc;
 use lapin::{message::Delivery, options::BasicAckOptions, Channel};
 use sundial_core::{
     codec::{decode, encode},
-    control::{decide, Decision},
+    control::{audit_of, decide, Decision},
     protocol::{
         control::{Command, Reply, ReplyError},
         registry::{RegistryIndex, RegistryRecord, StoredJob},

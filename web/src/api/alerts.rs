@@ -13,7 +13,7 @@ use utoipa::IntoParams;
 
 use super::{
     error::{Answer, ApiError, ApiResult},
-    query::{first, Params, Query},
+    query::{first, number, Params, Query},
     schema::{body, AlertList, ErrorBody, Refusals},
     Api,
 };
@@ -67,14 +67,7 @@ pub(crate) async fn list(State(api): State<Arc<Api>>, Query(p): Query<AlertsPara
             ))
         }
     };
-    let limit = match p.limit {
-        None => DEFAULT_LIMIT,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| ApiError::bad_request("limit", format!("must be 1..={MAX_LIMIT}")))?,
-    };
+    let limit = number(p.limit.as_deref(), "limit", DEFAULT_LIMIT, 1..=MAX_LIMIT)?;
     if let Some(job) = &p.job {
         sundial_core::job::check_job_id("job", job)
             .map_err(|e| ApiError::bad_request("job", e.message))?;

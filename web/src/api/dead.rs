@@ -94,9 +94,10 @@ pub(crate) async fn replay(
 pub(crate) async fn purge(
     State(api): State<Arc<Api>>,
     Path(pool): Path<String>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
     Body(body): Body<Value>,
 ) -> ApiResult {
-    settle(&api, &pool, Action::Purge, body, None).await
+    settle(&api, &pool, Action::Purge, body, Some(&caller)).await
 }
 
 /// The depth of `pool`'s dead-letter queue, asked through the probe
@@ -133,7 +134,7 @@ async fn depth(api: &Api, pool: &str) -> Result<u32, ApiError> {
 }
 
 /// Which letters a replay or purge takes (`{"fire_ids": [...]}` or
-/// `{"all": true}`), and a replay's `reason` and `by` (who asks).
+/// `{"all": true}`), and the `reason` and `by` (who asks).
 fn selection(body: Option<Value>) -> Result<(Option<Vec<String>>, Asked), ApiError> {
     let Some(Value::Object(o)) = body else {
         return Err(ApiError::bad_request(
@@ -172,7 +173,7 @@ fn selection(body: Option<Value>) -> Result<(Option<Vec<String>>, Asked), ApiErr
             _ => {
                 return Err(ApiError::bad_request(
                     &k,
-                    "unknown field; expected fire_ids or all (and for a replay: reason, by)",
+                    "unknown field; expected fire_ids or all (and reason, by)",
                 ))
             }
         }
@@ -186,7 +187,14 @@ fn selection(body: Option<Value>) -> Result<(Option<Vec<String>>, Asked), ApiErr
     // The same bounds as a trigger's (`cancel`, `trigger`).
     let (reason, by) = sundial_core::protocol::control::asked(asked.reason, asked.by)
         .map_err(|e| ApiError::bad_request(&e.path, e.detail))?;
-    Ok((ids, Asked { reason, by }))
+    Ok((
+        ids,
+        Asked {
+            reason,
+            by,
+            node: None,
+        },
+    ))
 }
 
 /// `caller` is who replays (none for a purge): recorded in the history with
@@ -211,6 +219,7 @@ async fn settle(
     }
     depth(api, pool).await?;
     let conn = api.connection().await?;
+    asked.node = Some(api.cfg.node.clone());
     let dlq = Dlq::new(&conn, &api.cfg.topology, pool).asked(asked);
     let wanted = ids.clone();
     let s = dlq

@@ -23,7 +23,8 @@ use sundial_core::{
 use utoipa::IntoParams;
 
 use super::schema::{
-    BackfillBody, CancelBody, ErrorBody, PauseBody, Refusals, TriggerBody, WriteResponses,
+    AskedBody, BackfillBody, CancelBody, ErrorBody, PauseBody, Refusals, TriggerBody,
+    WriteResponses,
 };
 use super::{
     body::Body,
@@ -160,20 +161,33 @@ async fn ask(api: &Api, q: JobsQuery) -> ApiResult {
 
 /// Creates or replaces a job (docs/protocol.md §4).
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = JobSpec, responses(WriteResponses, Refusals))]
-pub(crate) async fn upsert(State(api): State<Arc<Api>>, Body(job): Body<Value>) -> ApiResult {
+pub(crate) async fn upsert(
+    State(api): State<Arc<Api>>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
+    Body(job): Body<Value>,
+) -> ApiResult {
     let job = job.ok_or_else(|| {
         ApiError::bad_request(
             "body",
             "send the job definition as JSON (docs/protocol.md §4)",
         )
     })?;
-    command(&api, json!({"command": "upsert", "job": job})).await
+    command(
+        &api,
+        json!({"command": "upsert", "job": job, "by": caller.name()}),
+    )
+    .await
 }
 
-/// Deletes a job (its history stays).
-#[utoipa::path(delete, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)), responses(WriteResponses, Refusals))]
-pub(crate) async fn delete(State(api): State<Arc<Api>>, Path(id): Path<String>) -> ApiResult {
-    command(&api, json!({"command": "delete", "id": id})).await
+/// Deletes a job (its history stays); the body may give a `reason`.
+#[utoipa::path(delete, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)), request_body(content = Option<AskedBody>), responses(WriteResponses, Refusals))]
+pub(crate) async fn delete(
+    state: State<Arc<Api>>,
+    id: Path<String>,
+    caller: axum::Extension<super::auth::Caller>,
+    Body(body): Body<Value>,
+) -> ApiResult {
+    verb(state, id, Body(Some(asked_by(body, &caller)?)), "delete").await
 }
 
 /// Pauses a job, with an optional reason.
@@ -181,19 +195,22 @@ pub(crate) async fn delete(State(api): State<Arc<Api>>, Path(id): Path<String>) 
 pub(crate) async fn pause(
     state: State<Arc<Api>>,
     id: Path<String>,
-    body: Body<Value>,
+    caller: axum::Extension<super::auth::Caller>,
+    Body(body): Body<Value>,
 ) -> ApiResult {
-    verb(state, id, body, "pause").await
+    verb(state, id, Body(Some(asked_by(body, &caller)?)), "pause").await
 }
 
-/// Resumes a job (its misfire policy decides about the missed fires).
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/resume", tag = "jobs", params(("id" = String, Path)), responses(WriteResponses, Refusals))]
+/// Resumes a job (its misfire policy decides about the missed fires); the
+/// body may give a `reason`.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/resume", tag = "jobs", params(("id" = String, Path)), request_body(content = Option<AskedBody>), responses(WriteResponses, Refusals))]
 pub(crate) async fn resume(
     state: State<Arc<Api>>,
     id: Path<String>,
-    body: Body<Value>,
+    caller: axum::Extension<super::auth::Caller>,
+    Body(body): Body<Value>,
 ) -> ApiResult {
-    verb(state, id, body, "resume").await
+    verb(state, id, Body(Some(asked_by(body, &caller)?)), "resume").await
 }
 
 /// Fires a job now, with another payload if the body gives one, and
@@ -242,14 +259,26 @@ pub(crate) async fn cancel(
     command(&api, cmd).await
 }
 
-/// Fires every occurrence of a past window.
+/// Fires every occurrence of a past window (with `dry_run`, only counts
+/// them).
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/backfill", tag = "jobs", params(("id" = String, Path)), request_body = BackfillBody, responses(WriteResponses, Refusals))]
 pub(crate) async fn backfill(
     state: State<Arc<Api>>,
     id: Path<String>,
-    body: Body<Value>,
+    caller: axum::Extension<super::auth::Caller>,
+    Body(body): Body<Value>,
 ) -> ApiResult {
-    verb(state, id, body, "backfill").await
+    let mut body = asked_by(body, &caller)?;
+    // `6h`, `0s`: a duration before now, as the CLI takes them.
+    let now = chrono::Utc::now();
+    for field in ["from", "to"] {
+        if let Some(Value::String(v)) = body.get(field) {
+            let at = sundial_core::history::instant(v, now)
+                .map_err(|e| ApiError::bad_request(field, e))?;
+            body[field] = json!(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        }
+    }
+    verb(state, id, Body(Some(body)), "backfill").await
 }
 
 /// The command `verb` on job `id`; the body (an object, optional) holds

@@ -18,6 +18,7 @@
 //! | `jobs`      | `GET /jobs`, `GET /jobs/{id}`, `POST /jobs`, `DELETE /jobs/{id}`, `POST /jobs/{id}/{pause,resume,trigger,backfill}` |
 //! | `runs`      | `GET /runs`, `GET /runs/per-minute`, `GET /runs/{fire_id}`, `GET /jobs/{id}/runs`, `GET /jobs/{id}/summary` |
 //! | `alerts`    | `GET /alerts` |
+//! | `audit`     | `GET /audit` |
 //! | `dead`      | `GET /pools/{pool}/dead`, `POST /pools/{pool}/dead/{replay,purge}` |
 //! | `status`    | `GET /status` |
 //! | `openapi`   | `GET /openapi.json` |
@@ -27,6 +28,7 @@
 //! | `schema`    | the API's own bodies (errors, write results, settle), for the handlers and the OpenAPI document |
 
 mod alerts;
+mod audit;
 mod auth;
 pub mod body;
 mod dead;
@@ -226,6 +228,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/runs/{fire_id}", get(runs::fire))
         .route("/api/v1/runs/{fire_id}/cancel", post(jobs::cancel))
         .route("/api/v1/alerts", get(alerts::list))
+        .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/pools/{pool}/dead", get(dead::list))
         .route("/api/v1/pools/{pool}/dead/replay", post(dead::replay))
         .route("/api/v1/pools/{pool}/dead/purge", post(dead::purge))

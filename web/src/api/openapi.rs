@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 use utoipa::OpenApi;
 
-use super::{alerts, dead, error::Answer, jobs, runs, schema, status};
+use super::{alerts, audit, dead, error::Answer, jobs, runs, schema, status};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -36,6 +36,7 @@ use super::{alerts, dead, error::Answer, jobs, runs, schema, status};
         runs::per_minute,
         runs::fire,
         alerts::list,
+        audit::list,
         dead::list,
         dead::replay,
         dead::purge,
@@ -48,8 +49,10 @@ use super::{alerts, dead, error::Answer, jobs, runs, schema, status};
         schema::TriggerBody,
         schema::CancelBody,
         schema::BackfillBody,
+        schema::AskedBody,
         schema::PerMinute,
         schema::AlertList,
+        schema::AuditList,
         schema::FireRuns,
         schema::DeadPage,
         schema::SettleBody,

@@ -72,16 +72,36 @@ pub struct PauseBody {
 pub struct BackfillBody {
     /// RFC 3339, or a duration before now (`6h`).
     pub from: String,
-    /// At most now.
+    /// At most now; RFC 3339 or a duration before now (`0s`: now).
     pub to: String,
     /// The job's own when absent.
     pub overlap: Option<Overlap>,
+    /// Only count the occurrences (the answer is the same); fire nothing.
+    pub dry_run: Option<bool>,
+    /// Why, for the audit trail.
+    pub reason: Option<String>,
+}
+
+/// `DELETE /api/v1/jobs/{id}`, `POST /api/v1/jobs/{id}/resume`: why, for
+/// the audit trail (who is the token's name).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AskedBody {
+    /// At most 500 characters.
+    pub reason: Option<String>,
 }
 
 /// Alerts, newest first (`GET /api/v1/alerts`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AlertList {
     pub alerts: Vec<sundial_core::protocol::alert::AlertRow>,
+}
+
+/// Audit entries, newest first (`GET /api/v1/audit`); `next` is the
+/// `cursor` of the following (older) page, null on the last.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditList {
+    pub entries: Vec<sundial_core::protocol::audit::AuditRow>,
+    pub next: Option<String>,
 }
 
 /// Runs started per minute (`GET /api/v1/runs/per-minute`).

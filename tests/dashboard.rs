@@ -982,3 +982,246 @@ executor = { type = "noop" }
     let _ = c.close().await;
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// A bad night, in a browser signed in with a named token (`ana`): trigger
+/// a job and watch its page follow the run without a reload; pause and
+/// resume it with reasons and see who did what in its audit trail (and who
+/// paused, while paused); on a 390 px phone every column of Jobs and Runs
+/// is reachable (tables scroll inside themselves, a 128-character id
+/// wraps); the scheduler killed with the Overview open: the page keeps its
+/// data and says "unreachable since …, retrying", and recovers by itself
+/// when the scheduler is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_night_live_pages_who_did_what_a_phone_and_a_lost_scheduler() {
+    const TOKEN: &str = "ana-admin-token-0123456789";
+    let v = Vhost::new("dashboard-night");
+    let work = std::env::temp_dir().join(format!("{}-work", v.name));
+    std::fs::create_dir_all(&work).expect("work dir");
+    let config = work.join("sundial.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nrequire_tokens = true\n[[http.tokens]]\nname = \"ana\"\nrole = \"admin\"\nsha256 = \"{}\"\n",
+            sundial_core::auth::hash_token(TOKEN)
+        ),
+    )
+    .expect("settings file");
+    let config_arg = config.display().to_string();
+    let addr = free_addr();
+    let db = work.join("history.db").display().to_string();
+    let env = [
+        ("SUNDIAL__HTTP__ENABLED", "true"),
+        ("SUNDIAL__HTTP__LISTEN", addr.as_str()),
+        ("SUNDIAL__HISTORY__ENABLED", "true"),
+        ("SUNDIAL__HISTORY__PATH", db.as_str()),
+    ];
+    let start = || {
+        Daemon::spawn(
+            &v,
+            &["--config", &config_arg, "scheduler", "--node", "night-node"],
+            "night-node",
+            &env,
+        )
+    };
+    util::topology_apply(&v);
+    let scheduler = start();
+    let _worker = Daemon::worker(
+        &v,
+        "night-worker",
+        &[("SUNDIAL__WORKER__SHELL__ALLOW", "/bin/sh")],
+    );
+    wait_status(&addr, "/readyz", 200, Duration::from_secs(30));
+    let long_id = format!("tenant-{}", "x".repeat(121));
+    apply_jobs(
+        &v,
+        &format!(
+            r#"
+[[jobs]]
+id = "slow-report"
+schedule = "0 3 * * *"
+executor = {{ type = "shell", command = ["/bin/sh", "-c", "sleep 4; echo report done"] }}
+
+[[jobs]]
+id = "{long_id}"
+schedule = "0 4 * * *"
+executor = {{ type = "noop" }}
+labels = {{ team = "tenants" }}
+"#
+        ),
+    );
+
+    let driver = Driver::start();
+    let c = browser(&driver).await;
+    let base = format!("http://{addr}/");
+    c.goto(&base).await.expect("open the dashboard");
+    c.execute(
+        "sessionStorage.setItem('sundial-token', arguments[0])",
+        vec![json!(TOKEN)],
+    )
+    .await
+    .expect("sign in");
+    // Loaded again with the token (the first load asked for one).
+    c.refresh().await.expect("reload");
+
+    // Trigger from the job page: the page follows the run (no reload).
+    c.goto(&format!("{base}#/job/slow-report"))
+        .await
+        .expect("job page");
+    c.wait()
+        .at_most(PAGE_WAIT)
+        .for_element(Locator::Css("#upcoming-table"))
+        .await
+        .expect("the job page renders");
+    c.execute("window.stillHere = true", vec![])
+        .await
+        .expect("a mark on this document");
+    click(&c, "button.trigger").await;
+    confirm(&c, &[("reason", "check after the deploy")]).await;
+    let run_link = until("the toast's link to the run", || async {
+        let e = c.find(Locator::Css("#toast-link")).await.ok()?;
+        e.attr("href").await.ok().flatten()
+    })
+    .await;
+    assert!(
+        run_link.starts_with("#/run/slow-report%40trigger%3A"),
+        "{run_link}"
+    );
+    let row = "#history-table tbody tr[data-fire^='slow-report@trigger:']";
+    until("the run shows running", || async {
+        let t = texts(&c, row).await.join("");
+        t.contains("running").then_some(())
+    })
+    .await;
+    until("the run shows succeeded", || async {
+        let t = texts(&c, row).await.join("");
+        t.contains("succeeded").then_some(())
+    })
+    .await;
+    assert_eq!(
+        c.execute("return window.stillHere === true", vec![])
+            .await
+            .expect("mark"),
+        json!(true),
+        "followed without a reload"
+    );
+
+    // Pause and resume with reasons: who did what.
+    click(&c, "button.pause").await;
+    confirm(&c, &[("reason", "bank API down")]).await;
+    let why = until("the pause, with who", || async {
+        texts(&c, "#pause-reason").await.into_iter().next()
+    })
+    .await;
+    assert!(
+        why.contains("by ana") && why.contains("bank API down"),
+        "{why}"
+    );
+    click(&c, "button.resume").await;
+    confirm(&c, &[("reason", "bank API back")]).await;
+    let trail = until("the audit trail", || async {
+        let actions = row_keys(&c, "#audit-table tbody tr", "data-action").await;
+        (actions.len() >= 4 && actions[..3] == ["resume", "pause", "trigger"]).then_some(actions)
+    })
+    .await;
+    assert_eq!(
+        trail.last().map(String::as_str),
+        Some("upsert-many"),
+        "the jobs file applied: {trail:?}"
+    );
+    let by = texts(&c, "#audit-table tbody td.by").await;
+    assert_eq!(by[..3], ["ana", "ana", "ana"], "the token's name: {by:?}");
+    let reasons = texts(&c, "#audit-table tbody td.reason").await;
+    assert_eq!(
+        reasons[..3],
+        ["bank API back", "bank API down", "check after the deploy"],
+        "the past pause reason stays after the resume"
+    );
+    c.execute(
+        "document.getElementById('job-audit').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .expect("scrolled to the trail");
+    screenshot(&c, "job-audit").await;
+
+    // A phone: every column reachable, the page itself never wider.
+    c.set_window_size(390, 844).await.expect("a 390 px window");
+    let reachable = |table: &'static str, cell: String| {
+        let c = c.clone();
+        async move {
+            c.execute(
+                "const t = document.querySelector(arguments[0]); t.scrollLeft = t.scrollWidth; \
+                 const b = document.querySelector(arguments[1]).getBoundingClientRect(); \
+                 return [b.left >= 0 && b.right <= window.innerWidth + 1, \
+                         document.documentElement.scrollWidth <= window.innerWidth + 1]",
+                vec![json!(table), json!(cell)],
+            )
+            .await
+            .expect("measured")
+        }
+    };
+    c.goto(&format!("{base}#/jobs")).await.expect("jobs page");
+    until("the jobs", || async {
+        let n = row_keys(&c, "#jobs-table tbody tr", "data-id").await;
+        (n.len() == 2).then_some(())
+    })
+    .await;
+    screenshot(&c, "jobs-390").await;
+    assert_eq!(
+        reachable(
+            "#jobs-table",
+            format!("#jobs-table tr[data-id='{long_id}'] button.trigger")
+        )
+        .await,
+        json!([true, true]),
+        "the long id's actions are reachable, the page does not scroll sideways"
+    );
+    c.goto(&format!("{base}#/runs")).await.expect("runs page");
+    until("the runs", || async {
+        let n = row_keys(&c, "#runs-table tbody tr", "data-fire").await;
+        (!n.is_empty()).then_some(())
+    })
+    .await;
+    screenshot(&c, "runs-390").await;
+    assert_eq!(
+        reachable(
+            "#runs-table",
+            "#runs-table tbody tr td:last-child".to_string()
+        )
+        .await,
+        json!([true, true]),
+        "the last column of Runs is reachable"
+    );
+    c.set_window_size(1280, 1000).await.expect("a wide window");
+
+    // The scheduler goes away with the Overview open, and comes back.
+    c.goto(&base).await.expect("overview");
+    let at = until("the overview", || async {
+        texts(&c, "#overview-at").await.into_iter().next()
+    })
+    .await;
+    drop(scheduler);
+    let banner = until("the unreachable banner", || async {
+        texts(&c, "#offline:not([hidden])")
+            .await
+            .into_iter()
+            .find(|t| t.contains("unreachable since"))
+    })
+    .await;
+    assert!(banner.contains("retrying"), "{banner}");
+    assert!(
+        !texts(&c, "#overview-cards .card").await.is_empty(),
+        "the page keeps its last data"
+    );
+    screenshot(&c, "unreachable").await;
+    let _scheduler = start();
+    until("the page recovers", || async {
+        let banner = texts(&c, "#offline:not([hidden])").await;
+        let now = texts(&c, "#overview-at").await.into_iter().next()?;
+        (banner.is_empty() && now != at).then_some(())
+    })
+    .await;
+
+    let _ = c.close().await;
+    let _ = std::fs::remove_dir_all(&work);
+}

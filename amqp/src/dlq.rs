@@ -502,9 +502,8 @@ impl<'a> Dlq<'a> {
         entry.by = self.asked.by.clone();
         entry.reason = self.asked.reason.clone();
         entry.node = self.asked.node.clone();
-        if jobs.len() == 1 {
-            entry.job_id = jobs.into_iter().next().filter(|j| !j.is_empty());
-        }
+        let jobs: Vec<String> = jobs.into_iter().filter(|j| !j.is_empty()).collect();
+        entry = entry.of_jobs(&jobs);
         crate::audit::record(ch, self.topo, entry).await
     }
 

@@ -398,7 +398,7 @@ pub fn audit_of(cmd: &Command, reply: &Reply, now: DateTime<Utc>) -> Option<Audi
                 .filter(|r| r.ok)
                 .map(|r| r.id.clone())
                 .collect();
-            e = e.naming("jobs accepted", &ids);
+            e = e.naming("jobs accepted", &ids).of_jobs(&ids);
         }
         Command::Upsert { job, .. } => {
             e.job_id = Some(job.id.clone());

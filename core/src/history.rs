@@ -255,6 +255,8 @@ pub struct RunQuery {
     /// Jobs whose id starts with this.
     pub job_prefix: Option<String>,
     pub pool: Option<String>,
+    /// Runs on this worker (its id, exact).
+    pub worker: Option<String>,
     pub outcome: Option<Outcome>,
     /// Jobs with this label (`key`, `value`).
     pub label: Option<(String, String)>,

@@ -476,6 +476,11 @@ mod tests {
             ..AuditEntry::new(action, now)
         };
         let entries = vec![
+            AuditEntry {
+                job_id: None,
+                jobs: vec!["a".into(), "z".into()],
+                ..entry("upsert-many", "-", "ops")
+            },
             entry("pause", "a", "ops"),
             entry("resume", "a", "ops"),
             entry("trigger", "b", "ci"),
@@ -510,8 +515,12 @@ mod tests {
             .await
             .expect("of a");
         let actions: Vec<&str> = of_a.iter().map(|r| r.entry.action.as_str()).collect();
-        assert_eq!(actions, ["delete", "resume", "pause"], "newest first");
-        assert_eq!(of_a[2].entry, entries[0], "stored whole");
+        assert_eq!(
+            actions,
+            ["delete", "resume", "pause", "upsert-many"],
+            "newest first, with the write of several jobs"
+        );
+        assert_eq!(of_a[2].entry, entries[1], "stored whole");
         let by_ci = index
             .audit(q(None, Some("ci"), None, 10))
             .await
@@ -522,8 +531,11 @@ mod tests {
             .audit(q(None, None, Some(first[2].seq), 3))
             .await
             .expect("page 2");
-        assert_eq!((first.len(), rest.len()), (3, 1));
-        assert_eq!(rest[0].entry, entries[0], "the oldest, on the second page");
+        assert_eq!((first.len(), rest.len()), (3, 2));
+        assert_eq!(
+            rest[1].entry.action, "upsert-many",
+            "the oldest, on the second page"
+        );
         let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
     }
 

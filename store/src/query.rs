@@ -88,6 +88,9 @@ pub(crate) fn query_runs(c: &Connection, q: &RunQuery) -> rusqlite::Result<RunPa
     if let Some(p) = &q.pool {
         arg(&mut sql, " AND pool = ?", V::Text(p.clone()));
     }
+    if let Some(w) = &q.worker {
+        arg(&mut sql, " AND worker = ?", V::Text(w.clone()));
+    }
     if let Some(o) = q.outcome {
         arg(&mut sql, " AND outcome = ?", V::Text(o.as_str().into()));
     }
@@ -177,7 +180,9 @@ pub(crate) fn summarise(
 pub(crate) fn query_audit(c: &Connection, q: &AuditQuery) -> rusqlite::Result<Vec<AuditRow>> {
     let mut st = c.prepare_cached(
         "SELECT seq, at, action, who, job_id, reason, detail, node FROM audit \
-         WHERE (?1 IS NULL OR job_id = ?1) AND (?2 IS NULL OR who = ?2) \
+         WHERE (?1 IS NULL OR job_id = ?1 \
+                OR seq IN (SELECT seq FROM audit_jobs WHERE job_id = ?1)) \
+         AND (?2 IS NULL OR who = ?2) \
          AND (?3 IS NULL OR action = ?3) AND (?4 IS NULL OR at >= ?4) \
          AND (?5 IS NULL OR seq < ?5) ORDER BY seq DESC LIMIT ?6",
     )?;
@@ -200,6 +205,7 @@ pub(crate) fn query_audit(c: &Connection, q: &AuditQuery) -> rusqlite::Result<Ve
                         action: r.get("action")?,
                         by: r.get("who")?,
                         job_id: r.get("job_id")?,
+                        jobs: Vec::new(),
                         reason: r.get("reason")?,
                         detail: r.get("detail")?,
                         node: r.get("node")?,

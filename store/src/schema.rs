@@ -66,6 +66,11 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
 CREATE INDEX IF NOT EXISTS audit_job ON audit (job_id, seq);
+CREATE TABLE IF NOT EXISTS audit_jobs (
+    job_id TEXT    NOT NULL,
+    seq    INTEGER NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS origin (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
@@ -117,7 +122,7 @@ pub(crate) fn migrate(c: &Connection, path: &Path) -> Result<(), Error> {
         tracing::warn!(path = %path.display(), found = ?version, want = SCHEMA_VERSION, "history index of an older layout: rebuilding it from the history stream");
         c.execute_batch(
             "DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS alerts; \
-             DROP TABLE IF EXISTS alert_deliveries; DROP TABLE IF EXISTS audit; \
+             DROP TABLE IF EXISTS alert_deliveries; DROP TABLE IF EXISTS audit; DROP TABLE IF EXISTS audit_jobs; \
              DROP TABLE IF EXISTS meta;",
         )
         .map_err(sql(path, "dropping an old layout"))?;
@@ -168,7 +173,7 @@ pub(crate) fn bind(
     if let Some(why) = &why {
         tx.execute_batch(
             "DELETE FROM runs; DELETE FROM alerts; DELETE FROM alert_deliveries; \
-             DELETE FROM audit; DELETE FROM meta WHERE key = 'offset'; DELETE FROM origin;",
+             DELETE FROM audit; DELETE FROM audit_jobs; DELETE FROM meta WHERE key = 'offset'; DELETE FROM origin;",
         )
         .map_err(sql(path, "emptying the index"))?;
         warn!(path = %path.display(), %stream, reason = %why, "history index emptied; rebuilding it from the stream");

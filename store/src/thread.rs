@@ -338,6 +338,8 @@ fn put_audit(tx: &rusqlite::Transaction<'_>, batches: &[Batch]) -> rusqlite::Res
         "INSERT INTO audit (at, action, who, job_id, reason, detail, node) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
+    let mut each =
+        tx.prepare_cached("INSERT OR IGNORE INTO audit_jobs (job_id, seq) VALUES (?1, ?2)")?;
     let mut n = 0;
     for e in batches.iter().flat_map(|b| &b.audit) {
         n += put.execute(params![
@@ -349,6 +351,10 @@ fn put_audit(tx: &rusqlite::Transaction<'_>, batches: &[Batch]) -> rusqlite::Res
             e.detail,
             e.node,
         ])?;
+        let seq = tx.last_insert_rowid();
+        for j in &e.jobs {
+            each.execute(params![j, seq])?;
+        }
     }
     Ok(n)
 }
@@ -378,6 +384,10 @@ fn retain(
         params![cutoff],
     )?;
     n += c.execute("DELETE FROM audit WHERE at < ?1", params![cutoff])?;
+    c.execute(
+        "DELETE FROM audit_jobs WHERE seq < (SELECT coalesce(min(seq), 1 << 62) FROM audit)",
+        [],
+    )?;
     let mut per_job = c.prepare_cached(
         "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE job_id = ?1 \
          ORDER BY at DESC, id DESC LIMIT -1 OFFSET ?2)",

@@ -20,6 +20,10 @@ pub const ACTIONS: &[&str] = &[
     "purge",
 ];
 
+/// The most job ids an entry lists in `jobs` (a write of more jobs at once
+/// is in the trail as a count, not on each job's own trail).
+pub const JOBS_MAX: usize = 100;
+
 /// The longest `detail` of an entry, in characters (an `upsert-many` names
 /// its first jobs, then how many more).
 pub const DETAIL_MAX: usize = 1_000;
@@ -41,6 +45,10 @@ pub struct AuditEntry {
     /// several jobs: `detail` names them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
+    /// The jobs of a write of several (at most [`JOBS_MAX`]): each job's
+    /// trail shows the entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// What it amounted to, for people: the fire id of a trigger, the
@@ -60,6 +68,7 @@ impl AuditEntry {
             action: action.to_string(),
             by: None,
             job_id: None,
+            jobs: Vec::new(),
             reason: None,
             detail: None,
             node: None,
@@ -94,6 +103,16 @@ impl AuditEntry {
             d.push_str(&format!(" and {} more", ids.len() - SHOWN));
         }
         self.with_detail(d)
+    }
+
+    /// Lists `ids` in `jobs` (one is `job_id`; more than [`JOBS_MAX`] none).
+    pub fn of_jobs(mut self, ids: &[String]) -> Self {
+        match ids {
+            [one] => self.job_id = Some(one.clone()),
+            many if many.len() <= JOBS_MAX => self.jobs = many.to_vec(),
+            _ => {}
+        }
+        self
     }
 }
 

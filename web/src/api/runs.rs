@@ -1,6 +1,6 @@
 //! The history endpoints, served from this process's history index:
 //!
-//! - `GET /api/v1/runs?since=&until=&outcome=&pool=&job=&label=&limit=&cursor=`
+//! - `GET /api/v1/runs?since=&until=&outcome=&pool=&worker=&job=&label=&limit=&cursor=`
 //! - `GET /api/v1/jobs/{id}/runs?limit=&cursor=&outcome=&since=&until=`
 //! - `GET /api/v1/jobs/{id}/summary?since=`
 //! - `GET /api/v1/runs/per-minute?since=`
@@ -43,6 +43,9 @@ pub(crate) struct RunsParams {
     outcome: Option<String>,
     #[serde(default, deserialize_with = "first")]
     pool: Option<String>,
+    /// A worker's id (exact).
+    #[serde(default, deserialize_with = "first")]
+    worker: Option<String>,
     /// A job id prefix.
     #[serde(default, deserialize_with = "first")]
     job: Option<String>,
@@ -59,7 +62,7 @@ pub(crate) struct RunsParams {
 
 impl Params for RunsParams {
     const ALLOWED: &'static [&'static str] = &[
-        "since", "until", "outcome", "pool", "job", "label", "limit", "cursor",
+        "since", "until", "outcome", "pool", "worker", "job", "label", "limit", "cursor",
     ];
 }
 
@@ -111,6 +114,7 @@ pub(crate) async fn runs(State(api): State<Arc<Api>>, Query(p): Query<RunsParams
     let index = api.index()?;
     let mut q = page(p.limit, p.cursor, p.outcome, p.since, p.until)?;
     q.pool = p.pool;
+    q.worker = p.worker;
     q.job_prefix = p.job;
     if let Some(v) = p.label {
         let (k, val) = v

@@ -88,14 +88,48 @@ class ApiError extends Error {
   }
 }
 
+// Whether the API answers. While it does not, pages keep what they show,
+// a banner says since when, and a retry asks /status every 3 s; when it
+// answers again, a page that could not load is loaded again.
+const link = { down: null, retry: null, reload: false };
+function reachable(ok) {
+  const banner = $("#offline");
+  if (ok) {
+    if (!link.down) return;
+    link.down = null;
+    clearInterval(link.retry);
+    banner.hidden = true;
+    if (link.reload && $("#modal").hidden) { link.reload = false; route(); }
+    return;
+  }
+  if (!link.down) {
+    link.down = new Date();
+    link.retry = setInterval(() => { api("/status").catch(() => {}); }, 3000);
+  }
+  put(banner, `Sundial is unreachable since ${link.down.toLocaleTimeString()} — retrying every 3 s; the page shows the last data it had.`);
+  banner.hidden = false;
+}
+
 async function api(path, opts = {}) {
   const headers = { Accept: "application/json" };
   if (token.get()) headers.Authorization = `Bearer ${token.get()}`;
   if (opts.body !== undefined) headers["Content-Type"] = "application/json";
-  const r = await fetch(`/api/v1${path}`, {
-    method: opts.method || "GET", headers,
-    body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
-  });
+  let r;
+  try {
+    r = await fetch(`/api/v1${path}`, {
+      method: opts.method || "GET", headers,
+      body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+    });
+  } catch (e) {
+    reachable(false);
+    throw new ApiError(0, null, `Sundial is unreachable (${e.message})`);
+  }
+  // A proxy in front says the scheduler is away.
+  if (r.status === 502 || r.status === 504) {
+    reachable(false);
+    throw new ApiError(0, null, `Sundial is unreachable (HTTP ${r.status} from the proxy)`);
+  }
+  reachable(true);
   let body = null;
   try { body = await r.json(); } catch (_) { /* not JSON */ }
   if (!r.ok) {
@@ -215,7 +249,11 @@ const actions = {
   async resume(id) {
     return dialog({
       title: `Resume ${id}`, text: "Its misfire policy decides about the occurrences missed while paused.", ok: "Resume",
-      run: async () => { await api(`/jobs/${enc(id)}/resume`, { method: "POST" }); toast(`${id} resumed`); },
+      fields: [{ name: "reason", label: "Reason (optional)", placeholder: "why, for the audit trail" }],
+      run: async (v) => {
+        await api(`/jobs/${enc(id)}/resume`, { method: "POST", body: v.reason ? { reason: v.reason } : {} });
+        toast(`${id} resumed`);
+      },
     });
   },
   async trigger(id) {
@@ -238,23 +276,38 @@ const actions = {
       },
     });
   },
+  // Asks for the window, shows how many runs it will fire (a dry run),
+  // and fires them only once that is confirmed.
   async backfill(id) {
-    const hourAgo = new Date(Date.now() - 3600e3).toISOString().replace(/\.\d+Z$/, "Z");
-    const now = new Date().toISOString().replace(/\.\d+Z$/, "Z");
-    return dialog({
+    const asked = await dialog({
       title: `Backfill ${id}`,
-      text: "Fire every occurrence of a past window [from, to), each as its own fire (ID@backfill:OCCURRENCE).",
+      text: "Fire every occurrence of a past window [from, to), each as its own fire (ID@backfill:OCCURRENCE). A time is a duration ago (6h, 2d, 0s = now) or RFC 3339. The next step shows how many runs that is.",
       fields: [
-        { name: "from", label: "From (RFC 3339)", value: hourAgo, required: true },
-        { name: "to", label: "To (RFC 3339, at most now)", value: now, required: true },
+        { name: "from", label: "From", value: "1h", required: true, placeholder: "6h, or 2026-12-01T00:00:00Z" },
+        { name: "to", label: "To (at most now)", value: "0s", required: true, placeholder: "0s = now" },
         { name: "overlap", label: "Overlap", options: ["(the job's)", "allow", "forbid", "replace"] },
+        { name: "reason", label: "Reason (optional)", placeholder: "why, for the audit trail" },
       ],
-      ok: "Backfill",
+      ok: "Count the runs…",
       run: async (v) => {
-        const body = { from: v.from, to: v.to };
+        const body = { from: v.from, to: v.to, dry_run: true };
         if (v.overlap !== "(the job's)") body.overlap = v.overlap;
+        if (v.reason) body.reason = v.reason;
         const r = await api(`/jobs/${enc(id)}/backfill`, { method: "POST", body });
-        toast(`backfill: ${r.result.fired} fired, ${r.result.skipped} skipped by overlap`);
+        return { body, plan: r.result };
+      },
+    });
+    if (!asked) return null;
+    const { body, plan } = asked;
+    if (!plan.fired) { toast(`no occurrence of ${id} in that window`, true); return null; }
+    return dialog({
+      title: `Fire ${plan.fired} run${plan.fired === 1 ? "" : "s"} of ${id}?`,
+      text: `${plan.occurrences} occurrence${plan.occurrences === 1 ? "" : "s"} in the window; overlap ${plan.overlap} fires ${plan.fired}` +
+        `${plan.skipped ? ` and skips ${plan.skipped}` : ""}: from ${plan.first} to ${plan.last}.`,
+      ok: `Fire ${plan.fired}`,
+      run: async () => {
+        const r = await api(`/jobs/${enc(id)}/backfill`, { method: "POST", body: { ...body, dry_run: false } });
+        toast(`backfill: ${r.result.fired} fired, ${r.result.skipped} skipped by overlap`, false, `#/runs?job=${enc(id)}&since=1h`);
       },
     });
   },
@@ -393,12 +446,35 @@ async function lastOccurrence(j) {
 
 // ---- pages ----------------------------------------------------------------
 
-let timers = [];
-function every(ms, f) { timers.push(setInterval(f, ms)); }
+// `e`'s message; a page that could not load for want of the API is loaded
+// again once it answers.
+function broke(e) {
+  if (e && e.status === 0) link.reload = true;
+  return e.message;
+}
 
-async function overview() {
-  const root = h("div", null, h("h1", null, "Overview"), h("p.muted", null, "loading…"));
-  put(main(), root);
+let timers = [];
+// Calls `f` every `ms` while `anchor` is on the page: a page left behind
+// stops its timers, also one whose first load finished after the next
+// page was shown.
+function every(anchor, ms, f) {
+  const t = setInterval(() => {
+    if (!document.contains(anchor)) { clearInterval(t); return; }
+    f();
+  }, ms);
+  timers.push(t);
+}
+
+// The Overview, drawn into `view` (a refresh: drawn in place once its data
+// is in, nothing blanks, the scroll stays; or not at all when it fails).
+// Returns its view.
+async function overview(view) {
+  const again = !!view;
+  if (!view) {
+    view = h("div#overview", null, h("h1", null, "Overview"), h("p.muted", null, "loading…"));
+    put(main(), view);
+  }
+  const root = h("div");
   const [st, pm, open] = await Promise.all([
     api("/status"),
     api("/runs/per-minute?since=1h").catch(() => null),
@@ -458,7 +534,11 @@ async function overview() {
           if (x.owner) el.style.background = color(x.owner);
           return el;
         })))),
-    h("p.muted", null, `as of ${st.at}`));
+    h("p.muted#overview-at", null, `as of ${st.at}`));
+  const y = window.scrollY;
+  put(view, root);
+  if (again) window.scrollTo(0, y);
+  return view;
 }
 
 function rateChart(minutes) {
@@ -537,7 +617,7 @@ async function jobsPage(params) {
         (j.steps || []).length ? h("div.last-occurrence", { dataset: { id: j.id } }) : null),
       h("td", null, h("code", null, j.schedule)), h("td", null, j.timezone), h("td", null, j.pool),
       h("td.state", null, j.paused ? h("span.paused", { title: j.paused_reason || "" }, "paused",
-        j.paused_reason ? h("div.muted.reason", null, j.paused_reason) : null) : "active"),
+        j.paused_reason || j.paused_by ? h("div.muted.reason", null, [j.paused_by, j.paused_reason].filter(Boolean).join(": ")) : null) : "active"),
       h("td", null, j.next ? when(j.next) : "—"),
       h("td", null, jobButtons(j, reload))));
     put(body, 
@@ -558,29 +638,45 @@ async function jobsPage(params) {
   await render();
 }
 
+// One job: its state, definition, next fires, SLO, alerts, who did what
+// (the audit trail), durations and history. It follows its runs live: every
+// 2 s while one runs or after a trigger, else every 10 s, redrawing only
+// what changed (an open output stays open). A deleted job's page shows
+// its history and audit trail.
 async function jobPage(id) {
   const root = h("div", null, h("h1", null, id), h("p.muted", null, "loading…"));
   put(main(), root);
   let j;
-  try { j = await api(`/jobs/${enc(id)}?next=10`); } catch (e) { put(root, h("h1", null, id), h("p.error", null, e.message)); return; }
+  try { j = await api(`/jobs/${enc(id)}?next=10`); } catch (e) {
+    if (e.status === 404) { await deletedJob(id, root); return; }
+    put(root, h("h1", null, id), h("p.error", null, broke(e)));
+    return;
+  }
   const steps = j.steps || [];
-  const [runs, summary, last, alerts] = await Promise.all([
+  const [runs, summary, last, alerts, audit] = await Promise.all([
     api(`/jobs/${enc(id)}/runs?limit=50`).catch((e) => ({ error: e.message, runs: [] })),
     api(`/jobs/${enc(id)}/summary?since=7d`).catch(() => null),
     steps.length ? lastOccurrence(j).catch(() => null) : null,
     api(`/alerts?job=${enc(id)}&since=7d&limit=10`).catch(() => null),
+    api(`/audit?job=${enc(id)}&limit=20`).catch(() => null),
   ]);
   const sla = j.job.sla;
   const grace = (j.job.misfire && j.job.misfire.grace) || "the default grace";
   const reload = () => route();
-  const act = (name, label) => h(`button.${name}`, { type: "button", onclick: async () => { if (await actions[name](id)) reload(); } }, label);
-  put(root, 
-    h("h1", null, id, " ", j.paused ? h("span.pill.paused#job-state", null, "paused") : h("span.pill.o-succeeded#job-state", null, "active")),
-    j.paused && j.paused_reason ? h("p.paused#pause-reason", null, `Paused ${j.paused_at ? ago(j.paused_at) : ""}: ${j.paused_reason}`) : null,
+  const act = (name, label) => h(`button.${name}`, { type: "button", onclick: async () => {
+    if (await actions[name](id)) { if (name === "trigger") jobPage.triggered = Date.now(); reload(); }
+  } }, label);
+  const history = h("section#job-history");
+  const summaryBox = h("div#job-summary-box");
+  const auditBox = h("section#job-audit");
+  put(root,
+    h("h1.job-id", null, id, " ", j.paused ? h("span.pill.paused#job-state", null, "paused") : h("span.pill.o-succeeded#job-state", null, "active")),
+    j.paused ? h("p.paused#pause-reason", null, `Paused ${j.paused_at ? ago(j.paused_at) : ""}${j.paused_by ? ` by ${j.paused_by}` : ""}${j.paused_reason ? `: ${j.paused_reason}` : ""}`) : null,
     h("div.toolbar", null, j.paused ? act("resume", "Resume") : act("pause", "Pause"), act("trigger", "Trigger"), act("backfill", "Backfill…"),
       h("button.danger", { type: "button", onclick: async () => {
-        const ok = await dialog({ title: `Delete ${id}`, text: "The definition goes; its history stays.", ok: "Delete", danger: true,
-          run: async () => { await api(`/jobs/${enc(id)}`, { method: "DELETE" }); } });
+        const ok = await dialog({ title: `Delete ${id}`, text: "The definition goes; its history and audit trail stay.", ok: "Delete", danger: true,
+          fields: [{ name: "reason", label: "Reason (optional)", placeholder: "why, for the audit trail" }],
+          run: async (v) => { await api(`/jobs/${enc(id)}`, { method: "DELETE", body: v.reason ? { reason: v.reason } : {} }); } });
         if (ok) { toast(`${id} deleted`); location.hash = "#/jobs"; }
       } }, "Delete")),
     steps.length ? h("section#job-steps", null, h("h2", null, "Steps"),
@@ -601,20 +697,94 @@ async function jobPage(id) {
         h("pre#job-definition", null, JSON.stringify(j.job, null, 2))),
       h("div", null,
         h("h2", null, j.paused ? "Next fires (once resumed)" : "Next fires"),
-        table(["in its zone", "UTC", "DST note"], j.upcoming.map((o) => h("tr", null,
-          h("td", null, o.local), h("td", null, h("span.muted", null, o.at)), h("td", null, o.note || ""))), "upcoming-table"),
-        summary ? h("div", null, h("h2", null, "Last 7 days"), h("dl.kv#job-summary", null,
-          h("dt", null, "runs"), h("dd", null, `${summary.runs} (${summary.succeeded} succeeded, ${summary.failed} failed)`),
-          h("dt", null, "success rate"), h("dd", null, summary.success_rate === null || summary.success_rate === undefined ? "—" : `${(summary.success_rate * 100).toFixed(1)} %`),
-          h("dt", null, "duration p50 / p95"), h("dd", null, `${dur(summary.p50_ms)} / ${dur(summary.p95_ms)}`),
-          h("dt", null, "last success"), h("dd", null, when(summary.last_success)))) : null)),
+        h("div.scroll", null, table(["in its zone", "UTC", "DST note"], j.upcoming.map((o) => h("tr", null,
+          h("td", null, o.local), h("td", null, h("span.muted", null, o.at)), h("td", null, o.note || ""))), "upcoming-table")),
+        summaryBox)),
     alerts ? h("section#job-alerts", null, h("h2", null, "Recent alerts"),
-      alerts.alerts.length ? alertsTable(alerts.alerts, "job-alerts-table", false) : h("p.muted", null, "No alert in the last 7 days."),
+      alerts.alerts.length ? h("div.scroll", null, alertsTable(alerts.alerts, "job-alerts-table", false)) : h("p.muted", null, "No alert in the last 7 days."),
       h("p", null, h("a", { href: "#/alerts?all=1&since=7d" }, "every alert"))) : null,
-    h("h2", null, "Duration of the last runs"),
-    durationChart(runs.runs),
-    h("h2", null, "History"),
-    runs.error ? h("p.error", null, runs.error) : runsTable(runs.runs, "history-table"));
+    auditBox,
+    history);
+  drawSummary(summaryBox, summary);
+  drawAudit(auditBox, audit);
+  let shown = drawHistory(history, runs, null);
+  // Live: the runs, their summary and the trail, redrawn when they change.
+  let tick = 0;
+  every(root, 2000, async () => {
+    tick++;
+    const running = (shown.runs || []).some((r) => r.outcome === "running" || (r.outcome === "failed" && r.retried));
+    const fresh = Date.now() - (jobPage.triggered || 0) < 60e3;
+    if (document.hidden || !$("#modal").hidden || !(running || fresh || tick % 5 === 0)) return;
+    let page, trail;
+    try {
+      [page, trail] = await Promise.all([api(`/jobs/${enc(id)}/runs?limit=50`), api(`/audit?job=${enc(id)}&limit=20`).catch(() => null)]);
+    } catch (_) { return; }
+    const before = shown.key;
+    shown = drawHistory(history, page, shown);
+    if (shown.key !== before) api(`/jobs/${enc(id)}/summary?since=7d`).then((x) => drawSummary(summaryBox, x)).catch(() => {});
+    const seen = trail ? trail.entries.map((e) => e.seq).join(",") : "";
+    if (trail && seen !== auditBox.dataset.seen) drawAudit(auditBox, trail);
+  });
+}
+
+// The rows of a runs page as one key: a redraw is due when it changes.
+const runsKey = (runs) => runs.map((r) => `${r.fire_id}/${r.attempt}/${r.replay || ""}/${r.outcome}`).join("|");
+
+// Draws a job's duration chart and history into `box` unless `page` holds
+// what `before` showed; outputs that were open stay open.
+function drawHistory(box, page, before) {
+  const key = page.error ? `error:${page.error}` : runsKey(page.runs);
+  if (before && before.key === key) return before;
+  const open = new Set([...box.querySelectorAll("tr[data-fire]")].filter((tr) => tr.querySelector("details[open]"))
+    .map((tr) => `${tr.dataset.fire}/${tr.dataset.attempt}`));
+  put(box, h("h2", null, "Duration of the last runs"), durationChart(page.runs),
+    h("h2", null, "History"), page.error ? h("p.error", null, page.error) : h("div.scroll", null, runsTable(page.runs, "history-table")));
+  for (const tr of box.querySelectorAll("tr[data-fire]")) {
+    const d = tr.querySelector("details");
+    if (d && open.has(`${tr.dataset.fire}/${tr.dataset.attempt}`)) d.open = true;
+  }
+  return { key, runs: page.runs };
+}
+
+function drawSummary(box, summary) {
+  put(box, summary ? [h("h2", null, "Last 7 days"), h("dl.kv#job-summary", null,
+    h("dt", null, "runs"), h("dd", null, `${summary.runs} (${summary.succeeded} succeeded, ${summary.failed} failed)`),
+    h("dt", null, "success rate"), h("dd", null, summary.success_rate === null || summary.success_rate === undefined ? "—" : `${(summary.success_rate * 100).toFixed(1)} %`),
+    h("dt", null, "duration p50 / p95"), h("dd", null, `${dur(summary.p50_ms)} / ${dur(summary.p95_ms)}`),
+    h("dt", null, "last success"), h("dd", null, when(summary.last_success)))] : null);
+}
+
+// Who did what to the job, newest first (ADR 0023): past pauses with
+// their reasons and who paused stay here after a resume.
+function drawAudit(box, audit) {
+  if (!audit) { put(box); return; }
+  box.dataset.seen = audit.entries.map((e) => e.seq).join(",");
+  put(box, h("h2", null, "Who did what"),
+    audit.entries.length ? h("div.scroll", null, table(["when", "action", "by", "reason", "detail"], audit.entries.map((e) =>
+      h("tr", { dataset: { action: e.action } },
+        h("td", { title: e.at }, ago(e.at)), h("td", null, e.action), h("td.by", null, e.by || "—"),
+        h("td.reason", null, e.reason || ""), h("td.detail", null, e.detail || ""))), "audit-table"))
+      : h("p.muted#audit-empty", null, "Nothing recorded yet (the audit trail starts with this release)."));
+}
+
+// A job that is not (any longer) in the registry: its history and trail.
+async function deletedJob(id, root) {
+  const [runs, audit] = await Promise.all([
+    api(`/jobs/${enc(id)}/runs?limit=50`).catch((e) => ({ error: e.message, runs: [] })),
+    api(`/audit?job=${enc(id)}&limit=20`).catch(() => null),
+  ]);
+  const gone = audit && audit.entries.find((e) => e.action === "delete");
+  if (!runs.runs.length && !(audit && audit.entries.length)) {
+    put(root, h("h1.job-id", null, id), h("p.error#not-found", null, `No job ${id}, and nothing in the history about it.`));
+    return;
+  }
+  const history = h("section#job-history"), auditBox = h("section#job-audit");
+  put(root, h("h1.job-id", null, id, " ", h("span.pill.o-cancelled#job-state", null, "deleted")),
+    h("p.muted#deleted-note", null, gone ? `Deleted ${ago(gone.at)}${gone.by ? ` by ${gone.by}` : ""}${gone.reason ? `: ${gone.reason}` : ""}. ` : "Not in the registry (deleted). ",
+      "Its history and audit trail stay."),
+    auditBox, history);
+  drawAudit(auditBox, audit);
+  drawHistory(history, runs, null);
 }
 
 function durationChart(runs) {
@@ -643,7 +813,8 @@ function runsTable(runs, id) {
         h("div", null, h("a.fire-link.muted", { href: `#/run/${enc(r.fire_id)}` }, r.fire_id))),
       h("td.num", null, r.attempt), h("td", null, outcome(r.outcome), r.retried ? h("span.muted", null, " (retried)") : null,
         r.replay ? h("span.muted", { title: `replayed ${r.replay}` }, " (replay)") : null),
-      h("td.num", null, dur(r.duration_ms)), h("td", null, r.worker),
+      h("td.num", null, dur(r.duration_ms)),
+      h("td", null, r.worker && !r.worker.startsWith("(") ? h("a.worker-link", { href: `#/runs?worker=${enc(r.worker)}`, title: `runs on ${r.worker}` }, r.worker) : r.worker),
       h("td", null, r.reason ? h("div", null, r.reason) : null, out));
   }), id);
 }
@@ -698,7 +869,7 @@ async function alertsPage(params) {
     } catch (e) { shown = null; put(body, h("p.error", null, e.message)); }
   };
   await load();
-  every(5000, () => { if (!document.hidden) load(); });
+  every(body, 5000, () => { if (!document.hidden) load(); });
 }
 
 // Runs: filtered by outcome, job (id prefix), label, pool and time range;
@@ -706,7 +877,8 @@ async function alertsPage(params) {
 async function runsPage(params) {
   const f = {
     outcome: params.get("outcome") || "", job: params.get("job") || "", label: params.get("label") || "",
-    pool: params.get("pool") || "", since: params.get("since") || "24h", cursor: params.get("cursor") || "",
+    pool: params.get("pool") || "", worker: params.get("worker") || "", since: params.get("since") || "24h",
+    cursor: params.get("cursor") || "",
   };
   const sel = h("select#outcome-filter", { "aria-label": "outcome" }, h("option", { value: "" }, "every outcome"),
     ["running", "succeeded", "failed", "dead", "skipped", "cancelled"].map((o) => h("option", { value: o }, o)));
@@ -715,37 +887,51 @@ async function runsPage(params) {
   const job = text("runs-job", f.job, "job id starts with…");
   const label = text("runs-label", f.label, "label key=value");
   const pool = text("runs-pool", f.pool, "pool");
+  const worker = text("runs-worker", f.worker, "worker id");
   const since = h("select#runs-since", { "aria-label": "since" }, ["1h", "6h", "24h", "7d", "30d"].map((v) => h("option", { value: v }, `last ${v}`)));
   since.value = f.since;
   const go = (cursor) => {
     const q = new URLSearchParams();
-    const v = { outcome: sel.value, job: job.value.trim(), label: label.value.trim(), pool: pool.value.trim(), since: since.value, cursor: cursor || "" };
+    const v = { outcome: sel.value, job: job.value.trim(), label: label.value.trim(), pool: pool.value.trim(), worker: worker.value.trim(), since: since.value, cursor: cursor || "" };
     for (const [k, x] of Object.entries(v)) if (x && !(k === "since" && x === "24h")) q.set(k, x);
     location.hash = `#/runs${q.toString() ? "?" + q : ""}`;
   };
-  for (const el of [sel, since, job, label, pool]) el.addEventListener("change", () => go());
+  for (const el of [sel, since, job, label, pool, worker]) el.addEventListener("change", () => go());
   const live = h("input#live", { type: "checkbox", checked: !f.cursor, disabled: !!f.cursor });
   const body = h("div", null, h("p.muted", null, "loading…"));
   put(main(), h("h1", null, "Runs"),
-    h("div.toolbar", null, sel, job, label, pool, since, h("label", null, live, f.cursor ? " live (newest page only)" : " live (every 2 s)")), body);
+    h("div.toolbar", null, sel, job, label, pool, worker, since, h("label", null, live, f.cursor ? " live (newest page only)" : " live (every 2 s)")), body);
   let shown = null;
-  const load = async () => {
+  const held = h("span.note#runs-held");
+  live.parentElement.after(held);
+  const load = async (first) => {
     const qs = new URLSearchParams({ limit: "100", since: f.since });
-    for (const k of ["outcome", "job", "label", "pool", "cursor"]) if (f[k]) qs.set(k, f[k]);
+    for (const k of ["outcome", "job", "label", "pool", "worker", "cursor"]) if (f[k]) qs.set(k, f[k]);
     try {
       const page = await api(`/runs?${qs}`);
-      // Re-rendered only when something changed (an open output stays open).
-      const seen = page.runs.map((r) => `${r.fire_id}/${r.attempt}/${r.replay || ""}/${r.outcome}`).join("|") + `|${page.next || ""}`;
-      if (seen === shown) return;
+      // Re-rendered only when something changed; held while the pointer is
+      // on the list or an output is open (nothing moves under the cursor,
+      // nothing closes).
+      const seen = runsKey(page.runs) + `|${page.next || ""}`;
+      if (seen === shown) { put(held); return; }
+      if (!first && (body.matches(":hover") || body.querySelector("details[open]"))) {
+        put(held, "new runs are waiting: move the pointer off the list or close the output");
+        return;
+      }
+      put(held);
       shown = seen;
       put(body, page.runs.length ? runsTable(page.runs, "runs-table") : h("p.muted#runs-empty", null, `no runs in the last ${f.since} that match`),
         h("div.pager", null,
           f.cursor ? h("a#runs-newest", { href: "#", onclick: (ev) => { ev.preventDefault(); go(""); } }, "« newest") : null,
           page.next ? h("button#runs-older", { type: "button", onclick: () => go(page.next) }, "older »") : null));
-    } catch (e) { shown = null; put(body, h("p.error", null, e.message)); }
+    } catch (e) {
+      // Unreachable: the rows stay (the banner says so); else the error.
+      if (e.status === 0 && shown !== null) return;
+      shown = null; put(body, h("p.error", null, broke(e)));
+    }
   };
-  await load();
-  every(2000, () => { if (live.checked && !f.cursor && !document.hidden) load(); });
+  await load(true);
+  every(body, 2000, () => { if (live.checked && !f.cursor && !document.hidden) load(false); });
 }
 
 // One fire's page: its attempts and, for a workflow occurrence, the step
@@ -811,7 +997,7 @@ async function runPage(fireId) {
       }), "run-table"));
     return open;
   };
-  if (await load()) every(2000, async () => { if (!document.hidden && !(await load())) { for (const t of timers) clearInterval(t); timers = []; } });
+  if (await load()) every(root, 2000, async () => { if (!document.hidden && !(await load())) { for (const t of timers) clearInterval(t); timers = []; } });
 }
 
 async function deadPage(params) {
@@ -938,13 +1124,16 @@ async function route() {
     else if (path === "/runs") await runsPage(params);
     else if (path === "/dead") await deadPage(params);
     else if (path === "/alerts") await alertsPage(params);
-    else if (path === "/") { await overview(); every(5000, () => { if (!document.hidden && $("#modal").hidden) overview().catch(() => {}); }); }
+    else if (path === "/") {
+      const view = await overview(null);
+      every(view, 5000, () => { if (!document.hidden && $("#modal").hidden) overview(view).catch(() => {}); });
+    }
     else {
       document.title = `Not found · Sundial`;
       put(main(), h("h1", null, "No such page"), h("p.error#not-found", null, `Nothing is at #${path}. `, h("a", { href: "#/" }, "Overview")));
     }
   } catch (e) {
-    put(main(), h("h1", null, "Something went wrong"), h("p.error", null, e.message));
+    put(main(), h("h1", null, "Something went wrong"), h("p.error", null, broke(e)));
   }
   document.body.dataset.page = section;
   document.body.dataset.ready = String(Date.now());

@@ -1042,6 +1042,12 @@ schedule = "0 3 * * *"
 executor = {{ type = "shell", command = ["/bin/sh", "-c", "sleep 4; echo report done"] }}
 
 [[jobs]]
+id = "flaky-export"
+schedule = "0 5 * * *"
+retry = {{ max_attempts = 1 }}
+executor = {{ type = "shell", command = ["/bin/sh", "-c", "echo 'export: 500 from the warehouse' >&2; exit 3"] }}
+
+[[jobs]]
 id = "{long_id}"
 schedule = "0 4 * * *"
 executor = {{ type = "noop" }}
@@ -1144,6 +1150,43 @@ labels = {{ team = "tenants" }}
     .expect("scrolled to the trail");
     screenshot(&c, "job-audit").await;
 
+    // Triage: the list shows each job's last run, failures in 24 h and its
+    // last 10 runs; "failing" keeps the jobs that failed.
+    let (status, text) = http_call(
+        &addr,
+        "POST",
+        "/api/v1/jobs/flaky-export/trigger",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        None,
+    )
+    .expect("trigger");
+    assert_eq!(status, 200, "{text}");
+    c.goto(&format!("{base}#/jobs")).await.expect("jobs page");
+    until("the last runs in the list", || async {
+        let slow = texts(&c, "#jobs-table tr[data-id='slow-report'] td.last-run").await;
+        let flaky = texts(&c, "#jobs-table tr[data-id='flaky-export'] td.fail24").await;
+        (slow.first().is_some_and(|t| t.contains("succeeded")) && flaky == ["1"]).then_some(())
+    })
+    .await;
+    let strip = row_keys(
+        &c,
+        "#jobs-table tr[data-id='slow-report'] td.last10 .strip span",
+        "class",
+    )
+    .await;
+    assert_eq!(strip, ["s-succeeded"], "one run so far");
+    click(&c, "#failing-filter").await;
+    let failing = until("the failing jobs", || async {
+        let rows = row_keys(&c, "#failing-table tbody tr", "data-id").await;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    assert_eq!(failing, ["flaky-export"]);
+    let now = texts(&c, "#failing-table tbody tr td:nth-child(4)").await;
+    assert_eq!(now, ["failing"], "its newest run failed");
+    screenshot(&c, "jobs-failing").await;
+    click(&c, "#failing-filter").await;
+
     // A phone: every column reachable, the page itself never wider.
     c.set_window_size(390, 844).await.expect("a 390 px window");
     let reachable = |table: &'static str, cell: String| {
@@ -1163,7 +1206,7 @@ labels = {{ team = "tenants" }}
     c.goto(&format!("{base}#/jobs")).await.expect("jobs page");
     until("the jobs", || async {
         let n = row_keys(&c, "#jobs-table tbody tr", "data-id").await;
-        (n.len() == 2).then_some(())
+        (n.len() == 3).then_some(())
     })
     .await;
     screenshot(&c, "jobs-390").await;

@@ -282,6 +282,44 @@ pub struct RunPage {
     pub next: Option<String>,
 }
 
+/// A run as the jobs list draws it in a strip (no output, no reason).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RunBrief {
+    pub fire_id: String,
+    pub attempt: u32,
+    pub outcome: Outcome,
+    pub retried: bool,
+    /// Its start (or, not started, its last record).
+    pub at: DateTime<Utc>,
+    pub duration_ms: Option<u64>,
+}
+
+/// A job's last runs (newest first) and its failures in a window (`failed`
+/// and `dead` attempts, at most [`FAILURES_COUNTED`] counted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JobRecent {
+    pub job_id: String,
+    pub runs: Vec<RunBrief>,
+    pub failed: u64,
+}
+
+/// A job with failures in a window: how many (at most
+/// [`FAILURES_COUNTED`]), the last one, and its newest run's outcome
+/// (`succeeded`: it recovered since).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Failing {
+    pub job_id: String,
+    pub failed: u64,
+    pub last_failure: DateTime<Utc>,
+    pub last_outcome: Outcome,
+}
+
+/// Failures counted per job, at most (a count past it says "1000+").
+pub const FAILURES_COUNTED: u64 = 1000;
+
 /// A job's runs over a window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

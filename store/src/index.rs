@@ -20,7 +20,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension};
 use sundial_core::{
-    history::{RunPage, RunQuery, RunRow, Summary},
+    history::{Failing, JobRecent, RunPage, RunQuery, RunRow, Summary},
     protocol::{
         alert::{AlertQuery, AlertRow},
         audit::{AuditQuery, AuditRow},
@@ -33,7 +33,9 @@ use tokio::sync::{mpsc, oneshot};
 pub use crate::thread::{Batch, HEALTH_PART};
 use crate::{
     error::{sql, Error},
-    query::{query_alerts, query_audit, query_fire, query_runs, summarise},
+    query::{
+        query_alerts, query_audit, query_failing, query_fire, query_recent, query_runs, summarise,
+    },
     schema::{migrate, open_conn},
     thread::{write_loop, Job, Retention},
 };
@@ -217,24 +219,48 @@ impl Index {
     /// epoch), attempts that started in it, and those of them that failed
     /// (`failed` or `dead`). Minutes without runs are left out.
     pub async fn per_minute(&self, since: DateTime<Utc>) -> Result<Vec<(i64, u64, u64)>, Error> {
+        self.per_bucket(since, 60_000).await
+    }
+
+    /// Runs (attempts) per `bucket_ms` since `since`, and those that failed
+    /// or died: `(bucket start in ms, runs, failed)`, oldest first. Both
+    /// counts read an index only (`runs_at`, and the failures' partial
+    /// index), not the rows.
+    pub async fn per_bucket(
+        &self,
+        since: DateTime<Utc>,
+        bucket_ms: i64,
+    ) -> Result<Vec<(i64, u64, u64)>, Error> {
         self.read(move |c, path| {
-            let mut st = c
-                .prepare_cached(
-                    "SELECT at / 60000, count(*), sum(outcome IN ('failed', 'dead')) \
-                     FROM runs WHERE at >= ?1 GROUP BY 1 ORDER BY 1",
-                )
-                .map_err(sql(path, "counting runs per minute"))?;
-            let rows = st
-                .query_map([since.timestamp_millis()], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)? * 60_000,
-                        u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
-                        u64::try_from(r.get::<_, Option<i64>>(2)?.unwrap_or(0)).unwrap_or(0),
-                    ))
-                })
-                .and_then(Iterator::collect)
-                .map_err(sql(path, "counting runs per minute"))?;
-            Ok(rows)
+            let count = |query: &str| -> Result<BTreeMap<i64, u64>, Error> {
+                let mut st = c
+                    .prepare_cached(query)
+                    .map_err(sql(path, "counting runs per period"))?;
+                let rows = st
+                    .query_map(
+                        rusqlite::params![since.timestamp_millis(), bucket_ms],
+                        |r| {
+                            Ok((
+                                r.get::<_, i64>(0)? * bucket_ms,
+                                u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                            ))
+                        },
+                    )
+                    .and_then(Iterator::collect)
+                    .map_err(sql(path, "counting runs per period"))?;
+                Ok(rows)
+            };
+            let runs = count(
+                "SELECT at / ?2, count(*) FROM runs INDEXED BY runs_at WHERE at >= ?1 GROUP BY 1",
+            )?;
+            let failed = count(
+                "SELECT at / ?2, count(*) FROM runs INDEXED BY runs_failures \
+                 WHERE at >= ?1 AND outcome IN ('failed', 'dead') GROUP BY 1",
+            )?;
+            Ok(runs
+                .into_iter()
+                .map(|(t, n)| (t, n, failed.get(&t).copied().unwrap_or(0)))
+                .collect())
         })
         .await
     }
@@ -243,6 +269,28 @@ impl Index {
     pub async fn alerts(&self, q: AlertQuery) -> Result<Vec<AlertRow>, Error> {
         self.read(move |c, path| query_alerts(c, &q).map_err(sql(path, "querying alerts")))
             .await
+    }
+
+    /// Each of `jobs`' last `n` runs and its failures since `since` (the
+    /// jobs list's columns).
+    pub async fn recent(
+        &self,
+        jobs: Vec<String>,
+        n: usize,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<JobRecent>, Error> {
+        self.read(move |c, path| {
+            query_recent(c, &jobs, n, since).map_err(sql(path, "reading recent runs"))
+        })
+        .await
+    }
+
+    /// Jobs with failures since `since`, the most recent failure first.
+    pub async fn failing(&self, since: DateTime<Utc>, limit: usize) -> Result<Vec<Failing>, Error> {
+        self.read(move |c, path| {
+            query_failing(c, since, limit).map_err(sql(path, "reading failing jobs"))
+        })
+        .await
     }
 
     /// Audit entries matching `q`, newest first (ADR 0023).
@@ -536,6 +584,65 @@ mod tests {
             rest[1].entry.action, "upsert-many",
             "the oldest, on the second page"
         );
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+
+    #[tokio::test]
+    async fn recent_runs_per_job_and_the_failing_jobs_use_their_indexes() {
+        let path = temp("recent");
+        let index = Index::open(&settings(&path, 100), Health::new()).expect("opens");
+        let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("now");
+        let at = |s: i64| now - chrono::TimeDelta::seconds(s);
+        let mut records = Vec::new();
+        // a: 12 runs, the newest dead; b: a failure, then a success; c: fine.
+        for i in 0..12 {
+            let kind = if i == 0 {
+                RunKind::Dead
+            } else {
+                RunKind::Succeeded
+            };
+            records.push(record("a", at(i * 10 + 5), RunKind::Started));
+            records.push(record("a", at(i * 10 + 5), kind));
+        }
+        records.push(record("b", at(100), RunKind::Dead));
+        records.push(record("b", at(50), RunKind::Succeeded));
+        records.push(record("c", at(30), RunKind::Succeeded));
+        write_one(&index, 1, None, records).await;
+        let recent = index
+            .recent(vec!["a".into(), "c".into(), "none".into()], 10, at(3600))
+            .await
+            .expect("recent");
+        assert_eq!(recent.len(), 3);
+        assert_eq!(recent[0].runs.len(), 10, "the last 10 only");
+        assert_eq!(recent[0].runs[0].outcome, Outcome::Dead, "newest first");
+        assert_eq!(recent[0].failed, 1);
+        assert_eq!((recent[1].runs.len(), recent[1].failed), (1, 0));
+        assert!(recent[2].runs.is_empty());
+        let failing = index.failing(at(3600), 10).await.expect("failing");
+        let got: Vec<(&str, u64, Outcome)> = failing
+            .iter()
+            .map(|f| (f.job_id.as_str(), f.failed, f.last_outcome))
+            .collect();
+        assert_eq!(
+            got,
+            [("a", 1, Outcome::Dead), ("b", 1, Outcome::Succeeded)],
+            "the latest failure first; b recovered"
+        );
+        let plan: String = index
+            .read(|c, _| {
+                let mut st = c
+                    .prepare(&format!("EXPLAIN QUERY PLAN {}", crate::query::FAILING_SQL))
+                    .expect("plan");
+                let rows: Vec<String> = st
+                    .query_map(rusqlite::params![0, 10], |r| r.get::<_, String>(3))
+                    .expect("plan rows")
+                    .collect::<Result<_, _>>()
+                    .expect("plan rows");
+                Ok(rows.join("; "))
+            })
+            .await
+            .expect("plan");
+        assert!(plan.contains("runs_failures"), "{plan}");
         let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
     }
 

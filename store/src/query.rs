@@ -3,7 +3,10 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, Row};
 use sundial_core::{
-    history::{Cursor, Outcome, RunPage, RunQuery, RunRow, Summary, MAX_PAGE},
+    history::{
+        Cursor, Failing, JobRecent, Outcome, RunBrief, RunPage, RunQuery, RunRow, Summary,
+        FAILURES_COUNTED, MAX_PAGE,
+    },
     protocol::{
         alert::{Alert, AlertKind, AlertQuery, AlertRow, Delivered, DeliveryOutcome, Raised},
         audit::{AuditEntry, AuditQuery, AuditRow},
@@ -174,6 +177,92 @@ pub(crate) fn summarise(
         last("'succeeded'")?,
         last("'failed', 'dead'")?,
     ))
+}
+
+/// Each of `jobs`' last `n` runs (newest first) and its failures since
+/// `since`: two range reads on `(job_id, at)` per job.
+pub(crate) fn query_recent(
+    c: &Connection,
+    jobs: &[String],
+    n: usize,
+    since: DateTime<Utc>,
+) -> rusqlite::Result<Vec<JobRecent>> {
+    let mut last = c.prepare_cached(
+        "SELECT fire_id, attempt, outcome, retried, coalesce(started_at, at) AS t, duration_ms \
+         FROM runs WHERE job_id = ?1 ORDER BY at DESC, id DESC LIMIT ?2",
+    )?;
+    let mut failed = c.prepare_cached(
+        "SELECT count(*) FROM (SELECT 1 FROM runs WHERE job_id = ?1 AND at >= ?2 \
+         AND outcome IN ('failed', 'dead') LIMIT ?3)",
+    )?;
+    let limit = i64::try_from(n).unwrap_or(i64::MAX);
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let runs = last
+            .query_map(params![job, limit], |r| {
+                let outcome: String = r.get("outcome")?;
+                let duration: Option<i64> = r.get("duration_ms")?;
+                Ok(RunBrief {
+                    fire_id: r.get("fire_id")?,
+                    attempt: r.get("attempt")?,
+                    outcome: outcome.parse().unwrap_or(Outcome::Running),
+                    retried: r.get("retried")?,
+                    at: time(r.get("t")?).unwrap_or_default(),
+                    duration_ms: duration.and_then(|d| u64::try_from(d).ok()),
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let n: i64 = failed.query_row(
+            params![job, since.timestamp_millis(), FAILURES_COUNTED as i64],
+            |r| r.get(0),
+        )?;
+        out.push(JobRecent {
+            job_id: job.clone(),
+            runs,
+            failed: u64::try_from(n).unwrap_or(0),
+        });
+    }
+    Ok(out)
+}
+
+/// The failures since `?1` per job: read from the partial index
+/// `runs_failures` (failed and dead rows only; without statistics the
+/// planner would walk every run of the window by job instead).
+pub(crate) const FAILING_SQL: &str = "SELECT job_id, count(*) AS n, max(at) AS last \
+     FROM runs INDEXED BY runs_failures \
+     WHERE at >= ?1 AND outcome IN ('failed', 'dead') \
+     GROUP BY job_id ORDER BY last DESC LIMIT ?2";
+
+/// Jobs with failures since `since`, the most recent failure first.
+pub(crate) fn query_failing(
+    c: &Connection,
+    since: DateTime<Utc>,
+    limit: usize,
+) -> rusqlite::Result<Vec<Failing>> {
+    let mut st = c.prepare_cached(FAILING_SQL)?;
+    let mut newest = c.prepare_cached(
+        "SELECT outcome FROM runs WHERE job_id = ?1 ORDER BY at DESC, id DESC LIMIT 1",
+    )?;
+    let rows: Vec<(String, i64, i64)> = st
+        .query_map(
+            params![
+                since.timestamp_millis(),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    rows.into_iter()
+        .map(|(job_id, n, last)| {
+            let outcome: String = newest.query_row(params![job_id], |r| r.get(0))?;
+            Ok(Failing {
+                failed: u64::try_from(n).unwrap_or(0).min(FAILURES_COUNTED),
+                last_failure: time(Some(last)).unwrap_or_default(),
+                last_outcome: outcome.parse().unwrap_or(Outcome::Running),
+                job_id,
+            })
+        })
+        .collect()
 }
 
 /// Audit entries matching `q`, newest first.

@@ -16,7 +16,7 @@
 //! |-------------|--------|
 //! | [`router`]  | every route of `/api/v1` and the dashboard, in one `Router` |
 //! | `jobs`      | `GET /jobs`, `GET /jobs/{id}`, `POST /jobs`, `DELETE /jobs/{id}`, `POST /jobs/{id}/{pause,resume,trigger,backfill}` |
-//! | `runs`      | `GET /runs`, `GET /runs/per-minute`, `GET /runs/{fire_id}`, `GET /jobs/{id}/runs`, `GET /jobs/{id}/summary` |
+//! | `runs`      | `GET /runs`, `GET /runs/per-minute`, `GET /runs/per-hour`, `GET /runs/recent`, `GET /runs/failing`, `GET /runs/{fire_id}`, `GET /jobs/{id}/runs`, `GET /jobs/{id}/summary` |
 //! | `alerts`    | `GET /alerts` |
 //! | `audit`     | `GET /audit` |
 //! | `dead`      | `GET /pools/{pool}/dead`, `POST /pools/{pool}/dead/{replay,purge}` |
@@ -225,6 +225,9 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/jobs/{id}/summary", get(runs::summary))
         .route("/api/v1/runs", get(runs::runs))
         .route("/api/v1/runs/per-minute", get(runs::per_minute))
+        .route("/api/v1/runs/per-hour", get(runs::per_hour))
+        .route("/api/v1/runs/recent", get(runs::recent))
+        .route("/api/v1/runs/failing", get(runs::failing))
         .route("/api/v1/runs/{fire_id}", get(runs::fire))
         .route("/api/v1/runs/{fire_id}/cancel", post(jobs::cancel))
         .route("/api/v1/alerts", get(alerts::list))

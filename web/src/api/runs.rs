@@ -21,8 +21,11 @@ use utoipa::IntoParams;
 
 use super::{
     error::{Answer, ApiError, ApiResult},
-    query::{first, Params, Query},
-    schema::{body, ErrorBody, FireRuns, Minute, PerMinute, Refusals},
+    query::{all, first, number, Params, Query},
+    schema::{
+        body, ErrorBody, FailingList, FireRuns, Hour, Minute, PerHour, PerMinute, RecentList,
+        Refusals,
+    },
     Api,
 };
 
@@ -191,6 +194,123 @@ pub(crate) async fn per_minute(
         })
         .collect();
     Ok(Answer(body(PerMinute { minutes })))
+}
+
+/// Attempts started per hour, and those that failed (`since`, default 7d):
+/// the Overview's trend.
+#[utoipa::path(get, path = "/api/v1/runs/per-hour", tag = "runs", params(SinceParams), responses(
+        (status = 200, body = PerHour),
+        Refusals,
+        (status = 500, description = "the history index could not be read", body = ErrorBody),
+        (status = 503, description = "this process keeps no history index", body = ErrorBody),
+))]
+pub(crate) async fn per_hour(
+    State(api): State<Arc<Api>>,
+    Query(p): Query<SinceParams>,
+) -> ApiResult {
+    let index = api.index()?;
+    let since = instant(p.since.as_deref().unwrap_or("7d"), "since", Utc::now())?;
+    let rows = index.per_bucket(since, 3_600_000).await.map_err(internal)?;
+    let hours = rows
+        .into_iter()
+        .map(|(h, runs, failed)| Hour {
+            hour: DateTime::from_timestamp_millis(h)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            runs,
+            failed,
+        })
+        .collect();
+    Ok(Answer(body(PerHour { hours })))
+}
+
+/// `GET /api/v1/runs/recent`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct RecentParams {
+    /// A job id; repeat for several (at most 100).
+    #[serde(default, deserialize_with = "all")]
+    job: Vec<String>,
+    /// Runs per job, 1–20 (default 10).
+    #[serde(default, deserialize_with = "first")]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 20)]
+    n: Option<String>,
+    /// Failures counted since: a duration before now (default 24h) or an
+    /// RFC 3339 instant.
+    #[serde(default, deserialize_with = "first")]
+    since: Option<String>,
+}
+
+impl Params for RecentParams {
+    const ALLOWED: &'static [&'static str] = &["job", "n", "since"];
+}
+
+/// The most jobs one `recent` asks about (a page of the jobs list is 50).
+const RECENT_JOBS: usize = 100;
+
+/// Each named job's last runs (newest first, no output) and its failures
+/// since `since`: the columns of the jobs list, for a page of jobs at once.
+#[utoipa::path(get, path = "/api/v1/runs/recent", tag = "runs", params(RecentParams), responses(
+        (status = 200, body = RecentList),
+        Refusals,
+        (status = 500, description = "the history index could not be read", body = ErrorBody),
+        (status = 503, description = "this process keeps no history index", body = ErrorBody),
+))]
+pub(crate) async fn recent(
+    State(api): State<Arc<Api>>,
+    Query(p): Query<RecentParams>,
+) -> ApiResult {
+    let index = api.index()?;
+    if p.job.is_empty() || p.job.len() > RECENT_JOBS {
+        return Err(ApiError::bad_request(
+            "job",
+            format!("name 1 to {RECENT_JOBS} jobs (job=a&job=b)"),
+        ));
+    }
+    for (i, j) in p.job.iter().enumerate() {
+        sundial_core::job::check_job_id("job", j)
+            .map_err(|e| ApiError::bad_request(&format!("job[{i}]"), e.message))?;
+    }
+    let n = number(p.n.as_deref(), "n", 10, 1..=20)?;
+    let since = instant(p.since.as_deref().unwrap_or("24h"), "since", Utc::now())?;
+    let jobs = index.recent(p.job, n, since).await.map_err(internal)?;
+    Ok(Answer(body(RecentList { jobs })))
+}
+
+/// `GET /api/v1/runs/failing`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct FailingParams {
+    /// A duration before now (default 24h) or an RFC 3339 instant.
+    #[serde(default, deserialize_with = "first")]
+    since: Option<String>,
+    /// 1–1000, default 100.
+    #[serde(default, deserialize_with = "first")]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
+}
+
+impl Params for FailingParams {
+    const ALLOWED: &'static [&'static str] = &["since", "limit"];
+}
+
+/// Jobs with failed or dead attempts since `since`, the latest failure
+/// first, with how many and their newest run's outcome (the jobs list's
+/// "failing" filter).
+#[utoipa::path(get, path = "/api/v1/runs/failing", tag = "runs", params(FailingParams), responses(
+        (status = 200, body = FailingList),
+        Refusals,
+        (status = 500, description = "the history index could not be read", body = ErrorBody),
+        (status = 503, description = "this process keeps no history index", body = ErrorBody),
+))]
+pub(crate) async fn failing(
+    State(api): State<Arc<Api>>,
+    Query(p): Query<FailingParams>,
+) -> ApiResult {
+    let index = api.index()?;
+    let since = instant(p.since.as_deref().unwrap_or("24h"), "since", Utc::now())?;
+    let limit = number(p.limit.as_deref(), "limit", 100, 1..=1000)?;
+    let jobs = index.failing(since, limit).await.map_err(internal)?;
+    Ok(Answer(body(FailingList { jobs })))
 }
 
 /// One fire's runs (every attempt and replay) and, for a workflow

@@ -120,6 +120,36 @@ pub struct Minute {
     pub failed: u64,
 }
 
+/// Runs started per hour (`GET /api/v1/runs/per-hour`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PerHour {
+    pub hours: Vec<Hour>,
+}
+
+/// One hour with runs.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Hour {
+    /// The hour, RFC 3339 UTC.
+    pub hour: Option<String>,
+    pub runs: u64,
+    /// Failed or dead.
+    pub failed: u64,
+}
+
+/// The named jobs' last runs and failures (`GET /api/v1/runs/recent`), in
+/// the order asked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecentList {
+    pub jobs: Vec<sundial_core::history::JobRecent>,
+}
+
+/// Jobs with failures in the window (`GET /api/v1/runs/failing`), the
+/// latest failure first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FailingList {
+    pub jobs: Vec<sundial_core::history::Failing>,
+}
+
 /// A pool's dead letters (`GET /api/v1/pools/{pool}/dead`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeadPage {

@@ -178,11 +178,14 @@ function dialog({ title, text, fields = [], ok = "OK", danger = false, run }) {
     err.hidden = true;
     const opener = document.activeElement;
     modal.hidden = false;
+    // A destructive dialog starts on Cancel, even with fields to fill.
     const first = box.querySelector("input, textarea, select");
-    (first || (danger ? cancel : okButton)).focus();
+    (danger ? cancel : first || okButton).focus();
     // Esc closes; Tab stays inside the dialog.
     const keys = (ev) => {
       if (ev.key === "Escape") { ev.preventDefault(); close(null); return; }
+      // Enter in a field of a destructive dialog submits nothing.
+      if (ev.key === "Enter" && danger && ev.target.tagName === "INPUT") { ev.preventDefault(); return; }
       if (ev.key !== "Tab") return;
       const items = [...form.querySelectorAll("input, select, textarea, button")].filter((x) => !x.disabled);
       const at = items.indexOf(document.activeElement);
@@ -475,11 +478,15 @@ async function overview(view) {
     put(main(), view);
   }
   const root = h("div");
-  const [st, pm, open] = await Promise.all([
+  // The 7-day trend is asked again every 5 minutes, not every refresh.
+  const stale = !overview.hours || Date.now() - overview.hours.at > 300e3;
+  const [st, pm, open, ph] = await Promise.all([
     api("/status"),
     api("/runs/per-minute?since=1h").catch(() => null),
     api("/alerts?open=true&since=24h&limit=1000").catch(() => null),
+    stale ? api("/runs/per-hour?since=7d").catch(() => null) : overview.hours.data,
   ]);
+  if (stale && ph) overview.hours = { at: Date.now(), data: ph };
   const owners = [...new Set(st.shards.map((x) => x.owner).filter(Boolean))];
   const palette = ["#c2410c", "#1d4ed8", "#15803d", "#7c3aed", "#be185d", "#0e7490", "#a16207", "#4d7c0f"];
   const color = (o) => palette[owners.indexOf(o) % palette.length];
@@ -503,6 +510,7 @@ async function overview(view) {
       h("a.card-link", { href: "#/alerts" }, card(open === null ? "—" : open.alerts.length, "open alerts, 24 h", open && open.alerts.length ? "error" : null))),
     h("h2", null, "Runs and failures per minute (last hour)"),
     pm ? rateChart(pm.minutes) : h("p.muted", null, "no history index on this process"),
+    ph ? [h("h2", null, "Runs and failures per hour (last 7 days)"), hourChart(ph.hours)] : null,
     h("div.two", null,
       h("div", null,
         h("h2", null, "Nodes"),
@@ -571,6 +579,7 @@ async function jobsPage(params) {
   pausedSel.value = paused;
   const sortSel = h("select#sort", { "aria-label": "sort" }, h("option", { value: "id" }, "sort by id"), h("option", { value: "next" }, "sort by next fire"));
   sortSel.value = sort;
+  const failingBox = h("input#failing-filter", { type: "checkbox", checked: params.get("failing") === "1" });
   // Filters redraw the list in place (the search box keeps its focus and
   // what is typed meanwhile) and replace the history entry instead of
   // adding one per keystroke.
@@ -578,16 +587,17 @@ async function jobsPage(params) {
   const go = (extra = {}) => {
     at = extra.cursor || "";
     const p = new URLSearchParams();
-    const v = { q: search.value.trim(), label, pool: poolSel.value, paused: pausedSel.value, sort: sortSel.value, cursor: at };
+    const v = { q: search.value.trim(), label, pool: poolSel.value, paused: pausedSel.value, sort: sortSel.value, failing: failingBox.checked ? "1" : "", cursor: at };
     for (const [k, x] of Object.entries(v)) if (x && !(k === "sort" && x === "id")) p.set(k, x);
     history.replaceState(null, "", `#/jobs${p.toString() ? "?" + p : ""}`);
     render();
   };
   let debounce;
   search.addEventListener("input", () => { clearTimeout(debounce); debounce = setTimeout(() => go(), 250); });
-  for (const el of [poolSel, pausedSel, sortSel]) el.addEventListener("change", () => go());
+  for (const el of [poolSel, pausedSel, sortSel, failingBox]) el.addEventListener("change", () => go());
   const body = h("div", null, h("p.muted", null, "loading…"));
   put(main(), h("h1", null, "Jobs"), h("div.toolbar", null, search, poolSel, pausedSel, sortSel,
+    h("label", { title: "jobs with failed or dead runs in the last 24 h" }, failingBox, " failing (24 h)"),
     label ? h("span.chip.on#label-filter", null, label, " ", h("a", { href: "#/jobs", title: "every label", "aria-label": "clear the label filter" }, "×")) : null,
     label ? h("a#label-runs", { href: `#/runs?label=${enc(label)}` }, "their runs") : null), body);
   let poolsLoaded = false;
@@ -598,6 +608,14 @@ async function jobsPage(params) {
   }).catch(() => { if (pool) { poolSel.append(h("option", { value: pool }, pool)); poolSel.value = pool; } poolsLoaded = true; });
   const render = async () => {
     const mine = ++seq;
+    if (failingBox.checked) {
+      let f;
+      try { f = await api("/runs/failing?since=24h&limit=500"); } catch (e) { if (mine === seq) put(body, h("p.error", null, e.message)); return; }
+      if (mine !== seq) return;
+      const qv = search.value.trim().toLowerCase();
+      drawFailing(f.jobs.filter((j) => !qv || j.job_id.toLowerCase().includes(qv)));
+      return;
+    }
     const qs = new URLSearchParams({ limit: "50" });
     const [qv, pv, pa, so] = [search.value.trim(), poolsLoaded ? poolSel.value : pool, pausedSel.value, sortSel.value];
     if (qv) qs.set("q", qv); if (pv) qs.set("pool", pv); if (pa) qs.set("paused", pa); if (label) qs.set("label", label);
@@ -607,6 +625,41 @@ async function jobsPage(params) {
     // An older answer that arrives after a newer search is dropped.
     if (mine !== seq) return;
     draw(page);
+  };
+  // Jobs that failed in the last 24 h: how often, when last, whether they
+  // recovered since, and their last 10 runs.
+  const drawFailing = (jobs) => {
+    put(body,
+      h("p.muted#job-count", null, `${jobs.length} job${jobs.length === 1 ? "" : "s"} failed in the last 24 h`,
+        label || poolSel.value || pausedSel.value ? " (the pool, label and paused filters do not apply here)" : ""),
+      jobs.length ? table(["id", "failures, 24 h ", "last failure", "now", "last 10"], jobs.map((j) => h("tr", { dataset: { id: j.job_id } },
+        h("td", null, h("a.job-link", { href: `#/job/${enc(j.job_id)}` }, j.job_id)),
+        h("td.num.failures", null, j.failed >= 1000 ? "1000+" : j.failed),
+        h("td", { title: j.last_failure }, ago(j.last_failure)),
+        h("td", null, j.last_outcome === "failed" || j.last_outcome === "dead" ? h("strong.o-failed", null, "failing") : outcome(j.last_outcome)),
+        h("td.last10", null))), "failing-table") : h("p.muted#failing-empty", null, "No job failed in the last 24 h."));
+    fillRecent(jobs.map((j) => j.job_id));
+  };
+  // The last run, failures in 24 h and the last 10 runs of the jobs shown
+  // (one request for the page; a process without an index leaves "—").
+  const fillRecent = (ids) => {
+    if (!ids.length) return;
+    const qs = new URLSearchParams({ n: "10", since: "24h" });
+    for (const id of ids.slice(0, 100)) qs.append("job", id);
+    api(`/runs/recent?${qs}`).then((r) => {
+      for (const j of r.jobs) {
+        const row = body.querySelector(`tr[data-id="${CSS.escape(j.job_id)}"]`);
+        if (!row) continue;
+        const last = j.runs[0];
+        const lastCell = row.querySelector("td.last-run");
+        if (lastCell) put(lastCell, last ? [outcome(last.outcome), h("div.muted", { title: last.at }, ago(last.at))] : h("span.muted", null, "never ran"));
+        const fails = row.querySelector("td.fail24");
+        if (fails) put(fails, j.failed ? h("strong.o-failed", null, j.failed >= 1000 ? "1000+" : j.failed) : "0");
+        const strip = row.querySelector("td.last10");
+        if (strip) put(strip, h("a.strip", { href: `#/runs?job=${enc(j.job_id)}`, title: "the last 10 runs, oldest first" },
+          j.runs.slice().reverse().map((r) => h(`span.s-${r.outcome === "failed" && r.retried ? "running" : r.outcome}`, { title: `${r.fire_id} #${r.attempt}: ${r.outcome}` }))));
+      }
+    }).catch(() => {});
   };
   const draw = (page) => {
     const reload = () => route();
@@ -619,13 +672,15 @@ async function jobsPage(params) {
       h("td.state", null, j.paused ? h("span.paused", { title: j.paused_reason || "" }, "paused",
         j.paused_reason || j.paused_by ? h("div.muted.reason", null, [j.paused_by, j.paused_reason].filter(Boolean).join(": ")) : null) : "active"),
       h("td", null, j.next ? when(j.next) : "—"),
+      h("td.last-run", null, "—"), h("td.num.fail24", null, "—"), h("td.last10", null),
       h("td", null, jobButtons(j, reload))));
     put(body, 
       h("p.muted#job-count", null, `${page.total} job${page.total === 1 ? "" : "s"} match`),
-      table(["id", "schedule", "zone", "pool", "state", "next fire", ""], rows, "jobs-table"),
+      table(["id", "schedule", "zone", "pool", "state", "next fire", "last run", "failures, 24 h ", "last 10", ""], rows, "jobs-table"),
       h("div.pager", null,
         at ? h("button", { type: "button", onclick: () => go({ cursor: "" }) }, "« first page") : null,
         page.next ? h("button#next-page", { type: "button", onclick: () => go({ cursor: page.next }) }, "next page »") : null));
+    fillRecent(page.jobs.map((j) => j.id));
     // A workflow's last occurrence as a strip of step states, filled in as
     // the answers come (the page does not wait for them).
     for (const j of page.jobs.filter((x) => (x.steps || []).length)) {
@@ -668,6 +723,20 @@ async function jobPage(id) {
   } }, label);
   const history = h("section#job-history");
   const summaryBox = h("div#job-summary-box");
+  // Durations over a chosen range, on a time axis.
+  const range = h("select#duration-range", { "aria-label": "range" }, ["24h", "7d", "30d"].map((v) => h("option", { value: v }, `last ${v}`)));
+  range.value = "7d";
+  const chartBox = h("div");
+  const drawDurations = async () => {
+    const days = { "24h": 1, "7d": 7, "30d": 30 }[range.value];
+    const to = Date.now(), from = to - days * 86400e3;
+    let page;
+    try { page = await api(`/jobs/${enc(id)}/runs?since=${range.value}&limit=1000`); } catch (_) { return; }
+    put(chartBox, durationChart(page.runs, from, to),
+      page.next ? h("p.muted", null, `The newest 1,000 runs of the last ${range.value}.`) : null);
+  };
+  range.addEventListener("change", drawDurations);
+  const durations = h("section#job-durations", null, h("h2", null, "Durations ", range), chartBox);
   const auditBox = h("section#job-audit");
   put(root,
     h("h1.job-id", null, id, " ", j.paused ? h("span.pill.paused#job-state", null, "paused") : h("span.pill.o-succeeded#job-state", null, "active")),
@@ -704,8 +773,10 @@ async function jobPage(id) {
       alerts.alerts.length ? h("div.scroll", null, alertsTable(alerts.alerts, "job-alerts-table", false)) : h("p.muted", null, "No alert in the last 7 days."),
       h("p", null, h("a", { href: "#/alerts?all=1&since=7d" }, "every alert"))) : null,
     auditBox,
+    durations,
     history);
   drawSummary(summaryBox, summary);
+  drawDurations();
   drawAudit(auditBox, audit);
   let shown = drawHistory(history, runs, null);
   // Live: the runs, their summary and the trail, redrawn when they change.
@@ -721,7 +792,10 @@ async function jobPage(id) {
     } catch (_) { return; }
     const before = shown.key;
     shown = drawHistory(history, page, shown);
-    if (shown.key !== before) api(`/jobs/${enc(id)}/summary?since=7d`).then((x) => drawSummary(summaryBox, x)).catch(() => {});
+    if (shown.key !== before) {
+      api(`/jobs/${enc(id)}/summary?since=7d`).then((x) => drawSummary(summaryBox, x)).catch(() => {});
+      drawDurations();
+    }
     const seen = trail ? trail.entries.map((e) => e.seq).join(",") : "";
     if (trail && seen !== auditBox.dataset.seen) drawAudit(auditBox, trail);
   });
@@ -737,8 +811,7 @@ function drawHistory(box, page, before) {
   if (before && before.key === key) return before;
   const open = new Set([...box.querySelectorAll("tr[data-fire]")].filter((tr) => tr.querySelector("details[open]"))
     .map((tr) => `${tr.dataset.fire}/${tr.dataset.attempt}`));
-  put(box, h("h2", null, "Duration of the last runs"), durationChart(page.runs),
-    h("h2", null, "History"), page.error ? h("p.error", null, page.error) : h("div.scroll", null, runsTable(page.runs, "history-table")));
+  put(box, h("h2", null, "History"), page.error ? h("p.error", null, page.error) : h("div.scroll", null, runsTable(page.runs, "history-table")));
   for (const tr of box.querySelectorAll("tr[data-fire]")) {
     const d = tr.querySelector("details");
     if (d && open.has(`${tr.dataset.fire}/${tr.dataset.attempt}`)) d.open = true;
@@ -787,20 +860,67 @@ async function deletedJob(id, root) {
   drawHistory(history, runs, null);
 }
 
-function durationChart(runs) {
-  const W = 720, H = 140, pad = 22;
-  const done = runs.filter((r) => r.duration_ms !== null && r.duration_ms !== undefined).slice().reverse();
-  const svg = s("svg", { class: "chart", id: "duration-chart", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": "durations" });
-  if (!done.length) { svg.append(s("text", { x: 10, y: 20 }, "no finished runs yet")); return svg; }
+// Tick labels for a time axis over [from, to): 6 of them, as times of day
+// within two days, else as dates.
+function timeTicks(from, to) {
+  const span = to - from, short = span <= 2 * 86400e3;
+  const label = (t) => {
+    const d = new Date(t), p2 = (n) => String(n).padStart(2, "0");
+    return short ? `${p2(d.getHours())}:${p2(d.getMinutes())}` : `${p2(d.getMonth() + 1)}-${p2(d.getDate())}`;
+  };
+  return Array.from({ length: 6 }, (_, i) => from + (span * i) / 5).map((t) => ({ t, label: label(t) }));
+}
+
+// A job's runs over [from, to) on a time axis: a bar per finished attempt
+// (its height the duration; green succeeded, red failed or dead), and a
+// mark on the axis per skipped fire (overlap, duplicate, misfire).
+function durationChart(runs, from, to) {
+  const W = 720, H = 150, pad = 24, base = H - pad;
+  const svg = s("svg", { class: "chart", id: "duration-chart", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": "durations over time" });
+  const x = (t) => pad + ((t - from) / Math.max(1, to - from)) * (W - pad - 6);
+  const at = (r) => Date.parse(r.started_at || r.finished_at || r.scheduled_at);
+  const done = runs.filter((r) => r.duration_ms !== null && r.duration_ms !== undefined && r.outcome !== "skipped");
+  const skipped = runs.filter((r) => r.outcome === "skipped");
   const max = Math.max(1, ...done.map((r) => r.duration_ms));
-  const bw = (W - pad) / Math.max(done.length, 10);
-  done.forEach((r, i) => {
-    const hh = Math.max(1, (r.duration_ms / max) * (H - pad));
-    svg.append(s("rect", { x: pad + i * bw, y: H - pad - hh, width: Math.max(1, bw - 2), height: hh,
-      fill: r.outcome === "succeeded" ? "#15803d" : r.outcome === "skipped" ? "#a16207" : "#b91c1c" },
+  for (const tick of timeTicks(from, to)) {
+    svg.append(s("line", { x1: x(tick.t), x2: x(tick.t), y1: 4, y2: base, class: "grid" }),
+      s("text", { x: x(tick.t) - 14, y: H - 8 }, tick.label));
+  }
+  for (const r of done) {
+    const hh = Math.max(1, (r.duration_ms / max) * (base - 8));
+    svg.append(s("rect", { x: x(at(r)) - 1.5, y: base - hh, width: 3, height: hh, class: `bar o-${r.outcome}`,
+      fill: r.outcome === "succeeded" ? "#15803d" : "#b91c1c" },
     s("title", {}, `${r.fire_id} attempt ${r.attempt}: ${r.outcome}, ${dur(r.duration_ms)}`)));
+  }
+  for (const r of skipped) {
+    svg.append(s("path", { d: `M${x(at(r)) - 4},${base + 7} L${x(at(r))},${base + 1} L${x(at(r)) + 4},${base + 7} Z`, class: "skip", fill: "#a16207" },
+      s("title", {}, `${r.fire_id}: skipped${r.reason ? ` (${r.reason})` : ""}`)));
+  }
+  svg.append(s("line", { x1: pad, x2: W - 6, y1: base, y2: base, class: "axis" }), s("text", { x: 2, y: 12 }, dur(max)));
+  if (!done.length && !skipped.length) svg.append(s("text", { x: pad + 10, y: 30 }, "no runs in this range"));
+  return svg;
+}
+
+// Runs and failures per hour over the last 7 days, with a day axis.
+function hourChart(hours) {
+  const W = 720, H = 150, pad = 24, base = H - pad;
+  const now = Math.floor(Date.now() / 3600e3) * 3600e3, from = now - 167 * 3600e3;
+  const by = new Map(hours.map((m) => [Date.parse(m.hour), m]));
+  const svg = s("svg", { class: "chart", id: "hour-chart", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": "runs per hour, 7 days" });
+  const slots = Array.from({ length: 168 }, (_, i) => by.get(from + i * 3600e3) || { runs: 0, failed: 0 });
+  const max = Math.max(1, ...slots.map((m) => m.runs));
+  const bw = (W - pad - 6) / 168;
+  for (const tick of timeTicks(from, now + 3600e3)) {
+    const tx = pad + ((tick.t - from) / (168 * 3600e3)) * (W - pad - 6);
+    svg.append(s("line", { x1: tx, x2: tx, y1: 4, y2: base, class: "grid" }), s("text", { x: tx - 14, y: H - 8 }, tick.label));
+  }
+  slots.forEach((m, i) => {
+    const hr = (m.runs / max) * (base - 8), hf = (m.failed / max) * (base - 8);
+    if (m.runs) svg.append(s("rect", { x: pad + i * bw, y: base - hr, width: Math.max(1, bw - 0.5), height: hr, fill: "#fdba74" },
+      s("title", {}, `${new Date(from + i * 3600e3).toLocaleString()}: ${m.runs} runs, ${m.failed} failed`)));
+    if (m.failed) svg.append(s("rect", { x: pad + i * bw, y: base - hf, width: Math.max(1, bw - 0.5), height: hf, fill: "#b91c1c" }));
   });
-  svg.append(s("text", { x: 2, y: 12 }, dur(max)), s("text", { x: pad, y: H - 6 }, "older"), s("text", { x: W - 36, y: H - 6 }, "newer"));
+  svg.append(s("line", { x1: pad, x2: W - 6, y1: base, y2: base, class: "axis" }), s("text", { x: 2, y: 12 }, max));
   return svg;
 }
 

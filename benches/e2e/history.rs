@@ -33,6 +33,11 @@ pub(crate) struct HistoryResult {
     pub(crate) failed_in_an_hour: Vec<f64>,
     /// `GET /api/v1/jobs/{id}/runs?limit=50` over HTTP, seconds.
     pub(crate) api_runs_of_a_job: Vec<f64>,
+    /// The dashboard's list queries over HTTP (issue 26), seconds each:
+    /// a jobs page's recent runs (50 jobs × 10), the failing jobs, a job's
+    /// audit trail, the runs of a worker, the runs of a label, and the
+    /// 7-day trend.
+    pub(crate) api_lists: Vec<(&'static str, Vec<f64>)>,
 }
 
 fn record(i: usize, kind: RunKind, now: chrono::DateTime<Utc>, rows: usize) -> RunEvent {
@@ -101,8 +106,17 @@ pub(crate) async fn history(rows: usize, mut progress: impl FnMut(u64)) -> Histo
             if records.is_empty() {
                 break;
             }
+            // An audit entry per 100 runs (a pause, a trigger…).
+            let audit = (0..records.len() / 200)
+                .map(|k| sundial_core::protocol::audit::AuditEntry {
+                    job_id: Some(format!("job-{:05}", (i + k * 37) % JOBS)),
+                    by: Some("bench".into()),
+                    reason: Some("a reason".into()),
+                    ..sundial_core::protocol::audit::AuditEntry::new("pause", now)
+                })
+                .collect();
             batches.push(Batch {
-                audit: Vec::new(),
+                audit,
                 offset,
                 id: None,
                 records,
@@ -111,8 +125,20 @@ pub(crate) async fn history(rows: usize, mut progress: impl FnMut(u64)) -> Histo
             });
             offset += 1;
         }
-        // Up to the writer's queue ahead, as the indexer does.
-        last = Some(index.write(batches, HashMap::new()).await.expect("queued"));
+        // Up to the writer's queue ahead, as the indexer does; a label per
+        // job (team=t0..t9).
+        let labels: HashMap<String, std::collections::BTreeMap<String, String>> = batches
+            .iter()
+            .flat_map(|b| b.records.iter())
+            .map(|r| {
+                let team = r.job_id.bytes().last().map_or(0, |b| b % 10);
+                (
+                    r.job_id.clone(),
+                    [("team".to_string(), format!("t{team}"))].into(),
+                )
+            })
+            .collect();
+        last = Some(index.write(batches, labels).await.expect("queued"));
         progress(i as u64);
     }
     if let Some(done) = last {
@@ -179,6 +205,51 @@ pub(crate) async fn history(rows: usize, mut progress: impl FnMut(u64)) -> Histo
         );
         api_runs_of_a_job.push(secs);
     }
+    let mut api_lists: Vec<(&'static str, Vec<f64>)> = Vec::new();
+    let lists: [(&'static str, fn(usize) -> String); 6] = [
+        ("GET /api/v1/runs/recent (50 jobs x 10 runs)", |q| {
+            let mut p = String::from("/api/v1/runs/recent?n=10");
+            for k in 0..50 {
+                p.push_str(&format!("&job=job-{:05}", (q * 50 + k) % JOBS));
+            }
+            p
+        }),
+        (
+            "GET /api/v1/runs/failing?since=24h (every job fails: worst case)",
+            |_| "/api/v1/runs/failing?since=24h&limit=100".into(),
+        ),
+        ("GET /api/v1/audit?job=ID", |q| {
+            format!("/api/v1/audit?job=job-{:05}&limit=100", (q * 7919) % JOBS)
+        }),
+        ("GET /api/v1/runs?worker=W&limit=100", |_| {
+            "/api/v1/runs?worker=bench-worker&limit=100&since=24h".into()
+        }),
+        ("GET /api/v1/runs?label=team=t3&limit=100", |_| {
+            "/api/v1/runs?label=team%3Dt3&limit=100&since=24h".into()
+        }),
+        (
+            "GET /api/v1/runs/per-hour?since=7d (a trend, not a list)",
+            |_| "/api/v1/runs/per-hour?since=7d".into(),
+        ),
+    ];
+    for (name, path_of) in lists {
+        let rounds = if name.contains("per-hour") || name.contains("failing") {
+            20
+        } else {
+            200
+        };
+        let mut times = Vec::with_capacity(rounds);
+        for q in 0..rounds {
+            let path = path_of(q);
+            let (status, secs, _) =
+                tokio::task::spawn_blocking(move || crate::common::timed_get(&addr, &path))
+                    .await
+                    .expect("request task");
+            assert_eq!(status, 200, "{name}");
+            times.push(secs);
+        }
+        api_lists.push((name, times));
+    }
     stop.cancel();
     let bytes = ["history.db", "history.db-wal"]
         .iter()
@@ -195,5 +266,6 @@ pub(crate) async fn history(rows: usize, mut progress: impl FnMut(u64)) -> Histo
         last_50_of_a_job,
         failed_in_an_hour,
         api_runs_of_a_job,
+        api_lists,
     }
 }

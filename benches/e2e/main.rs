@@ -372,6 +372,17 @@ fn main() {
                 ms(pct(&mut h.api_runs_of_a_job, 0.5)),
                 ms(pct(&mut h.api_runs_of_a_job, 0.99)),
             );
+            let mut lists = serde_json::Map::new();
+            for (name, times) in &mut h.api_lists {
+                println!(
+                    "history API, {} rows: {name} p50 {} p99 {}",
+                    h.rows,
+                    ms(pct(times, 0.5)),
+                    ms(pct(times, 0.99)),
+                );
+                lists.insert(name.to_string(), percentiles(times));
+            }
+            out["history_lists"] = serde_json::Value::Object(lists);
             out["history"] = json!({"rows": h.rows, "records_per_s": h.records_per_s, "bytes": h.bytes,
                 "rss_growth_mib": h.rss_growth_mib, "last_50_of_a_job": percentiles(&mut h.last_50_of_a_job),
                 "failed_in_an_hour": percentiles(&mut h.failed_in_an_hour),

@@ -29,6 +29,11 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Failed (retried or not) or dead.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Outcome::Failed | Outcome::Dead)
+    }
+
     pub const ALL: [Outcome; 6] = [
         Outcome::Running,
         Outcome::Succeeded,

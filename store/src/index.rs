@@ -285,6 +285,31 @@ impl Index {
         .await
     }
 
+    /// Runs started and failures per hour since `since` (hours with runs,
+    /// oldest first), from the counts kept as rows are written: `(hour
+    /// start in ms, runs, failed)`.
+    pub async fn per_hour(&self, since: DateTime<Utc>) -> Result<Vec<(i64, u64, u64)>, Error> {
+        self.read(move |c, path| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT hour, runs, failed FROM hourly WHERE hour >= ?1 ORDER BY hour",
+                )
+                .map_err(sql(path, "reading runs per hour"))?;
+            let rows = st
+                .query_map([since.timestamp_millis().div_euclid(3_600_000)], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? * 3_600_000,
+                        u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                        u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                    ))
+                })
+                .and_then(Iterator::collect)
+                .map_err(sql(path, "reading runs per hour"))?;
+            Ok(rows)
+        })
+        .await
+    }
+
     /// Jobs with failures since `since`, the most recent failure first.
     pub async fn failing(&self, since: DateTime<Utc>, limit: usize) -> Result<Vec<Failing>, Error> {
         self.read(move |c, path| {
@@ -628,6 +653,11 @@ mod tests {
             [("a", 1, Outcome::Dead), ("b", 1, Outcome::Succeeded)],
             "the latest failure first; b recovered"
         );
+        let hours = index.per_hour(at(7200)).await.expect("per hour");
+        let (runs, failed) = hours
+            .iter()
+            .fold((0, 0), |(r, f), (_, runs, failed)| (r + runs, f + failed));
+        assert_eq!((runs, failed), (15, 2), "counted as written: {hours:?}");
         let plan: String = index
             .read(|c, _| {
                 let mut st = c

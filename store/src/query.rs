@@ -192,8 +192,8 @@ pub(crate) fn query_recent(
          FROM runs WHERE job_id = ?1 ORDER BY at DESC, id DESC LIMIT ?2",
     )?;
     let mut failed = c.prepare_cached(
-        "SELECT count(*) FROM (SELECT 1 FROM runs WHERE job_id = ?1 AND at >= ?2 \
-         AND outcome IN ('failed', 'dead') LIMIT ?3)",
+        "SELECT count(*) FROM (SELECT 1 FROM runs INDEXED BY runs_failures_job \
+         WHERE job_id = ?1 AND at >= ?2 AND outcome IN ('failed', 'dead') LIMIT ?3)",
     )?;
     let limit = i64::try_from(n).unwrap_or(i64::MAX);
     let mut out = Vec::with_capacity(jobs.len());

@@ -32,6 +32,12 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_job_at ON runs (job_id, at);
 CREATE INDEX IF NOT EXISTS runs_at ON runs (at);
 CREATE INDEX IF NOT EXISTS runs_failures ON runs (at) WHERE outcome IN ('failed', 'dead');
+CREATE INDEX IF NOT EXISTS runs_failures_job ON runs (job_id, at) WHERE outcome IN ('failed', 'dead');
+CREATE TABLE IF NOT EXISTS hourly (
+    hour   INTEGER PRIMARY KEY,
+    runs   INTEGER NOT NULL,
+    failed INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS alerts (
     id          TEXT    PRIMARY KEY,
     kind        TEXT    NOT NULL,
@@ -124,6 +130,7 @@ pub(crate) fn migrate(c: &Connection, path: &Path) -> Result<(), Error> {
         c.execute_batch(
             "DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS alerts; \
              DROP TABLE IF EXISTS alert_deliveries; DROP TABLE IF EXISTS audit; DROP TABLE IF EXISTS audit_jobs; \
+             DROP TABLE IF EXISTS hourly; \
              DROP TABLE IF EXISTS meta;",
         )
         .map_err(sql(path, "dropping an old layout"))?;
@@ -174,7 +181,8 @@ pub(crate) fn bind(
     if let Some(why) = &why {
         tx.execute_batch(
             "DELETE FROM runs; DELETE FROM alerts; DELETE FROM alert_deliveries; \
-             DELETE FROM audit; DELETE FROM audit_jobs; DELETE FROM meta WHERE key = 'offset'; DELETE FROM origin;",
+             DELETE FROM audit; DELETE FROM audit_jobs; DELETE FROM hourly; \
+             DELETE FROM meta WHERE key = 'offset'; DELETE FROM origin;",
         )
         .map_err(sql(path, "emptying the index"))?;
         warn!(path = %path.display(), %stream, reason = %why, "history index emptied; rebuilding it from the stream");

@@ -195,6 +195,9 @@ fn apply(
         ))?;
         let mut rows: HashMap<(String, u32, i64), RunRow> = HashMap::new();
         let mut order: Vec<(String, u32, i64)> = Vec::new();
+        // For the hourly counts: whether a row is new, and whether it had
+        // failed before this write.
+        let mut before: HashMap<(String, u32, i64), Option<bool>> = HashMap::new();
         for r in batches.iter().flat_map(|b| b.records.iter()) {
             let replay = replay_ms(r.replay);
             let key = (r.fire_id.clone(), r.attempt, replay);
@@ -206,6 +209,10 @@ fn apply(
                         from_sql(row).map(|(_, r)| r)
                     })
                     .optional()?;
+                before.insert(
+                    key.clone(),
+                    stored.as_ref().map(|row| row.outcome.is_failure()),
+                );
                 let row = match stored {
                     Some(mut row) => {
                         row.apply(r);
@@ -258,6 +265,29 @@ fn apply(
                 row.output,
                 replay_ms(row.replay),
             ])?;
+        }
+        // Runs started and failures per hour (the 7-day trend), counted
+        // as rows appear and fail, not by scanning them.
+        let mut hours: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+        for key in &order {
+            let Some(row) = rows.get(key) else { continue };
+            let h = hours
+                .entry(row.at().timestamp_millis().div_euclid(3_600_000))
+                .or_default();
+            let was = before.get(key).copied().flatten();
+            if was.is_none() {
+                h.0 += 1;
+            }
+            if row.outcome.is_failure() && was != Some(true) {
+                h.1 += 1;
+            }
+        }
+        let mut hourly = tx.prepare_cached(
+            "INSERT INTO hourly (hour, runs, failed) VALUES (?1, ?2, ?3) ON CONFLICT (hour) \
+             DO UPDATE SET runs = runs + excluded.runs, failed = failed + excluded.failed",
+        )?;
+        for (hour, (runs, failed)) in hours {
+            hourly.execute(params![hour, runs, failed])?;
         }
         n += put_alerts(&tx, batches)?;
         n += put_audit(&tx, batches)?;
@@ -384,6 +414,10 @@ fn retain(
         params![cutoff],
     )?;
     n += c.execute("DELETE FROM audit WHERE at < ?1", params![cutoff])?;
+    c.execute(
+        "DELETE FROM hourly WHERE hour < ?1",
+        params![cutoff.div_euclid(3_600_000)],
+    )?;
     c.execute(
         "DELETE FROM audit_jobs WHERE seq < (SELECT coalesce(min(seq), 1 << 62) FROM audit)",
         [],

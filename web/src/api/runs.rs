@@ -210,7 +210,7 @@ pub(crate) async fn per_hour(
 ) -> ApiResult {
     let index = api.index()?;
     let since = instant(p.since.as_deref().unwrap_or("7d"), "since", Utc::now())?;
-    let rows = index.per_bucket(since, 3_600_000).await.map_err(internal)?;
+    let rows = index.per_hour(since).await.map_err(internal)?;
     let hours = rows
         .into_iter()
         .map(|(h, runs, failed)| Hour {

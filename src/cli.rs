@@ -150,6 +150,9 @@ pub struct RunsArgs {
     pub job: Option<String>,
     #[arg(long, value_name = "NAME")]
     pub pool: Option<String>,
+    /// Runs on this worker (its id, as `sundial status` lists it).
+    #[arg(long, value_name = "ID")]
+    pub worker: Option<String>,
     /// Jobs with this label.
     #[arg(long, value_name = "KEY=VALUE")]
     pub label: Option<String>,

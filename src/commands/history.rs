@@ -144,6 +144,7 @@ pub async fn runs(
         ("outcome", &args.outcome),
         ("job", &args.job),
         ("pool", &args.pool),
+        ("worker", &args.worker),
         ("label", &args.label),
         ("cursor", &args.cursor),
     ];

@@ -609,6 +609,27 @@ mod tests {
             rest[1].entry.action, "upsert-many",
             "the oldest, on the second page"
         );
+        // A job's entries are read through its indexes, not by a walk over
+        // every entry.
+        let plan: String = index
+            .read(|c, _| {
+                let mut st = c
+                    .prepare(
+                        "EXPLAIN QUERY PLAN SELECT seq FROM audit WHERE \
+                         (job_id = ?1 OR seq IN (SELECT seq FROM audit_jobs WHERE job_id = ?1)) \
+                         ORDER BY seq DESC LIMIT 10",
+                    )
+                    .expect("plan");
+                let rows: Vec<String> = st
+                    .query_map(["a"], |r| r.get::<_, String>(3))
+                    .expect("plan rows")
+                    .collect::<Result<_, _>>()
+                    .expect("plan rows");
+                Ok(rows.join("; "))
+            })
+            .await
+            .expect("plan");
+        assert!(!plan.contains("SCAN audit"), "{plan}");
         let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
     }
 

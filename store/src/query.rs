@@ -267,14 +267,19 @@ pub(crate) fn query_failing(
 
 /// Audit entries matching `q`, newest first.
 pub(crate) fn query_audit(c: &Connection, q: &AuditQuery) -> rusqlite::Result<Vec<AuditRow>> {
-    let mut st = c.prepare_cached(
+    // A job's entries: its own (index `audit_job`) and those of writes of
+    // several jobs that name it (`audit_jobs`), each read by its index.
+    let job = if q.job.is_some() {
+        "(job_id = ?1 OR seq IN (SELECT seq FROM audit_jobs WHERE job_id = ?1))"
+    } else {
+        "?1 IS NULL"
+    };
+    let mut st = c.prepare_cached(&format!(
         "SELECT seq, at, action, who, job_id, reason, detail, node FROM audit \
-         WHERE (?1 IS NULL OR job_id = ?1 \
-                OR seq IN (SELECT seq FROM audit_jobs WHERE job_id = ?1)) \
-         AND (?2 IS NULL OR who = ?2) \
+         WHERE {job} AND (?2 IS NULL OR who = ?2) \
          AND (?3 IS NULL OR action = ?3) AND (?4 IS NULL OR at >= ?4) \
-         AND (?5 IS NULL OR seq < ?5) ORDER BY seq DESC LIMIT ?6",
-    )?;
+         AND (?5 IS NULL OR seq < ?5) ORDER BY seq DESC LIMIT ?6"
+    ))?;
     let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
     let rows = st
         .query_map(

@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_job_at ON runs (job_id, at);
 CREATE INDEX IF NOT EXISTS runs_at ON runs (at);
-CREATE INDEX IF NOT EXISTS runs_failures ON runs (at) WHERE outcome IN ('failed', 'dead');
+CREATE INDEX IF NOT EXISTS runs_failures ON runs (at, job_id) WHERE outcome IN ('failed', 'dead');
 CREATE INDEX IF NOT EXISTS runs_failures_job ON runs (job_id, at) WHERE outcome IN ('failed', 'dead');
 CREATE TABLE IF NOT EXISTS hourly (
     hour   INTEGER PRIMARY KEY,
@@ -89,7 +89,7 @@ pub(crate) const COLUMNS: &str =
 /// The layout [`SCHEMA`] creates (meta key `schema`). An index of another
 /// layout is dropped and rebuilt from the stream, from its first offset
 /// (the index is a cache of the stream).
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 pub(crate) fn open_conn(path: &Path) -> Result<Connection, Error> {
     let c = Connection::open(path).map_err(sql(path, "opening"))?;

@@ -24,6 +24,9 @@ const SPAN_HOURS: i64 = 24;
 const PER_MESSAGE: usize = 250;
 const PER_WRITE: usize = 40;
 
+/// The path of the `q`th request of a measured query.
+type PathOf = fn(usize) -> String;
+
 pub(crate) struct HistoryResult {
     pub(crate) rows: usize,
     pub(crate) records_per_s: f64,
@@ -206,7 +209,7 @@ pub(crate) async fn history(rows: usize, mut progress: impl FnMut(u64)) -> Histo
         api_runs_of_a_job.push(secs);
     }
     let mut api_lists: Vec<(&'static str, Vec<f64>)> = Vec::new();
-    let lists: [(&'static str, fn(usize) -> String); 6] = [
+    let lists: [(&'static str, PathOf); 6] = [
         ("GET /api/v1/runs/recent (50 jobs x 10 runs)", |q| {
             let mut p = String::from("/api/v1/runs/recent?n=10");
             for k in 0..50 {

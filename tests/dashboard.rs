@@ -5,9 +5,11 @@
 //! in its history; trigger a workflow with a payload from the dialog and
 //! follow the occurrence's page to its end (its step graph, every shard,
 //! the payload the step saw), the job page's graph and the list's strip;
-//! replay a dead letter and see it leave the list. Each
-//! page is saved as a screenshot under `target/tmp/dashboard/` (the ones
-//! in docs/dashboard.md come from here).
+//! replay a dead letter and see it leave the list. A second story, a bad
+//! night signed in with a named token: a job page following a triggered
+//! run, who did what, the failing jobs, a 390 px phone, a scheduler lost
+//! and back. Each page is saved as a screenshot under
+//! `target/tmp/dashboard/` (the ones in docs/dashboard.md come from here).
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (`.ci/run`
 //! installs Debian's `chromium` and `chromium-driver`); a missing one fails

@@ -109,7 +109,7 @@ pub(crate) async fn history(rows: usize, mut progress: impl FnMut(u64)) -> Histo
             if records.is_empty() {
                 break;
             }
-            // An audit entry per 100 runs (a pause, a trigger…).
+            // An audit entry per 125 runs (a pause, a trigger…).
             let audit = (0..records.len() / 200)
                 .map(|k| sundial_core::protocol::audit::AuditEntry {
                     job_id: Some(format!("job-{:05}", (i + k * 37) % JOBS)),

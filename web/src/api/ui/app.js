@@ -124,14 +124,15 @@ async function api(path, opts = {}) {
     reachable(false);
     throw new ApiError(0, null, `Sundial is unreachable (${e.message})`);
   }
-  // A proxy in front says the scheduler is away.
-  if (r.status === 502 || r.status === 504) {
+  let body = null;
+  try { body = await r.json(); } catch (_) { /* not JSON */ }
+  // A proxy in front says the scheduler is away (Sundial's own 504, "no
+  // reply from a scheduler", comes with its error body).
+  if ((r.status === 502 || r.status === 504) && !(body && body.error)) {
     reachable(false);
     throw new ApiError(0, null, `Sundial is unreachable (HTTP ${r.status} from the proxy)`);
   }
   reachable(true);
-  let body = null;
-  try { body = await r.json(); } catch (_) { /* not JSON */ }
   if (!r.ok) {
     const e = (body && body.error) || {};
     if (r.status === 401) askToken(e.message);

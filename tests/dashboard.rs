@@ -748,6 +748,18 @@ executor = { type = "noop" }
     .await
     .expect("scrolled to the job's alerts");
     screenshot(&c, "job-alerts").await;
+    // "every alert of this job" keeps the job.
+    click(&c, "#job-alerts-all").await;
+    let only = until("the job's alerts page", || async {
+        let ids = row_keys(&c, "#alerts-table tbody tr", "data-alert").await;
+        let chip = texts(&c, "#alerts-job").await;
+        (!ids.is_empty() && !chip.is_empty()).then_some(ids)
+    })
+    .await;
+    assert!(
+        only.iter().all(|a| a.contains(":ledger-close@")),
+        "only ledger-close's alerts: {only:?}"
+    );
     c.goto(&base).await.expect("overview");
     let open = until("the open alerts card", || async {
         texts(&c, "#overview-cards .card")

@@ -772,7 +772,7 @@ async function jobPage(id) {
         summaryBox)),
     alerts ? h("section#job-alerts", null, h("h2", null, "Recent alerts"),
       alerts.alerts.length ? h("div.scroll", null, alertsTable(alerts.alerts, "job-alerts-table", false)) : h("p.muted", null, "No alert in the last 7 days."),
-      h("p", null, h("a", { href: "#/alerts?all=1&since=7d" }, "every alert"))) : null,
+      h("p", null, h("a#job-alerts-all", { href: `#/alerts?${new URLSearchParams({ all: "1", since: "7d", job: id })}` }, "every alert of this job"))) : null,
     auditBox,
     durations,
     history);
@@ -967,19 +967,24 @@ function alertsTable(alerts, id, withJob = true) {
 async function alertsPage(params) {
   const all = params.get("all") === "1";
   const since = params.get("since") || "24h";
+  // One job's alerts (`?job=`, from its page), or every job's.
+  const job = params.get("job") || "";
+  const withJob = (q) => (job ? { ...q, job } : q);
   const openOnly = h("input#alerts-open", { type: "checkbox", checked: !all });
-  openOnly.addEventListener("change", () => { location.hash = `#/alerts?${new URLSearchParams(openOnly.checked ? { since } : { all: "1", since })}`; });
+  openOnly.addEventListener("change", () => { location.hash = `#/alerts?${new URLSearchParams(withJob(openOnly.checked ? { since } : { all: "1", since }))}`; });
   const range = h("select#alerts-since", { "aria-label": "since" }, ["1h", "24h", "7d"].map((v) => h("option", { value: v }, `last ${v}`)));
   range.value = since;
-  range.addEventListener("change", () => { location.hash = `#/alerts?${new URLSearchParams(all ? { all: "1", since: range.value } : { since: range.value })}`; });
+  range.addEventListener("change", () => { location.hash = `#/alerts?${new URLSearchParams(withJob(all ? { all: "1", since: range.value } : { since: range.value }))}`; });
   const body = h("div", null, h("p.muted", null, "loading…"));
   put(main(), h("h1", null, "Alerts"),
     h("p.muted", null, "Failed, late and missed occurrences, and their resolution (docs/semantics.md §8)."),
-    h("div.toolbar", null, h("label", null, openOnly, " open only"), range), body);
+    h("div.toolbar", null, h("label", null, openOnly, " open only"), range,
+      job ? h("span.chip.on#alerts-job", null, job, " ", h("a", { href: "#/alerts", title: "every job", "aria-label": "clear the job filter" }, "×")) : null), body);
   let shown = null;
   const load = async () => {
     const qs = new URLSearchParams({ since, limit: "500" });
     if (!all) qs.set("open", "true");
+    if (job) qs.set("job", job);
     try {
       const list = await api(`/alerts?${qs}`);
       const seen = list.alerts.map((a) => `${a.alert.id}/${a.resolved_by}/${(a.deliveries || []).length}`).join("|");

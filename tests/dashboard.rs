@@ -197,6 +197,18 @@ async fn confirm(c: &Client, fields: &[(&str, &str)]) {
     .await;
 }
 
+/// Opens `job`'s page and waits until it rendered (its next fires).
+async fn open_job(c: &Client, base: &str, job: &str) {
+    c.goto(&format!("{base}#/job/{job}"))
+        .await
+        .expect("job page");
+    c.wait()
+        .at_most(PAGE_WAIT)
+        .for_element(Locator::Css("#upcoming-table"))
+        .await
+        .expect("the job page renders");
+}
+
 /// Triggers `job` through the API; its fire id.
 fn trigger_by_api(addr: &str, job: &str) -> String {
     let (status, text) = http_call(
@@ -456,14 +468,7 @@ executor = { type = "noop" }
     );
 
     // Its page: trigger it, and the run appears in its history.
-    c.goto(&format!("{base}#/job/report-nightly"))
-        .await
-        .expect("job page");
-    c.wait()
-        .at_most(PAGE_WAIT)
-        .for_element(Locator::Css("#upcoming-table"))
-        .await
-        .expect("the job page renders");
+    open_job(&c, &base, "report-nightly").await;
     let reason = texts(&c, "#pause-reason").await.join("");
     assert!(
         reason.contains("month-end close"),
@@ -1084,14 +1089,7 @@ labels = {{ team = "tenants" }}
     c.refresh().await.expect("reload");
 
     // Trigger from the job page: the page follows the run (no reload).
-    c.goto(&format!("{base}#/job/slow-report"))
-        .await
-        .expect("job page");
-    c.wait()
-        .at_most(PAGE_WAIT)
-        .for_element(Locator::Css("#upcoming-table"))
-        .await
-        .expect("the job page renders");
+    open_job(&c, &base, "slow-report").await;
     c.execute("window.stillHere = true", vec![])
         .await
         .expect("a mark on this document");

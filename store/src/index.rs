@@ -215,39 +215,29 @@ impl Index {
             .await
     }
 
-    /// Per minute since `since` (oldest first): the minute (ms since the
-    /// epoch), attempts that started in it, and those of them that failed
-    /// (`failed` or `dead`). Minutes without runs are left out.
+    /// Runs (attempts) per minute since `since`, and those that failed or
+    /// died: `(minute start in ms, runs, failed)`, oldest first (minutes
+    /// without runs left out). Both counts read an index only (`runs_at`,
+    /// and the failures' partial index), not the rows.
     pub async fn per_minute(&self, since: DateTime<Utc>) -> Result<Vec<(i64, u64, u64)>, Error> {
-        self.per_bucket(since, 60_000).await
-    }
-
-    /// Runs (attempts) per `bucket_ms` since `since`, and those that failed
-    /// or died: `(bucket start in ms, runs, failed)`, oldest first. Both
-    /// counts read an index only (`runs_at`, and the failures' partial
-    /// index), not the rows.
-    pub async fn per_bucket(
-        &self,
-        since: DateTime<Utc>,
-        bucket_ms: i64,
-    ) -> Result<Vec<(i64, u64, u64)>, Error> {
+        const BUCKET_MS: i64 = 60_000;
         self.read(move |c, path| {
             let count = |query: &str| -> Result<BTreeMap<i64, u64>, Error> {
                 let mut st = c
                     .prepare_cached(query)
-                    .map_err(sql(path, "counting runs per period"))?;
+                    .map_err(sql(path, "counting runs per minute"))?;
                 let rows = st
                     .query_map(
-                        rusqlite::params![since.timestamp_millis(), bucket_ms],
+                        rusqlite::params![since.timestamp_millis(), BUCKET_MS],
                         |r| {
                             Ok((
-                                r.get::<_, i64>(0)? * bucket_ms,
+                                r.get::<_, i64>(0)? * BUCKET_MS,
                                 u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
                             ))
                         },
                     )
                     .and_then(Iterator::collect)
-                    .map_err(sql(path, "counting runs per period"))?;
+                    .map_err(sql(path, "counting runs per minute"))?;
                 Ok(rows)
             };
             let runs = count(
@@ -433,6 +423,29 @@ mod tests {
         }
     }
 
+    /// The query plan SQLite chooses for `sql` with `params`, its details
+    /// joined by "; ".
+    async fn plan_of<P: rusqlite::Params + Send + 'static>(
+        index: &Index,
+        sql: String,
+        params: P,
+    ) -> String {
+        index
+            .read(move |c, _| {
+                let mut st = c
+                    .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .expect("a plan");
+                let rows: Vec<String> = st
+                    .query_map(params, |r| r.get::<_, String>(3))
+                    .expect("plan rows")
+                    .collect::<Result<_, _>>()
+                    .expect("plan rows");
+                Ok(rows.join("; "))
+            })
+            .await
+            .expect("plan")
+    }
+
     fn temp(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("sundial-index-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -611,24 +624,15 @@ mod tests {
         );
         // A job's entries are read through its indexes, not by a walk over
         // every entry.
-        let plan: String = index
-            .read(|c, _| {
-                let mut st = c
-                    .prepare(
-                        "EXPLAIN QUERY PLAN SELECT seq FROM audit WHERE \
-                         (job_id = ?1 OR seq IN (SELECT seq FROM audit_jobs WHERE job_id = ?1)) \
-                         ORDER BY seq DESC LIMIT 10",
-                    )
-                    .expect("plan");
-                let rows: Vec<String> = st
-                    .query_map(["a"], |r| r.get::<_, String>(3))
-                    .expect("plan rows")
-                    .collect::<Result<_, _>>()
-                    .expect("plan rows");
-                Ok(rows.join("; "))
-            })
-            .await
-            .expect("plan");
+        let plan = plan_of(
+            &index,
+            crate::query::audit_sql(true),
+            rusqlite::params_from_iter({
+                use rusqlite::types::Value::{Integer, Null, Text};
+                [Text("a".into()), Null, Null, Null, Null, Integer(10)]
+            }),
+        )
+        .await;
         assert!(!plan.contains("SCAN audit"), "{plan}");
         let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
     }
@@ -679,20 +683,12 @@ mod tests {
             .iter()
             .fold((0, 0), |(r, f), (_, runs, failed)| (r + runs, f + failed));
         assert_eq!((runs, failed), (15, 2), "counted as written: {hours:?}");
-        let plan: String = index
-            .read(|c, _| {
-                let mut st = c
-                    .prepare(&format!("EXPLAIN QUERY PLAN {}", crate::query::FAILING_SQL))
-                    .expect("plan");
-                let rows: Vec<String> = st
-                    .query_map(rusqlite::params![0, 10], |r| r.get::<_, String>(3))
-                    .expect("plan rows")
-                    .collect::<Result<_, _>>()
-                    .expect("plan rows");
-                Ok(rows.join("; "))
-            })
-            .await
-            .expect("plan");
+        let plan = plan_of(
+            &index,
+            crate::query::FAILING_SQL.to_string(),
+            rusqlite::params_from_iter([0, 10]),
+        )
+        .await;
         assert!(plan.contains("runs_failures"), "{plan}");
         let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
     }

@@ -266,20 +266,26 @@ pub(crate) fn query_failing(
 }
 
 /// Audit entries matching `q`, newest first.
-pub(crate) fn query_audit(c: &Connection, q: &AuditQuery) -> rusqlite::Result<Vec<AuditRow>> {
-    // A job's entries: its own (index `audit_job`) and those of writes of
-    // several jobs that name it (`audit_jobs`), each read by its index.
-    let job = if q.job.is_some() {
+/// The audit query; `?1` is the job, `?2`–`?6` who, action, since,
+/// before and limit (each `NULL` when not asked). A job's entries are its
+/// own (index `audit_job`) and those of writes of several jobs that name
+/// it (`audit_jobs`), each read by its index.
+pub(crate) fn audit_sql(by_job: bool) -> String {
+    let job = if by_job {
         "(job_id = ?1 OR seq IN (SELECT seq FROM audit_jobs WHERE job_id = ?1))"
     } else {
         "?1 IS NULL"
     };
-    let mut st = c.prepare_cached(&format!(
+    format!(
         "SELECT seq, at, action, who, job_id, reason, detail, node FROM audit \
          WHERE {job} AND (?2 IS NULL OR who = ?2) \
          AND (?3 IS NULL OR action = ?3) AND (?4 IS NULL OR at >= ?4) \
          AND (?5 IS NULL OR seq < ?5) ORDER BY seq DESC LIMIT ?6"
-    ))?;
+    )
+}
+
+pub(crate) fn query_audit(c: &Connection, q: &AuditQuery) -> rusqlite::Result<Vec<AuditRow>> {
+    let mut st = c.prepare_cached(&audit_sql(q.job.is_some()))?;
     let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
     let rows = st
         .query_map(

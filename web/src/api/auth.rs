@@ -39,6 +39,15 @@ impl Caller {
             Caller::Token(_, name) => name,
         }
     }
+
+    /// Who asks, for a write's `by` (the audit trail): a token's name; on
+    /// the open loopback API the `by` the request gave, else `(loopback)`.
+    pub(crate) fn who(&self, given: Option<&str>) -> String {
+        match (self, given) {
+            (Caller::Open, Some(given)) => given.to_string(),
+            _ => self.name().to_string(),
+        }
+    }
 }
 
 fn is_write(method: &Method) -> bool {

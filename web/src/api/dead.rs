@@ -80,7 +80,7 @@ pub(crate) async fn replay(
     axum::Extension(caller): axum::Extension<super::auth::Caller>,
     Body(body): Body<Value>,
 ) -> ApiResult {
-    settle(&api, &pool, Action::Replay, body, Some(&caller)).await
+    settle(&api, &pool, Action::Replay, body, &caller).await
 }
 
 /// Deletes the named dead letters (or all).
@@ -97,7 +97,7 @@ pub(crate) async fn purge(
     axum::Extension(caller): axum::Extension<super::auth::Caller>,
     Body(body): Body<Value>,
 ) -> ApiResult {
-    settle(&api, &pool, Action::Purge, body, Some(&caller)).await
+    settle(&api, &pool, Action::Purge, body, &caller).await
 }
 
 /// The depth of `pool`'s dead-letter queue, asked through the probe
@@ -197,26 +197,21 @@ fn selection(body: Option<Value>) -> Result<(Option<Vec<String>>, Asked), ApiErr
     ))
 }
 
-/// `caller` is who replays (none for a purge): recorded in the history with
-/// each letter replayed (a token's name; on the open loopback API the
-/// body's `by`, else `(loopback)`).
+/// `caller` is who replays or purges (`Caller::who`): recorded in the
+/// history with each letter replayed, and in the audit trail.
 async fn settle(
     api: &Api,
     pool: &str,
     action: Action,
     request: Option<Value>,
-    caller: Option<&super::auth::Caller>,
+    caller: &super::auth::Caller,
 ) -> ApiResult {
     let verb = match action {
         Action::Replay => "replay",
         _ => "purge",
     };
     let (ids, mut asked) = selection(request)?;
-    if let Some(c) = caller {
-        if !matches!(c, super::auth::Caller::Open) || asked.by.is_none() {
-            asked.by = Some(c.name().to_string());
-        }
-    }
+    asked.by = Some(caller.who(asked.by.as_deref()));
     depth(api, pool).await?;
     let conn = api.connection().await?;
     asked.node = Some(api.cfg.node.clone());

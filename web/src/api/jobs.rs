@@ -182,35 +182,35 @@ pub(crate) async fn upsert(
 /// Deletes a job (its history stays); the body may give a `reason`.
 #[utoipa::path(delete, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)), request_body(content = Option<AskedBody>), responses(WriteResponses, Refusals))]
 pub(crate) async fn delete(
-    state: State<Arc<Api>>,
-    id: Path<String>,
-    caller: axum::Extension<super::auth::Caller>,
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
     Body(body): Body<Value>,
 ) -> ApiResult {
-    verb(state, id, Body(Some(asked_by(body, &caller)?)), "delete").await
+    verb(&api, id, asked_by(body, &caller)?, "delete").await
 }
 
 /// Pauses a job, with an optional reason.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/pause", tag = "jobs", params(("id" = String, Path)), request_body(content = Option<PauseBody>), responses(WriteResponses, Refusals))]
 pub(crate) async fn pause(
-    state: State<Arc<Api>>,
-    id: Path<String>,
-    caller: axum::Extension<super::auth::Caller>,
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
     Body(body): Body<Value>,
 ) -> ApiResult {
-    verb(state, id, Body(Some(asked_by(body, &caller)?)), "pause").await
+    verb(&api, id, asked_by(body, &caller)?, "pause").await
 }
 
 /// Resumes a job (its misfire policy decides about the missed fires); the
 /// body may give a `reason`.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/resume", tag = "jobs", params(("id" = String, Path)), request_body(content = Option<AskedBody>), responses(WriteResponses, Refusals))]
 pub(crate) async fn resume(
-    state: State<Arc<Api>>,
-    id: Path<String>,
-    caller: axum::Extension<super::auth::Caller>,
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
     Body(body): Body<Value>,
 ) -> ApiResult {
-    verb(state, id, Body(Some(asked_by(body, &caller)?)), "resume").await
+    verb(&api, id, asked_by(body, &caller)?, "resume").await
 }
 
 /// Fires a job now, with another payload if the body gives one, and
@@ -218,13 +218,12 @@ pub(crate) async fn resume(
 /// body's `by`, else `(loopback)`).
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/trigger", tag = "jobs", params(("id" = String, Path)), request_body(content = Option<TriggerBody>), responses(WriteResponses, Refusals))]
 pub(crate) async fn trigger(
-    state: State<Arc<Api>>,
-    id: Path<String>,
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
     axum::Extension(caller): axum::Extension<super::auth::Caller>,
     Body(body): Body<Value>,
 ) -> ApiResult {
-    let body = asked_by(body, &caller)?;
-    verb(state, id, Body(Some(body)), "trigger").await
+    verb(&api, id, asked_by(body, &caller)?, "trigger").await
 }
 
 /// `body` (an object, or none) with `by` set to who asks: a token's name;
@@ -235,11 +234,7 @@ fn asked_by(body: Option<Value>, caller: &super::auth::Caller) -> Result<Value, 
         Some(Value::Object(o)) => Value::Object(o),
         Some(_) => return Err(ApiError::bad_request("body", "must be a JSON object")),
     };
-    let by = match (caller, body.get("by").and_then(Value::as_str)) {
-        (super::auth::Caller::Open, Some(given)) => given.to_string(),
-        _ => caller.name().to_string(),
-    };
-    body["by"] = json!(by);
+    body["by"] = json!(caller.who(body.get("by").and_then(Value::as_str)));
     Ok(body)
 }
 
@@ -263,9 +258,9 @@ pub(crate) async fn cancel(
 /// them).
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/backfill", tag = "jobs", params(("id" = String, Path)), request_body = BackfillBody, responses(WriteResponses, Refusals))]
 pub(crate) async fn backfill(
-    state: State<Arc<Api>>,
-    id: Path<String>,
-    caller: axum::Extension<super::auth::Caller>,
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
     Body(body): Body<Value>,
 ) -> ApiResult {
     let mut body = asked_by(body, &caller)?;
@@ -278,25 +273,15 @@ pub(crate) async fn backfill(
             body[field] = json!(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
         }
     }
-    verb(state, id, Body(Some(body)), "backfill").await
+    verb(&api, id, body, "backfill").await
 }
 
-/// The command `verb` on job `id`; the body (an object, optional) holds
-/// the command's other fields.
-async fn verb(
-    State(api): State<Arc<Api>>,
-    Path(id): Path<String>,
-    Body(body): Body<Value>,
-    verb: &str,
-) -> ApiResult {
-    let mut cmd = match body {
-        None => json!({}),
-        Some(Value::Object(o)) => Value::Object(o),
-        Some(_) => return Err(ApiError::bad_request("body", "must be a JSON object")),
-    };
+/// The command `verb` on job `id`; `cmd` (an object, from [`asked_by`])
+/// holds the command's other fields.
+async fn verb(api: &Api, id: String, mut cmd: Value, verb: &str) -> ApiResult {
     cmd["command"] = json!(verb);
     cmd["id"] = json!(id);
-    command(&api, cmd).await
+    command(api, cmd).await
 }
 
 /// Decodes `cmd` with the command's own decoder (the same field paths as

@@ -510,8 +510,10 @@ async function overview(view) {
       card(failed === null ? "—" : failed, "failures, last hour", failed ? "error" : null),
       h("a.card-link", { href: "#/alerts" }, card(open === null ? "—" : open.alerts.length, "open alerts, 24 h", open && open.alerts.length ? "error" : null))),
     h("h2", null, "Runs and failures per minute (last hour)"),
-    pm ? rateChart(pm.minutes) : h("p.muted", null, "no history index on this process"),
-    ph ? [h("h2", null, "Runs and failures per hour (last 7 days)"), hourChart(ph.hours)] : null,
+    pm ? rateChart(pm.minutes, "minute", 60e3, 60, { id: "minute-chart", label: "runs per minute", ends: ["-60 min", "now"] })
+      : h("p.muted", null, "no history index on this process"),
+    ph ? [h("h2", null, "Runs and failures per hour (last 7 days)"),
+      rateChart(ph.hours, "hour", 3600e3, 168, { id: "hour-chart", label: "runs per hour, 7 days", ticks: true })] : null,
     h("div.two", null,
       h("div", null,
         h("h2", null, "Nodes"),
@@ -550,22 +552,32 @@ async function overview(view) {
   return view;
 }
 
-function rateChart(minutes) {
-  const W = 720, H = 160, pad = 22;
-  const now = Math.floor(Date.now() / 60e3) * 60e3;
-  const byMinute = new Map(minutes.map((m) => [Date.parse(m.minute), m]));
-  const slots = [];
-  for (let i = 59; i >= 0; i--) slots.push(byMinute.get(now - i * 60e3) || { runs: 0, failed: 0 });
+// Runs and failures per period of `ms`, the last `n` periods up to now
+// (`rows`: `{[key]: RFC 3339, runs, failed}`, periods without runs left
+// out); under it either a time axis (`ticks`) or the labels `ends`.
+function rateChart(rows, key, ms, n, { id, label, ticks, ends }) {
+  const W = 720, H = 150, pad = 24, base = H - pad;
+  const now = Math.floor(Date.now() / ms) * ms, from = now - (n - 1) * ms;
+  const by = new Map(rows.map((m) => [Date.parse(m[key]), m]));
+  const svg = s("svg", { class: "chart", id, viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": label });
+  const slots = Array.from({ length: n }, (_, i) => by.get(from + i * ms) || { runs: 0, failed: 0 });
   const max = Math.max(1, ...slots.map((m) => m.runs));
-  const bw = (W - pad) / slots.length;
-  const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": "runs per minute" });
+  const bw = (W - pad - 6) / n;
+  if (ticks) {
+    for (const tick of timeTicks(from, now + ms)) {
+      const tx = pad + ((tick.t - from) / (n * ms)) * (W - pad - 6);
+      svg.append(s("line", { x1: tx, x2: tx, y1: 4, y2: base, class: "grid" }), s("text", { x: tx - 14, y: H - 8 }, tick.label));
+    }
+  } else {
+    svg.append(s("text", { x: pad, y: H - 6 }, ends[0]), s("text", { x: W - 30, y: H - 6 }, ends[1]));
+  }
   slots.forEach((m, i) => {
-    const x = pad + i * bw, hr = (m.runs / max) * (H - pad), hf = (m.failed / max) * (H - pad);
-    svg.append(s("rect", { x, y: H - pad - hr, width: bw - 1, height: hr, fill: "#fdba74" },
-      s("title", {}, `${m.runs} runs, ${m.failed} failed`)));
-    if (m.failed) svg.append(s("rect", { x, y: H - pad - hf, width: bw - 1, height: hf, fill: "#b91c1c" }));
+    const hr = (m.runs / max) * (base - 8), hf = (m.failed / max) * (base - 8);
+    if (m.runs) svg.append(s("rect", { x: pad + i * bw, y: base - hr, width: Math.max(1, bw - 1), height: hr, fill: "#fdba74" },
+      s("title", {}, `${new Date(from + i * ms).toLocaleString()}: ${m.runs} runs, ${m.failed} failed`)));
+    if (m.failed) svg.append(s("rect", { x: pad + i * bw, y: base - hf, width: Math.max(1, bw - 1), height: hf, fill: "#b91c1c" }));
   });
-  svg.append(s("text", { x: 2, y: 12 }, max), s("text", { x: pad, y: H - 6 }, "-60 min"), s("text", { x: W - 30, y: H - 6 }, "now"));
+  svg.append(s("line", { x1: pad, x2: W - 6, y1: base, y2: base, class: "axis" }), s("text", { x: 2, y: 12 }, max));
   return svg;
 }
 
@@ -899,29 +911,6 @@ function durationChart(runs, from, to) {
   }
   svg.append(s("line", { x1: pad, x2: W - 6, y1: base, y2: base, class: "axis" }), s("text", { x: 2, y: 12 }, dur(max)));
   if (!done.length && !skipped.length) svg.append(s("text", { x: pad + 10, y: 30 }, "no runs in this range"));
-  return svg;
-}
-
-// Runs and failures per hour over the last 7 days, with a day axis.
-function hourChart(hours) {
-  const W = 720, H = 150, pad = 24, base = H - pad;
-  const now = Math.floor(Date.now() / 3600e3) * 3600e3, from = now - 167 * 3600e3;
-  const by = new Map(hours.map((m) => [Date.parse(m.hour), m]));
-  const svg = s("svg", { class: "chart", id: "hour-chart", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": "runs per hour, 7 days" });
-  const slots = Array.from({ length: 168 }, (_, i) => by.get(from + i * 3600e3) || { runs: 0, failed: 0 });
-  const max = Math.max(1, ...slots.map((m) => m.runs));
-  const bw = (W - pad - 6) / 168;
-  for (const tick of timeTicks(from, now + 3600e3)) {
-    const tx = pad + ((tick.t - from) / (168 * 3600e3)) * (W - pad - 6);
-    svg.append(s("line", { x1: tx, x2: tx, y1: 4, y2: base, class: "grid" }), s("text", { x: tx - 14, y: H - 8 }, tick.label));
-  }
-  slots.forEach((m, i) => {
-    const hr = (m.runs / max) * (base - 8), hf = (m.failed / max) * (base - 8);
-    if (m.runs) svg.append(s("rect", { x: pad + i * bw, y: base - hr, width: Math.max(1, bw - 0.5), height: hr, fill: "#fdba74" },
-      s("title", {}, `${new Date(from + i * 3600e3).toLocaleString()}: ${m.runs} runs, ${m.failed} failed`)));
-    if (m.failed) svg.append(s("rect", { x: pad + i * bw, y: base - hf, width: Math.max(1, bw - 0.5), height: hf, fill: "#b91c1c" }));
-  });
-  svg.append(s("line", { x1: pad, x2: W - 6, y1: base, y2: base, class: "axis" }), s("text", { x: 2, y: 12 }, max));
   return svg;
 }
 

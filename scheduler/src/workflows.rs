@@ -515,6 +515,10 @@ impl Advancer {
             }
         }
         for (i, set) in &live {
+            // The set is known here before its `fired` records are read
+            // back: a worker's quick success read first must not end the
+            // step as if it were the only one.
+            o.progress.fired_on(&steps[*i].id, set);
             due.extend(set.iter().map(|w| (*i, Fan::Worker(w))));
         }
         for &(i, k) in &a.resume {

@@ -565,6 +565,19 @@ impl Progress {
         }
     }
 
+    /// The every-worker step `step` is being fired to `workers` (by the one
+    /// applying the decision). Its set is known from now on, before the
+    /// `fired` records come back through the history: a quick worker's
+    /// success read first must not end the step as if it were the only one.
+    pub fn fired_on(&mut self, step: &str, workers: &[String]) {
+        let p = self.steps.entry(step.to_string()).or_default();
+        for w in workers {
+            let f = p.workers.entry(w.clone()).or_default();
+            *f = f.after(Seen::Published);
+        }
+        p.published = true;
+    }
+
     /// The fires of every-worker steps not ended, as (step, worker): the
     /// owner ends those whose worker went away.
     pub fn on_workers(&self) -> Vec<(&str, &str)> {

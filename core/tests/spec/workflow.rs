@@ -704,3 +704,35 @@ fn a_cancelled_occurrence_starts_nothing_more_and_stays_cancelled() {
         "the shards are expected either way"
     );
 }
+
+#[test]
+fn an_every_worker_step_waits_for_each_worker_it_was_fired_to() {
+    use sundial_core::{protocol::run::RunKind::*, workflow::Progress, JobSpec};
+    let backup: JobSpec = serde_json::from_value(serde_json::json!({
+        "id": "backup", "schedule": "@daily", "executor": {"type": "noop"},
+        "fanout": "every-worker"
+    }))
+    .expect("parses");
+    let steps_of = backup.workflow().expect("a workflow").into_owned();
+    let mut p = Progress::default();
+    assert_eq!(p.advance(&steps_of).start, vec![0]);
+    let set = ["host-a", "host-b", "host-c"].map(String::from);
+    p.fired_on("main", &set);
+    // host-b's success is read before the `fired` records of the three
+    // (they are written after the fires are published): the step waits.
+    let b = |w| sundial_core::fire_id::StepRef {
+        occurrence: "backup@2026-12-05T03:00:00.000Z",
+        step: "main",
+        shard: None,
+        worker: Some(w),
+    };
+    p.record_fire(&b("host-b"), Succeeded);
+    assert_eq!(p.advance(&steps_of).ended, None, "two workers still run");
+    for w in ["host-a", "host-b", "host-c"] {
+        p.record_fire(&b(w), Fired);
+    }
+    p.record_fire(&b("host-a"), Succeeded);
+    assert_eq!(p.advance(&steps_of).ended, None, "host-c still runs");
+    p.record_fire(&b("host-c"), Succeeded);
+    assert_eq!(p.advance(&steps_of).ended, Some(Ending::Succeeded));
+}

@@ -36,8 +36,10 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod bytes;
 mod common;
 mod history;
+mod nodes;
 mod scale;
 mod sched;
 mod work;
@@ -61,6 +63,8 @@ struct Args {
     only: Option<Vec<String>>,
     /// On the 3-node test cluster instead of the system broker.
     cluster: bool,
+    /// The scale phase on this many scheduler processes (`--nodes 3`).
+    nodes: Option<usize>,
 }
 
 impl Args {
@@ -79,12 +83,14 @@ fn args() -> Args {
         history: None,
         only: None,
         cluster: false,
+        nodes: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
         match x.as_str() {
             "--quick" => a.quick = true,
             "--cluster" => a.cluster = true,
+            "--nodes" => a.nodes = it.next().and_then(|n| n.parse().ok()).filter(|n| *n >= 2),
             "--json" => a.json = it.next(),
             "--jobs" => a.jobs = it.next().and_then(|n| n.replace('_', "").parse().ok()),
             "--history" => a.history = it.next().and_then(|n| n.replace('_', "").parse().ok()),
@@ -136,9 +142,23 @@ fn hist_line(v: &mut [f64]) -> String {
 }
 
 fn main() {
+    // A child of the bytes phase: one measurement, one line.
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(i) = argv.iter().position(|x| x == "--bytes-part") {
+        let arg = |k: usize| argv.get(i + k).cloned().unwrap_or_default();
+        let n = arg(2).parse().expect("N");
+        let shards = arg(3).parse().expect("SHARDS");
+        println!("{}", bytes::part(&arg(1), n, shards));
+        return;
+    }
     let a = args();
     let quick = a.quick;
-    let scale_jobs = a.jobs.unwrap_or(if quick { 100_000 } else { 1_000_000 });
+    let nodes = a.nodes;
+    let scale_jobs = a.jobs.unwrap_or(match (nodes, quick) {
+        (Some(_), _) => 10_000_000,
+        (None, true) => 100_000,
+        (None, false) => 1_000_000,
+    });
     let steady_jobs = if quick { 20_000 } else { 100_000 };
     let burst_jobs = if quick { 10_000 } else { 20_000 };
     let e2e_fires = if quick { 8_000 } else { 20_000 };
@@ -150,8 +170,8 @@ fn main() {
     let history_rows = a
         .history
         .unwrap_or(if quick { 1_000_000 } else { 10_000_000 });
-    let [do_burst, do_lateness, do_e2e, do_scale, do_history] =
-        ["burst", "lateness", "e2e", "scale", "history"].map(|p| a.runs(p));
+    let [do_burst, do_lateness, do_e2e, do_bytes, do_scale, do_history] =
+        ["burst", "lateness", "e2e", "bytes", "scale", "history"].map(|p| a.runs(p));
 
     let _cluster = a.cluster.then(|| {
         let t = std::time::Instant::now();
@@ -181,6 +201,25 @@ fn main() {
                 "system broker (one node)"
             }
         );
+
+        // 0. Bytes per job, by part (no broker: alone, nothing else runs).
+        let mut bytes_json = None;
+        if do_bytes {
+            let bn = scale_jobs.min(2_000_000);
+            let pb = bar(&format!("bytes per job, {bn} jobs"), 1);
+            let b = bytes::bytes(bn, shards());
+            pb.finish_and_clear();
+            println!(
+                "bytes per job ({} `@every` jobs, RSS growth): compact {:.0} (target ≤ 400; its encoded definition {:.0}); full {:.0} + timer entry {:.0} = {:.0} (target ≤ 600); compact → full {:.2} µs per job",
+                b.jobs, b.compact, b.encoded, b.full, b.timer, b.full + b.timer, b.parse_us
+            );
+            bytes_json = Some(json!({"jobs": b.jobs, "compact": b.compact, "encoded_definition": b.encoded,
+                "full": b.full, "timer": b.timer, "parse_us": b.parse_us}));
+        }
+
+        if !(do_burst || do_lateness || do_e2e || do_scale || do_history) {
+            return json!({"bytes_per_job": bytes_json});
+        }
 
         // 1. Raw publish with confirms.
         let pb = bar("raw publish+confirm", 1);
@@ -310,8 +349,54 @@ fn main() {
             out["end_to_end"] = json!(e2e);
         }
 
+        if let Some(b) = bytes_json.take() {
+            out["bytes_per_job"] = b;
+        }
+
         // 6. Scale.
-        if do_scale {
+        if let (true, Some(count)) = (do_scale, nodes) {
+            let pb = bar(&format!("scale {scale_jobs} jobs, {count} nodes"), scale_jobs as u64);
+            let mut r = nodes::nodes(scale_jobs, count, shards(), window, |phase, pos, len| {
+                pb.set_message(phase.to_string());
+                pb.set_length(len);
+                pb.set_position(pos);
+            })
+            .await;
+            pb.finish_and_clear();
+            let per_node: Vec<String> = r
+                .rss
+                .iter()
+                .map(|(name, owned, mib)| format!("{name} {owned} shards {mib:.0} MiB"))
+                .collect();
+            println!(
+                "scale out, {} jobs on {count} schedulers: registered in {:.1} s ({:.0} jobs/s), every node holds every job {:.1} s later; RSS {}; {:.0} fires/s received, lateness (received − scheduled) {}",
+                r.jobs,
+                r.register_s,
+                r.jobs as f64 / r.register_s.max(1e-9),
+                r.converge_s,
+                per_node.join(", "),
+                r.fires_per_s,
+                hist_line(&mut r.lateness),
+            );
+            println!(
+                "scale out: jobs API of one node, a page of 50 p50 {} p99 {}; one job with 10 next fires p50 {} p99 {}; SIGKILL of n1 → every shard owned again {:.2} s, first fire of its shards {}; n1 started afresh ready (every job) in {:.1} s, RSS {:.0} MiB",
+                ms(pct(&mut r.api_page, 0.5)),
+                ms(pct(&mut r.api_page, 0.99)),
+                ms(pct(&mut r.api_job, 0.5)),
+                ms(pct(&mut r.api_job, 0.99)),
+                r.takeover_s,
+                r.first_fire_s.map_or("none within 60 s".to_string(), |s| format!("{s:.2} s")),
+                r.ready_s,
+                r.fresh_rss,
+            );
+            out["scale_nodes"] = json!({"jobs": r.jobs, "nodes": count, "register_s": r.register_s,
+                "converge_s": r.converge_s,
+                "rss": r.rss.iter().map(|(n, o, m)| json!({"node": n, "shards": o, "rss_mib": m})).collect::<Vec<_>>(),
+                "fires_per_s": r.fires_per_s, "lateness": percentiles(&mut r.lateness),
+                "api_page": percentiles(&mut r.api_page), "api_job": percentiles(&mut r.api_job),
+                "takeover_s": r.takeover_s, "first_fire_s": r.first_fire_s,
+                "ready_s": r.ready_s, "fresh_rss_mib": r.fresh_rss});
+        } else if do_scale {
             let pb = bar(&format!("scale {scale_jobs} jobs"), scale_jobs as u64);
             let mut sc = scale::scale(&samples, scale_jobs, shards(), window, settle, |phase, pos, len| {
                 pb.set_message(phase.to_string());

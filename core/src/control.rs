@@ -87,6 +87,7 @@ fn upsert_record(
     now: DateTime<Utc>,
 ) -> Result<Option<RegistryRecord>, ValidationError> {
     let existing = view.get(&job.id);
+    let existing = existing.as_deref();
     let created_at = existing.map_or(now, |e| e.created_at);
     job.validate(created_at, now)?;
     if existing.is_some_and(|e| &e.spec == job) {
@@ -328,7 +329,7 @@ pub fn decide(
             ..
         } => match view.get(id) {
             None => not_found(name, id),
-            Some(j) => match backfill(name, j, *from, *to, *overlap, now) {
+            Some(j) => match backfill(name, &j, *from, *to, *overlap, now) {
                 Decision::Backfill { reply, .. } if *dry_run => Decision::Reply(reply),
                 d => d,
             },
@@ -336,7 +337,7 @@ pub fn decide(
         Command::Get { id } => match view.get(id) {
             None => not_found(name, id),
             Some(j) => {
-                let mut v = describe(j, now);
+                let mut v = describe(&j, now);
                 v["job"] = serde_json::to_value(&j.spec).unwrap_or(Value::Null);
                 Decision::Reply(Reply::ok(name, Some(v)))
             }
@@ -361,7 +362,7 @@ pub fn decide(
             let next_after = more
                 .then(|| page.last().map(|j| j.spec.id.clone()))
                 .flatten();
-            let jobs: Vec<Value> = page.into_iter().map(|j| describe(j, now)).collect();
+            let jobs: Vec<Value> = page.into_iter().map(|j| describe(&j, now)).collect();
             Decision::Reply(Reply::ok(
                 name,
                 Some(json!({ "jobs": jobs, "next_after": next_after })),

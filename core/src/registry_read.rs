@@ -208,9 +208,9 @@ pub fn answer(view: &RegistryView, q: &JobsQuery, now: DateTime<Utc>) -> ReadAns
         JobsQuery::One { id, next } => match view.get(id) {
             None => refuse(ReadErrorKind::NotFound, "id", format!("no job \"{id}\"")),
             Some(j) => Ok(body(JobDetail {
-                view: JobView::of(j, now),
+                view: JobView::of(&j, now),
                 job: j.spec.clone(),
-                upcoming: upcoming(j, now, *next),
+                upcoming: upcoming(&j, now, *next),
             })),
         },
         JobsQuery::List {
@@ -229,7 +229,7 @@ pub fn answer(view: &RegistryView, q: &JobsQuery, now: DateTime<Utc>) -> ReadAns
             } else {
                 view.count(filter)
             };
-            let jobs = page.into_iter().map(|j| JobView::of(j, now)).collect();
+            let jobs = page.into_iter().map(|j| JobView::of(&j, now)).collect();
             Ok(body(JobsPage { jobs, next, total }))
         }
         JobsQuery::List {
@@ -263,7 +263,7 @@ pub fn answer(view: &RegistryView, q: &JobsQuery, now: DateTime<Utc>) -> ReadAns
             }
             let total = all.len();
             // Paused and finished jobs (no next fire) sort last, by id.
-            let mut keyed: Vec<(Option<DateTime<Utc>>, &JobEntry)> = all
+            let mut keyed: Vec<(Option<DateTime<Utc>>, std::sync::Arc<JobEntry>)> = all
                 .into_iter()
                 .map(|j| ((!j.paused).then(|| j.next_after(now)).flatten(), j))
                 .collect();

@@ -98,7 +98,7 @@ pub(crate) async fn replay_registry(
         .await
         .map_err(Error::broker("basic.consume registry"))?;
 
-    let mut view = RegistryView::default();
+    let mut view = RegistryView::new(topo.shards);
     let mut read = 0u64;
     let mut bytes_since_snapshot = 0u64;
     let mut last_snapshot = None;

@@ -31,6 +31,20 @@ pub struct StoredJob {
     pub paused_by: Option<String>,
 }
 
+impl StoredJob {
+    /// A definition accepted at `created_at`, its pause state its own.
+    pub fn new(job: JobSpec, created_at: DateTime<Utc>) -> Self {
+        Self {
+            job,
+            created_at,
+            paused: None,
+            paused_reason: None,
+            paused_at: None,
+            paused_by: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum RegistryRecord {

@@ -257,69 +257,208 @@ fn registry_view_applies_records_and_complete_snapshots_only() {
         .expect("job")
     };
     let t = utc("2026-06-01T00:00:00Z");
-    let mut view = RegistryView::default();
-    for id in ["a", "b", "c"] {
+    // Every job compact (a node that holds no shard), and every job full
+    // (a node that holds them all): the same answers (ADR 0024).
+    let mut full = RegistryView::new(4);
+    assert_eq!(full.hold(&[0, 1, 2, 3]).len(), 4);
+    for mut view in [RegistryView::default(), full] {
+        for id in ["a", "b", "c"] {
+            assert_eq!(
+                view.apply(&RegistryRecord::Upsert {
+                    job: Box::new(job(id)),
+                    created_at: t
+                }),
+                Ok(Change::Upserted(id.into()))
+            );
+        }
         assert_eq!(
-            view.apply(&RegistryRecord::Upsert {
-                job: Box::new(job(id)),
-                created_at: t
+            view.apply(&RegistryRecord::Pause {
+                by: None,
+                id: "a".into(),
+                reason: Some("disk full".into()),
+                at: Some(t),
             }),
-            Ok(Change::Upserted(id.into()))
+            Ok(Change::Paused("a".into()))
+        );
+        assert_eq!(
+            view.apply(&RegistryRecord::Pause {
+                by: None,
+                id: "a".into(),
+                reason: None,
+                at: None,
+            }),
+            Ok(Change::None),
+            "already paused"
+        );
+        assert_eq!(
+            view.apply(&RegistryRecord::Delete { id: "b".into() }),
+            Ok(Change::Deleted("b".into()))
+        );
+        assert_eq!(
+            view.apply(&RegistryRecord::Delete { id: "zz".into() }),
+            Ok(Change::None)
+        );
+        let stored = |id: &str| StoredJob {
+            paused_by: None,
+            job: job(id),
+            created_at: t,
+            paused: (id == "q").then_some(true),
+            paused_reason: (id == "q").then(|| "kept".to_string()),
+            paused_at: None,
+        };
+        let part = |sid: &str, part, parts, ids: &[&str]| RegistryRecord::Snapshot {
+            snapshot_id: sid.into(),
+            part,
+            parts,
+            jobs: ids.iter().map(|i| stored(i)).collect(),
+        };
+        // A snapshot whose first part is missing (retention cut it) is ignored.
+        assert_eq!(view.apply(&part("old", 1, 2, &["x"])), Ok(Change::None));
+        assert_eq!(view.len(), 2);
+        // A complete snapshot replaces the view.
+        assert_eq!(view.apply(&part("s1", 0, 2, &["p"])), Ok(Change::None));
+        assert_eq!(view.apply(&part("s1", 1, 2, &["q"])), Ok(Change::Reloaded));
+        let ids: Vec<_> = view.iter_held().map(|(id, _)| id.to_string()).collect();
+        assert_eq!(ids, ["p", "q"]);
+        // The pause state travels in the snapshot (it is not in the definition).
+        assert!(view.get("q").is_some_and(|j| j.paused && !j.spec.paused));
+        assert!(view.get("p").is_some_and(|j| !j.paused));
+        assert_eq!(
+            view.get("q")
+                .and_then(|j| j.paused_reason.clone())
+                .as_deref(),
+            Some("kept")
         );
     }
-    assert_eq!(
-        view.apply(&RegistryRecord::Pause {
-            by: None,
-            id: "a".into(),
-            reason: Some("disk full".into()),
-            at: Some(t),
-        }),
-        Ok(Change::Paused("a".into()))
-    );
-    assert_eq!(
-        view.apply(&RegistryRecord::Pause {
-            by: None,
-            id: "a".into(),
-            reason: None,
-            at: None,
-        }),
-        Ok(Change::None),
-        "already paused"
-    );
-    assert_eq!(
-        view.apply(&RegistryRecord::Delete { id: "b".into() }),
-        Ok(Change::Deleted("b".into()))
-    );
-    assert_eq!(
-        view.apply(&RegistryRecord::Delete { id: "zz".into() }),
-        Ok(Change::None)
-    );
-    let stored = |id: &str| StoredJob {
-        paused_by: None,
-        job: job(id),
-        created_at: t,
-        paused: (id == "q").then_some(true),
-        paused_reason: (id == "q").then(|| "kept".to_string()),
-        paused_at: None,
+}
+
+#[test]
+fn a_node_holds_its_shards_jobs_full_and_the_others_compact() {
+    use sundial_core::{
+        protocol::registry::{RegistryRecord, StoredJob},
+        registry::{Held, JobFilter, RegistryView},
+        topology::shard_of,
     };
-    let part = |sid: &str, part, parts, ids: &[&str]| RegistryRecord::Snapshot {
-        snapshot_id: sid.into(),
-        part,
-        parts,
-        jobs: ids.iter().map(|i| stored(i)).collect(),
+    let t = utc("2026-06-01T00:00:00Z");
+    let mut view = RegistryView::new(8);
+    let jobs: Vec<StoredJob> = (0..200)
+        .map(|i| {
+            let job: JobSpec = serde_json::from_value(serde_json::json!({
+                "id": format!("j-{i}"), "schedule": "*/5 * * * *",
+                "pool": if i % 2 == 0 { "even" } else { "odd" },
+                "labels": {"team": format!("t{}", i % 3)},
+                "executor": {"type": "noop"}
+            }))
+            .expect("job");
+            StoredJob::new(job, t)
+        })
+        .collect();
+    view.apply(&RegistryRecord::UpsertMany { jobs: jobs.clone() })
+        .expect("applies");
+    let compact = |v: &RegistryView| {
+        v.iter_held()
+            .filter(|(_, h)| matches!(h, Held::Compact(_)))
+            .count()
     };
-    // A snapshot whose first part is missing (retention cut it) is ignored.
-    assert_eq!(view.apply(&part("old", 1, 2, &["x"])), Ok(Change::None));
-    assert_eq!(view.len(), 2);
-    // A complete snapshot replaces the view.
-    assert_eq!(view.apply(&part("s1", 0, 2, &["p"])), Ok(Change::None));
-    assert_eq!(view.apply(&part("s1", 1, 2, &["q"])), Ok(Change::Reloaded));
-    let mut ids: Vec<_> = view.iter().map(|j| j.spec.id.clone()).collect();
-    ids.sort();
-    assert_eq!(ids, ["p", "q"]);
-    // The pause state travels in the snapshot (it is not in the definition).
-    assert!(view.get("q").is_some_and(|j| j.paused && !j.spec.paused));
-    assert!(view.get("p").is_some_and(|j| !j.paused));
+    assert_eq!(compact(&view), 200, "no shard held: every job compact");
+    let before: Vec<_> = jobs
+        .iter()
+        .map(|s| view.get(&s.job.id).expect("there").stored())
+        .collect();
+    // Holding shards 2 and 5 parses exactly their jobs and hands them out.
+    let loads = view.hold(&[2, 5]);
+    let mine: usize = loads.values().map(Vec::len).sum();
+    let expected = jobs
+        .iter()
+        .filter(|s| [2, 5].contains(&shard_of(&s.job.id, 8)))
+        .count();
+    assert_eq!(mine, expected);
+    assert!(mine > 0 && compact(&view) == 200 - mine);
+    for (shard, entries) in &loads {
+        assert!(entries.iter().all(|e| shard_of(&e.spec.id, 8) == *shard));
+    }
+    // A job upserted now into a held shard is full, one elsewhere compact.
+    let in_held = loads[&2][0].spec.id.clone();
+    let e = view.get(&in_held).expect("held");
+    assert!(std::sync::Arc::ptr_eq(
+        &e,
+        &view.get(&in_held).expect("held")
+    ));
+    // Searches and pages answer the same whatever the form.
+    let f = JobFilter {
+        pool: Some("even".into()),
+        labels: [("team".to_string(), "t1".to_string())].into(),
+        ..JobFilter::default()
+    };
+    let n = view.count(&f);
+    assert_eq!(
+        n,
+        (0..200).filter(|i| i % 2 == 0 && i % 3 == 1).count(),
+        "pool and label filters read compact jobs"
+    );
+    let (page, more) = view.list(&f, None, 1_000);
+    assert!(!more && page.len() == n);
+    assert_eq!(
+        view.labels_of("j-4")
+            .and_then(|l| l.get("team"))
+            .map(String::as_str),
+        Some("t1")
+    );
+    assert_eq!(
+        view.pools().into_iter().collect::<Vec<_>>(),
+        ["even", "odd"]
+    );
+    // A pause of a compact job changes it (and not its definition).
+    let far = jobs
+        .iter()
+        .find(|s| ![2, 5].contains(&shard_of(&s.job.id, 8)))
+        .expect("a job of another shard");
+    view.apply(&RegistryRecord::Pause {
+        id: far.job.id.clone(),
+        reason: Some("noisy".into()),
+        at: Some(t),
+        by: Some("ana".into()),
+    })
+    .expect("pauses");
+    let p = view.get(&far.job.id).expect("there");
+    assert!(p.paused && p.paused_by.as_deref() == Some("ana") && p.spec == far.job);
+    let paused = JobFilter {
+        paused: Some(true),
+        ..JobFilter::default()
+    };
+    assert_eq!(view.count(&paused), 1);
+    // Letting the shards go makes their jobs compact again, unchanged.
+    view.release(2);
+    view.release(5);
+    assert_eq!(compact(&view), 200);
+    let after: Vec<_> = jobs
+        .iter()
+        .map(|s| view.get(&s.job.id).expect("there").stored())
+        .filter(|s| s.job.id != far.job.id)
+        .collect();
+    let before: Vec<_> = before
+        .into_iter()
+        .filter(|s| s.job.id != far.job.id)
+        .collect();
+    assert_eq!(after, before);
+    // The same in steps (the registry actor walks so, between heartbeats).
+    let walk = |v: &mut RegistryView| {
+        let mut at = v.convert_some(None, 7);
+        let mut steps = 1;
+        while let Some(k) = at {
+            at = v.convert_some(Some(&k), 7);
+            steps += 1;
+        }
+        steps
+    };
+    view.mark(&[3], true);
+    assert_eq!(walk(&mut view), 200usize.div_ceil(7));
+    let in3 = jobs.iter().filter(|s| shard_of(&s.job.id, 8) == 3).count();
+    assert!(in3 > 0 && compact(&view) == 200 - in3);
+    assert_eq!(view.hold(&[3])[&3].len(), in3, "parsed already, collected");
+    view.mark(&[3], false);
+    walk(&mut view);
+    assert_eq!(compact(&view), 200);
 }
 
 #[test]

@@ -18,9 +18,9 @@ impl Handler<WriteSnapshot> for Registry {
         let snapshot_id = format!("{}-{}", self.node, now.timestamp_millis());
         // The entries as they are now (shared, not copied); definitions are
         // copied and encoded one part at a time while publishing.
-        let mut entries: Vec<Arc<sundial_core::registry::JobEntry>> =
-            self.view.iter_shared().cloned().collect();
-        entries.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
+        // Sorted by id (the view's order).
+        let entries: Vec<sundial_core::registry::Kept> =
+            self.view.iter_held().map(|(_, h)| h.kept()).collect();
         let jobs = entries.len() as u64;
         let parts =
             u32::try_from(entries.len().div_ceil(SNAPSHOT_PART_JOBS).max(1)).unwrap_or(u32::MAX);
@@ -46,17 +46,12 @@ impl Handler<WriteSnapshot> for Registry {
                         snapshot_id: sid.clone(),
                         part,
                         parts,
+                        // A definition that does not decode fails the
+                        // whole snapshot: one that lacked it would lose it.
                         jobs: entries[from.min(to)..to]
                             .iter()
-                            .map(|j| StoredJob {
-                                job: j.spec.clone(),
-                                created_at: j.created_at,
-                                paused: Some(j.paused),
-                                paused_reason: j.paused_reason.clone(),
-                                paused_at: j.paused_at,
-                                paused_by: j.paused_by.clone(),
-                            })
-                            .collect(),
+                            .map(sundial_core::registry::Kept::stored)
+                            .collect::<Result<Vec<StoredJob>, String>>()?,
                     };
                     let enc =
                         sundial_amqp::broker::encode_stamped(&record).map_err(|e| e.to_string())?;
@@ -261,13 +256,7 @@ impl Handler<JobsIn> for Registry {
     type Result = MessageResult<JobsIn>;
 
     fn handle(&mut self, JobsIn(shards): JobsIn, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(
-            self.view
-                .iter_shared()
-                .filter(|j| shards.contains(&self.topo.shard_of(&j.spec.id)))
-                .cloned()
-                .collect(),
-        )
+        MessageResult(self.view.entries_in(&shards))
     }
 }
 

@@ -82,6 +82,8 @@ pub(crate) struct Registry {
     pools: Option<Vec<String>>,
     /// Workflow occurrences as this node's advancer read them (`cancel`).
     occurrences: Arc<crate::opening::Occurrences>,
+    /// Jobs changing form after shards were taken or let go.
+    converting: Converting,
 }
 
 /// How a `Registry` is wired.
@@ -125,6 +127,7 @@ impl Registry {
             key,
             pools: None,
             occurrences,
+            converting: Converting::default(),
         }
     }
 
@@ -136,9 +139,7 @@ impl Registry {
         if let Some(p) = &self.pools {
             return p.clone();
         }
-        let set: std::collections::BTreeSet<&str> =
-            self.view.iter().map(|j| j.spec.pool.as_str()).collect();
-        let p: Vec<String> = set.into_iter().map(str::to_string).collect();
+        let p: Vec<String> = self.view.pools().into_iter().map(str::to_string).collect();
         self.pools = Some(p.clone());
         p
     }
@@ -403,7 +404,7 @@ impl Registry {
     }
 
     pub(super) fn entry(&self, id: &str) -> Option<Arc<sundial_core::registry::JobEntry>> {
-        self.view.get_shared(id)
+        self.view.get(id)
     }
 
     fn apply(&mut self, record: RegistryRecord) {
@@ -422,11 +423,25 @@ impl Registry {
             self.last_snapshot = Some(Utc::now());
         }
         if let Change::UpsertedMany(ids) = change {
+            // Only a held shard's jobs are told (and they are full: no
+            // compact job is decoded here).
             for id in ids {
-                if let (Some(e), Some(shard)) = (self.entry(&id), self.shard(&id)) {
-                    shard.do_send(JobChange::Upserted(e));
+                if let Some(shard) = self.shard(&id) {
+                    if let Some(e) = self.entry(&id) {
+                        shard.do_send(JobChange::Upserted(e));
+                    }
                 }
             }
+            return;
+        }
+        let id = match &change {
+            Change::Upserted(id)
+            | Change::Deleted(id)
+            | Change::Paused(id)
+            | Change::Resumed(id) => id,
+            Change::Reloaded | Change::None | Change::UpsertedMany(_) => return,
+        };
+        if self.shard(id).is_none() {
             return;
         }
         let (id, msg) = match change {
@@ -517,22 +532,26 @@ pub(crate) struct Attach {
 impl Handler<Attach> for Registry {
     type Result = ();
 
-    fn handle(&mut self, msg: Attach, _ctx: &mut Context<Self>) {
-        let mut loads: std::collections::HashMap<u32, Vec<Arc<sundial_core::registry::JobEntry>>> =
-            msg.shards.iter().map(|(s, _)| (*s, Vec::new())).collect();
-        for j in self.view.iter_shared() {
-            if let Some(v) = loads.get_mut(&self.topo.shard_of(&j.spec.id)) {
-                v.push(j.clone());
-            }
-        }
-        for (shard, addr) in msg.shards {
-            addr.do_send(super::shard::Load {
-                jobs: loads.remove(&shard).unwrap_or_default(),
-                alive_since: msg.alive_since,
-            });
-            if let Some(slot) = self.shards.get_mut(shard as usize) {
-                *slot = Some(addr);
-            }
+    fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) {
+        // Their jobs become full (parsed, shared with the timers), in steps
+        // (a third of ten million jobs takes seconds; heartbeats share this
+        // thread): the timers load when a walk that began after this ends.
+        let numbers: Vec<u32> = msg.shards.iter().map(|(s, _)| *s).collect();
+        self.view.mark(&numbers, true);
+        let c = &mut self.converting;
+        c.forget(&numbers);
+        let to = if c.walking {
+            &mut c.next
+        } else {
+            &mut c.waiting
+        };
+        to.extend(
+            msg.shards
+                .into_iter()
+                .map(|(s, addr)| (s, addr, msg.alive_since)),
+        );
+        if !self.converting.walking {
+            self.walk(ctx);
         }
     }
 }
@@ -545,9 +564,101 @@ pub(crate) struct Detach(pub(crate) u32);
 impl Handler<Detach> for Registry {
     type Result = ();
 
-    fn handle(&mut self, Detach(shard): Detach, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, Detach(shard): Detach, ctx: &mut Context<Self>) {
         if let Some(slot) = self.shards.get_mut(shard as usize) {
             *slot = None;
+        }
+        // Its jobs go back to the compact form, in steps.
+        self.view.mark(&[shard], false);
+        self.converting.forget(&[shard]);
+        if self.converting.walking {
+            self.converting.again = true;
+        } else {
+            self.walk(ctx);
+        }
+    }
+}
+
+/// Jobs visited per step of a conversion walk (~20–60 ms when they all
+/// change form).
+const CONVERT_STEP: usize = 20_000;
+
+/// A walk putting every job in the form its shard's mark says (ADR 0024),
+/// and the shards whose timers wait for it.
+#[derive(Default)]
+pub(crate) struct Converting {
+    walking: bool,
+    cursor: Option<Box<str>>,
+    started: Option<std::time::Instant>,
+    /// Marked before the walk under way began: loaded when it ends.
+    waiting: Vec<(u32, Addr<ShardActor>, chrono::DateTime<Utc>)>,
+    /// Marked while it walks: the next walk serves them.
+    next: Vec<(u32, Addr<ShardActor>, chrono::DateTime<Utc>)>,
+    /// A shard was released while it walked: walk again.
+    again: bool,
+}
+
+impl Converting {
+    /// Drops what waits for `shards` (released, or attached again with
+    /// another timer).
+    fn forget(&mut self, shards: &[u32]) {
+        self.waiting.retain(|(s, _, _)| !shards.contains(s));
+        self.next.retain(|(s, _, _)| !shards.contains(s));
+    }
+}
+
+impl Registry {
+    /// Starts a conversion walk.
+    fn walk(&mut self, ctx: &mut Context<Self>) {
+        let c = &mut self.converting;
+        c.walking = true;
+        c.cursor = None;
+        c.started = Some(std::time::Instant::now());
+        self.walk_step(ctx);
+    }
+
+    fn walk_step(&mut self, ctx: &mut Context<Self>) {
+        let cursor = self.converting.cursor.take();
+        self.converting.cursor = self.view.convert_some(cursor.as_deref(), CONVERT_STEP);
+        if self.converting.cursor.is_some() {
+            // A timer, not a message: the heartbeat and the other actors of
+            // this thread run between steps.
+            ctx.run_later(std::time::Duration::from_millis(1), |act, ctx| {
+                act.walk_step(ctx)
+            });
+            return;
+        }
+        // The walk ended: the shards that waited for it load their timers.
+        let c = &mut self.converting;
+        let waiting = std::mem::take(&mut c.waiting);
+        let elapsed = c.started.map(|t| t.elapsed()).unwrap_or_default();
+        c.walking = false;
+        if !waiting.is_empty() {
+            let numbers: Vec<u32> = waiting.iter().map(|(s, _, _)| *s).collect();
+            // Parsed already: this collects them (and parses what came in
+            // compact meanwhile, none: the marks were set).
+            let mut loads = self.view.hold(&numbers);
+            info!(
+                shards = numbers.len(),
+                jobs = loads.values().map(Vec::len).sum::<usize>(),
+                elapsed_ms = elapsed.as_millis() as u64,
+                "shard jobs parsed for their timers"
+            );
+            for (shard, addr, alive_since) in waiting {
+                addr.do_send(super::shard::Load {
+                    jobs: loads.remove(&shard).unwrap_or_default(),
+                    alive_since,
+                });
+                if let Some(slot) = self.shards.get_mut(shard as usize) {
+                    *slot = Some(addr);
+                }
+            }
+        }
+        let c = &mut self.converting;
+        if !c.next.is_empty() || c.again {
+            c.waiting = std::mem::take(&mut c.next);
+            c.again = false;
+            self.walk(ctx);
         }
     }
 }
@@ -572,7 +683,7 @@ impl Handler<crate::ingest::LabelsOf> for Registry {
         actix::MessageResult(
             m.0.into_iter()
                 .filter_map(|id| {
-                    let labels = self.view.get(&id)?.spec.labels.clone();
+                    let labels = self.view.labels_of(&id)?.clone();
                     (!labels.is_empty()).then_some((id, labels))
                 })
                 .collect(),

@@ -1,0 +1,607 @@
+//! The registry view: the current job definitions, rebuilt by replaying the
+//! `sundial.registry` stream and kept current by applying each accepted
+//! record. Pure: the scheduler's actors own one and feed it records.
+
+use std::{collections::BTreeMap, ops::Bound, sync::Arc};
+
+use chrono::{DateTime, Utc};
+
+pub mod compact;
+
+pub use compact::{Compact, Labels};
+
+use compact::Interner;
+
+use crate::{
+    job::JobSpec,
+    protocol::registry::{RegistryRecord, StoredJob},
+    schedule::{parse_zone, Schedule},
+};
+
+/// One live job: its definition, parsed schedule and pause state.
+#[derive(Debug, Clone)]
+pub struct JobEntry {
+    pub spec: JobSpec,
+    /// First acceptance; the `@every` anchor without `start_at`.
+    pub created_at: DateTime<Utc>,
+    pub schedule: Schedule,
+    /// `spec.paused`, then toggled by pause/resume records.
+    pub paused: bool,
+    /// Why and when the pause record that paused it was written (`None`
+    /// when running, or paused without a reason).
+    pub paused_reason: Option<String>,
+    pub paused_at: Option<DateTime<Utc>>,
+    /// Who paused it, when the pause named someone (ADR 0023).
+    pub paused_by: Option<String>,
+    /// The last pause `[paused at, resumed at)`, once resumed (not kept in
+    /// snapshots: a scheduler that replays from a later snapshot does not
+    /// know it).
+    pub last_pause: Option<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+impl JobEntry {
+    /// Builds an entry from a stored definition. Stored definitions were
+    /// validated on the way in; this only fails if the zone database lost a
+    /// zone between versions.
+    pub fn new(spec: JobSpec, created_at: DateTime<Utc>) -> Result<Self, String> {
+        let tz = parse_zone(&spec.timezone).map_err(|e| e.to_string())?;
+        let anchor = spec.start_at.unwrap_or(created_at);
+        let schedule = Schedule::parse(&spec.schedule, tz, anchor).map_err(|e| e.to_string())?;
+        Ok(Self {
+            paused: spec.paused,
+            paused_reason: None,
+            paused_at: None,
+            paused_by: None,
+            last_pause: None,
+            spec,
+            created_at,
+            schedule,
+        })
+    }
+
+    /// The first occurrence strictly after `t` that lies within
+    /// `[start_at, end_at)`.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let from = match self.spec.start_at {
+            Some(s) if s > t => s - chrono::Duration::milliseconds(1),
+            _ => t,
+        };
+        let at = self.schedule.next_after(from.max(t))?.at;
+        self.spec.end_at.is_none_or(|e| at < e).then_some(at)
+    }
+}
+
+/// What applying a record did, so the caller can tell the timer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A job was created or its definition changed.
+    Upserted(String),
+    /// Several were (a batch record), in order.
+    UpsertedMany(Vec<String>),
+    Deleted(String),
+    Paused(String),
+    Resumed(String),
+    /// A complete snapshot replaced the view.
+    Reloaded,
+    /// Nothing changed (unknown id, identical state, partial snapshot).
+    None,
+}
+
+/// Which jobs a `list` (or the API's job search) wants; every given part
+/// must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Every pair must be among the job's labels.
+    pub labels: BTreeMap<String, String>,
+    /// A substring of the id, in any case (`PAY` finds `pay-settle`).
+    pub q: Option<String>,
+    pub pool: Option<String>,
+    pub paused: Option<bool>,
+}
+
+/// Whether `needle` is in `haystack`, ASCII case ignored (job ids are
+/// ASCII), without allocating: a search walks every job.
+fn contains_ignoring_case(haystack: &str, needle: &str) -> bool {
+    needle.is_empty()
+        || haystack
+            .as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+impl JobFilter {
+    pub fn matches(&self, j: &JobEntry) -> bool {
+        self.matches_parts(&j.spec.id, &j.spec.pool, j.paused, &j.spec.labels)
+    }
+
+    fn matches_held(&self, id: &str, h: &Held) -> bool {
+        match h {
+            Held::Full(j) => self.matches(j),
+            Held::Compact(c) => self.matches_parts(id, &c.pool, c.paused, &c.labels),
+        }
+    }
+
+    fn matches_parts(&self, id: &str, pool: &str, paused: bool, labels: &Labels) -> bool {
+        self.q
+            .as_deref()
+            .is_none_or(|q| contains_ignoring_case(id, q))
+            && self.pool.as_deref().is_none_or(|p| pool == p)
+            && self.paused.is_none_or(|p| paused == p)
+            && self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+/// How the view holds one job: parsed and shared with the timer shard that
+/// fires it (a shard this node holds), or compact (ADR 0024).
+#[derive(Debug, Clone)]
+pub enum Held {
+    Full(Arc<JobEntry>),
+    Compact(Compact),
+}
+
+/// What a snapshot being written keeps of a job (shared, never copied:
+/// 24 bytes a job while it writes).
+#[derive(Debug, Clone)]
+pub enum Kept {
+    Full(Arc<JobEntry>),
+    Encoded(Arc<[u8]>),
+}
+
+impl Kept {
+    /// The stored definition.
+    pub fn stored(&self) -> Result<StoredJob, String> {
+        match self {
+            Kept::Full(j) => Ok(j.stored()),
+            Kept::Encoded(b) => compact::decode(b),
+        }
+    }
+}
+
+impl Held {
+    /// What a snapshot keeps of it while it writes.
+    pub fn kept(&self) -> Kept {
+        match self {
+            Held::Full(j) => Kept::Full(j.clone()),
+            Held::Compact(c) => Kept::Encoded(c.def.clone()),
+        }
+    }
+
+    /// The parsed entry: shared when full, decoded (a copy) when compact.
+    pub fn entry(&self) -> Result<Arc<JobEntry>, String> {
+        match self {
+            Held::Full(j) => Ok(j.clone()),
+            Held::Compact(c) => entry_of(c.stored()?),
+        }
+    }
+
+    fn pool(&self) -> &str {
+        match self {
+            Held::Full(j) => &j.spec.pool,
+            Held::Compact(c) => &c.pool,
+        }
+    }
+
+    fn labels(&self) -> &Labels {
+        match self {
+            Held::Full(j) => &j.spec.labels,
+            Held::Compact(c) => &c.labels,
+        }
+    }
+}
+
+impl JobEntry {
+    /// The definition as a snapshot stores it.
+    pub fn stored(&self) -> StoredJob {
+        StoredJob {
+            job: self.spec.clone(),
+            created_at: self.created_at,
+            paused: Some(self.paused),
+            paused_reason: self.paused_reason.clone(),
+            paused_at: self.paused_at,
+            paused_by: self.paused_by.clone(),
+        }
+    }
+}
+
+/// The current definitions, by id (sorted, so a page of a million jobs is
+/// a range walk). The jobs of the timer shards this node holds are parsed
+/// and shared (`Arc`) with the shard that fires them; the others are held
+/// compact (ADR 0024), so a node's memory grows with the jobs it fires,
+/// not with every job.
+#[derive(Debug)]
+pub struct RegistryView {
+    jobs: BTreeMap<Box<str>, Held>,
+    /// The entries of a snapshot being read: its id, the next part, the
+    /// entries so far.
+    pending_snapshot: Option<(String, u32, BTreeMap<Box<str>, Held>)>,
+    /// Timer shards of the topology (a job's shard is `shard_of(id)`).
+    shards: u32,
+    /// The shards this node holds, by number: their jobs are full.
+    held: Vec<bool>,
+    interner: Interner,
+}
+
+impl Default for RegistryView {
+    /// A view of one shard that holds none: every job compact.
+    fn default() -> Self {
+        Self::new(1)
+    }
+}
+
+impl RegistryView {
+    /// An empty view of a topology of `shards` timer shards, holding none.
+    pub fn new(shards: u32) -> Self {
+        let shards = shards.max(1);
+        Self {
+            jobs: BTreeMap::new(),
+            pending_snapshot: None,
+            shards,
+            held: vec![false; shards as usize],
+            interner: Interner::default(),
+        }
+    }
+
+    fn is_held(&self, id: &str) -> bool {
+        let s = crate::topology::shard_of(id, self.shards) as usize;
+        self.held.get(s).copied().unwrap_or(false)
+    }
+
+    /// The entry of `id`: shared when full, decoded when compact.
+    pub fn get(&self, id: &str) -> Option<Arc<JobEntry>> {
+        self.jobs.get(id)?.entry().ok()
+    }
+
+    /// How `id` is held.
+    pub fn held(&self, id: &str) -> Option<&Held> {
+        self.jobs.get(id)
+    }
+
+    /// The labels of `id`, without decoding it.
+    pub fn labels_of(&self, id: &str) -> Option<&Labels> {
+        self.jobs.get(id).map(Held::labels)
+    }
+
+    /// The pools the jobs use (a walk over every job, none decoded).
+    pub fn pools(&self) -> std::collections::BTreeSet<&str> {
+        self.jobs.values().map(Held::pool).collect()
+    }
+
+    /// Every job, by id, as held (a snapshot encodes them).
+    pub fn iter_held(&self) -> impl Iterator<Item = (&str, &Held)> {
+        self.jobs.iter().map(|(k, h)| (&**k, h))
+    }
+
+    /// The entries of the jobs of `shards` (held shards: shared, no copy).
+    pub fn entries_in(&self, shards: &std::collections::BTreeSet<u32>) -> Vec<Arc<JobEntry>> {
+        self.jobs
+            .iter()
+            .filter(|(id, _)| shards.contains(&crate::topology::shard_of(id, self.shards)))
+            .filter_map(|(_, h)| h.entry().ok())
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// This node now holds `shards`: their jobs become full (parsed, to be
+    /// shared with their timers), returned by shard. One walk.
+    pub fn hold(&mut self, shards: &[u32]) -> BTreeMap<u32, Vec<Arc<JobEntry>>> {
+        let mut out: BTreeMap<u32, Vec<Arc<JobEntry>>> = BTreeMap::new();
+        for &s in shards {
+            if let Some(h) = self.held.get_mut(s as usize) {
+                *h = true;
+                out.insert(s, Vec::new());
+            }
+        }
+        for (id, h) in &mut self.jobs {
+            let Some(v) = out.get_mut(&crate::topology::shard_of(id, self.shards)) else {
+                continue;
+            };
+            if let Held::Compact(c) = h {
+                match c.stored().and_then(entry_of) {
+                    Ok(e) => *h = Held::Full(e),
+                    // Bytes this process wrote: never expected.
+                    Err(_) => continue,
+                }
+            }
+            if let Held::Full(e) = h {
+                v.push(e.clone());
+            }
+        }
+        out
+    }
+
+    /// Marks `shards` held (or not): records applied from now on hold
+    /// their jobs in the form that says; the jobs already there change form
+    /// in [`RegistryView::convert_some`] walks (or [`RegistryView::hold`]).
+    pub fn mark(&mut self, shards: &[u32], held: bool) {
+        for &s in shards {
+            if let Some(h) = self.held.get_mut(s as usize) {
+                *h = held;
+            }
+        }
+    }
+
+    /// Puts up to `budget` jobs after `after` (from the first when `None`)
+    /// in the form their shard's mark says: a held shard's compact jobs are
+    /// parsed, a released shard's full ones encoded. Returns where to go on,
+    /// `None` once the walk reached the end. A caller that must not block
+    /// (the registry actor: heartbeats share its thread) walks in steps.
+    pub fn convert_some(&mut self, after: Option<&str>, budget: usize) -> Option<Box<str>> {
+        let from = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        let mut last = None;
+        let mut changed_form = false;
+        for (seen, (id, h)) in self
+            .jobs
+            .range_mut::<str, _>((from, Bound::Unbounded))
+            .enumerate()
+        {
+            if seen == budget {
+                return last;
+            }
+            let s = crate::topology::shard_of(id, self.shards) as usize;
+            let held = self.held.get(s).copied().unwrap_or(false);
+            match h {
+                Held::Compact(c) if held => {
+                    if let Ok(e) = c.stored().and_then(entry_of) {
+                        *h = Held::Full(e);
+                    }
+                }
+                Held::Full(e) if !held => {
+                    if let Ok(c) = self.interner.compact(&e.stored()) {
+                        *h = Held::Compact(c);
+                        changed_form = true;
+                    }
+                }
+                _ => {}
+            }
+            last = Some(id.clone());
+        }
+        if changed_form {
+            self.interner.prune();
+        }
+        None
+    }
+
+    /// This node no longer holds `shard`: its jobs become compact.
+    pub fn release(&mut self, shard: u32) {
+        let Some(h) = self.held.get_mut(shard as usize) else {
+            return;
+        };
+        *h = false;
+        for (id, h) in &mut self.jobs {
+            if crate::topology::shard_of(id, self.shards) != shard {
+                continue;
+            }
+            if let Held::Full(e) = h {
+                if let Ok(c) = self.interner.compact(&e.stored()) {
+                    *h = Held::Compact(c);
+                }
+            }
+        }
+        self.interner.prune();
+    }
+
+    /// How `s` is held here: full on a held shard, else compact.
+    fn held_of(&mut self, s: StoredJob) -> Result<Held, String> {
+        if self.is_held(&s.job.id) {
+            return entry_of(s).map(Held::Full);
+        }
+        // Parsed once all the same: a definition whose zone or schedule no
+        // longer reads is refused now, not when a node takes its shard.
+        JobEntry::new(s.job.clone(), s.created_at)?;
+        self.interner.compact(&s).map(Held::Compact)
+    }
+
+    /// One page of the jobs `filter` matches: the first `limit` by id
+    /// among ids greater than `after`, sorted, and whether more follow. A
+    /// walk of the sorted ids from `after`: a page costs what it holds plus
+    /// the jobs the filter passes over (none decoded).
+    pub fn list(
+        &self,
+        filter: &JobFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<Arc<JobEntry>>, bool) {
+        let from = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        let mut it = self
+            .jobs
+            .range::<str, _>((from, Bound::Unbounded))
+            .filter(|(id, h)| filter.matches_held(id, h));
+        let page: Vec<Arc<JobEntry>> = it
+            .by_ref()
+            .take(limit)
+            .filter_map(|(_, h)| h.entry().ok())
+            .collect();
+        let more = it.next().is_some();
+        (page, more)
+    }
+
+    /// How many jobs `filter` matches (a walk over every job).
+    pub fn count(&self, filter: &JobFilter) -> usize {
+        if filter == &JobFilter::default() {
+            return self.jobs.len();
+        }
+        self.jobs
+            .iter()
+            .filter(|(id, h)| filter.matches_held(id, h))
+            .count()
+    }
+
+    /// Applies one record. Records that cannot be applied (a definition whose
+    /// zone vanished) are reported as `Err` with the reason and skipped.
+    pub fn apply(&mut self, record: &RegistryRecord) -> Result<Change, String> {
+        self.apply_owned(record.clone())
+    }
+
+    /// As [`RegistryView::apply`], consuming the record: definitions move
+    /// into the view instead of being copied (replay reads a million).
+    pub fn apply_owned(&mut self, record: RegistryRecord) -> Result<Change, String> {
+        Ok(match record {
+            RegistryRecord::Upsert { job, created_at } => {
+                let id = job.id.clone();
+                let held = self
+                    .held_of(StoredJob::new(*job, created_at))
+                    .map_err(|e| format!("job {id}: {e}"))?;
+                self.jobs.insert(id.as_str().into(), held);
+                Change::Upserted(id)
+            }
+            RegistryRecord::UpsertMany { jobs } => {
+                let mut ids = Vec::with_capacity(jobs.len());
+                for s in jobs {
+                    let id = s.job.id.clone();
+                    let held = self.held_of(s).map_err(|e| format!("job {id}: {e}"))?;
+                    self.jobs.insert(id.as_str().into(), held);
+                    ids.push(id);
+                }
+                Change::UpsertedMany(ids)
+            }
+            RegistryRecord::Delete { id } => match self.jobs.remove(id.as_str()) {
+                Some(_) => Change::Deleted(id),
+                None => Change::None,
+            },
+            RegistryRecord::Pause { id, reason, at, by } => {
+                self.set_paused(&id, true, Some((reason, by)), at)?
+            }
+            RegistryRecord::Resume { id, at } => self.set_paused(&id, false, None, at)?,
+            RegistryRecord::Snapshot {
+                snapshot_id,
+                part,
+                parts,
+                jobs,
+            } => self.snapshot_part(snapshot_id, part, parts, jobs)?,
+            RegistryRecord::Sync { .. } | RegistryRecord::Audit { .. } => Change::None,
+        })
+    }
+
+    fn set_paused(
+        &mut self,
+        id: &str,
+        paused: bool,
+        reason: Option<(Option<String>, Option<String>)>,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<Change, String> {
+        let Some(h) = self.jobs.get_mut(id) else {
+            return Ok(Change::None);
+        };
+        let was = match h {
+            Held::Full(j) => j.paused,
+            Held::Compact(c) => c.paused,
+        };
+        if was == paused {
+            return Ok(Change::None);
+        }
+        let set = |e: &mut JobEntry| {
+            if !paused {
+                // The interval it was paused, when both ends are known
+                // (alerts expect nothing of it).
+                e.last_pause = e.paused_at.zip(at);
+            }
+            e.paused = paused;
+            let (reason, by) = reason.unwrap_or_default();
+            e.paused_reason = reason;
+            e.paused_by = by;
+            e.paused_at = if paused { at } else { None };
+        };
+        match h {
+            // Copy-on-write: a shard may still hold the old entry.
+            Held::Full(j) => set(Arc::make_mut(j)),
+            Held::Compact(c) => {
+                // The last pause is not kept compact (nor in snapshots): an
+                // alert check only reads the jobs of held shards.
+                let mut e = Arc::unwrap_or_clone(entry_of(c.stored()?)?);
+                set(&mut e);
+                *c = self.interner.compact(&e.stored())?;
+            }
+        }
+        Ok(if paused {
+            Change::Paused(id.to_string())
+        } else {
+            Change::Resumed(id.to_string())
+        })
+    }
+
+    /// Builds the snapshot's entries part by part (never holding all its
+    /// definitions twice); a complete snapshot replaces the view.
+    fn snapshot_part(
+        &mut self,
+        sid: String,
+        part: u32,
+        parts: u32,
+        jobs: Vec<StoredJob>,
+    ) -> Result<Change, String> {
+        let mut fresh = match self.pending_snapshot.take() {
+            Some((id, next, acc)) if id == sid && next == part => acc,
+            _ if part == 0 => BTreeMap::new(),
+            // A part out of order (a writer died mid-snapshot): ignore it.
+            _ => return Ok(Change::None),
+        };
+        for s in jobs {
+            // An unchanged definition keeps its entry (shared with a timer
+            // shard, or its compact bytes): a snapshot does not double the
+            // memory of a live node.
+            let kept = match self.jobs.get(s.job.id.as_str()) {
+                Some(Held::Full(old)) if self.is_held(&s.job.id) && same(old, &s) => {
+                    Some(Held::Full(old.clone()))
+                }
+                Some(Held::Compact(old)) if !self.is_held(&s.job.id) => {
+                    let def = compact::encode(&s)?;
+                    if old.same_def(&def) {
+                        Some(Held::Compact(old.clone()))
+                    } else {
+                        JobEntry::new(s.job.clone(), s.created_at)?;
+                        Some(Held::Compact(self.interner.with_def(&s, def)))
+                    }
+                }
+                _ => None,
+            };
+            let id: Box<str> = s.job.id.as_str().into();
+            let held = match kept {
+                Some(h) => h,
+                None => self.held_of(s)?,
+            };
+            fresh.insert(id, held);
+        }
+        if part + 1 < parts {
+            self.pending_snapshot = Some((sid, part + 1, fresh));
+            return Ok(Change::None);
+        }
+        self.jobs = fresh;
+        self.interner.prune();
+        Ok(Change::Reloaded)
+    }
+}
+
+/// Whether `old` holds exactly the stored definition `s`.
+fn same(old: &JobEntry, s: &StoredJob) -> bool {
+    let paused = s.paused.unwrap_or(s.job.paused);
+    old.spec == s.job
+        && old.created_at == s.created_at
+        && old.paused == paused
+        && old.paused_reason == s.paused_reason
+        && old.paused_by == s.paused_by
+}
+
+/// The entry of a stored definition (its pause state included).
+fn entry_of(s: StoredJob) -> Result<Arc<JobEntry>, String> {
+    let paused = s.paused.unwrap_or(s.job.paused);
+    let mut e = JobEntry::new(s.job, s.created_at)?;
+    e.paused = paused;
+    if paused {
+        e.paused_reason = s.paused_reason;
+        e.paused_at = s.paused_at;
+        e.paused_by = s.paused_by;
+    }
+    Ok(Arc::new(e))
+}

@@ -28,11 +28,22 @@ pub async fn read_last_value<M: sundial_core::protocol::Message>(
     queue: &str,
 ) -> Result<Option<M>, Error> {
     let ch = open_channel(conn).await?;
+    let value = last_value_on(&ch, queue).await;
+    // Closed on every path: a channel left open holds one of the
+    // connection's ids for as long as the connection lives.
+    let _ = ch.close(200, "read".into()).await;
+    value
+}
+
+async fn last_value_on<M: sundial_core::protocol::Message>(
+    ch: &lapin::Channel,
+    queue: &str,
+) -> Result<Option<M>, Error> {
     let got = ch
         .basic_get(queue.into(), BasicGetOptions { no_ack: false })
         .await
         .map_err(Error::broker("basic.get last value"))?;
-    let value = match got {
+    Ok(match got {
         None => None,
         Some(msg) => {
             let decoded = decode::<M>(&meta_of(&msg.delivery.properties), &msg.delivery.data);
@@ -52,9 +63,7 @@ pub async fn read_last_value<M: sundial_core::protocol::Message>(
                 }
             }
         }
-    };
-    let _ = ch.close(200, "read".into()).await;
-    Ok(value)
+    })
 }
 
 /// Reads the last watermark of `shard`, leaving it in its queue.

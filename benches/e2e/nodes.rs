@@ -262,6 +262,11 @@ pub(crate) async fn nodes(
         progress("converging", i as u64 + 1, count as u64);
     }
     let converge_s = t1.elapsed().as_secs_f64();
+    // Milestones on stderr: a long run that fails later still told these.
+    eprintln!(
+        "nodes: {n} jobs registered in {register_s:.1} s, held by every node {converge_s:.1} s later; RSS {:?} MiB",
+        nodes.iter().map(|x| rss_of(x.proc.pid()).round()).collect::<Vec<_>>()
+    );
 
     // Who owns what, from the heartbeats.
     let (_hch, mut beats) =
@@ -379,6 +384,7 @@ pub(crate) async fn nodes(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     progress("takeover", 1, 1);
+    eprintln!("nodes: takeover {takeover_s:.2} s, first fire {first_fire_s:?}");
 
     // A fresh node: n1 again, replaying every job.
     progress("fresh node", 0, 1);

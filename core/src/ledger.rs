@@ -20,12 +20,12 @@ pub fn due(job: &JobEntry, at: DateTime<Utc>) -> bool {
     if at < job.created_at
         || job.spec.start_at.is_some_and(|s| at < s)
         || job.spec.end_at.is_some_and(|e| at >= e)
-        || job.last_pause.is_some_and(|(p, r)| p <= at && at < r)
+        || job.last_pause().is_some_and(|(p, r)| p <= at && at < r)
     {
         return false;
     }
     if job.paused {
-        return job.paused_at.is_some_and(|p| at < p);
+        return job.paused_at().is_some_and(|p| at < p);
     }
     true
 }

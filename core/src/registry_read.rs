@@ -118,9 +118,9 @@ impl JobView {
             timezone: j.spec.timezone.clone(),
             pool: j.spec.pool.clone(),
             paused: j.paused,
-            paused_reason: j.paused_reason.clone(),
-            paused_at: j.paused_at.map(rfc3339),
-            paused_by: j.paused_by.clone(),
+            paused_reason: j.paused_reason().map(str::to_string),
+            paused_at: j.paused_at().map(rfc3339),
+            paused_by: j.paused_by().map(str::to_string),
             created_at: rfc3339(j.created_at),
             next: if j.paused {
                 None

@@ -267,11 +267,14 @@ async fn jobs(
             .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
         let mut entry = JobEntry::new(spec, created).map_err(failed)?;
         entry.paused = j.get("paused").and_then(Value::as_bool).unwrap_or(false);
-        entry.paused_at = j
-            .get("paused_at")
-            .and_then(Value::as_str)
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc));
+        entry.set_pause(sundial_core::registry::PauseNote {
+            at: j
+                .get("paused_at")
+                .and_then(Value::as_str)
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc)),
+            ..Default::default()
+        });
         entries.push(entry);
     }
     Ok(entries)

@@ -227,7 +227,10 @@ fn nothing_is_expected_before_creation_while_paused_or_after_the_end() {
     assert!(early.is_empty(), "{early:?}");
     // Paused at 00:00:15: what came before is owed, what came after not.
     j.paused = true;
-    j.paused_at = Some(at(15));
+    j.set_pause(sundial_core::registry::PauseNote {
+        at: Some(at(15)),
+        ..Default::default()
+    });
     let got: Vec<String> = check(&j, &nothing, &none, at(0), at(300))
         .into_iter()
         .map(|a| a.id)
@@ -236,7 +239,10 @@ fn nothing_is_expected_before_creation_while_paused_or_after_the_end() {
     // Paused from 00:00:15 to 00:00:45 and running again: 20, 30 and 40
     // were not expected; 10 and 50 were.
     let mut running = job();
-    running.last_pause = Some((at(15), at(45)));
+    running.set_pause(sundial_core::registry::PauseNote {
+        last: Some((at(15), at(45))),
+        ..Default::default()
+    });
     let got: Vec<String> = check(&running, &nothing, &none, at(0), at(89))
         .into_iter()
         .filter(|a| a.id.starts_with("missed:"))

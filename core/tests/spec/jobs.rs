@@ -44,7 +44,7 @@ fn design_toml_example_parses_and_validates() {
     assert_eq!(j.retry.max_attempts, 5);
     assert_eq!(j.payload, serde_json::json!({"full": true}));
     assert!(
-        matches!(&j.executor, Some(Executor::Shell(s)) if s.command[0] == "/usr/local/bin/backup.sh")
+        matches!(j.executor.as_deref(), Some(Executor::Shell(s)) if s.command[0] == "/usr/local/bin/backup.sh")
     );
     j.validate(now(), now()).expect("valid");
 }
@@ -325,7 +325,7 @@ fn registry_view_applies_records_and_complete_snapshots_only() {
         assert!(view.get("p").is_some_and(|j| !j.paused));
         assert_eq!(
             view.get("q")
-                .and_then(|j| j.paused_reason.clone())
+                .and_then(|j| j.paused_reason().map(str::to_string))
                 .as_deref(),
             Some("kept")
         );
@@ -421,7 +421,7 @@ fn a_node_holds_its_shards_jobs_full_and_the_others_compact() {
     })
     .expect("pauses");
     let p = view.get(&far.job.id).expect("there");
-    assert!(p.paused && p.paused_by.as_deref() == Some("ana") && p.spec == far.job);
+    assert!(p.paused && p.paused_by() == Some("ana") && p.spec == far.job);
     let paused = JobFilter {
         paused: Some(true),
         ..JobFilter::default()
@@ -962,7 +962,7 @@ fn list_filters_by_id_substring_pool_pause_and_labels_and_pages_in_order() {
     assert_eq!(ids(&paused, None, 10).0, ["etl-a"]);
     assert_eq!(
         view.get("etl-a")
-            .and_then(|j| j.paused_reason.clone())
+            .and_then(|j| j.paused_reason().map(str::to_string))
             .as_deref(),
         Some("backfill running")
     );
@@ -981,7 +981,7 @@ fn list_filters_by_id_substring_pool_pause_and_labels_and_pages_in_order() {
     })
     .expect("resume");
     let a = view.get("etl-a").expect("job");
-    assert!(!a.paused && a.paused_reason.is_none() && a.paused_at.is_none());
+    assert!(!a.paused && a.paused_reason().is_none() && a.paused_at().is_none());
 }
 
 #[test]
@@ -1027,4 +1027,53 @@ fn advisories_name_a_timeout_past_consumer_timeout_and_a_backoff_below_the_tiers
         Vec::<String>::new(),
         "the defaults agree with each other"
     );
+}
+
+#[test]
+fn the_view_counts_the_jobs_of_each_pool_as_they_come_and_go() {
+    use sundial_core::{
+        protocol::registry::{RegistryRecord, StoredJob},
+        registry::RegistryView,
+    };
+    let t = utc("2026-06-01T00:00:00Z");
+    let job = |id: &str, pool: &str| {
+        StoredJob::new(
+            serde_json::from_value(serde_json::json!({
+                "id": id, "schedule": "@daily", "pool": pool, "executor": {"type": "noop"}
+            }))
+            .expect("job"),
+            t,
+        )
+    };
+    let mut view = RegistryView::new(4);
+    view.hold(&[1]);
+    view.apply(&RegistryRecord::UpsertMany {
+        jobs: vec![job("a", "x"), job("b", "y"), job("c", "y")],
+    })
+    .expect("applies");
+    let pools = |v: &RegistryView| {
+        v.pools()
+            .into_iter()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(pools(&view), ["x", "y"]);
+    // Moved to another pool, deleted: the pool goes when its last job does.
+    view.apply(&RegistryRecord::UpsertMany {
+        jobs: vec![job("a", "y")],
+    })
+    .expect("applies");
+    assert_eq!(pools(&view), ["y"]);
+    view.apply(&RegistryRecord::Delete { id: "b".into() })
+        .expect("applies");
+    assert_eq!(pools(&view), ["y"]);
+    // A complete snapshot counts again.
+    view.apply(&RegistryRecord::Snapshot {
+        snapshot_id: "s".into(),
+        part: 0,
+        parts: 1,
+        jobs: vec![job("z", "zz")],
+    })
+    .expect("applies");
+    assert_eq!(pools(&view), ["zz"]);
 }

@@ -71,7 +71,10 @@ fn only_occurrences_while_the_job_existed_unpaused_and_inside_its_window_are_due
         let mut e = JobEntry::new(spec, created).expect("entry");
         if let Some(p) = paused_at {
             e.paused = true;
-            e.paused_at = Some(utc(p));
+            e.set_pause(sundial_core::registry::PauseNote {
+                at: Some(utc(p)),
+                ..Default::default()
+            });
         }
         e
     };

@@ -480,5 +480,13 @@ impl Actor for ShardActor {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.owned.release(self.shard, self.epoch);
+        // Its channel goes with it: a dropped lapin channel stays open, and
+        // a node whose shards moved often ran out of channel ids (seen at
+        // 10M jobs, after hundreds of takeovers: "the maximum number of
+        // channels for this connection has been reached").
+        let ch = self.channel.clone();
+        actix::spawn(async move {
+            let _ = ch.close(200, "shard timer stopped".into()).await;
+        });
     }
 }

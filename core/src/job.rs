@@ -46,7 +46,7 @@ pub struct JobSpec {
     pub labels: BTreeMap<String, String>,
     /// What one fire runs; absent for a workflow (`steps`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub executor: Option<Box<Executor>>,
+    pub executor: Option<Executor>,
     /// A workflow: steps that wait for each other (issue 24, ADR 0020),
     /// instead of one `executor`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -87,7 +87,7 @@ impl JobSpec {
         let fanout = self.fanout?;
         Some(std::borrow::Cow::Owned(vec![workflow::StepSpec {
             id: workflow::MAIN_STEP.to_string(),
-            executor: self.executor.as_deref().cloned().unwrap_or(Executor::Noop),
+            executor: self.executor.clone().unwrap_or(Executor::Noop),
             timeout: None,
             retry: None,
             pool: None,

@@ -144,7 +144,7 @@ impl FireEvent {
             manual,
             // A workflow's fires are its steps' (`of_step`): callers never
             // fire a workflow job as one.
-            executor: job.executor.as_deref().cloned().unwrap_or(Executor::Noop),
+            executor: job.executor.clone().unwrap_or(Executor::Noop),
             payload: job.payload.clone(),
             timeout: job.timeout,
             retry: job.retry.clone(),

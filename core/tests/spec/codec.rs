@@ -237,7 +237,7 @@ fn every_message_round_trips_in_each_format() {
             exchange: "jobs".into(),
             routing_key: "r".into(),
         }),
-        *job().executor.expect("a one-executor job"),
+        job().executor.expect("a one-executor job"),
     ] {
         f.executor = executor;
         round_trip(&f);

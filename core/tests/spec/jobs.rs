@@ -44,7 +44,7 @@ fn design_toml_example_parses_and_validates() {
     assert_eq!(j.retry.max_attempts, 5);
     assert_eq!(j.payload, serde_json::json!({"full": true}));
     assert!(
-        matches!(j.executor.as_deref(), Some(Executor::Shell(s)) if s.command[0] == "/usr/local/bin/backup.sh")
+        matches!(&j.executor, Some(Executor::Shell(s)) if s.command[0] == "/usr/local/bin/backup.sh")
     );
     j.validate(now(), now()).expect("valid");
 }

@@ -276,14 +276,12 @@ impl RegistryView {
         self.held.get(s).copied().unwrap_or(false)
     }
 
-    /// The entry of `id`: shared when full, decoded when compact.
+    /// The entry of `id`: shared when full, decoded when compact (a copy
+    /// the view does not keep). A compact job that does not decode reads as
+    /// absent: its bytes were encoded by this process, so only a bug does
+    /// that, and [`RegistryView::convert_some`] keeps such a job as it is.
     pub fn get(&self, id: &str) -> Option<Arc<JobEntry>> {
         self.jobs.get(id)?.entry().ok()
-    }
-
-    /// How `id` is held.
-    pub fn held(&self, id: &str) -> Option<&Held> {
-        self.jobs.get(id)
     }
 
     /// The labels of `id`, without decoding it.
@@ -291,7 +289,7 @@ impl RegistryView {
         self.jobs.get(id).map(Held::labels)
     }
 
-    /// The pools the jobs use (a walk over every job, none decoded).
+    /// The pools the jobs use (counted as jobs come and go: no walk).
     pub fn pools(&self) -> std::collections::BTreeSet<&str> {
         self.pool_jobs
             .iter()
@@ -425,25 +423,6 @@ impl RegistryView {
             self.interner.prune();
         }
         None
-    }
-
-    /// This node no longer holds `shard`: its jobs become compact.
-    pub fn release(&mut self, shard: u32) {
-        let Some(h) = self.held.get_mut(shard as usize) else {
-            return;
-        };
-        *h = false;
-        for (id, h) in &mut self.jobs {
-            if crate::topology::shard_of(id, self.shards) != shard {
-                continue;
-            }
-            if let Held::Full(e) = h {
-                if let Ok(c) = self.interner.compact(&e.stored()) {
-                    *h = Held::Compact(c);
-                }
-            }
-        }
-        self.interner.prune();
     }
 
     /// How `s` is held here: full on a held shard, else compact.

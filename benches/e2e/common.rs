@@ -150,23 +150,27 @@ pub(crate) async fn raw_queues(conn: &lapin::Connection, queues: u32) -> lapin::
 /// connection per request (no idle connections kept), as a browser's
 /// first request of a page.
 pub(crate) fn timed_get(addr: &std::net::SocketAddr, path: &str) -> (u16, f64, usize) {
-    static CLIENT: std::sync::OnceLock<reqwest::blocking::Client> = std::sync::OnceLock::new();
-    let client = CLIENT.get_or_init(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::blocking::Client::builder()
-            .pool_max_idle_per_host(0)
-            .timeout(std::time::Duration::from_secs(60))
-            .build()
-            .expect("an HTTP client")
-    });
     let t = std::time::Instant::now();
-    let res = client
+    let res = client()
         .get(format!("http://{addr}{path}"))
         .send()
         .expect("the API answers");
     let status = res.status().as_u16();
     let bytes = res.bytes().map_or(0, |b| b.len());
     (status, t.elapsed().as_secs_f64(), bytes)
+}
+
+/// The harness's HTTP client: no idle connections kept, 60 s per request.
+pub(crate) fn client() -> &'static reqwest::blocking::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::blocking::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::blocking::Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .expect("an HTTP client")
+    })
 }
 
 /// Serves `api` on an ephemeral loopback port until `stop`; returns its

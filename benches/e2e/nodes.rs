@@ -94,13 +94,9 @@ fn rss_of(pid: Option<u32>) -> f64 {
 /// The jobs a node's API counts, `None` while it does not answer.
 async fn total(api: std::net::SocketAddr) -> Option<u64> {
     tokio::task::spawn_blocking(move || {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .ok()?;
-        let body: serde_json::Value = client
+        let body: serde_json::Value = crate::common::client()
             .get(format!("http://{api}/api/v1/jobs?limit=1"))
+            .timeout(Duration::from_secs(30))
             .send()
             .ok()
             .filter(|r| r.status().is_success())?

@@ -175,29 +175,20 @@ pub(crate) async fn run(parts: LeaseParts<'_>, stop: CancellationToken) -> Resul
                 state.announce(false).await;
                 state.parts.health.set(HEALTH_PART, None);
             }
-            beat = beats.next() => match beat {
-                Some(Ok(d)) => {
-                    match decode::<Heartbeat>(&meta_of(&d.properties), &d.data) {
-                        Ok(h) => {
-                            let heard = state.heard(h);
-                            let more = match state.read_delivered(&mut beats) {
-                                Ok(changed) => changed,
-                                Err(e) => break Err(e),
-                            };
-                            if heard || more {
-                                match state.rebalance().await {
-                                    Ok(true) => state.announce(false).await,
-                                    Ok(false) => {}
-                                    Err(e) => break Err(e),
-                                }
-                            }
-                        }
-                        Err(e) => warn!(error = %e, "undecodable heartbeat ignored"),
-                    }
+            beat = beats.next() => {
+                let changed = state
+                    .take_in(beat)
+                    .and_then(|heard| Ok(state.read_delivered(&mut beats)? || heard));
+                match changed {
+                    Ok(true) => match state.rebalance().await {
+                        Ok(true) => state.announce(false).await,
+                        Ok(false) => {}
+                        Err(e) => break Err(e),
+                    },
+                    Ok(false) => {}
+                    Err(e) => break Err(e),
                 }
-                Some(Err(e)) => break Err(Error::broker("heartbeat delivery")(e)),
-                None => break Err(Error::stream_ended("heartbeat consumer")),
-            },
+            }
         }
     };
     // From here only this loop speaks (a `leaving` word must be the last).
@@ -322,16 +313,28 @@ impl State<'_> {
     fn read_delivered(&mut self, beats: &mut lapin::Consumer) -> Result<bool, Error> {
         let mut changed = false;
         while let Some(beat) = futures_util::FutureExt::now_or_never(beats.next()) {
-            match beat {
-                Some(Ok(d)) => match decode::<Heartbeat>(&meta_of(&d.properties), &d.data) {
-                    Ok(h) => changed |= self.heard(h),
-                    Err(e) => warn!(error = %e, "undecodable heartbeat ignored"),
-                },
-                Some(Err(e)) => return Err(Error::broker("heartbeat delivery")(e)),
-                None => return Err(Error::stream_ended("heartbeat consumer")),
-            }
+            changed |= self.take_in(beat)?;
         }
         Ok(changed)
+    }
+
+    /// Takes in one delivery of the heartbeat consumer: whether it changed
+    /// what this node may plan; `Err` when the consumer failed or ended.
+    fn take_in(
+        &mut self,
+        beat: Option<Result<lapin::message::Delivery, lapin::Error>>,
+    ) -> Result<bool, Error> {
+        match beat {
+            Some(Ok(d)) => match decode::<Heartbeat>(&meta_of(&d.properties), &d.data) {
+                Ok(h) => Ok(self.heard(h)),
+                Err(e) => {
+                    warn!(error = %e, "undecodable heartbeat ignored");
+                    Ok(false)
+                }
+            },
+            Some(Err(e)) => Err(Error::broker("heartbeat delivery")(e)),
+            None => Err(Error::stream_ended("heartbeat consumer")),
+        }
     }
 
     /// Expires silent peers, then gives up and takes shards as the plan

@@ -52,9 +52,7 @@ impl JobEntry {
     /// validated on the way in; this only fails if the zone database lost a
     /// zone between versions.
     pub fn new(spec: JobSpec, created_at: DateTime<Utc>) -> Result<Self, String> {
-        let tz = parse_zone(&spec.timezone).map_err(|e| e.to_string())?;
-        let anchor = spec.start_at.unwrap_or(created_at);
-        let schedule = Schedule::parse(&spec.schedule, tz, anchor).map_err(|e| e.to_string())?;
+        let schedule = schedule_of(&spec, created_at)?;
         Ok(Self {
             paused: spec.paused,
             pause: None,
@@ -200,6 +198,30 @@ impl Held {
         }
     }
 
+    /// Parses a compact job in place (a definition that does not decode,
+    /// only a bug, stays compact).
+    fn make_full(&mut self) {
+        if let Held::Compact(c) = self {
+            if let Ok(e) = c.stored().and_then(entry_of) {
+                *self = Held::Full(e);
+            }
+        }
+    }
+
+    /// Encodes a full job in place; whether it changed form.
+    fn make_compact(&mut self, interner: &mut Interner) -> bool {
+        let Held::Full(e) = self else {
+            return false;
+        };
+        match interner.compact(&e.stored()) {
+            Ok(c) => {
+                *self = Held::Compact(c);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     fn pool(&self) -> &str {
         match self {
             Held::Full(j) => &j.spec.pool,
@@ -300,7 +322,7 @@ impl RegistryView {
 
     /// Puts `held` under `id`, keeping the jobs per pool counted.
     fn put(&mut self, id: &str, held: Held) {
-        *self.pool_jobs.entry(held.pool().into()).or_default() += 1;
+        count(&mut self.pool_jobs, held.pool());
         if let Some(old) = self.jobs.insert(id.into(), held) {
             self.uncount(&old);
         }
@@ -316,7 +338,7 @@ impl RegistryView {
     fn recount(&mut self) {
         self.pool_jobs.clear();
         for h in self.jobs.values() {
-            *self.pool_jobs.entry(h.pool().into()).or_default() += 1;
+            count(&mut self.pool_jobs, h.pool());
         }
     }
 
@@ -356,13 +378,7 @@ impl RegistryView {
             let Some(v) = out.get_mut(&crate::topology::shard_of(id, self.shards)) else {
                 continue;
             };
-            if let Held::Compact(c) = h {
-                match c.stored().and_then(entry_of) {
-                    Ok(e) => *h = Held::Full(e),
-                    // Bytes this process wrote: never expected.
-                    Err(_) => continue,
-                }
-            }
+            h.make_full();
             if let Held::Full(e) = h {
                 v.push(e.clone());
             }
@@ -403,19 +419,10 @@ impl RegistryView {
             }
             let s = crate::topology::shard_of(id, self.shards) as usize;
             let held = self.held.get(s).copied().unwrap_or(false);
-            match h {
-                Held::Compact(c) if held => {
-                    if let Ok(e) = c.stored().and_then(entry_of) {
-                        *h = Held::Full(e);
-                    }
-                }
-                Held::Full(e) if !held => {
-                    if let Ok(c) = self.interner.compact(&e.stored()) {
-                        *h = Held::Compact(c);
-                        changed_form = true;
-                    }
-                }
-                _ => {}
+            if held {
+                h.make_full();
+            } else {
+                changed_form |= h.make_compact(&mut self.interner);
             }
             last = Some(id.clone());
         }
@@ -432,7 +439,7 @@ impl RegistryView {
         }
         // Parsed once all the same: a definition whose zone or schedule no
         // longer reads is refused now, not when a node takes its shard.
-        JobEntry::new(s.job.clone(), s.created_at)?;
+        schedule_of(&s.job, s.created_at)?;
         self.interner.compact(&s).map(Held::Compact)
     }
 
@@ -603,7 +610,7 @@ impl RegistryView {
                     if old.same_def(&def) {
                         Some(Held::Compact(old.clone()))
                     } else {
-                        JobEntry::new(s.job.clone(), s.created_at)?;
+                        schedule_of(&s.job, s.created_at)?;
                         Some(Held::Compact(self.interner.with_def(&s, def)))
                     }
                 }
@@ -625,6 +632,23 @@ impl RegistryView {
         self.interner.prune();
         Ok(Change::Reloaded)
     }
+}
+
+/// One more job in `pool` (its key allocated once per pool, not per job).
+fn count(pool_jobs: &mut std::collections::HashMap<Box<str>, usize>, pool: &str) {
+    match pool_jobs.get_mut(pool) {
+        Some(n) => *n += 1,
+        None => {
+            pool_jobs.insert(pool.into(), 1);
+        }
+    }
+}
+
+/// The parsed schedule of `spec` (accepted at `created_at`).
+fn schedule_of(spec: &JobSpec, created_at: DateTime<Utc>) -> Result<Schedule, String> {
+    let tz = parse_zone(&spec.timezone).map_err(|e| e.to_string())?;
+    let anchor = spec.start_at.unwrap_or(created_at);
+    Schedule::parse(&spec.schedule, tz, anchor).map_err(|e| e.to_string())
 }
 
 /// Whether `old` holds exactly the stored definition `s`.

@@ -78,8 +78,6 @@ pub(crate) struct Registry {
     _down: tokio_util::sync::DropGuard,
     /// Signs manual fires when set.
     key: Option<Arc<[u8]>>,
-    /// The pools the jobs use; `None` after a change.
-    pools: Option<Vec<String>>,
     /// Workflow occurrences as this node's advancer read them (`cancel`).
     occurrences: Arc<crate::opening::Occurrences>,
     /// Jobs changing form after shards were taken or let go.
@@ -125,23 +123,15 @@ impl Registry {
             _follow_channel: replayed.follow_channel,
             failed,
             key,
-            pools: None,
             occurrences,
             converting: Converting::default(),
         }
     }
 
-    /// Pools the registered jobs use (for heartbeats and `status`).
-    /// Computed once per change of the view, not per heartbeat: with a
-    /// million jobs a walk over the view costs milliseconds (it once cloned
-    /// and sorted a million strings every second, and fire lateness paid).
-    pub(crate) fn pools(&mut self) -> Vec<String> {
-        if let Some(p) = &self.pools {
-            return p.clone();
-        }
-        let p: Vec<String> = self.view.pools().into_iter().map(str::to_string).collect();
-        self.pools = Some(p.clone());
-        p
+    /// Pools the registered jobs use (for heartbeats and `status`): the
+    /// view counts them as jobs come and go, so a heartbeat walks no job.
+    pub(crate) fn pools(&self) -> Vec<String> {
+        self.view.pools().into_iter().map(str::to_string).collect()
     }
 
     /// Compaction rule (docs/semantics.md §5): snapshot when the log since
@@ -408,7 +398,6 @@ impl Registry {
     }
 
     fn apply(&mut self, record: RegistryRecord) {
-        self.pools = None;
         let change = match self.view.apply_owned(record) {
             Ok(c) => c,
             Err(e) => {

@@ -91,20 +91,62 @@ impl Actions {
     }
 }
 
-/// One job of the shard and its armed fire `(send_at, scheduled)`, if any.
-#[derive(Debug)]
-struct Slot {
-    job: Arc<JobEntry>,
-    armed: Option<(DateTime<Utc>, DateTime<Utc>)>,
+/// A job of the shard as a key: hashed, compared and ordered by its id, so
+/// the entry itself keys the map and the deadline queue (no second copy of
+/// the id per job: ADR 0024's bytes per fired job).
+#[derive(Debug, Clone)]
+struct ById(Arc<JobEntry>);
+
+impl ById {
+    fn id(&self) -> &str {
+        &self.0.spec.id
+    }
 }
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for ById {}
+
+impl std::hash::Hash for ById {
+    /// As `str` hashes (the map is searched by `&str`).
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id().hash(state);
+    }
+}
+
+impl PartialOrd for ById {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ById {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.id().cmp(other.id())
+    }
+}
+
+impl std::borrow::Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        self.id()
+    }
+}
+
+/// A job's armed fire `(send_at, scheduled)`, if any.
+type Armed = Option<(DateTime<Utc>, DateTime<Utc>)>;
 
 /// A shard's deadlines, in-flight fires and watermark.
 #[derive(Debug)]
 pub struct ShardTimer {
-    /// The shard's jobs by id (the key is shared with `deadlines`).
-    jobs: HashMap<Arc<str>, Slot>,
-    /// Armed fires, earliest first: `(send_at, job_id)`.
-    deadlines: BTreeSet<(DateTime<Utc>, Arc<str>)>,
+    /// The shard's jobs (the newest entry of each) and their armed fires.
+    jobs: HashMap<ById, Armed>,
+    /// Armed fires, earliest first: `(send_at, job)` (the entry it was
+    /// armed with: a job is found again by its id).
+    deadlines: BTreeSet<(DateTime<Utc>, ById)>,
     /// Armed fires whose send time is later than their occurrence (jitter),
     /// by occurrence: they hold the watermark back until sent.
     jittered: BTreeMap<DateTime<Utc>, usize>,
@@ -198,8 +240,9 @@ impl ShardTimer {
 
     pub fn pause(&mut self, id: &str, now: DateTime<Utc>) {
         self.disarm(id);
-        if let Some(slot) = self.jobs.get_mut(id) {
-            Arc::make_mut(&mut slot.job).paused = true;
+        if let Some((ById(mut job), armed)) = self.jobs.remove_entry(id) {
+            Arc::make_mut(&mut job).paused = true;
+            self.jobs.insert(ById(job), armed);
         }
         self.paused_at.insert(id.to_string(), now);
     }
@@ -232,13 +275,13 @@ impl ShardTimer {
             if send_at > now {
                 break;
             }
-            let Some(slot) = self.jobs.get(&*id) else {
+            let Some((ById(job), armed)) = self.jobs.get_key_value(id.id()) else {
                 self.deadlines.remove(&(send_at, id));
                 continue;
             };
-            let job = slot.job.clone();
-            let scheduled = slot.armed.map_or(send_at, |(_, s)| s);
-            self.disarm(&id);
+            let job = job.clone();
+            let scheduled = armed.map_or(send_at, |(_, s)| s);
+            self.disarm(id.id());
             out.push(DueFire {
                 job: job.clone(),
                 scheduled,
@@ -325,26 +368,21 @@ impl ShardTimer {
 
     /// Stores (or replaces) a job's entry, keeping its armed fire.
     fn put(&mut self, job: Arc<JobEntry>) {
-        match self.jobs.get_mut(job.spec.id.as_str()) {
-            Some(slot) => slot.job = job,
-            None => {
-                let key: Arc<str> = Arc::from(job.spec.id.as_str());
-                self.jobs.insert(key, Slot { job, armed: None });
-            }
-        }
+        let armed = self.jobs.remove(job.spec.id.as_str()).flatten();
+        self.jobs.insert(ById(job), armed);
     }
 
     fn disarm(&mut self, id: &str) {
-        let Some((key, slot)) = self.jobs.get_key_value(id) else {
+        let Some((key, armed)) = self.jobs.get_key_value(id) else {
             return;
         };
-        let Some((send_at, scheduled)) = slot.armed else {
+        let Some((send_at, scheduled)) = *armed else {
             return;
         };
         let key = key.clone();
         self.deadlines.remove(&(send_at, key));
-        if let Some(slot) = self.jobs.get_mut(id) {
-            slot.armed = None;
+        if let Some(armed) = self.jobs.get_mut(id) {
+            *armed = None;
         }
         if send_at != scheduled {
             dec(&mut self.jittered, scheduled);
@@ -376,8 +414,8 @@ impl ShardTimer {
         if send_at != scheduled {
             *self.jittered.entry(scheduled).or_default() += 1;
         }
-        if let Some(slot) = self.jobs.get_mut(&*key) {
-            slot.armed = Some((send_at, scheduled));
+        if let Some(armed) = self.jobs.get_mut(key.id()) {
+            *armed = Some((send_at, scheduled));
         }
         self.deadlines.insert((send_at, key));
     }

@@ -41,36 +41,7 @@ async fn registry_snapshot_is_written_and_a_restart_replays_from_it() {
         assert!(reply.ok, "{reply:?}");
     }
     // The snapshot is written after the batch crossed 2 KiB; the index names it.
-    let ch = conn.create_channel().await.expect("channel");
-    let mut index_consumer = ch
-        .basic_consume(
-            "sundial.registry.index".into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume index");
-    let index = bounded("snapshot index", async {
-        let d = index_consumer
-            .next()
-            .await
-            .expect("index stream open")
-            .expect("delivery");
-        let ix: sundial_core::protocol::registry::RegistryIndex =
-            decode(&meta_of(&d.properties), &d.data).expect("index decodes");
-        // Leave it for the restarted scheduler.
-        d.acker
-            .nack(lapin::options::BasicNackOptions {
-                requeue: true,
-                multiple: false,
-            })
-            .await
-            .expect("requeue");
-        ix
-    })
-    .await;
-    let _ = ch.close(200, "done".into()).await;
+    let index = snapshot_index(&conn, 17).await;
     assert!(index.jobs >= 17, "{index:?}");
     s.stop();
     let _s2 = SchedulerProcess::start_with_env(&v, "s2", &env);
@@ -90,4 +61,139 @@ async fn registry_snapshot_is_written_and_a_restart_replays_from_it() {
         log.contains("from_snapshot"),
         "replay started from the snapshot: {log}"
     );
+}
+
+/// A snapshot is written while commands go on (only its first part waits
+/// for them): what the log says between its first and last part is applied
+/// again on top of it by a scheduler that replays from it.
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_while_a_snapshot_is_written_survive_a_replay_from_it() {
+    let v = Vhost::new("sched-snap-live");
+    let env = [("SUNDIAL__REGISTRY__SNAPSHOT_AFTER_BYTES", "2048")];
+    let mut s = SchedulerProcess::start_with_env(&v, "s1", &env);
+    let conn = connect(&v).await;
+    let mut client = RawClient::new(&conn).await;
+    // Six batches of a thousand large jobs: each batch is more bytes than
+    // its snapshot, so each is followed by a snapshot of several parts that
+    // the next commands run beside.
+    let filler = "x".repeat(800);
+    let job = |i: usize, schedule: &str| {
+        serde_json::json!({"id": format!("job-{i:05}"), "schedule": schedule,
+            "payload": {"filler": filler}, "executor": {"type": "noop"}})
+    };
+    for batch in 0..6 {
+        let jobs: Vec<_> = (batch * 1_000..(batch + 1) * 1_000)
+            .map(|i| job(i, "@daily"))
+            .collect();
+        let reply = client
+            .call(
+                serde_json::json!({"command": "upsert-many", "jobs": jobs})
+                    .to_string()
+                    .as_bytes(),
+                v1(),
+            )
+            .await;
+        assert!(reply.ok, "{reply:?}");
+    }
+    let command = |c: serde_json::Value| c.to_string().into_bytes();
+    for i in 0..10 {
+        let deleted = client
+            .call(
+                &command(serde_json::json!({"command": "delete", "id": format!("job-{i:05}")})),
+                v1(),
+            )
+            .await;
+        let paused = client
+            .call(&command(serde_json::json!({"command": "pause", "id": format!("job-{:05}", 10 + i), "reason": "between parts"})), v1())
+            .await;
+        let changed = client
+            .call(
+                &command(serde_json::json!({"command": "upsert", "job": job(20 + i, "@hourly")})),
+                v1(),
+            )
+            .await;
+        assert!(
+            deleted.ok && paused.ok && changed.ok,
+            "{deleted:?} {paused:?} {changed:?}"
+        );
+    }
+    // The restarted scheduler must replay from a snapshot of them all.
+    snapshot_index(&conn, 5_990).await;
+    s.stop();
+    let s2 = SchedulerProcess::start_with_env(&v, "s2", &env);
+    let reply = client
+        .call(br#"{"command":"list","limit":10000}"#, v1())
+        .await;
+    let result = reply.result.expect("result");
+    let jobs = result["jobs"].as_array().expect("jobs");
+    let field = |i: usize, f: &str| {
+        jobs.iter()
+            .find(|j| j["id"] == format!("job-{i:05}"))
+            .map(|j| j[f].clone())
+    };
+    assert_eq!(jobs.len(), 5_990, "deleted jobs stay deleted");
+    assert!((0..10).all(|i| field(i, "id").is_none()));
+    for i in 10..20 {
+        assert_eq!(field(i, "paused"), Some(serde_json::json!(true)), "job {i}");
+        assert_eq!(
+            field(i, "paused_reason"),
+            Some(serde_json::json!("between parts"))
+        );
+    }
+    for i in 20..30 {
+        assert_eq!(
+            field(i, "schedule"),
+            Some(serde_json::json!("@hourly")),
+            "job {i}"
+        );
+    }
+    assert_eq!(field(30, "schedule"), Some(serde_json::json!("@daily")));
+    let log = std::fs::read_to_string(&s2.log).expect("log");
+    assert!(
+        log.contains("from_snapshot"),
+        "replayed from a snapshot: {log}"
+    );
+}
+
+/// The first index entry (`sundial.registry.index`) naming a snapshot of at
+/// least `jobs` jobs; each one read is left in the queue for the scheduler
+/// that replays from it.
+async fn snapshot_index(
+    conn: &lapin::Connection,
+    jobs: u64,
+) -> sundial_core::protocol::registry::RegistryIndex {
+    let ch = conn.create_channel().await.expect("channel");
+    let mut index_consumer = ch
+        .basic_consume(
+            "sundial.registry.index".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume index");
+    let index = bounded(&format!("a snapshot of {jobs} jobs"), async {
+        loop {
+            let d = index_consumer
+                .next()
+                .await
+                .expect("index stream open")
+                .expect("delivery");
+            let ix: sundial_core::protocol::registry::RegistryIndex =
+                decode(&meta_of(&d.properties), &d.data).expect("index decodes");
+            d.acker
+                .nack(lapin::options::BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                })
+                .await
+                .expect("requeue");
+            if ix.jobs >= jobs {
+                break ix;
+            }
+        }
+    })
+    .await;
+    let _ = ch.close(200, "done".into()).await;
+    index
 }

@@ -108,6 +108,42 @@ impl Message for RegistryRecord {
     const TAG: Option<&'static str> = Some("op");
 }
 
+/// Which part of which snapshot a registry record is, read without its
+/// definitions. A live node reads only this of the snapshots other nodes
+/// write (it applied every record they sum up); a replay reads them whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotHead {
+    pub snapshot_id: String,
+    pub part: u32,
+    pub parts: u32,
+}
+
+impl SnapshotHead {
+    /// The head of `body` if it is a snapshot part (its definitions are
+    /// skipped over, not decoded); `None` for every other record and for a
+    /// body that is not one (the full decode reports why).
+    pub fn of(body: &[u8]) -> Option<Self> {
+        #[derive(Deserialize)]
+        struct Head<'a> {
+            #[serde(borrow)]
+            op: std::borrow::Cow<'a, str>,
+            snapshot_id: Option<String>,
+            part: Option<u32>,
+            parts: Option<u32>,
+        }
+        if body.len() > RegistryRecord::MAX_SIZE {
+            return None;
+        }
+        let h: Head = serde_json::from_slice(body).ok()?;
+        (h.op == "snapshot").then_some(())?;
+        Some(Self {
+            snapshot_id: h.snapshot_id?,
+            part: h.part?,
+            parts: h.parts?,
+        })
+    }
+}
+
 /// The newest complete snapshot (last value of `sundial.registry.index`):
 /// replay starts at the stream chunk of `written_at` instead of the first
 /// offset.

@@ -259,9 +259,8 @@ impl JobEntry {
 #[derive(Debug)]
 pub struct RegistryView {
     jobs: BTreeMap<Box<str>, Held>,
-    /// The entries of a snapshot being read: its id, the next part, the
-    /// entries so far.
-    pending_snapshot: Option<(String, u32, BTreeMap<Box<str>, Held>)>,
+    /// A snapshot being read, and what the log said after its first part.
+    pending_snapshot: Option<Pending>,
     /// Timer shards of the topology (a job's shard is `shard_of(id)`).
     shards: u32,
     /// The shards this node holds, by number: their jobs are full.
@@ -354,6 +353,11 @@ impl RegistryView {
             .filter(|(id, _)| shards.contains(&crate::topology::shard_of(id, self.shards)))
             .filter_map(|(_, h)| h.entry().ok())
             .collect()
+    }
+
+    /// Forgets the pools and label sets no job uses any more.
+    pub fn prune(&mut self) {
+        self.interner.prune();
     }
 
     pub fn len(&self) -> usize {
@@ -490,6 +494,7 @@ impl RegistryView {
     /// As [`RegistryView::apply`], consuming the record: definitions move
     /// into the view instead of being copied (replay reads a million).
     pub fn apply_owned(&mut self, record: RegistryRecord) -> Result<Change, String> {
+        self.note_after_snapshot(&record);
         Ok(match record {
             RegistryRecord::Upsert { job, created_at } => {
                 let id = job.id.clone();
@@ -582,8 +587,36 @@ impl RegistryView {
         })
     }
 
+    /// Notes what a record after a pending snapshot's first part changes:
+    /// the snapshot describes the view at that part (docs/semantics.md §5).
+    fn note_after_snapshot(&mut self, record: &RegistryRecord) {
+        let Some(p) = self.pending_snapshot.as_mut() else {
+            return;
+        };
+        match record {
+            RegistryRecord::Upsert { job, .. } => {
+                p.replaced.insert(job.id.as_str().into());
+            }
+            RegistryRecord::UpsertMany { jobs } => {
+                p.replaced
+                    .extend(jobs.iter().map(|s| Box::<str>::from(s.job.id.as_str())));
+            }
+            RegistryRecord::Delete { id } => {
+                p.replaced.insert(id.as_str().into());
+            }
+            RegistryRecord::Pause { .. } | RegistryRecord::Resume { .. } => {
+                p.pauses.push(record.clone());
+            }
+            RegistryRecord::Snapshot { .. }
+            | RegistryRecord::Audit { .. }
+            | RegistryRecord::Sync { .. } => {}
+        }
+    }
+
     /// Builds the snapshot's entries part by part (never holding all its
-    /// definitions twice); a complete snapshot replaces the view.
+    /// definitions twice); a complete snapshot replaces the view as it was
+    /// at the snapshot's first part, and what the log said since is
+    /// applied again on top of it.
     fn snapshot_part(
         &mut self,
         sid: String,
@@ -591,12 +624,19 @@ impl RegistryView {
         parts: u32,
         jobs: Vec<StoredJob>,
     ) -> Result<Change, String> {
-        let mut fresh = match self.pending_snapshot.take() {
-            Some((id, next, acc)) if id == sid && next == part => acc,
-            _ if part == 0 => BTreeMap::new(),
+        let mut pending = match self.pending_snapshot.take() {
+            Some(p) if p.id == sid && p.next == part => p,
+            _ if part == 0 => Pending {
+                id: sid,
+                next: 0,
+                jobs: BTreeMap::new(),
+                replaced: std::collections::HashSet::new(),
+                pauses: Vec::new(),
+            },
             // A part out of order (a writer died mid-snapshot): ignore it.
             _ => return Ok(Change::None),
         };
+        let fresh = &mut pending.jobs;
         for s in jobs {
             // An unchanged definition keeps its entry (shared with a timer
             // shard, or its compact bytes): a snapshot does not double the
@@ -624,14 +664,56 @@ impl RegistryView {
             fresh.insert(id, held);
         }
         if part + 1 < parts {
-            self.pending_snapshot = Some((sid, part + 1, fresh));
+            pending.next = part + 1;
+            self.pending_snapshot = Some(pending);
             return Ok(Change::None);
         }
+        let Pending {
+            jobs: mut fresh,
+            replaced,
+            pauses,
+            ..
+        } = pending;
+        // A job upserted or deleted since the first part is as the view
+        // holds it now (an upsert carries the whole definition), or gone.
+        for id in &replaced {
+            match self.jobs.remove(id) {
+                Some(h) => fresh.insert(id.clone(), h),
+                None => fresh.remove(id),
+            };
+        }
         self.jobs = fresh;
+        // A pause or resume since then applies to the snapshot's entry (this
+        // view may not have held the job when it read the record).
+        for record in pauses {
+            let (RegistryRecord::Pause { id, .. } | RegistryRecord::Resume { id, .. }) = &record
+            else {
+                continue;
+            };
+            if !replaced.contains(id.as_str()) {
+                // Applied once already when it was read (a failure then was
+                // reported then; here it can only repeat it).
+                let _ = self.apply_owned(record);
+            }
+        }
         self.recount();
         self.interner.prune();
         Ok(Change::Reloaded)
     }
+}
+
+/// A snapshot being read: its id, the next part, the entries so far, and
+/// what records after its first part changed (applied again on top of it
+/// when it completes: a snapshot is written while commands go on).
+#[derive(Debug)]
+struct Pending {
+    id: String,
+    next: u32,
+    jobs: BTreeMap<Box<str>, Held>,
+    /// Jobs upserted or deleted since the first part.
+    replaced: std::collections::HashSet<Box<str>>,
+    /// Pauses and resumes since the first part, in order.
+    pauses: Vec<RegistryRecord>,
 }
 
 /// One more job in `pool` (its key allocated once per pool, not per job).
@@ -675,4 +757,24 @@ fn entry_of(s: StoredJob) -> Result<Arc<JobEntry>, String> {
         });
     }
     Ok(Arc::new(e))
+}
+
+/// One part of a snapshot as the registry stream holds it (a
+/// [`RegistryRecord::Snapshot`]), written from what the snapshot kept. Every
+/// definition is written whole, its defaults included, however it is held:
+/// the stream is the durable contract, and a later release's defaults must
+/// not change a stored job (ADR 0024).
+pub fn snapshot_part(
+    snapshot_id: &str,
+    part: u32,
+    parts: u32,
+    kept: &[Kept],
+) -> Result<crate::codec::Encoded, String> {
+    let record = RegistryRecord::Snapshot {
+        snapshot_id: snapshot_id.to_string(),
+        part,
+        parts,
+        jobs: kept.iter().map(Kept::stored).collect::<Result<_, _>>()?,
+    };
+    crate::codec::encode(&record).map_err(|e| e.to_string())
 }

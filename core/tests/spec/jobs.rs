@@ -1077,3 +1077,157 @@ fn the_view_counts_the_jobs_of_each_pool_as_they_come_and_go() {
     .expect("applies");
     assert_eq!(pools(&view), ["zz"]);
 }
+
+#[test]
+fn a_snapshot_part_holds_every_definition_whole_however_it_is_held() {
+    use sundial_core::{
+        codec::decode,
+        protocol::registry::{RegistryRecord, StoredJob},
+        registry::{snapshot_part, Held, RegistryView},
+    };
+    let t = utc("2026-06-01T00:00:00Z");
+    let mut view = RegistryView::new(4);
+    let jobs: Vec<StoredJob> = (0..40)
+        .map(|i| {
+            let job: JobSpec = serde_json::from_value(serde_json::json!({
+                "id": format!("k-{i}"), "schedule": "*/5 * * * * *",
+                "timezone": "Europe/Berlin", "labels": {"team": "t"},
+                "executor": {"type": "noop"}, "payload": {"n": i}
+            }))
+            .expect("job");
+            StoredJob::new(job, t)
+        })
+        .collect();
+    view.apply(&RegistryRecord::UpsertMany { jobs })
+        .expect("applies");
+    view.apply(&RegistryRecord::Pause {
+        id: "k-3".into(),
+        reason: Some("why \"quoted\"".into()),
+        at: Some(t),
+        by: Some("ops".into()),
+    })
+    .expect("pauses");
+    view.hold(&[1, 3]);
+    let kept: Vec<_> = view.iter_held().map(|(_, h)| h.kept()).collect();
+    let (full, compact) = view.iter_held().fold((0, 0), |(f, c), (_, h)| match h {
+        Held::Full(_) => (f + 1, c),
+        Held::Compact(_) => (f, c + 1),
+    });
+    assert!(full > 0 && compact > 0, "both forms in the part");
+    let enc = snapshot_part("n-1", 2, 5, &kept).expect("encodes");
+    let read: RegistryRecord = decode(&enc.meta, &enc.body).expect("decodes");
+    let typed = RegistryRecord::Snapshot {
+        snapshot_id: "n-1".into(),
+        part: 2,
+        parts: 5,
+        jobs: kept.iter().map(|k| k.stored().expect("stored")).collect(),
+    };
+    assert_eq!(read, typed);
+    // Defaults are written out for compact jobs too (a later release's
+    // defaults must not change a stored job).
+    let body: serde_json::Value = serde_json::from_slice(&enc.body).expect("json");
+    let entries = body["jobs"].as_array().expect("jobs");
+    assert_eq!(entries.len(), 40);
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["job"]["pool"] == "default" && e["job"]["timeout"].is_string()),
+        "{}",
+        entries[0]
+    );
+    // A live node reads only the head of another node's part.
+    use sundial_core::protocol::registry::SnapshotHead;
+    assert_eq!(
+        SnapshotHead::of(&enc.body),
+        Some(SnapshotHead {
+            snapshot_id: "n-1".into(),
+            part: 2,
+            parts: 5
+        })
+    );
+    let other =
+        sundial_core::codec::encode(&RegistryRecord::Delete { id: "k-1".into() }).expect("encodes");
+    assert_eq!(SnapshotHead::of(&other.body), None);
+    assert_eq!(SnapshotHead::of(b"{\"op\":\"snapshot\""), None);
+}
+
+#[test]
+fn records_after_a_snapshots_first_part_survive_its_completion() {
+    use sundial_core::{
+        protocol::registry::{RegistryRecord, StoredJob},
+        registry::{Change, RegistryView},
+    };
+    let t = utc("2026-06-01T00:00:00Z");
+    let spec = |id: &str, schedule: &str| -> JobSpec {
+        serde_json::from_value(
+            serde_json::json!({"id": id, "schedule": schedule, "executor": {"type": "noop"}}),
+        )
+        .expect("job")
+    };
+    let upsert = |id: &str, schedule: &str| RegistryRecord::Upsert {
+        job: Box::new(spec(id, schedule)),
+        created_at: t,
+    };
+    let part = |part, parts, ids: &[&str]| RegistryRecord::Snapshot {
+        snapshot_id: "s".into(),
+        part,
+        parts,
+        jobs: ids
+            .iter()
+            .map(|i| StoredJob::new(spec(i, "@daily"), t))
+            .collect(),
+    };
+    let pause = |id: &str| RegistryRecord::Pause {
+        id: id.into(),
+        reason: Some("late".into()),
+        at: Some(t),
+        by: None,
+    };
+    // The log as a writer leaves it: the snapshot describes the view at its
+    // first part; commands went on while its other parts were written.
+    let before = [
+        upsert("a", "@daily"),
+        upsert("b", "@daily"),
+        upsert("c", "@daily"),
+        upsert("e", "@daily"),
+    ];
+    let after_first = [
+        upsert("a", "@hourly"),
+        RegistryRecord::Delete { id: "b".into() },
+        pause("c"),
+        upsert("d", "@hourly"),
+        RegistryRecord::Delete { id: "d".into() },
+        upsert("d", "@weekly"),
+        pause("e"),
+        upsert("e", "@hourly"),
+    ];
+    let mut log = before.to_vec();
+    log.push(part(0, 2, &["a", "b"]));
+    log.extend(after_first.iter().cloned());
+    log.push(part(1, 2, &["c", "e"]));
+    // A node that read the whole log, one on every shard, and one that
+    // started reading at the snapshot's first part all end the same.
+    for (start, shards, hold) in [(0, 4, false), (0, 4, true), (before.len(), 2, false)] {
+        let mut view = RegistryView::new(shards);
+        if hold {
+            view.hold(&(0..shards).collect::<Vec<_>>());
+        }
+        let mut last = Change::None;
+        for r in &log[start..] {
+            last = view.apply(r).expect("applies");
+        }
+        assert_eq!(last, Change::Reloaded);
+        let ids: Vec<_> = view.iter_held().map(|(id, _)| id.to_string()).collect();
+        assert_eq!(ids, ["a", "c", "d", "e"], "start {start}, hold {hold}");
+        let schedule = |id: &str| view.get(id).expect("there").spec.schedule.clone();
+        assert_eq!(schedule("a"), "@hourly", "upserted after the first part");
+        assert_eq!(schedule("d"), "@weekly");
+        assert_eq!(schedule("e"), "@hourly");
+        let c = view.get("c").expect("c");
+        assert!(
+            c.paused && c.paused_reason() == Some("late"),
+            "paused after"
+        );
+        assert!(!view.get("e").expect("e").paused, "upsert after its pause");
+    }
+}

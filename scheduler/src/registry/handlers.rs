@@ -2,6 +2,7 @@
 //! snapshot, execute a control command, answer the API's job reads.
 
 use super::*;
+use sundial_core::registry::Kept;
 
 /// Append a complete snapshot of the view, then point the index at it.
 #[derive(Message)]
@@ -9,84 +10,167 @@ use super::*;
 pub(super) struct WriteSnapshot;
 
 impl Handler<WriteSnapshot> for Registry {
-    /// Atomic: no command is applied between building the snapshot and
-    /// appending it, so it is exactly the state at its place in the log.
+    /// Atomic only until the first part is confirmed: the snapshot is the
+    /// view at that part's place in the log (a reader applies the records
+    /// after it again when the last part completes it, docs/semantics.md
+    /// §5). The other parts are encoded off this thread and published while
+    /// commands go on: at millions of jobs that takes a minute, which
+    /// commands and the lease loop cannot wait.
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, _: WriteSnapshot, _ctx: &mut Context<Self>) -> Self::Result {
         let now = Utc::now();
-        let snapshot_id = format!("{}-{}", self.node, now.timestamp_millis());
-        // The entries as they are now (shared, not copied); definitions are
-        // copied and encoded one part at a time while publishing.
-        // Sorted by id (the view's order).
-        let entries: Vec<sundial_core::registry::Kept> =
-            self.view.iter_held().map(|(_, h)| h.kept()).collect();
-        let jobs = entries.len() as u64;
+        let sid = format!("{}-{}", self.node, now.timestamp_millis());
+        // The entries as they are now (shared, not copied), sorted by id.
+        let entries: Arc<Vec<Kept>> =
+            Arc::new(self.view.iter_held().map(|(_, h)| h.kept()).collect());
         let parts =
             u32::try_from(entries.len().div_ceil(SNAPSHOT_PART_JOBS).max(1)).unwrap_or(u32::MAX);
-        // Timestamps are whole seconds on the stream; name the second before.
-        let written_at = now - chrono::Duration::seconds(1);
-        let index = RegistryIndex {
-            snapshot_id: snapshot_id.clone(),
-            written_at,
-            jobs,
+        // Its parts come back through the follower: skip them.
+        self.own.extend((0..parts).map(|p| part_id(&sid, p)));
+        let first = encode_parts(&sid, parts, &entries, 0..1);
+        let ch = self.channel.clone();
+        let stream = self.topo.registry_stream();
+        let written = Written {
+            // Timestamps are whole seconds on the stream: name the second
+            // before the first part.
+            index: RegistryIndex {
+                snapshot_id: sid,
+                written_at: now - chrono::Duration::seconds(1),
+                jobs: entries.len() as u64,
+            },
+            parts,
         };
+        AtomicResponse::new(Box::pin(
+            async move {
+                let first = first?;
+                publish_all_confirmed(&ch, "", &stream, &first)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .into_actor(self)
+            .map(move |res, act, ctx| match res {
+                Ok(()) => {
+                    // A task of its own, not the actor's: the actor's
+                    // futures wait while a command is in flight, and
+                    // registration sends commands back to back.
+                    let rest = act.write_parts(entries, &written);
+                    let (addr, stopped) = (ctx.address(), act.failed.clone());
+                    actix::spawn(async move {
+                        let res = tokio::select! {
+                            res = rest => res,
+                            () = stopped.cancelled() => Err("the registry stopped".to_string()),
+                        };
+                        addr.do_send(SnapshotDone { written, res });
+                    });
+                }
+                Err(e) => act.snapshot_done(&written, Err(e)),
+            }),
+        ))
+    }
+}
+
+/// The parts after the first, and the index entry, were written (or not).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct SnapshotDone {
+    written: Written,
+    res: Result<(), String>,
+}
+
+impl Handler<SnapshotDone> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, done: SnapshotDone, _ctx: &mut Context<Self>) {
+        self.snapshot_done(&done.written, done.res);
+    }
+}
+
+/// A snapshot being written: its index entry and how many parts it has.
+pub(super) struct Written {
+    index: RegistryIndex,
+    parts: u32,
+}
+
+/// The message id of a snapshot part (known before it is published).
+fn part_id(sid: &str, part: u32) -> String {
+    format!("{sid}/{part}")
+}
+
+/// Parts `range` of a snapshot of `entries`, encoded and named.
+fn encode_parts(
+    sid: &str,
+    parts: u32,
+    entries: &[Kept],
+    range: std::ops::Range<u32>,
+) -> Result<Vec<sundial_core::codec::Encoded>, String> {
+    range
+        .map(|part| {
+            let from = (part as usize * SNAPSHOT_PART_JOBS).min(entries.len());
+            let to = (from + SNAPSHOT_PART_JOBS).min(entries.len());
+            // A definition that does not encode fails the whole snapshot:
+            // one that lacked it would lose it.
+            let mut enc =
+                sundial_core::registry::snapshot_part(sid, part, parts, &entries[from..to])?;
+            enc.meta.message_id = Some(part_id(sid, part));
+            Ok(enc)
+        })
+        .collect()
+}
+
+impl Registry {
+    /// Parts 1.. of a snapshot whose part 0 is confirmed, then its index
+    /// entry: encoded on the blocking pool a batch at a time (bounded
+    /// memory), published with confirms.
+    fn write_parts(
+        &self,
+        entries: Arc<Vec<Kept>>,
+        written: &Written,
+    ) -> impl std::future::Future<Output = Result<(), String>> + 'static {
         let ch = self.channel.clone();
         let stream = self.topo.registry_stream();
         let index_queue = self.topo.registry_index_queue();
-        let sid = snapshot_id.clone();
-        AtomicResponse::new(Box::pin(
-            async move {
-                let mut ids = Vec::with_capacity(parts as usize);
-                let mut batch = Vec::new();
-                for part in 0..parts {
-                    let from = part as usize * SNAPSHOT_PART_JOBS;
-                    let to = (from + SNAPSHOT_PART_JOBS).min(entries.len());
-                    let record = RegistryRecord::Snapshot {
-                        snapshot_id: sid.clone(),
-                        part,
-                        parts,
-                        // A definition that does not decode fails the
-                        // whole snapshot: one that lacked it would lose it.
-                        jobs: entries[from.min(to)..to]
-                            .iter()
-                            .map(sundial_core::registry::Kept::stored)
-                            .collect::<Result<Vec<StoredJob>, String>>()?,
-                    };
-                    let enc =
-                        sundial_amqp::broker::encode_stamped(&record).map_err(|e| e.to_string())?;
-                    ids.extend(enc.meta.message_id.clone());
-                    batch.push(enc);
-                    // Confirms awaited every few megabytes: bounded memory.
-                    if batch.len() == SNAPSHOT_PUBLISH_BATCH || part + 1 == parts {
-                        publish_all_confirmed(&ch, "", &stream, &batch)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        batch.clear();
-                    }
-                }
-                let index_enc = encode(&index).map_err(|e| e.to_string())?;
-                publish_all_confirmed(&ch, "", &index_queue, std::slice::from_ref(&index_enc))
+        let sid = written.index.snapshot_id.clone();
+        let parts = written.parts;
+        let index = encode(&written.index).map_err(|e| e.to_string());
+        async move {
+            let batch = u32::try_from(SNAPSHOT_PUBLISH_BATCH).unwrap_or(1);
+            let mut next = 1;
+            while next < parts {
+                let range = next..next.saturating_add(batch).min(parts);
+                next = range.end;
+                let (sid, entries) = (sid.clone(), entries.clone());
+                let encoded =
+                    tokio::task::spawn_blocking(move || encode_parts(&sid, parts, &entries, range))
+                        .await
+                        .map_err(|e| format!("encoding a snapshot part: {e}"))??;
+                publish_all_confirmed(&ch, "", &stream, &encoded)
                     .await
                     .map_err(|e| e.to_string())?;
-                Ok(ids)
             }
-            .into_actor(self)
-            .map(move |res: Result<Vec<String>, String>, act, _| {
-                act.snapshot_pending = false;
-                match res {
-                    Ok(ids) => {
-                        // Its parts come back through the follower (after
-                        // this: the actor waits for this future): skip them.
-                        act.own.extend(ids);
-                        act.bytes_since_snapshot = 0;
-                        act.last_snapshot = Some(written_at);
-                        info!(snapshot_id = %snapshot_id, jobs, parts, "registry snapshot written");
-                    }
-                    Err(e) => warn!(error = %e, "registry snapshot failed; will retry"),
+            publish_all_confirmed(&ch, "", &index_queue, std::slice::from_ref(&index?))
+                .await
+                .map_err(|e| e.to_string())
+        }
+    }
+
+    fn snapshot_done(&mut self, written: &Written, res: Result<(), String>) {
+        self.snapshot_pending = false;
+        let sid = &written.index.snapshot_id;
+        match res {
+            Ok(()) => {
+                self.bytes_since_snapshot = 0;
+                self.last_snapshot = Some(written.index.written_at);
+                info!(snapshot_id = %sid, jobs = written.index.jobs, parts = written.parts, "registry snapshot written");
+            }
+            Err(e) => {
+                // Parts that never reach the stream never come back.
+                for p in 0..written.parts {
+                    self.own.remove(&part_id(sid, p));
                 }
-            }),
-        ))
+                warn!(snapshot_id = %sid, error = %e, "registry snapshot failed; will retry");
+            }
+        }
     }
 }
 

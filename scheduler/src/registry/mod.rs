@@ -13,7 +13,7 @@ use sundial_core::{
     control::{audit_of, decide, Decision},
     protocol::{
         control::{Command, Reply, ReplyError},
-        registry::{RegistryIndex, RegistryRecord, StoredJob},
+        registry::{RegistryIndex, RegistryRecord, SnapshotHead},
     },
     registry::{Change, RegistryView},
     settings::RegistrySettings,
@@ -82,6 +82,8 @@ pub(crate) struct Registry {
     occurrences: Arc<crate::opening::Occurrences>,
     /// Jobs changing form after shards were taken or let go.
     converting: Converting,
+    /// Another node's snapshot being followed: its id and the next part.
+    followed: Option<(String, u32)>,
 }
 
 /// How a `Registry` is wired.
@@ -125,6 +127,7 @@ impl Registry {
             key,
             occurrences,
             converting: Converting::default(),
+            followed: None,
         }
     }
 
@@ -491,6 +494,10 @@ impl StreamHandler<Result<Delivery, lapin::Error>> for Registry {
         if own {
             return;
         }
+        if let Some(head) = SnapshotHead::of(&delivery.data) {
+            self.followed_snapshot(head);
+            return;
+        }
         match decode::<RegistryRecord>(&meta_of(&delivery.properties), &delivery.data) {
             Ok(RegistryRecord::Sync { .. }) => {}
             Ok(record) => {
@@ -507,6 +514,32 @@ impl StreamHandler<Result<Delivery, lapin::Error>> for Registry {
     fn finished(&mut self, _ctx: &mut Context<Self>) {
         debug!("registry stream consumer ended");
         self.failed.cancel();
+    }
+}
+
+impl Registry {
+    /// A part of a snapshot another node wrote, read for its place only:
+    /// this node applied every record the snapshot sums up, so it neither
+    /// decodes its definitions nor builds a second view of millions of jobs
+    /// (a replay reads snapshots whole). Once the last part follows the
+    /// others in order, the log before it is superseded.
+    fn followed_snapshot(&mut self, head: SnapshotHead) {
+        let next = match self.followed.take() {
+            Some((id, next)) if id == head.snapshot_id => next,
+            _ => 0,
+        };
+        if head.part != next {
+            // A part out of order (a writer died mid-snapshot): not complete.
+            return;
+        }
+        if head.part + 1 < head.parts {
+            self.followed = Some((head.snapshot_id, head.part + 1));
+            return;
+        }
+        self.bytes_since_snapshot = 0;
+        self.last_snapshot = Some(Utc::now());
+        self.view.prune();
+        debug!(snapshot_id = %head.snapshot_id, parts = head.parts, "registry snapshot followed");
     }
 }
 

@@ -51,6 +51,9 @@ const MISFIRE: &str = "misfire";
 /// needs it), ~150 bytes per occurrence, so a day of an every-second job
 /// would be 13 MB. A `misfire.grace` longer than this is judged as this.
 pub(crate) const WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(6);
+/// Alerts of one check logged one line each (the rest: one line).
+const LOGGED_PER_CHECK: usize = 20;
+
 /// How far back a check looks beyond the job's deadlines (`sla`,
 /// `misfire.grace`): checks that came late (a busy node) still see every
 /// occurrence whose deadline passed since the last one.
@@ -246,6 +249,11 @@ pub(crate) struct CheckParts<'a> {
     pub(crate) ch: &'a Channel,
     /// Count `late` and `missed` in the per-job series.
     pub(crate) job_metrics: bool,
+    /// The instant the history stream is known to be read up to (a marker
+    /// appended then was read back): occurrences are judged at it, not at
+    /// the clock, so a reader that lags (a loaded broker, a node catching
+    /// up) never calls a fired occurrence missed.
+    pub(crate) read_up_to: DateTime<Utc>,
 }
 
 impl Watcher {
@@ -383,7 +391,7 @@ impl Watcher {
         if shards.is_empty() {
             return Ok(0);
         }
-        let now = Utc::now();
+        let now = p.read_up_to;
         let jobs = p.registry.send(JobsIn(shards)).await?;
         let horizon = chrono::TimeDelta::from_std(p.horizon)
             .unwrap_or(WINDOW)
@@ -412,8 +420,17 @@ impl Watcher {
             self.deliver(&p, &jobs).await?;
             return Ok(0);
         }
-        for a in &alerts {
-            info!(job_id = %a.job_id, fire_id = %a.fire_id, alert = %a.id, reason = %a.reason, "alert raised");
+        for (i, a) in alerts.iter().enumerate() {
+            // One line each for the first few of a check; then one line for
+            // the rest (a mass miss must not flood the log).
+            if i < LOGGED_PER_CHECK {
+                info!(job_id = %a.job_id, fire_id = %a.fire_id, alert = %a.id, reason = %a.reason, "alert raised");
+            } else if i == LOGGED_PER_CHECK {
+                info!(
+                    more = alerts.len() - LOGGED_PER_CHECK,
+                    "more alerts raised by this check (each is in the history)"
+                );
+            }
             metrics::counter!(sundial_runtime::metrics::ALERTS, "kind" => a.kind.as_str())
                 .increment(1);
             if p.job_metrics && matches!(a.kind, AlertKind::Late | AlertKind::Missed) {
@@ -425,7 +442,7 @@ impl Watcher {
             .iter()
             .map(|alert| Raised {
                 alert: alert.clone(),
-                at: now,
+                at: Utc::now(),
                 node: p.node.to_string(),
             })
             .collect();
@@ -455,12 +472,17 @@ impl Watcher {
     /// a route's dedupe window or hourly cap holds back is recorded at once.
     async fn deliver(&mut self, p: &CheckParts<'_>, jobs: &[Arc<JobEntry>]) -> Result<(), Error> {
         let senders = self.routes.senders.clone();
-        let by_id: HashMap<&str, &Arc<JobEntry>> =
-            jobs.iter().map(|j| (j.spec.id.as_str(), j)).collect();
+        // `jobs` come in id order (`JobsIn`): the few alerts' jobs are
+        // looked up, not millions of jobs hashed on every check.
+        let find = |id: &str| {
+            jobs.binary_search_by(|j| j.spec.id.as_str().cmp(id))
+                .ok()
+                .and_then(|i| jobs.get(i))
+        };
         let mut due: Vec<&Raised> = self
             .bodies
             .values()
-            .filter(|r| by_id.contains_key(r.alert.job_id.as_str()))
+            .filter(|r| find(r.alert.job_id.as_str()).is_some())
             .collect();
         due.sort_by(|a, b| (a.at, &a.alert.id).cmp(&(b.at, &b.alert.id)));
         let now = Utc::now();
@@ -468,7 +490,7 @@ impl Watcher {
         let mut held = Vec::new();
         for raised in due {
             let a = &raised.alert;
-            let Some(job) = by_id.get(a.job_id.as_str()) else {
+            let Some(job) = find(a.job_id.as_str()) else {
                 continue;
             };
             for route in routes

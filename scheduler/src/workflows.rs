@@ -197,6 +197,9 @@ pub(crate) async fn advance(
     );
     let mut alert_tick = tokio::time::interval(adv.parts.alert_interval);
     alert_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A check waits for a marker of its own to come back through the
+    // stream: then everything appended before it was read (id, when sent).
+    let mut check_marker: Option<(String, DateTime<Utc>)> = None;
     loop {
         tokio::select! {
             () = stop.cancelled() => {
@@ -217,18 +220,20 @@ pub(crate) async fn advance(
                 }
             }
             _ = alert_tick.tick() => {
-                if adv.caught_up {
-                    watcher.forget(Utc::now(), adv.parts.horizon);
-                    let parts = crate::alerts::CheckParts {
-                        topo: &adv.parts.topo,
-                        node: &adv.parts.node,
-                        registry: &adv.parts.registry,
-                        owned: &adv.parts.owned,
-                        horizon: adv.parts.horizon,
-                        ch: &adv.ch,
-                        job_metrics: adv.parts.job_metrics,
-                    };
-                    watcher.check(parts).await?;
+                // One marker at a time: a reader that lags checks less often.
+                if adv.caught_up && check_marker.is_none() {
+                    let sent = Utc::now();
+                    let id = format!(
+                        "alert-marker:{}:{}",
+                        adv.parts.node,
+                        sent.timestamp_nanos_opt().unwrap_or_default()
+                    );
+                    let mut enc = encode(&RunBatch::of(vec![]))?;
+                    enc.meta.message_id = Some(id.clone());
+                    publish_confirmed(&adv.ch, &adv.parts.topo.history_exchange(), "", &enc, || {})
+                        .await
+                        .map_err(Error::not_stored("alert check marker"))?;
+                    check_marker = Some((id, sent));
                 }
             }
             beat = futures_util::StreamExt::next(&mut beats) => {
@@ -248,6 +253,22 @@ pub(crate) async fn advance(
                     adv.caught_up = true;
                     adv.parts.occurrences.caught_up();
                     info!(open = adv.open.len(), "workflow advancer caught up with the history stream");
+                }
+                if let Some((_, sent)) = check_marker
+                    .take_if(|(id, _)| m.id.as_deref() == Some(id.as_str()))
+                {
+                    watcher.forget(Utc::now(), adv.parts.horizon);
+                    let parts = crate::alerts::CheckParts {
+                        topo: &adv.parts.topo,
+                        node: &adv.parts.node,
+                        registry: &adv.parts.registry,
+                        owned: &adv.parts.owned,
+                        horizon: adv.parts.horizon,
+                        ch: &adv.ch,
+                        job_metrics: adv.parts.job_metrics,
+                        read_up_to: sent,
+                    };
+                    watcher.check(parts).await?;
                 }
                 let Ok(batch) = m.batch else { continue };
                 watcher.read(&batch);

@@ -346,7 +346,8 @@ impl RegistryView {
         self.jobs.iter().map(|(k, h)| (&**k, h))
     }
 
-    /// The entries of the jobs of `shards` (held shards: shared, no copy).
+    /// The entries of the jobs of `shards` (held shards: shared, no copy),
+    /// in id order.
     pub fn entries_in(&self, shards: &std::collections::BTreeSet<u32>) -> Vec<Arc<JobEntry>> {
         self.jobs
             .iter()

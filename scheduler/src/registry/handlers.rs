@@ -331,7 +331,8 @@ impl Handler<crate::reads::JobsRead> for Registry {
 #[rtype(result = "Option<Arc<sundial_core::registry::JobEntry>>")]
 pub(crate) struct JobOf(pub(crate) String);
 
-/// The jobs of these timer shards (the alert check of their owner).
+/// The jobs of these timer shards (the alert check of their owner), in id
+/// order.
 #[derive(Message)]
 #[rtype(result = "Vec<Arc<sundial_core::registry::JobEntry>>")]
 pub(crate) struct JobsIn(pub(crate) std::collections::BTreeSet<u32>);

@@ -36,6 +36,8 @@ mod send;
 
 pub(crate) use handlers::{Flush, JobChange, Load};
 
+/// Missed occurrences of one change logged one line each (the rest: one line).
+const LOGGED_PER_CHANGE: usize = 20;
 /// How often the watermark is written while it moves (docs/protocol.md §7).
 const WATERMARK_INTERVAL: Duration = Duration::from_millis(250);
 /// First retry delay of a nacked or returned fire; doubles up to the max.
@@ -242,18 +244,44 @@ impl ShardActor {
     /// the fires.
     fn act(&mut self, actions: Actions, ctx: &mut Context<Self>) {
         self.record_missed(&actions.skipped, ctx);
+        // One line per occurrence for the first few of a change, then one
+        // line for the rest (a takeover at millions of jobs fires tens of
+        // thousands: the history and the metric have each of them).
+        let mut lines = 0usize;
+        let mut quiet = 0u64;
         for s in &actions.skipped {
             metrics::counter!(m::MISFIRES_TOTAL, "policy" => s.policy)
                 .increment(s.at.len() as u64 + s.unlisted);
             for at in &s.at {
-                info!(job_id = %s.job_id, shard = self.shard, fire_id = %FireId::new(&s.job_id, *at), policy = s.policy, "missed occurrence skipped");
+                lines += 1;
+                if lines <= LOGGED_PER_CHANGE {
+                    info!(job_id = %s.job_id, shard = self.shard, fire_id = %FireId::new(&s.job_id, *at), policy = s.policy, "missed occurrence skipped");
+                } else {
+                    quiet += 1;
+                }
             }
             if s.unlisted > 0 {
                 info!(job_id = %s.job_id, shard = self.shard, count = s.unlisted, policy = s.policy, "older missed occurrences skipped");
             }
         }
-        for f in &actions.fire {
-            info!(job_id = %f.job.spec.id, shard = self.shard, fire_id = %FireId::new(&f.job.spec.id, f.scheduled), "firing missed occurrence");
+        if quiet > 0 {
+            info!(
+                shard = self.shard,
+                count = quiet,
+                "more missed occurrences skipped"
+            );
+        }
+        for (i, f) in actions.fire.iter().enumerate() {
+            if i < LOGGED_PER_CHANGE {
+                info!(job_id = %f.job.spec.id, shard = self.shard, fire_id = %FireId::new(&f.job.spec.id, f.scheduled), "firing missed occurrence");
+            }
+        }
+        if actions.fire.len() > LOGGED_PER_CHANGE {
+            info!(
+                shard = self.shard,
+                count = actions.fire.len() - LOGGED_PER_CHANGE,
+                "firing more missed occurrences"
+            );
         }
         self.publish_all(actions.fire, ctx);
     }

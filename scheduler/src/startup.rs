@@ -137,6 +137,7 @@ pub(crate) async fn replay_registry(
             break;
         }
     }
+    view.end_replay();
     info!(
         records = read,
         jobs = view.len(),

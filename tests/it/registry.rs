@@ -5,7 +5,7 @@ use lapin::{options::BasicConsumeOptions, types::FieldTable};
 use sundial_amqp::broker::meta_of;
 use sundial_core::codec::decode;
 
-use crate::util::{bounded, SchedulerProcess, Vhost};
+use crate::util::{SchedulerProcess, Vhost};
 
 use crate::{
     control_client::{v1, RawClient},
@@ -41,7 +41,9 @@ async fn registry_snapshot_is_written_and_a_restart_replays_from_it() {
         assert!(reply.ok, "{reply:?}");
     }
     // The snapshot is written after the batch crossed 2 KiB; the index names it.
-    let index = snapshot_index(&conn, 17).await;
+    let index = snapshot_index(&conn, 17, sundial_testkit::BROKER_TIMEOUT)
+        .await
+        .expect("a snapshot of the jobs within the broker timeout");
     assert!(index.jobs >= 17, "{index:?}");
     s.stop();
     let _s2 = SchedulerProcess::start_with_env(&v, "s2", &env);
@@ -73,18 +75,19 @@ async fn commands_while_a_snapshot_is_written_survive_a_replay_from_it() {
     let mut s = SchedulerProcess::start_with_env(&v, "s1", &env);
     let conn = connect(&v).await;
     let mut client = RawClient::new(&conn).await;
-    // Six batches of a thousand large jobs: each batch is more bytes than
-    // its snapshot, so each is followed by a snapshot of several parts that
-    // the next commands run beside.
-    let filler = "x".repeat(800);
+    // Six batches of 500 large jobs: each batch is more bytes than a
+    // snapshot of every job (256 B a job), so each is followed by a
+    // snapshot of several parts that the next commands run beside.
+    let filler = "x".repeat(1_800);
     let job = |i: usize, schedule: &str| {
         serde_json::json!({"id": format!("job-{i:05}"), "schedule": schedule,
             "payload": {"filler": filler}, "executor": {"type": "noop"}})
     };
+    let batch_of = |from: usize| -> Vec<serde_json::Value> {
+        (from..from + 500).map(|i| job(i, "@daily")).collect()
+    };
     for batch in 0..6 {
-        let jobs: Vec<_> = (batch * 1_000..(batch + 1) * 1_000)
-            .map(|i| job(i, "@daily"))
-            .collect();
+        let jobs = batch_of(batch * 500);
         let reply = client
             .call(
                 serde_json::json!({"command": "upsert-many", "jobs": jobs})
@@ -117,8 +120,26 @@ async fn commands_while_a_snapshot_is_written_survive_a_replay_from_it() {
             "{deleted:?} {paused:?} {changed:?}"
         );
     }
-    // The restarted scheduler must replay from a snapshot of them all.
-    snapshot_index(&conn, 5_990).await;
+    // The restarted scheduler must replay from a snapshot of them all. A
+    // snapshot that was still being written when the last command came
+    // writes no other: one more batch then makes another due.
+    let mut total = 2_990;
+    while snapshot_index(&conn, 2_990, std::time::Duration::from_secs(5))
+        .await
+        .is_none()
+    {
+        assert!(total < 5_000, "no snapshot of the jobs after {total} jobs");
+        let reply = client
+            .call(
+                serde_json::json!({"command": "upsert-many", "jobs": batch_of(total + 10)})
+                    .to_string()
+                    .as_bytes(),
+                v1(),
+            )
+            .await;
+        assert!(reply.ok, "{reply:?}");
+        total += 500;
+    }
     s.stop();
     let s2 = SchedulerProcess::start_with_env(&v, "s2", &env);
     let reply = client
@@ -131,7 +152,7 @@ async fn commands_while_a_snapshot_is_written_survive_a_replay_from_it() {
             .find(|j| j["id"] == format!("job-{i:05}"))
             .map(|j| j[f].clone())
     };
-    assert_eq!(jobs.len(), 5_990, "deleted jobs stay deleted");
+    assert_eq!(jobs.len(), total, "deleted jobs stay deleted");
     assert!((0..10).all(|i| field(i, "id").is_none()));
     for i in 10..20 {
         assert_eq!(field(i, "paused"), Some(serde_json::json!(true)), "job {i}");
@@ -161,7 +182,8 @@ async fn commands_while_a_snapshot_is_written_survive_a_replay_from_it() {
 async fn snapshot_index(
     conn: &lapin::Connection,
     jobs: u64,
-) -> sundial_core::protocol::registry::RegistryIndex {
+    within: std::time::Duration,
+) -> Option<sundial_core::protocol::registry::RegistryIndex> {
     let ch = conn.create_channel().await.expect("channel");
     let mut index_consumer = ch
         .basic_consume(
@@ -172,7 +194,7 @@ async fn snapshot_index(
         )
         .await
         .expect("consume index");
-    let index = bounded(&format!("a snapshot of {jobs} jobs"), async {
+    let index = tokio::time::timeout(within, async {
         loop {
             let d = index_consumer
                 .next()
@@ -193,7 +215,8 @@ async fn snapshot_index(
             }
         }
     })
-    .await;
+    .await
+    .ok();
     let _ = ch.close(200, "done".into()).await;
     index
 }

@@ -356,6 +356,16 @@ impl RegistryView {
             .collect()
     }
 
+    /// Ends a replay: a snapshot still being read (its writer was still
+    /// writing it when the replay reached its end) is dropped, with what
+    /// was noted for it. The view already holds every record after the
+    /// complete snapshot it started from; a running node reads only the
+    /// heads of later snapshots, and would otherwise note every record
+    /// for one that never completes here.
+    pub fn end_replay(&mut self) {
+        self.pending_snapshot = None;
+    }
+
     /// Forgets the pools and label sets no job uses any more.
     pub fn prune(&mut self) {
         self.interner.prune();

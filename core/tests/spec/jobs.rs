@@ -1230,4 +1230,15 @@ fn records_after_a_snapshots_first_part_survive_its_completion() {
         );
         assert!(!view.get("e").expect("e").paused, "upsert after its pause");
     }
+    // A replay that ends while a snapshot is still being read drops it: the
+    // view keeps what the records said, and a later part changes nothing.
+    let mut view = RegistryView::new(4);
+    for r in &log[..before.len() + 1 + after_first.len()] {
+        view.apply(r).expect("applies");
+    }
+    view.end_replay();
+    assert_eq!(view.apply(&part(1, 2, &["c", "e"])), Ok(Change::None));
+    let ids: Vec<_> = view.iter_held().map(|(id, _)| id.to_string()).collect();
+    assert_eq!(ids, ["a", "c", "d", "e"]);
+    assert_eq!(view.get("a").expect("a").spec.schedule, "@hourly");
 }

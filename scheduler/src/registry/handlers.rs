@@ -40,6 +40,7 @@ impl Handler<WriteSnapshot> for Registry {
                 jobs: entries.len() as u64,
             },
             parts,
+            bytes_before: self.bytes_since_snapshot,
         };
         AtomicResponse::new(Box::pin(
             async move {
@@ -86,10 +87,12 @@ impl Handler<SnapshotDone> for Registry {
     }
 }
 
-/// A snapshot being written: its index entry and how many parts it has.
+/// A snapshot being written: its index entry, how many parts it has, and
+/// the log bytes it sums up (those appended before its first part).
 pub(super) struct Written {
     index: RegistryIndex,
     parts: u32,
+    bytes_before: u64,
 }
 
 /// The message id of a snapshot part (known before it is published).
@@ -159,7 +162,10 @@ impl Registry {
         let sid = &written.index.snapshot_id;
         match res {
             Ok(()) => {
-                self.bytes_since_snapshot = 0;
+                // What was appended while it was written is after it.
+                self.bytes_since_snapshot = self
+                    .bytes_since_snapshot
+                    .saturating_sub(written.bytes_before);
                 self.last_snapshot = Some(written.index.written_at);
                 info!(snapshot_id = %sid, jobs = written.index.jobs, parts = written.parts, "registry snapshot written");
             }

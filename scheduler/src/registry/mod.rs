@@ -82,8 +82,9 @@ pub(crate) struct Registry {
     occurrences: Arc<crate::opening::Occurrences>,
     /// Jobs changing form after shards were taken or let go.
     converting: Converting,
-    /// Another node's snapshot being followed: its id and the next part.
-    followed: Option<(String, u32)>,
+    /// Another node's snapshot being followed: its id, the next part, and
+    /// the log bytes before its first part (what it sums up).
+    followed: Option<(String, u32, u64)>,
 }
 
 /// How a `Registry` is wired.
@@ -524,19 +525,20 @@ impl Registry {
     /// (a replay reads snapshots whole). Once the last part follows the
     /// others in order, the log before it is superseded.
     fn followed_snapshot(&mut self, head: SnapshotHead) {
-        let next = match self.followed.take() {
-            Some((id, next)) if id == head.snapshot_id => next,
-            _ => 0,
+        let (next, before) = match self.followed.take() {
+            Some((id, next, before)) if id == head.snapshot_id => (next, before),
+            _ => (0, self.bytes_since_snapshot),
         };
         if head.part != next {
             // A part out of order (a writer died mid-snapshot): not complete.
             return;
         }
         if head.part + 1 < head.parts {
-            self.followed = Some((head.snapshot_id, head.part + 1));
+            self.followed = Some((head.snapshot_id, head.part + 1, before));
             return;
         }
-        self.bytes_since_snapshot = 0;
+        // What was appended while it was written is after it.
+        self.bytes_since_snapshot = self.bytes_since_snapshot.saturating_sub(before);
         self.last_snapshot = Some(Utc::now());
         self.view.prune();
         debug!(snapshot_id = %head.snapshot_id, parts = head.parts, "registry snapshot followed");

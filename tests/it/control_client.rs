@@ -95,3 +95,10 @@ pub(crate) async fn upsert(client: &mut RawClient, job: serde_json::Value) {
     let reply = client.call(body.to_string().as_bytes(), v1()).await;
     assert!(reply.ok, "upsert refused: {reply:?}");
 }
+
+/// Sends `upsert-many` with `jobs`; fails the test if it is refused.
+pub(crate) async fn upsert_many(client: &mut RawClient, jobs: Vec<serde_json::Value>) {
+    let body = serde_json::json!({"command": "upsert-many", "jobs": jobs});
+    let reply = client.call(body.to_string().as_bytes(), v1()).await;
+    assert!(reply.ok, "upsert-many refused: {reply:?}");
+}

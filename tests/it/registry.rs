@@ -8,7 +8,7 @@ use sundial_core::codec::decode;
 use crate::util::{SchedulerProcess, Vhost};
 
 use crate::{
-    control_client::{v1, RawClient},
+    control_client::{upsert_many, v1, RawClient},
     fires::connect,
 };
 
@@ -22,15 +22,7 @@ async fn registry_snapshot_is_written_and_a_restart_replays_from_it() {
     let jobs: Vec<_> = (0..20)
         .map(|i| serde_json::json!({"id": format!("job-{i:02}"), "schedule": "@daily", "executor": {"type": "noop"}}))
         .collect();
-    let reply = client
-        .call(
-            serde_json::json!({"command": "upsert-many", "jobs": jobs})
-                .to_string()
-                .as_bytes(),
-            v1(),
-        )
-        .await;
-    assert!(reply.ok, "{reply:?}");
+    upsert_many(&mut client, jobs).await;
     for i in 0..3 {
         let reply = client
             .call(
@@ -88,15 +80,7 @@ async fn commands_while_a_snapshot_is_written_survive_a_replay_from_it() {
     };
     for batch in 0..6 {
         let jobs = batch_of(batch * 500);
-        let reply = client
-            .call(
-                serde_json::json!({"command": "upsert-many", "jobs": jobs})
-                    .to_string()
-                    .as_bytes(),
-                v1(),
-            )
-            .await;
-        assert!(reply.ok, "{reply:?}");
+        upsert_many(&mut client, jobs).await;
     }
     let command = |c: serde_json::Value| c.to_string().into_bytes();
     for i in 0..10 {
@@ -129,15 +113,7 @@ async fn commands_while_a_snapshot_is_written_survive_a_replay_from_it() {
         .is_none()
     {
         assert!(total < 5_000, "no snapshot of the jobs after {total} jobs");
-        let reply = client
-            .call(
-                serde_json::json!({"command": "upsert-many", "jobs": batch_of(total + 10)})
-                    .to_string()
-                    .as_bytes(),
-                v1(),
-            )
-            .await;
-        assert!(reply.ok, "{reply:?}");
+        upsert_many(&mut client, batch_of(total + 10)).await;
         total += 500;
     }
     s.stop();

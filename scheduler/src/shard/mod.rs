@@ -244,37 +244,33 @@ impl ShardActor {
     /// the fires.
     fn act(&mut self, actions: Actions, ctx: &mut Context<Self>) {
         self.record_missed(&actions.skipped, ctx);
-        // One line per occurrence for the first few of a change, then one
-        // line for the rest (a takeover at millions of jobs fires tens of
-        // thousands: the history and the metric have each of them).
-        let mut lines = 0usize;
-        let mut quiet = 0u64;
         for s in &actions.skipped {
             metrics::counter!(m::MISFIRES_TOTAL, "policy" => s.policy)
                 .increment(s.at.len() as u64 + s.unlisted);
-            for at in &s.at {
-                lines += 1;
-                if lines <= LOGGED_PER_CHANGE {
-                    info!(job_id = %s.job_id, shard = self.shard, fire_id = %FireId::new(&s.job_id, *at), policy = s.policy, "missed occurrence skipped");
-                } else {
-                    quiet += 1;
-                }
-            }
             if s.unlisted > 0 {
                 info!(job_id = %s.job_id, shard = self.shard, count = s.unlisted, policy = s.policy, "older missed occurrences skipped");
             }
         }
-        if quiet > 0 {
+        // One line per occurrence for the first few of a change, then one
+        // line for the rest (a takeover at millions of jobs fires tens of
+        // thousands: the history and the metric have each of them).
+        let listed = actions
+            .skipped
+            .iter()
+            .flat_map(|s| s.at.iter().map(move |at| (s, at)));
+        for (s, at) in listed.take(LOGGED_PER_CHANGE) {
+            info!(job_id = %s.job_id, shard = self.shard, fire_id = %FireId::new(&s.job_id, *at), policy = s.policy, "missed occurrence skipped");
+        }
+        let listed: usize = actions.skipped.iter().map(|s| s.at.len()).sum();
+        if listed > LOGGED_PER_CHANGE {
             info!(
                 shard = self.shard,
-                count = quiet,
+                count = listed - LOGGED_PER_CHANGE,
                 "more missed occurrences skipped"
             );
         }
-        for (i, f) in actions.fire.iter().enumerate() {
-            if i < LOGGED_PER_CHANGE {
-                info!(job_id = %f.job.spec.id, shard = self.shard, fire_id = %FireId::new(&f.job.spec.id, f.scheduled), "firing missed occurrence");
-            }
+        for f in actions.fire.iter().take(LOGGED_PER_CHANGE) {
+            info!(job_id = %f.job.spec.id, shard = self.shard, fire_id = %FireId::new(&f.job.spec.id, f.scheduled), "firing missed occurrence");
         }
         if actions.fire.len() > LOGGED_PER_CHANGE {
             info!(

@@ -190,3 +190,88 @@ pub(crate) async fn serve_api(
     .expect("serve the API");
     addr
 }
+
+/// CPU time (user + system) of processes, read from `/proc`: where a
+/// phase's work went (the broker, the workers, the harness), in seconds.
+pub(crate) mod cpu {
+    use std::sync::OnceLock;
+
+    /// Clock ticks per second of `/proc/*/stat` (`getconf CLK_TCK`).
+    fn tick() -> f64 {
+        static TICK: OnceLock<f64> = OnceLock::new();
+        *TICK.get_or_init(|| {
+            std::process::Command::new("getconf")
+                .arg("CLK_TCK")
+                .output()
+                .ok()
+                .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+                .unwrap_or(100.0)
+        })
+    }
+
+    /// utime + stime of `pid` (`self` for this process), in seconds.
+    pub(crate) fn of(pid: &str) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which may hold spaces): state is
+        // the first, utime the 12th, stime the 13th.
+        let rest = stat.rsplit_once(')')?.1;
+        let mut f = rest.split_whitespace().skip(11);
+        let user: f64 = f.next()?.parse().ok()?;
+        let system: f64 = f.next()?.parse().ok()?;
+        Some((user + system) / tick())
+    }
+
+    /// The broker's processes on this machine (every `beam.smp`).
+    pub(crate) fn brokers() -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() == "beam.smp")
+            })
+            .collect()
+    }
+
+    /// CPU seconds of the broker, the given processes and this one.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub(crate) struct Split {
+        pub broker: f64,
+        pub others: f64,
+        pub harness: f64,
+    }
+
+    pub(crate) fn now(others: &[u32]) -> Split {
+        Split {
+            broker: brokers().iter().filter_map(|p| of(p)).sum(),
+            others: others.iter().filter_map(|p| of(&p.to_string())).sum(),
+            harness: of("self").unwrap_or(0.0),
+        }
+    }
+
+    impl std::ops::Sub for Split {
+        type Output = Split;
+        fn sub(self, o: Split) -> Split {
+            Split {
+                broker: self.broker - o.broker,
+                others: self.others - o.others,
+                harness: self.harness - o.harness,
+            }
+        }
+    }
+
+    impl Split {
+        /// Milliseconds of CPU per thousand messages.
+        pub(crate) fn per_thousand(self, n: usize) -> Split {
+            let k = n as f64 / 1e3 / 1e3;
+            Split {
+                broker: self.broker / k,
+                others: self.others / k,
+                harness: self.harness / k,
+            }
+        }
+    }
+}

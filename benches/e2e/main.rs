@@ -65,6 +65,9 @@ struct Args {
     cluster: bool,
     /// The scale phase on this many scheduler processes (`--nodes 3`).
     nodes: Option<usize>,
+    /// The end-to-end phase runs its default setup only (one worker,
+    /// `run_events = failures`): what a profile or a before/after compares.
+    e2e_default: bool,
 }
 
 impl Args {
@@ -84,12 +87,14 @@ fn args() -> Args {
         only: None,
         cluster: false,
         nodes: None,
+        e2e_default: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
         match x.as_str() {
             "--quick" => a.quick = true,
             "--cluster" => a.cluster = true,
+            "--e2e-default" => a.e2e_default = true,
             "--nodes" => a.nodes = it.next().and_then(|n| n.parse().ok()).filter(|n| *n >= 2),
             "--json" => a.json = it.next(),
             "--jobs" => a.jobs = it.next().and_then(|n| n.replace('_', "").parse().ok()),
@@ -251,15 +256,23 @@ fn main() {
         let pb = bar("raw publish+consume", 1);
         let v = crate::common::vhost("rawpc");
         let paced_n = work::PACED_RATE as usize * if quick { 3 } else { 5 };
-        let ((raw_elapsed, _), (_, mut raw_lat)) = work::raw(&v, e2e_fires, paced_n).await;
+        let work::Measured {
+            thr: (raw_elapsed, _),
+            lat: (_, mut raw_lat),
+            cpu: raw_cpu,
+            ..
+        } = work::raw(&v, e2e_fires, paced_n).await;
+        let raw_cpu = raw_cpu.per_thousand(e2e_fires);
         drop(v);
         pb.finish_and_clear();
         let raw_pc = e2e_fires as f64 / raw_elapsed.max(1e-9);
         println!(
-            "raw lapin publish+consume+ack: {raw_pc:.0} msg/s; publish→delivery at {}/s p50 {} p99 {}",
+            "raw lapin publish+consume+ack: {raw_pc:.0} msg/s; publish→delivery at {}/s p50 {} p99 {}; CPU per 1,000: broker {:.0} ms, harness (publisher and consumer) {:.0} ms",
             work::PACED_RATE,
             ms(pct(&mut raw_lat, 0.5)),
-            ms(pct(&mut raw_lat, 0.99))
+            ms(pct(&mut raw_lat, 0.99)),
+            raw_cpu.broker,
+            raw_cpu.harness,
         );
 
         let mut out = json!({
@@ -272,20 +285,27 @@ fn main() {
                 "confirm_latency_paced_per_s": paced_rate,
                 "confirm_latency_p50_ms": raw_p50 * 1e3, "confirm_latency_p99_ms": raw_p99 * 1e3,
                 "publish_consume_per_s": raw_pc, "publish_to_delivery": percentiles(&mut raw_lat),
+                "publish_consume_cpu_ms_per_1000": {"broker": raw_cpu.broker, "harness": raw_cpu.harness},
             },
         });
 
         // 3. Fire throughput.
         if do_burst {
             let pb = bar("sundial fire burst", 1);
-            let (burst_rate, burst_secs) = sched::burst(&samples, burst_jobs, shards()).await;
+            let (burst_rate, burst_secs, cpu) = sched::burst(&samples, burst_jobs, shards()).await;
             pb.finish_and_clear();
             let burst_ratio = burst_rate / ceiling;
             println!(
-                "sundial fire throughput: {burst_jobs} fires due at once, all confirmed in {:.2} s = {burst_rate:.0} fires/s; ratio to raw ceiling {burst_ratio:.2} (target ≥ 0.80)",
-                burst_secs
+                "sundial fire throughput: {burst_jobs} fires due at once, all confirmed in {:.2} s = {burst_rate:.0} fires/s; ratio to raw ceiling {burst_ratio:.2} (target ≥ 0.80); CPU per 1,000: broker {:.0} ms (raw {:.0}), scheduler {:.0} ms (raw publisher {:.0})",
+                burst_secs,
+                cpu.broker,
+                raw_ceiling.cpu.broker,
+                cpu.harness,
+                raw_ceiling.cpu.harness,
             );
-            out["fire_throughput"] = json!({"fires": burst_jobs, "per_s": burst_rate, "ratio": burst_ratio});
+            out["fire_throughput"] = json!({"fires": burst_jobs, "per_s": burst_rate, "ratio": burst_ratio,
+                "cpu_ms_per_1000": {"broker": cpu.broker, "scheduler": cpu.harness},
+                "raw_cpu_ms_per_1000": {"broker": raw_ceiling.cpu.broker, "publisher": raw_ceiling.cpu.harness}});
         }
 
         // 4. Fire lateness.
@@ -313,18 +333,28 @@ fn main() {
             // in batches at every level; the default (`failures`) also
             // publishes each failure on sundial.events, `outcomes` each
             // outcome, `all` each start too.
-            let setups: Vec<(usize, &str)> = workers
-                .iter()
-                .map(|k| (*k, "failures"))
-                .chain([(1, "outcomes"), (1, "all")])
-                .collect();
+            let setups: Vec<(usize, &str)> = if a.e2e_default {
+                vec![(1, "failures")]
+            } else {
+                workers
+                    .iter()
+                    .map(|k| (*k, "failures"))
+                    .chain([(1, "outcomes"), (1, "all")])
+                    .collect()
+            };
             for (k, events) in setups {
                 let pb = bar(&format!("sundial e2e, {k} worker(s), {events}"), 1);
                 let v = crate::common::vhost(&format!("e2e-w{k}-{events}"));
                 let env = [("SUNDIAL__WORKER__RUN_EVENTS", events)];
                 // Fire-to-start latency is read from `started` records.
                 let paced = if events == "failures" { paced_n } else { 0 };
-                let ((elapsed, _), (_, mut lat)) = work::sundial(&v, k, e2e_fires, paced, &env).await;
+                let work::Measured {
+                    thr: (elapsed, _),
+                    lat: (_, mut lat),
+                    cpu,
+                    history: (batches, records),
+                } = work::sundial(&v, k, e2e_fires, paced, &env).await;
+                let cpu = cpu.per_thousand(e2e_fires);
                 drop(v);
                 pb.finish_and_clear();
                 let rate = e2e_fires as f64 / elapsed.max(1e-9);
@@ -339,12 +369,23 @@ fn main() {
                     )
                 };
                 println!(
-                    "sundial end to end, {k} worker(s), run_events={events}{}: {rate:.0} jobs/s; ratio to raw publish+consume {:.2} (target ≥ 0.75, every run in history){latency}",
+                    "sundial end to end, {k} worker(s), run_events={events}{}: {rate:.0} jobs/s; ratio to raw publish+consume {:.2} (target ≥ 0.75, every run in history){latency}; CPU per 1,000: broker {:.0} ms (raw {:.0}), worker(s) {:.0} ms, harness {:.0} ms (raw {:.0})",
                     if events == "failures" { " (default)" } else { "" },
                     rate / raw_pc,
+                    cpu.broker,
+                    raw_cpu.broker,
+                    cpu.others,
+                    cpu.harness,
+                    raw_cpu.harness,
+                );
+                println!(
+                    "  history: {batches} stream messages for {records} records ({:.1} a message) by the end of the pipelined run",
+                    records as f64 / batches.max(1) as f64
                 );
                 e2e.push(json!({"workers": k, "run_events": events, "jobs_per_s": rate, "ratio": rate / raw_pc,
-                    "fire_to_start": percentiles(&mut lat)}));
+                    "fire_to_start": percentiles(&mut lat),
+                    "cpu_ms_per_1000": {"broker": cpu.broker, "workers": cpu.others, "harness": cpu.harness},
+                    "history_messages": batches, "history_records": records}));
             }
             out["end_to_end"] = json!(e2e);
         }

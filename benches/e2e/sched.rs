@@ -100,6 +100,8 @@ pub(crate) struct Ceiling {
     pub(crate) best: f64,
     /// (channels, in flight, msg/s), in the order given.
     pub(crate) per_shape: Vec<(usize, usize, f64)>,
+    /// CPU per 1,000 messages of the best shape (broker, this process).
+    pub(crate) cpu: crate::common::cpu::Split,
 }
 
 /// Raw lapin: (the ceiling, confirm latency p50/p99 paced at `rate`/s).
@@ -116,8 +118,15 @@ pub(crate) async fn raw_baseline(
     let props = BasicProperties::default().with_delivery_mode(2);
     let _warm_up = ceiling(conn, queues, n / 10, 8, 1_000, &body, &props).await;
     let mut per_shape = Vec::new();
+    let mut best_cpu = (0.0, crate::common::cpu::Split::default());
     for &(c, w) in shapes {
-        per_shape.push((c, w, ceiling(conn, queues, n, c, w, &body, &props).await));
+        let before = crate::common::cpu::now(&[]);
+        let rate = ceiling(conn, queues, n, c, w, &body, &props).await;
+        let cpu = (crate::common::cpu::now(&[]) - before).per_thousand(n);
+        if rate > best_cpu.0 {
+            best_cpu = (rate, cpu);
+        }
+        per_shape.push((c, w, rate));
     }
     let best = per_shape.iter().map(|(_, _, r)| *r).fold(0.0, f64::max);
     // Latency: paced, each confirm timed in its own task.
@@ -146,7 +155,11 @@ pub(crate) async fn raw_baseline(
     }
     let mut l = lat.lock().map(|l| l.clone()).unwrap_or_default();
     (
-        Ceiling { best, per_shape },
+        Ceiling {
+            best,
+            per_shape,
+            cpu: best_cpu.1,
+        },
         pct(&mut l, 0.5),
         pct(&mut l, 0.99),
     )
@@ -350,9 +363,14 @@ pub(crate) async fn steady(
 
 /// Burst: `n` cron jobs due in the same second (`*/15 * * * * *`); returns
 /// (fires confirmed per second over the burst, seconds to confirm all).
-pub(crate) async fn burst(samples: &Samples, n: usize, shards: u32) -> (f64, f64) {
+pub(crate) async fn burst(
+    samples: &Samples,
+    n: usize,
+    shards: u32,
+) -> (f64, f64, crate::common::cpu::Split) {
     let v = crate::common::vhost("burst");
     let s = settings(&v, shards);
+    let mut cpu = crate::common::cpu::Split::default();
     let mut late = with_scheduler(&s, async {
         let conn = connect(&v.url(), "bench-client").await.expect("connect");
         let jobs: Vec<JobSpec> = (0..n)
@@ -377,6 +395,7 @@ pub(crate) async fn burst(samples: &Samples, n: usize, shards: u32) -> (f64, f64
         samples.take(m::FIRE_LATENESS_SECONDS);
         // Wait for the round's `n` confirmed fires.
         let start = Instant::now();
+        let cpu_before = crate::common::cpu::now(&[]);
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
             let got = samples
@@ -388,6 +407,7 @@ pub(crate) async fn burst(samples: &Samples, n: usize, shards: u32) -> (f64, f64
                 break;
             }
         }
+        cpu = (crate::common::cpu::now(&[]) - cpu_before).per_thousand(n);
         let _ = conn.close(200, "".into()).await;
         samples.take(m::FIRE_LATENESS_SECONDS)
     })
@@ -398,5 +418,5 @@ pub(crate) async fn burst(samples: &Samples, n: usize, shards: u32) -> (f64, f64
         late.len()
     );
     let last = pct(&mut late, 1.0);
-    (n as f64 / last.max(1e-9), last)
+    (n as f64 / last.max(1e-9), last, cpu)
 }

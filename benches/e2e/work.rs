@@ -25,7 +25,7 @@ use sundial_core::{
     HumanDuration,
 };
 
-use crate::common::{raw_queues, Vhost};
+use crate::common::{cpu, raw_queues, Vhost};
 
 /// Shards of the benchmark's installation: 64 (the default), or
 /// `SUNDIAL_BENCH_SHARDS` (to measure what fewer shards cost).
@@ -154,7 +154,7 @@ async fn drive(
 
 /// Raw lapin: 64 quorum queues, one connection consuming all of them with
 /// prefetch CONCURRENCY each, every delivery acked in its own task.
-pub(crate) async fn raw(v: &Vhost, n: usize, paced: usize) -> ((f64, Vec<f64>), (f64, Vec<f64>)) {
+pub(crate) async fn raw(v: &Vhost, n: usize, paced: usize) -> Measured {
     let conn = connect(&v.url(), "bench-raw").await.expect("connect");
     let ch = raw_queues(&conn, shards()).await;
     let consumer_conn = connect(&v.url(), "bench-raw-consumer")
@@ -209,6 +209,7 @@ pub(crate) async fn raw(v: &Vhost, n: usize, paced: usize) -> ((f64, Vec<f64>), 
         body[..16].copy_from_slice(&(Instant::now() - base).as_nanos().to_le_bytes());
         body
     };
+    let cpu_before = cpu::now(&[]);
     let thr = drive(&ch, n, None, &seen, |i| {
         (
             String::new(),
@@ -218,6 +219,7 @@ pub(crate) async fn raw(v: &Vhost, n: usize, paced: usize) -> ((f64, Vec<f64>), 
         )
     })
     .await;
+    let cpu = cpu::now(&[]) - cpu_before;
     let lat = drive(&ch, paced, Some(PACED_RATE), &seen, |i| {
         (
             String::new(),
@@ -229,7 +231,30 @@ pub(crate) async fn raw(v: &Vhost, n: usize, paced: usize) -> ((f64, Vec<f64>), 
     .await;
     let _ = conn.close(200, "".into()).await;
     let _ = consumer_conn.close(200, "".into()).await;
-    (thr, lat)
+    Measured {
+        thr,
+        lat,
+        cpu,
+        history: (0, 0),
+    }
+}
+
+/// What a publish+consume phase measured: (elapsed s, latencies) of the
+/// pipelined run and of the paced one, and the CPU the pipelined run took
+/// (broker, workers, harness).
+pub(crate) struct Measured {
+    pub thr: (f64, Vec<f64>),
+    pub lat: (f64, Vec<f64>),
+    pub cpu: cpu::Split,
+    /// History stream messages the workers sent by the end of the
+    /// pipelined run, and the records in them.
+    pub history: (u64, u64),
+}
+
+/// The binary the worker processes run: this build's `sundial`, or
+/// `SUNDIAL_BENCH_BIN` (to compare two builds in one session: before/after).
+fn worker_bin() -> std::ffi::OsString {
+    std::env::var_os("SUNDIAL_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_sundial").into())
 }
 
 /// A `sundial worker` process and the address of its `/metrics`.
@@ -246,7 +271,7 @@ fn workers(v: &Vhost, k: usize, env: &[(&str, &str)]) -> Vec<WorkerProc> {
                 .and_then(|l| l.local_addr())
                 .expect("a free port")
                 .to_string();
-            let child = Command::new(env!("CARGO_BIN_EXE_sundial"))
+            let child = Command::new(worker_bin())
                 .args(["worker", "--id", &format!("bw{i}"), "--broker", &v.url()])
                 .args(["--concurrency", &CONCURRENCY.to_string()])
                 .args(["--http", &http])
@@ -292,8 +317,8 @@ fn workers(v: &Vhost, k: usize, env: &[(&str, &str)]) -> Vec<WorkerProc> {
     }
 }
 
-/// `sundial_runs_total{…outcome="succeeded"}` of the worker at `addr`.
-fn succeeded(addr: &str) -> Option<u64> {
+/// The `/metrics` text of the worker at `addr`.
+fn metrics_of(addr: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -304,11 +329,41 @@ fn succeeded(addr: &str) -> Option<u64> {
     .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// The value of the first sample whose line starts with `prefix` and holds
+/// `with`; 0 when there is none yet.
+fn sample(text: &str, prefix: &str, with: &str) -> Option<u64> {
     let line = text
         .lines()
-        .find(|l| l.starts_with("sundial_runs_total{") && l.contains("outcome=\"succeeded\""));
-    // No line yet: no run has succeeded.
-    line.map_or(Some(0), |l| l.rsplit(' ').next()?.parse().ok())
+        .find(|l| l.starts_with(prefix) && l.contains(with));
+    line.map_or(Some(0), |l| {
+        l.rsplit(' ').next()?.parse::<f64>().ok().map(|v| v as u64)
+    })
+}
+
+/// `sundial_runs_total{…outcome="succeeded"}` of the worker at `addr`.
+fn succeeded(addr: &str) -> Option<u64> {
+    sample(
+        &metrics_of(addr)?,
+        "sundial_runs_total{",
+        "outcome=\"succeeded\"",
+    )
+}
+
+/// History stream messages and the records in them, summed over workers.
+fn history_sent(addrs: &[String]) -> (u64, u64) {
+    addrs
+        .iter()
+        .filter_map(|a| metrics_of(a))
+        .map(|t| {
+            (
+                sample(&t, "sundial_history_batches_total", "").unwrap_or(0),
+                sample(&t, "sundial_history_records_total", "").unwrap_or(0),
+            )
+        })
+        .fold((0, 0), |(b, r), (b2, r2)| (b + b2, r + r2))
 }
 
 /// Counts finished runs from the workers' own `/metrics` (every 10 ms, on
@@ -413,7 +468,7 @@ pub(crate) async fn sundial(
     n: usize,
     paced: usize,
     env: &[(&str, &str)],
-) -> ((f64, Vec<f64>), (f64, Vec<f64>)) {
+) -> Measured {
     let topo = topology();
     let conn = connect(&v.url(), "bench-fires").await.expect("connect");
     sundial_amqp::topology::apply(&conn, &topo.declarations())
@@ -447,7 +502,11 @@ pub(crate) async fn sundial(
         stop.clone(),
     );
     let (_sub, _task) = listen(&conn, seen.clone(), scheduled.clone()).await;
+    let pids: Vec<u32> = procs.iter().map(|p| p.child.id()).collect();
+    let cpu_before = cpu::now(&pids);
     let thr = drive(&ch, n, None, &seen, |i| send(i, "t")).await;
+    let cpu = cpu::now(&pids) - cpu_before;
+    let history = history_sent(&procs.iter().map(|p| p.http.clone()).collect::<Vec<_>>());
     // Throughput fires have no latency sample: only the paced ones count.
     if let Ok(mut m) = scheduled.lock() {
         m.clear();
@@ -464,5 +523,10 @@ pub(crate) async fn sundial(
         let _ = p.child.wait();
     }
     let _ = conn.close(200, "".into()).await;
-    (thr, lat)
+    Measured {
+        thr,
+        lat,
+        cpu,
+        history,
+    }
 }

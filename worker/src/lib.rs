@@ -9,6 +9,7 @@
 //! | module       | responsibility |
 //! |--------------|----------------|
 //! | `lib.rs`     | `WorkerConfig`, `Worker` (`builder`, `run`: the supervised root, `run_once`) |
+//! | `acks`       | `Acks`: the input channel's acks, gathered into `multiple` acks |
 //! | `attempt`    | `attempt::handle`: one delivery → one outcome (ack, retry tier, dead letter), records first |
 //! | `executor`   | `shell`, `http` (feature), `publish`, `handler`, `noop` |
 //! | `handler`    | the Rust handler API (`Handlers`, `JobError`, `RunContext`) |
@@ -34,6 +35,7 @@
 //! every shard queue and RabbitMQ spreads the deliveries (round-robin per
 //! queue, bounded by the prefetch).
 
+mod acks;
 mod attempt;
 mod beat;
 mod cancel;
@@ -146,6 +148,7 @@ const UNSETTLED_REQUEUE_DELAY: Duration = Duration::from_secs(1);
 async fn settle_unsettled(
     shared: &Shared,
     acker: &lapin::Acker,
+    tag: u64,
     e: &Error,
     broken: &CancellationToken,
 ) {
@@ -166,8 +169,11 @@ async fn settle_unsettled(
         requeue: true,
         ..Default::default()
     };
-    if let Err(e) = acker.nack(requeue).await {
-        warn!(error = %e, "requeue failed; the broker redelivers the fire when the channel closes");
+    match acker.nack(requeue).await {
+        Ok(_) => shared.acks.released(tag),
+        Err(e) => {
+            warn!(error = %e, "requeue failed; the broker redelivers the fire when the channel closes")
+        }
     }
 }
 
@@ -285,6 +291,7 @@ impl Worker {
             hmac_key: cfg.hmac_key.clone(),
             run_events: cfg.run_events,
             recorder,
+            acks: crate::acks::Acks::start(input.clone()),
         });
         let cancels =
             cancel::listen(&conn, &topo, &cfg.id, shared.clone(), abandon.clone()).await?;
@@ -380,10 +387,13 @@ impl Worker {
                 Some(Err(e)) => break Err(Error::broker("work delivery")(e)),
                 None => break Err(sundial_amqp::Error::StreamEnded("work consumers").into()),
             };
+            // Noted before its attempt can ask for its ack (crate::acks).
+            shared.acks.taken(delivery.delivery_tag);
             let shared = shared.clone();
             let broken = broken.clone();
             // Kept to settle the delivery when the attempt could not.
             let acker = delivery.acker.clone();
+            let tag = delivery.delivery_tag;
             // The permit goes when the executor is done: settling (records,
             // retry, ack) overlaps the next runs.
             tasks.spawn(async move {
@@ -404,7 +414,7 @@ impl Worker {
                     }
                 };
                 if let Err(e) = result {
-                    settle_unsettled(&shared, &acker, &e, &broken).await;
+                    settle_unsettled(&shared, &acker, tag, &e, &broken).await;
                 }
             });
         };

@@ -13,7 +13,6 @@ use std::{
 use chrono::{DateTime, Utc};
 use lapin::{
     message::Delivery,
-    options::BasicAckOptions,
     types::{AMQPValue, LongString, ShortString},
     BasicProperties, Channel,
 };
@@ -71,6 +70,8 @@ pub(crate) struct Shared {
     pub(crate) run_events: sundial_core::settings::RunEvents,
     /// Every run record goes to the history stream, in batches.
     pub(crate) recorder: crate::record::Recorder,
+    /// The input channel's acks, gathered.
+    pub(crate) acks: crate::acks::Acks,
 }
 
 /// A running attempt that a cancel request can stop.
@@ -154,7 +155,7 @@ async fn run_fire(
             Some(sundial_core::protocol::run::DUPLICATE.into()),
         );
         emit(shared, &fire, &ev).await?.await?;
-        return ack(d).await;
+        return ack(shared, d).await;
     }
     let result = attempt(shared, d, &fire, permit).await;
     if !matches!(result, Ok(true)) {
@@ -249,7 +250,7 @@ async fn attempt(
         metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => outcome)
             .increment(1);
         info!(%reason, "attempt cancelled on request");
-        ack(d).await?;
+        ack(shared, d).await?;
         return Ok(true);
     }
     if shared.abandon.is_cancelled() && !timed_out {
@@ -277,7 +278,7 @@ async fn attempt(
             a.and(b)?;
             metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "succeeded").increment(1);
             debug!(duration_ms, "attempt succeeded");
-            ack(d).await?;
+            ack(shared, d).await?;
             return Ok(true);
         }
         Err(f) => f,

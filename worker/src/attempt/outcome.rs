@@ -69,7 +69,7 @@ pub(super) async fn settle_failure(
     }
     let (a, b) = tokio::join!(started, failed_confirm);
     a.and(b)?;
-    ack(d).await?;
+    ack(shared, d).await?;
     Ok(true)
 }
 
@@ -136,7 +136,7 @@ pub(super) async fn set_aside(
     dead_letter(shared, &d.data, &d.properties, reason, 1, now, now).await?;
     metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => outcome)
         .increment(1);
-    ack(d).await
+    ack(shared, d).await
 }
 
 /// Publishes the delivery's body, with its properties plus the reason
@@ -238,12 +238,10 @@ pub(super) fn publish_failed(e: PublishError) -> Error {
     }
 }
 
-pub(super) async fn ack(d: &Delivery) -> Result<(), Error> {
-    d.acker
-        .ack(BasicAckOptions::default())
-        .await
-        .map_err(Error::broker("basic.ack"))
-        .map(|_| ())
+/// Acks `d` through the channel's ack gatherer (`crate::acks`): with
+/// others asked for at the same time, in one `multiple` ack when it can.
+pub(super) async fn ack(shared: &Shared, d: &Delivery) -> Result<(), Error> {
+    shared.acks.ack(d.delivery_tag).await
 }
 
 pub(super) fn warn_long_timeout(shared: &Shared, fire: &FireEvent) {

@@ -379,7 +379,7 @@ fn main() {
                     raw_cpu.harness,
                 );
                 println!(
-                    "  history: {batches} stream messages for {records} records ({:.1} a message) by the end of the pipelined run",
+                    "  history: {batches} stream messages for {records} records ({:.1} a message) during the pipelined run",
                     records as f64 / batches.max(1) as f64
                 );
                 e2e.push(json!({"workers": k, "run_events": events, "jobs_per_s": rate, "ratio": rate / raw_pc,

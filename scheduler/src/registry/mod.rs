@@ -32,6 +32,7 @@ use sundial_amqp::{
 };
 
 mod handlers;
+mod walk;
 
 use handlers::*;
 pub(crate) use handlers::{Execute, JobOf, JobsIn};
@@ -559,21 +560,16 @@ impl Handler<Attach> for Registry {
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) {
         // Their jobs become full (parsed, shared with the timers), in steps
         // (a third of ten million jobs takes seconds; heartbeats share this
-        // thread): the timers load when a walk that began after this ends.
+        // thread): the timers load once the walk has visited every job
+        // since this mark: one lap from here, also when a walk is under way.
         let numbers: Vec<u32> = msg.shards.iter().map(|(s, _)| *s).collect();
         self.view.mark(&numbers, true);
         let c = &mut self.converting;
         c.forget(&numbers);
-        let to = if c.walking {
-            &mut c.next
-        } else {
-            &mut c.waiting
-        };
-        to.extend(
-            msg.shards
-                .into_iter()
-                .map(|(s, addr)| (s, addr, msg.alive_since)),
-        );
+        let now = std::time::Instant::now();
+        for (s, addr) in msg.shards {
+            c.wait(Some((s, addr, msg.alive_since, now)));
+        }
         if !self.converting.walking {
             self.walk(ctx);
         }
@@ -595,9 +591,8 @@ impl Handler<Detach> for Registry {
         // Its jobs go back to the compact form, in steps.
         self.view.mark(&[shard], false);
         self.converting.forget(&[shard]);
-        if self.converting.walking {
-            self.converting.again = true;
-        } else {
+        self.converting.wait(None);
+        if !self.converting.walking {
             self.walk(ctx);
         }
     }
@@ -607,27 +602,47 @@ impl Handler<Detach> for Registry {
 /// change form).
 const CONVERT_STEP: usize = 20_000;
 
+/// A shard whose timer waits for a walk: its number, the timer, since when
+/// this node holds it, and when it was marked.
+type Load = (
+    u32,
+    Addr<ShardActor>,
+    chrono::DateTime<Utc>,
+    std::time::Instant,
+);
+
 /// A walk putting every job in the form its shard's mark says (ADR 0024),
-/// and the shards whose timers wait for it.
+/// lap after lap while someone waits for it (`walk.rs`).
 #[derive(Default)]
 pub(crate) struct Converting {
     walking: bool,
     cursor: Option<Box<str>>,
+    /// This walk: when it began, its steps, the time they took, its laps.
     started: Option<std::time::Instant>,
-    /// Marked before the walk under way began: loaded when it ends.
-    waiting: Vec<(u32, Addr<ShardActor>, chrono::DateTime<Utc>)>,
-    /// Marked while it walks: the next walk serves them.
-    next: Vec<(u32, Addr<ShardActor>, chrono::DateTime<Utc>)>,
-    /// A shard was released while it walked: walk again.
-    again: bool,
+    steps: u32,
+    busy: std::time::Duration,
+    laps: u32,
+    /// Shards whose timers wait for their jobs (`Some`), and released
+    /// shards whose jobs wait to be made compact (`None`).
+    waiting: Vec<walk::Waiter<Option<Load>>>,
 }
 
 impl Converting {
-    /// Drops what waits for `shards` (released, or attached again with
-    /// another timer).
+    /// Drops the timers waiting for `shards` (released, or attached again
+    /// with another timer).
     fn forget(&mut self, shards: &[u32]) {
-        self.waiting.retain(|(s, _, _)| !shards.contains(s));
-        self.next.retain(|(s, _, _)| !shards.contains(s));
+        self.waiting
+            .retain(|w| w.what.as_ref().is_none_or(|(s, ..)| !shards.contains(s)));
+    }
+
+    /// Waits for the walk (from where it is now).
+    fn wait(&mut self, what: Option<Load>) {
+        let at = if self.walking {
+            self.cursor.as_deref()
+        } else {
+            None
+        };
+        self.waiting.push(walk::Waiter::new(what, at));
     }
 }
 
@@ -638,51 +653,70 @@ impl Registry {
         c.walking = true;
         c.cursor = None;
         c.started = Some(std::time::Instant::now());
+        c.steps = 0;
+        c.busy = std::time::Duration::ZERO;
+        c.laps = 0;
         self.walk_step(ctx);
     }
 
     fn walk_step(&mut self, ctx: &mut Context<Self>) {
+        let step = std::time::Instant::now();
         let cursor = self.converting.cursor.take();
-        self.converting.cursor = self.view.convert_some(cursor.as_deref(), CONVERT_STEP);
-        if self.converting.cursor.is_some() {
-            // A timer, not a message: the heartbeat and the other actors of
-            // this thread run between steps.
-            ctx.run_later(std::time::Duration::from_millis(1), |act, ctx| {
-                act.walk_step(ctx)
-            });
+        let cursor = self.view.convert_some(cursor.as_deref(), CONVERT_STEP);
+        let c = &mut self.converting;
+        c.busy += step.elapsed();
+        c.steps += 1;
+        if cursor.is_none() {
+            c.laps += 1;
+        }
+        let served = walk::served(&mut c.waiting, cursor.as_deref());
+        c.cursor = cursor;
+        let loads: Vec<Load> = served.into_iter().flatten().collect();
+        if !loads.is_empty() {
+            self.load_timers(loads);
+        }
+        let c = &mut self.converting;
+        if c.cursor.is_none() && c.waiting.is_empty() {
+            c.walking = false;
+            info!(
+                steps = c.steps,
+                laps = c.laps,
+                busy_ms = c.busy.as_millis() as u64,
+                elapsed_ms = c.started.map_or(0, |t| t.elapsed().as_millis() as u64),
+                "registry conversion walk ended"
+            );
             return;
         }
-        // The walk ended: the shards that waited for it load their timers.
-        let c = &mut self.converting;
-        let waiting = std::mem::take(&mut c.waiting);
-        let elapsed = c.started.map(|t| t.elapsed()).unwrap_or_default();
-        c.walking = false;
-        if !waiting.is_empty() {
-            let numbers: Vec<u32> = waiting.iter().map(|(s, _, _)| *s).collect();
-            // Parsed already: this collects them (and parses what came in
-            // compact meanwhile, none: the marks were set).
-            let mut loads = self.view.hold(&numbers);
-            info!(
-                shards = numbers.len(),
-                jobs = loads.values().map(Vec::len).sum::<usize>(),
-                elapsed_ms = elapsed.as_millis() as u64,
-                "shard jobs parsed for their timers"
-            );
-            for (shard, addr, alive_since) in waiting {
-                addr.do_send(super::shard::Load {
-                    jobs: loads.remove(&shard).unwrap_or_default(),
-                    alive_since,
-                });
-                if let Some(slot) = self.shards.get_mut(shard as usize) {
-                    *slot = Some(addr);
-                }
+        // A timer, not a message: the heartbeat and the other actors of
+        // this thread run between steps. A lap that ended with someone
+        // still waiting starts the next from the first job.
+        ctx.run_later(std::time::Duration::from_millis(1), |act, ctx| {
+            act.walk_step(ctx)
+        });
+    }
+
+    /// The shards a walk served load their timers.
+    fn load_timers(&mut self, loads: Vec<Load>) {
+        let numbers: Vec<u32> = loads.iter().map(|(s, ..)| *s).collect();
+        // Parsed already: this collects them (and parses what came in
+        // compact meanwhile, none: the marks were set).
+        let mut jobs = self.view.hold(&numbers);
+        let waited = loads.iter().map(|(.., t)| t.elapsed()).max();
+        info!(
+            shards = numbers.len(),
+            jobs = jobs.values().map(Vec::len).sum::<usize>(),
+            waited_ms = waited.unwrap_or_default().as_millis() as u64,
+            walk_steps = self.converting.steps,
+            "shard jobs parsed for their timers"
+        );
+        for (shard, addr, alive_since, _) in loads {
+            addr.do_send(super::shard::Load {
+                jobs: jobs.remove(&shard).unwrap_or_default(),
+                alive_since,
+            });
+            if let Some(slot) = self.shards.get_mut(shard as usize) {
+                *slot = Some(addr);
             }
-        }
-        let c = &mut self.converting;
-        if !c.next.is_empty() || c.again {
-            c.waiting = std::mem::take(&mut c.next);
-            c.again = false;
-            self.walk(ctx);
         }
     }
 }

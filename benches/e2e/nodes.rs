@@ -23,7 +23,7 @@ use sundial_core::protocol::{fire::FireEvent, node::Heartbeat};
 use sundial_testkit::Daemon;
 
 use crate::{
-    common::Vhost,
+    common::{pct, Vhost},
     sched::{register_batch, settings, spread_jobs_range},
 };
 
@@ -328,6 +328,19 @@ pub(crate) async fn nodes(
         api_page.push(p.1);
         api_job.push(j.1);
     }
+    // Said as soon as measured: a later step that fails keeps them.
+    {
+        let mut l = lateness.clone();
+        let (mut p, mut j) = (api_page.clone(), api_job.clone());
+        eprintln!(
+            "nodes: {fires_per_s:.0} fires/s, lateness p50 {:.1} ms p99 {:.1} ms max {:.1} ms; API page p99 {:.2} ms, job p99 {:.2} ms",
+            pct(&mut l, 0.5) * 1e3,
+            pct(&mut l, 0.99) * 1e3,
+            pct(&mut l, 1.0) * 1e3,
+            pct(&mut p, 0.99) * 1e3,
+            pct(&mut j, 0.99) * 1e3,
+        );
+    }
 
     // Takeover: SIGKILL n1.
     let victim: BTreeSet<u32> = held
@@ -399,6 +412,7 @@ pub(crate) async fn nodes(
     };
     let fresh_rss = rss_of(nodes[0].proc.pid());
     progress("fresh node", 1, 1);
+    eprintln!("nodes: fresh node ready in {ready_s:.1} s, RSS {fresh_rss:.0} MiB");
 
     for node in &mut nodes {
         node.proc.stop();

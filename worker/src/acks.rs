@@ -130,7 +130,13 @@ pub(crate) struct Gather {
     ahead: BTreeSet<u64>,
     /// Taken and neither acked nor released.
     open: BTreeSet<u64>,
+    /// A tag was never taken while [`AHEAD_MAX`] later ones were (a
+    /// delivery lapin dropped, say): from then on every ack goes alone.
+    gapped: bool,
 }
+
+/// Tags taken past a gap that are tracked before the gap is given up on.
+const AHEAD_MAX: usize = 100_000;
 
 /// How to send the acks asked for: one `multiple` ack up to a tag, and the
 /// rest one by one.
@@ -148,8 +154,12 @@ impl Gather {
             while self.ahead.remove(&(self.taken_upto + 1)) {
                 self.taken_upto += 1;
             }
-        } else if tag > self.taken_upto {
+        } else if tag > self.taken_upto && !self.gapped {
             self.ahead.insert(tag);
+            if self.ahead.len() > AHEAD_MAX {
+                self.gapped = true;
+                self.ahead = BTreeSet::new();
+            }
         }
     }
 
@@ -163,7 +173,11 @@ impl Gather {
     /// below every open and every not-yet-taken delivery.
     pub(crate) fn plan(&self, asked: &[u64]) -> Plan {
         let below_open = self.open.first().map_or(u64::MAX, |t| t - 1);
-        let bound = self.taken_upto.min(below_open);
+        let bound = if self.gapped {
+            0
+        } else {
+            self.taken_upto.min(below_open)
+        };
         let covered = asked.iter().filter(|t| **t <= bound).count();
         let multiple = match covered {
             0 | 1 => None,
@@ -246,6 +260,24 @@ mod tests {
         );
         let g = gather(&[1, 2, 3], &[1, 2, 3]);
         assert_eq!(g.plan(&[1, 3]).multiple, Some(3));
+    }
+
+    #[test]
+    fn a_gap_that_never_closes_stops_gathering_instead_of_growing() {
+        // Tag 1 is never taken.
+        let mut g = Gather::default();
+        for t in 2..=(AHEAD_MAX as u64 + 2) {
+            g.taken(t);
+            g.settled(t);
+        }
+        assert!(g.ahead.is_empty());
+        assert_eq!(
+            g.plan(&[5, 6]),
+            Plan {
+                multiple: None,
+                singles: vec![5, 6]
+            }
+        );
     }
 
     #[test]

@@ -56,7 +56,7 @@ use actix::prelude::*;
 use chrono::Utc;
 use sundial_core::topology::Topology;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use self::registry::Registry;
 pub use self::{
@@ -117,6 +117,10 @@ impl SchedulerConfig {
 
 /// This component's name in `/readyz`.
 const HEALTH_PART: &str = "scheduler";
+
+/// How long a stopping scheduler waits for its tasks to hand its shards
+/// over before it closes its connections anyway.
+const HANDOVER_WAIT: Duration = Duration::from_secs(15);
 
 /// Runs until `shutdown` is cancelled. Losing the broker restarts everything
 /// that uses the connection, after a backoff; the registry and watermarks
@@ -321,10 +325,23 @@ async fn run_once(
             () = &mut opener => Err(Error::TaskStopped("channel opener")),
             () = shutdown.cancelled() => {
                 // Leases hand every shard back: final watermarks, then the
-                // lease queues go, and peers hear of it at once.
+                // lease queues go, and peers hear of it at once. Bounded: a
+                // node busy with millions of jobs closes its connections
+                // after HANDOVER_WAIT, and peers take what is left when its
+                // heartbeats stop (as after a crash: fires since the last
+                // watermark may be sent again, with the same fire ids).
                 stop.cancel();
-                let (c, t, a, h, l) = tokio::join!(control, tracker, advancer, history, leases);
-                c.and(t).and(a).and(h).and(l)
+                let all = async {
+                    let (c, t, a, h, l) = tokio::join!(control, tracker, advancer, history, leases);
+                    c.and(t).and(a).and(h).and(l)
+                };
+                match tokio::time::timeout(HANDOVER_WAIT, all).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        warn!(node = %cfg.node, waited_s = HANDOVER_WAIT.as_secs(), "shards not all handed over in time; stopping anyway (peers take the rest when the heartbeats stop)");
+                        Ok(())
+                    }
+                }
             }
             () = lost.cancelled() => Err(Error::connection_lost("connection closed")),
             () = lease_lost.cancelled() => Err(Error::connection_lost("lease connection closed")),

@@ -686,9 +686,13 @@ impl Registry {
         if !loads.is_empty() {
             self.load_timers(loads);
         }
+        // Every walk begins with a waiter, and every mark adds one: with
+        // none left, every mark is served (mid-lap too: the rest of the
+        // lap was walked since).
         let c = &mut self.converting;
-        if c.cursor.is_none() && c.waiting.is_empty() {
+        if c.waiting.is_empty() {
             c.walking = false;
+            c.cursor = None;
             info!(
                 steps = c.steps,
                 laps = c.laps,

@@ -264,9 +264,9 @@ impl<'a> Dlq<'a> {
         }
     }
 
-    /// Returns every letter `ch` got and did not ack (up to `last`) to the
-    /// queue, then closes it: before the reader lock goes, so the next
-    /// reader finds them all.
+    /// Returns every letter `ch` got and did not ack to the queue (`last`:
+    /// the last one not acked), then closes it: before the reader lock
+    /// goes, so the next reader finds them all.
     async fn give_back(&self, ch: Channel, last: Option<u64>) {
         if let Some(tag) = last {
             let _ = tokio::time::timeout(
@@ -388,10 +388,13 @@ impl<'a> Dlq<'a> {
         while read < limit {
             let Some(m) = self.get(&ch).await? else { break };
             read += 1;
-            last = Some(m.delivery.delivery_tag);
+            // The last letter *not* acked: give_back nacks up to it, and a
+            // nack of an acked tag is a channel error (unknown delivery tag).
+            let tag = m.delivery.delivery_tag;
             on_read();
             let dl = DeadLetter::read(&m.delivery.properties, &m.delivery.data);
             if !select(&dl) {
+                last = Some(tag);
                 continue;
             }
             let id = dl
@@ -405,12 +408,14 @@ impl<'a> Dlq<'a> {
                     settled
                         .skipped
                         .push((id, format!("not a fire event: {why}")));
+                    last = Some(tag);
                     continue;
                 };
                 if let Err(e) = fire.check_names() {
                     settled
                         .skipped
                         .push((id, format!("not a valid fire event: {e}")));
+                    last = Some(tag);
                     continue;
                 }
                 fire.attempt = 1;

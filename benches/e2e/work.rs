@@ -211,37 +211,22 @@ pub(crate) async fn raw(v: &Vhost, n: usize, paced: usize) -> Measured {
         body[..16].copy_from_slice(&(Instant::now() - base).as_nanos().to_le_bytes());
         body
     };
+    // One message of each run: to `raw.{i mod shards}`, the send time first.
+    let send = |i: usize| {
+        (
+            String::new(),
+            format!("raw.{}", i as u32 % shards()),
+            body_for(),
+            props.clone(),
+        )
+    };
     // Untimed warm-up, as on the Sundial side: both consumers have grown
     // their heaps and buffers before the timed run.
-    drive(&ch, n / WARM_UP_PART, None, &seen, |i| {
-        (
-            String::new(),
-            format!("raw.{}", i as u32 % shards()),
-            body_for(),
-            props.clone(),
-        )
-    })
-    .await;
+    drive(&ch, n / WARM_UP_PART, None, &seen, send).await;
     let cpu_before = cpu::now(&[]);
-    let thr = drive(&ch, n, None, &seen, |i| {
-        (
-            String::new(),
-            format!("raw.{}", i as u32 % shards()),
-            body_for(),
-            props.clone(),
-        )
-    })
-    .await;
+    let thr = drive(&ch, n, None, &seen, send).await;
     let cpu = cpu::now(&[]) - cpu_before;
-    let lat = drive(&ch, paced, Some(PACED_RATE), &seen, |i| {
-        (
-            String::new(),
-            format!("raw.{}", i as u32 % shards()),
-            body_for(),
-            props.clone(),
-        )
-    })
-    .await;
+    let lat = drive(&ch, paced, Some(PACED_RATE), &seen, send).await;
     let _ = conn.close(200, "".into()).await;
     let _ = consumer_conn.close(200, "".into()).await;
     Measured {

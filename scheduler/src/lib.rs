@@ -219,19 +219,22 @@ async fn run_once(
     let reg_ch = sundial_amqp::broker::confirming_channel(&conn).await?;
     let jobs = replayed.view.len();
     let registry_failed = CancellationToken::new();
-    let registry = Registry::new(
-        replayed,
-        registry::RegistryParts {
-            channel: reg_ch,
-            topo: topo.clone(),
-            settings: cfg.registry,
-            node: cfg.node.clone(),
-            failed: registry_failed.clone(),
-            key: cfg.hmac_key.clone(),
-            occurrences: occurrences.clone(),
-        },
-    )
-    .start();
+    let parts = registry::RegistryParts {
+        channel: reg_ch,
+        topo: topo.clone(),
+        settings: cfg.registry,
+        node: cfg.node.clone(),
+        failed: registry_failed.clone(),
+        key: cfg.hmac_key.clone(),
+        occurrences: occurrences.clone(),
+    };
+    // The registry has a thread of its own: its conversion walks after a
+    // takeover (seconds of work at millions of jobs) must not delay the
+    // lease loop, the heartbeats or the control consumer on this one.
+    let registry_thread = Arbiter::new();
+    let registry = Registry::start_in_arbiter(&registry_thread.handle(), move |_| {
+        Registry::new(replayed, parts)
+    });
     cfg.reads.set(Some(registry.clone().recipient()));
     info!(node = %cfg.node, shards = topo.shards, jobs, "scheduler running");
     // Ready means: connected, registry replayed, control consumer attached
@@ -358,6 +361,7 @@ async fn run_once(
     let _ = tokio::time::timeout(bye, conn.close(200, "scheduler stopping".into())).await;
     cfg.reads.set(None);
     registry.do_send(StopRegistry);
+    registry_thread.stop();
     for a in &arbiters {
         a.stop();
     }

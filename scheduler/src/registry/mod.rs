@@ -559,8 +559,8 @@ impl Handler<Attach> for Registry {
 
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) {
         // Their jobs become full (parsed, shared with the timers), in steps
-        // (a third of ten million jobs takes seconds; heartbeats share this
-        // thread): the timers load once the walk has visited every job
+        // (a third of ten million jobs takes seconds; commands and reads
+        // wait between steps): the timers load once the walk has visited every job
         // since this mark: one lap from here, also when a walk is under way.
         let numbers: Vec<u32> = msg.shards.iter().map(|(s, _)| *s).collect();
         self.view.mark(&numbers, true);
@@ -598,9 +598,11 @@ impl Handler<Detach> for Registry {
     }
 }
 
-/// Jobs visited per step of a conversion walk (~20–60 ms when they all
-/// change form, ~2 ms when none does).
+/// Jobs visited per chunk of a conversion walk's step (~20–60 ms when they
+/// all change form, ~2 ms when none does).
 const CONVERT_STEP: usize = 20_000;
+/// A step goes on with another chunk until it has worked this long.
+const STEP_TIME: std::time::Duration = std::time::Duration::from_millis(40);
 
 /// A shard whose timer waits for a walk: its number, the timer, since when
 /// this node holds it, and when it was marked.
@@ -661,12 +663,19 @@ impl Registry {
 
     fn walk_step(&mut self, ctx: &mut Context<Self>) {
         let step = std::time::Instant::now();
-        // One chunk a step. Measured at 10M: steps of up to 40 ms brought
-        // the first fire after a takeover from 29 s to 12 s, but the lease
-        // task sharing this thread then claimed shards 1-3 s late (owned
-        // again after 6.7 s instead of 2.6 s): the takeover comes first.
-        let cursor = self.converting.cursor.take();
-        let cursor = self.view.convert_some(cursor.as_deref(), CONVERT_STEP);
+        // Chunks until the step has worked STEP_TIME or the lap ends: each
+        // yield lets commands and reads queued meanwhile in, and waits for
+        // whatever else the machine runs. The registry has its own thread
+        // (the lease loop does not wait for a step: at 10M, with the two
+        // sharing one, shards were owned again 6.7 s after a takeover
+        // instead of 2.6 s).
+        let mut cursor = self.converting.cursor.take();
+        loop {
+            cursor = self.view.convert_some(cursor.as_deref(), CONVERT_STEP);
+            if cursor.is_none() || step.elapsed() >= STEP_TIME {
+                break;
+            }
+        }
         let c = &mut self.converting;
         c.busy += step.elapsed();
         c.steps += 1;
@@ -695,8 +704,8 @@ impl Registry {
             );
             return;
         }
-        // A timer, not a message: the heartbeat and the other actors of
-        // this thread run between steps. A lap that ended with someone
+        // A timer, not a message: commands and reads queued meanwhile run
+        // between steps. A lap that ended with someone
         // still waiting starts the next from the first job.
         ctx.run_later(std::time::Duration::from_millis(1), |act, ctx| {
             act.walk_step(ctx)

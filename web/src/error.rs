@@ -10,4 +10,7 @@ pub enum Error {
     /// The Prometheus recorder could not be installed.
     #[error("metrics recorder: {0}")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
+    /// The thread that folds histogram samples could not start.
+    #[error("metrics upkeep thread: {0}")]
+    Upkeep(String),
 }

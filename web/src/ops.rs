@@ -38,8 +38,16 @@ const SECONDS_BUCKETS: &[f64] = &[
     300.0, 900.0, 3600.0,
 ];
 
+/// How often the recorder's histogram samples are folded into their
+/// buckets when nobody scrapes `/metrics`.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Installs the process-wide Prometheus recorder (once; later calls return
-/// the same handle).
+/// the same handle), with its upkeep: the exporter keeps every histogram
+/// sample until a scrape or an upkeep folds it into the buckets, so a
+/// process nobody scrapes grew by 16 bytes a run (a worker at 20,000 runs/s:
+/// ~1 GiB an hour). A thread of its own does it, whatever runtime the
+/// process has.
 pub fn install_recorder() -> Result<PrometheusHandle, Error> {
     static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
     if let Some(h) = HANDLE.get() {
@@ -48,6 +56,14 @@ pub fn install_recorder() -> Result<PrometheusHandle, Error> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)?
         .install_recorder()?;
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            upkeep.run_upkeep();
+        })
+        .map_err(|e| Error::Upkeep(e.to_string()))?;
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 

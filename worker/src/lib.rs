@@ -292,6 +292,7 @@ impl Worker {
             run_events: cfg.run_events,
             recorder,
             acks: crate::acks::Acks::start(input.clone()),
+            meters: attempt::Meters::of(&cfg.pool),
         });
         let cancels =
             cancel::listen(&conn, &topo, &cfg.id, shared.clone(), abandon.clone()).await?;

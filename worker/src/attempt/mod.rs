@@ -72,6 +72,29 @@ pub(crate) struct Shared {
     pub(crate) recorder: crate::record::Recorder,
     /// The input channel's acks, gathered.
     pub(crate) acks: crate::acks::Acks,
+    /// The series every run records.
+    pub(crate) meters: Meters,
+}
+
+/// The series every run of this worker's pool records, registered once: a
+/// `metrics` macro call builds its key (label vector, pool string) and
+/// looks it up in the recorder each time, three times a run.
+pub(crate) struct Meters {
+    lateness: metrics::Histogram,
+    duration: metrics::Histogram,
+    succeeded: metrics::Counter,
+}
+
+impl Meters {
+    /// Registered with the recorder installed now (the command installs it
+    /// before it starts the worker).
+    pub(crate) fn of(pool: &str) -> Self {
+        Self {
+            lateness: metrics::histogram!(m::RUN_START_LATENESS_SECONDS, "pool" => pool.to_string()),
+            duration: metrics::histogram!(m::RUN_DURATION_SECONDS, "pool" => pool.to_string()),
+            succeeded: metrics::counter!(m::RUNS_TOTAL, "pool" => pool.to_string(), "outcome" => "succeeded"),
+        }
+    }
 }
 
 /// A running attempt that a cancel request can stop.
@@ -177,8 +200,7 @@ async fn attempt(
 ) -> Result<bool, Error> {
     let started_at = Utc::now();
     let lateness = (started_at - fire.scheduled_at).num_milliseconds().max(0) as f64 / 1000.0;
-    metrics::histogram!(m::RUN_START_LATENESS_SECONDS, "pool" => shared.pool.clone())
-        .record(lateness);
+    shared.meters.lateness.record(lateness);
     warn_long_timeout(shared, fire);
     let timeout = fire.timeout.get();
     // `started` carries the deadline the scheduler's overlap policies use.
@@ -264,8 +286,7 @@ async fn attempt(
         )));
     }
     let duration_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
-    metrics::histogram!(m::RUN_DURATION_SECONDS, "pool" => shared.pool.clone())
-        .record(took.as_secs_f64());
+    shared.meters.duration.record(took.as_secs_f64());
 
     let failure = match executed.result {
         Ok(()) => {
@@ -276,7 +297,7 @@ async fn attempt(
             let done = emit(shared, fire, &ev).await?;
             let (a, b) = tokio::join!(started, done);
             a.and(b)?;
-            metrics::counter!(m::RUNS_TOTAL, "pool" => shared.pool.clone(), "outcome" => "succeeded").increment(1);
+            shared.meters.succeeded.increment(1);
             debug!(duration_ms, "attempt succeeded");
             ack(shared, d).await?;
             return Ok(true);

@@ -58,17 +58,30 @@ impl Watch<'_> {
     /// - `late` when there is an `sla` and it had not succeeded by
     ///   `scheduled + sla` (neither dead nor skipped: those say more).
     pub fn check(&self, from: DateTime<Utc>, now: DateTime<Utc>) -> Vec<Alert> {
+        self.judge(&[(from, now)], now)
+    }
+
+    /// As [`Watch::check`], judging at `now` only the occurrences in the
+    /// `windows` `(from, until]` (in order, not overlapping): a job whose
+    /// history has not changed since the last check needs only those whose
+    /// deadline passed since (`late` and `missed` are the only judgements
+    /// that change with time alone).
+    pub fn judge(
+        &self,
+        windows: &[(DateTime<Utc>, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> Vec<Alert> {
         let job = self.job;
         let id = job.spec.id.as_str();
         let grace = Duration::from_std(job.spec.misfire.grace.get()).unwrap_or(Duration::MAX);
         let none = Seen::default();
         let mut out = Vec::new();
-        let mut t = from;
-        while let Some(at) = job.next_after(t) {
-            if at > now {
-                break;
-            }
-            t = at;
+        let occurrences = windows.iter().flat_map(|&(from, until)| {
+            let until = until.min(now);
+            std::iter::successors(job.next_after(from), move |t| job.next_after(*t))
+                .take_while(move |at| *at <= until)
+        });
+        for at in occurrences {
             if !due(job, at) {
                 continue;
             }

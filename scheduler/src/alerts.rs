@@ -199,7 +199,35 @@ pub(crate) struct Watcher {
     /// (alert id, route) whose delivery ended (a `deliveries` record).
     delivered: HashSet<(String, String)>,
     routes: Routes,
+    /// Jobs whose history or alerts changed since the last check: judged
+    /// over their whole window at the next one.
+    changed: HashSet<String>,
+    /// The last check that went through.
+    last: Option<Judged>,
 }
+
+/// A check that went through: when it judged, which shards, and how many
+/// more checks may judge only what time changed before one judges every
+/// occurrence of the window again.
+struct Judged {
+    at: DateTime<Utc>,
+    shards: BTreeSet<u32>,
+    narrow_left: u32,
+}
+
+/// Checks that judge only the occurrences whose deadline passed since the
+/// one before, between two that judge every occurrence in the window (a
+/// definition changed meanwhile, its `sla` or `misfire.grace` shorter, is
+/// judged in full within a minute at the default `alert_interval`).
+const NARROW_CHECKS: u32 = 11;
+
+/// How far before a deadline window a narrow check starts: an occurrence
+/// at its boundary is judged twice rather than never (a raised alert is
+/// not raised again).
+const MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+
+/// A check slower than this says so in the log.
+const SLOW_CHECK: Duration = Duration::from_secs(1);
 
 /// The routes and what this node sends on them now.
 #[derive(Default)]
@@ -263,6 +291,9 @@ impl Watcher {
             self.record(r);
         }
         for a in &batch.alerts {
+            if !self.changed.contains(&a.alert.job_id) {
+                self.changed.insert(a.alert.job_id.clone());
+            }
             self.raised
                 .entry(a.alert.job_id.clone())
                 .or_default()
@@ -288,6 +319,9 @@ impl Watcher {
         let Some((job, at)) = FireId::parse(&r.fire_id) else {
             return;
         };
+        if !self.changed.contains(job) {
+            self.changed.insert(job.to_string());
+        }
         let s = self
             .seen
             .entry(job.to_string())
@@ -392,7 +426,15 @@ impl Watcher {
             return Ok(0);
         }
         let now = p.read_up_to;
-        let jobs = p.registry.send(JobsIn(shards)).await?;
+        let began = std::time::Instant::now();
+        // What time alone changed since the last check, for the jobs whose
+        // history did not change (every shard judged then too); else all.
+        let since = self
+            .last
+            .as_ref()
+            .filter(|l| l.narrow_left > 0 && l.shards == shards && l.at <= now)
+            .map(|l| l.at);
+        let jobs = p.registry.send(JobsIn(shards.clone())).await?;
         let horizon = chrono::TimeDelta::from_std(p.horizon)
             .unwrap_or(WINDOW)
             .min(WINDOW);
@@ -401,20 +443,47 @@ impl Watcher {
         let mut alerts: Vec<Alert> = Vec::new();
         for job in &jobs {
             let from = now - lookback(job).min(horizon);
+            let sla = job
+                .spec
+                .sla
+                .and_then(|s| chrono::TimeDelta::from_std(s.get()).ok());
             let w = Watch {
                 job,
-                sla: job
-                    .spec
-                    .sla
-                    .and_then(|s| chrono::TimeDelta::from_std(s.get()).ok()),
+                sla,
                 seen: self.seen.get(&job.spec.id).unwrap_or(&empty_seen),
                 raised: self.raised.get(&job.spec.id).unwrap_or(&empty_raised),
             };
-            alerts.extend(w.check(from, now));
+            match since.filter(|_| !self.changed.contains(&job.spec.id)) {
+                Some(prev) => {
+                    alerts.extend(w.judge(&deadline_windows(job, sla, prev, now, from), now))
+                }
+                None => alerts.extend(w.check(from, now)),
+            }
         }
+        let took = began.elapsed();
+        if took >= SLOW_CHECK {
+            info!(
+                jobs = jobs.len(),
+                whole = since.is_none(),
+                took_ms = took.as_millis() as u64,
+                "alert check was slow"
+            );
+        }
+        // Recorded below (or returned with an error, and the next check
+        // judges everything again).
+        let judged = Judged {
+            at: now,
+            narrow_left: match (&self.last, since) {
+                (Some(l), Some(_)) => l.narrow_left - 1,
+                _ => NARROW_CHECKS,
+            },
+            shards,
+        };
+        self.last = None;
         metrics::gauge!(sundial_runtime::metrics::LAST_ALERT_CHECK)
             .set(now.timestamp_millis() as f64 / 1000.0);
         if alerts.is_empty() {
+            self.judged(judged);
             // What earlier checks (or the owner before a takeover) raised
             // and no record says went out.
             self.deliver(&p, &jobs).await?;
@@ -462,8 +531,16 @@ impl Watcher {
                 .insert(r.alert.id.clone());
             self.bodies.insert(r.alert.id.clone(), r);
         }
+        self.judged(judged);
         self.deliver(&p, &jobs).await?;
         Ok(n)
+    }
+
+    /// A check went through: the next judges from it what time changed
+    /// (the history read since is in `changed` again).
+    fn judged(&mut self, judged: Judged) {
+        self.last = Some(judged);
+        self.changed.clear();
     }
 
     /// Sends the alerts of `jobs` (this node's) that a route takes and
@@ -707,6 +784,40 @@ async fn attempt(s: &Delivery) -> Result<(), String> {
 
 /// How far back a check of `job` looks: its longest deadline (its `sla`,
 /// its misfire grace) and some slack.
+/// The windows `(from, until]` (in order, not overlapping, none before
+/// `floor`) of the occurrences of `job` whose deadline (`misfire.grace`,
+/// `sla`) passed in `(prev, now]`: all a check at `now` can judge
+/// differently from the one at `prev` when the job's history did not change.
+fn deadline_windows(
+    job: &JobEntry,
+    sla: Option<chrono::TimeDelta>,
+    prev: DateTime<Utc>,
+    now: DateTime<Utc>,
+    floor: DateTime<Utc>,
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let grace = chrono::TimeDelta::from_std(job.spec.misfire.grace.get()).ok();
+    let mut windows: Vec<(DateTime<Utc>, DateTime<Utc>)> = [grace, sla]
+        .into_iter()
+        .flatten()
+        .filter_map(|d| {
+            let from = prev.checked_sub_signed(d)?.checked_sub_signed(MARGIN)?;
+            let until = now.checked_sub_signed(d)?;
+            Some((from.max(floor), until))
+        })
+        .filter(|(from, until)| from < until)
+        .collect();
+    windows.sort();
+    // Overlapping windows become one (no occurrence judged twice a check).
+    let mut merged: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::with_capacity(windows.len());
+    for (from, until) in windows {
+        match merged.last_mut() {
+            Some(last) if from <= last.1 => last.1 = last.1.max(until),
+            _ => merged.push((from, until)),
+        }
+    }
+    merged
+}
+
 fn lookback(job: &Arc<JobEntry>) -> chrono::TimeDelta {
     let d = |d: Duration| chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX);
     let grace = d(job.spec.misfire.grace.get());
@@ -723,6 +834,102 @@ fn lookback(job: &Arc<JobEntry>) -> chrono::TimeDelta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn job(sla: &str, grace: &str) -> Arc<JobEntry> {
+        let spec: sundial_core::JobSpec = serde_json::from_value(serde_json::json!({
+            "id": "j", "schedule": "@every 60s", "executor": {"type": "noop"},
+            "sla": sla, "misfire": {"grace": grace},
+            "start_at": "2026-12-06T10:00:00Z"
+        }))
+        .expect("job");
+        let created = "2026-12-06T09:00:00Z".parse().expect("instant");
+        Arc::new(JobEntry::new(spec, created).expect("entry"))
+    }
+
+    /// Checks every 5 s for 20 minutes with a history that does not change:
+    /// judging only the deadlines passed since the last check raises, check
+    /// by check, exactly what judging the whole window raises.
+    #[test]
+    fn narrow_checks_raise_what_whole_checks_raise() {
+        for (sla, grace) in [("90s", "3m"), ("3m", "90s"), ("2m", "2m"), ("10s", "10m")] {
+            let job = job(sla, grace);
+            let t0: DateTime<Utc> = "2026-12-06T10:00:00Z".parse().expect("instant");
+            let at = |m: i64| t0 + chrono::TimeDelta::minutes(m);
+            // Fired and succeeded in time, fired and succeeded late, fired
+            // and never succeeded, and nothing at all (the rest).
+            let mut seen = BTreeMap::new();
+            seen.insert(
+                at(1),
+                Seen {
+                    fired: true,
+                    succeeded: Some(at(1)),
+                    ..Seen::default()
+                },
+            );
+            seen.insert(
+                at(2),
+                Seen {
+                    fired: true,
+                    succeeded: Some(at(6)),
+                    ..Seen::default()
+                },
+            );
+            seen.insert(
+                at(3),
+                Seen {
+                    fired: true,
+                    ..Seen::default()
+                },
+            );
+            let sla_d = job
+                .spec
+                .sla
+                .and_then(|s| chrono::TimeDelta::from_std(s.get()).ok());
+            let (mut whole, mut narrow) = (BTreeSet::new(), BTreeSet::new());
+            let mut prev: Option<DateTime<Utc>> = None;
+            for step in 0..240 {
+                let now = t0 + chrono::TimeDelta::seconds(5 * step);
+                let from = now - lookback(&job);
+                let w = |raised| Watch {
+                    job: &job,
+                    sla: sla_d,
+                    seen: &seen,
+                    raised,
+                };
+                let a = w(&whole).check(from, now);
+                let b = match prev {
+                    Some(p) => w(&narrow).judge(&deadline_windows(&job, sla_d, p, now, from), now),
+                    None => w(&narrow).check(from, now),
+                };
+                let ids = |v: &[Alert]| v.iter().map(|a| a.id.clone()).collect::<BTreeSet<_>>();
+                assert_eq!(ids(&a), ids(&b), "sla {sla} grace {grace}, check at {now}");
+                whole.extend(ids(&a));
+                narrow.extend(ids(&b));
+                prev = Some(now);
+            }
+            assert!(
+                whole.iter().any(|id| id.starts_with("missed:")),
+                "{whole:?}"
+            );
+            assert!(whole.iter().any(|id| id.starts_with("late:")), "{whole:?}");
+        }
+    }
+
+    #[test]
+    fn deadline_windows_are_in_order_and_merged_when_they_overlap() {
+        let t: DateTime<Utc> = "2026-12-06T10:00:00Z".parse().expect("instant");
+        let s = chrono::TimeDelta::seconds;
+        let floor = t - s(3600);
+        let j = job("2m", "10m");
+        let w = deadline_windows(&j, Some(s(120)), t, t + s(5), floor);
+        assert_eq!(w, vec![(t - s(601), t - s(595)), (t - s(121), t - s(115))]);
+        let j = job("10m", "10m");
+        let w = deadline_windows(&j, Some(s(602)), t, t + s(5), floor);
+        assert_eq!(w, vec![(t - s(603), t - s(595))]);
+        // Nothing before the window's floor.
+        let w = deadline_windows(&j, None, t, t + s(5), t - s(598));
+        assert_eq!(w, vec![(t - s(598), t - s(595))]);
+    }
 
     #[test]
     fn route_health_counts_give_ups_in_a_row_and_reports_failing_routes_first() {

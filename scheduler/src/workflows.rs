@@ -200,6 +200,8 @@ pub(crate) async fn advance(
     // A check waits for a marker of its own to come back through the
     // stream: then everything appended before it was read (id, when sent).
     let mut check_marker: Option<(String, DateTime<Utc>)> = None;
+    // No check before this (the last one's rest, alerts.rs CHECK_REST).
+    let mut rested = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = stop.cancelled() => {
@@ -221,7 +223,7 @@ pub(crate) async fn advance(
             }
             _ = alert_tick.tick() => {
                 // One marker at a time: a reader that lags checks less often.
-                if adv.caught_up && check_marker.is_none() {
+                if adv.caught_up && check_marker.is_none() && tokio::time::Instant::now() >= rested {
                     let sent = Utc::now();
                     let id = format!(
                         "alert-marker:{}:{}",
@@ -268,7 +270,9 @@ pub(crate) async fn advance(
                         job_metrics: adv.parts.job_metrics,
                         read_up_to: sent,
                     };
+                    let began = tokio::time::Instant::now();
                     watcher.check(parts).await?;
+                    rested = tokio::time::Instant::now() + began.elapsed() * crate::alerts::CHECK_REST;
                 }
                 let Ok(batch) = m.batch else { continue };
                 watcher.read(&batch);

@@ -432,6 +432,10 @@ impl Watcher {
         // read what its last owner raised up to the handover.
         let shards = p.owned.held_for(SETTLE);
         if shards.is_empty() {
+            // Nothing judged: what changed meanwhile is not kept (a node
+            // that owns no shard would gather every job id with a record).
+            self.last = None;
+            self.changed.clear();
             return Ok(0);
         }
         let now = p.read_up_to;
@@ -797,8 +801,6 @@ async fn attempt(s: &Delivery) -> Result<(), String> {
         .unwrap_or_else(|_| Err(format!("no answer in {}s", SEND_TIMEOUT.as_secs())))
 }
 
-/// How far back a check of `job` looks: its longest deadline (its `sla`,
-/// its misfire grace) and some slack.
 /// The windows `(from, until]` (in order, not overlapping, none before
 /// `floor`) of the occurrences of `job` whose deadline (`misfire.grace`,
 /// `sla`) passed in `(prev, now]`: all a check at `now` can judge
@@ -833,6 +835,8 @@ fn deadline_windows(
     merged
 }
 
+/// How far back a check of `job` looks: its longest deadline (its `sla`,
+/// its misfire grace) and some slack.
 fn lookback(job: &Arc<JobEntry>) -> chrono::TimeDelta {
     let d = |d: Duration| chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX);
     let grace = d(job.spec.misfire.grace.get());

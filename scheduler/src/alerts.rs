@@ -876,30 +876,18 @@ mod tests {
             let at = |m: i64| t0 + chrono::TimeDelta::minutes(m);
             // Fired and succeeded in time, fired and succeeded late, fired
             // and never succeeded, and nothing at all (the rest).
-            let mut seen = BTreeMap::new();
-            seen.insert(
-                at(1),
-                Seen {
-                    fired: true,
-                    succeeded: Some(at(1)),
-                    ..Seen::default()
-                },
-            );
-            seen.insert(
-                at(2),
-                Seen {
-                    fired: true,
-                    succeeded: Some(at(6)),
-                    ..Seen::default()
-                },
-            );
-            seen.insert(
-                at(3),
-                Seen {
-                    fired: true,
-                    ..Seen::default()
-                },
-            );
+            let fired = |succeeded: Option<DateTime<Utc>>| Seen {
+                fired: true,
+                succeeded,
+                ..Seen::default()
+            };
+            let seen: BTreeMap<_, _> = [
+                (at(1), fired(Some(at(1)))),
+                (at(2), fired(Some(at(6)))),
+                (at(3), fired(None)),
+            ]
+            .into_iter()
+            .collect();
             let sla_d = job
                 .spec
                 .sla

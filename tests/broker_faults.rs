@@ -20,7 +20,7 @@ use std::{
 };
 
 use chrono::Utc;
-use sundial_core::{ledger::expected, protocol::run::RunKind, registry::JobEntry, JobSpec};
+use sundial_core::{ledger::expected, protocol::run::RunKind, registry::Fired, JobSpec};
 use util::{apply_jobs, rabbitmqctl, AppGuard, Daemon, SchedulerProcess, Vhost};
 
 /// Closes, from the broker side, every connection of `vhost` whose client
@@ -126,7 +126,7 @@ impl Events {
     }
 }
 
-fn job(id: &str, schedule: &str, executor: serde_json::Value) -> (String, JobEntry) {
+fn job(id: &str, schedule: &str, executor: serde_json::Value) -> (String, Fired) {
     let toml = format!(
         "[[jobs]]\nid = \"{id}\"\nschedule = \"{schedule}\"\n[jobs.executor]\n{}",
         executor
@@ -140,7 +140,7 @@ fn job(id: &str, schedule: &str, executor: serde_json::Value) -> (String, JobEnt
         serde_json::json!({"id": id, "schedule": schedule, "executor": executor}),
     )
     .expect("spec");
-    (toml, JobEntry::new(spec, Utc::now()).expect("entry"))
+    (toml, Fired::new(spec, Utc::now()).expect("entry"))
 }
 
 #[tokio::test(flavor = "multi_thread")]

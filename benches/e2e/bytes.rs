@@ -2,8 +2,11 @@
 //! applied to a registry view in this process, measured as RSS growth (the
 //! bench runs on mimalloc, as the binary does) after each step:
 //! 1. every job compact (a node that holds none of their shards);
-//! 2. every job full (a node that holds every shard: parsed definitions);
+//! 2. every job full (a node that holds every shard: its fired form);
 //! 3. plus a timer entry each (every shard's `ShardTimer` loaded).
+//!
+//! And the time a fire spends decoding its job's definition (the fired
+//! form keeps it encoded).
 //!
 //! The encoded definitions' own size is summed exactly; the rest of the
 //! compact form (the id, the sorted map's slot) is the difference.
@@ -21,13 +24,15 @@ pub(crate) struct Bytes {
     /// Per job: the compact form in all, its encoded definition alone.
     pub(crate) compact: f64,
     pub(crate) encoded: f64,
-    /// Per job: the full form (parsed definition, schedule, map slot).
+    /// Per job: the fired form (timer core, encoded definition, map slot).
     pub(crate) full: f64,
     /// Per job: its timer entry (slot, deadline).
     pub(crate) timer: f64,
     /// Microseconds per job to make a compact job full (a takeover does
     /// this for the jobs of each shard it takes).
     pub(crate) parse_us: f64,
+    /// Microseconds per fire to decode its job's definition.
+    pub(crate) decode_us: f64,
 }
 
 /// Runs each measurement in a process of its own (this bench again, with
@@ -62,12 +67,14 @@ pub(crate) fn bytes(n: usize, shards: u32) -> Bytes {
         parse_us: at(&c, 2),
         full: at(&f, 0),
         timer: at(&f, 1),
+        decode_us: at(&f, 2),
     }
 }
 
 /// One measurement (`--bytes-part compact|full N SHARDS`), printed as one
 /// line of numbers: compact: bytes per job, encoded bytes per job, µs per
-/// job to make it full; full: bytes per job, timer bytes per job.
+/// job to make it full; full: bytes per job, timer bytes per job, µs per
+/// job to decode its definition.
 pub(crate) fn part(form: &str, n: usize, shards: u32) -> String {
     let per_mib = |mib: f64| mib * 1024.0 * 1024.0 / n as f64;
     let now = chrono::Utc::now();
@@ -89,13 +96,23 @@ pub(crate) fn part(form: &str, n: usize, shards: u32) -> String {
     let grown = rss_mib() - before;
     if form == "full" {
         let mut timers: Vec<ShardTimer> = Vec::new();
+        let mut decoding = std::time::Duration::ZERO;
         for (_, jobs) in view.hold(&all) {
+            let t = std::time::Instant::now();
+            let decoded = jobs.iter().filter(|j| j.spec().is_ok()).count();
+            decoding += t.elapsed();
+            assert_eq!(decoded, jobs.len(), "every definition decodes");
             let mut t = ShardTimer::new(now);
             let _ = t.load(jobs, now, now);
             timers.push(t);
         }
         let timer = rss_mib() - before - grown;
-        return format!("{:.1} {:.1}", per_mib(grown), per_mib(timer));
+        return format!(
+            "{:.1} {:.1} {:.3}",
+            per_mib(grown),
+            per_mib(timer),
+            decoding.as_secs_f64() * 1e6 / n as f64
+        );
     }
     let encoded: usize = view
         .iter_held()

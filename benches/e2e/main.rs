@@ -215,11 +215,11 @@ fn main() {
             let b = bytes::bytes(bn, shards());
             pb.finish_and_clear();
             println!(
-                "bytes per job ({} `@every` jobs, RSS growth): compact {:.0} (target ≤ 400; its encoded definition {:.0}); full {:.0} + timer entry {:.0} = {:.0} (target ≤ 600); compact → full {:.2} µs per job",
-                b.jobs, b.compact, b.encoded, b.full, b.timer, b.full + b.timer, b.parse_us
+                "bytes per job ({} `@every` jobs, RSS growth): compact {:.0} (target ≤ 400; its encoded definition {:.0}); full {:.0} + timer entry {:.0} = {:.0} (target ≤ 600); compact → full {:.2} µs per job; a fire decodes its definition in {:.2} µs",
+                b.jobs, b.compact, b.encoded, b.full, b.timer, b.full + b.timer, b.parse_us, b.decode_us
             );
             bytes_json = Some(json!({"jobs": b.jobs, "compact": b.compact, "encoded_definition": b.encoded,
-                "full": b.full, "timer": b.timer, "parse_us": b.parse_us}));
+                "full": b.full, "timer": b.timer, "parse_us": b.parse_us, "decode_us": b.decode_us}));
         }
 
         if !(do_burst || do_lateness || do_e2e || do_scale || do_history) {

@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration, Utc};
 pub use crate::protocol::alert::{
     Alert, AlertKind, AlertQuery, AlertRow, Delivered, DeliveryOutcome, Raised,
 };
-use crate::{fire_id::FireId, ledger::due, registry::JobEntry};
+use crate::{fire_id::FireId, ledger::due, registry::Fired};
 
 /// What the history says of one scheduled occurrence (its own fire id's
 /// records; for a workflow, the occurrence's own records).
@@ -37,7 +37,7 @@ pub struct Seen {
 /// occurrences, and the alert ids raised before (by this node or another).
 #[derive(Debug, Clone, Copy)]
 pub struct Watch<'a> {
-    pub job: &'a JobEntry,
+    pub job: &'a Fired,
     pub sla: Option<Duration>,
     pub seen: &'a BTreeMap<DateTime<Utc>, Seen>,
     pub raised: &'a BTreeSet<String>,
@@ -72,8 +72,8 @@ impl Watch<'_> {
         now: DateTime<Utc>,
     ) -> Vec<Alert> {
         let job = self.job;
-        let id = job.spec.id.as_str();
-        let grace = Duration::from_std(job.spec.misfire.grace.get()).unwrap_or(Duration::MAX);
+        let id = job.id();
+        let grace = Duration::from_std(job.misfire().grace.get()).unwrap_or(Duration::MAX);
         let none = Seen::default();
         let mut out = Vec::new();
         let occurrences = windows.iter().flat_map(|&(from, until)| {
@@ -102,7 +102,7 @@ impl Watch<'_> {
                     at,
                     format!(
                         "not fired within its misfire grace ({})",
-                        humantime::format_duration(job.spec.misfire.grace.get())
+                        humantime::format_duration(job.misfire().grace.get())
                     ),
                 ))
             } else {
@@ -241,17 +241,17 @@ pub enum MailTls {
 
 impl Route {
     /// Whether the route takes `alert` of `job`.
-    pub fn takes(&self, alert: &Alert, job: &JobEntry) -> bool {
+    pub fn takes(&self, alert: &Alert, job: &Fired) -> bool {
         self.kinds.contains(&alert.kind)
             && self
                 .job_prefix
                 .as_deref()
-                .is_none_or(|p| job.spec.id.starts_with(p))
-            && self.pool.as_deref().is_none_or(|p| job.spec.pool == p)
+                .is_none_or(|p| job.id().starts_with(p))
+            && self.pool.as_deref().is_none_or(|p| job.pool() == p)
             && self
                 .labels
                 .iter()
-                .all(|(k, v)| job.spec.labels.get(k) == Some(v))
+                .all(|(k, v)| job.labels().get(k) == Some(v))
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::{fire_id::FireId, registry::JobEntry};
+use crate::{fire_id::FireId, registry::Fired};
 
 /// Whether occurrence `at` of `job` was due, the one rule for what should
 /// have fired (the ledger, and alerts): not before the job existed
@@ -16,32 +16,32 @@ use crate::{fire_id::FireId, registry::JobEntry};
 /// before; paused with no known instant, nothing), nor within its last
 /// pause once resumed (`last_pause`). A deleted job is not in the
 /// registry, so none of its occurrences is due.
-pub fn due(job: &JobEntry, at: DateTime<Utc>) -> bool {
-    if at < job.created_at
-        || job.spec.start_at.is_some_and(|s| at < s)
-        || job.spec.end_at.is_some_and(|e| at >= e)
+pub fn due(job: &Fired, at: DateTime<Utc>) -> bool {
+    if at < job.created_at()
+        || job.start_at().is_some_and(|s| at < s)
+        || job.end_at().is_some_and(|e| at >= e)
         || job.last_pause().is_some_and(|(p, r)| p <= at && at < r)
     {
         return false;
     }
-    if job.paused {
+    if job.paused() {
         return job.paused_at().is_some_and(|p| at < p);
     }
     true
 }
 
 /// Every occurrence of `jobs` in `(from, to]` that was [`due`], as fire ids.
-pub fn expected(jobs: &[JobEntry], from: DateTime<Utc>, to: DateTime<Utc>) -> BTreeSet<String> {
+pub fn expected(jobs: &[Fired], from: DateTime<Utc>, to: DateTime<Utc>) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for j in jobs {
         // Occurrences before creation are not walked at all.
-        let mut t = from.max(j.created_at - chrono::Duration::milliseconds(1));
+        let mut t = from.max(j.created_at() - chrono::Duration::milliseconds(1));
         while let Some(at) = j.next_after(t) {
-            if at > to || (j.paused && !due(j, at)) {
+            if at > to || (j.paused() && !due(j, at)) {
                 break;
             }
             if due(j, at) {
-                out.insert(FireId::new(&j.spec.id, at).to_string());
+                out.insert(FireId::new(j.id(), at).to_string());
             }
             t = at;
         }

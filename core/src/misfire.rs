@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::{
     job::{Misfire, MisfirePolicy},
-    registry::JobEntry,
+    registry::Fired,
     topology::shard_of,
 };
 
@@ -39,24 +39,24 @@ pub const MAX_UNDELIVERED: u32 = 100_000;
 
 /// Applies the job's misfire policy to its occurrences in `(from, now]`:
 /// occurrences that fell due while no scheduler was running.
-pub fn plan(job: &JobEntry, from: DateTime<Utc>, now: DateTime<Utc>) -> MisfirePlan {
-    plan_with(job, &job.spec.misfire, from, now)
+pub fn plan(job: &Fired, from: DateTime<Utc>, now: DateTime<Utc>) -> MisfirePlan {
+    plan_with(job, &job.misfire(), from, now)
 }
 
 /// Every occurrence in `(from, now]` (at most [`MAX_UNDELIVERED`]): those that
 /// fell due while this scheduler was running but could not publish them. The
 /// misfire policy is for downtime, not for a broker that was briefly away.
-pub fn undelivered(job: &JobEntry, from: DateTime<Utc>, now: DateTime<Utc>) -> MisfirePlan {
+pub fn undelivered(job: &Fired, from: DateTime<Utc>, now: DateTime<Utc>) -> MisfirePlan {
     let all = MisfirePolicy {
         policy: Misfire::CatchUp,
-        grace: job.spec.misfire.grace,
+        grace: job.misfire().grace,
         max_catch_up: MAX_UNDELIVERED,
     };
     plan_with(job, &all, from, now)
 }
 
 fn plan_with(
-    job: &JobEntry,
+    job: &Fired,
     policy: &MisfirePolicy,
     from: DateTime<Utc>,
     now: DateTime<Utc>,

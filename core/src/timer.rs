@@ -17,7 +17,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::{
     misfire::{self, MisfirePlan},
-    registry::JobEntry,
+    registry::Fired,
     FireId,
 };
 
@@ -27,7 +27,7 @@ const EPS: Duration = Duration::milliseconds(1);
 /// An occurrence to publish now.
 #[derive(Debug, Clone)]
 pub struct DueFire {
-    pub job: Arc<JobEntry>,
+    pub job: Arc<Fired>,
     /// The occurrence (its fire id's instant).
     pub scheduled: DateTime<Utc>,
     /// Its planned send time (scheduled + jitter) when it came off the
@@ -61,13 +61,7 @@ pub struct Actions {
 }
 
 impl Actions {
-    fn missed(
-        &mut self,
-        job: &Arc<JobEntry>,
-        plan: MisfirePlan,
-        policy: &'static str,
-        paused: bool,
-    ) {
+    fn missed(&mut self, job: &Arc<Fired>, plan: MisfirePlan, policy: &'static str, paused: bool) {
         let MisfirePlan {
             fire,
             skipped,
@@ -75,8 +69,8 @@ impl Actions {
         } = plan;
         if !skipped.is_empty() || skipped_unlisted > 0 {
             self.skipped.push(Skipped {
-                job_id: job.spec.id.clone(),
-                pool: job.spec.pool.clone(),
+                job_id: job.id().to_string(),
+                pool: job.pool().to_string(),
                 policy,
                 at: skipped,
                 unlisted: skipped_unlisted,
@@ -95,11 +89,11 @@ impl Actions {
 /// the entry itself keys the map and the deadline queue (no second copy of
 /// the id per job: ADR 0024's bytes per fired job).
 #[derive(Debug, Clone)]
-struct ById(Arc<JobEntry>);
+struct ById(Arc<Fired>);
 
 impl ById {
     fn id(&self) -> &str {
-        &self.0.spec.id
+        self.0.id()
     }
 }
 
@@ -188,7 +182,7 @@ impl ShardTimer {
     /// ran but could not publish (a broker outage): all are fired.
     pub fn load(
         &mut self,
-        jobs: Vec<Arc<JobEntry>>,
+        jobs: Vec<Arc<Fired>>,
         alive_since: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Actions {
@@ -197,12 +191,12 @@ impl ShardTimer {
         let mut actions = Actions::default();
         for job in jobs {
             self.put(job.clone());
-            if job.paused {
+            if job.paused() {
                 continue;
             }
             if floor < down_until {
                 let plan = misfire::plan(&job, floor, down_until);
-                actions.missed(&job, plan, job.spec.misfire.policy.as_str(), false);
+                actions.missed(&job, plan, job.misfire().policy.as_str(), false);
             }
             if down_until < now {
                 let plan = misfire::undelivered(&job, down_until, now);
@@ -219,13 +213,13 @@ impl ShardTimer {
     /// `now`: an occurrence that fell due and was not fired yet (the wake-up
     /// is a few milliseconds late, or the change arrived just after the
     /// instant) is kept and fires at once; never one before the job existed.
-    pub fn upsert(&mut self, job: Arc<JobEntry>, now: DateTime<Utc>) {
+    pub fn upsert(&mut self, job: Arc<Fired>, now: DateTime<Utc>) {
         self.put(job.clone());
-        if job.paused {
-            self.paused_at.entry(job.spec.id.clone()).or_insert(now);
+        if job.paused() {
+            self.paused_at.entry(job.id().to_string()).or_insert(now);
         }
         let from = if self.loaded {
-            self.cursor.max(job.created_at).min(now)
+            self.cursor.max(job.created_at()).min(now)
         } else {
             now
         };
@@ -240,23 +234,23 @@ impl ShardTimer {
 
     pub fn pause(&mut self, id: &str, now: DateTime<Utc>) {
         self.disarm(id);
-        if let Some((ById(mut job), armed)) = self.jobs.remove_entry(id) {
-            Arc::make_mut(&mut job).paused = true;
-            self.jobs.insert(ById(job), armed);
+        if let Some((ById(job), armed)) = self.jobs.remove_entry(id) {
+            self.jobs
+                .insert(ById(Arc::new(job.with_paused(true))), armed);
         }
         self.paused_at.insert(id.to_string(), now);
     }
 
     /// A resumed job: its misfire policy decides about the paused interval.
-    pub fn resume(&mut self, job: Arc<JobEntry>, now: DateTime<Utc>) -> Actions {
-        let id = job.spec.id.clone();
+    pub fn resume(&mut self, job: Arc<Fired>, now: DateTime<Utc>) -> Actions {
+        let id = job.id().to_string();
         self.put(job.clone());
         let from = self.paused_at.remove(&id).unwrap_or(self.cursor);
         let mut actions = Actions::default();
         actions.missed(
             &job,
             misfire::plan(&job, from, now),
-            job.spec.misfire.policy.as_str(),
+            job.misfire().policy.as_str(),
             true,
         );
         self.arm_after(&job, now);
@@ -367,8 +361,8 @@ impl ShardTimer {
     }
 
     /// Stores (or replaces) a job's entry, keeping its armed fire.
-    fn put(&mut self, job: Arc<JobEntry>) {
-        let armed = self.jobs.remove(job.spec.id.as_str()).flatten();
+    fn put(&mut self, job: Arc<Fired>) {
+        let armed = self.jobs.remove(job.id()).flatten();
         self.jobs.insert(ById(job), armed);
     }
 
@@ -390,25 +384,20 @@ impl ShardTimer {
     }
 
     /// Arms `job`'s first occurrence strictly after `after`.
-    fn arm_after(&mut self, job: &JobEntry, after: DateTime<Utc>) {
-        self.disarm(&job.spec.id);
-        let Some(key) = self
-            .jobs
-            .get_key_value(job.spec.id.as_str())
-            .map(|(k, _)| k.clone())
-        else {
+    fn arm_after(&mut self, job: &Fired, after: DateTime<Utc>) {
+        self.disarm(job.id());
+        let Some(key) = self.jobs.get_key_value(job.id()).map(|(k, _)| k.clone()) else {
             return;
         };
-        if job.paused {
+        if job.paused() {
             return;
         }
         let Some(scheduled) = job.next_after(after) else {
             return;
         };
         let jitter = job
-            .spec
-            .jitter
-            .map(|j| misfire::jitter(FireId::new(&job.spec.id, scheduled).as_str(), j.get()))
+            .jitter()
+            .map(|j| misfire::jitter(FireId::new(job.id(), scheduled).as_str(), j.get()))
             .unwrap_or_default();
         let send_at = scheduled + Duration::from_std(jitter).unwrap_or_default();
         if send_at != scheduled {

@@ -29,7 +29,7 @@ use sundial_core::{
     codec::encode,
     protocol::node::RouteHealth,
     protocol::run::{RunBatch, RunEvent, RunKind, DUPLICATE},
-    registry::JobEntry,
+    registry::Fired,
     topology::Topology,
     FireId,
 };
@@ -463,16 +463,15 @@ impl Watcher {
             }
             let from = now - lookback(job).min(horizon);
             let sla = job
-                .spec
-                .sla
+                .sla()
                 .and_then(|s| chrono::TimeDelta::from_std(s.get()).ok());
             let w = Watch {
                 job,
                 sla,
-                seen: self.seen.get(&job.spec.id).unwrap_or(&empty_seen),
-                raised: self.raised.get(&job.spec.id).unwrap_or(&empty_raised),
+                seen: self.seen.get(job.id()).unwrap_or(&empty_seen),
+                raised: self.raised.get(job.id()).unwrap_or(&empty_raised),
             };
-            match since.filter(|_| !self.changed.contains(&job.spec.id)) {
+            match since.filter(|_| !self.changed.contains(job.id())) {
                 Some(prev) => {
                     alerts.extend(w.judge(&deadline_windows(job, sla, prev, now, from), now))
                 }
@@ -566,12 +565,12 @@ impl Watcher {
     /// that no record says went out on it: each in a task of its own (a
     /// slow receiver holds up nothing), which records how it ended; what
     /// a route's dedupe window or hourly cap holds back is recorded at once.
-    async fn deliver(&mut self, p: &CheckParts<'_>, jobs: &[Arc<JobEntry>]) -> Result<(), Error> {
+    async fn deliver(&mut self, p: &CheckParts<'_>, jobs: &[Arc<Fired>]) -> Result<(), Error> {
         let senders = self.routes.senders.clone();
         // `jobs` come in id order (`JobsIn`): the few alerts' jobs are
         // looked up, not millions of jobs hashed on every check.
         let find = |id: &str| {
-            jobs.binary_search_by(|j| j.spec.id.as_str().cmp(id))
+            jobs.binary_search_by(|j| j.id().cmp(id))
                 .ok()
                 .and_then(|i| jobs.get(i))
         };
@@ -806,13 +805,13 @@ async fn attempt(s: &Delivery) -> Result<(), String> {
 /// `sla`) passed in `(prev, now]`: all a check at `now` can judge
 /// differently from the one at `prev` when the job's history did not change.
 fn deadline_windows(
-    job: &JobEntry,
+    job: &Fired,
     sla: Option<chrono::TimeDelta>,
     prev: DateTime<Utc>,
     now: DateTime<Utc>,
     floor: DateTime<Utc>,
 ) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
-    let grace = chrono::TimeDelta::from_std(job.spec.misfire.grace.get()).ok();
+    let grace = chrono::TimeDelta::from_std(job.misfire().grace.get()).ok();
     let mut windows: Vec<(DateTime<Utc>, DateTime<Utc>)> = [grace, sla]
         .into_iter()
         .flatten()
@@ -837,13 +836,10 @@ fn deadline_windows(
 
 /// How far back a check of `job` looks: its longest deadline (its `sla`,
 /// its misfire grace) and some slack.
-fn lookback(job: &Arc<JobEntry>) -> chrono::TimeDelta {
+fn lookback(job: &Arc<Fired>) -> chrono::TimeDelta {
     let d = |d: Duration| chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX);
-    let grace = d(job.spec.misfire.grace.get());
-    let sla = job
-        .spec
-        .sla
-        .map_or(chrono::TimeDelta::zero(), |s| d(s.get()));
+    let grace = d(job.misfire().grace.get());
+    let sla = job.sla().map_or(chrono::TimeDelta::zero(), |s| d(s.get()));
     grace
         .max(sla)
         .checked_add(&SLACK)
@@ -854,7 +850,7 @@ fn lookback(job: &Arc<JobEntry>) -> chrono::TimeDelta {
 mod tests {
     use super::*;
 
-    fn job(sla: &str, grace: &str) -> Arc<JobEntry> {
+    fn job(sla: &str, grace: &str) -> Arc<Fired> {
         let spec: sundial_core::JobSpec = serde_json::from_value(serde_json::json!({
             "id": "j", "schedule": "@every 60s", "executor": {"type": "noop"},
             "sla": sla, "misfire": {"grace": grace},
@@ -862,7 +858,7 @@ mod tests {
         }))
         .expect("job");
         let created = "2026-12-06T09:00:00Z".parse().expect("instant");
-        Arc::new(JobEntry::new(spec, created).expect("entry"))
+        Arc::new(Fired::new(spec, created).expect("entry"))
     }
 
     /// Checks every 5 s for 20 minutes with a history that does not change:
@@ -889,8 +885,7 @@ mod tests {
             .into_iter()
             .collect();
             let sla_d = job
-                .spec
-                .sla
+                .sla()
                 .and_then(|s| chrono::TimeDelta::from_std(s.get()).ok());
             let (mut whole, mut narrow) = (BTreeSet::new(), BTreeSet::new());
             let mut prev: Option<DateTime<Utc>> = None;

@@ -17,7 +17,7 @@ use sundial_core::{
     fire_id::FireId,
     ledger::{expected, Ledger},
     protocol::run::RunKind,
-    registry::JobEntry,
+    registry::{Fired, JobEntry},
     settings::Settings,
     JobSpec,
 };
@@ -145,7 +145,12 @@ pub async fn run(
             std::iter::repeat_n(id.as_str(), (*started.max(outcomes) + skipped) as usize)
         })
         .collect();
-    let mut ledger = Ledger::compare(&expected(&jobs, from, to), seen.iter().copied());
+    let fired = jobs
+        .iter()
+        .map(Fired::from_entry)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(failed)?;
+    let mut ledger = Ledger::compare(&expected(&fired, from, to), seen.iter().copied());
     // Workflows: every step that should have run given the outcomes, for
     // every occurrence that was observed (an unobserved one is missing as
     // a whole already).

@@ -14,59 +14,62 @@ use crate::{job::JobSpec, protocol::registry::StoredJob};
 /// A job's labels.
 pub type Labels = BTreeMap<String, String>;
 
-/// A job held compact: ~250 bytes for a plain job instead of ~900 for the
+/// A job held compact: ~300 bytes for a plain job instead of ~850 for the
 /// parsed definition and its schedule.
 #[derive(Debug, Clone)]
 pub struct Compact {
     /// The stored definition as sparse JSON ([`encode`]); shared, so a
     /// snapshot being written holds it without a copy.
     pub(crate) def: Arc<[u8]>,
-    pub(crate) pool: Arc<str>,
-    pub(crate) labels: Arc<Labels>,
+    pub(crate) group: Arc<Group>,
     pub(crate) paused: bool,
 }
 
+/// A pool and a label set, one copy for every job that has both.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Group {
+    pub(crate) pool: Box<str>,
+    pub(crate) labels: Labels,
+}
+
 impl Compact {
+    pub(crate) fn pool(&self) -> &str {
+        &self.group.pool
+    }
+
+    pub(crate) fn labels(&self) -> &Labels {
+        &self.group.labels
+    }
+
     /// The stored definition back (decoded from the bytes this process
     /// encoded: a failure is a bug, reported as `Err`).
-    pub fn stored(&self) -> Result<StoredJob, String> {
-        decode(&self.def)
+    pub fn stored(&self, id: &str) -> Result<StoredJob, String> {
+        decode(id, &self.def)
     }
 
     /// Bytes of the encoded definition (for the memory breakdown).
     pub fn encoded_len(&self) -> usize {
         self.def.len()
     }
-
-    /// Whether it holds exactly `other`'s encoding.
-    pub(crate) fn same_def(&self, other: &[u8]) -> bool {
-        *self.def == *other
-    }
 }
 
-/// The pools and label sets of the compact jobs, one copy each.
+/// The pools and label sets of the jobs, one copy of each pair.
 #[derive(Debug, Default)]
 pub(crate) struct Interner {
-    pools: HashSet<Arc<str>>,
-    labels: HashSet<Arc<Labels>>,
+    groups: HashSet<Arc<Group>>,
 }
 
 impl Interner {
-    fn pool(&mut self, p: &str) -> Arc<str> {
-        if let Some(a) = self.pools.get(p) {
+    fn group(&mut self, pool: &str, labels: &Labels) -> Arc<Group> {
+        let g = Group {
+            pool: pool.into(),
+            labels: labels.clone(),
+        };
+        if let Some(a) = self.groups.get(&g) {
             return a.clone();
         }
-        let a: Arc<str> = Arc::from(p);
-        self.pools.insert(a.clone());
-        a
-    }
-
-    fn labels(&mut self, l: &Labels) -> Arc<Labels> {
-        if let Some(a) = self.labels.get(l) {
-            return a.clone();
-        }
-        let a = Arc::new(l.clone());
-        self.labels.insert(a.clone());
+        let a = Arc::new(g);
+        self.groups.insert(a.clone());
         a
     }
 
@@ -79,16 +82,14 @@ impl Interner {
     pub(crate) fn with_def(&mut self, s: &StoredJob, def: Vec<u8>) -> Compact {
         Compact {
             def: def.into(),
-            pool: self.pool(&s.job.pool),
-            labels: self.labels(&s.job.labels),
+            group: self.group(&s.job.pool, &s.job.labels),
             paused: s.paused.unwrap_or(s.job.paused),
         }
     }
 
     /// Forgets pools and label sets no job uses any more.
     pub(crate) fn prune(&mut self) {
-        self.pools.retain(|p| Arc::strong_count(p) > 1);
-        self.labels.retain(|l| Arc::strong_count(l) > 1);
+        self.groups.retain(|g| Arc::strong_count(g) > 1);
     }
 }
 
@@ -107,20 +108,72 @@ fn defaults() -> &'static serde_json::Map<String, serde_json::Value> {
     })
 }
 
-/// `s` as JSON without the definition's fields that hold their default
-/// (they read back as the same default: `decode(encode(s)) == s`).
-pub(crate) fn encode(s: &StoredJob) -> Result<Vec<u8>, String> {
-    let mut v = serde_json::to_value(s).map_err(|e| e.to_string())?;
-    if let Some(serde_json::Value::Object(job)) = v.get_mut("job") {
-        let d = defaults();
-        job.retain(|k, val| k == "id" || k == "schedule" || d.get(k) != Some(val));
-    }
-    serde_json::to_vec(&v).map_err(|e| e.to_string())
+/// What a stored definition holds besides the job, under short keys (the
+/// compact form never leaves the process).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rest {
+    #[serde(rename = "c")]
+    created_at: chrono::DateTime<chrono::Utc>,
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    paused: Option<bool>,
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    paused_reason: Option<String>,
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    paused_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(rename = "b", default, skip_serializing_if = "Option::is_none")]
+    paused_by: Option<String>,
 }
 
-/// A definition [`encode`] wrote.
-pub(crate) fn decode(bytes: &[u8]) -> Result<StoredJob, String> {
-    serde_json::from_slice(bytes).map_err(|e| format!("compact definition: {e}"))
+/// `s` as two JSON documents: the job without its id (the registry's key
+/// holds it) and without the fields that hold their default (they read
+/// back as the same default), then the rest of the stored definition:
+/// `decode(id, encode(s)) == s` for `s` of that id.
+pub(crate) fn encode(s: &StoredJob) -> Result<Vec<u8>, String> {
+    let mut job = match serde_json::to_value(&s.job).map_err(|e| e.to_string())? {
+        serde_json::Value::Object(m) => m,
+        _ => return Err("a job serialises as an object".to_string()),
+    };
+    let d = defaults();
+    job.retain(|k, val| k != "id" && (k == "schedule" || d.get(k) != Some(val)));
+    let rest = Rest {
+        created_at: s.created_at,
+        paused: s.paused,
+        paused_reason: s.paused_reason.clone(),
+        paused_at: s.paused_at,
+        paused_by: s.paused_by.clone(),
+    };
+    let mut out = serde_json::to_vec(&job).map_err(|e| e.to_string())?;
+    serde_json::to_writer(&mut out, &rest).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// The definition of `id` that [`encode`] wrote.
+pub(crate) fn decode(id: &str, bytes: &[u8]) -> Result<StoredJob, String> {
+    let bad = |e: serde_json::Error| format!("compact definition of {id}: {e}");
+    // The job document with its id put back first: `{"id":"…",…}`.
+    let Some((b'{', fields)) = bytes.split_first() else {
+        return Err(format!("compact definition of {id}: not an object"));
+    };
+    let mut job = Vec::with_capacity(bytes.len() + id.len() + 8);
+    job.extend_from_slice(b"{\"id\":");
+    serde_json::to_writer(&mut job, id).map_err(bad)?;
+    if fields.first() != Some(&b'}') {
+        job.push(b',');
+    }
+    job.extend_from_slice(fields);
+    let mut de = serde_json::Deserializer::from_slice(&job);
+    let spec = <JobSpec as serde::Deserialize>::deserialize(&mut de).map_err(bad)?;
+    let rest = <Rest as serde::Deserialize>::deserialize(&mut de).map_err(bad)?;
+    de.end().map_err(bad)?;
+    Ok(StoredJob {
+        job: spec,
+        created_at: rest.created_at,
+        paused: rest.paused,
+        paused_reason: rest.paused_reason,
+        paused_at: rest.paused_at,
+        paused_by: rest.paused_by,
+    })
 }
 
 #[cfg(test)]
@@ -146,8 +199,8 @@ mod tests {
             "start_at": "2026-12-06T10:00:00.123Z", "executor": {"type": "noop"}
         }));
         let bytes = encode(&plain).expect("encodes");
-        assert!(bytes.len() < 160, "{}", String::from_utf8_lossy(&bytes));
-        assert_eq!(decode(&bytes), Ok(plain));
+        assert!(bytes.len() < 130, "{}", String::from_utf8_lossy(&bytes));
+        assert_eq!(decode("s-1234567", &bytes), Ok(plain));
         // Every field away from its default, a workflow, a pause.
         let mut full = stored(serde_json::json!({
             "id": "etl", "schedule": "0 3 * * *", "timezone": "Europe/Berlin",
@@ -166,7 +219,10 @@ mod tests {
         full.paused = Some(false);
         full.paused_reason = Some("disk full".into());
         full.paused_by = Some("ana".into());
-        assert_eq!(decode(&encode(&full).expect("encodes")), Ok(full));
+        assert_eq!(decode("etl", &encode(&full).expect("encodes")), Ok(full));
+        // A job of only an id and a schedule: nothing else in its document.
+        let bare = stored(serde_json::json!({"id": "a", "schedule": "@daily"}));
+        assert_eq!(decode("a", &encode(&bare).expect("encodes")), Ok(bare));
     }
 
     #[test]
@@ -184,9 +240,9 @@ mod tests {
                 "executor": {"type": "noop"}
             })))
             .expect("b");
-        assert!(Arc::ptr_eq(&a.pool, &b.pool) && Arc::ptr_eq(&a.labels, &b.labels));
+        assert!(Arc::ptr_eq(&a.group, &b.group));
         drop((a, b));
         i.prune();
-        assert!(i.pools.is_empty() && i.labels.is_empty());
+        assert!(i.groups.is_empty());
     }
 }

@@ -7,8 +7,10 @@ use std::{collections::BTreeMap, ops::Bound, sync::Arc};
 use chrono::{DateTime, Utc};
 
 pub mod compact;
+mod fired;
 
 pub use compact::{Compact, Labels};
+pub use fired::Fired;
 
 use compact::Interner;
 
@@ -86,13 +88,40 @@ impl JobEntry {
     /// The first occurrence strictly after `t` that lies within
     /// `[start_at, end_at)`.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let from = match self.spec.start_at {
-            Some(s) if s > t => s - chrono::Duration::milliseconds(1),
-            _ => t,
-        };
-        let at = self.schedule.next_after(from.max(t))?.at;
-        self.spec.end_at.is_none_or(|e| at < e).then_some(at)
+        next_within(&self.schedule, self.spec.start_at, self.spec.end_at, t)
     }
+
+    /// The entry of a stored definition (its pause state included).
+    pub fn from_stored(s: StoredJob) -> Result<Self, String> {
+        let paused = s.paused.unwrap_or(s.job.paused);
+        let mut e = JobEntry::new(s.job, s.created_at)?;
+        e.paused = paused;
+        if paused {
+            e.set_pause(PauseNote {
+                reason: s.paused_reason,
+                at: s.paused_at,
+                by: s.paused_by,
+                last: None,
+            });
+        }
+        Ok(e)
+    }
+}
+
+/// The first occurrence of `schedule` strictly after `t` that lies within
+/// `[start_at, end_at)`.
+fn next_within(
+    schedule: &Schedule,
+    start_at: Option<DateTime<Utc>>,
+    end_at: Option<DateTime<Utc>>,
+    t: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let from = match start_at {
+        Some(s) if s > t => s - chrono::Duration::milliseconds(1),
+        _ => t,
+    };
+    let at = schedule.next_after(from.max(t))?.at;
+    end_at.is_none_or(|e| at < e).then_some(at)
 }
 
 /// What applying a record did, so the caller can tell the timer.
@@ -139,10 +168,7 @@ impl JobFilter {
     }
 
     fn matches_held(&self, id: &str, h: &Held) -> bool {
-        match h {
-            Held::Full(j) => self.matches(j),
-            Held::Compact(c) => self.matches_parts(id, &c.pool, c.paused, &c.labels),
-        }
+        self.matches_parts(id, h.pool(), h.paused(), h.labels())
     }
 
     fn matches_parts(&self, id: &str, pool: &str, paused: bool, labels: &Labels) -> bool {
@@ -155,84 +181,89 @@ impl JobFilter {
     }
 }
 
-/// How the view holds one job: parsed and shared with the timer shard that
-/// fires it (a shard this node holds), or compact (ADR 0024).
+/// How the view holds one job: in its fired form, shared with the timer
+/// shard that fires it (a shard this node holds), or compact (ADR 0024).
+/// Both hold the same encoded definition.
 #[derive(Debug, Clone)]
 pub enum Held {
-    Full(Arc<JobEntry>),
+    Full(Arc<Fired>),
     Compact(Compact),
 }
 
-/// What a snapshot being written keeps of a job (shared, never copied:
-/// 24 bytes a job while it writes).
+/// What a snapshot being written keeps of a job: its id and encoded
+/// definition, shared, never copied (32 bytes a job while it writes).
 #[derive(Debug, Clone)]
-pub enum Kept {
-    Full(Arc<JobEntry>),
-    Encoded(Arc<[u8]>),
+pub struct Kept {
+    id: Arc<str>,
+    def: Arc<[u8]>,
 }
 
 impl Kept {
     /// The stored definition.
     pub fn stored(&self) -> Result<StoredJob, String> {
-        match self {
-            Kept::Full(j) => Ok(j.stored()),
-            Kept::Encoded(b) => compact::decode(b),
-        }
+        compact::decode(&self.id, &self.def)
     }
 }
 
 impl Held {
-    /// What a snapshot keeps of it while it writes.
-    pub fn kept(&self) -> Kept {
+    fn def(&self) -> &Arc<[u8]> {
         match self {
-            Held::Full(j) => Kept::Full(j.clone()),
-            Held::Compact(c) => Kept::Encoded(c.def.clone()),
+            Held::Full(j) => j.def(),
+            Held::Compact(c) => &c.def,
         }
     }
 
-    /// The parsed entry: shared when full, decoded (a copy) when compact.
-    pub fn entry(&self) -> Result<Arc<JobEntry>, String> {
+    /// The stored definition of `id` (decoded).
+    fn stored(&self, id: &str) -> Result<StoredJob, String> {
+        compact::decode(id, self.def())
+    }
+
+    /// The parsed entry of `id` (decoded: a copy the view does not keep).
+    pub fn entry(&self, id: &str) -> Result<Arc<JobEntry>, String> {
         match self {
-            Held::Full(j) => Ok(j.clone()),
-            Held::Compact(c) => entry_of(c.stored()?),
+            Held::Full(j) => j.entry().map(Arc::new),
+            Held::Compact(c) => JobEntry::from_stored(c.stored(id)?).map(Arc::new),
         }
     }
 
     /// Parses a compact job in place (a definition that does not decode,
     /// only a bug, stays compact).
-    fn make_full(&mut self) {
+    fn make_full(&mut self, id: &Arc<str>) {
         if let Held::Compact(c) = self {
-            if let Ok(e) = c.stored().and_then(entry_of) {
-                *self = Held::Full(e);
+            if let Ok(f) = Fired::parse(id.clone(), c) {
+                *self = Held::Full(Arc::new(f));
             }
         }
     }
 
-    /// Encodes a full job in place; whether it changed form.
-    fn make_compact(&mut self, interner: &mut Interner) -> bool {
-        let Held::Full(e) = self else {
+    /// Drops a full job's parsed parts in place (its bytes stay); whether
+    /// it changed form.
+    fn make_compact(&mut self) -> bool {
+        let Held::Full(f) = self else {
             return false;
         };
-        match interner.compact(&e.stored()) {
-            Ok(c) => {
-                *self = Held::Compact(c);
-                true
-            }
-            Err(_) => false,
-        }
+        *self = Held::Compact(f.compact());
+        true
     }
 
     fn pool(&self) -> &str {
         match self {
-            Held::Full(j) => &j.spec.pool,
-            Held::Compact(c) => &c.pool,
+            Held::Full(j) => j.pool(),
+            Held::Compact(c) => c.pool(),
         }
     }
 
     fn labels(&self) -> &Labels {
         match self {
-            Held::Full(j) => &j.spec.labels,
-            Held::Compact(c) => &c.labels,
+            Held::Full(j) => j.labels(),
+            Held::Compact(c) => c.labels(),
+        }
+    }
+
+    fn paused(&self) -> bool {
+        match self {
+            Held::Full(j) => j.paused(),
+            Held::Compact(c) => c.paused,
         }
     }
 }
@@ -258,7 +289,9 @@ impl JobEntry {
 /// not with every job.
 #[derive(Debug)]
 pub struct RegistryView {
-    jobs: BTreeMap<Box<str>, Held>,
+    /// By id (shared with the fired form, and with a snapshot being
+    /// written).
+    jobs: BTreeMap<Arc<str>, Held>,
     /// A snapshot being read, and what the log said after its first part.
     pending_snapshot: Option<Pending>,
     /// Timer shards of the topology (a job's shard is `shard_of(id)`).
@@ -302,7 +335,17 @@ impl RegistryView {
     /// absent: its bytes were encoded by this process, so only a bug does
     /// that, and [`RegistryView::convert_some`] keeps such a job as it is.
     pub fn get(&self, id: &str) -> Option<Arc<JobEntry>> {
-        self.jobs.get(id)?.entry().ok()
+        self.jobs.get(id)?.entry(id).ok()
+    }
+
+    /// The fired form of `id`: shared when its shard is held and converted,
+    /// parsed (a copy the view does not keep) when still compact.
+    pub fn fired(&self, id: &str) -> Option<Arc<Fired>> {
+        let (key, h) = self.jobs.get_key_value(id)?;
+        match h {
+            Held::Full(f) => Some(f.clone()),
+            Held::Compact(c) => Fired::parse(key.clone(), c).ok().map(Arc::new),
+        }
     }
 
     /// The labels of `id`, without decoding it.
@@ -320,9 +363,9 @@ impl RegistryView {
     }
 
     /// Puts `held` under `id`, keeping the jobs per pool counted.
-    fn put(&mut self, id: &str, held: Held) {
+    fn put(&mut self, id: Arc<str>, held: Held) {
         count(&mut self.pool_jobs, held.pool());
-        if let Some(old) = self.jobs.insert(id.into(), held) {
+        if let Some(old) = self.jobs.insert(id, held) {
             self.uncount(&old);
         }
     }
@@ -341,18 +384,32 @@ impl RegistryView {
         }
     }
 
-    /// Every job, by id, as held (a snapshot encodes them).
+    /// Every job, by id, as held.
     pub fn iter_held(&self) -> impl Iterator<Item = (&str, &Held)> {
         self.jobs.iter().map(|(k, h)| (&**k, h))
     }
 
-    /// The entries of the jobs of `shards` (held shards: shared, no copy),
-    /// in id order.
-    pub fn entries_in(&self, shards: &std::collections::BTreeSet<u32>) -> Vec<Arc<JobEntry>> {
+    /// What a snapshot being written keeps of every job, in id order.
+    pub fn kept(&self) -> Vec<Kept> {
+        self.jobs
+            .iter()
+            .map(|(id, h)| Kept {
+                id: id.clone(),
+                def: h.def().clone(),
+            })
+            .collect()
+    }
+
+    /// The fired forms of the jobs of `shards` (held shards: shared, no
+    /// copy), in id order.
+    pub fn fired_in(&self, shards: &std::collections::BTreeSet<u32>) -> Vec<Arc<Fired>> {
         self.jobs
             .iter()
             .filter(|(id, _)| shards.contains(&crate::topology::shard_of(id, self.shards)))
-            .filter_map(|(_, h)| h.entry().ok())
+            .filter_map(|(id, h)| match h {
+                Held::Full(f) => Some(f.clone()),
+                Held::Compact(c) => Fired::parse(id.clone(), c).ok().map(Arc::new),
+            })
             .collect()
     }
 
@@ -381,8 +438,8 @@ impl RegistryView {
 
     /// This node now holds `shards`: their jobs become full (parsed, to be
     /// shared with their timers), returned by shard. One walk.
-    pub fn hold(&mut self, shards: &[u32]) -> BTreeMap<u32, Vec<Arc<JobEntry>>> {
-        let mut out: BTreeMap<u32, Vec<Arc<JobEntry>>> = BTreeMap::new();
+    pub fn hold(&mut self, shards: &[u32]) -> BTreeMap<u32, Vec<Arc<Fired>>> {
+        let mut out: BTreeMap<u32, Vec<Arc<Fired>>> = BTreeMap::new();
         for &s in shards {
             if let Some(h) = self.held.get_mut(s as usize) {
                 *h = true;
@@ -393,7 +450,7 @@ impl RegistryView {
             let Some(v) = out.get_mut(&crate::topology::shard_of(id, self.shards)) else {
                 continue;
             };
-            h.make_full();
+            h.make_full(id);
             if let Held::Full(e) = h {
                 v.push(e.clone());
             }
@@ -422,7 +479,7 @@ impl RegistryView {
             Some(a) => Bound::Excluded(a),
             None => Bound::Unbounded,
         };
-        let mut last = None;
+        let mut last: Option<Box<str>> = None;
         let mut changed_form = false;
         for (seen, (id, h)) in self
             .jobs
@@ -435,11 +492,11 @@ impl RegistryView {
             let s = crate::topology::shard_of(id, self.shards) as usize;
             let held = self.held.get(s).copied().unwrap_or(false);
             if held {
-                h.make_full();
+                h.make_full(id);
             } else {
-                changed_form |= h.make_compact(&mut self.interner);
+                changed_form |= h.make_compact();
             }
-            last = Some(id.clone());
+            last = Some(Box::from(&**id));
         }
         if changed_form {
             self.interner.prune();
@@ -448,14 +505,20 @@ impl RegistryView {
     }
 
     /// How `s` is held here: full on a held shard, else compact.
-    fn held_of(&mut self, s: StoredJob) -> Result<Held, String> {
-        if self.is_held(&s.job.id) {
-            return entry_of(s).map(Held::Full);
+    fn held_of(&mut self, id: &Arc<str>, s: StoredJob) -> Result<Held, String> {
+        let c = self.interner.compact(&s)?;
+        self.held_as(id, &s, c)
+    }
+
+    /// How `s`, already compact as `c`, is held here.
+    fn held_as(&mut self, id: &Arc<str>, s: &StoredJob, c: Compact) -> Result<Held, String> {
+        if self.is_held(id) {
+            return Ok(Held::Full(Arc::new(Fired::of(id.clone(), s, &c)?)));
         }
         // Parsed once all the same: a definition whose zone or schedule no
         // longer reads is refused now, not when a node takes its shard.
         schedule_of(&s.job, s.created_at)?;
-        self.interner.compact(&s).map(Held::Compact)
+        Ok(Held::Compact(c))
     }
 
     /// One page of the jobs `filter` matches: the first `limit` by id
@@ -479,7 +542,7 @@ impl RegistryView {
         let page: Vec<Arc<JobEntry>> = it
             .by_ref()
             .take(limit)
-            .filter_map(|(_, h)| h.entry().ok())
+            .filter_map(|(id, h)| h.entry(id).ok())
             .collect();
         let more = it.next().is_some();
         (page, more)
@@ -508,20 +571,20 @@ impl RegistryView {
         self.note_after_snapshot(&record);
         Ok(match record {
             RegistryRecord::Upsert { job, created_at } => {
-                let id = job.id.clone();
+                let id: Arc<str> = Arc::from(job.id.as_str());
                 let held = self
-                    .held_of(StoredJob::new(*job, created_at))
+                    .held_of(&id, StoredJob::new(*job, created_at))
                     .map_err(|e| format!("job {id}: {e}"))?;
-                self.put(&id, held);
-                Change::Upserted(id)
+                self.put(id.clone(), held);
+                Change::Upserted(id.to_string())
             }
             RegistryRecord::UpsertMany { jobs } => {
                 let mut ids = Vec::with_capacity(jobs.len());
                 for s in jobs {
-                    let id = s.job.id.clone();
-                    let held = self.held_of(s).map_err(|e| format!("job {id}: {e}"))?;
-                    self.put(&id, held);
-                    ids.push(id);
+                    let id: Arc<str> = Arc::from(s.job.id.as_str());
+                    let held = self.held_of(&id, s).map_err(|e| format!("job {id}: {e}"))?;
+                    self.put(id.clone(), held);
+                    ids.push(id.to_string());
                 }
                 Change::UpsertedMany(ids)
             }
@@ -556,41 +619,38 @@ impl RegistryView {
         let Some(h) = self.jobs.get_mut(id) else {
             return Ok(Change::None);
         };
-        let was = match h {
-            Held::Full(j) => j.paused,
-            Held::Compact(c) => c.paused,
-        };
-        if was == paused {
+        if h.paused() == paused {
             return Ok(Change::None);
         }
-        let set = |e: &mut JobEntry| {
-            // The interval it was paused, once resumed, when both ends are
-            // known (alerts expect nothing of it).
-            let last = if paused {
-                e.last_pause()
-            } else {
-                e.paused_at().zip(at)
-            };
-            e.paused = paused;
-            let (reason, by) = reason.unwrap_or_default();
-            e.set_pause(PauseNote {
-                reason,
-                by,
-                at: if paused { at } else { None },
-                last,
-            });
+        let mut s = h.stored(id)?;
+        let (reason, by) = reason.unwrap_or_default();
+        // The interval it was paused, once resumed, when both ends are known
+        // (alerts expect nothing of it). Not kept compact (nor in
+        // snapshots): an alert check only reads the jobs of held shards.
+        let last = match h {
+            Held::Full(f) if paused => f.last_pause(),
+            Held::Full(f) => f.paused_at().zip(at),
+            Held::Compact(_) => None,
         };
-        match h {
-            // Copy-on-write: a shard may still hold the old entry.
-            Held::Full(j) => set(Arc::make_mut(j)),
-            Held::Compact(c) => {
-                // The last pause is not kept compact (nor in snapshots): an
-                // alert check only reads the jobs of held shards.
-                let mut e = Arc::unwrap_or_clone(entry_of(c.stored()?)?);
-                set(&mut e);
-                *c = self.interner.compact(&e.stored())?;
-            }
-        }
+        let at = if paused { at } else { None };
+        s.paused = Some(paused);
+        s.paused_reason = reason.clone();
+        s.paused_at = at;
+        s.paused_by = by.clone();
+        let c = self.interner.compact(&s)?;
+        *h = match h {
+            // A new fired form: a shard may still hold the old one.
+            Held::Full(f) => Held::Full(Arc::new(f.repaused(
+                &c,
+                PauseNote {
+                    reason,
+                    by,
+                    at,
+                    last,
+                },
+            ))),
+            Held::Compact(_) => Held::Compact(c),
+        };
         Ok(if paused {
             Change::Paused(id.to_string())
         } else {
@@ -649,28 +709,22 @@ impl RegistryView {
         };
         let fresh = &mut pending.jobs;
         for s in jobs {
-            // An unchanged definition keeps its entry (shared with a timer
+            let def = compact::encode(&s)?;
+            // An unchanged definition keeps its form (shared with a timer
             // shard, or its compact bytes): a snapshot does not double the
             // memory of a live node.
-            let kept = match self.jobs.get(s.job.id.as_str()) {
-                Some(Held::Full(old)) if self.is_held(&s.job.id) && same(old, &s) => {
-                    Some(Held::Full(old.clone()))
+            let (id, held) = match self.jobs.get_key_value(s.job.id.as_str()) {
+                Some((id, old))
+                    if **old.def() == *def && matches!(old, Held::Full(_)) == self.is_held(id) =>
+                {
+                    (id.clone(), old.clone())
                 }
-                Some(Held::Compact(old)) if !self.is_held(&s.job.id) => {
-                    let def = compact::encode(&s)?;
-                    if old.same_def(&def) {
-                        Some(Held::Compact(old.clone()))
-                    } else {
-                        schedule_of(&s.job, s.created_at)?;
-                        Some(Held::Compact(self.interner.with_def(&s, def)))
-                    }
+                found => {
+                    let id = found.map_or_else(|| Arc::from(s.job.id.as_str()), |(k, _)| k.clone());
+                    let c = self.interner.with_def(&s, def);
+                    let held = self.held_as(&id, &s, c)?;
+                    (id, held)
                 }
-                _ => None,
-            };
-            let id: Box<str> = s.job.id.as_str().into();
-            let held = match kept {
-                Some(h) => h,
-                None => self.held_of(s)?,
             };
             fresh.insert(id, held);
         }
@@ -688,9 +742,9 @@ impl RegistryView {
         // A job upserted or deleted since the first part is as the view
         // holds it now (an upsert carries the whole definition), or gone.
         for id in &replaced {
-            match self.jobs.remove(id) {
-                Some(h) => fresh.insert(id.clone(), h),
-                None => fresh.remove(id),
+            match self.jobs.remove_entry(&**id) {
+                Some((k, h)) => fresh.insert(k, h),
+                None => fresh.remove(&**id),
             };
         }
         self.jobs = fresh;
@@ -720,7 +774,7 @@ impl RegistryView {
 struct Pending {
     id: String,
     next: u32,
-    jobs: BTreeMap<Box<str>, Held>,
+    jobs: BTreeMap<Arc<str>, Held>,
     /// Jobs upserted or deleted since the first part.
     replaced: std::collections::HashSet<Box<str>>,
     /// Pauses and resumes since the first part, in order.
@@ -742,32 +796,6 @@ fn schedule_of(spec: &JobSpec, created_at: DateTime<Utc>) -> Result<Schedule, St
     let tz = parse_zone(&spec.timezone).map_err(|e| e.to_string())?;
     let anchor = spec.start_at.unwrap_or(created_at);
     Schedule::parse(&spec.schedule, tz, anchor).map_err(|e| e.to_string())
-}
-
-/// Whether `old` holds exactly the stored definition `s`.
-fn same(old: &JobEntry, s: &StoredJob) -> bool {
-    let paused = s.paused.unwrap_or(s.job.paused);
-    old.spec == s.job
-        && old.created_at == s.created_at
-        && old.paused == paused
-        && old.paused_reason() == s.paused_reason.as_deref()
-        && old.paused_by() == s.paused_by.as_deref()
-}
-
-/// The entry of a stored definition (its pause state included).
-fn entry_of(s: StoredJob) -> Result<Arc<JobEntry>, String> {
-    let paused = s.paused.unwrap_or(s.job.paused);
-    let mut e = JobEntry::new(s.job, s.created_at)?;
-    e.paused = paused;
-    if paused {
-        e.set_pause(PauseNote {
-            reason: s.paused_reason,
-            at: s.paused_at,
-            by: s.paused_by,
-            last: None,
-        });
-    }
-    Ok(Arc::new(e))
 }
 
 /// One part of a snapshot as the registry stream holds it (a

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use crate::util::utc;
 use sundial_core::{
     alert::{AlertKind, Seen, Watch},
-    registry::JobEntry,
+    registry::{Fired, JobEntry},
     JobSpec,
 };
 
@@ -71,7 +71,7 @@ fn check(
     now: DateTime<Utc>,
 ) -> Vec<sundial_core::alert::Alert> {
     Watch {
-        job,
+        job: &Fired::from_entry(job).expect("fired"),
         sla: SLA,
         seen,
         raised,
@@ -282,6 +282,7 @@ fn an_alert_says_what_and_why_and_resolutions_name_what_they_resolve() {
     // Without an sla, nothing is late.
     let slow: BTreeMap<_, _> = [(at(10), ok(10, 9))].into_iter().collect();
     let none = BTreeSet::new();
+    let j = Fired::from_entry(&j).expect("fired");
     let w = Watch {
         job: &j,
         sla: None,

@@ -375,14 +375,14 @@ fn a_node_holds_its_shards_jobs_full_and_the_others_compact() {
     assert_eq!(mine, expected);
     assert!(mine > 0 && compact(&view) == 200 - mine);
     for (shard, entries) in &loads {
-        assert!(entries.iter().all(|e| shard_of(&e.spec.id, 8) == *shard));
+        assert!(entries.iter().all(|e| shard_of(e.id(), 8) == *shard));
     }
     // A job upserted now into a held shard is full, one elsewhere compact.
-    let in_held = loads[&2][0].spec.id.clone();
-    let e = view.get(&in_held).expect("held");
+    let in_held = loads[&2][0].id().to_string();
+    let e = view.fired(&in_held).expect("held");
     assert!(std::sync::Arc::ptr_eq(
         &e,
-        &view.get(&in_held).expect("held")
+        &view.fired(&in_held).expect("held")
     ));
     // Searches and pages answer the same whatever the form.
     let f = JobFilter {
@@ -463,14 +463,14 @@ fn a_node_holds_its_shards_jobs_full_and_the_others_compact() {
 
 #[test]
 fn misfire_policies_plan_missed_occurrences() {
-    use sundial_core::{misfire, registry::JobEntry};
+    use sundial_core::{misfire, registry::Fired};
     let entry = |policy: &str, grace: &str, max: u32| {
         let spec: JobSpec = serde_json::from_value(serde_json::json!({
             "id": "m", "schedule": "* * * * *", "executor": {"type": "noop"},
             "misfire": {"policy": policy, "grace": grace, "max_catch_up": max}
         }))
         .expect("job");
-        JobEntry::new(spec, utc("2026-01-01T00:00:00Z")).expect("entry")
+        Fired::new(spec, utc("2026-01-01T00:00:00Z")).expect("entry")
     };
     let (from, now) = (utc("2026-06-01T10:00:00Z"), utc("2026-06-01T10:05:30Z"));
     let minutes = |v: &[chrono::DateTime<chrono::Utc>]| {
@@ -1108,7 +1108,7 @@ fn a_snapshot_part_holds_every_definition_whole_however_it_is_held() {
     })
     .expect("pauses");
     view.hold(&[1, 3]);
-    let kept: Vec<_> = view.iter_held().map(|(_, h)| h.kept()).collect();
+    let kept = view.kept();
     let (full, compact) = view.iter_held().fold((0, 0), |(f, c), (_, h)| match h {
         Held::Full(_) => (f + 1, c),
         Held::Compact(_) => (f, c + 1),

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use sundial_core::{
     ledger::{due, expected, Ledger},
-    registry::JobEntry,
+    registry::{Fired, JobEntry},
     JobSpec,
 };
 
@@ -13,7 +13,11 @@ fn utc(s: &str) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-fn job(id: &str, schedule: &str) -> JobEntry {
+fn job(id: &str, schedule: &str) -> Fired {
+    Fired::from_entry(&entry_of(id, schedule)).expect("fired")
+}
+
+fn entry_of(id: &str, schedule: &str) -> JobEntry {
     let spec: JobSpec = serde_json::from_value(serde_json::json!({
         "id": id, "schedule": schedule, "executor": {"type": "noop"}
     }))
@@ -23,8 +27,9 @@ fn job(id: &str, schedule: &str) -> JobEntry {
 
 #[test]
 fn expected_lists_each_occurrence_of_the_window_once() {
-    let mut paused = job("p", "* * * * * *");
+    let mut paused = entry_of("p", "* * * * * *");
     paused.paused = true;
+    let paused = Fired::from_entry(&paused).expect("fired");
     let jobs = [job("s", "*/10 * * * * *"), job("m", "0 * * * * *"), paused];
     let ids = expected(
         &jobs,
@@ -61,7 +66,7 @@ fn compare_reports_missing_duplicate_and_unexpected() {
 #[test]
 fn only_occurrences_while_the_job_existed_unpaused_and_inside_its_window_are_due() {
     let created = utc("2026-03-01T10:00:05Z");
-    let entry = |patch: serde_json::Value, paused_at: Option<&str>| {
+    let entry = |patch: serde_json::Value, paused_at: Option<&str>, paused: bool| {
         let mut v =
             serde_json::json!({"id": "j", "schedule": "* * * * * *", "executor": {"type": "noop"}});
         if let (Some(o), Some(p)) = (v.as_object_mut(), patch.as_object()) {
@@ -69,6 +74,7 @@ fn only_occurrences_while_the_job_existed_unpaused_and_inside_its_window_are_due
         }
         let spec: JobSpec = serde_json::from_value(v).expect("spec");
         let mut e = JobEntry::new(spec, created).expect("entry");
+        e.paused = paused;
         if let Some(p) = paused_at {
             e.paused = true;
             e.set_pause(sundial_core::registry::PauseNote {
@@ -76,17 +82,21 @@ fn only_occurrences_while_the_job_existed_unpaused_and_inside_its_window_are_due
                 ..Default::default()
             });
         }
-        e
+        Fired::from_entry(&e).expect("fired")
     };
-    let plain = entry(serde_json::json!({}), None);
-    let ended = entry(serde_json::json!({"end_at": "2026-03-01T10:00:08Z"}), None);
+    let plain = entry(serde_json::json!({}), None, false);
+    let ended = entry(
+        serde_json::json!({"end_at": "2026-03-01T10:00:08Z"}),
+        None,
+        false,
+    );
     let started = entry(
         serde_json::json!({"start_at": "2026-03-01T10:00:07Z"}),
         None,
+        false,
     );
-    let paused = entry(serde_json::json!({}), Some("2026-03-01T10:00:07Z"));
-    let mut paused_unknown = entry(serde_json::json!({}), None);
-    paused_unknown.paused = true;
+    let paused = entry(serde_json::json!({}), Some("2026-03-01T10:00:07Z"), true);
+    let paused_unknown = entry(serde_json::json!({}), None, true);
     // (job, occurrence, due?)
     let table = [
         (&plain, "2026-03-01T10:00:04Z", false), // before it existed
@@ -102,7 +112,7 @@ fn only_occurrences_while_the_job_existed_unpaused_and_inside_its_window_are_due
         (&paused_unknown, "2026-03-01T10:00:06Z", false),
     ];
     for (job, at, want) in table {
-        assert_eq!(due(job, utc(at)), want, "{at} of {:?}", job.spec);
+        assert_eq!(due(job, utc(at)), want, "{at} of {:?}", job);
     }
     // The window starts before the job was created: 5 s later it was.
     let ids = expected(

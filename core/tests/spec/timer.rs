@@ -5,20 +5,20 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use sundial_core::{registry::JobEntry, timer::ShardTimer, JobSpec};
+use sundial_core::{registry::Fired, timer::ShardTimer, JobSpec};
 
 use crate::util::utc;
 
-fn job_with(id: &str, schedule: &str, extra: serde_json::Value, created: &str) -> Arc<JobEntry> {
+fn job_with(id: &str, schedule: &str, extra: serde_json::Value, created: &str) -> Arc<Fired> {
     let mut v = serde_json::json!({"id": id, "schedule": schedule, "executor": {"type": "noop"}});
     if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
         o.extend(e);
     }
     let spec: JobSpec = serde_json::from_value(v).expect("job spec");
-    Arc::new(JobEntry::new(spec, utc(created)).expect("entry"))
+    Arc::new(Fired::new(spec, utc(created)).expect("entry"))
 }
 
-fn job(id: &str, schedule: &str) -> Arc<JobEntry> {
+fn job(id: &str, schedule: &str) -> Arc<Fired> {
     job_with(id, schedule, serde_json::json!({}), "2026-01-01T00:00:00Z")
 }
 
@@ -27,7 +27,7 @@ fn ms(n: i64) -> Duration {
 }
 
 /// A loaded shard whose floor and start are `at`, holding `jobs`.
-fn loaded(at: &str, jobs: Vec<Arc<JobEntry>>) -> (ShardTimer, DateTime<Utc>) {
+fn loaded(at: &str, jobs: Vec<Arc<Fired>>) -> (ShardTimer, DateTime<Utc>) {
     let t0 = utc(at);
     let mut t = ShardTimer::new(t0);
     let actions = t.load(jobs, t0, t0);
@@ -117,7 +117,7 @@ fn timer_an_upsert_keeps_an_occurrence_that_is_due_but_not_fired() {
     assert_eq!(fired.len(), 1, "the due occurrence is not lost");
     assert_eq!(fired[0].scheduled, s1);
     assert_eq!(
-        fired[0].job.spec.payload,
+        fired[0].job.spec().expect("decodes").payload,
         serde_json::json!({"v": 2}),
         "with the new definition"
     );
@@ -134,13 +134,13 @@ fn timer_an_upsert_keeps_an_occurrence_that_is_due_but_not_fired() {
     let next: Vec<_> = t
         .due(created)
         .into_iter()
-        .filter(|f| f.job.spec.id == "n")
+        .filter(|f| f.job.id() == "n")
         .collect();
     assert!(next.is_empty(), "{next:?}");
     assert_eq!(
         t.due(t0 + Duration::seconds(2))
             .iter()
-            .find(|f| f.job.spec.id == "n")
+            .find(|f| f.job.id() == "n")
             .map(|f| f.scheduled),
         Some(t0 + Duration::seconds(2))
     );
@@ -249,7 +249,7 @@ fn timer_load_applies_each_misfire_policy_on_takeover() {
         actions
             .fire
             .iter()
-            .filter(|f| f.job.spec.id == id)
+            .filter(|f| f.job.id() == id)
             .map(|f| f.scheduled)
             .collect()
     };

@@ -22,8 +22,7 @@ impl Handler<WriteSnapshot> for Registry {
         let now = Utc::now();
         let sid = format!("{}-{}", self.node, now.timestamp_millis());
         // The entries as they are now (shared, not copied), sorted by id.
-        let entries: Arc<Vec<Kept>> =
-            Arc::new(self.view.iter_held().map(|(_, h)| h.kept()).collect());
+        let entries: Arc<Vec<Kept>> = Arc::new(self.view.kept());
         let parts =
             u32::try_from(entries.len().div_ceil(SNAPSHOT_PART_JOBS).max(1)).unwrap_or(u32::MAX);
         // Its parts come back through the follower: skip them.
@@ -340,14 +339,14 @@ pub(crate) struct JobOf(pub(crate) String);
 /// The jobs of these timer shards (the alert check of their owner), in id
 /// order.
 #[derive(Message)]
-#[rtype(result = "Vec<Arc<sundial_core::registry::JobEntry>>")]
+#[rtype(result = "Vec<Arc<sundial_core::registry::Fired>>")]
 pub(crate) struct JobsIn(pub(crate) std::collections::BTreeSet<u32>);
 
 impl Handler<JobsIn> for Registry {
     type Result = MessageResult<JobsIn>;
 
     fn handle(&mut self, JobsIn(shards): JobsIn, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.view.entries_in(&shards))
+        MessageResult(self.view.fired_in(&shards))
     }
 }
 

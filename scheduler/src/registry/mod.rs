@@ -421,7 +421,7 @@ impl Registry {
             // compact job is decoded here).
             for id in ids {
                 if let Some(shard) = self.shard(&id) {
-                    if let Some(e) = self.entry(&id) {
+                    if let Some(e) = self.view.fired(&id) {
                         shard.do_send(JobChange::Upserted(e));
                     }
                 }
@@ -439,13 +439,13 @@ impl Registry {
             return;
         }
         let (id, msg) = match change {
-            Change::Upserted(id) => match self.entry(&id) {
+            Change::Upserted(id) => match self.view.fired(&id) {
                 Some(e) => (id, JobChange::Upserted(e)),
                 None => return,
             },
             Change::Deleted(id) => (id.clone(), JobChange::Deleted(id)),
             Change::Paused(id) => (id.clone(), JobChange::Paused(id)),
-            Change::Resumed(id) => match self.entry(&id) {
+            Change::Resumed(id) => match self.view.fired(&id) {
                 Some(e) => (id, JobChange::Resumed(e)),
                 None => return,
             },

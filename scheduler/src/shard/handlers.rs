@@ -9,7 +9,7 @@ use super::*;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Load {
-    pub(crate) jobs: Vec<Arc<JobEntry>>,
+    pub(crate) jobs: Vec<Arc<Fired>>,
     /// When this scheduler process started: occurrences due after it were
     /// missed only because the broker was away, and are all fired.
     pub(crate) alive_since: DateTime<Utc>,
@@ -29,10 +29,10 @@ impl Handler<Load> for ShardActor {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) enum JobChange {
-    Upserted(Arc<JobEntry>),
+    Upserted(Arc<Fired>),
     Deleted(String),
     Paused(String),
-    Resumed(Arc<JobEntry>),
+    Resumed(Arc<Fired>),
 }
 
 impl Handler<JobChange> for ShardActor {

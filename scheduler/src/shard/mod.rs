@@ -17,7 +17,7 @@ use sundial_core::{
         fire::{Origin, Watermark},
         run::{RunBatch, RunEvent, RunKind},
     },
-    registry::JobEntry,
+    registry::Fired,
     timer::{Actions, DueFire, ShardTimer},
     topology::{Topology, CONTROL_DEAD_KEY},
     FireId,
@@ -270,7 +270,7 @@ impl ShardActor {
             );
         }
         for f in actions.fire.iter().take(LOGGED_PER_CHANGE) {
-            info!(job_id = %f.job.spec.id, shard = self.shard, fire_id = %FireId::new(&f.job.spec.id, f.scheduled), "firing missed occurrence");
+            info!(job_id = %f.job.id(), shard = self.shard, fire_id = %FireId::new(f.job.id(), f.scheduled), "firing missed occurrence");
         }
         if actions.fire.len() > LOGGED_PER_CHANGE {
             info!(
@@ -295,18 +295,18 @@ impl ShardActor {
     /// by another node.)
     fn publish(
         &mut self,
-        job: &JobEntry,
+        job: &Fired,
         scheduled: DateTime<Utc>,
         due: Option<DateTime<Utc>>,
         ctx: &mut Context<Self>,
     ) {
         let now = Utc::now();
-        let fire_id = FireId::new(&job.spec.id, scheduled);
-        let run = match job.spec.overlap {
+        let fire_id = FireId::new(job.id(), scheduled);
+        let run = match job.overlap() {
             sundial_core::job::Overlap::Allow => None,
-            _ => self.runs.running(&job.spec.id, now),
+            _ => self.runs.running(job.id(), now),
         };
-        match overlap::decide(job.spec.overlap, run.as_ref().map(|r| r.fire_id.as_str())) {
+        match overlap::decide(job.overlap(), run.as_ref().map(|r| r.fire_id.as_str())) {
             overlap::Decision::Fire => {}
             overlap::Decision::Skip { running } => {
                 self.skip_overlapping(job, fire_id.as_str(), &running, ctx);
@@ -317,7 +317,7 @@ impl ShardActor {
                     let (ch, topo, id, by) = (
                         self.channel.clone(),
                         self.topo.clone(),
-                        job.spec.id.clone(),
+                        job.id().to_string(),
                         fire_id.to_string(),
                     );
                     actix::spawn(async move {
@@ -333,9 +333,18 @@ impl ShardActor {
             shard: self.shard,
             epoch: self.epoch,
         };
+        // The definition, decoded for the fire it carries (never fails on
+        // bytes this process encoded: a failure is a bug, logged, not fired).
+        let spec = match job.spec() {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(job_id = %job.id(), shard = self.shard, fire_id = %fire_id, error = %e, "job definition does not decode; not fired");
+                return;
+            }
+        };
         // A lone job's fire, or a workflow's opening record.
         match crate::opening::opening(
-            &job.spec,
+            &spec,
             origin,
             now,
             self.key.as_deref(),
@@ -351,7 +360,7 @@ impl ShardActor {
                     pool: o.pool,
                     enc: o.enc,
                     fire_id: o.fire_id,
-                    job_id: job.spec.id.clone(),
+                    job_id: job.id().to_string(),
                     key: scheduled,
                     due,
                 };
@@ -360,7 +369,7 @@ impl ShardActor {
             Err(e) => {
                 // Our own event always encodes unless the payload exceeds the
                 // limit, which validation prevents; never drop silently.
-                warn!(job_id = %job.spec.id, shard = self.shard, fire_id = %fire_id, error = %e, "fire event cannot be encoded; not fired");
+                warn!(job_id = %job.id(), shard = self.shard, fire_id = %fire_id, error = %e, "fire event cannot be encoded; not fired");
             }
         }
     }
@@ -419,18 +428,18 @@ impl ShardActor {
     /// counted, logged, and reported as a `skipped` run event.
     fn skip_overlapping(
         &mut self,
-        job: &JobEntry,
+        job: &Fired,
         fire_id: &str,
         running: &str,
         ctx: &mut Context<Self>,
     ) {
-        metrics::counter!(m::OVERLAP_SKIPS_TOTAL, "pool" => job.spec.pool.clone()).increment(1);
-        info!(job_id = %job.spec.id, shard = self.shard, fire_id, running, "fire skipped: the previous run is still running (overlap forbid)");
+        metrics::counter!(m::OVERLAP_SKIPS_TOTAL, "pool" => job.pool().to_string()).increment(1);
+        info!(job_id = %job.id(), shard = self.shard, fire_id, running, "fire skipped: the previous run is still running (overlap forbid)");
         let ev = RunEvent::new(
             RunKind::Skipped,
             fire_id,
-            &job.spec.id,
-            &job.spec.pool,
+            job.id(),
+            job.pool(),
             &self.node,
             Utc::now(),
         )

@@ -236,14 +236,12 @@ impl Held {
         }
     }
 
-    /// Drops a full job's parsed parts in place (its bytes stay); whether
-    /// it changed form.
-    fn make_compact(&mut self) -> bool {
-        let Held::Full(f) = self else {
-            return false;
-        };
-        *self = Held::Compact(f.compact());
-        true
+    /// Drops a full job's parsed parts in place (its bytes, pool and labels
+    /// stay: nothing is encoded or interned again).
+    fn make_compact(&mut self) {
+        if let Held::Full(f) = self {
+            *self = Held::Compact(f.compact());
+        }
     }
 
     fn pool(&self) -> &str {
@@ -360,6 +358,14 @@ impl RegistryView {
             .filter(|(_, n)| **n > 0)
             .map(|(p, _)| &**p)
             .collect()
+    }
+
+    /// The key of `id`: the one the view holds (the map keeps its key when
+    /// a value is replaced: one copy of an id, however often it changes).
+    fn key(&self, id: &str) -> Arc<str> {
+        self.jobs
+            .get_key_value(id)
+            .map_or_else(|| Arc::from(id), |(k, _)| k.clone())
     }
 
     /// Puts `held` under `id`, keeping the jobs per pool counted.
@@ -480,7 +486,6 @@ impl RegistryView {
             None => Bound::Unbounded,
         };
         let mut last: Option<Box<str>> = None;
-        let mut changed_form = false;
         for (seen, (id, h)) in self
             .jobs
             .range_mut::<str, _>((from, Bound::Unbounded))
@@ -494,12 +499,9 @@ impl RegistryView {
             if held {
                 h.make_full(id);
             } else {
-                changed_form |= h.make_compact();
+                h.make_compact();
             }
             last = Some(Box::from(&**id));
-        }
-        if changed_form {
-            self.interner.prune();
         }
         None
     }
@@ -571,7 +573,7 @@ impl RegistryView {
         self.note_after_snapshot(&record);
         Ok(match record {
             RegistryRecord::Upsert { job, created_at } => {
-                let id: Arc<str> = Arc::from(job.id.as_str());
+                let id = self.key(&job.id);
                 let held = self
                     .held_of(&id, StoredJob::new(*job, created_at))
                     .map_err(|e| format!("job {id}: {e}"))?;
@@ -581,7 +583,7 @@ impl RegistryView {
             RegistryRecord::UpsertMany { jobs } => {
                 let mut ids = Vec::with_capacity(jobs.len());
                 for s in jobs {
-                    let id: Arc<str> = Arc::from(s.job.id.as_str());
+                    let id = self.key(&s.job.id);
                     let held = self.held_of(&id, s).map_err(|e| format!("job {id}: {e}"))?;
                     self.put(id.clone(), held);
                     ids.push(id.to_string());
@@ -719,8 +721,8 @@ impl RegistryView {
                 {
                     (id.clone(), old.clone())
                 }
-                found => {
-                    let id = found.map_or_else(|| Arc::from(s.job.id.as_str()), |(k, _)| k.clone());
+                _ => {
+                    let id = self.key(&s.job.id);
                     let c = self.interner.with_def(&s, def);
                     let held = self.held_as(&id, &s, c)?;
                     (id, held)

@@ -384,6 +384,39 @@ fn a_node_holds_its_shards_jobs_full_and_the_others_compact() {
         &e,
         &view.fired(&in_held).expect("held")
     ));
+    // A pause and a resume of a fired job: its definition says so, and its
+    // fired form keeps the last pause (only that form does).
+    let resumed_at = t + chrono::Duration::minutes(1);
+    view.apply(&RegistryRecord::Pause {
+        id: in_held.clone(),
+        reason: Some("disk full".into()),
+        at: Some(t),
+        by: Some("ana".into()),
+    })
+    .expect("pauses");
+    let p = view.get(&in_held).expect("there");
+    assert!(p.paused && p.paused_reason() == Some("disk full") && p.paused_at() == Some(t));
+    assert!(view.fired(&in_held).expect("held").paused());
+    view.apply(&RegistryRecord::Resume {
+        id: in_held.clone(),
+        at: Some(resumed_at),
+    })
+    .expect("resumes");
+    let r = view.fired(&in_held).expect("held");
+    assert!(
+        !r.paused() && !std::sync::Arc::ptr_eq(&e, &r),
+        "a new fired form"
+    );
+    assert_eq!(r.last_pause(), Some((t, resumed_at)));
+    let g = view.get(&in_held).expect("there");
+    assert_eq!(g.last_pause(), Some((t, resumed_at)));
+    assert!(!g.paused && g.paused_reason().is_none());
+    assert_eq!(r.spec().ok().as_ref(), Some(&g.spec));
+    assert_eq!(
+        Some(&g.spec),
+        jobs.iter().map(|s| &s.job).find(|j| j.id == in_held),
+        "the definition reads back unchanged"
+    );
     // Searches and pages answer the same whatever the form.
     let f = JobFilter {
         pool: Some("even".into()),

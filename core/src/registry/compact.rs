@@ -150,22 +150,11 @@ pub(crate) fn encode(s: &StoredJob) -> Result<Vec<u8>, String> {
 
 /// The definition of `id` that [`encode`] wrote.
 pub(crate) fn decode(id: &str, bytes: &[u8]) -> Result<StoredJob, String> {
-    let bad = |e: serde_json::Error| format!("compact definition of {id}: {e}");
-    // The job document with its id put back first: `{"id":"…",…}`.
-    let Some((b'{', fields)) = bytes.split_first() else {
-        return Err(format!("compact definition of {id}: not an object"));
-    };
-    let mut job = Vec::with_capacity(bytes.len() + id.len() + 8);
-    job.extend_from_slice(b"{\"id\":");
-    serde_json::to_writer(&mut job, id).map_err(bad)?;
-    if fields.first() != Some(&b'}') {
-        job.push(b',');
-    }
-    job.extend_from_slice(fields);
+    let job = with_id(id, bytes)?;
     let mut de = serde_json::Deserializer::from_slice(&job);
-    let spec = <JobSpec as serde::Deserialize>::deserialize(&mut de).map_err(bad)?;
-    let rest = <Rest as serde::Deserialize>::deserialize(&mut de).map_err(bad)?;
-    de.end().map_err(bad)?;
+    let spec = <JobSpec as serde::Deserialize>::deserialize(&mut de).map_err(|e| bad(id, e))?;
+    let rest = <Rest as serde::Deserialize>::deserialize(&mut de).map_err(|e| bad(id, e))?;
+    de.end().map_err(|e| bad(id, e))?;
     Ok(StoredJob {
         job: spec,
         created_at: rest.created_at,
@@ -174,6 +163,33 @@ pub(crate) fn decode(id: &str, bytes: &[u8]) -> Result<StoredJob, String> {
         paused_at: rest.paused_at,
         paused_by: rest.paused_by,
     })
+}
+
+/// Only the job of the definition of `id` that [`encode`] wrote (what a
+/// fire carries: the rest is not read).
+pub(crate) fn decode_job(id: &str, bytes: &[u8]) -> Result<JobSpec, String> {
+    let job = with_id(id, bytes)?;
+    let mut de = serde_json::Deserializer::from_slice(&job);
+    <JobSpec as serde::Deserialize>::deserialize(&mut de).map_err(|e| bad(id, e))
+}
+
+fn bad(id: &str, e: serde_json::Error) -> String {
+    format!("compact definition of {id}: {e}")
+}
+
+/// The encoded definition with the job's id put back first: `{"id":"…",…}`.
+fn with_id(id: &str, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let Some((b'{', fields)) = bytes.split_first() else {
+        return Err(format!("compact definition of {id}: not an object"));
+    };
+    let mut job = Vec::with_capacity(bytes.len() + id.len() + 8);
+    job.extend_from_slice(b"{\"id\":");
+    serde_json::to_writer(&mut job, id).map_err(|e| bad(id, e))?;
+    if fields.first() != Some(&b'}') {
+        job.push(b',');
+    }
+    job.extend_from_slice(fields);
+    Ok(job)
 }
 
 #[cfg(test)]
@@ -200,7 +216,8 @@ mod tests {
         }));
         let bytes = encode(&plain).expect("encodes");
         assert!(bytes.len() < 130, "{}", String::from_utf8_lossy(&bytes));
-        assert_eq!(decode("s-1234567", &bytes), Ok(plain));
+        assert_eq!(decode("s-1234567", &bytes), Ok(plain.clone()));
+        assert_eq!(decode_job("s-1234567", &bytes), Ok(plain.job));
         // Every field away from its default, a workflow, a pause.
         let mut full = stored(serde_json::json!({
             "id": "etl", "schedule": "0 3 * * *", "timezone": "Europe/Berlin",

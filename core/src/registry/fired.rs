@@ -141,7 +141,7 @@ impl Fired {
 
     /// The definition, decoded: what a fire carries.
     pub fn spec(&self) -> Result<JobSpec, String> {
-        self.stored().map(|s| s.job)
+        super::compact::decode_job(&self.id, &self.def)
     }
 
     /// The parsed entry (a copy; with its last pause, which only this form

@@ -90,8 +90,8 @@ impl Fired {
         Self::of(id, &s, c)
     }
 
-    /// A job accepted at `created_at`, on its own (tests, the `ledger` and
-    /// `job` commands: no registry view to share pools and labels with).
+    /// A job accepted at `created_at`, on its own (tests: no registry view
+    /// to share pools and labels with).
     pub fn new(spec: JobSpec, created_at: DateTime<Utc>) -> Result<Self, String> {
         let id: Arc<str> = Arc::from(spec.id.as_str());
         let s = StoredJob::new(spec, created_at);
@@ -99,7 +99,8 @@ impl Fired {
         Self::of(id, &s, &c)
     }
 
-    /// The fired form of a parsed entry, its pauses included.
+    /// The fired form of a parsed entry, its pauses included (the `ledger`
+    /// command walks the schedules of the jobs it listed so).
     pub fn from_entry(e: &JobEntry) -> Result<Self, String> {
         let id: Arc<str> = Arc::from(e.spec.id.as_str());
         let s = e.stored();

@@ -53,16 +53,6 @@ impl Fired {
     pub(crate) fn of(id: Arc<str>, s: &StoredJob, c: &Compact) -> Result<Self, String> {
         let schedule = schedule_of(&s.job, s.created_at)?;
         let paused = s.paused.unwrap_or(s.job.paused);
-        let pause = if paused {
-            PauseNote {
-                reason: s.paused_reason.clone(),
-                at: s.paused_at,
-                by: s.paused_by.clone(),
-                last: None,
-            }
-        } else {
-            PauseNote::default()
-        };
         let mut f = Self {
             id,
             def: c.def.clone(),
@@ -79,7 +69,7 @@ impl Fired {
             jitter: s.job.jitter,
             sla: s.job.sla,
             misfire: s.job.misfire,
-            pause,
+            pause: PauseNote::of(s),
         });
         Ok(f)
     }

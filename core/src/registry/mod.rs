@@ -49,6 +49,23 @@ pub struct PauseNote {
     pub last: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
+impl PauseNote {
+    /// What a stored definition says of its pause: its reason, instant and
+    /// author when paused, nothing otherwise (the last pause is not stored).
+    pub(crate) fn of(s: &StoredJob) -> Self {
+        if s.paused.unwrap_or(s.job.paused) {
+            PauseNote {
+                reason: s.paused_reason.clone(),
+                at: s.paused_at,
+                by: s.paused_by.clone(),
+                last: None,
+            }
+        } else {
+            PauseNote::default()
+        }
+    }
+}
+
 impl JobEntry {
     /// Builds an entry from a stored definition. Stored definitions were
     /// validated on the way in; this only fails if the zone database lost a
@@ -94,16 +111,10 @@ impl JobEntry {
     /// The entry of a stored definition (its pause state included).
     pub fn from_stored(s: StoredJob) -> Result<Self, String> {
         let paused = s.paused.unwrap_or(s.job.paused);
+        let note = PauseNote::of(&s);
         let mut e = JobEntry::new(s.job, s.created_at)?;
         e.paused = paused;
-        if paused {
-            e.set_pause(PauseNote {
-                reason: s.paused_reason,
-                at: s.paused_at,
-                by: s.paused_by,
-                last: None,
-            });
-        }
+        e.set_pause(note);
         Ok(e)
     }
 }
@@ -226,6 +237,15 @@ impl Held {
         }
     }
 
+    /// The fired form of `id`: shared when full, parsed (a copy) when
+    /// compact; `None` for a definition that does not decode (a bug).
+    fn fired(&self, id: &Arc<str>) -> Option<Arc<Fired>> {
+        match self {
+            Held::Full(f) => Some(f.clone()),
+            Held::Compact(c) => Fired::parse(id.clone(), c).ok().map(Arc::new),
+        }
+    }
+
     /// Parses a compact job in place (a definition that does not decode,
     /// only a bug, stays compact).
     fn make_full(&mut self, id: &Arc<str>) {
@@ -340,10 +360,7 @@ impl RegistryView {
     /// parsed (a copy the view does not keep) when still compact.
     pub fn fired(&self, id: &str) -> Option<Arc<Fired>> {
         let (key, h) = self.jobs.get_key_value(id)?;
-        match h {
-            Held::Full(f) => Some(f.clone()),
-            Held::Compact(c) => Fired::parse(key.clone(), c).ok().map(Arc::new),
-        }
+        h.fired(key)
     }
 
     /// The labels of `id`, without decoding it.
@@ -412,10 +429,7 @@ impl RegistryView {
         self.jobs
             .iter()
             .filter(|(id, _)| shards.contains(&crate::topology::shard_of(id, self.shards)))
-            .filter_map(|(id, h)| match h {
-                Held::Full(f) => Some(f.clone()),
-                Held::Compact(c) => Fired::parse(id.clone(), c).ok().map(Arc::new),
-            })
+            .filter_map(|(id, h)| h.fired(id))
             .collect()
     }
 
